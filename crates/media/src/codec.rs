@@ -1,0 +1,341 @@
+//! Codec configurations (avcC, hvcC, AudioSpecificConfig) and what HLS needs from them:
+//! RFC 6381 codec strings, resolution, parameter sets.
+
+use bytes::Bytes;
+
+use crate::bits::BitReader;
+use crate::flv::FlvError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoCodec {
+    H264,
+    H265,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoConfig {
+    pub codec: VideoCodec,
+    /// The decoder configuration record (avcC or hvcC body) exactly as the encoder sent it.
+    pub record: Bytes,
+    /// VPS/SPS/PPS in decoding order, for Annex B streams (MPEG-TS).
+    pub parameter_sets: Vec<Bytes>,
+    pub nal_length_size: u8,
+    pub width: u16,
+    pub height: u16,
+    pub codec_string: String,
+}
+
+impl VideoConfig {
+    pub fn parse(codec: VideoCodec, record: Bytes) -> Result<Self, FlvError> {
+        match codec {
+            VideoCodec::H264 => parse_avcc(record),
+            VideoCodec::H265 => parse_hvcc(record),
+        }
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], FlvError> {
+        if self.0.len() < n {
+            return Err(FlvError::InvalidConfig("decoder configuration record truncated"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, FlvError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, FlvError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn nal(&mut self) -> Result<Bytes, FlvError> {
+        let len = self.u16()? as usize;
+        Ok(Bytes::copy_from_slice(self.take(len)?))
+    }
+}
+
+fn parse_avcc(record: Bytes) -> Result<VideoConfig, FlvError> {
+    let mut r = Reader(&record);
+    let header = r.take(5)?;
+    let (profile, compat, level) = (header[1], header[2], header[3]);
+    let nal_length_size = (header[4] & 0x03) + 1;
+    let mut parameter_sets = Vec::new();
+    for _ in 0..(r.u8()? & 0x1f) {
+        parameter_sets.push(r.nal()?);
+    }
+    let sps = parameter_sets
+        .first()
+        .cloned()
+        .ok_or(FlvError::InvalidConfig("avcC without SPS"))?;
+    for _ in 0..r.u8()? {
+        parameter_sets.push(r.nal()?);
+    }
+    let (width, height) = h264_sps_resolution(&sps).unwrap_or((0, 0));
+    Ok(VideoConfig {
+        codec: VideoCodec::H264,
+        codec_string: format!("avc1.{profile:02x}{compat:02x}{level:02x}"),
+        record,
+        parameter_sets,
+        nal_length_size,
+        width,
+        height,
+    })
+}
+
+fn parse_hvcc(record: Bytes) -> Result<VideoConfig, FlvError> {
+    let mut r = Reader(&record);
+    let header = r.take(23)?;
+    let profile_space = header[1] >> 6;
+    let tier = (header[1] >> 5) & 1;
+    let profile_idc = header[1] & 0x1f;
+    let compat = u32::from_be_bytes([header[2], header[3], header[4], header[5]]);
+    let constraints = &header[6..12];
+    let level = header[12];
+    let nal_length_size = (header[21] & 0x03) + 1;
+    let mut parameter_sets = Vec::new();
+    let mut sps = None;
+    for _ in 0..header[22] {
+        let nal_type = r.u8()? & 0x3f;
+        for _ in 0..r.u16()? {
+            let nal = r.nal()?;
+            if nal_type == 33 && sps.is_none() {
+                sps = Some(nal.clone());
+            }
+            parameter_sets.push(nal);
+        }
+    }
+    let sps = sps.ok_or(FlvError::InvalidConfig("hvcC without SPS"))?;
+    let (width, height) = h265_sps_resolution(&sps).unwrap_or((0, 0));
+
+    // ISO/IEC 14496-15 annex E: hvc1.<space><profile>.<compat, bit-reversed>.<tier><level>
+    // .<constraint bytes, trailing zero bytes dropped>.
+    let space = ["", "A", "B", "C"][profile_space as usize];
+    let tier = if tier == 1 { 'H' } else { 'L' };
+    let mut codec_string = format!(
+        "hvc1.{space}{profile_idc}.{:X}.{tier}{level}",
+        compat.reverse_bits()
+    );
+    let used = constraints
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |i| i + 1);
+    for b in &constraints[..used] {
+        codec_string.push_str(&format!(".{b:X}"));
+    }
+    Ok(VideoConfig {
+        codec: VideoCodec::H265,
+        codec_string,
+        record,
+        parameter_sets,
+        nal_length_size,
+        width,
+        height,
+    })
+}
+
+/// Width and height from an H.264 SPS NAL unit (ITU-T H.264 7.3.2.1.1).
+fn h264_sps_resolution(nal: &[u8]) -> Option<(u16, u16)> {
+    let rbsp = crate::bits::unescape_rbsp(nal.get(1..)?);
+    let mut b = BitReader::new(&rbsp);
+    let profile = b.bits(8)?;
+    b.skip(16)?;
+    b.ue()?;
+    let mut chroma_format = 1;
+    if matches!(profile, 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135) {
+        chroma_format = b.ue()?;
+        if chroma_format == 3 {
+            b.skip(1)?;
+        }
+        b.ue()?;
+        b.ue()?;
+        b.skip(1)?;
+        if b.bit()? {
+            for i in 0..if chroma_format == 3 { 12 } else { 8 } {
+                if b.bit()? {
+                    let size = if i < 6 { 16 } else { 64 };
+                    let (mut last, mut next) = (8i64, 8i64);
+                    for _ in 0..size {
+                        if next != 0 {
+                            next = (last + b.se()? + 256) % 256;
+                        }
+                        last = if next == 0 { last } else { next };
+                    }
+                }
+            }
+        }
+    }
+    b.ue()?;
+    match b.ue()? {
+        0 => {
+            b.ue()?;
+        }
+        1 => {
+            b.skip(1)?;
+            b.se()?;
+            b.se()?;
+            for _ in 0..b.ue()?.min(255) {
+                b.se()?;
+            }
+        }
+        _ => {}
+    }
+    b.ue()?;
+    b.skip(1)?;
+    let width_mbs = b.ue()? + 1;
+    let height_units = b.ue()? + 1;
+    let frame_mbs_only = u64::from(b.bit()?);
+    if frame_mbs_only == 0 {
+        b.skip(1)?;
+    }
+    b.skip(1)?;
+    let (mut crop_x, mut crop_y) = (0, 0);
+    if b.bit()? {
+        let (l, r, t, bo) = (b.ue()?, b.ue()?, b.ue()?, b.ue()?);
+        let (unit_x, unit_y) = match chroma_format {
+            0 => (1, 2 - frame_mbs_only),
+            1 => (2, 2 * (2 - frame_mbs_only)),
+            2 => (2, 2 - frame_mbs_only),
+            _ => (1, 2 - frame_mbs_only),
+        };
+        crop_x = unit_x * (l + r);
+        crop_y = unit_y * (t + bo);
+    }
+    let width = (width_mbs * 16).checked_sub(crop_x)?;
+    let height = ((2 - frame_mbs_only) * height_units * 16).checked_sub(crop_y)?;
+    Some((u16::try_from(width).ok()?, u16::try_from(height).ok()?))
+}
+
+/// Width and height from an H.265 SPS NAL unit (ITU-T H.265 7.3.2.2).
+fn h265_sps_resolution(nal: &[u8]) -> Option<(u16, u16)> {
+    let rbsp = crate::bits::unescape_rbsp(nal.get(2..)?);
+    let mut b = BitReader::new(&rbsp);
+    b.skip(4)?;
+    let max_sub_layers_minus1 = b.bits(3)? as usize;
+    b.skip(1)?;
+    b.skip(96)?; // general profile, tier and level
+    let mut sub_layer_flags = Vec::new();
+    for _ in 0..max_sub_layers_minus1 {
+        sub_layer_flags.push((b.bit()?, b.bit()?));
+    }
+    if max_sub_layers_minus1 > 0 {
+        b.skip(2 * (8 - max_sub_layers_minus1))?;
+    }
+    for (profile_present, level_present) in sub_layer_flags {
+        if profile_present {
+            b.skip(88)?;
+        }
+        if level_present {
+            b.skip(8)?;
+        }
+    }
+    b.ue()?;
+    let chroma_format = b.ue()?;
+    if chroma_format == 3 {
+        b.skip(1)?;
+    }
+    let mut width = b.ue()?;
+    let mut height = b.ue()?;
+    if b.bit()? {
+        let (l, r, t, bo) = (b.ue()?, b.ue()?, b.ue()?, b.ue()?);
+        let (sub_w, sub_h) = match chroma_format {
+            1 => (2, 2),
+            2 => (2, 1),
+            _ => (1, 1),
+        };
+        width = width.checked_sub(sub_w * (l + r))?;
+        height = height.checked_sub(sub_h * (t + bo))?;
+    }
+    Some((u16::try_from(width).ok()?, u16::try_from(height).ok()?))
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AudioConfig {
+    /// The AudioSpecificConfig exactly as the encoder sent it.
+    pub asc: Bytes,
+    pub object_type: u8,
+    pub sample_rate_index: u8,
+    pub sample_rate: u32,
+    pub channels: u8,
+    pub codec_string: String,
+}
+
+const AAC_SAMPLE_RATES: [u32; 13] = [
+    96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
+];
+
+/// Samples per AAC access unit (AAC-LC and HE-AAC at the core rate).
+pub const AAC_FRAME_SAMPLES: u32 = 1024;
+
+impl AudioConfig {
+    pub fn parse(asc: Bytes) -> Result<Self, FlvError> {
+        let mut b = BitReader::new(&asc);
+        let bad = FlvError::InvalidConfig("AudioSpecificConfig truncated");
+        let mut object_type = b.bits(5).ok_or(bad.clone())? as u8;
+        if object_type == 31 {
+            object_type = 32 + b.bits(6).ok_or(bad.clone())? as u8;
+        }
+        let sample_rate_index = b.bits(4).ok_or(bad.clone())? as u8;
+        let sample_rate = if sample_rate_index == 15 {
+            b.bits(24).ok_or(bad.clone())? as u32
+        } else {
+            *AAC_SAMPLE_RATES
+                .get(sample_rate_index as usize)
+                .ok_or(FlvError::InvalidConfig("reserved AAC sample rate index"))?
+        };
+        if sample_rate == 0 {
+            return Err(FlvError::InvalidConfig("AAC sample rate 0"));
+        }
+        let channels = b.bits(4).ok_or(bad)? as u8;
+        Ok(Self {
+            codec_string: format!("mp4a.40.{object_type}"),
+            asc,
+            object_type,
+            sample_rate_index,
+            sample_rate,
+            channels,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // avcC of a 1280x720 High profile stream from x264 (ffmpeg -s 1280x720).
+    const AVCC_720P: &[u8] = &[
+        1, 100, 0, 31, 255, 225, 0, 28, 103, 100, 0, 31, 172, 217, 128, 80, 5, 187, 1, 106, 2, 2,
+        2, 128, 0, 0, 3, 0, 128, 0, 0, 30, 7, 140, 24, 205, 1, 0, 5, 104, 233, 123, 44, 139,
+    ];
+
+    #[test]
+    fn avcc_gives_codec_string_resolution_and_parameter_sets() {
+        let c = VideoConfig::parse(VideoCodec::H264, Bytes::from_static(AVCC_720P)).unwrap();
+        assert_eq!(c.codec_string, "avc1.64001f");
+        assert_eq!((c.width, c.height), (1280, 720));
+        assert_eq!(c.parameter_sets.len(), 2);
+        assert_eq!(c.nal_length_size, 4);
+    }
+
+    #[test]
+    fn aac_lc_stereo_44100() {
+        let c = AudioConfig::parse(Bytes::from_static(&[0x12, 0x10])).unwrap();
+        assert_eq!((c.object_type, c.sample_rate, c.channels), (2, 44100, 2));
+        assert_eq!(c.codec_string, "mp4a.40.2");
+    }
+
+    #[test]
+    fn truncated_records_are_errors() {
+        for n in 0..AVCC_720P.len() - 6 {
+            assert!(
+                VideoConfig::parse(VideoCodec::H264, Bytes::copy_from_slice(&AVCC_720P[..n]))
+                    .is_err()
+            );
+        }
+        assert!(VideoConfig::parse(VideoCodec::H265, Bytes::from_static(&[1; 10])).is_err());
+        assert!(AudioConfig::parse(Bytes::from_static(&[0x12])).is_err());
+    }
+}

@@ -1,0 +1,436 @@
+//! Turns RTMP audio/video packets into HLS segments: one timeline for both tracks,
+//! unwrapped across 32-bit wrap and rebased across jumps, cut on keyframes near the
+//! target duration.
+
+use bytes::Bytes;
+
+use crate::codec::{AudioConfig, VideoConfig, AAC_FRAME_SAMPLES};
+use crate::flv::{AudioPacket, VideoPacket};
+
+pub const VIDEO_TIMESCALE: u32 = 90_000;
+/// A timestamp step larger than this (either way) is a discontinuity, not real time.
+const MAX_TIMESTAMP_STEP_MS: i64 = 10_000;
+/// With no video config after this much audio, the stream is audio-only.
+const AUDIO_ONLY_AFTER_MS: i64 = 2_000;
+/// A segment is cut at this size even without a keyframe, so memory stays bounded.
+const MAX_SEGMENT_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tracks {
+    pub video: Option<VideoConfig>,
+    pub audio: Option<AudioConfig>,
+}
+
+/// One coded frame in its track's timescale.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub dts: u64,
+    pub duration: u32,
+    pub composition_offset: i32,
+    pub keyframe: bool,
+    pub data: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaSegment {
+    /// Counts from 0 across the whole stream.
+    pub index: u64,
+    /// Start on the stream's timeline, in milliseconds since its first frame.
+    pub start_ms: u64,
+    pub duration_secs: f64,
+    pub video: Vec<Sample>,
+    pub audio: Vec<Sample>,
+    /// The tracks changed before this segment (new init segment, `EXT-X-DISCONTINUITY`).
+    pub discontinuity: bool,
+    pub bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SegmenterEvent {
+    /// Tracks are known (at start, or changed mid-stream): write an init segment.
+    Tracks(Tracks),
+    Segment(MediaSegment),
+}
+
+/// Maps 32-bit RTMP millisecond timestamps onto one continuous 64-bit timeline.
+#[derive(Debug, Default)]
+struct Timeline {
+    last_in: Option<u32>,
+    last_out: i64,
+    last_forward_step: i64,
+}
+
+impl Timeline {
+    fn map(&mut self, ts: u32) -> i64 {
+        let Some(last_in) = self.last_in else {
+            self.last_in = Some(ts);
+            return 0;
+        };
+        // Wrapping difference handles the 2^32 ms wrap; a huge step is a publisher
+        // restart or clock jump, so we carry on from where the timeline was.
+        let step = i64::from(ts.wrapping_sub(last_in) as i32);
+        self.last_in = Some(ts);
+        if step.abs() <= MAX_TIMESTAMP_STEP_MS {
+            self.last_out += step;
+            if step > 0 {
+                self.last_forward_step = step;
+            }
+        } else {
+            self.last_out += self.last_forward_step;
+        }
+        self.last_out
+    }
+}
+
+#[derive(Debug)]
+struct PendingVideo {
+    dts_ms: i64,
+    composition_offset_ms: i32,
+    keyframe: bool,
+    data: Bytes,
+}
+
+#[derive(Debug)]
+pub struct Segmenter {
+    target_ms: i64,
+    timeline: Timeline,
+    video_config: Option<VideoConfig>,
+    audio_config: Option<AudioConfig>,
+    tracks: Option<Tracks>,
+    tracks_changed: bool,
+    segment_start_ms: Option<i64>,
+    pending_video: Vec<PendingVideo>,
+    pending_audio: Vec<(i64, Bytes)>,
+    pending_bytes: usize,
+    last_video_dts_ms: Option<i64>,
+    audio_next_sample: Option<u64>,
+    first_audio_ms: Option<i64>,
+    next_index: u64,
+    /// Timeline origin, so segment times start near 0 even if the first frame is late.
+    origin_ms: Option<i64>,
+}
+
+impl Segmenter {
+    pub fn new(target_ms: u64) -> Self {
+        Self {
+            target_ms: target_ms.max(100) as i64,
+            timeline: Timeline::default(),
+            video_config: None,
+            audio_config: None,
+            tracks: None,
+            tracks_changed: false,
+            segment_start_ms: None,
+            pending_video: Vec::new(),
+            pending_audio: Vec::new(),
+            pending_bytes: 0,
+            last_video_dts_ms: None,
+            audio_next_sample: None,
+            first_audio_ms: None,
+            next_index: 0,
+            origin_ms: None,
+        }
+    }
+
+    pub fn tracks(&self) -> Option<&Tracks> {
+        self.tracks.as_ref()
+    }
+
+    pub fn push_video(&mut self, timestamp: u32, packet: VideoPacket) -> Vec<SegmenterEvent> {
+        let mut events = Vec::new();
+        let dts_ms = self.timeline.map(timestamp);
+        match packet {
+            VideoPacket::Config(config) => {
+                if self.video_config.as_ref() != Some(&config) {
+                    self.video_config = Some(config);
+                    if self.tracks.is_some() {
+                        self.restart_tracks(&mut events);
+                    }
+                }
+            }
+            VideoPacket::Frame {
+                keyframe,
+                composition_offset,
+                data,
+            } => {
+                if self.video_config.is_none() {
+                    return events;
+                }
+                if self.tracks.is_none() {
+                    if !keyframe {
+                        return events;
+                    }
+                    self.start_tracks(&mut events);
+                }
+                if self.tracks.as_ref().is_some_and(|t| t.video.is_none()) {
+                    return events;
+                }
+                if self.segment_start_ms.is_none() && !keyframe {
+                    return events;
+                }
+                // Decode times must increase strictly within a track.
+                let dts_ms = match self.last_video_dts_ms {
+                    Some(last) if dts_ms <= last => last + 1,
+                    _ => dts_ms,
+                };
+                if keyframe || self.pending_bytes > MAX_SEGMENT_BYTES {
+                    self.cut_if_due(dts_ms, &mut events);
+                }
+                self.segment_start_ms.get_or_insert(dts_ms);
+                self.last_video_dts_ms = Some(dts_ms);
+                self.pending_bytes += data.len();
+                self.pending_video.push(PendingVideo {
+                    dts_ms,
+                    composition_offset_ms: composition_offset,
+                    keyframe,
+                    data,
+                });
+            }
+            VideoPacket::EndOfSequence | VideoPacket::Ignored => {}
+        }
+        events
+    }
+
+    pub fn push_audio(&mut self, timestamp: u32, packet: AudioPacket) -> Vec<SegmenterEvent> {
+        let mut events = Vec::new();
+        let ts_ms = self.timeline.map(timestamp);
+        match packet {
+            AudioPacket::Config(config) => {
+                if self.audio_config.as_ref() != Some(&config) {
+                    self.audio_config = Some(config);
+                    if self.tracks.is_some() {
+                        self.restart_tracks(&mut events);
+                    }
+                }
+            }
+            AudioPacket::Frame(data) => {
+                if self.audio_config.is_none() {
+                    return events;
+                }
+                if self.tracks.is_none() {
+                    let first = *self.first_audio_ms.get_or_insert(ts_ms);
+                    if self.video_config.is_some() || ts_ms - first < AUDIO_ONLY_AFTER_MS {
+                        return events;
+                    }
+                    self.start_tracks(&mut events);
+                }
+                let audio_only = self.tracks.as_ref().is_some_and(|t| t.video.is_none());
+                if audio_only {
+                    self.cut_if_due(ts_ms, &mut events);
+                    self.segment_start_ms.get_or_insert(ts_ms);
+                } else if self.segment_start_ms.is_none() {
+                    // Video leads: audio before the first keyframe has nowhere to go.
+                    return events;
+                }
+                self.pending_bytes += data.len();
+                self.pending_audio.push((ts_ms, data));
+            }
+        }
+        events
+    }
+
+    /// Ends the stream: returns the last, possibly short, segment.
+    pub fn finish(&mut self) -> Option<MediaSegment> {
+        let end = self.estimated_end_ms()?;
+        self.take_segment(end)
+    }
+
+    fn start_tracks(&mut self, events: &mut Vec<SegmenterEvent>) {
+        let tracks = Tracks {
+            video: self.video_config.clone(),
+            audio: self.audio_config.clone(),
+        };
+        self.tracks = Some(tracks.clone());
+        events.push(SegmenterEvent::Tracks(tracks));
+    }
+
+    fn restart_tracks(&mut self, events: &mut Vec<SegmenterEvent>) {
+        if let Some(segment) = self.finish() {
+            events.push(SegmenterEvent::Segment(segment));
+        }
+        self.tracks = None;
+        self.tracks_changed = true;
+        self.last_video_dts_ms = None;
+        self.audio_next_sample = None;
+        self.first_audio_ms = None;
+    }
+
+    fn cut_if_due(&mut self, now_ms: i64, events: &mut Vec<SegmenterEvent>) {
+        let Some(start) = self.segment_start_ms else {
+            return;
+        };
+        // Encoders place keyframes on frame boundaries (60 frames at 33 ms is 1.98 s), so
+        // a keyframe within a tenth of the target is close enough to cut on.
+        let due = now_ms - start >= self.target_ms - self.target_ms / 10;
+        if due || self.pending_bytes > MAX_SEGMENT_BYTES {
+            if let Some(segment) = self.take_segment(now_ms) {
+                events.push(SegmenterEvent::Segment(segment));
+            }
+        }
+    }
+
+    fn estimated_end_ms(&self) -> Option<i64> {
+        if let Some(last) = self.pending_video.last() {
+            let n = self.pending_video.len();
+            let step = if n >= 2 {
+                last.dts_ms - self.pending_video[n - 2].dts_ms
+            } else {
+                33
+            };
+            return Some(last.dts_ms + step.max(1));
+        }
+        let (last, _) = self.pending_audio.last()?;
+        let frame_ms = self.audio_config.as_ref().map_or(21, |c| {
+            i64::from(AAC_FRAME_SAMPLES) * 1000 / i64::from(c.sample_rate)
+        });
+        Some(last + frame_ms.max(1))
+    }
+
+    /// Closes the pending segment at `end_ms` (exclusive).
+    fn take_segment(&mut self, end_ms: i64) -> Option<MediaSegment> {
+        let start_ms = self.segment_start_ms?;
+        let origin = *self.origin_ms.get_or_insert(start_ms);
+        let video_frames = std::mem::take(&mut self.pending_video);
+        let split = self
+            .pending_audio
+            .iter()
+            .position(|(ts, _)| *ts >= end_ms)
+            .unwrap_or(self.pending_audio.len());
+        let audio_frames: Vec<_> = self.pending_audio.drain(..split).collect();
+        if video_frames.is_empty() && audio_frames.is_empty() {
+            self.segment_start_ms = None;
+            return None;
+        }
+
+        let to_90k = |ms: i64| ((ms - origin).max(0) as u64) * u64::from(VIDEO_TIMESCALE) / 1000;
+        let mut video = Vec::with_capacity(video_frames.len());
+        for (i, frame) in video_frames.iter().enumerate() {
+            let next_ms = video_frames.get(i + 1).map_or(end_ms, |f| f.dts_ms);
+            let dts = to_90k(frame.dts_ms);
+            video.push(Sample {
+                dts,
+                duration: (to_90k(next_ms).saturating_sub(dts)).max(1) as u32,
+                composition_offset: frame.composition_offset_ms.saturating_mul(90),
+                keyframe: frame.keyframe,
+                data: frame.data.clone(),
+            });
+        }
+
+        let mut audio = Vec::with_capacity(audio_frames.len());
+        if let Some(config) = &self.audio_config {
+            let rate = u64::from(config.sample_rate);
+            for (ts_ms, data) in audio_frames {
+                // Count samples for exact AAC timing; resync only if the publisher's
+                // clock drifts by more than a couple of frames.
+                let from_clock = (ts_ms - origin).max(0) as u64 * rate / 1000;
+                let dts = match self.audio_next_sample {
+                    Some(next) if next.abs_diff(from_clock) <= 2 * u64::from(AAC_FRAME_SAMPLES) => {
+                        next
+                    }
+                    _ => from_clock,
+                };
+                self.audio_next_sample = Some(dts + u64::from(AAC_FRAME_SAMPLES));
+                audio.push(Sample {
+                    dts,
+                    duration: AAC_FRAME_SAMPLES,
+                    composition_offset: 0,
+                    keyframe: true,
+                    data,
+                });
+            }
+        }
+
+        let duration_secs = match (video.first(), audio.first(), &self.audio_config) {
+            (Some(_), _, _) => {
+                video.iter().map(|s| u64::from(s.duration)).sum::<u64>() as f64
+                    / f64::from(VIDEO_TIMESCALE)
+            }
+            (None, Some(_), Some(config)) => {
+                audio.len() as f64 * f64::from(AAC_FRAME_SAMPLES) / f64::from(config.sample_rate)
+            }
+            _ => 0.0,
+        };
+        let bytes = video.iter().chain(&audio).map(|s| s.data.len()).sum();
+        self.pending_bytes = self.pending_audio.iter().map(|(_, d)| d.len()).sum();
+        self.segment_start_ms = None;
+        let index = self.next_index;
+        self.next_index += 1;
+        Some(MediaSegment {
+            index,
+            start_ms: (start_ms - origin).max(0) as u64,
+            duration_secs,
+            video,
+            audio,
+            discontinuity: std::mem::take(&mut self.tracks_changed),
+            bytes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::VideoCodec;
+
+    fn video_config() -> VideoConfig {
+        VideoConfig {
+            codec: VideoCodec::H264,
+            record: Bytes::from_static(&[1, 100, 0, 31]),
+            parameter_sets: vec![],
+            nal_length_size: 4,
+            width: 1280,
+            height: 720,
+            codec_string: "avc1.64001f".into(),
+        }
+    }
+
+    fn frame(keyframe: bool) -> VideoPacket {
+        VideoPacket::Frame {
+            keyframe,
+            composition_offset: 0,
+            data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+        }
+    }
+
+    fn run(timestamps: impl Iterator<Item = u32>) -> Vec<MediaSegment> {
+        let mut s = Segmenter::new(2000);
+        let mut segments = Vec::new();
+        s.push_video(0, VideoPacket::Config(video_config()));
+        for (i, ts) in timestamps.enumerate() {
+            for e in s.push_video(ts, frame(i % 60 == 0)) {
+                if let SegmenterEvent::Segment(seg) = e {
+                    segments.push(seg);
+                }
+            }
+        }
+        segments.extend(s.finish());
+        segments
+    }
+
+    #[test]
+    fn cuts_on_keyframes_at_target_and_keeps_every_frame() {
+        // 30 fps, keyframe every 60 frames: 2 s segments.
+        let segments = run((0..300).map(|i| i * 1000 / 30));
+        assert_eq!(segments.len(), 5);
+        assert_eq!(segments.iter().map(|s| s.video.len()).sum::<usize>(), 300);
+        for s in &segments {
+            assert!((s.duration_secs - 2.0).abs() < 0.05, "{}", s.duration_secs);
+            assert!(s.video[0].keyframe);
+        }
+    }
+
+    #[test]
+    fn timestamp_wrap_and_jumps_keep_the_timeline_continuous() {
+        let start = u32::MAX - 3000;
+        let wrapped = run((0..300u32).map(|i| start.wrapping_add(i * 1000 / 30)));
+        let jumped = run((0..300u32).map(|i| if i < 150 { i * 33 } else { 500_000 + i * 33 }));
+        for segments in [wrapped, jumped] {
+            let mut expected_dts = 0;
+            for s in &segments {
+                assert_eq!(s.video[0].dts, expected_dts, "segments must abut");
+                expected_dts = s.video[0].dts + s.video.iter().map(|v| u64::from(v.duration)).sum::<u64>();
+                assert!(s.duration_secs > 0.0 && s.duration_secs < 3.0);
+            }
+            assert_eq!(segments.iter().map(|s| s.video.len()).sum::<usize>(), 300);
+        }
+    }
+}
