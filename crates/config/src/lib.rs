@@ -1,1 +1,415 @@
+//! streamcdn configuration: one TOML file, every field defaulted, validated at load with
+//! errors that name the file, line, column and key.
+//!
+//! This crate knows nothing of servers: it only turns text into checked values.
 
+mod units;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use units::ByteSize;
+
+#[derive(Debug, Error)]
+#[error("{}:{line}:{column}: {}{message}", file.display(), key.as_ref().map(|k| format!("`{k}`: ")).unwrap_or_default())]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    /// Dotted path of the offending key, when there is one.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub rtmp: RtmpConfig,
+    pub origin: OriginConfig,
+    pub http: HttpConfig,
+    pub admin: AdminConfig,
+    pub hls: HlsConfig,
+    pub edge: EdgeConfig,
+    pub providers: Vec<ProviderConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Recordings, journals and generated state live here.
+    pub data_dir: PathBuf,
+    /// Time allowed on shutdown for in-flight segments and requests.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtmpConfig {
+    pub listen: SocketAddr,
+    pub max_connections: usize,
+    /// Largest RTMP message accepted (a video frame is one message).
+    pub max_message_size: ByteSize,
+    /// A connection that sends nothing for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([0, 0, 0, 0], 1935).into(),
+            max_connections: 1000,
+            max_message_size: ByteSize(8 * 1024 * 1024),
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OriginConfig {
+    /// Where the ingest serves its streams over HTTP to edges.
+    pub listen: SocketAddr,
+}
+
+impl Default for OriginConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 8088).into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Playback for viewers (the edge cache).
+    pub listen: SocketAddr,
+    /// Largest request head accepted; larger ones get 431.
+    pub max_header_size: ByteSize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([0, 0, 0, 0], 8080).into(),
+            max_header_size: ByteSize(16 * 1024),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// REST admin API and Prometheus `/metrics`.
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 8081).into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SegmentFormat {
+    /// CMAF fragmented MP4 (`init.mp4` + `.m4s`).
+    #[default]
+    Fmp4,
+    /// MPEG-2 transport stream (`.ts`).
+    Ts,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HlsConfig {
+    /// Segments are cut on the first keyframe at or near this duration.
+    #[serde(with = "humantime_serde")]
+    pub segment_duration: Duration,
+    /// Segments in the live playlist's sliding window.
+    pub live_window: usize,
+    pub format: SegmentFormat,
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        Self {
+            segment_duration: Duration::from_secs(2),
+            live_window: 6,
+            format: SegmentFormat::Fmp4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeConfig {
+    /// Base URL the edge fetches from. In `up` it defaults to the local origin.
+    pub upstream: Option<String>,
+    /// Bound on the memory cache (bodies and keys).
+    pub cache_memory: ByteSize,
+    /// Largest object the edge caches; larger ones are streamed through.
+    pub max_object_size: ByteSize,
+    /// Upstream request timeout.
+    #[serde(with = "humantime_serde")]
+    pub upstream_timeout: Duration,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            upstream: None,
+            cache_memory: ByteSize(256 * 1024 * 1024),
+            max_object_size: ByteSize(32 * 1024 * 1024),
+            upstream_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// First path segment of publish and play URLs.
+    pub name: String,
+    /// Publishers present it as `?key=<stream_key>`.
+    pub stream_key: String,
+    /// Overrides `hls.format` for this provider's streams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<SegmentFormat>,
+}
+
+mod humantime_serde {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {text:?} ({e}); use e.g. \"2s\", \"500ms\", \"5m\""
+            ))
+        })
+    }
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+/// Names used in URLs and on disk: providers and streams.
+pub fn is_valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && !name.starts_with('-')
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            line: 0,
+            column: 0,
+            key: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates; `file` is only used in error messages.
+    pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
+        let at = |offset: usize, key: Option<String>, message: String| {
+            let before = &text[..offset.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            ConfigError {
+                file: file.to_owned(),
+                line,
+                column,
+                key,
+                message,
+            }
+        };
+        let deserializer = toml::Deserializer::new(text);
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let offset = inner.span().map_or(0, |s| s.start);
+            at(
+                offset,
+                (key != ".").then_some(key),
+                inner.message().to_owned(),
+            )
+        })?;
+        config
+            .validate()
+            .map_err(|(key, message)| at(key_offset(text, &key), Some(key), message))?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot; returns the offending key and why.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let hls = &self.hls;
+        if !(Duration::from_millis(500)..=Duration::from_secs(30)).contains(&hls.segment_duration) {
+            return Err((
+                "hls.segment_duration".into(),
+                "must be between 500ms and 30s".into(),
+            ));
+        }
+        if !(3..=100).contains(&hls.live_window) {
+            return Err(("hls.live_window".into(), "must be between 3 and 100".into()));
+        }
+        if self.rtmp.max_message_size.0 < 64 * 1024
+            || self.rtmp.max_message_size.0 > 16 * 1024 * 1024
+        {
+            return Err((
+                "rtmp.max_message_size".into(),
+                "must be between 64KiB and 16MiB".into(),
+            ));
+        }
+        if self.edge.cache_memory.0 < 1024 * 1024 {
+            return Err(("edge.cache_memory".into(), "must be at least 1MiB".into()));
+        }
+        if let Some(upstream) = &self.edge.upstream {
+            if !upstream.starts_with("http://") {
+                return Err((
+                    "edge.upstream".into(),
+                    format!("{upstream:?} is not an http:// URL"),
+                ));
+            }
+        }
+        for (i, p) in self.providers.iter().enumerate() {
+            if !is_valid_name(&p.name) {
+                return Err((
+                    format!("providers[{i}].name"),
+                    format!("{:?} must be 1-64 characters of A-Z a-z 0-9 - _", p.name),
+                ));
+            }
+            if self.providers[..i].iter().any(|q| q.name == p.name) {
+                return Err((
+                    format!("providers[{i}].name"),
+                    format!("provider {:?} is defined twice", p.name),
+                ));
+            }
+            if p.stream_key.len() < 8 || p.stream_key.contains(['&', '?', '/', ' ']) {
+                return Err((
+                    format!("providers[{i}].stream_key"),
+                    "must be at least 8 characters, without & ? / or spaces".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
+        self.providers.iter().find(|p| p.name == name)
+    }
+}
+
+/// Byte offset of the value for a dotted key such as `hls.live_window` or
+/// `providers[1].name`, found textually; 0 when not present (a default value).
+fn key_offset(text: &str, key: &str) -> usize {
+    let mut table_occurrence = 0usize;
+    let mut section = String::new();
+    let (wanted_section, wanted_index, field) = match key.rsplit_once('.') {
+        Some((section, field)) => match section.split_once('[') {
+            Some((name, index)) => (
+                name.to_owned(),
+                index.trim_end_matches(']').parse::<usize>().ok(),
+                field,
+            ),
+            None => (section.to_owned(), None, field),
+        },
+        None => (String::new(), None, key),
+    };
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim();
+        if let Some(name) = trimmed
+            .strip_prefix("[[")
+            .and_then(|l| l.strip_suffix("]]"))
+        {
+            section = name.trim().to_owned();
+            if section == wanted_section {
+                table_occurrence += 1;
+            }
+        } else if let Some(name) = trimmed.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.trim().to_owned();
+        } else if section == wanted_section
+            && wanted_index.is_none_or(|i| table_occurrence == i + 1)
+            && trimmed
+                .split_once('=')
+                .is_some_and(|(k, _)| k.trim() == field)
+        {
+            return offset + line.find('=').map_or(0, |i| i + 1) + 1;
+        }
+        offset += line.len();
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.rtmp.listen.port(), 1935);
+        assert_eq!(c.http.listen.port(), 8080);
+        assert_eq!(c.admin.listen.port(), 8081);
+        assert_eq!(c.hls.segment_duration, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn the_documented_example_is_valid() {
+        let text = include_str!("../../../examples/streamcdn.toml");
+        let c = parse(text).unwrap();
+        assert!(!c.providers.is_empty());
+    }
+
+    #[test]
+    fn type_errors_name_line_and_key() {
+        let e = parse("[hls]\nsegment_duration = \"2s\"\nlive_window = \"six\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (3, Some("hls.live_window")));
+        let e = parse("[rtmp]\nlisten = \"nowhere\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (2, Some("rtmp.listen")));
+        let e = parse("[hls]\nsegment_length = \"2s\"\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.to_string().contains("segment_length"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_line_and_key() {
+        let text = "[[providers]]\nname = \"a\"\nstream_key = \"secret-key-1\"\n\n[[providers]]\nname = \"a\"\nstream_key = \"secret-key-2\"\n";
+        let e = parse(text).unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (6, Some("providers[1].name")));
+        assert!(e.to_string().starts_with("test.toml:6:"), "{e}");
+        let e = parse("[hls]\nsegment_duration = \"1h\"\n").unwrap_err();
+        assert_eq!(e.line, 2);
+    }
+}

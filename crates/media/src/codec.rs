@@ -39,7 +39,9 @@ struct Reader<'a>(&'a [u8]);
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], FlvError> {
         if self.0.len() < n {
-            return Err(FlvError::InvalidConfig("decoder configuration record truncated"));
+            return Err(FlvError::InvalidConfig(
+                "decoder configuration record truncated",
+            ));
         }
         let (head, rest) = self.0.split_at(n);
         self.0 = rest;
@@ -145,7 +147,10 @@ fn h264_sps_resolution(nal: &[u8]) -> Option<(u16, u16)> {
     b.skip(16)?;
     b.ue()?;
     let mut chroma_format = 1;
-    if matches!(profile, 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135) {
+    if matches!(
+        profile,
+        100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
+    ) {
         chroma_format = b.ue()?;
         if chroma_format == 3 {
             b.skip(1)?;

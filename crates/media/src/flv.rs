@@ -56,7 +56,11 @@ pub fn parse_video(data: &Bytes) -> Result<VideoPacket, FlvError> {
     let codec = match first & 0x0f {
         7 => VideoCodec::H264,
         12 => VideoCodec::H265,
-        other => return Err(FlvError::UnsupportedVideoCodec(format!("FLV codec id {other}"))),
+        other => {
+            return Err(FlvError::UnsupportedVideoCodec(format!(
+                "FLV codec id {other}"
+            )))
+        }
     };
     if frame_type == 5 {
         return Ok(VideoPacket::Ignored);
@@ -66,7 +70,10 @@ pub fn parse_video(data: &Bytes) -> Result<VideoPacket, FlvError> {
     }
     let composition_offset = si24(&data[2..5]);
     match data[1] {
-        0 => Ok(VideoPacket::Config(VideoConfig::parse(codec, data.slice(5..))?)),
+        0 => Ok(VideoPacket::Config(VideoConfig::parse(
+            codec,
+            data.slice(5..),
+        )?)),
         1 => Ok(VideoPacket::Frame {
             keyframe: frame_type == 1,
             composition_offset,

@@ -2,9 +2,9 @@
 
 use bytes::Bytes;
 use mp4_atom::{
-    Audio, Avc1, Avcc, Dinf, Dref, Encode, Esds, Ftyp, Hdlr, Hvc1, Hvcc, Mdat, Mdhd, Mdia,
-    Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsd, Styp, Tfdt, Tfhd, Tkhd,
-    Traf, Trak, Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd,
+    Audio, Avc1, Avcc, Dinf, Dref, Encode, Esds, Ftyp, Hdlr, Hvc1, Hvcc, Mdat, Mdhd, Mdia, Mfhd,
+    Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsd, Styp, Tfdt, Tfhd, Tkhd, Traf, Trak,
+    Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd,
 };
 use thiserror::Error;
 
@@ -206,7 +206,11 @@ fn traf(track_id: u32, samples: &[Sample]) -> Traf {
         .map(|s| TrunEntry {
             duration: Some(s.duration),
             size: Some(s.data.len() as u32),
-            flags: Some(if s.keyframe { SYNC_SAMPLE } else { NON_SYNC_SAMPLE }),
+            flags: Some(if s.keyframe {
+                SYNC_SAMPLE
+            } else {
+                NON_SYNC_SAMPLE
+            }),
             cts: Some(i64::from(s.composition_offset)),
         })
         .collect();

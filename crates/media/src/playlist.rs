@@ -82,7 +82,11 @@ impl MediaPlaylist<'_> {
                     current_map = Some(map);
                 }
             }
-            let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", segment.program_date_time);
+            let _ = writeln!(
+                out,
+                "#EXT-X-PROGRAM-DATE-TIME:{}",
+                segment.program_date_time
+            );
             let _ = writeln!(out, "#EXTINF:{:.3},", segment.duration_secs);
             let _ = writeln!(out, "{}", segment.uri);
         }

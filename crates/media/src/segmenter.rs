@@ -427,7 +427,8 @@ mod tests {
             let mut expected_dts = 0;
             for s in &segments {
                 assert_eq!(s.video[0].dts, expected_dts, "segments must abut");
-                expected_dts = s.video[0].dts + s.video.iter().map(|v| u64::from(v.duration)).sum::<u64>();
+                expected_dts =
+                    s.video[0].dts + s.video.iter().map(|v| u64::from(v.duration)).sum::<u64>();
                 assert!(s.duration_secs > 0.0 && s.duration_secs < 3.0);
             }
             assert_eq!(segments.iter().map(|s| s.video.len()).sum::<usize>(), 300);

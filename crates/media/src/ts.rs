@@ -35,14 +35,25 @@ impl TsMuxer {
 
     pub fn media_segment(&mut self, segment: &MediaSegment) -> Bytes {
         let mut out = Vec::with_capacity(segment.bytes + segment.bytes / 8 + 4 * PACKET);
-        let pat = psi_section(0x00, 1, &[0x00, 0x01, 0xE0 | (PID_PMT >> 8) as u8, PID_PMT as u8]);
+        let pat = psi_section(
+            0x00,
+            1,
+            &[0x00, 0x01, 0xE0 | (PID_PMT >> 8) as u8, PID_PMT as u8],
+        );
         self.write_packets(PID_PAT, &pat, None, false, &mut out);
         let pmt = self.pmt();
         self.write_packets(PID_PMT, &pmt, None, false, &mut out);
 
-        let audio_rate = self.tracks.audio.as_ref().map_or(1, |a| u64::from(a.sample_rate));
+        let audio_rate = self
+            .tracks
+            .audio
+            .as_ref()
+            .map_or(1, |a| u64::from(a.sample_rate));
         let audio_90k = |dts: u64| dts * u64::from(VIDEO_TIMESCALE) / audio_rate;
-        let (mut v, mut a) = (segment.video.iter().peekable(), segment.audio.iter().peekable());
+        let (mut v, mut a) = (
+            segment.video.iter().peekable(),
+            segment.audio.iter().peekable(),
+        );
         let pcr_on_audio = self.tracks.video.is_none();
         loop {
             let take_video = match (v.peek(), a.peek()) {
@@ -87,10 +98,22 @@ impl TsMuxer {
                 VideoCodec::H264 => 0x1B,
                 VideoCodec::H265 => 0x24,
             };
-            body.extend_from_slice(&[stream_type, 0xE0 | (PID_VIDEO >> 8) as u8, PID_VIDEO as u8, 0xF0, 0]);
+            body.extend_from_slice(&[
+                stream_type,
+                0xE0 | (PID_VIDEO >> 8) as u8,
+                PID_VIDEO as u8,
+                0xF0,
+                0,
+            ]);
         }
         if self.tracks.audio.is_some() {
-            body.extend_from_slice(&[0x0F, 0xE0 | (PID_AUDIO >> 8) as u8, PID_AUDIO as u8, 0xF0, 0]);
+            body.extend_from_slice(&[
+                0x0F,
+                0xE0 | (PID_AUDIO >> 8) as u8,
+                PID_AUDIO as u8,
+                0xF0,
+                0,
+            ]);
         }
         psi_section(0x02, 1, &body)
     }
@@ -150,7 +173,12 @@ impl TsMuxer {
             let cc = &mut self.continuity[cc_slot];
             let unit_start = if first { 0x40 } else { 0 };
             let control = if adaptation.is_some() { 0x30 } else { 0x10 };
-            out.extend_from_slice(&[0x47, unit_start | ((pid >> 8) as u8 & 0x1F), pid as u8, control | *cc]);
+            out.extend_from_slice(&[
+                0x47,
+                unit_start | ((pid >> 8) as u8 & 0x1F),
+                pid as u8,
+                control | *cc,
+            ]);
             *cc = (*cc + 1) & 0x0F;
             if let Some(body) = &adaptation {
                 out.push(body.len() as u8);
@@ -257,9 +285,10 @@ fn annex_b(config: &VideoConfig, data: &[u8], keyframe: bool) -> Vec<u8> {
         nals.push(nal);
         rest = &rest[len_size + len..];
     }
-    let has_params = nals
-        .iter()
-        .any(|n| n.first().is_some_and(|&b| param_types.contains(&nal_type(b))));
+    let has_params = nals.iter().any(|n| {
+        n.first()
+            .is_some_and(|&b| param_types.contains(&nal_type(b)))
+    });
     if keyframe && !has_params {
         for ps in &config.parameter_sets {
             out.extend_from_slice(&START);
@@ -302,7 +331,10 @@ mod tests {
         let config = VideoConfig {
             codec: VideoCodec::H264,
             record: Bytes::new(),
-            parameter_sets: vec![Bytes::from_static(&[0x67, 1]), Bytes::from_static(&[0x68, 2])],
+            parameter_sets: vec![
+                Bytes::from_static(&[0x67, 1]),
+                Bytes::from_static(&[0x68, 2]),
+            ],
             nal_length_size: 4,
             width: 0,
             height: 0,
@@ -336,9 +368,21 @@ mod tests {
             let payload_bytes: usize = ts
                 .chunks(PACKET)
                 .filter(|p| u16::from(p[1] & 0x1F) << 8 | u16::from(p[2]) == PID_VIDEO)
-                .map(|p| if p[3] & 0x20 != 0 { PACKET - 5 - p[4] as usize } else { PACKET - 4 })
+                .map(|p| {
+                    if p[3] & 0x20 != 0 {
+                        PACKET - 5 - p[4] as usize
+                    } else {
+                        PACKET - 4
+                    }
+                })
                 .sum();
-            let expected_payload = annex_b(&muxer.tracks.video.clone().unwrap(), &segment.video[0].data, segment.video[0].keyframe).len() + 14;
+            let expected_payload = annex_b(
+                &muxer.tracks.video.clone().unwrap(),
+                &segment.video[0].data,
+                segment.video[0].keyframe,
+            )
+            .len()
+                + 14;
             assert_eq!(payload_bytes, expected_payload, "size {size}");
         }
     }
@@ -346,7 +390,9 @@ mod tests {
     #[test]
     fn crc_matches_known_pat() {
         // CRC of a standard single-program PAT section (as written by ffmpeg).
-        let section = [0x00, 0xB0, 0x0D, 0x00, 0x01, 0xC1, 0x00, 0x00, 0x00, 0x01, 0xF0, 0x00];
+        let section = [
+            0x00, 0xB0, 0x0D, 0x00, 0x01, 0xC1, 0x00, 0x00, 0x00, 0x01, 0xF0, 0x00,
+        ];
         assert_eq!(crc32_mpeg2(&section), 0x2AB1_04B2);
     }
 }

@@ -1,1 +1,104 @@
-fn main() {}
+//! `streamcdn`: one binary, a subcommand per role. Only this crate knows how roles are
+//! wired together.
+
+mod admin;
+mod http;
+mod roles;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use streamcdn_config::Config;
+
+#[derive(Parser)]
+#[command(name = "streamcdn", version, about = "Self-hosted live-streaming CDN")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every role on this machine: RTMP ingest, origin, edge cache, admin API.
+    Up {
+        /// TOML configuration; without one, embedded defaults and a generated `demo`
+        /// provider are used.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Overrides `node.data_dir`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Run the ingest role: RTMP in, HTTP origin out, recordings on local storage.
+    Ingest {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Run the edge role: an HTTP cache in front of `edge.upstream`.
+    Edge {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and report the first error with its line and key.
+    CheckConfig { file: PathBuf },
+}
+
+fn load(config: Option<&PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<Config> {
+    let mut config = match config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(dir) = data_dir {
+        config.node.data_dir = dir;
+    }
+    Ok(config)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Command::CheckConfig { file } = &cli.command {
+        return match Config::load(file) {
+            Ok(config) => {
+                println!(
+                    "{}: OK ({} provider(s), RTMP {}, playback {}, admin {})",
+                    file.display(),
+                    config.providers.len(),
+                    config.rtmp.listen,
+                    config.http.listen,
+                    config.admin.listen
+                );
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(2);
+            }
+        };
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STREAMCDN_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Up { config, data_dir } => {
+                let config = load(config.as_ref(), data_dir)?;
+                roles::up(config).await
+            }
+            Command::Ingest { config, data_dir } => {
+                roles::ingest(load(Some(&config), data_dir)?).await
+            }
+            Command::Edge { config } => roles::edge(load(Some(&config), None)?).await,
+            Command::CheckConfig { .. } => Ok(()),
+        }
+    })
+}

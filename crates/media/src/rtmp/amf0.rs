@@ -144,10 +144,7 @@ fn decode_value(buf: &mut &[u8], depth: usize) -> Result<Amf0Value, Amf0Error> {
     })
 }
 
-fn decode_properties(
-    buf: &mut &[u8],
-    depth: usize,
-) -> Result<Vec<(String, Amf0Value)>, Amf0Error> {
+fn decode_properties(buf: &mut &[u8], depth: usize) -> Result<Vec<(String, Amf0Value)>, Amf0Error> {
     let mut props = Vec::new();
     loop {
         let key_len = read_u16(buf)? as usize;

@@ -148,7 +148,13 @@ impl ChunkDecoder {
         // What the message will look like once this header is applied; only committed
         // once the whole chunk is available.
         let mut next = match prior {
-            Some(s) => (s.timestamp, s.timestamp_delta, s.length, s.type_id, s.stream_id),
+            Some(s) => (
+                s.timestamp,
+                s.timestamp_delta,
+                s.length,
+                s.type_id,
+                s.stream_id,
+            ),
             None => (0, 0, 0, 0, 0),
         };
         let ts_value = |field: u32| extended_value.unwrap_or(field);
@@ -226,7 +232,11 @@ impl ChunkDecoder {
 pub fn encode(csid: u8, message: &Message, chunk_size: u32, out: &mut Vec<u8>) {
     debug_assert!((2..64).contains(&csid));
     let extended = message.timestamp >= 0xFF_FFFF;
-    let ts_field = if extended { 0xFF_FFFF } else { message.timestamp };
+    let ts_field = if extended {
+        0xFF_FFFF
+    } else {
+        message.timestamp
+    };
     out.push(csid);
     out.extend_from_slice(&ts_field.to_be_bytes()[1..]);
     out.extend_from_slice(&(message.payload.len() as u32).to_be_bytes()[1..]);
@@ -282,7 +292,9 @@ mod tests {
     #[test]
     fn applies_timestamp_deltas_of_compressed_headers() {
         // fmt 0 at t=1000, then fmt 2 with delta 40, then fmt 3 (reuses delta 40).
-        let mut wire = vec![0x04, 0x00, 0x03, 0xE8, 0x00, 0x00, 0x01, 0x08, 1, 0, 0, 0, 0xAA];
+        let mut wire = vec![
+            0x04, 0x00, 0x03, 0xE8, 0x00, 0x00, 0x01, 0x08, 1, 0, 0, 0, 0xAA,
+        ];
         wire.extend_from_slice(&[0x84, 0x00, 0x00, 0x28, 0xBB]);
         wire.extend_from_slice(&[0xC4, 0xCC]);
         let mut decoder = ChunkDecoder::new(1 << 20);

@@ -55,8 +55,14 @@ pub enum SessionEvent {
     PublishRequested(PublishRequest),
     /// `onMetaData` properties from `@setDataFrame`.
     Metadata(Vec<(String, Amf0Value)>),
-    Audio { timestamp: u32, data: Bytes },
-    Video { timestamp: u32, data: Bytes },
+    Audio {
+        timestamp: u32,
+        data: Bytes,
+    },
+    Video {
+        timestamp: u32,
+        data: Bytes,
+    },
     /// The client stopped publishing (FCUnpublish / deleteStream / closeStream).
     PublishFinished,
     /// A command we do not implement; it was answered with `_error`.
@@ -289,8 +295,14 @@ impl ServerSession {
                         ]),
                         object(&[
                             ("level", Amf0Value::String("status".into())),
-                            ("code", Amf0Value::String("NetConnection.Connect.Success".into())),
-                            ("description", Amf0Value::String("Connection succeeded.".into())),
+                            (
+                                "code",
+                                Amf0Value::String("NetConnection.Connect.Success".into()),
+                            ),
+                            (
+                                "description",
+                                Amf0Value::String("Connection succeeded.".into()),
+                            ),
                             ("objectEncoding", Amf0Value::Number(0.0)),
                         ]),
                     ],
@@ -307,7 +319,9 @@ impl ServerSession {
                     return Err(RtmpError::Protocol("publish before connect".into()));
                 };
                 if self.publish.is_some() {
-                    return Err(RtmpError::Protocol("second publish on one connection".into()));
+                    return Err(RtmpError::Protocol(
+                        "second publish on one connection".into(),
+                    ));
                 }
                 let name = arg(3).unwrap_or_default();
                 self.publish = Some((stream_id, name.clone()));
@@ -334,7 +348,10 @@ impl ServerSession {
                             Amf0Value::Null,
                             object(&[
                                 ("level", Amf0Value::String("error".into())),
-                                ("code", Amf0Value::String("NetConnection.Call.Failed".into())),
+                                (
+                                    "code",
+                                    Amf0Value::String("NetConnection.Call.Failed".into()),
+                                ),
                                 (
                                     "description",
                                     Amf0Value::String(format!("unsupported command {other}")),
@@ -448,12 +465,25 @@ mod tests {
         let mut s = handshaken();
         let s_ = |v: &str| Amf0Value::String(v.into());
         let mut wire = command(
-            &[s_("connect"), Amf0Value::Number(1.0), object(&[("app", s_("demo"))])],
+            &[
+                s_("connect"),
+                Amf0Value::Number(1.0),
+                object(&[("app", s_("demo"))]),
+            ],
             0,
         );
-        wire.extend(command(&[s_("createStream"), Amf0Value::Number(2.0), Amf0Value::Null], 0));
         wire.extend(command(
-            &[s_("publish"), Amf0Value::Number(3.0), Amf0Value::Null, s_("cam?key=k"), s_("live")],
+            &[s_("createStream"), Amf0Value::Number(2.0), Amf0Value::Null],
+            0,
+        ));
+        wire.extend(command(
+            &[
+                s_("publish"),
+                Amf0Value::Number(3.0),
+                Amf0Value::Null,
+                s_("cam?key=k"),
+                s_("live"),
+            ],
             1,
         ));
         s.handle_input(&wire).unwrap();

@@ -1,0 +1,367 @@
+//! The one owner of stream state on an ingest server: who may publish, which streams
+//! are live, and the in-memory view of each stream's current recording that the origin
+//! serves from.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use streamcdn_config::{is_valid_name, ProviderConfig, SegmentFormat};
+use thiserror::Error;
+use tokio::sync::watch;
+
+use crate::recording::{self, Recording, RecordingState, SegmentEntry};
+
+#[derive(Debug, Error)]
+pub enum PublishError {
+    #[error("unknown provider {0:?}")]
+    UnknownProvider(String),
+    #[error("invalid stream name {0:?}: use 1-64 characters of A-Z a-z 0-9 - _")]
+    InvalidStreamName(String),
+    #[error("missing stream key (publish to <stream>?key=<secret>)")]
+    MissingKey,
+    #[error("wrong stream key")]
+    WrongKey,
+    #[error("stream {0} is already being published")]
+    AlreadyLive(String),
+    #[error("cannot create the recording: {0}")]
+    Storage(#[from] std::io::Error),
+}
+
+impl PublishError {
+    /// The NetStream status code an RTMP client is refused with.
+    pub fn rtmp_code(&self) -> &'static str {
+        match self {
+            PublishError::UnknownProvider(_)
+            | PublishError::MissingKey
+            | PublishError::WrongKey => "NetStream.Publish.Unauthorized",
+            PublishError::InvalidStreamName(_) | PublishError::AlreadyLive(_) => {
+                "NetStream.Publish.BadName"
+            }
+            PublishError::Storage(_) => "NetStream.Publish.Failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    pub recordings_dir: PathBuf,
+    pub default_format: SegmentFormat,
+    pub target_duration_secs: f64,
+    pub live_window: usize,
+}
+
+/// What the origin needs of a stream: its current recording and the bytes of recent
+/// objects, which are served from memory so a segment is playable the moment it is cut.
+#[derive(Debug)]
+pub struct LiveStream {
+    state: RwLock<StreamState>,
+    /// Bumped on every new segment and at the end, for requests that wait.
+    updates: watch::Sender<u64>,
+}
+
+#[derive(Debug)]
+struct StreamState {
+    recording: Recording,
+    hot: HashMap<String, Bytes>,
+    hot_order: Vec<String>,
+}
+
+impl LiveStream {
+    fn new(recording: Recording) -> Self {
+        Self {
+            state: RwLock::new(StreamState {
+                recording,
+                hot: HashMap::new(),
+                hot_order: Vec::new(),
+            }),
+            updates: watch::channel(0).0,
+        }
+    }
+
+    pub fn recording(&self) -> Recording {
+        self.read().recording.clone()
+    }
+
+    /// Runs `f` on the recording without cloning it.
+    pub fn with_recording<T>(&self, f: impl FnOnce(&Recording) -> T) -> T {
+        f(&self.read().recording)
+    }
+
+    pub fn hot_object(&self, file: &str) -> Option<Bytes> {
+        self.read().hot.get(file).cloned()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.updates.subscribe()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, StreamState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, StreamState> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn set_tracks(
+        &self,
+        init: Option<(String, Bytes)>,
+        codecs: Vec<String>,
+        resolution: Option<(u16, u16)>,
+    ) {
+        let mut state = self.write();
+        if let Some((file, bytes)) = init {
+            state.recording.inits.push(file.clone());
+            state.hot.insert(file, bytes);
+        }
+        state.recording.codecs = codecs;
+        state.recording.resolution = resolution;
+    }
+
+    pub(crate) fn add_segment(
+        &self,
+        entry: SegmentEntry,
+        bytes: Bytes,
+        frame_rate: Option<f64>,
+        keep_hot: usize,
+    ) {
+        {
+            let mut state = self.write();
+            if state.recording.frame_rate.is_none() {
+                state.recording.frame_rate = frame_rate;
+            }
+            state.hot.insert(entry.file.clone(), bytes);
+            state.hot_order.push(entry.file.clone());
+            state.recording.segments.push(entry);
+            let excess = state.hot_order.len().saturating_sub(keep_hot);
+            for file in state.hot_order.drain(..excess).collect::<Vec<_>>() {
+                state.hot.remove(&file);
+            }
+        }
+        self.updates.send_modify(|n| *n += 1);
+    }
+
+    pub(crate) fn end(&self, ended_at: String) {
+        {
+            let mut state = self.write();
+            state.recording.state = RecordingState::Ended;
+            state.recording.ended_at = Some(ended_at);
+        }
+        self.updates.send_modify(|n| *n += 1);
+    }
+
+    /// Once the recorder has made every segment durable, memory copies are not needed.
+    pub(crate) fn release_hot(&self) {
+        let mut state = self.write();
+        state.hot.clear();
+        state.hot_order.clear();
+    }
+}
+
+#[derive(Debug)]
+pub struct StreamHub {
+    settings: HubSettings,
+    providers: RwLock<HashMap<String, ProviderConfig>>,
+    streams: Mutex<HashMap<(String, String), Arc<LiveStream>>>,
+}
+
+/// The stream name and key from an RTMP publishing name `stream?key=secret&...`.
+pub fn split_publish_name(name: &str) -> (&str, Option<&str>) {
+    let (stream, query) = name.split_once('?').unwrap_or((name, ""));
+    let key = query.split('&').find_map(|pair| pair.strip_prefix("key="));
+    (stream, key)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl StreamHub {
+    pub fn new(settings: HubSettings, providers: &[ProviderConfig]) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&settings.recordings_dir)?;
+        let repaired = recording::recover(&settings.recordings_dir)?;
+        if repaired > 0 {
+            tracing::warn!(repaired, "recovered recordings interrupted by a crash");
+        }
+        Ok(Self {
+            settings,
+            providers: RwLock::new(
+                providers
+                    .iter()
+                    .map(|p| (p.name.clone(), p.clone()))
+                    .collect(),
+            ),
+            streams: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn settings(&self) -> &HubSettings {
+        &self.settings
+    }
+
+    fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Arc<LiveStream>>> {
+        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Authorizes a publisher and opens a new recording for its stream.
+    pub fn begin_publish(
+        &self,
+        app: &str,
+        publish_name: &str,
+        started_at: String,
+        recording_id: String,
+    ) -> Result<(Arc<LiveStream>, PathBuf), PublishError> {
+        let provider = self
+            .providers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(app)
+            .cloned()
+            .ok_or_else(|| PublishError::UnknownProvider(app.to_owned()))?;
+        let (stream, key) = split_publish_name(publish_name);
+        if !is_valid_name(stream) {
+            return Err(PublishError::InvalidStreamName(stream.to_owned()));
+        }
+        let key = key.ok_or(PublishError::MissingKey)?;
+        if !constant_time_eq(key.as_bytes(), provider.stream_key.as_bytes()) {
+            return Err(PublishError::WrongKey);
+        }
+        let id = (provider.name.clone(), stream.to_owned());
+        let mut streams = self.streams();
+        if streams
+            .get(&id)
+            .is_some_and(|s| s.with_recording(Recording::is_live))
+        {
+            return Err(PublishError::AlreadyLive(format!("{}/{}", id.0, id.1)));
+        }
+        let format = provider.format.unwrap_or(self.settings.default_format);
+        let recording = Recording::new(
+            &id.0,
+            &id.1,
+            &recording_id,
+            format,
+            started_at,
+            self.settings.target_duration_secs,
+        );
+        let dir =
+            recording::recording_dir(&self.settings.recordings_dir, &id.0, &id.1, &recording_id);
+        std::fs::create_dir_all(&dir)?;
+        recording::write_journal(&dir, &recording)?;
+        let live = Arc::new(LiveStream::new(recording));
+        streams.insert(id, live.clone());
+        Ok((live, dir))
+    }
+
+    /// The stream's current (or most recent) recording held in memory.
+    pub fn stream(&self, provider: &str, stream: &str) -> Option<Arc<LiveStream>> {
+        self.streams()
+            .get(&(provider.to_owned(), stream.to_owned()))
+            .cloned()
+    }
+
+    pub fn live_streams(&self) -> Vec<Recording> {
+        let mut live: Vec<_> = self
+            .streams()
+            .values()
+            .map(|s| s.recording())
+            .filter(Recording::is_live)
+            .collect();
+        live.sort_by(|a, b| (&a.provider, &a.stream).cmp(&(&b.provider, &b.stream)));
+        live
+    }
+
+    pub fn recording_dir(&self, provider: &str, stream: &str, recording_id: &str) -> PathBuf {
+        recording::recording_dir(
+            &self.settings.recordings_dir,
+            provider,
+            stream,
+            recording_id,
+        )
+    }
+
+    /// Recording ids of a stream on local storage, oldest first.
+    pub fn recording_ids(&self, provider: &str, stream: &str) -> Vec<String> {
+        let dir = self.settings.recordings_dir.join(provider).join(stream);
+        let mut ids: Vec<String> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().join(recording::JOURNAL_FILE).is_file())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// A recording by id: from memory for the stream's current one, else its journal.
+    pub fn load_recording(&self, provider: &str, stream: &str, id: &str) -> Option<Recording> {
+        if let Some(live) = self.stream(provider, stream) {
+            if let Some(rec) = live.with_recording(|r| (r.recording_id == id).then(|| r.clone())) {
+                return Some(rec);
+            }
+        }
+        recording::read_journal(&self.recording_dir(provider, stream, id)).ok()
+    }
+
+    pub fn recordings_root(&self) -> &Path {
+        &self.settings.recordings_dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_names_carry_the_key_in_the_query() {
+        assert_eq!(split_publish_name("cam?key=abc"), ("cam", Some("abc")));
+        assert_eq!(split_publish_name("cam?x=1&key=abc"), ("cam", Some("abc")));
+        assert_eq!(split_publish_name("cam"), ("cam", None));
+    }
+
+    #[test]
+    fn keys_are_checked_and_duplicates_refused() {
+        let dir = std::env::temp_dir().join(format!("streamcdn-hub-{}", std::process::id()));
+        let hub = StreamHub::new(
+            HubSettings {
+                recordings_dir: dir,
+                default_format: SegmentFormat::Fmp4,
+                target_duration_secs: 2.0,
+                live_window: 6,
+            },
+            &[ProviderConfig {
+                name: "p".into(),
+                stream_key: "secret-key".into(),
+                format: None,
+            }],
+        )
+        .unwrap();
+        let begin =
+            |app: &str, name: &str, id: &str| hub.begin_publish(app, name, "t".into(), id.into());
+        assert!(matches!(
+            begin("p", "s?key=nope", "r0"),
+            Err(PublishError::WrongKey)
+        ));
+        assert!(matches!(
+            begin("p", "s", "r0"),
+            Err(PublishError::MissingKey)
+        ));
+        assert!(matches!(
+            begin("q", "s?key=secret-key", "r0"),
+            Err(PublishError::UnknownProvider(_))
+        ));
+        assert!(matches!(
+            begin("p", "../x?key=secret-key", "r0"),
+            Err(PublishError::InvalidStreamName(_))
+        ));
+        let (live, _) = begin("p", "s?key=secret-key", "r1").unwrap();
+        assert!(matches!(
+            begin("p", "s?key=secret-key", "r2"),
+            Err(PublishError::AlreadyLive(_))
+        ));
+        live.end("t2".into());
+        assert!(begin("p", "s?key=secret-key", "r3").is_ok());
+    }
+}

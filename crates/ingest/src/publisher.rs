@@ -1,0 +1,322 @@
+//! One publisher's pipeline: FLV packets → segmenter → container → the stream's
+//! in-memory view (served at once) and the recorder (made durable in the background).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use streamcdn_config::SegmentFormat;
+use streamcdn_media::flv::{self, AudioPacket, VideoPacket};
+use streamcdn_media::segmenter::{MediaSegment, Segmenter, SegmenterEvent, Tracks};
+use streamcdn_media::ts::TsMuxer;
+use streamcdn_media::{fmp4, rtmp::amf0::Amf0Value};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::hub::LiveStream;
+use crate::recording::{self, RecordingState, SegmentEntry};
+
+enum Container {
+    Fmp4,
+    Ts(TsMuxer),
+}
+
+enum WriteJob {
+    Init { file: String },
+    Segment(SegmentEntry),
+    End { ended_at: String },
+}
+
+pub struct Publisher {
+    stream: Arc<LiveStream>,
+    segmenter: Segmenter,
+    format: SegmentFormat,
+    container: Option<Container>,
+    init_file: Option<String>,
+    started: SystemTime,
+    keep_hot: usize,
+    writer: mpsc::Sender<(WriteJob, Bytes)>,
+    writer_task: Option<JoinHandle<()>>,
+    warned_unsupported: bool,
+    finished: bool,
+}
+
+/// RFC 3339 UTC with milliseconds, as EXT-X-PROGRAM-DATE-TIME wants.
+pub fn format_time(t: SystemTime) -> String {
+    let t = time::OffsetDateTime::from(t);
+    t.format(time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    ))
+    .unwrap_or_default()
+}
+
+/// Sortable, URL- and file-safe recording ids: `20261121T120000Z-1a2b`.
+pub fn new_recording_id(t: SystemTime) -> String {
+    let t = time::OffsetDateTime::from(t);
+    let stamp = t
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .unwrap_or_default();
+    format!("{stamp}-{:04x}", rand::random::<u16>())
+}
+
+impl Publisher {
+    pub fn new(stream: Arc<LiveStream>, dir: PathBuf, live_window: usize) -> Self {
+        let recording = stream.recording();
+        let target_ms = (recording.target_duration_secs * 1000.0) as u64;
+        let (tx, rx) = mpsc::channel(16);
+        let writer_task = tokio::spawn(run_recorder(dir, recording, rx, stream.clone()));
+        Self {
+            format: stream.with_recording(|r| r.format),
+            stream,
+            segmenter: Segmenter::new(target_ms),
+            container: None,
+            init_file: None,
+            started: SystemTime::now(),
+            // The live window plus a margin for players a little behind it and for
+            // the recorder's queue.
+            keep_hot: live_window + 4,
+            writer: tx,
+            writer_task: Some(writer_task),
+            warned_unsupported: false,
+            finished: false,
+        }
+    }
+
+    pub fn stream(&self) -> &Arc<LiveStream> {
+        &self.stream
+    }
+
+    pub async fn on_video(&mut self, timestamp: u32, data: Bytes) {
+        match flv::parse_video(&data) {
+            Ok(packet @ (VideoPacket::Config(_) | VideoPacket::Frame { .. })) => {
+                let events = self.segmenter.push_video(timestamp, packet);
+                self.handle(events).await;
+            }
+            Ok(_) => {}
+            Err(e) => self.warn_once(&e.to_string()),
+        }
+    }
+
+    pub async fn on_audio(&mut self, timestamp: u32, data: Bytes) {
+        match flv::parse_audio(&data) {
+            Ok(packet @ (AudioPacket::Config(_) | AudioPacket::Frame(_))) => {
+                let events = self.segmenter.push_audio(timestamp, packet);
+                self.handle(events).await;
+            }
+            Err(e) => self.warn_once(&e.to_string()),
+        }
+    }
+
+    pub fn on_metadata(&mut self, metadata: &[(String, Amf0Value)]) {
+        let encoder = metadata
+            .iter()
+            .find(|(k, _)| k == "encoder")
+            .and_then(|(_, v)| v.as_str());
+        tracing::debug!(encoder, "stream metadata");
+    }
+
+    fn warn_once(&mut self, what: &str) {
+        if !self.warned_unsupported {
+            self.warned_unsupported = true;
+            let (provider, stream) = self
+                .stream
+                .with_recording(|r| (r.provider.clone(), r.stream.clone()));
+            tracing::warn!(
+                provider,
+                stream,
+                "dropping media the ingest cannot package: {what}"
+            );
+        }
+    }
+
+    async fn handle(&mut self, events: Vec<SegmenterEvent>) {
+        for event in events {
+            match event {
+                SegmenterEvent::Tracks(tracks) => self.start_tracks(tracks).await,
+                SegmenterEvent::Segment(segment) => self.emit_segment(segment).await,
+            }
+        }
+    }
+
+    async fn start_tracks(&mut self, tracks: Tracks) {
+        let codecs: Vec<String> = tracks
+            .video
+            .iter()
+            .map(|v| v.codec_string.clone())
+            .chain(tracks.audio.iter().map(|a| a.codec_string.clone()))
+            .collect();
+        let resolution = tracks.video.as_ref().map(|v| (v.width, v.height));
+        match self.format {
+            SegmentFormat::Fmp4 => match fmp4::init_segment(&tracks) {
+                Ok(init) => {
+                    let n = self.stream.with_recording(|r| r.inits.len());
+                    let file = if n == 0 {
+                        "init.mp4".to_owned()
+                    } else {
+                        format!("init-{}.mp4", n + 1)
+                    };
+                    self.stream
+                        .set_tracks(Some((file.clone(), init.clone())), codecs, resolution);
+                    self.init_file = Some(file.clone());
+                    self.container = Some(Container::Fmp4);
+                    let _ = self.writer.send((WriteJob::Init { file }, init)).await;
+                }
+                Err(e) => {
+                    self.container = None;
+                    self.warn_once(&e.to_string());
+                }
+            },
+            SegmentFormat::Ts => {
+                self.stream.set_tracks(None, codecs, resolution);
+                self.container = Some(Container::Ts(TsMuxer::new(tracks)));
+            }
+        }
+    }
+
+    async fn emit_segment(&mut self, segment: MediaSegment) {
+        let bytes = match &mut self.container {
+            Some(Container::Fmp4) => {
+                match fmp4::media_segment(&segment, segment.index as u32 + 1) {
+                    Ok(b) => b,
+                    Err(e) => return self.warn_once(&e.to_string()),
+                }
+            }
+            Some(Container::Ts(muxer)) => muxer.media_segment(&segment),
+            None => return,
+        };
+        let extension = match self.format {
+            SegmentFormat::Fmp4 => "m4s",
+            SegmentFormat::Ts => "ts",
+        };
+        let start = self.started + std::time::Duration::from_millis(segment.start_ms);
+        let entry = SegmentEntry {
+            sequence: segment.index,
+            file: format!("{:06}.{extension}", segment.index),
+            duration_secs: segment.duration_secs,
+            program_date_time: format_time(start),
+            bytes: bytes.len() as u64,
+            discontinuity: segment.discontinuity,
+            init: self.init_file.clone(),
+        };
+        let frame_rate = (segment.duration_secs > 0.0 && !segment.video.is_empty())
+            .then(|| (segment.video.len() as f64 / segment.duration_secs).round());
+        self.stream
+            .add_segment(entry.clone(), bytes.clone(), frame_rate, self.keep_hot);
+        metrics::counter!("streamcdn_ingest_segments_total").increment(1);
+        if self
+            .writer
+            .send((WriteJob::Segment(entry), bytes))
+            .await
+            .is_err()
+        {
+            tracing::error!("recorder stopped; segment kept in memory only");
+        }
+    }
+
+    /// Flushes the last segment, marks the stream ended and waits until the recorder
+    /// has made everything durable.
+    pub async fn finish(mut self) {
+        if let Some(segment) = self.segmenter.finish() {
+            self.emit_segment(segment).await;
+        }
+        let ended_at = format_time(SystemTime::now());
+        self.stream.end(ended_at.clone());
+        let _ = self
+            .writer
+            .send((WriteJob::End { ended_at }, Bytes::new()))
+            .await;
+        self.finished = true;
+        if let Some(task) = self.writer_task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        // A publisher dropped without `finish` (its task was cancelled) must not leave
+        // the stream looking live forever.
+        if !self.finished {
+            let ended_at = format_time(SystemTime::now());
+            self.stream.end(ended_at.clone());
+            let _ = self
+                .writer
+                .try_send((WriteJob::End { ended_at }, Bytes::new()));
+        }
+    }
+}
+
+async fn run_recorder(
+    dir: PathBuf,
+    mut journal: recording::Recording,
+    mut jobs: mpsc::Receiver<(WriteJob, Bytes)>,
+    stream: Arc<LiveStream>,
+) {
+    while let Some((job, bytes)) = jobs.recv().await {
+        let last = matches!(job, WriteJob::End { .. });
+        let result = match job {
+            WriteJob::Init { file } => {
+                journal.inits.push(file.clone());
+                let (codecs, resolution) =
+                    stream.with_recording(|r| (r.codecs.clone(), r.resolution));
+                journal.codecs = codecs;
+                journal.resolution = resolution;
+                let (dir, journal) = (dir.clone(), journal.clone());
+                spawn_fs(move || {
+                    recording::write_durable(&dir, &file, &bytes)?;
+                    recording::write_journal(&dir, &journal)
+                })
+                .await
+            }
+            WriteJob::Segment(entry) => {
+                let file = entry.file.clone();
+                journal.segments.push(entry);
+                if journal.codecs.is_empty() || journal.frame_rate.is_none() {
+                    let (codecs, resolution, fps) =
+                        stream.with_recording(|r| (r.codecs.clone(), r.resolution, r.frame_rate));
+                    journal.codecs = codecs;
+                    journal.resolution = resolution;
+                    journal.frame_rate = fps;
+                }
+                let (dir, snapshot) = (dir.clone(), journal.clone());
+                let result = spawn_fs(move || {
+                    recording::write_durable(&dir, &file, &bytes)?;
+                    recording::write_journal(&dir, &snapshot)
+                })
+                .await;
+                if result.is_ok() {
+                    metrics::counter!("streamcdn_ingest_segments_recorded_total").increment(1);
+                    metrics::counter!("streamcdn_ingest_recorded_bytes_total")
+                        .increment(journal.segments.last().map_or(0, |s| s.bytes));
+                }
+                result
+            }
+            WriteJob::End { ended_at } => {
+                journal.state = RecordingState::Ended;
+                journal.ended_at = Some(ended_at);
+                let (dir, snapshot) = (dir.clone(), journal.clone());
+                let result = spawn_fs(move || recording::write_journal(&dir, &snapshot)).await;
+                if result.is_ok() {
+                    stream.release_hot();
+                }
+                result
+            }
+        };
+        if let Err(e) = result {
+            metrics::counter!("streamcdn_ingest_record_errors_total").increment(1);
+            tracing::error!(dir = %dir.display(), error = %e, "recording write failed");
+        }
+        if last {
+            break;
+        }
+    }
+}
+
+async fn spawn_fs(f: impl FnOnce() -> std::io::Result<()> + Send + 'static) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+}

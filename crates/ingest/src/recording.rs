@@ -1,0 +1,240 @@
+//! A recording on local storage: a directory of segment files and a journal that lists
+//! them. The journal is the recording's single source of truth for the archiver: it is
+//! rewritten atomically (temp file, fsync, rename, fsync of the directory) after every
+//! segment is durable, so a crash loses at most the segment being written.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use streamcdn_config::SegmentFormat;
+
+pub const JOURNAL_FILE: &str = "journal.json";
+const JOURNAL_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingState {
+    Live,
+    Ended,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentEntry {
+    /// Media sequence number, from 0 for the recording's first segment.
+    pub sequence: u64,
+    pub file: String,
+    pub duration_secs: f64,
+    pub program_date_time: String,
+    pub bytes: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub discontinuity: bool,
+    /// The init segment this segment decodes with (fMP4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<String>,
+}
+
+/// What a recording is: its identity, its state and every file it consists of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recording {
+    pub version: u32,
+    pub provider: String,
+    pub stream: String,
+    pub recording_id: String,
+    pub format: SegmentFormat,
+    pub state: RecordingState,
+    pub started_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    pub target_duration_secs: f64,
+    pub codecs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<(u16, u16)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_rate: Option<f64>,
+    /// Init segments, in the order they came into force.
+    pub inits: Vec<String>,
+    pub segments: Vec<SegmentEntry>,
+}
+
+impl Recording {
+    pub fn new(
+        provider: &str,
+        stream: &str,
+        recording_id: &str,
+        format: SegmentFormat,
+        started_at: String,
+        target_duration_secs: f64,
+    ) -> Self {
+        Self {
+            version: JOURNAL_VERSION,
+            provider: provider.to_owned(),
+            stream: stream.to_owned(),
+            recording_id: recording_id.to_owned(),
+            format,
+            state: RecordingState::Live,
+            started_at,
+            ended_at: None,
+            target_duration_secs,
+            codecs: Vec::new(),
+            resolution: None,
+            frame_rate: None,
+            inits: Vec::new(),
+            segments: Vec::new(),
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.state == RecordingState::Live
+    }
+
+    /// Peak and average segment bit rates, for BANDWIDTH and AVERAGE-BANDWIDTH.
+    pub fn bandwidth(&self) -> (u64, u64) {
+        let peak = self
+            .segments
+            .iter()
+            .filter(|s| s.duration_secs > 0.1)
+            .map(|s| (s.bytes as f64 * 8.0 / s.duration_secs) as u64)
+            .max()
+            .unwrap_or(0);
+        let duration: f64 = self.segments.iter().map(|s| s.duration_secs).sum();
+        let bytes: u64 = self.segments.iter().map(|s| s.bytes).sum();
+        let average = if duration > 0.0 {
+            (bytes as f64 * 8.0 / duration) as u64
+        } else {
+            0
+        };
+        (peak, average)
+    }
+
+    /// Whether `file` is part of this recording (and so may be served).
+    pub fn contains_file(&self, file: &str) -> bool {
+        self.inits.iter().any(|i| i == file) || self.segments.iter().any(|s| s.file == file)
+    }
+}
+
+pub fn recording_dir(root: &Path, provider: &str, stream: &str, recording_id: &str) -> PathBuf {
+    root.join(provider).join(stream).join(recording_id)
+}
+
+/// Writes `bytes` to `dir/name` durably: temp file, fsync, rename.
+pub fn write_durable(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+pub fn write_journal(dir: &Path, recording: &Recording) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(recording).map_err(std::io::Error::other)?;
+    write_durable(dir, JOURNAL_FILE, &json)
+}
+
+pub fn read_journal(dir: &Path) -> std::io::Result<Recording> {
+    let bytes = std::fs::read(dir.join(JOURNAL_FILE))?;
+    serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+}
+
+/// After a crash: marks recordings left `live` as ended at their last segment and
+/// removes files the journal does not list (the segment that was being written).
+/// Returns how many recordings were repaired.
+pub fn recover(root: &Path) -> std::io::Result<usize> {
+    let mut repaired = 0;
+    for dir in recording_dirs(root)? {
+        let Ok(mut recording) = read_journal(&dir) else {
+            tracing::warn!(dir = %dir.display(), "recording without a readable journal left as is");
+            continue;
+        };
+        for entry in std::fs::read_dir(&dir)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name != JOURNAL_FILE && !recording.contains_file(&name) {
+                tracing::info!(file = %entry.path().display(), "removing file not in the journal");
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        if recording.is_live() {
+            recording.state = RecordingState::Ended;
+            recording.ended_at = Some(recording.segments.last().map_or_else(
+                || recording.started_at.clone(),
+                |s| s.program_date_time.clone(),
+            ));
+            write_journal(&dir, &recording)?;
+            repaired += 1;
+            tracing::info!(dir = %dir.display(), segments = recording.segments.len(), "recording left live by a crash marked ended");
+        }
+    }
+    Ok(repaired)
+}
+
+/// Every `<provider>/<stream>/<recording>` directory under `root`.
+pub fn recording_dirs(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut dirs = Vec::new();
+    let subdirs = |p: &Path| -> std::io::Result<Vec<PathBuf>> {
+        match std::fs::read_dir(p) {
+            Ok(entries) => Ok(entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path())
+                .collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    };
+    for provider in subdirs(root)? {
+        for stream in subdirs(&provider)? {
+            dirs.extend(subdirs(&stream)?);
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("streamcdn-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn recovery_ends_live_recordings_and_drops_unlisted_files() {
+        let root = temp_dir("recover");
+        let dir = recording_dir(&root, "p", "s", "r1");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut rec = Recording::new("p", "s", "r1", SegmentFormat::Fmp4, "t0".into(), 2.0);
+        rec.inits.push("init.mp4".into());
+        rec.segments.push(SegmentEntry {
+            sequence: 0,
+            file: "000000.m4s".into(),
+            duration_secs: 2.0,
+            program_date_time: "t1".into(),
+            bytes: 3,
+            discontinuity: false,
+            init: Some("init.mp4".into()),
+        });
+        write_journal(&dir, &rec).unwrap();
+        write_durable(&dir, "init.mp4", b"ini").unwrap();
+        write_durable(&dir, "000000.m4s", b"abc").unwrap();
+        std::fs::write(dir.join("000001.m4s"), b"half").unwrap();
+        std::fs::write(dir.join(".000001.m4s.tmp"), b"half").unwrap();
+
+        assert_eq!(recover(&root).unwrap(), 1);
+        let rec = read_journal(&dir).unwrap();
+        assert_eq!(rec.state, RecordingState::Ended);
+        assert_eq!(rec.ended_at.as_deref(), Some("t1"));
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        files.sort();
+        assert_eq!(files, ["000000.m4s", "init.mp4", "journal.json"]);
+        assert_eq!(recover(&root).unwrap(), 0);
+    }
+}

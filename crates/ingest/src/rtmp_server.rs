@@ -1,0 +1,202 @@
+//! The RTMP listener: a thin async shell that moves bytes between sockets and
+//! [`ServerSession`], and hands media to a [`Publisher`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use streamcdn_media::rtmp::{ServerSession, SessionEvent, SessionLimits};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tracing::Instrument;
+
+use crate::hub::{PublishError, StreamHub};
+use crate::publisher::{format_time, new_recording_id, Publisher};
+
+#[derive(Debug, Clone)]
+pub struct RtmpSettings {
+    pub max_connections: usize,
+    pub max_message_size: u32,
+    pub idle_timeout: Duration,
+}
+
+/// Accepts publishers until `shutdown` flips to true, then lets open sessions finish
+/// their segments and returns.
+pub async fn serve(
+    listener: TcpListener,
+    hub: Arc<StreamHub>,
+    settings: RtmpSettings,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(settings.max_connections));
+    let mut sessions = tokio::task::JoinSet::new();
+    loop {
+        let (socket, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "RTMP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "RTMP connection refused: max_connections reached");
+            continue;
+        };
+        let _ = socket.set_nodelay(true);
+        let (hub, settings, shutdown) = (hub.clone(), settings.clone(), shutdown.clone());
+        sessions.spawn(
+            async move {
+                metrics::gauge!("streamcdn_rtmp_connections").increment(1.0);
+                if let Err(reason) = run_session(socket, peer, hub, settings, shutdown).await {
+                    tracing::info!(%reason, "RTMP session closed");
+                }
+                metrics::gauge!("streamcdn_rtmp_connections").decrement(1.0);
+                drop(permit);
+            }
+            .instrument(tracing::info_span!("rtmp", %peer)),
+        );
+        while sessions.try_join_next().is_some() {}
+    }
+    while sessions.join_next().await.is_some() {}
+}
+
+async fn run_session(
+    mut socket: TcpStream,
+    peer: SocketAddr,
+    hub: Arc<StreamHub>,
+    settings: RtmpSettings,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let limits = SessionLimits {
+        max_message_len: settings.max_message_size,
+    };
+    let mut session = ServerSession::new(limits, std::array::from_fn(|_| rand::random()));
+    let mut publisher: Option<Publisher> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    let result = loop {
+        let read = tokio::select! {
+            read = tokio::time::timeout(settings.idle_timeout, socket.read(&mut buf)) => read,
+            _ = shutdown.changed() => break Ok(()),
+        };
+        let n = match read {
+            Err(_) => break Err("idle timeout".to_owned()),
+            Ok(Err(e)) => break Err(format!("read error: {e}")),
+            Ok(Ok(0)) => break Ok(()),
+            Ok(Ok(n)) => n,
+        };
+        metrics::counter!("streamcdn_ingest_bytes_in_total").increment(n as u64);
+        if let Err(e) = session.handle_input(&buf[..n]) {
+            metrics::counter!("streamcdn_rtmp_protocol_errors_total").increment(1);
+            tracing::warn!(error = %e, "RTMP protocol error; closing");
+            break Err(e.to_string());
+        }
+        let mut refused = None;
+        while let Some(event) = session.poll_event() {
+            match event {
+                SessionEvent::PublishRequested(request) => {
+                    let now = SystemTime::now();
+                    match hub.begin_publish(
+                        &request.app,
+                        &request.name,
+                        format_time(now),
+                        new_recording_id(now),
+                    ) {
+                        Ok((stream, dir)) => {
+                            let (provider, name, id) = stream.with_recording(|r| {
+                                (r.provider.clone(), r.stream.clone(), r.recording_id.clone())
+                            });
+                            tracing::info!(
+                                provider,
+                                stream = name,
+                                recording = id,
+                                "publish started"
+                            );
+                            metrics::gauge!("streamcdn_live_streams").increment(1.0);
+                            session.accept_publish();
+                            publisher =
+                                Some(Publisher::new(stream, dir, hub.settings().live_window));
+                        }
+                        Err(e) => {
+                            let stream = crate::hub::split_publish_name(&request.name).0;
+                            tracing::warn!(app = request.app, stream, %peer, error = %e, "publish refused");
+                            metrics::counter!("streamcdn_rtmp_publish_refused_total", "reason" => reason_label(&e)).increment(1);
+                            session.reject_publish(e.rtmp_code(), &e.to_string());
+                            refused = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+                SessionEvent::Video { timestamp, data } => {
+                    if let Some(p) = publisher.as_mut() {
+                        p.on_video(timestamp, data).await;
+                    }
+                }
+                SessionEvent::Audio { timestamp, data } => {
+                    if let Some(p) = publisher.as_mut() {
+                        p.on_audio(timestamp, data).await;
+                    }
+                }
+                SessionEvent::Metadata(props) => {
+                    if let Some(p) = publisher.as_mut() {
+                        p.on_metadata(&props);
+                    }
+                }
+                SessionEvent::PublishFinished => {
+                    if let Some(p) = publisher.take() {
+                        finish(p).await;
+                    }
+                }
+                SessionEvent::UnknownCommand(name) => {
+                    tracing::debug!(
+                        command = name,
+                        "unsupported RTMP command answered with _error"
+                    );
+                }
+            }
+        }
+        let out = session.take_output();
+        if !out.is_empty() {
+            if let Err(e) = socket.write_all(&out).await {
+                break Err(format!("write error: {e}"));
+            }
+        }
+        if let Some(reason) = refused {
+            let _ = socket.shutdown().await;
+            break Err(format!("publish refused: {reason}"));
+        }
+    };
+    if let Some(p) = publisher.take() {
+        finish(p).await;
+    }
+    result
+}
+
+async fn finish(publisher: Publisher) {
+    let (provider, stream, segments) = publisher
+        .stream()
+        .with_recording(|r| (r.provider.clone(), r.stream.clone(), r.segments.len()));
+    publisher.finish().await;
+    metrics::gauge!("streamcdn_live_streams").decrement(1.0);
+    tracing::info!(
+        provider,
+        stream,
+        segments,
+        "publish ended; recording complete"
+    );
+}
+
+fn reason_label(e: &PublishError) -> &'static str {
+    match e {
+        PublishError::UnknownProvider(_) => "unknown_provider",
+        PublishError::InvalidStreamName(_) => "invalid_stream_name",
+        PublishError::MissingKey => "missing_key",
+        PublishError::WrongKey => "wrong_key",
+        PublishError::AlreadyLive(_) => "already_live",
+        PublishError::Storage(_) => "storage",
+    }
+}
