@@ -1,0 +1,488 @@
+//! Shared harness for the end-to-end tests: the real `streamcdn` binary on free loopback
+//! ports, real ffmpeg/ffprobe, and a raw HTTP/1.1 client (so malformed requests reach
+//! the server exactly as written).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const KEY: &str = "test-stream-key-0001";
+
+/// A tool the tests need; a missing one fails the test with how to install it.
+pub fn tool(name: &str) -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!("`{name}` is required: run scripts/test.sh, or `apt-get install ffmpeg` (ffmpeg, ffprobe)")
+    })
+}
+
+/// ffmpeg that can send HEVC over Enhanced RTMP (Debian's 5.1 cannot): the one in the
+/// PyPI wheel imageio-ffmpeg.
+pub fn enhanced_rtmp_ffmpeg() -> PathBuf {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())",
+        ])
+        .output()
+        .expect("python3 is required");
+    assert!(
+        out.status.success(),
+        "imageio-ffmpeg is required for HEVC over Enhanced RTMP: run scripts/test.sh or `pip install imageio-ffmpeg`\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "streamcdn-e2e-{name}-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub struct Node {
+    child: Option<Child>,
+    pub rtmp: u16,
+    pub http: u16,
+    pub origin: u16,
+    pub admin: u16,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    log: PathBuf,
+}
+
+impl Node {
+    /// `up` with two providers: `demo` (fMP4) and `tsprov` (MPEG-TS), both keyed `KEY`.
+    pub fn up(name: &str, extra: &str) -> Node {
+        let dir = temp_dir(name);
+        let (rtmp, http, origin, admin) = (free_port(), free_port(), free_port(), free_port());
+        let config = dir.join("streamcdn.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"[node]
+data_dir = "{data}"
+shutdown_grace = "5s"
+[rtmp]
+listen = "127.0.0.1:{rtmp}"
+[origin]
+listen = "127.0.0.1:{origin}"
+[http]
+listen = "127.0.0.1:{http}"
+[admin]
+listen = "127.0.0.1:{admin}"
+{extra}
+[[providers]]
+name = "demo"
+stream_key = "{KEY}"
+[[providers]]
+name = "tsprov"
+stream_key = "{KEY}"
+format = "ts"
+"#,
+                data = dir.join("data").display()
+            ),
+        )
+        .unwrap();
+        let mut node = Node {
+            child: None,
+            rtmp,
+            http,
+            origin,
+            admin,
+            dir: dir.clone(),
+            config,
+            log: dir.join("streamcdn.log"),
+        };
+        node.start();
+        node
+    }
+
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_streamcdn"))
+            .args(["up", "--config"])
+            .arg(&self.config)
+            .env("STREAMCDN_LOG", "info,streamcdn_ingest=debug")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn streamcdn");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if http_get(self.admin, "/healthz", &[]).is_ok_and(|r| r.status == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("streamcdn did not become ready:\n{}", self.log_text());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap()
+    }
+
+    /// Sends `signal` and waits for exit.
+    pub fn stop_with(&mut self, signal: &str) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("node not running");
+        Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "streamcdn did not exit on {signal}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn publish_url(&self, provider: &str, stream: &str, key: &str) -> String {
+        format!(
+            "rtmp://127.0.0.1:{}/{provider}/{stream}?key={key}",
+            self.rtmp
+        )
+    }
+
+    pub fn play_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http)
+    }
+
+    pub fn recordings(&self, provider: &str, stream: &str) -> Vec<PathBuf> {
+        let dir = self.dir.join("data/recordings").join(provider).join(stream);
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        dirs.sort();
+        dirs
+    }
+
+    /// The sum of every sample of a metric whose name and labels start with `prefix`.
+    pub fn metric(&self, prefix: &str) -> f64 {
+        let text = http_get(self.admin, "/metrics", &[])
+            .expect("metrics")
+            .text();
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Polls the journal until the stream's newest recording is `state`.
+    pub fn wait_recording_state(
+        &self,
+        provider: &str,
+        stream: &str,
+        state: &str,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(dir) = self.recordings(provider, stream).last() {
+                if let Ok(text) = std::fs::read_to_string(dir.join("journal.json")) {
+                    let journal: serde_json::Value = serde_json::from_str(&text).unwrap();
+                    if journal["state"] == state {
+                        return journal;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "recording never reached {state}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!(
+                "--- streamcdn log ({}) ---\n{}",
+                self.log.display(),
+                self.log_text()
+            );
+        }
+    }
+}
+
+/// An ffmpeg publisher of generated 720p30 video (`codec`: "h264" or "hevc") and AAC.
+pub fn publish(ffmpeg: &Path, url: &str, seconds: u32, codec: &str) -> Child {
+    let video: &[&str] = match codec {
+        "hevc" => &[
+            "-c:v",
+            "libx265",
+            "-preset",
+            "ultrafast",
+            "-x265-params",
+            "keyint=60:min-keyint=60:log-level=error",
+        ],
+        _ => &[
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            "60",
+            "-keyint_min",
+            "60",
+            "-sc_threshold",
+            "0",
+        ],
+    };
+    Command::new(ffmpeg)
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", &seconds.to_string()])
+        .args(video)
+        .args([
+            "-b:v", "3M", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-f", "flv", url,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ffmpeg")
+}
+
+pub fn wait_output(child: Child) -> Output {
+    child.wait_with_output().expect("wait for ffmpeg")
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Decoded {
+    pub video_frames: u64,
+    pub audio_frames: u64,
+    pub duration: f64,
+    pub video_codec: String,
+}
+
+/// Decodes every frame of `input` with ffprobe and counts them.
+pub fn decode(input: &str, extra: &[&str]) -> Decoded {
+    let out = Command::new(tool("ffprobe"))
+        .args(["-v", "error"])
+        .args(extra)
+        .args([
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_type,codec_name,nb_read_frames:format=duration",
+            "-of",
+            "json",
+            input,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ffprobe {input} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut decoded = Decoded::default();
+    for s in json["streams"].as_array().into_iter().flatten() {
+        let frames = s["nb_read_frames"]
+            .as_str()
+            .and_then(|f| f.parse().ok())
+            .unwrap_or(0);
+        match s["codec_type"].as_str() {
+            Some("video") => {
+                decoded.video_frames = frames;
+                decoded.video_codec = s["codec_name"].as_str().unwrap_or_default().to_owned();
+            }
+            Some("audio") => decoded.audio_frames = frames,
+            _ => {}
+        }
+    }
+    decoded.duration = json["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0.0);
+    decoded
+}
+
+/// ffprobe accepts the file and finds a video and an audio stream in it.
+pub fn assert_probe_ok(file: &Path) {
+    let out = Command::new(tool("ffprobe"))
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "ffprobe rejected {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("video") && text.contains("audio"),
+        "{}: streams {text:?}",
+        file.display()
+    );
+}
+
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One raw HTTP/1.1 request on a fresh connection; `path` is sent as written.
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<HttpResponse> {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes())?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            headers.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+    }
+    let mut body = Vec::new();
+    let length = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok());
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if method == "HEAD" || status == 204 || status == 304 {
+    } else if let Some(length) = length {
+        body.resize(length, 0);
+        reader.read_exact(&mut body)?;
+    } else if chunked {
+        loop {
+            line.clear();
+            reader.read_line(&mut line)?;
+            let size = usize::from_str_radix(line.trim(), 16).map_err(std::io::Error::other)?;
+            if size == 0 {
+                break;
+            }
+            let mut chunk = vec![0; size];
+            reader.read_exact(&mut chunk)?;
+            body.extend_from_slice(&chunk);
+            line.clear();
+            reader.read_line(&mut line)?;
+        }
+    } else {
+        reader.read_to_end(&mut body)?;
+    }
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+pub fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> std::io::Result<HttpResponse> {
+    http_request(port, "GET", path, headers)
+}
+
+/// Parses `#EXTINF` durations and URIs of a media playlist.
+pub fn playlist_segments(text: &str) -> Vec<(f64, String)> {
+    let mut out = Vec::new();
+    let mut duration = None;
+    for line in text.lines() {
+        if let Some(d) = line.strip_prefix("#EXTINF:") {
+            duration = d
+                .trim_end_matches(',')
+                .split(',')
+                .next()
+                .and_then(|d| d.parse().ok());
+        } else if !line.starts_with('#') && !line.is_empty() {
+            if let Some(d) = duration.take() {
+                out.push((d, line.to_owned()));
+            }
+        }
+    }
+    out
+}
+
+pub fn tag_value<'a>(text: &'a str, tag: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(tag)?.strip_prefix(':'))
+}
