@@ -8,6 +8,7 @@ mod bits;
 pub mod codec;
 pub mod flv;
 pub mod fmp4;
+pub mod pipeline;
 pub mod playlist;
 pub mod rtmp;
 pub mod segmenter;

@@ -214,8 +214,11 @@ impl ServerSession {
             MSG_WINDOW_ACK_SIZE => self.peer_window = Some(u32_payload()?.max(1)),
             MSG_ACK | MSG_USER_CONTROL | MSG_SET_PEER_BANDWIDTH => {}
             MSG_AUDIO | MSG_VIDEO => {
+                // Media may follow `publish` in the same read, before the caller has
+                // answered it: queue it behind the request; a refusal closes the
+                // session and drops it.
                 let ours = matches!(&self.publish, Some((id, _)) if *id == message.stream_id);
-                if self.publishing && ours && !message.payload.is_empty() {
+                if ours && !message.payload.is_empty() {
                     let (timestamp, data) = (message.timestamp, message.payload);
                     self.events.push_back(if message.type_id == MSG_AUDIO {
                         SessionEvent::Audio { timestamp, data }

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian machine: installs what the tests need (ffmpeg
+# from Debian, an Enhanced-RTMP-capable ffmpeg from PyPI's imageio-ffmpeg, cargo-nextest),
+# then runs every test in the workspace. Safe to run again: installs are skipped when
+# the tools are present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
+command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "==> installing ${need_apt[*]} from Debian"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! python3 -c "import imageio_ffmpeg" 2>/dev/null; then
+  echo "==> installing imageio-ffmpeg (ffmpeg with HEVC over Enhanced RTMP) from PyPI"
+  python3 -m pip install -q imageio-ffmpeg 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages imageio-ffmpeg
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "==> installing cargo-nextest"
+  cargo install cargo-nextest --locked
+fi
+
+echo "==> ffmpeg: $(ffmpeg -version | head -1)"
+echo "==> building"
+cargo build --workspace --all-targets
+echo "==> running tests"
+exec cargo nextest run --workspace --no-fail-fast "$@"
