@@ -152,6 +152,15 @@ impl LiveStream {
         self.updates.send_modify(|n| *n += 1);
     }
 
+    /// A segment on durable storage is served from there; its memory copy only bridged
+    /// the time until it was written.
+    pub(crate) fn release_object(&self, file: &str) {
+        let mut state = self.write();
+        if state.hot.remove(file).is_some() {
+            state.hot_order.retain(|f| f != file);
+        }
+    }
+
     /// Once the recorder has made every segment durable, memory copies are not needed.
     pub(crate) fn release_hot(&self) {
         let mut state = self.write();

@@ -75,8 +75,8 @@ impl Publisher {
             container: None,
             init_file: None,
             started: SystemTime::now(),
-            // The live window plus a margin for players a little behind it and for
-            // the recorder's queue.
+            // Segments leave memory once durable; this bounds memory if storage falls
+            // behind.
             keep_hot: live_window + 4,
             writer: tx,
             writer_task: Some(writer_task),
@@ -273,6 +273,7 @@ async fn run_recorder(
             }
             WriteJob::Segment(entry) => {
                 let file = entry.file.clone();
+                let written = entry.file.clone();
                 journal.segments.push(entry);
                 if journal.codecs.is_empty() || journal.frame_rate.is_none() {
                     let (codecs, resolution, fps) =
@@ -288,6 +289,7 @@ async fn run_recorder(
                 })
                 .await;
                 if result.is_ok() {
+                    stream.release_object(&written);
                     metrics::counter!("streamcdn_ingest_segments_recorded_total").increment(1);
                     metrics::counter!("streamcdn_ingest_recorded_bytes_total")
                         .increment(journal.segments.last().map_or(0, |s| s.bytes));

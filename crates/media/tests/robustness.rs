@@ -94,6 +94,10 @@ pub fn valid_session() -> Vec<u8> {
 #[test]
 fn the_valid_session_produces_segments() {
     let session = valid_session();
+    // `STREAMCDN_FUZZ_SEED=fuzz/corpus/rtmp_ingest/valid` writes this session as a seed.
+    if let Some(path) = std::env::var_os("STREAMCDN_FUZZ_SEED") {
+        std::fs::write(path, &session).unwrap();
+    }
     // Keyframes at 0, 2, 4, 6, 8 s: four segments are cut; the fifth waits for the end.
     assert_eq!(run_ingest(&session, 4096), 4);
     assert_eq!(
