@@ -22,6 +22,8 @@ ffmpeg -loglevel error -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i si
   -x264-params nal-hrd=cbr -c:a aac -b:a 128k -f flv "$DIR/src.flv"
 
 mkdir -p "$DIR/hls" "$DIR/static" "$DIR/logs"
+# nginx workers run as www-data: they must be able to write HLS and read the static files.
+chmod 755 "$DIR" "$DIR/static"; chmod 777 "$DIR/hls"
 cat > "$DIR/nginx.conf" <<NGINX
 load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
 worker_processes 1;
@@ -105,7 +107,7 @@ echo "== (c) cached throughput on the playback port (wrk -t2 -c64 -d10s)"
 sleep 3
 REC=$(ls "$DIR/data/recordings/bench/delay" | tail -1)
 SEG="$DIR/data/recordings/bench/delay/$REC/000003.m4s"
-cp "$SEG" "$DIR/static/seg.m4s"
+cp "$SEG" "$DIR/static/seg.m4s"; chmod 644 "$DIR/static/seg.m4s"
 curl -s "http://127.0.0.1:18088/bench/delay/$REC/playlist.m3u8" > "$DIR/static/playlist.m3u8"
 echo "segment size: $(stat -c %s "$SEG") bytes"
 wrk_rps() { wrk -t2 -c64 -d10s "$1" | awk '/Requests\/sec/{print $2}'; }

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use mp4_atom::{
-    Audio, Avc1, Avcc, Dinf, Dref, Encode, Esds, Ftyp, Hdlr, Hvc1, Hvcc, Mdat, Mdhd, Mdia, Mfhd,
+    Audio, Avc1, Avcc, Dinf, Dref, Encode, Esds, Ftyp, Hdlr, Hvc1, Hvcc, Mdhd, Mdia, Mfhd,
     Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsd, Styp, Tfdt, Tfhd, Tkhd, Traf, Trak,
     Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd,
 };
@@ -258,12 +258,6 @@ pub fn media_segment(segment: &MediaSegment, sequence: u32) -> Result<Bytes, Fmp
         traf.trun[0].data_offset = Some(offset);
         offset += samples.iter().map(|s| s.data.len() as i32).sum::<i32>();
     }
-    let mut data = Vec::with_capacity(segment.bytes);
-    for (_, samples) in tracks {
-        for s in samples {
-            data.extend_from_slice(&s.data);
-        }
-    }
     let mut out = Vec::with_capacity(segment.bytes + sized.len() + 64);
     Styp {
         major_brand: b"msdh".into(),
@@ -272,6 +266,17 @@ pub fn media_segment(segment: &MediaSegment, sequence: u32) -> Result<Bytes, Fmp
     }
     .encode(&mut out)?;
     moof.encode(&mut out)?;
-    Mdat { data }.encode(&mut out)?;
+    // The mdat is written here rather than through mp4_atom::Mdat, whose encoder copies
+    // its body byte by byte (it was most of the ingest's CPU time).
+    let mdat_size = u32::try_from(8 + segment.bytes).map_err(|_| {
+        Fmp4Error::Encode(mp4_atom::Error::TooLarge(mp4_atom::FourCC::new(b"mdat")))
+    })?;
+    out.extend_from_slice(&mdat_size.to_be_bytes());
+    out.extend_from_slice(b"mdat");
+    for (_, samples) in tracks {
+        for s in samples {
+            out.extend_from_slice(&s.data);
+        }
+    }
     Ok(out.into())
 }
