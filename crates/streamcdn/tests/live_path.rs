@@ -374,3 +374,29 @@ fn a_crash_loses_at_most_the_segment_in_progress() {
         "{decoded:?}"
     );
 }
+
+#[test]
+fn ingest_and_edge_run_as_separate_processes() {
+    let ingest = Node::role("split-ingest", "ingest", "");
+    let upstream = format!(
+        "[edge]\nupstream = \"http://127.0.0.1:{}\"\n",
+        ingest.origin
+    );
+    let edge = Node::role("split-edge", "edge", &upstream);
+    let publisher = publish(
+        &tool("ffmpeg"),
+        &ingest.publish_url("demo", "split", KEY),
+        6,
+        "h264",
+    );
+    assert!(wait_output(publisher).status.success());
+    ingest.wait_recording_state("demo", "split", "ended");
+    let decoded = decode(&edge.play_url("/demo/split/index.m3u8"), &[]);
+    assert_eq!(decoded.video_frames, 180, "{decoded:?}");
+    assert!(edge.metric("streamcdn_edge_upstream_fetches_total") >= 5.0);
+    assert_eq!(
+        ingest.metric("streamcdn_edge_upstream_fetches_total"),
+        0.0,
+        "the ingest runs no edge"
+    );
+}

@@ -61,6 +61,8 @@ pub fn temp_dir(name: &str) -> PathBuf {
 
 pub struct Node {
     child: Option<Child>,
+    /// `up`, `ingest` or `edge`.
+    role: &'static str,
     pub rtmp: u16,
     pub http: u16,
     pub origin: u16,
@@ -73,6 +75,12 @@ pub struct Node {
 impl Node {
     /// `up` with two providers: `demo` (fMP4) and `tsprov` (MPEG-TS), both keyed `KEY`.
     pub fn up(name: &str, extra: &str) -> Node {
+        Self::role(name, "up", extra)
+    }
+
+    /// One role (`up`, `ingest` or `edge`) with the same generated configuration;
+    /// `extra` is TOML inserted before the providers.
+    pub fn role(name: &str, role: &'static str, extra: &str) -> Node {
         let dir = temp_dir(name);
         let (rtmp, http, origin, admin) = (free_port(), free_port(), free_port(), free_port());
         let config = dir.join("streamcdn.toml");
@@ -105,6 +113,7 @@ format = "ts"
         .unwrap();
         let mut node = Node {
             child: None,
+            role,
             rtmp,
             http,
             origin,
@@ -124,7 +133,7 @@ format = "ts"
             .open(&self.log)
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_streamcdn"))
-            .args(["up", "--config"])
+            .args([self.role, "--config"])
             .arg(&self.config)
             .env("STREAMCDN_LOG", "info,streamcdn_ingest=debug")
             .stdout(log.try_clone().unwrap())
