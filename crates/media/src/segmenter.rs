@@ -160,6 +160,9 @@ impl Segmenter {
                         return events;
                     }
                     self.start_tracks(&mut events);
+                    // Segments start on this keyframe; earlier audio has no video to
+                    // accompany it.
+                    self.pending_audio.retain(|(t, _)| *t >= dts_ms);
                 }
                 if self.tracks.as_ref().is_some_and(|t| t.video.is_none()) {
                     return events;
@@ -207,11 +210,18 @@ impl Segmenter {
                     return events;
                 }
                 if self.tracks.is_none() {
+                    // Pre-roll: kept until we know whether video is coming, so an
+                    // audio-only stream loses nothing; bounded to twice the wait.
+                    self.pending_audio.push((ts_ms, data));
+                    self.pending_audio
+                        .retain(|(t, _)| ts_ms - *t <= 2 * AUDIO_ONLY_AFTER_MS);
                     let first = *self.first_audio_ms.get_or_insert(ts_ms);
-                    if self.video_config.is_some() || ts_ms - first < AUDIO_ONLY_AFTER_MS {
-                        return events;
+                    if self.video_config.is_none() && ts_ms - first >= AUDIO_ONLY_AFTER_MS {
+                        self.start_tracks(&mut events);
+                        self.segment_start_ms = self.pending_audio.first().map(|(t, _)| *t);
+                        self.pending_bytes = self.pending_audio.iter().map(|(_, d)| d.len()).sum();
                     }
-                    self.start_tracks(&mut events);
+                    return events;
                 }
                 let audio_only = self.tracks.as_ref().is_some_and(|t| t.video.is_none());
                 if audio_only {
@@ -416,6 +426,26 @@ mod tests {
             assert!((s.duration_secs - 2.0).abs() < 0.05, "{}", s.duration_secs);
             assert!(s.video[0].keyframe);
         }
+    }
+
+    #[test]
+    fn audio_only_streams_keep_their_first_frames() {
+        let asc = crate::codec::AudioConfig::parse(Bytes::from_static(&[0x12, 0x10])).unwrap();
+        let mut s = Segmenter::new(2000);
+        s.push_audio(0, AudioPacket::Config(asc));
+        let mut frames = 0;
+        for i in 0..431u32 {
+            for e in s.push_audio(
+                i * 1024 * 1000 / 44100,
+                AudioPacket::Frame(Bytes::from_static(&[1, 2, 3])),
+            ) {
+                if let SegmenterEvent::Segment(seg) = e {
+                    frames += seg.audio.len();
+                }
+            }
+        }
+        frames += s.finish().map_or(0, |seg| seg.audio.len());
+        assert_eq!(frames, 431);
     }
 
     #[test]

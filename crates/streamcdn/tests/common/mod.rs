@@ -253,6 +253,12 @@ impl Drop for Node {
 
 /// An ffmpeg publisher of generated 720p30 video (`codec`: "h264" or "hevc") and AAC.
 pub fn publish(ffmpeg: &Path, url: &str, seconds: u32, codec: &str) -> Child {
+    publish_with(ffmpeg, url, seconds, codec, &[])
+}
+
+/// `publish` with extra ffmpeg output options (placed before the codec options, so
+/// later ones such as `-bf` override the defaults).
+pub fn publish_with(ffmpeg: &Path, url: &str, seconds: u32, codec: &str, extra: &[&str]) -> Child {
     let video: &[&str] = match codec {
         "hevc" => &[
             "-c:v",
@@ -283,6 +289,7 @@ pub fn publish(ffmpeg: &Path, url: &str, seconds: u32, codec: &str) -> Child {
         .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
         .args(["-t", &seconds.to_string()])
         .args(video)
+        .args(extra)
         .args([
             "-b:v", "3M", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-f", "flv", url,
         ])
