@@ -222,6 +222,9 @@ impl StreamHub {
         started_at: String,
         recording_id: String,
     ) -> Result<(Arc<LiveStream>, PathBuf), PublishError> {
+        // The key may also ride on the app (`rtmp://host/provider?key=...` as the OBS
+        // server, the bare stream name as the stream key).
+        let (app, app_key) = split_publish_name(app);
         let provider = self
             .providers
             .read()
@@ -233,7 +236,7 @@ impl StreamHub {
         if !is_valid_name(stream) {
             return Err(PublishError::InvalidStreamName(stream.to_owned()));
         }
-        let key = key.ok_or(PublishError::MissingKey)?;
+        let key = key.or(app_key).ok_or(PublishError::MissingKey)?;
         if !constant_time_eq(key.as_bytes(), provider.stream_key.as_bytes()) {
             return Err(PublishError::WrongKey);
         }
@@ -371,6 +374,8 @@ mod tests {
             Err(PublishError::AlreadyLive(_))
         ));
         live.end("t2".into());
-        assert!(begin("p", "s?key=secret-key", "r3").is_ok());
+        let (live, _) = begin("p?key=secret-key", "s", "r3").unwrap();
+        live.end("t3".into());
+        assert!(begin("p", "s?key=secret-key", "r4").is_ok());
     }
 }

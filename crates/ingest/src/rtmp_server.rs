@@ -122,8 +122,10 @@ async fn run_session(
                                 Some(Publisher::new(stream, dir, hub.settings().live_window));
                         }
                         Err(e) => {
+                            // Names only: the query carries the key, which is never logged.
+                            let app = crate::hub::split_publish_name(&request.app).0;
                             let stream = crate::hub::split_publish_name(&request.name).0;
-                            tracing::warn!(app = request.app, stream, %peer, error = %e, "publish refused");
+                            tracing::warn!(app, stream, %peer, error = %e, "publish refused");
                             metrics::counter!("streamcdn_rtmp_publish_refused_total", "reason" => reason_label(&e)).increment(1);
                             session.reject_publish(e.rtmp_code(), &e.to_string());
                             refused = Some(e.to_string());
