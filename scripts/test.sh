@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine: installs what the tests need (ffmpeg
-# from Debian, an Enhanced-RTMP-capable ffmpeg from PyPI's imageio-ffmpeg, cargo-nextest),
-# then runs every test in the workspace. Safe to run again: installs are skipped when
+# and Chromium from Debian, an Enhanced-RTMP-capable ffmpeg from PyPI's imageio-ffmpeg,
+# hls.js and playwright-core from npm, cargo-nextest), then runs every test in the
+# workspace. Safe to run again: installs are skipped when
 # the tools are present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v node >/dev/null || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]} from Debian"
   sudo_cmd=""
@@ -21,6 +24,11 @@ if ! python3 -c "import imageio_ffmpeg" 2>/dev/null; then
   echo "==> installing imageio-ffmpeg (ffmpeg with HEVC over Enhanced RTMP) from PyPI"
   python3 -m pip install -q imageio-ffmpeg 2>/dev/null \
     || python3 -m pip install -q --break-system-packages imageio-ffmpeg
+fi
+
+if [ ! -d tests/browser/node_modules/hls.js ] || [ ! -d tests/browser/node_modules/playwright-core ]; then
+  echo "==> installing hls.js and playwright-core from npm (browser tests)"
+  npm install --no-package-lock --no-audit --no-fund --silent --prefix tests/browser
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then
