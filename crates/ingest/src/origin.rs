@@ -111,12 +111,24 @@ async fn wait_for_first_segment(live: &LiveStream, limit: Duration) {
     .await;
 }
 
-async fn ready_recording(hub: &StreamHub, provider: &str, stream: &str) -> Option<Recording> {
-    if let Some(live) = hub.stream(provider, stream) {
-        let wait = Duration::from_secs_f64(hub.settings().target_duration_secs * 3.0);
-        wait_for_first_segment(&live, wait).await;
+/// The stream's current recording once it has a segment, or the 404 to answer with.
+async fn ready_recording(
+    hub: &StreamHub,
+    provider: &str,
+    stream: &str,
+) -> Result<Recording, Response> {
+    if names_ok(&[provider, stream]) {
+        if let Some(live) = hub.stream(provider, stream) {
+            let wait = Duration::from_secs_f64(hub.settings().target_duration_secs * 3.0);
+            wait_for_first_segment(&live, wait).await;
+        }
+        if let Some(r) = current_recording(hub, provider, stream).filter(|r| !r.segments.is_empty())
+        {
+            return Ok(r);
+        }
     }
-    current_recording(hub, provider, stream).filter(|r| !r.segments.is_empty())
+    count("playlist", StatusCode::NOT_FOUND);
+    Err(not_found("no such stream"))
 }
 
 fn variant(recording: &Recording, uri: String) -> Variant {
@@ -135,12 +147,9 @@ async fn stream_multivariant(
     State(hub): State<Arc<StreamHub>>,
     Path((provider, stream)): Path<(String, String)>,
 ) -> Response {
-    if !names_ok(&[&provider, &stream]) {
-        return not_found("no such stream");
-    }
-    let Some(recording) = ready_recording(&hub, &provider, &stream).await else {
-        count("playlist", StatusCode::NOT_FOUND);
-        return not_found("no such stream");
+    let recording = match ready_recording(&hub, &provider, &stream).await {
+        Ok(r) => r,
+        Err(response) => return response,
     };
     // Live viewers follow the sliding window; once the stream has ended, new viewers
     // get the whole recording.
@@ -173,12 +182,9 @@ async fn live_playlist(
     State(hub): State<Arc<StreamHub>>,
     Path((provider, stream)): Path<(String, String)>,
 ) -> Response {
-    if !names_ok(&[&provider, &stream]) {
-        return not_found("no such stream");
-    }
-    let Some(recording) = ready_recording(&hub, &provider, &stream).await else {
-        count("playlist", StatusCode::NOT_FOUND);
-        return not_found("no such stream");
+    let recording = match ready_recording(&hub, &provider, &stream).await {
+        Ok(r) => r,
+        Err(response) => return response,
     };
     let window = hub.settings().live_window;
     let from = recording.segments.len().saturating_sub(window);
@@ -198,20 +204,31 @@ async fn live_playlist(
     playlist_response("playlist", text, &playlist_cache_control(&recording))
 }
 
-fn load(hub: &StreamHub, provider: &str, stream: &str, id: &str) -> Option<Recording> {
-    if !names_ok(&[provider, stream, id]) {
-        return None;
-    }
-    hub.load_recording(provider, stream, id)
+/// A recording by id, or the 404 to answer with (counted under `kind`).
+#[allow(clippy::result_large_err)] // the error is the response itself, returned at once
+fn load(
+    hub: &StreamHub,
+    kind: &'static str,
+    provider: &str,
+    stream: &str,
+    id: &str,
+) -> Result<Recording, Response> {
+    names_ok(&[provider, stream, id])
+        .then(|| hub.load_recording(provider, stream, id))
+        .flatten()
+        .ok_or_else(|| {
+            count(kind, StatusCode::NOT_FOUND);
+            not_found("no such recording")
+        })
 }
 
 async fn recording_multivariant(
     State(hub): State<Arc<StreamHub>>,
     Path((provider, stream, id)): Path<(String, String, String)>,
 ) -> Response {
-    let Some(recording) = load(&hub, &provider, &stream, &id) else {
-        count("playlist", StatusCode::NOT_FOUND);
-        return not_found("no such recording");
+    let recording = match load(&hub, "playlist", &provider, &stream, &id) {
+        Ok(r) => r,
+        Err(response) => return response,
     };
     let text = render_multivariant(&[variant(&recording, "playlist.m3u8".to_owned())]);
     playlist_response("playlist", text, &playlist_cache_control(&recording))
@@ -221,9 +238,9 @@ async fn recording_playlist(
     State(hub): State<Arc<StreamHub>>,
     Path((provider, stream, id)): Path<(String, String, String)>,
 ) -> Response {
-    let Some(recording) = load(&hub, &provider, &stream, &id) else {
-        count("playlist", StatusCode::NOT_FOUND);
-        return not_found("no such recording");
+    let recording = match load(&hub, "playlist", &provider, &stream, &id) {
+        Ok(r) => r,
+        Err(response) => return response,
     };
     let segments = playlist_segments(&recording, "", 0);
     let text = MediaPlaylist {
@@ -298,9 +315,9 @@ async fn recording_file(
         "segment"
     };
     // Only names the journal lists are served, so no request can reach another path.
-    let Some(recording) = load(&hub, &provider, &stream, &id) else {
-        count(kind, StatusCode::NOT_FOUND);
-        return not_found("no such recording");
+    let recording = match load(&hub, kind, &provider, &stream, &id) {
+        Ok(r) => r,
+        Err(response) => return response,
     };
     if !recording.contains_file(&file) {
         count(kind, StatusCode::NOT_FOUND);
