@@ -75,7 +75,7 @@ impl Default for RtmpConfig {
             listen: ([0, 0, 0, 0], 1935).into(),
             max_connections: 1000,
             max_message_size: ByteSize(8 * 1024 * 1024),
-            idle_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(10),
         }
     }
 }
