@@ -453,7 +453,8 @@ mod tests {
         let start = u32::MAX - 3000;
         let wrapped = run((0..300u32).map(|i| start.wrapping_add(i * 1000 / 30)));
         let jumped = run((0..300u32).map(|i| if i < 150 { i * 33 } else { 500_000 + i * 33 }));
-        for segments in [wrapped, jumped] {
+        let reset = run((0..300u32).map(|i| if i < 150 { 90_000 + i * 33 } else { i * 33 }));
+        for segments in [wrapped, jumped, reset] {
             let mut expected_dts = 0;
             for s in &segments {
                 assert_eq!(s.video[0].dts, expected_dts, "segments must abut");
@@ -463,5 +464,43 @@ mod tests {
             }
             assert_eq!(segments.iter().map(|s| s.video.len()).sum::<usize>(), 300);
         }
+    }
+
+    #[test]
+    fn a_new_codec_configuration_starts_new_tracks_after_a_discontinuity() {
+        let mut s = Segmenter::new(2000);
+        let mut events = s.push_video(0, VideoPacket::Config(video_config()));
+        for i in 0..90u32 {
+            events.extend(s.push_video(i * 33, frame(i % 60 == 0)));
+        }
+        let mut smaller = video_config();
+        smaller.width = 640;
+        smaller.record = Bytes::from_static(&[1, 66, 0, 30]);
+        events.extend(s.push_video(2970, VideoPacket::Config(smaller.clone())));
+        for i in 90..200u32 {
+            events.extend(s.push_video(i * 33, frame(i % 60 == 30)));
+        }
+        events.extend(s.finish().map(SegmenterEvent::Segment));
+        let tracks: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                SegmenterEvent::Tracks(t) => t.video.as_ref().map(|v| v.width),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(tracks, [1280, 640]);
+        let segments: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                SegmenterEvent::Segment(seg) => Some((seg.discontinuity, seg.video.len())),
+                _ => None,
+            })
+            .collect();
+        // 60 + 30 frames before the change (the second cut short by it), then a
+        // discontinuity and 110 frames starting on the next keyframe.
+        assert_eq!(
+            segments,
+            [(false, 60), (false, 30), (true, 60), (false, 50)]
+        );
     }
 }
