@@ -11,7 +11,7 @@ use streamcdn_config::{is_valid_name, ProviderConfig, SegmentFormat};
 use thiserror::Error;
 use tokio::sync::watch;
 
-use crate::recording::{self, Recording, RecordingState, SegmentEntry};
+use crate::recording::{self, JournalWriter, Recording, RecordingState, SegmentEntry};
 
 #[derive(Debug, Error)]
 pub enum PublishError {
@@ -63,7 +63,9 @@ pub struct LiveStream {
 
 #[derive(Debug)]
 struct StreamState {
-    recording: Recording,
+    /// Copy-on-write: readers take a cheap snapshot; a writer copies only if a snapshot
+    /// is still held.
+    recording: Arc<Recording>,
     hot: HashMap<String, Bytes>,
     hot_order: Vec<String>,
 }
@@ -72,7 +74,7 @@ impl LiveStream {
     fn new(recording: Recording) -> Self {
         Self {
             state: RwLock::new(StreamState {
-                recording,
+                recording: Arc::new(recording),
                 hot: HashMap::new(),
                 hot_order: Vec::new(),
             }),
@@ -80,7 +82,7 @@ impl LiveStream {
         }
     }
 
-    pub fn recording(&self) -> Recording {
+    pub fn recording(&self) -> Arc<Recording> {
         self.read().recording.clone()
     }
 
@@ -112,12 +114,14 @@ impl LiveStream {
         resolution: Option<(u16, u16)>,
     ) {
         let mut state = self.write();
+        let state = &mut *state;
+        let recording = Arc::make_mut(&mut state.recording);
         if let Some((file, bytes)) = init {
-            state.recording.inits.push(file.clone());
+            recording.inits.push(file.clone());
             state.hot.insert(file, bytes);
         }
-        state.recording.codecs = codecs;
-        state.recording.resolution = resolution;
+        recording.codecs = codecs;
+        recording.resolution = resolution;
     }
 
     pub(crate) fn add_segment(
@@ -129,12 +133,13 @@ impl LiveStream {
     ) {
         {
             let mut state = self.write();
-            if state.recording.frame_rate.is_none() {
-                state.recording.frame_rate = frame_rate;
+            let recording = Arc::make_mut(&mut state.recording);
+            if recording.frame_rate.is_none() {
+                recording.frame_rate = frame_rate;
             }
+            recording.segments.push(entry.clone());
             state.hot.insert(entry.file.clone(), bytes);
-            state.hot_order.push(entry.file.clone());
-            state.recording.segments.push(entry);
+            state.hot_order.push(entry.file);
             let excess = state.hot_order.len().saturating_sub(keep_hot);
             for file in state.hot_order.drain(..excess).collect::<Vec<_>>() {
                 state.hot.remove(&file);
@@ -146,8 +151,9 @@ impl LiveStream {
     pub(crate) fn end(&self, ended_at: String) {
         {
             let mut state = self.write();
-            state.recording.state = RecordingState::Ended;
-            state.recording.ended_at = Some(ended_at);
+            let recording = Arc::make_mut(&mut state.recording);
+            recording.state = RecordingState::Ended;
+            recording.ended_at = Some(ended_at);
         }
         self.updates.send_modify(|n| *n += 1);
     }
@@ -221,7 +227,7 @@ impl StreamHub {
         publish_name: &str,
         started_at: String,
         recording_id: String,
-    ) -> Result<(Arc<LiveStream>, PathBuf), PublishError> {
+    ) -> Result<(Arc<LiveStream>, JournalWriter), PublishError> {
         // The key may also ride on the app (`rtmp://host/provider?key=...` as the OBS
         // server, the bare stream name as the stream key).
         let (app, app_key) = split_publish_name(app);
@@ -260,10 +266,11 @@ impl StreamHub {
         let dir =
             recording::recording_dir(&self.settings.recordings_dir, &id.0, &id.1, &recording_id);
         std::fs::create_dir_all(&dir)?;
-        recording::write_journal(&dir, &recording)?;
+        // Created here, not by the recorder, so a storage failure refuses the publisher.
+        let journal = JournalWriter::create(&dir, &recording)?;
         let live = Arc::new(LiveStream::new(recording));
         streams.insert(id, live.clone());
-        Ok((live, dir))
+        Ok((live, journal))
     }
 
     /// The stream's current (or most recent) recording held in memory.
@@ -273,12 +280,12 @@ impl StreamHub {
             .cloned()
     }
 
-    pub fn live_streams(&self) -> Vec<Recording> {
+    pub fn live_streams(&self) -> Vec<Arc<Recording>> {
         let mut live: Vec<_> = self
             .streams()
             .values()
             .map(|s| s.recording())
-            .filter(Recording::is_live)
+            .filter(|r| r.is_live())
             .collect();
         live.sort_by(|a, b| (&a.provider, &a.stream).cmp(&(&b.provider, &b.stream)));
         live
@@ -308,13 +315,16 @@ impl StreamHub {
     }
 
     /// A recording by id: from memory for the stream's current one, else its journal.
-    pub fn load_recording(&self, provider: &str, stream: &str, id: &str) -> Option<Recording> {
+    pub fn load_recording(&self, provider: &str, stream: &str, id: &str) -> Option<Arc<Recording>> {
         if let Some(live) = self.stream(provider, stream) {
-            if let Some(rec) = live.with_recording(|r| (r.recording_id == id).then(|| r.clone())) {
-                return Some(rec);
+            let recording = live.recording();
+            if recording.recording_id == id {
+                return Some(recording);
             }
         }
-        recording::read_journal(&self.recording_dir(provider, stream, id)).ok()
+        recording::read_journal(&self.recording_dir(provider, stream, id))
+            .ok()
+            .map(Arc::new)
     }
 
     pub fn recordings_root(&self) -> &Path {

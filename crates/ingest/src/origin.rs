@@ -88,7 +88,7 @@ fn playlist_response(kind: &'static str, text: String, cache_control: &str) -> R
 
 /// The stream's current recording: from memory if this server holds it, else the most
 /// recent one on local storage.
-fn current_recording(hub: &StreamHub, provider: &str, stream: &str) -> Option<Recording> {
+fn current_recording(hub: &StreamHub, provider: &str, stream: &str) -> Option<Arc<Recording>> {
     if let Some(live) = hub.stream(provider, stream) {
         return Some(live.recording());
     }
@@ -116,7 +116,7 @@ async fn ready_recording(
     hub: &StreamHub,
     provider: &str,
     stream: &str,
-) -> Result<Recording, Response> {
+) -> Result<Arc<Recording>, Response> {
     if names_ok(&[provider, stream]) {
         if let Some(live) = hub.stream(provider, stream) {
             let wait = Duration::from_secs_f64(hub.settings().target_duration_secs * 3.0);
@@ -212,7 +212,7 @@ fn load(
     provider: &str,
     stream: &str,
     id: &str,
-) -> Result<Recording, Response> {
+) -> Result<Arc<Recording>, Response> {
     names_ok(&[provider, stream, id])
         .then(|| hub.load_recording(provider, stream, id))
         .flatten()

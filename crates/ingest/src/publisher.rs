@@ -1,7 +1,6 @@
 //! One publisher's pipeline: FLV packets → segmenter → container → the stream's
 //! in-memory view (served at once) and the recorder (made durable in the background).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -15,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::hub::LiveStream;
-use crate::recording::{self, RecordingState, SegmentEntry};
+use crate::recording::{JournalWriter, SegmentEntry};
 
 enum Container {
     Fmp4,
@@ -63,11 +62,10 @@ pub fn new_recording_id(t: SystemTime) -> String {
 }
 
 impl Publisher {
-    pub fn new(stream: Arc<LiveStream>, dir: PathBuf, live_window: usize) -> Self {
-        let recording = stream.recording();
-        let target_ms = (recording.target_duration_secs * 1000.0) as u64;
+    pub fn new(stream: Arc<LiveStream>, journal: JournalWriter, live_window: usize) -> Self {
+        let target_ms = stream.with_recording(|r| (r.target_duration_secs * 1000.0) as u64);
         let (tx, rx) = mpsc::channel(16);
-        let writer_task = tokio::spawn(run_recorder(dir, recording, rx, stream.clone()));
+        let writer_task = tokio::spawn(run_recorder(journal, rx, stream.clone()));
         Self {
             format: stream.with_recording(|r| r.format),
             stream,
@@ -250,66 +248,52 @@ impl Drop for Publisher {
 }
 
 async fn run_recorder(
-    dir: PathBuf,
-    mut journal: recording::Recording,
+    mut writer: JournalWriter,
     mut jobs: mpsc::Receiver<(WriteJob, Bytes)>,
     stream: Arc<LiveStream>,
 ) {
+    let dir = writer.dir().to_owned();
     while let Some((job, bytes)) = jobs.recv().await {
         let last = matches!(job, WriteJob::End { .. });
-        let result = match job {
-            WriteJob::Init { file } => {
-                journal.inits.push(file.clone());
-                let (codecs, resolution) =
-                    stream.with_recording(|r| (r.codecs.clone(), r.resolution));
-                journal.codecs = codecs;
-                journal.resolution = resolution;
-                let (dir, journal) = (dir.clone(), journal.clone());
-                spawn_fs(move || {
-                    recording::write_durable(&dir, &file, &bytes)?;
-                    recording::write_journal(&dir, &journal)
-                })
-                .await
-            }
-            WriteJob::Segment(entry) => {
-                let file = entry.file.clone();
-                let written = entry.file.clone();
-                journal.segments.push(entry);
-                if journal.codecs.is_empty() || journal.frame_rate.is_none() {
-                    let (codecs, resolution, fps) =
-                        stream.with_recording(|r| (r.codecs.clone(), r.resolution, r.frame_rate));
-                    journal.codecs = codecs;
-                    journal.resolution = resolution;
-                    journal.frame_rate = fps;
-                }
-                let (dir, snapshot) = (dir.clone(), journal.clone());
-                let result = spawn_fs(move || {
-                    recording::write_durable(&dir, &file, &bytes)?;
-                    recording::write_journal(&dir, &snapshot)
-                })
-                .await;
-                if result.is_ok() {
-                    stream.release_object(&written);
-                    metrics::counter!("streamcdn_ingest_segments_recorded_total").increment(1);
-                    metrics::counter!("streamcdn_ingest_recorded_bytes_total")
-                        .increment(journal.segments.last().map_or(0, |s| s.bytes));
-                }
-                result
-            }
-            WriteJob::End { ended_at } => {
-                journal.state = RecordingState::Ended;
-                journal.ended_at = Some(ended_at);
-                let (dir, snapshot) = (dir.clone(), journal.clone());
-                let result = spawn_fs(move || recording::write_journal(&dir, &snapshot)).await;
-                if result.is_ok() {
-                    stream.release_hot();
-                }
-                result
-            }
+        let header = writer.header();
+        if header.codecs.is_empty() || header.frame_rate.is_none() {
+            let (codecs, resolution, fps) =
+                stream.with_recording(|r| (r.codecs.clone(), r.resolution, r.frame_rate));
+            header.codecs = codecs;
+            header.resolution = resolution;
+            header.frame_rate = fps;
+        }
+        let written = match &job {
+            WriteJob::Segment(entry) => Some((entry.file.clone(), entry.bytes)),
+            _ => None,
         };
-        if let Err(e) = result {
-            metrics::counter!("streamcdn_ingest_record_errors_total").increment(1);
-            tracing::error!(dir = %dir.display(), error = %e, "recording write failed");
+        // The writer moves into the blocking pool for the file system work and back.
+        let outcome = tokio::task::spawn_blocking(move || {
+            let result = match job {
+                WriteJob::Init { file } => writer.add_init(&file, &bytes),
+                WriteJob::Segment(entry) => writer.add_segment(entry, &bytes),
+                WriteJob::End { ended_at } => writer.end(ended_at),
+            };
+            (writer, result)
+        })
+        .await;
+        let result;
+        (writer, result) = match outcome {
+            Ok(pair) => pair,
+            Err(e) => return recorder_failed(&dir, &std::io::Error::other(e)),
+        };
+        match (result, written) {
+            (Ok(()), Some((file, size))) => {
+                stream.release_object(&file);
+                metrics::counter!("streamcdn_ingest_segments_recorded_total").increment(1);
+                metrics::counter!("streamcdn_ingest_recorded_bytes_total").increment(size);
+            }
+            (Ok(()), None) if last => stream.release_hot(),
+            (Ok(()), None) => {}
+            (Err(e), _) => {
+                metrics::counter!("streamcdn_ingest_record_errors_total").increment(1);
+                tracing::error!(dir = %dir.display(), error = %e, "recording write failed");
+            }
         }
         if last {
             break;
@@ -317,8 +301,7 @@ async fn run_recorder(
     }
 }
 
-async fn spawn_fs(f: impl FnOnce() -> std::io::Result<()> + Send + 'static) -> std::io::Result<()> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+fn recorder_failed(dir: &std::path::Path, e: &std::io::Error) {
+    metrics::counter!("streamcdn_ingest_record_errors_total").increment(1);
+    tracing::error!(dir = %dir.display(), error = %e, "recorder stopped; the stream is served but no longer recorded");
 }

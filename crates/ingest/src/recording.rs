@@ -2,6 +2,11 @@
 //! them. The journal is the recording's single source of truth for the archiver: it is
 //! rewritten atomically (temp file, fsync, rename, fsync of the directory) after every
 //! segment is durable, so a crash loses at most the segment being written.
+//!
+//! So that a rewrite stays small however long a stream runs, every
+//! [`SEGMENTS_PER_PAGE`] entries move out of `journal.json` into an immutable page file
+//! (`journal-0001.json`, ...), itself written durably before the journal names it.
+//! [`read_journal`] reassembles the whole list.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,6 +16,8 @@ use streamcdn_config::SegmentFormat;
 
 pub const JOURNAL_FILE: &str = "journal.json";
 const JOURNAL_VERSION: u32 = 1;
+/// About 17 minutes of 2-second segments.
+pub const SEGMENTS_PER_PAGE: usize = 500;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -54,6 +61,10 @@ pub struct Recording {
     pub frame_rate: Option<f64>,
     /// Init segments, in the order they came into force.
     pub inits: Vec<String>,
+    /// Page files holding the entries that precede `segments` on disk, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segment_pages: Vec<String>,
+    /// On disk: the entries after the pages. In memory (from [`read_journal`]): all.
     pub segments: Vec<SegmentEntry>,
 }
 
@@ -80,6 +91,7 @@ impl Recording {
             resolution: None,
             frame_rate: None,
             inits: Vec::new(),
+            segment_pages: Vec::new(),
             segments: Vec::new(),
         }
     }
@@ -128,14 +140,99 @@ pub fn write_durable(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()
     std::fs::File::open(dir)?.sync_all()
 }
 
-pub fn write_journal(dir: &Path, recording: &Recording) -> std::io::Result<()> {
-    let json = serde_json::to_vec_pretty(recording).map_err(std::io::Error::other)?;
+/// Writes the journal as it stands on disk: `on_disk.segments` are the entries after
+/// `on_disk.segment_pages`.
+fn write_journal(dir: &Path, on_disk: &Recording) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(on_disk).map_err(std::io::Error::other)?;
     write_durable(dir, JOURNAL_FILE, &json)
 }
 
-pub fn read_journal(dir: &Path) -> std::io::Result<Recording> {
+fn read_journal_file(dir: &Path) -> std::io::Result<Recording> {
     let bytes = std::fs::read(dir.join(JOURNAL_FILE))?;
     serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+}
+
+/// The whole recording: the journal with its pages' entries put back in front.
+pub fn read_journal(dir: &Path) -> std::io::Result<Recording> {
+    let mut recording = read_journal_file(dir)?;
+    let mut all = Vec::new();
+    for page in &recording.segment_pages {
+        let bytes = std::fs::read(dir.join(page))?;
+        let entries: Vec<SegmentEntry> =
+            serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
+        all.extend(entries);
+    }
+    all.append(&mut recording.segments);
+    recording.segments = all;
+    Ok(recording)
+}
+
+/// The one writer of a recording's journal. Holds only what the journal file holds, so
+/// each update costs at most a page of entries, not the whole recording.
+#[derive(Debug)]
+pub struct JournalWriter {
+    dir: PathBuf,
+    on_disk: Recording,
+    page_size: usize,
+}
+
+impl JournalWriter {
+    /// Starts the journal of a new recording (writes it at once).
+    pub fn create(dir: &Path, recording: &Recording) -> std::io::Result<Self> {
+        Self::with_page_size(dir, recording, SEGMENTS_PER_PAGE)
+    }
+
+    fn with_page_size(
+        dir: &Path,
+        recording: &Recording,
+        page_size: usize,
+    ) -> std::io::Result<Self> {
+        let writer = Self {
+            dir: dir.to_owned(),
+            on_disk: recording.clone(),
+            page_size: page_size.max(1),
+        };
+        write_journal(dir, &writer.on_disk)?;
+        Ok(writer)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The recording's descriptive fields (codecs, resolution...), written with the
+    /// next update.
+    pub fn header(&mut self) -> &mut Recording {
+        &mut self.on_disk
+    }
+
+    /// Writes an init segment durably, then the journal that names it.
+    pub fn add_init(&mut self, file: &str, bytes: &[u8]) -> std::io::Result<()> {
+        write_durable(&self.dir, file, bytes)?;
+        self.on_disk.inits.push(file.to_owned());
+        write_journal(&self.dir, &self.on_disk)
+    }
+
+    /// Writes a segment durably, then the journal that lists it.
+    pub fn add_segment(&mut self, entry: SegmentEntry, bytes: &[u8]) -> std::io::Result<()> {
+        write_durable(&self.dir, &entry.file, bytes)?;
+        self.on_disk.segments.push(entry);
+        if self.on_disk.segments.len() >= self.page_size {
+            let page = format!("journal-{:04}.json", self.on_disk.segment_pages.len() + 1);
+            let json =
+                serde_json::to_vec_pretty(&self.on_disk.segments).map_err(std::io::Error::other)?;
+            write_durable(&self.dir, &page, &json)?;
+            self.on_disk.segment_pages.push(page);
+            self.on_disk.segments.clear();
+        }
+        write_journal(&self.dir, &self.on_disk)
+    }
+
+    pub fn end(&mut self, ended_at: String) -> std::io::Result<()> {
+        self.on_disk.state = RecordingState::Ended;
+        self.on_disk.ended_at = Some(ended_at);
+        write_journal(&self.dir, &self.on_disk)
+    }
 }
 
 /// After a crash: marks recordings left `live` as ended at their last segment and
@@ -144,24 +241,27 @@ pub fn read_journal(dir: &Path) -> std::io::Result<Recording> {
 pub fn recover(root: &Path) -> std::io::Result<usize> {
     let mut repaired = 0;
     for dir in recording_dirs(root)? {
-        let Ok(mut recording) = read_journal(&dir) else {
+        let (Ok(mut on_disk), Ok(recording)) = (read_journal_file(&dir), read_journal(&dir)) else {
             tracing::warn!(dir = %dir.display(), "recording without a readable journal left as is");
             continue;
         };
         for entry in std::fs::read_dir(&dir)?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name != JOURNAL_FILE && !recording.contains_file(&name) {
+            let listed = name == JOURNAL_FILE
+                || recording.contains_file(&name)
+                || recording.segment_pages.contains(&name);
+            if !listed {
                 tracing::info!(file = %entry.path().display(), "removing file not in the journal");
                 std::fs::remove_file(entry.path())?;
             }
         }
         if recording.is_live() {
-            recording.state = RecordingState::Ended;
-            recording.ended_at = Some(recording.segments.last().map_or_else(
+            on_disk.state = RecordingState::Ended;
+            on_disk.ended_at = Some(recording.segments.last().map_or_else(
                 || recording.started_at.clone(),
                 |s| s.program_date_time.clone(),
             ));
-            write_journal(&dir, &recording)?;
+            write_journal(&dir, &on_disk)?;
             repaired += 1;
             tracing::info!(dir = %dir.display(), segments = recording.segments.len(), "recording left live by a crash marked ended");
         }
@@ -236,5 +336,50 @@ mod tests {
         files.sort();
         assert_eq!(files, ["000000.m4s", "init.mp4", "journal.json"]);
         assert_eq!(recover(&root).unwrap(), 0);
+    }
+
+    #[test]
+    fn journal_pages_bound_each_rewrite_and_read_back_whole() {
+        let root = temp_dir("pages");
+        let dir = recording_dir(&root, "p", "s", "r1");
+        std::fs::create_dir_all(&dir).unwrap();
+        let rec = Recording::new("p", "s", "r1", SegmentFormat::Ts, "t0".into(), 2.0);
+        let mut writer = JournalWriter::with_page_size(&dir, &rec, 4).unwrap();
+        for n in 0..10u64 {
+            let entry = SegmentEntry {
+                sequence: n,
+                file: format!("{n:06}.ts"),
+                duration_secs: 2.0,
+                program_date_time: format!("t{n}"),
+                bytes: 1,
+                discontinuity: false,
+                init: None,
+            };
+            writer.add_segment(entry, b"x").unwrap();
+        }
+        let on_disk = read_journal_file(&dir).unwrap();
+        assert_eq!(
+            on_disk.segment_pages,
+            ["journal-0001.json", "journal-0002.json"]
+        );
+        assert_eq!(
+            on_disk.segments.len(),
+            2,
+            "the journal itself holds only the tail"
+        );
+        let whole = read_journal(&dir).unwrap();
+        let sequences: Vec<u64> = whole.segments.iter().map(|s| s.sequence).collect();
+        assert_eq!(sequences, (0..10).collect::<Vec<_>>());
+
+        // A crash mid-recording: recovery keeps pages and segments, ends the recording.
+        std::fs::write(dir.join("000010.ts"), b"partial").unwrap();
+        assert_eq!(recover(&root).unwrap(), 1);
+        let whole = read_journal(&dir).unwrap();
+        assert_eq!(
+            (whole.state, whole.segments.len()),
+            (RecordingState::Ended, 10)
+        );
+        assert_eq!(whole.ended_at.as_deref(), Some("t9"));
+        assert!(!dir.join("000010.ts").exists() && dir.join("journal-0002.json").exists());
     }
 }

@@ -106,7 +106,7 @@ async fn run_session(
                         format_time(now),
                         new_recording_id(now),
                     ) {
-                        Ok((stream, dir)) => {
+                        Ok((stream, journal)) => {
                             let (provider, name, id) = stream.with_recording(|r| {
                                 (r.provider.clone(), r.stream.clone(), r.recording_id.clone())
                             });
@@ -119,7 +119,7 @@ async fn run_session(
                             metrics::gauge!("streamcdn_live_streams").increment(1.0);
                             session.accept_publish();
                             publisher =
-                                Some(Publisher::new(stream, dir, hub.settings().live_window));
+                                Some(Publisher::new(stream, journal, hub.settings().live_window));
                         }
                         Err(e) => {
                             // Names only: the query carries the key, which is never logged.
