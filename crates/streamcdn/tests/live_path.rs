@@ -67,6 +67,25 @@ fn publish_play_and_record(name: &str, ffmpeg: &Path, e: Expect<'_>) {
         "{text}"
     );
 
+    // The whole recording, as it grows: an EVENT playlist from the first segment.
+    let first_uri = playlist_segments(&text)[0].1.clone();
+    let recording_id = first_uri.split('/').next().unwrap().to_owned();
+    let event = http_get(
+        node.http,
+        &format!("{base}/{recording_id}/playlist.m3u8"),
+        &[],
+    )
+    .unwrap()
+    .text();
+    assert!(
+        event.contains("#EXT-X-PLAYLIST-TYPE:EVENT") && !event.contains("#EXT-X-ENDLIST"),
+        "{event}"
+    );
+    assert!(
+        playlist_segments(&event)[0].1.starts_with("000000."),
+        "{event}"
+    );
+
     // A player that joins at the first segment and follows the live playlist to its end.
     let live_url = node.play_url(&format!("{base}/index.m3u8"));
     let live_player = std::thread::spawn(move || decode(&live_url, &["-live_start_index", "0"]));
