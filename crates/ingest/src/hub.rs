@@ -3,7 +3,7 @@
 //! serves from.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
@@ -325,10 +325,6 @@ impl StreamHub {
         recording::read_journal(&self.recording_dir(provider, stream, id))
             .ok()
             .map(Arc::new)
-    }
-
-    pub fn recordings_root(&self) -> &Path {
-        &self.settings.recordings_dir
     }
 }
 

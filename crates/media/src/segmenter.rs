@@ -131,10 +131,6 @@ impl Segmenter {
         }
     }
 
-    pub fn tracks(&self) -> Option<&Tracks> {
-        self.tracks.as_ref()
-    }
-
     pub fn push_video(&mut self, timestamp: u32, packet: VideoPacket) -> Vec<SegmenterEvent> {
         let mut events = Vec::new();
         let dts_ms = self.timeline.map(timestamp);

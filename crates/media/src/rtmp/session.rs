@@ -164,10 +164,6 @@ impl ServerSession {
         std::mem::take(&mut self.output)
     }
 
-    pub fn is_publishing(&self) -> bool {
-        self.publishing
-    }
-
     pub fn accept_publish(&mut self) {
         let Some((stream_id, name)) = self.publish.clone() else {
             return;

@@ -151,10 +151,6 @@ format = "ts"
         panic!("streamcdn did not become ready:\n{}", self.log_text());
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap()
-    }
-
     /// Sends `signal` and waits for exit.
     pub fn stop_with(&mut self, signal: &str) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("node not running");
