@@ -20,6 +20,8 @@ use crate::hub::{LiveStream, StreamHub};
 use crate::recording::Recording;
 
 pub const PLAYLIST_CONTENT_TYPE: &str = "application/vnd.apple.mpegurl";
+/// Handlers answer early with the error response (a 404) through `?`.
+type Reply = Result<Response, Response>;
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
 pub fn router(hub: Arc<StreamHub>) -> Router {
@@ -146,11 +148,8 @@ fn variant(recording: &Recording, uri: String) -> Variant {
 async fn stream_multivariant(
     State(hub): State<Arc<StreamHub>>,
     Path((provider, stream)): Path<(String, String)>,
-) -> Response {
-    let recording = match ready_recording(&hub, &provider, &stream).await {
-        Ok(r) => r,
-        Err(response) => return response,
-    };
+) -> Reply {
+    let recording = ready_recording(&hub, &provider, &stream).await?;
     // Live viewers follow the sliding window; once the stream has ended, new viewers
     // get the whole recording.
     let uri = if recording.is_live() {
@@ -159,7 +158,11 @@ async fn stream_multivariant(
         format!("{}/playlist.m3u8", recording.recording_id)
     };
     let text = render_multivariant(&[variant(&recording, uri)]);
-    playlist_response("playlist", text, &playlist_cache_control(&recording))
+    Ok(playlist_response(
+        "playlist",
+        text,
+        &playlist_cache_control(&recording),
+    ))
 }
 
 fn playlist_segments(recording: &Recording, prefix: &str, from: usize) -> Vec<PlaylistSegment> {
@@ -181,11 +184,8 @@ fn playlist_segments(recording: &Recording, prefix: &str, from: usize) -> Vec<Pl
 async fn live_playlist(
     State(hub): State<Arc<StreamHub>>,
     Path((provider, stream)): Path<(String, String)>,
-) -> Response {
-    let recording = match ready_recording(&hub, &provider, &stream).await {
-        Ok(r) => r,
-        Err(response) => return response,
-    };
+) -> Reply {
+    let recording = ready_recording(&hub, &provider, &stream).await?;
     let window = hub.settings().live_window;
     let from = recording.segments.len().saturating_sub(window);
     let segments = playlist_segments(&recording, &format!("{}/", recording.recording_id), from);
@@ -201,7 +201,11 @@ async fn live_playlist(
         ended: !recording.is_live(),
     }
     .render();
-    playlist_response("playlist", text, &playlist_cache_control(&recording))
+    Ok(playlist_response(
+        "playlist",
+        text,
+        &playlist_cache_control(&recording),
+    ))
 }
 
 /// A recording by id, or the 404 to answer with (counted under `kind`).
@@ -225,23 +229,21 @@ fn load(
 async fn recording_multivariant(
     State(hub): State<Arc<StreamHub>>,
     Path((provider, stream, id)): Path<(String, String, String)>,
-) -> Response {
-    let recording = match load(&hub, "playlist", &provider, &stream, &id) {
-        Ok(r) => r,
-        Err(response) => return response,
-    };
+) -> Reply {
+    let recording = load(&hub, "playlist", &provider, &stream, &id)?;
     let text = render_multivariant(&[variant(&recording, "playlist.m3u8".to_owned())]);
-    playlist_response("playlist", text, &playlist_cache_control(&recording))
+    Ok(playlist_response(
+        "playlist",
+        text,
+        &playlist_cache_control(&recording),
+    ))
 }
 
 async fn recording_playlist(
     State(hub): State<Arc<StreamHub>>,
     Path((provider, stream, id)): Path<(String, String, String)>,
-) -> Response {
-    let recording = match load(&hub, "playlist", &provider, &stream, &id) {
-        Ok(r) => r,
-        Err(response) => return response,
-    };
+) -> Reply {
+    let recording = load(&hub, "playlist", &provider, &stream, &id)?;
     let segments = playlist_segments(&recording, "", 0);
     let text = MediaPlaylist {
         kind: if recording.is_live() {
@@ -256,7 +258,11 @@ async fn recording_playlist(
         ended: !recording.is_live(),
     }
     .render();
-    playlist_response("playlist", text, &playlist_cache_control(&recording))
+    Ok(playlist_response(
+        "playlist",
+        text,
+        &playlist_cache_control(&recording),
+    ))
 }
 
 async fn list_recordings(
@@ -308,20 +314,17 @@ fn content_type(file: &str) -> &'static str {
 async fn recording_file(
     State(hub): State<Arc<StreamHub>>,
     Path((provider, stream, id, file)): Path<(String, String, String, String)>,
-) -> Response {
+) -> Reply {
     let kind = if file.starts_with("init") {
         "init"
     } else {
         "segment"
     };
     // Only names the journal lists are served, so no request can reach another path.
-    let recording = match load(&hub, kind, &provider, &stream, &id) {
-        Ok(r) => r,
-        Err(response) => return response,
-    };
+    let recording = load(&hub, kind, &provider, &stream, &id)?;
     if !recording.contains_file(&file) {
         count(kind, StatusCode::NOT_FOUND);
-        return not_found("no such segment");
+        return Err(not_found("no such segment"));
     }
     let hot = hub
         .stream(&provider, &stream)
@@ -335,12 +338,12 @@ async fn recording_file(
             Err(e) => {
                 tracing::warn!(provider, stream, recording = id, file, error = %e, "listed file unreadable");
                 count(kind, StatusCode::NOT_FOUND);
-                return not_found("segment not available");
+                return Err(not_found("segment not available"));
             }
         },
     };
     count(kind, StatusCode::OK);
-    (
+    Ok((
         [
             (
                 header::CONTENT_TYPE,
@@ -350,7 +353,7 @@ async fn recording_file(
         ],
         body,
     )
-        .into_response()
+        .into_response())
 }
 
 /// Admin endpoints of the ingest role, merged into the admin API by the binary.
