@@ -213,14 +213,14 @@ fn cors(headers: &mut HeaderMap) {
 }
 
 fn plain(status: StatusCode, text: &str) -> Response {
-    let mut response = (status, format!("{text}\n")).into_response();
-    cors(response.headers_mut());
-    response
+    (status, format!("{text}\n")).into_response()
 }
 
 async fn handle(State(edge): State<Arc<Edge>>, request: Request) -> Response {
     let started = Instant::now();
-    let response = respond(&edge, request).await;
+    let mut response = respond(&edge, request).await;
+    // Every answer, errors included, must be readable by a browser player.
+    cors(response.headers_mut());
     metrics::histogram!("streamcdn_edge_request_duration_seconds")
         .record(started.elapsed().as_secs_f64());
     response
@@ -230,9 +230,9 @@ async fn respond(edge: &Edge, request: Request) -> Response {
     match *request.method() {
         Method::GET | Method::HEAD => {}
         Method::OPTIONS => {
+            // CORS preflight; the allow-origin header is added to every response.
             let mut response = StatusCode::NO_CONTENT.into_response();
             let headers = response.headers_mut();
-            cors(headers);
             headers.insert(
                 header::ACCESS_CONTROL_ALLOW_METHODS,
                 HeaderValue::from_static("GET, HEAD, OPTIONS"),
@@ -305,7 +305,6 @@ fn object_response(
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    cors(headers);
     if let Some(v) = &object.content_type {
         headers.insert(header::CONTENT_TYPE, v.clone());
     }
@@ -342,7 +341,6 @@ fn error_response(error: &FetchError, path: &str) -> Response {
             let mut response = Response::new(Body::from(body.clone()));
             *response.status_mut() = status;
             let headers = response.headers_mut();
-            cors(headers);
             if let Some(v) = content_type {
                 headers.insert(header::CONTENT_TYPE, v.clone());
             }

@@ -58,19 +58,16 @@ fn names_ok(names: &[&str]) -> bool {
     names.iter().all(|n| is_valid_name(n))
 }
 
-/// A playlist changes about once a segment: cache it for half a target duration.
-fn playlist_cache_control(recording: &Recording) -> String {
-    if recording.is_live() {
-        let half = (recording.target_duration_secs / 2.0).floor().max(1.0);
-        format!("public, max-age={half}")
+/// A playlist of `recording`, cached for half a target duration while live (it changes
+/// about once a segment) and briefly once ended (a new publish may start a new
+/// recording at the same URL).
+fn playlist_response(recording: &Recording, text: String) -> Response {
+    count("playlist", StatusCode::OK);
+    let max_age = if recording.is_live() {
+        (recording.target_duration_secs / 2.0).floor().max(1.0) as u64
     } else {
-        // Ended, but a new publish may start a new recording at the same URL.
-        "public, max-age=2".to_owned()
-    }
-}
-
-fn playlist_response(kind: &'static str, text: String, cache_control: &str) -> Response {
-    count(kind, StatusCode::OK);
+        2
+    };
     (
         [
             (
@@ -79,7 +76,7 @@ fn playlist_response(kind: &'static str, text: String, cache_control: &str) -> R
             ),
             (
                 header::CACHE_CONTROL,
-                HeaderValue::from_str(cache_control)
+                HeaderValue::try_from(format!("public, max-age={max_age}"))
                     .unwrap_or(HeaderValue::from_static("no-cache")),
             ),
         ],
@@ -158,11 +155,7 @@ async fn stream_multivariant(
         format!("{}/playlist.m3u8", recording.recording_id)
     };
     let text = render_multivariant(&[variant(&recording, uri)]);
-    Ok(playlist_response(
-        "playlist",
-        text,
-        &playlist_cache_control(&recording),
-    ))
+    Ok(playlist_response(&recording, text))
 }
 
 fn playlist_segments(recording: &Recording, prefix: &str, from: usize) -> Vec<PlaylistSegment> {
@@ -201,11 +194,7 @@ async fn live_playlist(
         ended: !recording.is_live(),
     }
     .render();
-    Ok(playlist_response(
-        "playlist",
-        text,
-        &playlist_cache_control(&recording),
-    ))
+    Ok(playlist_response(&recording, text))
 }
 
 /// A recording by id, or the 404 to answer with (counted under `kind`).
@@ -232,11 +221,7 @@ async fn recording_multivariant(
 ) -> Reply {
     let recording = load(&hub, "playlist", &provider, &stream, &id)?;
     let text = render_multivariant(&[variant(&recording, "playlist.m3u8".to_owned())]);
-    Ok(playlist_response(
-        "playlist",
-        text,
-        &playlist_cache_control(&recording),
-    ))
+    Ok(playlist_response(&recording, text))
 }
 
 async fn recording_playlist(
@@ -258,11 +243,7 @@ async fn recording_playlist(
         ended: !recording.is_live(),
     }
     .render();
-    Ok(playlist_response(
-        "playlist",
-        text,
-        &playlist_cache_control(&recording),
-    ))
+    Ok(playlist_response(&recording, text))
 }
 
 async fn list_recordings(
