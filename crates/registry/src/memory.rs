@@ -1,0 +1,91 @@
+//! The in-process backend: a map with expiry times, for a single-process deployment.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Default)]
+struct Inner {
+    values: HashMap<String, (String, Instant)>,
+    members: HashMap<String, HashMap<String, Instant>>,
+    puts: u64,
+}
+
+#[derive(Clone, Default)]
+pub(crate) struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl MemoryStore {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn put(&self, key: &str, value: String, ttl: Duration) {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner.puts += 1;
+        // Expired entries nobody reads again are swept now and then.
+        if inner.puts % 1024 == 0 {
+            inner.values.retain(|_, (_, expires)| *expires > now);
+        }
+        inner.values.insert(key.to_owned(), (value, now + ttl));
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<String> {
+        let mut inner = self.lock();
+        match inner.values.get(key) {
+            Some((value, expires)) if *expires > Instant::now() => Some(value.clone()),
+            Some(_) => {
+                inner.values.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub(crate) fn replace_if(
+        &self,
+        key: &str,
+        expected: &str,
+        new: Option<(String, Duration)>,
+    ) -> bool {
+        if self.get(key).as_deref() != Some(expected) {
+            return false;
+        }
+        let mut inner = self.lock();
+        match new {
+            Some((value, ttl)) => {
+                inner
+                    .values
+                    .insert(key.to_owned(), (value, Instant::now() + ttl));
+            }
+            None => {
+                inner.values.remove(key);
+            }
+        }
+        true
+    }
+
+    pub(crate) fn add_member(&self, cluster: &str, id: &str, ttl: Duration) {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let members = inner.members.entry(cluster.to_owned()).or_default();
+        members.retain(|_, expires| *expires > now);
+        members.insert(id.to_owned(), now + ttl);
+    }
+
+    pub(crate) fn members(&self, cluster: &str) -> Vec<String> {
+        let now = Instant::now();
+        self.lock()
+            .members
+            .get(cluster)
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, expires)| **expires > now)
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,110 @@
+//! The Redis backend: string keys with `PX` expiry for records, and a sorted set per
+//! cluster (scored by lease expiry) as the index of its servers.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+
+use crate::Result;
+
+#[derive(Clone)]
+pub(crate) struct RedisStore {
+    connection: ConnectionManager,
+    namespace: String,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| millis(d))
+}
+
+/// Compare-and-set in one round trip, so two servers cannot interleave.
+const REPLACE_IF: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then redis.call('DEL', KEYS[1])
+else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
+return 1";
+
+impl RedisStore {
+    pub(crate) async fn connect(url: &str, namespace: &str) -> Result<Self> {
+        let client = redis::Client::open(url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)));
+        let connection = ConnectionManager::new_with_config(client, config).await?;
+        Ok(Self {
+            connection,
+            namespace: namespace.to_owned(),
+        })
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}:{key}", self.namespace)
+    }
+
+    pub(crate) async fn put(&self, key: &str, value: String, ttl: Duration) -> Result<()> {
+        let mut c = self.connection.clone();
+        let options =
+            redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(millis(ttl)));
+        c.set_options::<_, _, ()>(self.key(key), value, options)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<String>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut c = self.connection.clone();
+        let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+        Ok(redis::cmd("MGET").arg(&keys).query_async(&mut c).await?)
+    }
+
+    pub(crate) async fn replace_if(
+        &self,
+        key: &str,
+        expected: &str,
+        new: Option<(String, Duration)>,
+    ) -> Result<bool> {
+        let mut c = self.connection.clone();
+        let (value, ttl) = new.map_or((String::new(), 0), |(v, t)| (v, millis(t)));
+        let replaced: i64 = Script::new(REPLACE_IF)
+            .key(self.key(key))
+            .arg(expected)
+            .arg(value)
+            .arg(ttl)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(replaced == 1)
+    }
+
+    pub(crate) async fn add_member(&self, cluster: &str, id: &str, ttl: Duration) -> Result<()> {
+        let mut c = self.connection.clone();
+        let now = now_millis();
+        let set = self.key(&format!("cluster:{cluster}"));
+        redis::pipe()
+            .zadd(&set, id, now + millis(ttl))
+            .ignore()
+            // Members gone for an hour leave the index.
+            .zrembyscore(&set, 0, now.saturating_sub(3_600_000))
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn members(&self, cluster: &str) -> Result<Vec<String>> {
+        let mut c = self.connection.clone();
+        let set = self.key(&format!("cluster:{cluster}"));
+        // The node keys decide who is alive; the score only trims the candidates, with
+        // slack for clock differences between servers.
+        let since = now_millis().saturating_sub(60_000);
+        Ok(c.zrangebyscore(&set, since, "+inf").await?)
+    }
+}

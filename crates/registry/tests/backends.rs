@@ -1,0 +1,188 @@
+//! The same registry scenarios against both backends; Redis is a real `redis-server`.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use streamcdn_registry::{NodeRecord, Registry, StreamRecord, StreamState};
+
+struct RedisServer {
+    child: Child,
+    url: String,
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn redis_server() -> RedisServer {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect(
+            "redis-server is required: apt-get install redis-server (scripts/test.sh installs it)",
+        );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis-server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    RedisServer {
+        child,
+        url: format!("redis://127.0.0.1:{port}/"),
+    }
+}
+
+fn record(node: &str, state: StreamState) -> StreamRecord {
+    StreamRecord {
+        provider: "p".into(),
+        stream: "s".into(),
+        recording_id: "r1".into(),
+        cluster: "c1".into(),
+        node: node.into(),
+        origin: format!("http://{node}"),
+        state,
+    }
+}
+
+fn node(id: &str, cluster: &str) -> NodeRecord {
+    NodeRecord {
+        id: id.into(),
+        cluster: cluster.into(),
+        origin: format!("http://{id}"),
+    }
+}
+
+async fn leases_expire_and_lookups_skip_dead_servers(registry: Registry) {
+    let lease = Duration::from_millis(300);
+    let long = Duration::from_secs(60);
+    registry
+        .register_node(&node("a", "c1"), lease)
+        .await
+        .unwrap();
+    registry
+        .register_node(&node("b", "c1"), long)
+        .await
+        .unwrap();
+    registry
+        .register_node(&node("x", "c2"), long)
+        .await
+        .unwrap();
+    registry
+        .announce(&record("a", StreamState::Live), long)
+        .await
+        .unwrap();
+    let found = registry.locate_stream("p", "s").await.unwrap().unwrap();
+    assert_eq!(found.origins, ["http://a"]);
+
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    // The stream record outlives server a here, but a's lease is gone: no origin.
+    let found = registry.locate_stream("p", "s").await.unwrap().unwrap();
+    assert!(found.origins.is_empty(), "{found:?}");
+    let members: Vec<String> = registry
+        .cluster_nodes("c1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.id)
+        .collect();
+    assert_eq!(members, ["b"]);
+
+    // A stream whose own lease ran out is unknown.
+    registry
+        .announce(&record("b", StreamState::Live), lease)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(registry.locate_stream("p", "s").await.unwrap().is_none());
+}
+
+async fn ended_streams_are_served_by_the_cluster(registry: Registry) {
+    let long = Duration::from_secs(60);
+    for (id, cluster) in [("a", "c1"), ("b", "c1"), ("x", "c2")] {
+        registry
+            .register_node(&node(id, cluster), long)
+            .await
+            .unwrap();
+    }
+    let live_a = record("a", StreamState::Live);
+    registry.announce(&live_a, long).await.unwrap();
+    // b took the stream over (a's publisher reconnected through b): a, ending late,
+    // must not overwrite b's record.
+    let live_b = record("b", StreamState::Live);
+    registry.announce(&live_b, long).await.unwrap();
+    let ended_a = record("a", StreamState::Ended);
+    assert!(!registry.transition(&live_a, &ended_a, long).await.unwrap());
+    assert_eq!(
+        registry.stream("p", "s").await.unwrap(),
+        Some(live_b.clone())
+    );
+
+    let ended_b = record("b", StreamState::Ended);
+    assert!(registry.transition(&live_b, &ended_b, long).await.unwrap());
+    let found = registry.locate_stream("p", "s").await.unwrap().unwrap();
+    assert_eq!(found.origins, ["http://b", "http://a"]);
+    let by_id = registry
+        .locate_recording("p", "s", "r1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_id.record.state, StreamState::Ended);
+    assert!(registry
+        .locate_recording("p", "s", "r2")
+        .await
+        .unwrap()
+        .is_none());
+
+    registry.remove_node(&node("b", "c1")).await.unwrap();
+    let found = registry.locate_stream("p", "s").await.unwrap().unwrap();
+    assert_eq!(found.origins, ["http://a"]);
+}
+
+#[tokio::test]
+async fn memory_leases() {
+    leases_expire_and_lookups_skip_dead_servers(Registry::memory()).await;
+}
+
+#[tokio::test]
+async fn memory_ended_streams() {
+    ended_streams_are_served_by_the_cluster(Registry::memory()).await;
+}
+
+#[tokio::test]
+async fn redis_leases() {
+    let server = redis_server();
+    let registry = Registry::redis(&server.url, "t1").await.unwrap();
+    leases_expire_and_lookups_skip_dead_servers(registry).await;
+}
+
+#[tokio::test]
+async fn redis_ended_streams_and_namespaces() {
+    let server = redis_server();
+    let registry = Registry::redis(&server.url, "t2").await.unwrap();
+    ended_streams_are_served_by_the_cluster(registry).await;
+    let other = Registry::redis(&server.url, "other").await.unwrap();
+    assert!(other.stream("p", "s").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn redis_down_is_an_error_not_a_hang() {
+    let server = redis_server();
+    let registry = Registry::redis(&server.url, "t3").await.unwrap();
+    drop(server);
+    let started = std::time::Instant::now();
+    assert!(registry.stream("p", "s").await.is_err());
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
