@@ -35,6 +35,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub hls: HlsConfig,
     pub edge: EdgeConfig,
+    pub registry: RegistryConfig,
     pub providers: Vec<ProviderConfig>,
 }
 
@@ -46,6 +47,11 @@ pub struct NodeConfig {
     /// Time allowed on shutdown for in-flight segments and requests.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// This server's name in the registry; defaults to its origin's `host:port`.
+    pub id: Option<String>,
+    /// Ingest servers that share `data_dir` (one directory or a shared mount) form a
+    /// cluster: any of them serves any recording of the cluster.
+    pub cluster: String,
 }
 
 impl Default for NodeConfig {
@@ -53,6 +59,8 @@ impl Default for NodeConfig {
         Self {
             data_dir: PathBuf::from("./data"),
             shutdown_grace: Duration::from_secs(10),
+            id: None,
+            cluster: "default".into(),
         }
     }
 }
@@ -85,12 +93,27 @@ impl Default for RtmpConfig {
 pub struct OriginConfig {
     /// Where the ingest serves its streams over HTTP to edges.
     pub listen: SocketAddr,
+    /// The URL edges reach this origin at, announced in the registry. Defaults to
+    /// `http://<listen>`; required when `listen` is a wildcard address.
+    pub advertise: Option<String>,
 }
 
 impl Default for OriginConfig {
     fn default() -> Self {
         Self {
             listen: ([127, 0, 0, 1], 8088).into(),
+            advertise: None,
+        }
+    }
+}
+
+impl OriginConfig {
+    /// The announced URL, without a trailing slash; `None` when it cannot be derived.
+    pub fn advertised_url(&self) -> Option<String> {
+        match &self.advertise {
+            Some(url) => Some(url.trim_end_matches('/').to_owned()),
+            None if self.listen.ip().is_unspecified() => None,
+            None => Some(format!("http://{}", self.listen)),
         }
     }
 }
@@ -162,10 +185,20 @@ impl Default for HlsConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EdgeConfig {
-    /// Base URL the edge fetches from. In `up` it defaults to the local origin.
-    pub upstream: Option<String>,
+    /// Parent caches (mid-tier), as `http://host:port`. Each URL goes to the parent
+    /// chosen by rendezvous hashing, then the next on failure. Empty: this is the top
+    /// tier, which finds each stream's ingest through the registry.
+    pub parents: Vec<String>,
     /// Bound on the memory cache (bodies and keys).
     pub cache_memory: ByteSize,
+    /// Bound on the disk cache of segments; 0 turns it off.
+    pub cache_disk: ByteSize,
+    /// Where the disk cache lives; defaults to `<node.data_dir>/cache`.
+    pub cache_dir: Option<PathBuf>,
+    /// How long past its freshness a playlist may still be served when the upstream
+    /// fails (stale-if-error); 0 turns it off.
+    #[serde(with = "humantime_serde")]
+    pub stale_if_error: Duration,
     /// Largest object the edge caches; larger ones are streamed through.
     pub max_object_size: ByteSize,
     /// Upstream request timeout.
@@ -176,10 +209,47 @@ pub struct EdgeConfig {
 impl Default for EdgeConfig {
     fn default() -> Self {
         Self {
-            upstream: None,
+            parents: Vec::new(),
             cache_memory: ByteSize(256 * 1024 * 1024),
+            cache_disk: ByteSize(4 * 1024 * 1024 * 1024),
+            cache_dir: None,
+            stale_if_error: Duration::from_secs(10),
             max_object_size: ByteSize(32 * 1024 * 1024),
             upstream_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistryBackend {
+    /// In-process: for `up`, where every role runs in one process.
+    #[default]
+    Memory,
+    /// Shared by every ingest server and edge of a deployment.
+    Redis,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    pub backend: RegistryBackend,
+    /// `redis://host:port/db` for the Redis backend.
+    pub url: String,
+    /// Prefix of every key, so deployments can share a Redis server.
+    pub namespace: String,
+    /// How long an announcement lives unless refreshed; servers refresh at a third.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            backend: RegistryBackend::Memory,
+            url: "redis://127.0.0.1:6379/".into(),
+            namespace: "streamcdn".into(),
+            lease: Duration::from_secs(10),
         }
     }
 }
@@ -290,12 +360,55 @@ impl Config {
         if self.edge.cache_memory.0 < 1024 * 1024 {
             return Err(("edge.cache_memory".into(), "must be at least 1MiB".into()));
         }
-        if let Some(upstream) = &self.edge.upstream {
-            if !upstream.starts_with("http://") {
-                return Err((
-                    "edge.upstream".into(),
-                    format!("{upstream:?} is not an http:// URL"),
-                ));
+        let http_url = |key: &str, url: &str| {
+            if url.starts_with("http://") && url.len() > 7 {
+                Ok(())
+            } else {
+                Err((key.to_owned(), format!("{url:?} is not an http:// URL")))
+            }
+        };
+        for (i, parent) in self.edge.parents.iter().enumerate() {
+            http_url(&format!("edge.parents[{i}]"), parent)?;
+        }
+        if let Some(url) = &self.origin.advertise {
+            http_url("origin.advertise", url)?;
+        }
+        if self.edge.cache_disk.0 != 0 && self.edge.cache_disk.0 < 16 * 1024 * 1024 {
+            return Err((
+                "edge.cache_disk".into(),
+                "must be 0 (off) or at least 16MiB".into(),
+            ));
+        }
+        if !(Duration::from_secs(2)..=Duration::from_secs(300)).contains(&self.registry.lease) {
+            return Err((
+                "registry.lease".into(),
+                "must be between 2s and 5m".into(),
+            ));
+        }
+        if self.registry.backend == RegistryBackend::Redis
+            && !(self.registry.url.starts_with("redis://")
+                || self.registry.url.starts_with("rediss://"))
+        {
+            return Err((
+                "registry.url".into(),
+                format!("{:?} is not a redis:// URL", self.registry.url),
+            ));
+        }
+        for (key, name) in [
+            ("node.cluster", Some(&self.node.cluster)),
+            ("node.id", self.node.id.as_ref()),
+            ("registry.namespace", Some(&self.registry.namespace)),
+        ] {
+            if let Some(name) = name {
+                if name.is_empty()
+                    || name.len() > 128
+                    || !name.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
+                {
+                    return Err((
+                        key.into(),
+                        format!("{name:?} must be 1-128 printable characters without /"),
+                    ));
+                }
             }
         }
         for (i, p) in self.providers.iter().enumerate() {

@@ -1,14 +1,22 @@
 //! The edge role: an HTTP caching proxy for HLS.
 //!
 //! A request goes through these phases: validate the path → look up the memory cache →
-//! on a miss, fetch from upstream with request coalescing (concurrent misses for one
-//! key share one upstream fetch) → store by the upstream's `Cache-Control` → respond,
-//! with CORS and byte ranges for browser players.
+//! on a miss (or a stale playlist), one coalesced fill per key ([`flight`]): the disk
+//! tier for segments ([`disk`]), else the upstream ([`upstream`]: parents by rendezvous
+//! hashing, or for the top tier the ingest server the registry names) → store by the
+//! object's type and the upstream's `Cache-Control` ([`object`]) → respond, with CORS
+//! and byte ranges for browser players. A playlist whose refresh fails is served stale
+//! within the `stale_if_error` bound.
 //!
-//! The edge never reads ingest storage: it only speaks HTTP to its upstream.
+//! The same code runs every tier; the edge never reads ingest storage.
 
+mod disk;
+mod flight;
+mod object;
 mod range;
+mod upstream;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,51 +26,30 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use moka::future::Cache;
-use thiserror::Error;
 
-#[derive(Debug, Clone)]
+use disk::DiskCache;
+use flight::Flights;
+use object::{CachedObject, ObjectKind};
+use upstream::{FetchError, Upstream};
+pub use upstream::UpstreamKind;
+
 pub struct EdgeSettings {
-    /// `http://host:port` without a trailing slash.
-    pub upstream: String,
+    pub upstream: UpstreamKind,
     pub cache_memory_bytes: u64,
     pub max_object_bytes: u64,
     pub upstream_timeout: Duration,
+    /// Directory and byte bound of the disk tier; `None` keeps segments in memory only.
+    pub disk: Option<(PathBuf, u64)>,
+    /// How long past freshness a playlist may be served while the upstream fails.
+    pub stale_if_error: Duration,
 }
 
-#[derive(Debug)]
-struct CachedObject {
-    content_type: Option<HeaderValue>,
-    cache_control: Option<HeaderValue>,
-    body: Bytes,
-    ttl: Duration,
-    stored_at: Instant,
-}
+type FillResult = Result<Arc<CachedObject>, Arc<FetchError>>;
 
-/// Why a fetch produced nothing to cache. Waiters coalesced on the same key all receive
-/// the same value.
-#[derive(Debug, Error)]
-enum FetchError {
-    /// The upstream answered, but not with something we may cache (404, no-store...).
-    #[error("upstream answered {status}")]
-    NotCacheable {
-        status: StatusCode,
-        content_type: Option<HeaderValue>,
-        body: Bytes,
-    },
-    #[error("upstream unreachable: {0}")]
-    Unreachable(String),
-    #[error("upstream timed out")]
-    Timeout,
-    #[error("object larger than the edge's max_object_size")]
-    TooLarge,
+struct ObjectExpiry {
+    stale_if_error: Duration,
 }
-
-struct ObjectExpiry;
 
 impl moka::Expiry<String, Arc<CachedObject>> for ObjectExpiry {
     fn expire_after_create(
@@ -71,120 +58,97 @@ impl moka::Expiry<String, Arc<CachedObject>> for ObjectExpiry {
         value: &Arc<CachedObject>,
         _created_at: Instant,
     ) -> Option<Duration> {
-        Some(value.ttl)
+        // Playlists outlive their freshness by the stale-if-error bound, so there is
+        // something to serve when the upstream fails; they are never served stale
+        // otherwise.
+        let keep = match (value.kind, value.status) {
+            (ObjectKind::Playlist, StatusCode::OK) => value.ttl + self.stale_if_error,
+            _ => value.ttl,
+        };
+        Some(keep.saturating_sub(value.age()))
     }
 }
 
 pub struct Edge {
-    settings: EdgeSettings,
-    cache: Cache<String, Arc<CachedObject>>,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    stale_if_error: Duration,
+    memory: Cache<String, Arc<CachedObject>>,
+    disk: Option<Arc<DiskCache>>,
+    upstream: Upstream,
+    flights: Flights<FillResult>,
 }
 
-/// Objects are kept at most this long even when the upstream allows longer: the memory
-/// cache is for the hot set, not an archive.
-const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
-
 impl Edge {
-    pub fn new(settings: EdgeSettings) -> Arc<Self> {
-        let cache = Cache::builder()
+    pub fn new(settings: EdgeSettings) -> std::io::Result<Arc<Self>> {
+        let memory = Cache::builder()
             .max_capacity(settings.cache_memory_bytes)
             .weigher(|key: &String, value: &Arc<CachedObject>| {
                 u32::try_from(key.len() + value.body.len() + 256).unwrap_or(u32::MAX)
             })
-            .expire_after(ObjectExpiry)
+            .expire_after(ObjectExpiry {
+                stale_if_error: settings.stale_if_error,
+            })
             .build();
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(settings.upstream_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
-        Arc::new(Self {
-            settings,
-            cache,
-            client,
-        })
+        let disk = match &settings.disk {
+            Some((dir, max_bytes)) => Some(DiskCache::open(dir, *max_bytes)?),
+            None => None,
+        };
+        Ok(Arc::new(Self {
+            stale_if_error: settings.stale_if_error,
+            memory,
+            disk,
+            upstream: Upstream::new(
+                settings.upstream,
+                settings.upstream_timeout,
+                settings.max_object_bytes,
+            ),
+            flights: Flights::default(),
+        }))
     }
 
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new().fallback(handle).with_state(self.clone())
     }
 
-    /// Bytes held by the memory cache (bodies, keys and bookkeeping).
-    pub async fn cached_bytes(&self) -> u64 {
-        self.cache.run_pending_tasks().await;
-        self.cache.weighted_size()
+    /// Publishes the cache sizes as gauges (called when metrics are scraped).
+    pub async fn report_cache_sizes(&self) {
+        self.memory.run_pending_tasks().await;
+        metrics::gauge!("streamcdn_edge_cache_bytes", "store" => "memory")
+            .set(self.memory.weighted_size() as f64);
+        metrics::gauge!("streamcdn_edge_cache_objects", "store" => "memory")
+            .set(self.memory.entry_count() as f64);
+        if let Some(disk) = &self.disk {
+            metrics::gauge!("streamcdn_edge_cache_bytes", "store" => "disk")
+                .set(disk.bytes() as f64);
+        }
     }
 
-    async fn fetch(&self, path: &str) -> Result<Arc<CachedObject>, FetchError> {
-        metrics::counter!("streamcdn_edge_upstream_fetches_total").increment(1);
-        let uri = format!("{}{}", self.settings.upstream, path);
-        let uri: hyper::Uri = uri
-            .parse()
-            .map_err(|e| FetchError::Unreachable(format!("bad upstream URI: {e}")))?;
-        let request = hyper::Request::get(uri)
-            .header(header::USER_AGENT, "streamcdn-edge")
-            .body(Empty::new())
-            .map_err(|e| FetchError::Unreachable(e.to_string()))?;
-        let timeout = self.settings.upstream_timeout;
-        let response = tokio::time::timeout(timeout, self.client.request(request))
-            .await
-            .map_err(|_| FetchError::Timeout)?
-            .map_err(|e| FetchError::Unreachable(e.to_string()))?;
-        let (parts, body) = response.into_parts();
-        let limit = usize::try_from(self.settings.max_object_bytes).unwrap_or(usize::MAX);
-        let body = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
-            .await
-            .map_err(|_| FetchError::Timeout)?
-            .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    FetchError::TooLarge
-                } else {
-                    FetchError::Unreachable(e.to_string())
-                }
-            })?
-            .to_bytes();
-        let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
-        let cache_control = parts.headers.get(header::CACHE_CONTROL).cloned();
-        let ttl = cache_control
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .and_then(cacheable_ttl);
-        match (parts.status, ttl) {
-            (StatusCode::OK, Some(ttl)) => Ok(Arc::new(CachedObject {
-                content_type,
-                cache_control,
-                body,
-                ttl: ttl.min(MAX_TTL),
-                stored_at: Instant::now(),
-            })),
-            (status, _) => Err(FetchError::NotCacheable {
-                status,
-                content_type,
-                body,
-            }),
+    /// Brings `path` into the cache: from disk if it is there, else from upstream.
+    async fn fill(&self, path: &str, kind: ObjectKind) -> FillResult {
+        // A fill that finished between our cache miss and joining the flight.
+        if let Some(object) = self.memory.get(path).await.filter(|o| o.is_fresh()) {
+            return Ok(object);
         }
+        if kind == ObjectKind::Segment {
+            if let Some(object) = self.load_from_disk(path).await {
+                return Ok(object);
+            }
+        }
+        let object = Arc::new(self.upstream.fetch(path, kind).await.map_err(Arc::new)?);
+        self.memory.insert(path.to_owned(), object.clone()).await;
+        if let (Some(disk), ObjectKind::Segment, StatusCode::OK) =
+            (&self.disk, kind, object.status)
+        {
+            disk.store(path, &object);
+        }
+        Ok(object)
     }
-}
 
-/// How long a response may be cached, from its `Cache-Control`; `None` if not at all.
-fn cacheable_ttl(cache_control: &str) -> Option<Duration> {
-    let mut max_age = None;
-    for directive in cache_control.split(',').map(str::trim) {
-        let lower = directive.to_ascii_lowercase();
-        if lower == "no-store" || lower == "no-cache" || lower == "private" {
-            return None;
-        }
-        if let Some(v) = lower.strip_prefix("s-maxage=") {
-            max_age = v.parse().ok();
-        } else if let Some(v) = lower.strip_prefix("max-age=") {
-            max_age = max_age.or(v.parse().ok());
-        }
+    async fn load_from_disk(&self, path: &str) -> Option<Arc<CachedObject>> {
+        let object = Arc::new(self.disk.as_ref()?.load(path).await?);
+        metrics::counter!("streamcdn_edge_disk_hits_total").increment(1);
+        self.memory.insert(path.to_owned(), object.clone()).await;
+        Some(object)
     }
-    max_age.filter(|&s: &u64| s > 0).map(Duration::from_secs)
 }
 
 /// Paths the edge forwards: what our URL scheme uses, nothing that could be read as
@@ -261,22 +225,33 @@ async fn respond(edge: &Edge, request: Request) -> Response {
         metrics::counter!("streamcdn_edge_requests_total", "result" => "rejected").increment(1);
         return plain(StatusCode::BAD_REQUEST, "invalid path");
     }
-    let entry = edge
-        .cache
-        .entry(path.clone())
-        .or_try_insert_with(edge.fetch(&path))
-        .await;
-    match entry {
-        Ok(entry) => {
-            let result = if entry.is_fresh() { "miss" } else { "hit" };
-            metrics::counter!("streamcdn_edge_requests_total", "result" => result).increment(1);
-            object_response(entry.value(), request.headers(), result)
-        }
-        Err(error) => {
-            metrics::counter!("streamcdn_edge_requests_total", "result" => "uncached").increment(1);
-            error_response(&error, &path)
-        }
-    }
+    let kind = ObjectKind::of(&path);
+    let cached = edge.memory.get(&path).await;
+    let (object, result) = match &cached {
+        Some(object) if object.is_fresh() => (object.clone(), "hit"),
+        _ => match edge.flights.run(&path, edge.fill(&path, kind)).await {
+            (Ok(object), true) => (object, "miss"),
+            (Ok(object), false) => (object, "coalesced"),
+            (Err(error), _) => match cached.filter(|o| {
+                o.kind == ObjectKind::Playlist
+                    && o.status == StatusCode::OK
+                    && o.age() < o.ttl + edge.stale_if_error
+            }) {
+                Some(stale) => {
+                    tracing::warn!(path, %error, "upstream failed; serving a stale playlist");
+                    (stale, "stale")
+                }
+                None => {
+                    metrics::counter!("streamcdn_edge_requests_total", "result" => "error", "kind" => kind.label())
+                        .increment(1);
+                    return error_response(&error, &path);
+                }
+            },
+        },
+    };
+    metrics::counter!("streamcdn_edge_requests_total", "result" => result, "kind" => kind.label())
+        .increment(1);
+    object_response(&object, request.headers(), result)
 }
 
 fn object_response(
@@ -302,6 +277,11 @@ fn object_response(
             Some(format!("bytes */{total}")),
         ),
     };
+    let status = if object.status == StatusCode::OK {
+        status
+    } else {
+        object.status
+    };
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -315,13 +295,14 @@ fn object_response(
         headers.insert(header::CONTENT_RANGE, v);
     }
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    headers.insert(
-        header::AGE,
-        HeaderValue::from(object.stored_at.elapsed().as_secs()),
-    );
+    headers.insert(header::AGE, HeaderValue::from(object.age().as_secs()));
     headers.insert(
         "x-cache",
-        HeaderValue::from_static(if result == "hit" { "HIT" } else { "MISS" }),
+        HeaderValue::from_static(match result {
+            "hit" | "coalesced" => "HIT",
+            "stale" => "STALE",
+            _ => "MISS",
+        }),
     );
     response
 }
@@ -355,6 +336,11 @@ fn error_response(error: &FetchError, path: &str) -> Response {
             tracing::warn!(path, error = %e, "upstream unreachable");
             plain(StatusCode::BAD_GATEWAY, "upstream unreachable")
         }
+        FetchError::NoServer(_) => {
+            tracing::warn!(path, "no live server holds the stream");
+            plain(StatusCode::SERVICE_UNAVAILABLE, "no server can serve this stream now")
+        }
+        FetchError::Registry(_) => plain(StatusCode::SERVICE_UNAVAILABLE, "registry unavailable"),
         FetchError::TooLarge => {
             tracing::warn!(path, "object exceeds max_object_size");
             plain(StatusCode::BAD_GATEWAY, "object too large for this edge")
@@ -365,21 +351,6 @@ fn error_response(error: &FetchError, path: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ttl_follows_cache_control() {
-        assert_eq!(
-            cacheable_ttl("public, max-age=1"),
-            Some(Duration::from_secs(1))
-        );
-        assert_eq!(
-            cacheable_ttl("max-age=60, s-maxage=5"),
-            Some(Duration::from_secs(5))
-        );
-        assert_eq!(cacheable_ttl("no-store"), None);
-        assert_eq!(cacheable_ttl("max-age=0"), None);
-        assert_eq!(cacheable_ttl("public"), None);
-    }
 
     #[test]
     fn only_plain_paths_are_forwarded() {

@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use bytes::Bytes;
 use streamcdn_config::{is_valid_name, ProviderConfig, SegmentFormat};
 use thiserror::Error;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
+use crate::cluster::{Claim, Cluster};
 use crate::recording::{self, JournalWriter, Recording, RecordingState, SegmentEntry};
 
 #[derive(Debug, Error)]
@@ -25,6 +26,8 @@ pub enum PublishError {
     WrongKey,
     #[error("stream {0} is already being published")]
     AlreadyLive(String),
+    #[error("stream {0} is being published through server {1}")]
+    HeldElsewhere(String, String),
     #[error("cannot create the recording: {0}")]
     Storage(#[from] std::io::Error),
 }
@@ -36,9 +39,9 @@ impl PublishError {
             PublishError::UnknownProvider(_)
             | PublishError::MissingKey
             | PublishError::WrongKey => "NetStream.Publish.Unauthorized",
-            PublishError::InvalidStreamName(_) | PublishError::AlreadyLive(_) => {
-                "NetStream.Publish.BadName"
-            }
+            PublishError::InvalidStreamName(_)
+            | PublishError::AlreadyLive(_)
+            | PublishError::HeldElsewhere(..) => "NetStream.Publish.BadName",
             PublishError::Storage(_) => "NetStream.Publish.Failed",
         }
     }
@@ -59,6 +62,8 @@ pub struct LiveStream {
     state: RwLock<StreamState>,
     /// Bumped on every new segment and at the end, for requests that wait.
     updates: watch::Sender<u64>,
+    /// The hub's: told when the stream starts or ends, for the registry announcer.
+    hub_changes: Arc<Notify>,
 }
 
 #[derive(Debug)]
@@ -71,8 +76,9 @@ struct StreamState {
 }
 
 impl LiveStream {
-    fn new(recording: Recording) -> Self {
+    fn new(recording: Recording, hub_changes: Arc<Notify>) -> Self {
         Self {
+            hub_changes,
             state: RwLock::new(StreamState {
                 recording: Arc::new(recording),
                 hot: HashMap::new(),
@@ -156,6 +162,7 @@ impl LiveStream {
             recording.ended_at = Some(ended_at);
         }
         self.updates.send_modify(|n| *n += 1);
+        self.hub_changes.notify_one();
     }
 
     /// A segment on durable storage is served from there; its memory copy only bridged
@@ -178,6 +185,8 @@ impl LiveStream {
 #[derive(Debug)]
 pub struct StreamHub {
     settings: HubSettings,
+    cluster: Cluster,
+    changes: Arc<Notify>,
     providers: RwLock<HashMap<String, ProviderConfig>>,
     streams: Mutex<HashMap<(String, String), Arc<LiveStream>>>,
 }
@@ -194,14 +203,20 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl StreamHub {
-    pub fn new(settings: HubSettings, providers: &[ProviderConfig]) -> std::io::Result<Self> {
+    pub fn new(
+        settings: HubSettings,
+        providers: &[ProviderConfig],
+        cluster: Cluster,
+    ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&settings.recordings_dir)?;
-        let repaired = recording::recover(&settings.recordings_dir)?;
+        let repaired = recording::recover(&settings.recordings_dir, &cluster.node.id)?;
         if repaired > 0 {
             tracing::warn!(repaired, "recovered recordings interrupted by a crash");
         }
         Ok(Self {
             settings,
+            cluster,
+            changes: Arc::new(Notify::new()),
             providers: RwLock::new(
                 providers
                     .iter()
@@ -216,18 +231,26 @@ impl StreamHub {
         &self.settings
     }
 
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// Notified when a stream starts or ends.
+    pub fn changes(&self) -> Arc<Notify> {
+        self.changes.clone()
+    }
+
     fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Arc<LiveStream>>> {
         self.streams.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Authorizes a publisher and opens a new recording for its stream.
-    pub fn begin_publish(
+    /// Checks a publisher's provider, stream name and key; returns the provider and
+    /// stream.
+    pub fn authorize(
         &self,
         app: &str,
         publish_name: &str,
-        started_at: String,
-        recording_id: String,
-    ) -> Result<(Arc<LiveStream>, JournalWriter), PublishError> {
+    ) -> Result<(ProviderConfig, String), PublishError> {
         // The key may also ride on the app (`rtmp://host/provider?key=...` as the OBS
         // server, the bare stream name as the stream key).
         let (app, app_key) = split_publish_name(app);
@@ -246,6 +269,39 @@ impl StreamHub {
         if !constant_time_eq(key.as_bytes(), provider.stream_key.as_bytes()) {
             return Err(PublishError::WrongKey);
         }
+        Ok((provider, stream.to_owned()))
+    }
+
+    /// Authorizes a publisher and opens its recording: a new one, or the one a dead
+    /// server of the cluster was writing (continued after a discontinuity).
+    pub async fn begin_publish(
+        &self,
+        app: &str,
+        publish_name: &str,
+        started_at: String,
+        recording_id: String,
+    ) -> Result<(Arc<LiveStream>, JournalWriter), PublishError> {
+        let (provider, stream) = self.authorize(app, publish_name)?;
+        let name = format!("{}/{stream}", provider.name);
+        if self.stream(&provider.name, &stream).is_some_and(|s| s.with_recording(Recording::is_live)) {
+            return Err(PublishError::AlreadyLive(name));
+        }
+        let resume = match self.cluster.claim(&provider.name, &stream).await {
+            Claim::Fresh => None,
+            Claim::Continue(id) => Some(id),
+            Claim::HeldBy(node) => return Err(PublishError::HeldElsewhere(name, node)),
+        };
+        self.open_recording(&provider, &stream, started_at, recording_id, resume)
+    }
+
+    fn open_recording(
+        &self,
+        provider: &ProviderConfig,
+        stream: &str,
+        started_at: String,
+        recording_id: String,
+        resume: Option<String>,
+    ) -> Result<(Arc<LiveStream>, JournalWriter), PublishError> {
         let id = (provider.name.clone(), stream.to_owned());
         let mut streams = self.streams();
         if streams
@@ -254,22 +310,43 @@ impl StreamHub {
         {
             return Err(PublishError::AlreadyLive(format!("{}/{}", id.0, id.1)));
         }
-        let format = provider.format.unwrap_or(self.settings.default_format);
-        let recording = Recording::new(
-            &id.0,
-            &id.1,
-            &recording_id,
-            format,
-            started_at,
-            self.settings.target_duration_secs,
-        );
-        let dir =
-            recording::recording_dir(&self.settings.recordings_dir, &id.0, &id.1, &recording_id);
-        std::fs::create_dir_all(&dir)?;
-        // Created here, not by the recorder, so a storage failure refuses the publisher.
-        let journal = JournalWriter::create(&dir, &recording)?;
-        let live = Arc::new(LiveStream::new(recording));
+        let node = &self.cluster.node.id;
+        let resumed = resume.and_then(|rid| {
+            let dir = recording::recording_dir(&self.settings.recordings_dir, &id.0, &id.1, &rid);
+            JournalWriter::reopen(&dir, node)
+                .inspect_err(|e| tracing::warn!(dir = %dir.display(), error = %e, "cannot continue the recording; starting a new one"))
+                .ok()
+        });
+        let (recording, journal) = match resumed {
+            Some(pair) => pair,
+            None => {
+                let format = provider.format.unwrap_or(self.settings.default_format);
+                let mut recording = Recording::new(
+                    &id.0,
+                    &id.1,
+                    &recording_id,
+                    format,
+                    started_at,
+                    self.settings.target_duration_secs,
+                );
+                recording.node = Some(node.clone());
+                let dir = recording::recording_dir(
+                    &self.settings.recordings_dir,
+                    &id.0,
+                    &id.1,
+                    &recording_id,
+                );
+                std::fs::create_dir_all(&dir)?;
+                // Created here, not by the recorder, so a storage failure refuses the
+                // publisher.
+                let journal = JournalWriter::create(&dir, &recording)?;
+                (recording, journal)
+            }
+        };
+        let live = Arc::new(LiveStream::new(recording, self.changes.clone()));
         streams.insert(id, live.clone());
+        drop(streams);
+        self.changes.notify_one();
         Ok((live, journal))
     }
 
@@ -278,6 +355,11 @@ impl StreamHub {
         self.streams()
             .get(&(provider.to_owned(), stream.to_owned()))
             .cloned()
+    }
+
+    /// The current recording of every stream this server has held since it started.
+    pub fn current_recordings(&self) -> Vec<Arc<Recording>> {
+        self.streams().values().map(|s| s.recording()).collect()
     }
 
     pub fn live_streams(&self) -> Vec<Arc<Recording>> {
@@ -339,10 +421,14 @@ mod tests {
         assert_eq!(split_publish_name("cam"), ("cam", None));
     }
 
-    #[test]
-    fn keys_are_checked_and_duplicates_refused() {
-        let dir = std::env::temp_dir().join(format!("streamcdn-hub-{}", std::process::id()));
-        let hub = StreamHub::new(
+    fn test_hub(name: &str, node: &str) -> StreamHub {
+        let dir = std::env::temp_dir().join(format!("streamcdn-hub-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        test_hub_in(dir, streamcdn_registry::Registry::memory(), node)
+    }
+
+    fn test_hub_in(dir: PathBuf, registry: streamcdn_registry::Registry, node: &str) -> StreamHub {
+        StreamHub::new(
             HubSettings {
                 recordings_dir: dir,
                 default_format: SegmentFormat::Fmp4,
@@ -354,34 +440,92 @@ mod tests {
                 stream_key: "secret-key".into(),
                 format: None,
             }],
+            Cluster {
+                registry,
+                node: streamcdn_registry::NodeRecord {
+                    id: node.into(),
+                    cluster: "c".into(),
+                    // Nothing listens on port 9: the node probes as dead.
+                    origin: "http://127.0.0.1:9".into(),
+                },
+                lease: std::time::Duration::from_secs(10),
+            },
         )
-        .unwrap();
-        let begin =
-            |app: &str, name: &str, id: &str| hub.begin_publish(app, name, "t".into(), id.into());
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn keys_are_checked_and_duplicates_refused() {
+        let hub = test_hub("keys", "n1");
+        let begin = |app: &'static str, name: &'static str, id: &'static str| {
+            hub.begin_publish(app, name, "t".into(), id.into())
+        };
         assert!(matches!(
-            begin("p", "s?key=nope", "r0"),
+            begin("p", "s?key=nope", "r0").await,
             Err(PublishError::WrongKey)
         ));
         assert!(matches!(
-            begin("p", "s", "r0"),
+            begin("p", "s", "r0").await,
             Err(PublishError::MissingKey)
         ));
         assert!(matches!(
-            begin("q", "s?key=secret-key", "r0"),
+            begin("q", "s?key=secret-key", "r0").await,
             Err(PublishError::UnknownProvider(_))
         ));
         assert!(matches!(
-            begin("p", "../x?key=secret-key", "r0"),
+            begin("p", "../x?key=secret-key", "r0").await,
             Err(PublishError::InvalidStreamName(_))
         ));
-        let (live, _) = begin("p", "s?key=secret-key", "r1").unwrap();
+        let (live, _) = begin("p", "s?key=secret-key", "r1").await.unwrap();
         assert!(matches!(
-            begin("p", "s?key=secret-key", "r2"),
+            begin("p", "s?key=secret-key", "r2").await,
             Err(PublishError::AlreadyLive(_))
         ));
         live.end("t2".into());
-        let (live, _) = begin("p?key=secret-key", "s", "r3").unwrap();
+        let (live, _) = begin("p?key=secret-key", "s", "r3").await.unwrap();
         live.end("t3".into());
-        assert!(begin("p", "s?key=secret-key", "r4").is_ok());
+        assert!(begin("p", "s?key=secret-key", "r4").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_dead_servers_stream_is_continued_by_another_of_the_cluster() {
+        let dir = std::env::temp_dir().join(format!("streamcdn-hub-takeover-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let registry = streamcdn_registry::Registry::memory();
+        let lease = std::time::Duration::from_secs(10);
+        let a = test_hub_in(dir.clone(), registry.clone(), "a");
+        let b = test_hub_in(dir.clone(), registry.clone(), "b");
+        registry.register_node(&a.cluster.node, lease).await.unwrap();
+        let (live, mut journal) = a
+            .begin_publish("p", "s?key=secret-key", "t".into(), "r1".into())
+            .await
+            .unwrap();
+        let entry = SegmentEntry {
+            sequence: 0,
+            file: "000000.m4s".into(),
+            duration_secs: 2.0,
+            program_date_time: "t".into(),
+            bytes: 1,
+            discontinuity: false,
+            init: None,
+        };
+        journal.add_segment(entry, b"x").unwrap();
+        let record = a.cluster.record(&live.recording(), streamcdn_registry::StreamState::Live);
+        registry.announce(&record, lease).await.unwrap();
+
+        // a's lease is current and its origin refuses connections: it is dead.
+        let (continued, _) = b
+            .begin_publish("p", "s?key=secret-key", "t".into(), "r2".into())
+            .await
+            .unwrap();
+        let recording = continued.recording();
+        assert_eq!(recording.recording_id, "r1");
+        assert_eq!(recording.node.as_deref(), Some("b"));
+        assert_eq!(recording.segments.len(), 1);
+        // a restarting must not end the recording b now writes.
+        drop(a);
+        let a = test_hub_in(dir, registry, "a");
+        let on_disk = a.load_recording("p", "s", "r1").unwrap();
+        assert!(on_disk.is_live());
     }
 }

@@ -39,6 +39,9 @@ pub struct Publisher {
     writer_task: Option<JoinHandle<()>>,
     warned_unsupported: bool,
     finished: bool,
+    /// Sequence number of this publisher's first segment: after the segments already
+    /// in the recording when it continues one.
+    first_sequence: u64,
 }
 
 /// RFC 3339 UTC with milliseconds, as EXT-X-PROGRAM-DATE-TIME wants.
@@ -64,6 +67,8 @@ pub fn new_recording_id(t: SystemTime) -> String {
 impl Publisher {
     pub fn new(stream: Arc<LiveStream>, journal: JournalWriter, live_window: usize) -> Self {
         let target_ms = stream.with_recording(|r| (r.target_duration_secs * 1000.0) as u64);
+        let first_sequence =
+            stream.with_recording(|r| r.segments.last().map_or(0, |s| s.sequence + 1));
         let (tx, rx) = mpsc::channel(16);
         let writer_task = tokio::spawn(run_recorder(journal, rx, stream.clone()));
         Self {
@@ -80,6 +85,7 @@ impl Publisher {
             writer_task: Some(writer_task),
             warned_unsupported: false,
             finished: false,
+            first_sequence,
         }
     }
 
@@ -175,9 +181,10 @@ impl Publisher {
     }
 
     async fn emit_segment(&mut self, segment: MediaSegment) {
+        let sequence = self.first_sequence + segment.index;
         let bytes = match &mut self.container {
             Some(Container::Fmp4) => {
-                match fmp4::media_segment(&segment, segment.index as u32 + 1) {
+                match fmp4::media_segment(&segment, sequence as u32 + 1) {
                     Ok(b) => b,
                     Err(e) => return self.warn_once(&e.to_string()),
                 }
@@ -191,12 +198,14 @@ impl Publisher {
         };
         let start = self.started + std::time::Duration::from_millis(segment.start_ms);
         let entry = SegmentEntry {
-            sequence: segment.index,
-            file: format!("{:06}.{extension}", segment.index),
+            sequence,
+            file: format!("{sequence:06}.{extension}"),
             duration_secs: segment.duration_secs,
             program_date_time: format_time(start),
             bytes: bytes.len() as u64,
-            discontinuity: segment.discontinuity,
+            // A continued recording resumes with new timestamps and encoder state.
+            discontinuity: segment.discontinuity
+                || (segment.index == 0 && self.first_sequence > 0),
             init: self.init_file.clone(),
         };
         let frame_rate = (segment.duration_secs > 0.0 && !segment.video.is_empty())

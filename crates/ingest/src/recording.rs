@@ -48,6 +48,10 @@ pub struct Recording {
     pub provider: String,
     pub stream: String,
     pub recording_id: String,
+    /// The server writing (or that last wrote) the recording. In a cluster sharing
+    /// storage, only it may repair the recording after a crash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     pub format: SegmentFormat,
     pub state: RecordingState,
     pub started_at: String,
@@ -82,6 +86,7 @@ impl Recording {
             provider: provider.to_owned(),
             stream: stream.to_owned(),
             recording_id: recording_id.to_owned(),
+            node: None,
             format,
             state: RecordingState::Live,
             started_at,
@@ -196,6 +201,26 @@ impl JournalWriter {
         Ok(writer)
     }
 
+    /// Takes over a recording another server left live (it died) or that ended and is
+    /// being continued: the journal is rewritten live, naming `node` as its writer.
+    /// Returns the whole recording with the writer.
+    pub fn reopen(dir: &Path, node: &str) -> std::io::Result<(Recording, Self)> {
+        let mut recording = read_journal(dir)?;
+        let mut on_disk = read_journal_file(dir)?;
+        for r in [&mut recording, &mut on_disk] {
+            r.state = RecordingState::Live;
+            r.ended_at = None;
+            r.node = Some(node.to_owned());
+        }
+        write_journal(dir, &on_disk)?;
+        let writer = Self {
+            dir: dir.to_owned(),
+            on_disk,
+            page_size: SEGMENTS_PER_PAGE,
+        };
+        Ok((recording, writer))
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -235,38 +260,55 @@ impl JournalWriter {
     }
 }
 
-/// After a crash: marks recordings left `live` as ended at their last segment and
-/// removes files the journal does not list (the segment that was being written).
+/// After a crash of server `node`: marks the recordings it left `live` as ended at
+/// their last segment and removes files their journals do not list (the segment that
+/// was being written). Recordings of other servers of the cluster are left alone.
 /// Returns how many recordings were repaired.
-pub fn recover(root: &Path) -> std::io::Result<usize> {
+pub fn recover(root: &Path, node: &str) -> std::io::Result<usize> {
     let mut repaired = 0;
     for dir in recording_dirs(root)? {
-        let (Ok(mut on_disk), Ok(recording)) = (read_journal_file(&dir), read_journal(&dir)) else {
+        let Ok(head) = read_journal_file(&dir) else {
             tracing::warn!(dir = %dir.display(), "recording without a readable journal left as is");
             continue;
         };
-        for entry in std::fs::read_dir(&dir)?.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let listed = name == JOURNAL_FILE
-                || recording.contains_file(&name)
-                || recording.segment_pages.contains(&name);
-            if !listed {
-                tracing::info!(file = %entry.path().display(), "removing file not in the journal");
-                std::fs::remove_file(entry.path())?;
-            }
+        if head.node.as_deref().is_some_and(|n| n != node) {
+            continue;
         }
-        if recording.is_live() {
-            on_disk.state = RecordingState::Ended;
-            on_disk.ended_at = Some(recording.segments.last().map_or_else(
-                || recording.started_at.clone(),
-                |s| s.program_date_time.clone(),
-            ));
-            write_journal(&dir, &on_disk)?;
-            repaired += 1;
-            tracing::info!(dir = %dir.display(), segments = recording.segments.len(), "recording left live by a crash marked ended");
-        }
+        repaired += usize::from(repair(&dir)?);
     }
     Ok(repaired)
+}
+
+/// Ends a recording whose writer is gone, at its last segment, and removes files its
+/// journal does not list. Returns whether it was left live.
+pub fn repair(dir: &Path) -> std::io::Result<bool> {
+    let (mut on_disk, recording) = (read_journal_file(dir)?, read_journal(dir)?);
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let listed = name == JOURNAL_FILE
+            || recording.contains_file(&name)
+            || recording.segment_pages.contains(&name);
+        if !listed {
+            tracing::info!(file = %entry.path().display(), "removing file not in the journal");
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    if !recording.is_live() {
+        return Ok(false);
+    }
+    on_disk.state = RecordingState::Ended;
+    on_disk.ended_at = Some(recording.segments.last().map_or_else(
+        || recording.started_at.clone(),
+        |s| s.program_date_time.clone(),
+    ));
+    write_journal(dir, &on_disk)?;
+    tracing::info!(dir = %dir.display(), segments = recording.segments.len(), "recording left live by a crash marked ended");
+    Ok(true)
+}
+
+/// The journal file alone (page entries not merged): enough for state and identity.
+pub fn read_journal_head(dir: &Path) -> std::io::Result<Recording> {
+    read_journal_file(dir)
 }
 
 /// Every `<provider>/<stream>/<recording>` directory under `root`.
@@ -325,7 +367,7 @@ mod tests {
         std::fs::write(dir.join("000001.m4s"), b"half").unwrap();
         std::fs::write(dir.join(".000001.m4s.tmp"), b"half").unwrap();
 
-        assert_eq!(recover(&root).unwrap(), 1);
+        assert_eq!(recover(&root, "n1").unwrap(), 1);
         let rec = read_journal(&dir).unwrap();
         assert_eq!(rec.state, RecordingState::Ended);
         assert_eq!(rec.ended_at.as_deref(), Some("t1"));
@@ -335,7 +377,7 @@ mod tests {
             .collect();
         files.sort();
         assert_eq!(files, ["000000.m4s", "init.mp4", "journal.json"]);
-        assert_eq!(recover(&root).unwrap(), 0);
+        assert_eq!(recover(&root, "n1").unwrap(), 0);
     }
 
     #[test]
@@ -373,7 +415,7 @@ mod tests {
 
         // A crash mid-recording: recovery keeps pages and segments, ends the recording.
         std::fs::write(dir.join("000010.ts"), b"partial").unwrap();
-        assert_eq!(recover(&root).unwrap(), 1);
+        assert_eq!(recover(&root, "n1").unwrap(), 1);
         let whole = read_journal(&dir).unwrap();
         assert_eq!(
             (whole.state, whole.segments.len()),

@@ -105,7 +105,9 @@ async fn run_session(
                         &request.name,
                         format_time(now),
                         new_recording_id(now),
-                    ) {
+                    )
+                    .await
+                    {
                         Ok((stream, journal)) => {
                             let (provider, name, id) = stream.with_recording(|r| {
                                 (r.provider.clone(), r.stream.clone(), r.recording_id.clone())
@@ -199,6 +201,7 @@ fn reason_label(e: &PublishError) -> &'static str {
         PublishError::MissingKey => "missing_key",
         PublishError::WrongKey => "wrong_key",
         PublishError::AlreadyLive(_) => "already_live",
+        PublishError::HeldElsewhere(..) => "held_elsewhere",
         PublishError::Storage(_) => "storage",
     }
 }

@@ -26,7 +26,7 @@ impl MemoryStore {
         let mut inner = self.lock();
         inner.puts += 1;
         // Expired entries nobody reads again are swept now and then.
-        if inner.puts % 1024 == 0 {
+        if inner.puts.is_multiple_of(1024) {
             inner.values.retain(|_, (_, expires)| *expires > now);
         }
         inner.values.insert(key.to_owned(), (value, now + ttl));

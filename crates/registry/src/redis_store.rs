@@ -21,7 +21,7 @@ fn millis(d: Duration) -> u64 {
 fn now_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| millis(d))
+        .map_or(0, millis)
 }
 
 /// Compare-and-set in one round trip, so two servers cannot interleave.

@@ -29,8 +29,7 @@ pub fn router(metrics: PrometheusHandle, edge: Option<Arc<Edge>>, roles: Router)
                 let (metrics, edge) = (metrics.clone(), edge.clone());
                 async move {
                     if let Some(edge) = edge {
-                        metrics::gauge!("streamcdn_edge_cache_bytes")
-                            .set(edge.cached_bytes().await as f64);
+                        edge.report_cache_sizes().await;
                     }
                     metrics.render()
                 }

@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use axum::Router;
-use streamcdn_config::{Config, ProviderConfig};
-use streamcdn_edge::{Edge, EdgeSettings};
+use streamcdn_config::{Config, ProviderConfig, RegistryBackend};
+use streamcdn_edge::{Edge, EdgeSettings, UpstreamKind};
+use streamcdn_ingest::cluster::{self, Cluster};
 use streamcdn_ingest::hub::{HubSettings, StreamHub};
+use streamcdn_registry::{NodeRecord, Registry};
 use streamcdn_ingest::rtmp_server::{self, RtmpSettings};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -126,11 +128,23 @@ struct Node {
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     admin_routes: Router,
     edge: Option<Arc<Edge>>,
+    registry: Registry,
+}
+
+async fn open_registry(config: &Config) -> anyhow::Result<Registry> {
+    let registry = &config.registry;
+    match registry.backend {
+        RegistryBackend::Memory => Ok(Registry::memory()),
+        RegistryBackend::Redis => Registry::redis(&registry.url, &registry.namespace)
+            .await
+            .with_context(|| format!("cannot reach the registry at {}", registry.url)),
+    }
 }
 
 impl Node {
-    fn new(config: Config) -> anyhow::Result<Self> {
+    async fn new(config: Config) -> anyhow::Result<Self> {
         Ok(Self {
+            registry: open_registry(&config).await?,
             config,
             shutdown_tx: watch::channel(false).0,
             tasks: JoinSet::new(),
@@ -150,6 +164,27 @@ impl Node {
 
     async fn start_ingest(&mut self) -> anyhow::Result<()> {
         let config = &self.config;
+        let Some(origin) = config.origin.advertised_url() else {
+            bail!(
+                "origin.listen is {}: set origin.advertise to the URL edges reach this server at",
+                config.origin.listen
+            );
+        };
+        let node = NodeRecord {
+            id: config
+                .node
+                .id
+                .clone()
+                .unwrap_or_else(|| origin.trim_start_matches("http://").to_owned()),
+            cluster: config.node.cluster.clone(),
+            origin,
+        };
+        tracing::info!(node = node.id, cluster = node.cluster, origin = node.origin, "ingest server identity");
+        let cluster = Cluster {
+            registry: self.registry.clone(),
+            node,
+            lease: config.registry.lease,
+        };
         let hub = Arc::new(
             StreamHub::new(
                 HubSettings {
@@ -159,6 +194,7 @@ impl Node {
                     live_window: config.hls.live_window,
                 },
                 &config.providers,
+                cluster,
             )
             .with_context(|| {
                 format!(
@@ -179,21 +215,51 @@ impl Node {
         self.tasks
             .spawn(rtmp_server::serve(rtmp, hub.clone(), settings, shutdown));
         self.serve_http(origin, streamcdn_ingest::origin::router(hub.clone()));
+        self.tasks.spawn(cluster::run_announcer(
+            hub.clone(),
+            self.shutdown_tx.subscribe(),
+        ));
         self.admin_routes = std::mem::take(&mut self.admin_routes)
             .merge(streamcdn_ingest::origin::admin_router(hub));
         Ok(())
     }
 
-    async fn start_edge(&mut self, upstream: String) -> anyhow::Result<()> {
+    async fn start_edge(&mut self) -> anyhow::Result<()> {
         let config = &self.config;
+        let parents: Vec<String> = config
+            .edge
+            .parents
+            .iter()
+            .map(|p| p.trim_end_matches('/').to_owned())
+            .collect();
+        let upstream = if parents.is_empty() {
+            UpstreamKind::Registry(self.registry.clone())
+        } else {
+            UpstreamKind::Parents(parents.clone())
+        };
+        let disk = (config.edge.cache_disk.0 > 0).then(|| {
+            let dir = config
+                .edge
+                .cache_dir
+                .clone()
+                .unwrap_or_else(|| config.node.data_dir.join("cache"));
+            (dir, config.edge.cache_disk.0)
+        });
         let edge = Edge::new(EdgeSettings {
-            upstream: upstream.trim_end_matches('/').to_owned(),
+            upstream,
             cache_memory_bytes: config.edge.cache_memory.0,
             max_object_bytes: config.edge.max_object_size.0,
             upstream_timeout: config.edge.upstream_timeout,
-        });
+            disk,
+            stale_if_error: config.edge.stale_if_error,
+        })
+        .context("cannot open the edge's disk cache")?;
         let listener = bind(config.http.listen, "playback (edge)").await?;
-        tracing::info!(playback = %config.http.listen, upstream, "edge listening");
+        if parents.is_empty() {
+            tracing::info!(playback = %config.http.listen, "edge listening (top tier: streams found through the registry)");
+        } else {
+            tracing::info!(playback = %config.http.listen, ?parents, "edge listening");
+        }
         self.serve_http(listener, edge.router());
         self.edge = Some(edge);
         Ok(())
@@ -230,15 +296,10 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
     if config.providers.is_empty() {
         config.providers.push(demo_provider(&config.node.data_dir)?);
     }
-    let upstream = config
-        .edge
-        .upstream
-        .clone()
-        .unwrap_or_else(|| local_url(config.origin.listen));
     let provider = config.providers[0].clone();
-    let mut node = Node::new(config)?;
+    let mut node = Node::new(config).await?;
     node.start_ingest().await?;
-    node.start_edge(upstream).await?;
+    node.start_edge().await?;
     print_quickstart(&node.config, &provider);
     node.run().await
 }
@@ -247,16 +308,19 @@ pub async fn ingest(config: Config) -> anyhow::Result<()> {
     if config.providers.is_empty() {
         bail!("the ingest role needs at least one [[providers]] entry in its configuration");
     }
-    let mut node = Node::new(config)?;
+    if config.registry.backend == RegistryBackend::Memory {
+        tracing::warn!("registry.backend is \"memory\": no edge in another process can find this server's streams");
+    }
+    let mut node = Node::new(config).await?;
     node.start_ingest().await?;
     node.run().await
 }
 
 pub async fn edge(config: Config) -> anyhow::Result<()> {
-    let Some(upstream) = config.edge.upstream.clone() else {
-        bail!("the edge role needs edge.upstream in its configuration");
-    };
-    let mut node = Node::new(config)?;
-    node.start_edge(upstream).await?;
+    if config.edge.parents.is_empty() && config.registry.backend == RegistryBackend::Memory {
+        bail!("the edge role needs edge.parents (a mid-tier) or registry.backend = \"redis\" to find streams");
+    }
+    let mut node = Node::new(config).await?;
+    node.start_edge().await?;
     node.run().await
 }

@@ -396,12 +396,10 @@ fn a_crash_loses_at_most_the_segment_in_progress() {
 
 #[test]
 fn ingest_and_edge_run_as_separate_processes() {
-    let ingest = Node::role("split-ingest", "ingest", "");
-    let upstream = format!(
-        "[edge]\nupstream = \"http://127.0.0.1:{}\"\n",
-        ingest.origin
-    );
-    let edge = Node::role("split-edge", "edge", &upstream);
+    let redis = Redis::start();
+    let registry = redis.registry_toml("split");
+    let ingest = Node::role("split-ingest", "ingest", &registry);
+    let edge = Node::role("split-edge", "edge", &registry);
     let publisher = publish(
         &tool("ffmpeg"),
         &ingest.publish_url("demo", "split", KEY),

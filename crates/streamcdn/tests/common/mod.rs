@@ -63,6 +63,8 @@ pub struct Node {
     child: Option<Child>,
     /// `up`, `ingest` or `edge`.
     role: &'static str,
+    /// The loopback address every listener of this node binds.
+    pub host: String,
     pub rtmp: u16,
     pub http: u16,
     pub origin: u16,
@@ -81,9 +83,23 @@ impl Node {
     /// One role (`up`, `ingest` or `edge`) with the same generated configuration;
     /// `extra` is TOML inserted before the providers.
     pub fn role(name: &str, role: &'static str, extra: &str) -> Node {
+        Self::role_on(name, role, "127.0.0.1", free_port(), None, extra)
+    }
+
+    /// `role` on its own loopback address, with a given RTMP port and optionally a
+    /// data directory shared with other nodes (an ingest cluster).
+    pub fn role_on(
+        name: &str,
+        role: &'static str,
+        host: &str,
+        rtmp: u16,
+        data_dir: Option<&Path>,
+        extra: &str,
+    ) -> Node {
         let dir = temp_dir(name);
-        let (rtmp, http, origin, admin) = (free_port(), free_port(), free_port(), free_port());
+        let (http, origin, admin) = (free_port(), free_port(), free_port());
         let config = dir.join("streamcdn.toml");
+        let data = data_dir.map_or_else(|| dir.join("data"), Path::to_owned);
         std::fs::write(
             &config,
             format!(
@@ -91,13 +107,13 @@ impl Node {
 data_dir = "{data}"
 shutdown_grace = "5s"
 [rtmp]
-listen = "127.0.0.1:{rtmp}"
+listen = "{host}:{rtmp}"
 [origin]
-listen = "127.0.0.1:{origin}"
+listen = "{host}:{origin}"
 [http]
-listen = "127.0.0.1:{http}"
+listen = "{host}:{http}"
 [admin]
-listen = "127.0.0.1:{admin}"
+listen = "{host}:{admin}"
 {extra}
 [[providers]]
 name = "demo"
@@ -107,13 +123,14 @@ name = "tsprov"
 stream_key = "{KEY}"
 format = "ts"
 "#,
-                data = dir.join("data").display()
+                data = data.display()
             ),
         )
         .unwrap();
         let mut node = Node {
             child: None,
             role,
+            host: host.to_owned(),
             rtmp,
             http,
             origin,
@@ -143,7 +160,9 @@ format = "ts"
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if http_get(self.admin, "/healthz", &[]).is_ok_and(|r| r.status == 200) {
+            if http_request_at(&self.host, self.admin, "GET", "/healthz", &[])
+                .is_ok_and(|r| r.status == 200)
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -177,13 +196,22 @@ format = "ts"
 
     pub fn publish_url(&self, provider: &str, stream: &str, key: &str) -> String {
         format!(
-            "rtmp://127.0.0.1:{}/{provider}/{stream}?key={key}",
-            self.rtmp
+            "rtmp://{}:{}/{provider}/{stream}?key={key}",
+            self.host, self.rtmp
         )
     }
 
     pub fn play_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.http)
+        format!("http://{}:{}{path}", self.host, self.http)
+    }
+
+    /// The base URL of the node's playback listener (for `edge.parents`).
+    pub fn http_base(&self) -> String {
+        format!("http://{}:{}", self.host, self.http)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("node not running").id()
     }
 
     pub fn recordings(&self, provider: &str, stream: &str) -> Vec<PathBuf> {
@@ -197,7 +225,7 @@ format = "ts"
 
     /// The sum of every sample of a metric whose name and labels start with `prefix`.
     pub fn metric(&self, prefix: &str) -> f64 {
-        let text = http_get(self.admin, "/metrics", &[])
+        let text = http_request_at(&self.host, self.admin, "GET", "/metrics", &[])
             .expect("metrics")
             .text();
         text.lines()
@@ -397,14 +425,27 @@ impl HttpResponse {
     }
 }
 
-/// One raw HTTP/1.1 request on a fresh connection; `path` is sent as written.
+/// One raw HTTP/1.1 request to 127.0.0.1 on a fresh connection; `path` is sent as
+/// written.
 pub fn http_request(
     port: u16,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
 ) -> std::io::Result<HttpResponse> {
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    http_request_at("127.0.0.1", port, method, path, headers)
+}
+
+pub fn http_request_at(
+    host: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<HttpResponse> {
+    let addr: SocketAddr = format!("{host}:{port}")
+        .parse()
+        .map_err(std::io::Error::other)?;
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut request =
@@ -497,4 +538,166 @@ pub fn playlist_segments(text: &str) -> Vec<(f64, String)> {
 pub fn tag_value<'a>(text: &'a str, tag: &str) -> Option<&'a str> {
     text.lines()
         .find_map(|l| l.strip_prefix(tag)?.strip_prefix(':'))
+}
+
+/// A `127.a.b` prefix of loopback addresses no other test of this run uses: each node
+/// of a test binds `127.a.b.N`, all on the same ports when they must (HAProxy slots).
+pub fn loopback_net() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let pid = std::process::id();
+    format!("127.{}.{}", 16 + (pid % 200), (pid / 200 % 16) * 16 + n % 16)
+}
+
+/// A real `redis-server` on a free port, for the registry; stopped on drop.
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let port = free_port();
+        let child = Command::new(tool_or("redis-server", "apt-get install redis-server"))
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        wait_listening("127.0.0.1", port, "redis-server");
+        Redis { child, port }
+    }
+
+    /// The `[registry]` table that points a node at this server.
+    pub fn registry_toml(&self, namespace: &str) -> String {
+        format!(
+            "[registry]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:{}/\"\nnamespace = \"{namespace}\"\nlease = \"3s\"\n",
+            self.port
+        )
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// HAProxy in TCP mode in front of RTMP servers, with health checks. `slots` are every
+/// address a server may appear at: a slot nobody listens on is simply down until one
+/// does, which is how a new server joins without a configuration change.
+pub struct Haproxy {
+    child: Child,
+    pub host: String,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl Haproxy {
+    pub fn start(host: &str, port: u16, slots: &[String]) -> Haproxy {
+        let dir = temp_dir("haproxy");
+        let template = include_str!("../../../../deploy/haproxy.cfg");
+        let servers: String = slots
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| format!("    server ingest{} {addr} check\n", i + 1))
+            .collect();
+        let config = template
+            .replace("0.0.0.0:1935", &format!("{host}:{port}"))
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("server "))
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+            + &servers;
+        let path = dir.join("haproxy.cfg");
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new(tool_or("haproxy", "apt-get install haproxy"))
+            .args(["-db", "-f"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("haproxy.log")).unwrap())
+            .spawn()
+            .expect("spawn haproxy");
+        wait_listening(host, port, "haproxy");
+        Haproxy {
+            child,
+            host: host.to_owned(),
+            port,
+            dir,
+        }
+    }
+
+    pub fn publish_url(&self, provider: &str, stream: &str) -> String {
+        format!(
+            "rtmp://{}:{}/{provider}/{stream}?key={KEY}",
+            self.host, self.port
+        )
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn tool_or(name: &str, install: &str) -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| panic!("`{name}` is required: run scripts/test.sh, or `{install}`"))
+}
+
+pub fn wait_listening(host: &str, port: u16, what: &str) {
+    let addr: SocketAddr = format!("{host}:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start listening on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The viewer load generator (`bench/hls-viewers`), built with the workspace.
+pub fn hls_viewers(urls: &[String], viewers: usize, seconds: u32) -> Child {
+    let exe = Path::new(env!("CARGO_BIN_EXE_streamcdn")).with_file_name("hls-viewers");
+    assert!(
+        exe.is_file(),
+        "{} is missing: build it with `cargo build -p hls-viewers` (cargo nextest run --workspace does)",
+        exe.display()
+    );
+    let mut command = Command::new(exe);
+    for url in urls {
+        command.args(["--url", url]);
+    }
+    command
+        .args(["--viewers", &viewers.to_string()])
+        .args(["--duration", &format!("{seconds}s")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn hls-viewers")
+}
+
+/// The JSON summary a finished `hls_viewers` printed.
+pub fn viewers_summary(child: Child) -> serde_json::Value {
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "hls-viewers failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "hls-viewers printed no summary ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
