@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite on a fresh Debian machine: installs what the tests need (ffmpeg
-# and Chromium from Debian, an Enhanced-RTMP-capable ffmpeg from PyPI's imageio-ffmpeg,
+# The whole test suite on a fresh Debian machine: installs what the tests need (ffmpeg,
+# Chromium, redis-server and HAProxy from Debian, an Enhanced-RTMP-capable ffmpeg from
+# PyPI's imageio-ffmpeg,
 # hls.js and playwright-core from npm, cargo-nextest), then runs every test in the
 # workspace. Safe to run again: installs are skipped when
 # the tools are present.
@@ -12,6 +13,8 @@ command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || need_apt+=(ffmp
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v node >/dev/null || need_apt+=(nodejs npm)
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+[ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null || need_apt+=(haproxy)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]} from Debian"
   sudo_cmd=""
@@ -37,6 +40,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 echo "==> ffmpeg: $(ffmpeg -version | head -1)"
+echo "==> $(redis-server --version | cut -d' ' -f1-3), $(/usr/sbin/haproxy -v 2>/dev/null | head -1 | cut -d' ' -f1-3)"
 echo "==> building"
 cargo build --workspace --all-targets
 echo "==> running tests"

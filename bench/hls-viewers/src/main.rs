@@ -148,7 +148,8 @@ impl Viewer {
             let uri: hyper::Uri = url.parse()?;
             let response = tokio::time::timeout(
                 Duration::from_secs(10),
-                self.client.request(hyper::Request::get(uri).body(Empty::new())?),
+                self.client
+                    .request(hyper::Request::get(uri).body(Empty::new())?),
             )
             .await??;
             let status = response.status();
@@ -281,13 +282,21 @@ async fn watch(client: HttpClient, url: String, cli: Arc<Cli>, summary: Arc<Mute
             buffered += segment.duration;
             next = Some(segment.sequence + 1);
         }
-        if stalled_since.is_none() && started.is_some() && playhead(started, stall_total) >= buffered {
+        if stalled_since.is_none()
+            && started.is_some()
+            && playhead(started, stall_total) >= buffered
+        {
             // The playhead reached the end of the buffer some time ago; count from then.
             let overrun = playhead(started, stall_total) - buffered;
             stalled_since = Some(Instant::now() - Duration::from_secs_f64(overrun.max(0.0)));
             stalls += 1;
         }
-        if playlist.ended && playlist.segments.last().is_none_or(|s| next > Some(s.sequence)) {
+        if playlist.ended
+            && playlist
+                .segments
+                .last()
+                .is_none_or(|s| next > Some(s.sequence))
+        {
             finished = true;
             break;
         }
@@ -297,7 +306,10 @@ async fn watch(client: HttpClient, url: String, cli: Arc<Cli>, summary: Arc<Mute
             2.0
         };
         let wait = if got_new { target } else { target / 2.0 };
-        tokio::time::sleep(Duration::from_secs_f64(wait).min(deadline.saturating_duration_since(Instant::now()))).await;
+        tokio::time::sleep(
+            Duration::from_secs_f64(wait).min(deadline.saturating_duration_since(Instant::now())),
+        )
+        .await;
     }
     if let Some(since) = stalled_since {
         let stall = since.elapsed().as_secs_f64();
@@ -373,7 +385,10 @@ mod tests {
         assert!(p.ended);
         assert_eq!(p.segments.len(), 2);
         assert_eq!(p.segments[1].sequence, 8);
-        assert_eq!(p.segments[1].map.as_deref(), Some("http://h/p/s/r/init.mp4"));
+        assert_eq!(
+            p.segments[1].map.as_deref(),
+            Some("http://h/p/s/r/init.mp4")
+        );
         assert!(parse_media("x", "garbage").is_err());
     }
 }

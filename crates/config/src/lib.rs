@@ -380,10 +380,7 @@ impl Config {
             ));
         }
         if !(Duration::from_secs(2)..=Duration::from_secs(300)).contains(&self.registry.lease) {
-            return Err((
-                "registry.lease".into(),
-                "must be between 2s and 5m".into(),
-            ));
+            return Err(("registry.lease".into(), "must be between 2s and 5m".into()));
         }
         if self.registry.backend == RegistryBackend::Redis
             && !(self.registry.url.starts_with("redis://")

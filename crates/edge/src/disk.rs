@@ -265,11 +265,16 @@ mod tests {
         drop(cache);
 
         // A truncated file and a stray temp are dropped on restart; the rest is kept.
-        let damaged = DiskCache::open(&dir, 1 << 20).unwrap().file_for("/p/s/r/2.m4s");
+        let damaged = DiskCache::open(&dir, 1 << 20)
+            .unwrap()
+            .file_for("/p/s/r/2.m4s");
         std::fs::write(&damaged, b"SCDN1\n\xff").unwrap();
         std::fs::write(damaged.with_extension("tmp"), b"partial").unwrap();
         let cache = DiskCache::open(&dir, 1 << 20).unwrap();
-        assert_eq!(&cache.load("/p/s/r/1.m4s").await.unwrap().body[..], b"segment-one");
+        assert_eq!(
+            &cache.load("/p/s/r/1.m4s").await.unwrap().body[..],
+            b"segment-one"
+        );
         assert!(cache.load("/p/s/r/2.m4s").await.is_none());
         assert!(!damaged.exists() && !damaged.with_extension("tmp").exists());
     }

@@ -31,8 +31,8 @@ use moka::future::Cache;
 use disk::DiskCache;
 use flight::Flights;
 use object::{CachedObject, ObjectKind};
-use upstream::{FetchError, Upstream};
 pub use upstream::UpstreamKind;
+use upstream::{FetchError, Upstream};
 
 pub struct EdgeSettings {
     pub upstream: UpstreamKind,
@@ -135,8 +135,7 @@ impl Edge {
         }
         let object = Arc::new(self.upstream.fetch(path, kind).await.map_err(Arc::new)?);
         self.memory.insert(path.to_owned(), object.clone()).await;
-        if let (Some(disk), ObjectKind::Segment, StatusCode::OK) =
-            (&self.disk, kind, object.status)
+        if let (Some(disk), ObjectKind::Segment, StatusCode::OK) = (&self.disk, kind, object.status)
         {
             disk.store(path, &object);
         }
@@ -338,7 +337,10 @@ fn error_response(error: &FetchError, path: &str) -> Response {
         }
         FetchError::NoServer(_) => {
             tracing::warn!(path, "no live server holds the stream");
-            plain(StatusCode::SERVICE_UNAVAILABLE, "no server can serve this stream now")
+            plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no server can serve this stream now",
+            )
         }
         FetchError::Registry(_) => plain(StatusCode::SERVICE_UNAVAILABLE, "registry unavailable"),
         FetchError::TooLarge => {

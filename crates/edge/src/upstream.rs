@@ -188,13 +188,10 @@ impl Upstream {
             };
             found.map(|l| l.map(Arc::new))
         };
-        self.resolved
-            .try_get_with(key, lookup)
-            .await
-            .map_err(|e| {
-                tracing::warn!(path, error = %e, "registry lookup failed");
-                FetchError::Registry(e.to_string())
-            })
+        self.resolved.try_get_with(key, lookup).await.map_err(|e| {
+            tracing::warn!(path, error = %e, "registry lookup failed");
+            FetchError::Registry(e.to_string())
+        })
     }
 
     fn healthy_first(&self, mut order: Vec<String>) -> Vec<String> {

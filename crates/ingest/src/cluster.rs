@@ -21,6 +21,9 @@ pub const ENDED_RECORD_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// through the load balancer can still continue it.
 const ORPHAN_GRACE: Duration = Duration::from_secs(60);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Ended recordings on the cluster's storage are announced again this often, well
+/// within [`ENDED_RECORD_TTL`], and at start (the in-process registry starts empty).
+const RESTORE_EVERY: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone)]
 pub struct Cluster {
@@ -78,7 +81,13 @@ impl Cluster {
         if alive {
             Claim::HeldBy(record.node)
         } else if record.cluster == self.node.cluster {
-            tracing::info!(provider, stream, dead = record.node, recording = record.recording_id, "taking over a stream from a dead server");
+            tracing::info!(
+                provider,
+                stream,
+                dead = record.node,
+                recording = record.recording_id,
+                "taking over a stream from a dead server"
+            );
             Claim::Continue(record.recording_id)
         } else {
             Claim::Fresh
@@ -106,10 +115,26 @@ pub async fn run_announcer(hub: Arc<StreamHub>, mut shutdown: watch::Receiver<bo
     let mut announced: HashMap<(String, String), StreamRecord> = HashMap::new();
     let changes = hub.changes();
     let mut last_sweep = tokio::time::Instant::now();
+    let mut last_restore: Option<tokio::time::Instant> = None;
     let refresh = cluster.lease / 3;
     loop {
-        if let Err(e) = cluster.registry.register_node(&cluster.node, cluster.lease).await {
+        if let Err(e) = cluster
+            .registry
+            .register_node(&cluster.node, cluster.lease)
+            .await
+        {
             tracing::warn!(error = %e, "cannot renew this server's lease in the registry");
+        }
+        if last_restore.is_none_or(|t| t.elapsed() > RESTORE_EVERY) {
+            match announce_stored(&hub, &cluster).await {
+                Ok(n) => {
+                    last_restore = Some(tokio::time::Instant::now());
+                    tracing::info!(recordings = n, "announced the ended recordings on storage");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot announce stored recordings; will retry")
+                }
+            }
         }
         sync_streams(&hub, &cluster, &mut announced).await;
         if last_sweep.elapsed() > ORPHAN_GRACE / 2 {
@@ -160,7 +185,11 @@ async fn sync_streams(
             {
                 Ok(replaced) => {
                     if !replaced {
-                        tracing::info!(provider = key.0, stream = key.1, "stream was taken over by another server; its record is left as is");
+                        tracing::info!(
+                            provider = key.0,
+                            stream = key.1,
+                            "stream was taken over by another server; its record is left as is"
+                        );
                     }
                     announced.insert(key, ended);
                     Ok(())
@@ -176,6 +205,47 @@ async fn sync_streams(
     }
 }
 
+/// Announces every ended recording on the cluster's storage, and a stream's newest one
+/// as the stream's record when the registry has none, so recordings stay reachable
+/// after a restart. Returns how many were announced.
+async fn announce_stored(
+    hub: &StreamHub,
+    cluster: &Cluster,
+) -> Result<usize, streamcdn_registry::RegistryError> {
+    let root = hub.settings().recordings_dir.clone();
+    let heads = tokio::task::spawn_blocking(move || {
+        recording::recording_dirs(&root)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|dir| recording::read_journal_head(dir).ok())
+            .filter(|r| !r.is_live())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    // Directories are sorted, and recording ids sort by start time: the last of each
+    // stream is its newest.
+    let mut newest: HashMap<(String, String), &Recording> = HashMap::new();
+    for head in &heads {
+        let mut record = cluster.record(head, StreamState::Ended);
+        if let Some(node) = &head.node {
+            record.node = node.clone();
+        }
+        cluster
+            .registry
+            .announce_recording(&record, ENDED_RECORD_TTL)
+            .await?;
+        newest.insert((head.provider.clone(), head.stream.clone()), head);
+    }
+    for ((provider, stream), head) in newest {
+        if cluster.registry.stream(&provider, &stream).await?.is_none() {
+            let record = cluster.record(head, StreamState::Ended);
+            cluster.registry.announce(&record, ENDED_RECORD_TTL).await?;
+        }
+    }
+    Ok(heads.len())
+}
+
 /// Ends recordings of this cluster whose server died and whose publisher never came
 /// back, so they do not look live forever.
 async fn sweep_orphans(hub: &StreamHub, cluster: &Cluster) {
@@ -188,11 +258,16 @@ async fn sweep_orphans(hub: &StreamHub, cluster: &Cluster) {
         let Ok(head) = recording::read_journal_head(&dir) else {
             continue;
         };
-        let Some(owner) = head.node.clone().filter(|n| head.is_live() && *n != cluster.node.id)
+        let Some(owner) = head
+            .node
+            .clone()
+            .filter(|n| head.is_live() && *n != cluster.node.id)
         else {
             continue;
         };
-        if !quiet_for(&dir, ORPHAN_GRACE) || !matches!(cluster.registry.node(&owner).await, Ok(None)) {
+        if !quiet_for(&dir, ORPHAN_GRACE)
+            || !matches!(cluster.registry.node(&owner).await, Ok(None))
+        {
             continue;
         }
         // The stream may have moved on: taken over by another server, or a newer
@@ -213,7 +288,9 @@ async fn sweep_orphans(hub: &StreamHub, cluster: &Cluster) {
                 }
             }
             Ok(false) => {}
-            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot repair an orphaned recording"),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot repair an orphaned recording")
+            }
         }
     }
 }

@@ -283,7 +283,10 @@ impl StreamHub {
     ) -> Result<(Arc<LiveStream>, JournalWriter), PublishError> {
         let (provider, stream) = self.authorize(app, publish_name)?;
         let name = format!("{}/{stream}", provider.name);
-        if self.stream(&provider.name, &stream).is_some_and(|s| s.with_recording(Recording::is_live)) {
+        if self
+            .stream(&provider.name, &stream)
+            .is_some_and(|s| s.with_recording(Recording::is_live))
+        {
             return Err(PublishError::AlreadyLive(name));
         }
         let resume = match self.cluster.claim(&provider.name, &stream).await {
@@ -489,13 +492,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_dead_servers_stream_is_continued_by_another_of_the_cluster() {
-        let dir = std::env::temp_dir().join(format!("streamcdn-hub-takeover-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("streamcdn-hub-takeover-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let registry = streamcdn_registry::Registry::memory();
         let lease = std::time::Duration::from_secs(10);
         let a = test_hub_in(dir.clone(), registry.clone(), "a");
         let b = test_hub_in(dir.clone(), registry.clone(), "b");
-        registry.register_node(&a.cluster.node, lease).await.unwrap();
+        registry
+            .register_node(&a.cluster.node, lease)
+            .await
+            .unwrap();
         let (live, mut journal) = a
             .begin_publish("p", "s?key=secret-key", "t".into(), "r1".into())
             .await
@@ -510,7 +517,9 @@ mod tests {
             init: None,
         };
         journal.add_segment(entry, b"x").unwrap();
-        let record = a.cluster.record(&live.recording(), streamcdn_registry::StreamState::Live);
+        let record = a
+            .cluster
+            .record(&live.recording(), streamcdn_registry::StreamState::Live);
         registry.announce(&record, lease).await.unwrap();
 
         // a's lease is current and its origin refuses connections: it is dead.

@@ -39,9 +39,9 @@ pub struct Publisher {
     writer_task: Option<JoinHandle<()>>,
     warned_unsupported: bool,
     finished: bool,
-    /// Sequence number of this publisher's first segment: after the segments already
-    /// in the recording when it continues one.
-    first_sequence: u64,
+    /// Where this publisher's timeline starts in the recording (non-zero when it
+    /// continues one), for wall-clock times.
+    resumed_at_ms: u64,
 }
 
 /// RFC 3339 UTC with milliseconds, as EXT-X-PROGRAM-DATE-TIME wants.
@@ -67,14 +67,23 @@ pub fn new_recording_id(t: SystemTime) -> String {
 impl Publisher {
     pub fn new(stream: Arc<LiveStream>, journal: JournalWriter, live_window: usize) -> Self {
         let target_ms = stream.with_recording(|r| (r.target_duration_secs * 1000.0) as u64);
-        let first_sequence =
-            stream.with_recording(|r| r.segments.last().map_or(0, |s| s.sequence + 1));
+        // A continued recording resumes after its last segment, on the same timeline.
+        let (first_sequence, resumed_at_ms) = stream.with_recording(|r| {
+            let next = r.segments.last().map_or(0, |s| s.sequence + 1);
+            let elapsed: f64 = r.segments.iter().map(|s| s.duration_secs).sum();
+            (next, (elapsed * 1000.0).round() as u64)
+        });
+        let segmenter = if first_sequence == 0 {
+            Segmenter::new(target_ms)
+        } else {
+            Segmenter::resume(target_ms, first_sequence, resumed_at_ms)
+        };
         let (tx, rx) = mpsc::channel(16);
         let writer_task = tokio::spawn(run_recorder(journal, rx, stream.clone()));
         Self {
             format: stream.with_recording(|r| r.format),
             stream,
-            segmenter: Segmenter::new(target_ms),
+            segmenter,
             container: None,
             init_file: None,
             started: SystemTime::now(),
@@ -85,7 +94,7 @@ impl Publisher {
             writer_task: Some(writer_task),
             warned_unsupported: false,
             finished: false,
-            first_sequence,
+            resumed_at_ms,
         }
     }
 
@@ -181,14 +190,12 @@ impl Publisher {
     }
 
     async fn emit_segment(&mut self, segment: MediaSegment) {
-        let sequence = self.first_sequence + segment.index;
+        let sequence = segment.index;
         let bytes = match &mut self.container {
-            Some(Container::Fmp4) => {
-                match fmp4::media_segment(&segment, sequence as u32 + 1) {
-                    Ok(b) => b,
-                    Err(e) => return self.warn_once(&e.to_string()),
-                }
-            }
+            Some(Container::Fmp4) => match fmp4::media_segment(&segment, sequence as u32 + 1) {
+                Ok(b) => b,
+                Err(e) => return self.warn_once(&e.to_string()),
+            },
             Some(Container::Ts(muxer)) => muxer.media_segment(&segment),
             None => return,
         };
@@ -196,16 +203,15 @@ impl Publisher {
             SegmentFormat::Fmp4 => "m4s",
             SegmentFormat::Ts => "ts",
         };
-        let start = self.started + std::time::Duration::from_millis(segment.start_ms);
+        let start = self.started
+            + std::time::Duration::from_millis(segment.start_ms.saturating_sub(self.resumed_at_ms));
         let entry = SegmentEntry {
             sequence,
             file: format!("{sequence:06}.{extension}"),
             duration_secs: segment.duration_secs,
             program_date_time: format_time(start),
             bytes: bytes.len() as u64,
-            // A continued recording resumes with new timestamps and encoder state.
-            discontinuity: segment.discontinuity
-                || (segment.index == 0 && self.first_sequence > 0),
+            discontinuity: segment.discontinuity,
             init: self.init_file.clone(),
         };
         let frame_rate = (segment.duration_secs > 0.0 && !segment.video.is_empty())

@@ -100,13 +100,14 @@ async fn run_session(
             match event {
                 SessionEvent::PublishRequested(request) => {
                     let now = SystemTime::now();
-                    match hub.begin_publish(
-                        &request.app,
-                        &request.name,
-                        format_time(now),
-                        new_recording_id(now),
-                    )
-                    .await
+                    match hub
+                        .begin_publish(
+                            &request.app,
+                            &request.name,
+                            format_time(now),
+                            new_recording_id(now),
+                        )
+                        .await
                     {
                         Ok((stream, journal)) => {
                             let (provider, name, id) = stream.with_recording(|r| {

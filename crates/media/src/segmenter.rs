@@ -108,6 +108,9 @@ pub struct Segmenter {
     next_index: u64,
     /// Timeline origin, so segment times start near 0 even if the first frame is late.
     origin_ms: Option<i64>,
+    /// Where this publisher's timeline starts on the recording's: non-zero when it
+    /// continues a recording, so decode times keep increasing across publishers.
+    resume_at_ms: i64,
 }
 
 impl Segmenter {
@@ -128,6 +131,19 @@ impl Segmenter {
             first_audio_ms: None,
             next_index: 0,
             origin_ms: None,
+            resume_at_ms: 0,
+        }
+    }
+
+    /// A segmenter that continues a recording: segment indexes from `first_index`,
+    /// times from `start_ms`, and a discontinuity before the first segment (new
+    /// encoder, new tracks).
+    pub fn resume(target_ms: u64, first_index: u64, start_ms: u64) -> Self {
+        Self {
+            next_index: first_index,
+            resume_at_ms: i64::try_from(start_ms).unwrap_or(i64::MAX / 2),
+            tracks_changed: true,
+            ..Self::new(target_ms)
         }
     }
 
@@ -294,7 +310,7 @@ impl Segmenter {
     /// Closes the pending segment at `end_ms` (exclusive).
     fn take_segment(&mut self, end_ms: i64) -> Option<MediaSegment> {
         let start_ms = self.segment_start_ms?;
-        let origin = *self.origin_ms.get_or_insert(start_ms);
+        let origin = *self.origin_ms.get_or_insert(start_ms) - self.resume_at_ms;
         let video_frames = std::mem::take(&mut self.pending_video);
         let split = self
             .pending_audio
@@ -498,5 +514,25 @@ mod tests {
             segments,
             [(false, 60), (false, 30), (true, 60), (false, 50)]
         );
+    }
+
+    #[test]
+    fn a_resumed_recording_continues_its_timeline_after_a_discontinuity() {
+        let mut segmenter = Segmenter::resume(2000, 7, 14_000);
+        let mut segments = Vec::new();
+        segmenter.push_video(500, VideoPacket::Config(video_config()));
+        for ms in (0..4100).step_by(100) {
+            for event in segmenter.push_video(500 + ms, frame(ms % 2000 == 0)) {
+                if let SegmenterEvent::Segment(s) = event {
+                    segments.push(s);
+                }
+            }
+        }
+        segments.extend(segmenter.finish());
+        assert_eq!(segments[0].index, 7);
+        assert!(segments[0].discontinuity && !segments[1].discontinuity);
+        assert_eq!(segments[0].start_ms, 14_000);
+        assert_eq!(segments[0].video[0].dts, 14_000 * 90);
+        assert_eq!(segments[1].start_ms, 16_000);
     }
 }

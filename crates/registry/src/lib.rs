@@ -230,6 +230,13 @@ impl Registry {
             .await
     }
 
+    /// Announces one recording under its own key only (the stream's current record is
+    /// left as is).
+    pub async fn announce_recording(&self, record: &StreamRecord, lease: Duration) -> Result<()> {
+        let key = recording_key(&record.provider, &record.stream, &record.recording_id);
+        self.put(&key, encode(record), lease).await
+    }
+
     /// Replaces `previous` (as this server announced it) with `next`, unless another
     /// server has announced the stream since: a server that lost its stream to another
     /// must not overwrite the newer record.

@@ -10,8 +10,8 @@ use streamcdn_config::{Config, ProviderConfig, RegistryBackend};
 use streamcdn_edge::{Edge, EdgeSettings, UpstreamKind};
 use streamcdn_ingest::cluster::{self, Cluster};
 use streamcdn_ingest::hub::{HubSettings, StreamHub};
-use streamcdn_registry::{NodeRecord, Registry};
 use streamcdn_ingest::rtmp_server::{self, RtmpSettings};
+use streamcdn_registry::{NodeRecord, Registry};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -179,7 +179,12 @@ impl Node {
             cluster: config.node.cluster.clone(),
             origin,
         };
-        tracing::info!(node = node.id, cluster = node.cluster, origin = node.origin, "ingest server identity");
+        tracing::info!(
+            node = node.id,
+            cluster = node.cluster,
+            origin = node.origin,
+            "ingest server identity"
+        );
         let cluster = Cluster {
             registry: self.registry.clone(),
             node,

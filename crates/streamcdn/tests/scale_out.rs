@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use common::*;
 
 /// Low bit rate so hundreds of simulated viewers do not saturate a 2-core machine.
-const LIGHT: &[&str] = &["-s", "640x360", "-b:v", "600k", "-maxrate", "600k", "-bufsize", "600k"];
+const LIGHT: &[&str] = &[
+    "-s", "640x360", "-b:v", "600k", "-maxrate", "600k", "-bufsize", "600k",
+];
 
 fn publish_light(url: &str, seconds: u32) -> Child {
     publish_with(&tool("ffmpeg"), url, seconds, "h264", LIGHT)
@@ -123,9 +125,11 @@ fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 }
 
 fn wait_playable(edge: &Node, path: &str) {
-    wait_until(&format!("{path} on {}", edge.host), Duration::from_secs(20), || {
-        http_request_at(&edge.host, edge.http, "GET", path, &[]).is_ok_and(|r| r.status == 200)
-    });
+    wait_until(
+        &format!("{path} on {}", edge.host),
+        Duration::from_secs(20),
+        || http_request_at(&edge.host, edge.http, "GET", path, &[]).is_ok_and(|r| r.status == 200),
+    );
 }
 
 #[test]
@@ -147,7 +151,10 @@ fn cluster_behind_haproxy_serves_every_viewer_through_the_tiers() {
     assert!(wait_output(publisher).status.success());
     assert_eq!(summary["errors"], 0, "{summary}");
     assert_eq!(summary["never_started"], 0, "{summary}");
-    assert!(summary["segments"].as_u64().unwrap() >= 500 * 4, "{summary}");
+    assert!(
+        summary["segments"].as_u64().unwrap() >= 500 * 4,
+        "{summary}"
+    );
 
     // ffmpeg plays the whole recording from both edges, every frame there.
     wait_until("the recording to end", Duration::from_secs(20), || {
@@ -163,17 +170,26 @@ fn cluster_behind_haproxy_serves_every_viewer_through_the_tiers() {
     }
 
     // Offload: the ingest cluster saw each object once, from the mid-tier only.
-    let segment_requests = cluster.origin_metric("streamcdn_origin_requests_total{kind=\"segment\"");
+    let segment_requests =
+        cluster.origin_metric("streamcdn_origin_requests_total{kind=\"segment\"");
     let init_requests = cluster.origin_metric("streamcdn_origin_requests_total{kind=\"init\"");
     assert_eq!(segment_requests, segments as f64, "one request per segment");
     assert_eq!(init_requests, 1.0);
     // Playlists: index.m3u8, live.m3u8 and the recording's playlist.m3u8, each at most
     // once per one-second TTL while the test ran.
-    let playlist_requests = cluster.origin_metric("streamcdn_origin_requests_total{kind=\"playlist\"");
+    let playlist_requests =
+        cluster.origin_metric("streamcdn_origin_requests_total{kind=\"playlist\"");
     let bound = 3.0 * (started.elapsed().as_secs_f64() + 1.0);
-    assert!(playlist_requests <= bound, "{playlist_requests} playlist fetches > {bound}");
+    assert!(
+        playlist_requests <= bound,
+        "{playlist_requests} playlist fetches > {bound}"
+    );
     assert_eq!(edge1.metric("streamcdn_origin_requests_total"), 0.0);
-    assert!(mid.metric("streamcdn_edge_requests_total{result=\"coalesced\"") + mid.metric("streamcdn_edge_requests_total{result=\"hit\"") > 0.0);
+    assert!(
+        mid.metric("streamcdn_edge_requests_total{result=\"coalesced\"")
+            + mid.metric("streamcdn_edge_requests_total{result=\"hit\"")
+            > 0.0
+    );
 
     // Zero configuration: a third server joins; nothing else is touched. Three
     // publishers at once: HAProxy's leastconn gives the newcomer one of them.
@@ -194,9 +210,14 @@ fn cluster_behind_haproxy_serves_every_viewer_through_the_tiers() {
         assert!(wait_output(p).status.success());
     }
     wait_until("the recordings to end", Duration::from_secs(20), || {
-        names.iter().all(|n| cluster.journal(n).1["state"] == "ended")
+        names
+            .iter()
+            .all(|n| cluster.journal(n).1["state"] == "ended")
     });
-    let decoded = decode(&edge2.play_url(&format!("/demo/{on_third}/index.m3u8")), &[]);
+    let decoded = decode(
+        &edge2.play_url(&format!("/demo/{on_third}/index.m3u8")),
+        &[],
+    );
     assert_eq!(decoded.video_frames, 240, "{decoded:?}");
 }
 
@@ -230,9 +251,11 @@ fn killed_ingest_fails_over_to_another_server_of_the_cluster() {
     // OBS reconnects to the same address; HAProxy sends it to the other server.
     let second = publish_light(&cluster.haproxy.publish_url("demo", "fo"), 12);
     let reconnect = killed_at.elapsed().as_secs_f64();
-    wait_until("the other server to hold the stream", Duration::from_secs(10), || {
-        cluster.holder("fo").is_some_and(|h| h != holder)
-    });
+    wait_until(
+        "the other server to hold the stream",
+        Duration::from_secs(10),
+        || cluster.holder("fo").is_some_and(|h| h != holder),
+    );
     let summary = viewers_summary(viewers);
     assert!(wait_output(second).status.success());
 
@@ -243,7 +266,10 @@ fn killed_ingest_fails_over_to_another_server_of_the_cluster() {
         max_stall <= reconnect + 2.0 + 2.5,
         "stall {max_stall:.1}s after a {reconnect:.1}s reconnect: {summary}"
     );
-    assert_eq!(summary["errors"], 0, "viewers saw failed requests: {summary}");
+    assert_eq!(
+        summary["errors"], 0,
+        "viewers saw failed requests: {summary}"
+    );
 
     // Recording side: one recording, continued after a discontinuity, nothing that was
     // durable before the kill lost.
@@ -253,9 +279,15 @@ fn killed_ingest_fails_over_to_another_server_of_the_cluster() {
     let (recordings, journal) = cluster.journal("fo");
     assert_eq!(recordings, 1, "the reconnect continued the same recording");
     let segments = journal["segments"].as_array().unwrap();
-    let files: Vec<&str> = segments.iter().map(|s| s["file"].as_str().unwrap()).collect();
+    let files: Vec<&str> = segments
+        .iter()
+        .map(|s| s["file"].as_str().unwrap())
+        .collect();
     for file in &listed_before {
-        assert!(files.contains(&file.as_str()), "{file} lost in the failover");
+        assert!(
+            files.contains(&file.as_str()),
+            "{file} lost in the failover"
+        );
     }
     let discontinuities = segments
         .iter()
@@ -263,9 +295,19 @@ fn killed_ingest_fails_over_to_another_server_of_the_cluster() {
         .count();
     assert_eq!(discontinuities, 1, "{journal}");
     let decoded = decode(&edge.play_url("/demo/fo/index.m3u8"), &[]);
-    let recorded: f64 = segments.iter().map(|s| s["duration_secs"].as_f64().unwrap()).sum();
-    assert_eq!(decoded.video_frames, (recorded * 30.0).round() as u64, "{decoded:?}");
-    assert!(decoded.video_frames >= listed_before.len() as u64 * 60 + 360 - 60, "{decoded:?}");
+    let recorded: f64 = segments
+        .iter()
+        .map(|s| s["duration_secs"].as_f64().unwrap())
+        .sum();
+    assert_eq!(
+        decoded.video_frames,
+        (recorded * 30.0).round() as u64,
+        "{decoded:?}"
+    );
+    assert!(
+        decoded.video_frames >= listed_before.len() as u64 * 60 + 360 - 60,
+        "{decoded:?}"
+    );
 }
 
 #[test]
@@ -275,19 +317,29 @@ fn killed_mid_tier_costs_viewers_nothing() {
     let mut mid2 = cluster.tier("mid2", 11, &[]);
     let edge = cluster.tier("edge", 12, &[&mid1, &mid2]);
 
-    let publisher = publish_light(&cluster.haproxy.publish_url("demo", "mk"), 24);
+    let publisher = publish_light(&cluster.haproxy.publish_url("demo", "mk"), 30);
     wait_playable(&edge, "/demo/mk/index.m3u8");
+    // Viewers join once the live window holds three segments, as players need to
+    // start three behind the live edge without stalling.
+    std::thread::sleep(Duration::from_secs(6));
     let viewers = hls_viewers(&[edge.play_url("/demo/mk/index.m3u8")], 50, 16);
     std::thread::sleep(Duration::from_secs(6));
-    assert!(mid2.metric("streamcdn_edge_requests_total") > 0.0, "both parents in use");
+    assert!(
+        mid2.metric("streamcdn_edge_requests_total") > 0.0,
+        "both parents in use"
+    );
+    let mid2_base = mid2.http_base();
     mid2.stop_with("KILL");
     let summary = viewers_summary(viewers);
     assert!(wait_output(publisher).status.success());
     assert_eq!(summary["errors"], 0, "{summary}");
     assert_eq!(summary["stalls"], 0, "{summary}");
     assert!(mid1.metric("streamcdn_edge_requests_total") > 0.0);
+    let failed_on_mid2 = edge.metric(&format!(
+        "streamcdn_edge_upstream_fetches_total{{upstream=\"{mid2_base}\",outcome=\"failed\"}}"
+    ));
     assert!(
-        edge.metric("streamcdn_edge_upstream_fetches_total{upstream=\"") > 0.0,
-        "fetches are labelled by parent"
+        failed_on_mid2 > 0.0,
+        "the edge did try the dead parent first"
     );
 }

@@ -547,7 +547,11 @@ pub fn loopback_net() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::SeqCst);
     let pid = std::process::id();
-    format!("127.{}.{}", 16 + (pid % 200), (pid / 200 % 16) * 16 + n % 16)
+    format!(
+        "127.{}.{}",
+        16 + (pid % 200),
+        (pid / 200 % 16) * 16 + n % 16
+    )
 }
 
 /// A real `redis-server` on a free port, for the registry; stopped on drop.
@@ -660,7 +664,10 @@ pub fn wait_listening(host: &str, port: u16, what: &str) {
     let addr: SocketAddr = format!("{host}:{port}").parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not start listening on {addr}");
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start listening on {addr}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
