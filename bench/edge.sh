@@ -7,9 +7,11 @@
 #   (c) failover: kill -9 the ingest holding a live stream (two ingests behind HAProxy),
 #       the publisher reconnects at once; time until the edge serves a segment from the
 #       other ingest, and how far behind the new ingest's own origin that is
-# Usage: bench/edge.sh   (needs: ffmpeg nginx wrk redis-server haproxy)
+# Usage: bench/edge.sh [PARTS]   PARTS: any of a b c (default: abc)
+# (needs: ffmpeg nginx wrk redis-server haproxy)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PARTS=${1:-abc}
 for t in ffmpeg nginx wrk redis-server curl; do command -v $t >/dev/null || { echo "missing $t: apt-get install ffmpeg nginx wrk redis-server curl"; exit 1; }; done
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 [ -x "$HAPROXY" ] || { echo "missing haproxy: apt-get install haproxy"; exit 1; }
@@ -107,6 +109,7 @@ nginx -p "$DIR" -c "$DIR/nginx.conf"
 NGINX_PIDS() { echo $(cat "$DIR/nginx.pid") $(pgrep -P "$(cat "$DIR/nginx.pid")"); }
 sleep 1
 
+if [[ $PARTS == *a* ]]; then
 echo
 echo "== (a) hot-cache throughput: wrk -t2 -c64 -d10s, same object through each cache"
 $BIN/rtmp-load publish --url "rtmp://127.0.0.1:19351/bench/vod?key=bench-key-123456" --flv "$DIR/src.flv" --streams 1 --seconds 20 > "$DIR/logs/load-a.log" 2>&1
@@ -117,16 +120,18 @@ PLAYLIST="/bench/vod-0/$REC/playlist.m3u8"
 SIZE=$(curl -s "http://127.0.0.1:18080$SEG" | wc -c)
 echo "segment $SEG: $SIZE bytes"
 rps() { wrk -t2 -c64 -d10s "$1" | awk '/Requests\/sec/{print $2}'; }
-for url in "$SEG" "$PLAYLIST"; do
+for url in "$SEG" "$PLAYLIST" "$SEG" "$PLAYLIST"; do
   for port in 18080 18090; do curl -s -o /dev/null "http://127.0.0.1:$port$url"; curl -s -o /dev/null "http://127.0.0.1:$port$url"; done
   OURS=$(rps "http://127.0.0.1:18080$url")
   NGINX=$(rps "http://127.0.0.1:18090$url")
   echo "$(basename "$url"): streamcdn edge $OURS req/s, nginx proxy_cache $NGINX req/s, ratio $(echo "$OURS / $NGINX" | bc -l | cut -c1-4)"
 done
+fi
 
+if [[ $PARTS == *b* ]]; then
 echo
 echo "== (b) 1,000 simulated viewers of a live 1 Mbit/s stream for 30 s on one cache"
-$BIN/rtmp-load publish --url "rtmp://127.0.0.1:19351/bench/live?key=bench-key-123456" --flv "$DIR/src.flv" --streams 1 --seconds 60 > "$DIR/logs/load-b.log" 2>&1 &
+$BIN/rtmp-load publish --url "rtmp://127.0.0.1:19351/bench/live?key=bench-key-123456" --flv "$DIR/src.flv" --streams 1 --seconds 100 > "$DIR/logs/load-b.log" 2>&1 &
 LOAD=$!
 sleep 8
 viewers_run() { # name port pids...
@@ -137,13 +142,15 @@ viewers_run() { # name port pids...
   after=$(ticks "$@")
   local cpu
   cpu=$(echo "($after - $before) / $HZ / 35" | bc -l | cut -c1-4)
-  echo "$name: $cpu cores busy on average, peak RSS $(( $(hwm_kb "$@") / 1024 )) MiB; viewers: $(tr -d '\n ' < "$DIR/logs/viewers-$name.json" | grep -o '"segments":[0-9]*\|"errors":[0-9]*\|"stalls":[0-9]*' | tr '\n' ' ')"
+  echo "$name: $cpu cores busy on average, peak RSS $(( $(hwm_kb "$@") / 1024 )) MiB; viewers: $(tr -d '\n ' < "$DIR/logs/viewers-$name.json" | grep -o '"segments":[0-9]*\|"bytes":[0-9]*\|"errors":[0-9]*\|"stalls":[0-9]*' | tr '\n' ' ')"
 }
 viewers_run "streamcdn edge" 18080 $EDGE
 viewers_run "nginx proxy_cache" 18090 $(NGINX_PIDS)
 kill $LOAD 2>/dev/null || true
 wait $LOAD 2>/dev/null || true
+fi
 
+[[ $PARTS == *c* ]] || exit 0
 echo
 echo "== (c) failover: kill -9 the ingest holding a live stream; the publisher reconnects through HAProxy"
 cat > "$DIR/haproxy.cfg" <<CFG
