@@ -343,3 +343,34 @@ fn killed_mid_tier_costs_viewers_nothing() {
         "the edge did try the dead parent first"
     );
 }
+
+#[test]
+fn playlists_are_served_stale_within_the_bound_when_the_ingest_is_gone() {
+    let mut cluster = Cluster::start("stale", 1);
+    let edge = cluster.tier("edge", 11, &[]);
+    let publisher = publish_light(&cluster.haproxy.publish_url("demo", "st"), 60);
+    wait_playable(&edge, "/demo/st/live.m3u8");
+    let fresh = http_request_at(&edge.host, edge.http, "GET", "/demo/st/live.m3u8", &[]).unwrap();
+    cluster.ingests[0].stop_with("KILL");
+    let killed = Instant::now();
+    let _ = wait_output(publisher);
+
+    // Within the stale-if-error bound (10 s past freshness) the last playlist is served.
+    std::thread::sleep(Duration::from_millis(1500));
+    let stale = http_request_at(&edge.host, edge.http, "GET", "/demo/st/live.m3u8", &[]).unwrap();
+    assert_eq!(stale.status, 200);
+    assert_eq!(stale.header("x-cache"), Some("STALE"));
+    assert_eq!(stale.body, fresh.body, "the last playlist it had");
+    assert!(edge.metric("streamcdn_edge_requests_total{result=\"stale\"") >= 1.0);
+
+    // Past the bound, the viewer is told the truth rather than a frozen live view (the
+    // dead server's live record has expired too: the stream is unknown).
+    std::thread::sleep(Duration::from_secs(12).saturating_sub(killed.elapsed()));
+    let gone = http_request_at(&edge.host, edge.http, "GET", "/demo/st/live.m3u8", &[]).unwrap();
+    assert!(
+        [404, 502, 503].contains(&gone.status),
+        "{} {}",
+        gone.status,
+        gone.text()
+    );
+}
