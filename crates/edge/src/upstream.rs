@@ -61,6 +61,9 @@ impl FetchError {
 const DOWN_FOR: Duration = Duration::from_secs(3);
 /// Registry answers are reused this long; a failure forgets them at once.
 const RESOLVE_TTL: Duration = Duration::from_secs(1);
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a stream nobody asks for is remembered for a registry outage.
+const LAST_KNOWN_TTL: Duration = Duration::from_secs(600);
 
 pub struct Upstream {
     kind: UpstreamKind,
@@ -69,6 +72,12 @@ pub struct Upstream {
     max_object_bytes: usize,
     down_until: Mutex<HashMap<String, Instant>>,
     resolved: moka::future::Cache<String, Option<Arc<Location>>>,
+    /// The last answer per stream, used while the registry is unreachable: streams
+    /// that were being served go on being served from where they were.
+    last_known: moka::future::Cache<String, Arc<Location>>,
+    /// After a failed lookup the registry is not asked again for a while: each viewer
+    /// request would otherwise wait out the lookup timeout.
+    registry_down_until: Mutex<Option<Instant>>,
 }
 
 /// What a top-tier path names in the registry.
@@ -117,6 +126,11 @@ impl Upstream {
                 .max_capacity(100_000)
                 .time_to_live(RESOLVE_TTL)
                 .build(),
+            last_known: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(LAST_KNOWN_TTL)
+                .build(),
+            registry_down_until: Mutex::new(None),
         }
     }
 
@@ -182,16 +196,73 @@ impl Upstream {
             self.resolved.invalidate(&key).await;
         }
         let lookup = async {
-            let found = match *target {
-                Target::Stream(p, s) => registry.locate_stream(p, s).await,
-                Target::Recording(p, s, r) => registry.locate_recording(p, s, r).await,
+            let found = async {
+                match *target {
+                    Target::Stream(p, s) => registry.locate_stream(p, s).await,
+                    Target::Recording(p, s, r) => registry.locate_recording(p, s, r).await,
+                }
             };
-            found.map(|l| l.map(Arc::new))
+            // A registry that does not answer must not hold viewers: the last known
+            // location serves meanwhile.
+            match tokio::time::timeout(LOOKUP_TIMEOUT, found).await {
+                Ok(found) => found.map(|l| l.map(Arc::new)).map_err(|e| e.to_string()),
+                Err(_) => Err("registry lookup timed out".to_owned()),
+            }
         };
-        self.resolved.try_get_with(key, lookup).await.map_err(|e| {
-            tracing::warn!(path, error = %e, "registry lookup failed");
-            FetchError::Registry(e.to_string())
-        })
+        let down = self
+            .registry_down_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| t > Instant::now());
+        if down {
+            if let Some(location) = self.last_known_for(&key, target).await {
+                return Ok(Some(location));
+            }
+        }
+        match self.resolved.try_get_with(key.clone(), lookup).await {
+            Ok(found) => {
+                if let Some(location) = &found {
+                    self.last_known.insert(key, location.clone()).await;
+                }
+                Ok(found)
+            }
+            Err(e) => {
+                *self
+                    .registry_down_until
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + DOWN_FOR);
+                match self.last_known_for(&key, target).await {
+                    Some(location) => {
+                        tracing::warn!(path, error = %e, "registry lookup failed; using the last known location");
+                        Ok(Some(location))
+                    }
+                    None => {
+                        tracing::warn!(path, error = %e, "registry lookup failed");
+                        Err(FetchError::Registry(e.to_string()))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Where `key` was last found; a recording never looked up is where its stream's
+    /// current recording was, if it is that one.
+    async fn last_known_for(&self, key: &str, target: &Target<'_>) -> Option<Arc<Location>> {
+        let found = match self.last_known.get(key).await {
+            Some(location) => Some(location),
+            None => match *target {
+                Target::Recording(p, s, r) => self
+                    .last_known
+                    .get(&format!("{p}/{s}"))
+                    .await
+                    .filter(|l| l.record.recording_id == r),
+                Target::Stream(..) => None,
+            },
+        };
+        if found.is_some() {
+            metrics::counter!("streamcdn_edge_registry_fallbacks_total").increment(1);
+        }
+        found
     }
 
     fn healthy_first(&self, mut order: Vec<String>) -> Vec<String> {

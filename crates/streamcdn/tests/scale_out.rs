@@ -20,7 +20,7 @@ fn publish_light(url: &str, seconds: u32) -> Child {
 }
 
 struct Cluster {
-    _redis: Redis,
+    redis: Option<Redis>,
     haproxy: Haproxy,
     net: String,
     rtmp_port: u16,
@@ -41,7 +41,7 @@ impl Cluster {
         let slots: Vec<String> = (1..=4).map(|i| format!("{net}.{i}:{rtmp_port}")).collect();
         let haproxy = Haproxy::start(&format!("{net}.100"), free_port(), &slots);
         let mut cluster = Cluster {
-            _redis: redis,
+            redis: Some(redis),
             haproxy,
             net,
             rtmp_port,
@@ -373,4 +373,21 @@ fn playlists_are_served_stale_within_the_bound_when_the_ingest_is_gone() {
         gone.status,
         gone.text()
     );
+}
+
+#[test]
+fn streams_keep_playing_while_the_registry_is_down() {
+    let mut cluster = Cluster::start("regdown", 1);
+    let edge = cluster.tier("edge", 11, &[]);
+    let publisher = publish_light(&cluster.haproxy.publish_url("demo", "rd"), 16);
+    wait_playable(&edge, "/demo/rd/index.m3u8");
+    std::thread::sleep(Duration::from_secs(4));
+    let viewers = hls_viewers(&[edge.play_url("/demo/rd/index.m3u8")], 10, 8);
+    // Redis goes away: the edge keeps fetching from the server it last knew.
+    drop(cluster.redis.take());
+    let summary = viewers_summary(viewers);
+    assert!(wait_output(publisher).status.success());
+    assert_eq!(summary["errors"], 0, "{summary}");
+    assert_eq!(summary["stalls"], 0, "{summary}");
+    assert!(edge.metric("streamcdn_edge_registry_fallbacks_total") >= 1.0);
 }
