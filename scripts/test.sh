@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine: installs what the tests need (ffmpeg,
 # Chromium, redis-server and HAProxy from Debian, an Enhanced-RTMP-capable ffmpeg from
-# PyPI's imageio-ffmpeg,
+# PyPI's imageio-ffmpeg, the S3 server s3s-fs from crates.io,
 # hls.js and playwright-core from npm, cargo-nextest), then runs every test in the
 # workspace. Safe to run again: installs are skipped when
 # the tools are present.
@@ -32,6 +32,11 @@ fi
 if [ ! -d tests/browser/node_modules/hls.js ] || [ ! -d tests/browser/node_modules/playwright-core ]; then
   echo "==> installing hls.js and playwright-core from npm (browser tests)"
   npm install --no-package-lock --no-audit --no-fund --silent --prefix tests/browser
+fi
+
+if ! command -v s3s-fs >/dev/null && [ ! -x "$HOME/.cargo/bin/s3s-fs" ]; then
+  echo "==> installing s3s-fs (an S3-compatible server, for the archive tests)"
+  cargo install s3s-fs --version 0.14.1 --features binary --locked
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then
