@@ -11,7 +11,7 @@
 //! This crate knows objects and keys, not recordings: the caller decides what a
 //! recording's objects are.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -213,22 +213,35 @@ impl Archive {
         files: &[(String, PathBuf)],
         options: &UploadOptions,
     ) -> Result<Vec<StoredObject>> {
-        let mut stored: Vec<StoredObject> = stream::iter(files)
-            .map(|(name, path)| async move {
-                let data = tokio::fs::read(path)
-                    .await
-                    .map_err(|error| ArchiveError::Local {
-                        path: path.clone(),
-                        error,
-                    })?;
-                self.put_verified(prefix, name, Bytes::from(data), options)
-                    .await
-            })
+        // Collected, not left as an iterator: a lazy `map` closure in the future's type
+        // keeps it from being `Send` for every lifetime (rust-lang/rust#102211).
+        let uploads: Vec<_> = files
+            .iter()
+            .map(|(name, path)| self.upload_file(prefix, name, path, options))
+            .collect();
+        let mut stored: Vec<StoredObject> = stream::iter(uploads)
             .buffer_unordered(options.concurrency.max(1))
             .try_collect()
             .await?;
         stored.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(stored)
+    }
+
+    async fn upload_file(
+        &self,
+        prefix: &str,
+        name: &str,
+        path: &PathBuf,
+        options: &UploadOptions,
+    ) -> Result<StoredObject> {
+        let data = tokio::fs::read(path)
+            .await
+            .map_err(|error| ArchiveError::Local {
+                path: path.clone(),
+                error,
+            })?;
+        self.put_verified(prefix, name, Bytes::from(data), options)
+            .await
     }
 
     /// Stores one object under `prefix` unless it is already there intact, then

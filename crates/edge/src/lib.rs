@@ -10,6 +10,7 @@
 //!
 //! The same code runs every tier; the edge never reads ingest storage.
 
+mod archived;
 mod disk;
 mod flight;
 mod object;
@@ -36,6 +37,8 @@ use upstream::{FetchError, Upstream};
 
 pub struct EdgeSettings {
     pub upstream: UpstreamKind,
+    /// On-demand storage, for a top tier serving archived recordings.
+    pub archive: Option<streamcdn_archive::Archive>,
     pub cache_memory_bytes: u64,
     pub max_object_bytes: u64,
     pub upstream_timeout: Duration,
@@ -98,6 +101,7 @@ impl Edge {
             disk,
             upstream: Upstream::new(
                 settings.upstream,
+                settings.archive,
                 settings.upstream_timeout,
                 settings.max_object_bytes,
             ),

@@ -12,7 +12,9 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use streamcdn_registry::{Location, Registry};
+use streamcdn_registry::{Location, Registry, StreamRecord, StreamState};
+
+use crate::archived::ArchivedSource;
 use thiserror::Error;
 
 use crate::object::{cacheable_ttl, hash64, CachedObject, ObjectKind, NEGATIVE_TTL};
@@ -67,6 +69,8 @@ const LAST_KNOWN_TTL: Duration = Duration::from_secs(600);
 
 pub struct Upstream {
     kind: UpstreamKind,
+    /// The top tier's on-demand storage, for archived recordings.
+    archived: Option<ArchivedSource>,
     client: Client<HttpConnector, Empty<Bytes>>,
     timeout: Duration,
     max_object_bytes: usize,
@@ -82,15 +86,22 @@ pub struct Upstream {
 
 /// What a top-tier path names in the registry.
 enum Target<'a> {
-    Stream(&'a str, &'a str),
-    Recording(&'a str, &'a str, &'a str),
+    /// Provider, stream, and the name under the stream (`index.m3u8`, ...).
+    Stream(&'a str, &'a str, &'a str),
+    /// Provider, stream, recording, file.
+    Recording(&'a str, &'a str, &'a str, &'a str),
+}
+
+enum FromServers {
+    Served(CachedObject),
+    NotThere(Option<StreamRecord>),
 }
 
 fn target(path: &str) -> Option<Target<'_>> {
     let parts: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
     match parts[..] {
-        [p, s, _] => Some(Target::Stream(p, s)),
-        [p, s, r, _] => Some(Target::Recording(p, s, r)),
+        [p, s, name] => Some(Target::Stream(p, s, name)),
+        [p, s, r, file] => Some(Target::Recording(p, s, r, file)),
         _ => None,
     }
 }
@@ -107,7 +118,12 @@ pub fn rendezvous_order(parents: &[String], path: &str) -> Vec<String> {
 }
 
 impl Upstream {
-    pub fn new(kind: UpstreamKind, timeout: Duration, max_object_bytes: u64) -> Self {
+    pub fn new(
+        kind: UpstreamKind,
+        archive: Option<streamcdn_archive::Archive>,
+        timeout: Duration,
+        max_object_bytes: u64,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         // A dead upstream on a live network refuses at once; a black hole must not
@@ -118,6 +134,7 @@ impl Upstream {
             .build(connector);
         Self {
             kind,
+            archived: archive.map(ArchivedSource::new),
             client,
             timeout,
             max_object_bytes: usize::try_from(max_object_bytes).unwrap_or(usize::MAX),
@@ -141,44 +158,156 @@ impl Upstream {
                 let order = self.healthy_first(rendezvous_order(parents, path));
                 self.fetch_from_any(&order, path, kind).await
             }
-            UpstreamKind::Registry(registry) => {
-                let Some(target) = target(path) else {
-                    return Ok(not_found(kind));
-                };
-                let mut tried: Vec<String> = Vec::new();
-                // The second round runs only if the first failed: the stream may have
-                // moved to another server (failover) since the cached answer.
-                for round in 0..2 {
-                    let location = self.resolve(registry, path, &target, round > 0).await?;
-                    let Some(location) = location else {
-                        return Ok(not_found(kind));
-                    };
-                    let fresh: Vec<String> = location
-                        .origins
-                        .iter()
-                        .filter(|o| !tried.contains(o))
-                        .cloned()
-                        .collect();
-                    if fresh.is_empty() {
-                        if tried.is_empty() {
-                            return Err(FetchError::NoServer(path.to_owned()));
-                        }
-                        continue;
-                    }
-                    match self
-                        .fetch_from_any(&self.healthy_first(fresh.clone()), path, kind)
-                        .await
-                    {
-                        Err(e) if e.try_next() => tried.extend(fresh),
-                        outcome => return outcome,
-                    }
+            UpstreamKind::Registry(registry) => self.fetch_via_registry(registry, path, kind).await,
+        }
+    }
+
+    /// The top tier: the server the registry names, or on-demand storage for what is
+    /// archived (and for what no server has any more).
+    async fn fetch_via_registry(
+        &self,
+        registry: &Registry,
+        path: &str,
+        kind: ObjectKind,
+    ) -> Result<CachedObject, FetchError> {
+        let Some(target) = target(path) else {
+            return Ok(not_found(kind));
+        };
+        if let Target::Stream(p, s, "recordings") = target {
+            return self.listing(registry, p, s, path, kind).await;
+        }
+        let record = match self
+            .fetch_from_servers(registry, path, &target, kind)
+            .await?
+        {
+            FromServers::Served(object)
+                if object.status == StatusCode::OK || self.archived.is_none() =>
+            {
+                return Ok(object)
+            }
+            FromServers::Served(not_found) => {
+                // The recording may have been archived and removed since the lookup.
+                return Ok(self
+                    .archived_object(&target, None, kind)
+                    .await?
+                    .unwrap_or(not_found));
+            }
+            FromServers::NotThere(record) => record,
+        };
+        let archived_id = record
+            .as_ref()
+            .filter(|r| r.state == StreamState::Archived)
+            .map(|r| r.recording_id.as_str());
+        match self.archived_object(&target, archived_id, kind).await? {
+            Some(object) => Ok(object),
+            // Known to the registry, not archived, and no live server has it.
+            None if record
+                .as_ref()
+                .is_some_and(|r| r.state != StreamState::Archived) =>
+            {
+                Err(FetchError::NoServer(path.to_owned()))
+            }
+            None => Ok(not_found(kind)),
+        }
+    }
+
+    async fn archived_object(
+        &self,
+        target: &Target<'_>,
+        archived_recording: Option<&str>,
+        kind: ObjectKind,
+    ) -> Result<Option<CachedObject>, FetchError> {
+        let Some(archived) = &self.archived else {
+            return Ok(None);
+        };
+        match *target {
+            Target::Stream(p, s, name) => {
+                archived
+                    .stream_file(p, s, archived_recording, name, kind)
+                    .await
+            }
+            Target::Recording(p, s, r, file) => archived.recording_file(p, s, r, file, kind).await,
+        }
+    }
+
+    /// A stream's recordings: those its cluster still holds and those archived.
+    async fn listing(
+        &self,
+        registry: &Registry,
+        provider: &str,
+        stream: &str,
+        path: &str,
+        kind: ObjectKind,
+    ) -> Result<CachedObject, FetchError> {
+        let target = Target::Stream(provider, stream, "recordings");
+        let mut entries: Vec<serde_json::Value> =
+            match self.fetch_from_servers(registry, path, &target, kind).await {
+                Ok(FromServers::Served(o)) if o.status == StatusCode::OK => {
+                    serde_json::from_slice(&o.body).unwrap_or_default()
                 }
-                Err(FetchError::Unreachable(format!(
-                    "every server for {path} failed: {}",
-                    tried.join(", ")
-                )))
+                _ => Vec::new(),
+            };
+        if let Some(archived) = &self.archived {
+            for entry in archived.listing(provider, stream).await? {
+                entries.retain(|e| e["recording_id"] != entry["recording_id"]);
+                entries.push(entry);
             }
         }
+        if entries.is_empty() {
+            return Ok(not_found(kind));
+        }
+        entries.sort_by(|a, b| a["recording_id"].as_str().cmp(&b["recording_id"].as_str()));
+        let body =
+            serde_json::to_vec(&entries).map_err(|e| FetchError::Unreachable(e.to_string()))?;
+        Ok(crate::archived::object(
+            "recordings.json",
+            Bytes::from(body),
+            kind,
+            Duration::from_secs(2),
+        ))
+    }
+
+    /// The object from the servers the registry names; `NotThere` when the registry
+    /// names none (with its record, if any).
+    async fn fetch_from_servers(
+        &self,
+        registry: &Registry,
+        path: &str,
+        target: &Target<'_>,
+        kind: ObjectKind,
+    ) -> Result<FromServers, FetchError> {
+        let mut tried: Vec<String> = Vec::new();
+        // The second round runs only if the first failed: the stream may have moved
+        // to another server (failover) since the cached answer.
+        for round in 0..2 {
+            let location = self.resolve(registry, path, target, round > 0).await?;
+            let Some(location) = location else {
+                return Ok(FromServers::NotThere(None));
+            };
+            let fresh: Vec<String> = location
+                .origins
+                .iter()
+                .filter(|o| !tried.contains(o))
+                .cloned()
+                .collect();
+            if fresh.is_empty() {
+                if tried.is_empty() {
+                    return Ok(FromServers::NotThere(Some(location.record.clone())));
+                }
+                continue;
+            }
+            match self
+                .fetch_from_any(&self.healthy_first(fresh.clone()), path, kind)
+                .await
+            {
+                Err(e) if e.try_next() => tried.extend(fresh),
+                outcome => return outcome.map(FromServers::Served),
+            }
+        }
+        Err(FetchError::Unreachable(format!(
+            "every server for {path} failed: {}",
+            tried.join(", ")
+        )))
     }
 
     async fn resolve(
@@ -189,8 +318,8 @@ impl Upstream {
         refresh: bool,
     ) -> Result<Option<Arc<Location>>, FetchError> {
         let key = match target {
-            Target::Stream(p, s) => format!("{p}/{s}"),
-            Target::Recording(p, s, r) => format!("{p}/{s}/{r}"),
+            Target::Stream(p, s, _) => format!("{p}/{s}"),
+            Target::Recording(p, s, r, _) => format!("{p}/{s}/{r}"),
         };
         if refresh {
             self.resolved.invalidate(&key).await;
@@ -198,8 +327,8 @@ impl Upstream {
         let lookup = async {
             let found = async {
                 match *target {
-                    Target::Stream(p, s) => registry.locate_stream(p, s).await,
-                    Target::Recording(p, s, r) => registry.locate_recording(p, s, r).await,
+                    Target::Stream(p, s, _) => registry.locate_stream(p, s).await,
+                    Target::Recording(p, s, r, _) => registry.locate_recording(p, s, r).await,
                 }
             };
             // A registry that does not answer must not hold viewers: the last known
@@ -251,7 +380,7 @@ impl Upstream {
         let found = match self.last_known.get(key).await {
             Some(location) => Some(location),
             None => match *target {
-                Target::Recording(p, s, r) => self
+                Target::Recording(p, s, r, _) => self
                     .last_known
                     .get(&format!("{p}/{s}"))
                     .await
@@ -433,11 +562,11 @@ mod tests {
     fn registry_targets_come_from_the_path() {
         assert!(matches!(
             target("/p/s/index.m3u8"),
-            Some(Target::Stream("p", "s"))
+            Some(Target::Stream("p", "s", "index.m3u8"))
         ));
         assert!(matches!(
             target("/p/s/r1/000001.m4s"),
-            Some(Target::Recording("p", "s", "r1"))
+            Some(Target::Recording("p", "s", "r1", "000001.m4s"))
         ));
         assert!(target("/p").is_none());
         assert!(target("/a/b/c/d/e").is_none());

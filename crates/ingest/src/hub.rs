@@ -53,6 +53,9 @@ pub struct HubSettings {
     pub default_format: SegmentFormat,
     pub target_duration_secs: f64,
     pub live_window: usize,
+    /// `archive_after` of providers that set none: within it, a publisher that comes
+    /// back continues its stream's last recording.
+    pub default_archive_after: std::time::Duration,
 }
 
 /// What the origin needs of a stream: its current recording and the bytes of recent
@@ -198,7 +201,7 @@ pub fn split_publish_name(name: &str) -> (&str, Option<&str>) {
     (stream, key)
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -290,11 +293,35 @@ impl StreamHub {
             return Err(PublishError::AlreadyLive(name));
         }
         let resume = match self.cluster.claim(&provider.name, &stream).await {
-            Claim::Fresh => None,
+            Claim::Fresh => self.resumable(&provider, &stream).await,
             Claim::Continue(id) => Some(id),
             Claim::HeldBy(node) => return Err(PublishError::HeldElsewhere(name, node)),
         };
         self.open_recording(&provider, &stream, started_at, recording_id, resume)
+    }
+
+    /// The stream's last recording, if it ended within its provider's `archive_after`
+    /// and is not archived: a publisher coming back continues it.
+    async fn resumable(&self, provider: &ProviderConfig, stream: &str) -> Option<String> {
+        let id = self.recording_ids(&provider.name, stream).pop()?;
+        let dir = self.recording_dir(&provider.name, stream, &id);
+        if dir.join(recording::ARCHIVED_MARKER).exists() {
+            return None;
+        }
+        let head = recording::read_journal_head(&dir).ok()?;
+        let ended = head.ended_at.as_deref().filter(|_| !head.is_live())?;
+        let ended = crate::archiver::unix_time(ended)?;
+        let configured = provider
+            .archive_after
+            .unwrap_or(self.settings.default_archive_after);
+        let window =
+            crate::archiver::effective_archive_after(configured, &self.cluster, &provider.name)
+                .await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs_f64();
+        (now - ended < window.as_secs_f64()).then_some(id)
     }
 
     fn open_recording(
@@ -437,11 +464,13 @@ mod tests {
                 default_format: SegmentFormat::Fmp4,
                 target_duration_secs: 2.0,
                 live_window: 6,
+                default_archive_after: std::time::Duration::from_secs(300),
             },
             &[ProviderConfig {
                 name: "p".into(),
                 stream_key: "secret-key".into(),
                 format: None,
+                archive_after: None,
             }],
             Cluster {
                 registry,

@@ -130,6 +130,43 @@ async fn ready_recording(
     Err(not_found("no such stream"))
 }
 
+/// One entry of a stream's `recordings` listing.
+pub fn recording_summary(r: &Recording) -> serde_json::Value {
+    serde_json::json!({
+        "recording_id": r.recording_id,
+        "state": r.state,
+        "started_at": r.started_at,
+        "ended_at": r.ended_at,
+        "duration_secs": r.segments.iter().map(|s| s.duration_secs).sum::<f64>(),
+        "segments": r.segments.len(),
+        "playlist": format!("/{}/{}/{}/index.m3u8", r.provider, r.stream, r.recording_id),
+    })
+}
+
+/// A multivariant playlist with the recording as its one variant at `uri`.
+pub fn multivariant(recording: &Recording, uri: &str) -> String {
+    render_multivariant(&[variant(recording, uri.to_owned())])
+}
+
+/// The whole recording as one media playlist (`EVENT` while live, `VOD` after), its
+/// URIs prefixed with `prefix`.
+pub fn recording_playlist_text(recording: &Recording, prefix: &str) -> String {
+    let segments = playlist_segments(recording, prefix, 0);
+    MediaPlaylist {
+        kind: if recording.is_live() {
+            PlaylistKind::Event
+        } else {
+            PlaylistKind::Vod
+        },
+        target_duration_secs: target_duration(recording.target_duration_secs, &segments),
+        media_sequence: recording.segments.first().map_or(0, |s| s.sequence),
+        discontinuity_sequence: 0,
+        segments: &segments,
+        ended: !recording.is_live(),
+    }
+    .render()
+}
+
 fn variant(recording: &Recording, uri: String) -> Variant {
     let (peak, average) = recording.bandwidth();
     Variant {
@@ -220,7 +257,7 @@ async fn recording_multivariant(
     Path((provider, stream, id)): Path<(String, String, String)>,
 ) -> Reply {
     let recording = load(&hub, "playlist", &provider, &stream, &id)?;
-    let text = render_multivariant(&[variant(&recording, "playlist.m3u8".to_owned())]);
+    let text = multivariant(&recording, "playlist.m3u8");
     Ok(playlist_response(&recording, text))
 }
 
@@ -229,20 +266,7 @@ async fn recording_playlist(
     Path((provider, stream, id)): Path<(String, String, String)>,
 ) -> Reply {
     let recording = load(&hub, "playlist", &provider, &stream, &id)?;
-    let segments = playlist_segments(&recording, "", 0);
-    let text = MediaPlaylist {
-        kind: if recording.is_live() {
-            PlaylistKind::Event
-        } else {
-            PlaylistKind::Vod
-        },
-        target_duration_secs: target_duration(recording.target_duration_secs, &segments),
-        media_sequence: recording.segments.first().map_or(0, |s| s.sequence),
-        discontinuity_sequence: 0,
-        segments: &segments,
-        ended: !recording.is_live(),
-    }
-    .render();
+    let text = recording_playlist_text(&recording, "");
     Ok(playlist_response(&recording, text))
 }
 
@@ -257,17 +281,7 @@ async fn list_recordings(
         .recording_ids(&provider, &stream)
         .iter()
         .filter_map(|id| hub.load_recording(&provider, &stream, id))
-        .map(|r| {
-            serde_json::json!({
-                "recording_id": r.recording_id,
-                "state": r.state,
-                "started_at": r.started_at,
-                "ended_at": r.ended_at,
-                "duration_secs": r.segments.iter().map(|s| s.duration_secs).sum::<f64>(),
-                "segments": r.segments.len(),
-                "playlist": format!("/{provider}/{stream}/{}/index.m3u8", r.recording_id),
-            })
-        })
+        .map(|r| recording_summary(&r))
         .collect();
     if summaries.is_empty() {
         return not_found("no such stream");

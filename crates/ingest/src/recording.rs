@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use streamcdn_config::SegmentFormat;
 
 pub const JOURNAL_FILE: &str = "journal.json";
+/// Written by the archiver once the recording's archive is verified.
+pub const ARCHIVED_MARKER: &str = "archive.json";
 const JOURNAL_VERSION: u32 = 1;
 /// About 17 minutes of 2-second segments.
 pub const SEGMENTS_PER_PAGE: usize = 500;
@@ -286,6 +288,7 @@ pub fn repair(dir: &Path) -> std::io::Result<bool> {
     for entry in std::fs::read_dir(dir)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let listed = name == JOURNAL_FILE
+            || name == ARCHIVED_MARKER
             || recording.contains_file(&name)
             || recording.segment_pages.contains(&name);
         if !listed {

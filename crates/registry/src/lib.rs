@@ -49,6 +49,8 @@ pub struct NodeRecord {
 pub enum StreamState {
     Live,
     Ended,
+    /// In on-demand storage, complete and verified: served from there, not by a server.
+    Archived,
 }
 
 /// What the registry knows of a stream's current recording (and, under the recording's
@@ -105,6 +107,20 @@ fn stream_key(provider: &str, stream: &str) -> String {
 fn recording_key(provider: &str, stream: &str, recording_id: &str) -> String {
     format!("recording:{provider}/{stream}/{recording_id}")
 }
+
+fn provider_key(provider: &str) -> String {
+    format!("provider:{provider}")
+}
+
+/// Settings a provider changed at runtime; they outlive every server.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_after_ms: Option<u64>,
+}
+
+/// Provider settings never expire; a very long lease stands for "no expiry".
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 fn encode<T: Serialize>(value: &T) -> String {
     // Records are plain structs of strings: serializing them cannot fail.
@@ -256,6 +272,21 @@ impl Registry {
         Ok(replaced)
     }
 
+    /// What a provider changed at runtime (empty if nothing).
+    pub async fn provider_settings(&self, provider: &str) -> Result<ProviderSettings> {
+        let key = provider_key(provider);
+        Ok(decode(&key, self.get(&key).await?)?.unwrap_or_default())
+    }
+
+    pub async fn set_provider_settings(
+        &self,
+        provider: &str,
+        settings: &ProviderSettings,
+    ) -> Result<()> {
+        self.put(&provider_key(provider), encode(settings), FOREVER)
+            .await
+    }
+
     /// The stream's current record, whatever its state.
     pub async fn stream(&self, provider: &str, stream: &str) -> Result<Option<StreamRecord>> {
         let key = stream_key(provider, stream);
@@ -300,6 +331,7 @@ impl Registry {
                 nodes.sort_by_key(|n| n.id != record.node);
                 nodes.into_iter().map(|n| n.origin).collect()
             }
+            StreamState::Archived => Vec::new(),
         };
         Ok(Location { record, origins })
     }

@@ -20,7 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run every role on this machine: RTMP ingest, origin, edge cache, admin API.
+    /// Run every role on this machine: RTMP ingest, origin, edge cache, archiver,
+    /// admin API.
     Up {
         /// TOML configuration; without one, embedded defaults and a generated `demo`
         /// provider are used.
@@ -37,10 +38,19 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// Run the edge role: an HTTP cache in front of `edge.upstream`.
+    /// Run the edge role: an HTTP cache below `edge.parents`, or a top tier that finds
+    /// streams through the registry and archived recordings in on-demand storage.
     Edge {
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Run the archiver of an ingest cluster (one per cluster): finished recordings to
+    /// on-demand storage after their provider's `archive_after`.
+    Archiver {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Validate a configuration file and report the first error with its line and key.
     CheckConfig { file: PathBuf },
@@ -98,6 +108,9 @@ fn main() -> anyhow::Result<()> {
                 roles::ingest(load(Some(&config), data_dir)?).await
             }
             Command::Edge { config } => roles::edge(load(Some(&config), None)?).await,
+            Command::Archiver { config, data_dir } => {
+                roles::archiver(load(Some(&config), data_dir)?).await
+            }
             Command::CheckConfig { .. } => Ok(()),
         }
     })

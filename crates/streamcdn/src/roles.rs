@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use axum::Router;
-use streamcdn_config::{Config, ProviderConfig, RegistryBackend};
+use streamcdn_archive::{Archive, StoreSettings, UploadOptions};
+use streamcdn_config::{ArchiveStore, Config, ProviderConfig, RegistryBackend};
 use streamcdn_edge::{Edge, EdgeSettings, UpstreamKind};
+use streamcdn_ingest::archiver::{self, ArchiverSettings};
 use streamcdn_ingest::cluster::{self, Cluster};
 use streamcdn_ingest::hub::{HubSettings, StreamHub};
 use streamcdn_ingest::rtmp_server::{self, RtmpSettings};
@@ -75,6 +77,7 @@ fn demo_provider(data_dir: &Path) -> anyhow::Result<ProviderConfig> {
         name: "demo".into(),
         stream_key: key,
         format: None,
+        archive_after: None,
     };
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -141,6 +144,41 @@ async fn open_registry(config: &Config) -> anyhow::Result<Registry> {
     }
 }
 
+fn open_archive(config: &Config) -> anyhow::Result<Archive> {
+    let archive = &config.archive;
+    let settings = match archive.store {
+        ArchiveStore::Local => StoreSettings::Local {
+            dir: archive
+                .dir
+                .clone()
+                .unwrap_or_else(|| config.node.data_dir.join("archive")),
+        },
+        ArchiveStore::S3 => StoreSettings::S3 {
+            bucket: archive.s3.bucket.clone(),
+            region: archive.s3.region.clone(),
+            endpoint: archive.s3.endpoint.clone(),
+            path_style: archive.s3.path_style,
+            access_key_id: archive.s3.access_key_id.clone(),
+            secret_access_key: archive.s3.secret_access_key.clone(),
+        },
+    };
+    Archive::open(&settings).context("cannot open on-demand storage ([archive])")
+}
+
+/// This server's identity in its cluster.
+fn node_record(config: &Config) -> Option<NodeRecord> {
+    let origin = config.origin.advertised_url()?;
+    Some(NodeRecord {
+        id: config
+            .node
+            .id
+            .clone()
+            .unwrap_or_else(|| origin.trim_start_matches("http://").to_owned()),
+        cluster: config.node.cluster.clone(),
+        origin,
+    })
+}
+
 impl Node {
     async fn new(config: Config) -> anyhow::Result<Self> {
         Ok(Self {
@@ -164,20 +202,11 @@ impl Node {
 
     async fn start_ingest(&mut self) -> anyhow::Result<()> {
         let config = &self.config;
-        let Some(origin) = config.origin.advertised_url() else {
+        let Some(node) = node_record(config) else {
             bail!(
                 "origin.listen is {}: set origin.advertise to the URL edges reach this server at",
                 config.origin.listen
             );
-        };
-        let node = NodeRecord {
-            id: config
-                .node
-                .id
-                .clone()
-                .unwrap_or_else(|| origin.trim_start_matches("http://").to_owned()),
-            cluster: config.node.cluster.clone(),
-            origin,
         };
         tracing::info!(
             node = node.id,
@@ -197,6 +226,7 @@ impl Node {
                     default_format: config.hls.format,
                     target_duration_secs: config.hls.segment_duration.as_secs_f64(),
                     live_window: config.hls.live_window,
+                    default_archive_after: config.archive.default_after,
                 },
                 &config.providers,
                 cluster,
@@ -250,8 +280,14 @@ impl Node {
                 .unwrap_or_else(|| config.node.data_dir.join("cache"));
             (dir, config.edge.cache_disk.0)
         });
+        // The top tier also serves archived recordings from on-demand storage.
+        let archive = match &upstream {
+            UpstreamKind::Registry(_) => Some(open_archive(config)?),
+            UpstreamKind::Parents(_) => None,
+        };
         let edge = Edge::new(EdgeSettings {
             upstream,
+            archive,
             cache_memory_bytes: config.edge.cache_memory.0,
             max_object_bytes: config.edge.max_object_size.0,
             upstream_timeout: config.edge.upstream_timeout,
@@ -268,6 +304,65 @@ impl Node {
         self.serve_http(listener, edge.router());
         self.edge = Some(edge);
         Ok(())
+    }
+
+    fn start_archiver(&mut self) -> anyhow::Result<()> {
+        let config = &self.config;
+        let archive = open_archive(config)?;
+        let node = node_record(config).unwrap_or_else(|| NodeRecord {
+            id: format!("archiver-{}", config.node.cluster),
+            cluster: config.node.cluster.clone(),
+            origin: String::new(),
+        });
+        let cluster = Cluster {
+            registry: self.registry.clone(),
+            node,
+            lease: config.registry.lease,
+        };
+        let settings = ArchiverSettings {
+            recordings_dir: config.node.data_dir.join("recordings"),
+            default_after: config.archive.default_after,
+            provider_after: config
+                .providers
+                .iter()
+                .filter_map(|p| Some((p.name.clone(), p.archive_after?)))
+                .collect(),
+            local_retention: config.archive.local_retention,
+            upload: UploadOptions {
+                concurrency: config.archive.concurrency,
+                max_bytes_per_sec: (config.archive.max_rate.0 > 0)
+                    .then_some(config.archive.max_rate.0),
+                attempts: 5,
+            },
+        };
+        let status = archiver::SharedStatus::default();
+        self.admin_routes =
+            std::mem::take(&mut self.admin_routes).merge(archiver::status_router(status.clone()));
+        self.tasks.spawn(archiver::run_archiver(
+            settings,
+            archive,
+            cluster,
+            status,
+            self.shutdown_tx.subscribe(),
+        ));
+        Ok(())
+    }
+
+    /// The providers' own API (their settings), on the admin listener.
+    fn serve_provider_api(&mut self) {
+        let config = &self.config;
+        let cluster = Cluster {
+            registry: self.registry.clone(),
+            node: node_record(config).unwrap_or_else(|| NodeRecord {
+                id: "api".into(),
+                cluster: config.node.cluster.clone(),
+                origin: String::new(),
+            }),
+            lease: config.registry.lease,
+        };
+        self.admin_routes = std::mem::take(&mut self.admin_routes).merge(
+            archiver::provider_router(&config.providers, config.archive.default_after, cluster),
+        );
     }
 
     async fn run(mut self) -> anyhow::Result<()> {
@@ -305,6 +400,8 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
     let mut node = Node::new(config).await?;
     node.start_ingest().await?;
     node.start_edge().await?;
+    node.start_archiver()?;
+    node.serve_provider_api();
     print_quickstart(&node.config, &provider);
     node.run().await
 }
@@ -318,6 +415,17 @@ pub async fn ingest(config: Config) -> anyhow::Result<()> {
     }
     let mut node = Node::new(config).await?;
     node.start_ingest().await?;
+    node.serve_provider_api();
+    node.run().await
+}
+
+pub async fn archiver(config: Config) -> anyhow::Result<()> {
+    if config.registry.backend == RegistryBackend::Memory {
+        bail!("the archiver role shares the registry with its cluster: set registry.backend = \"redis\"");
+    }
+    let mut node = Node::new(config).await?;
+    node.start_archiver()?;
+    node.serve_provider_api();
     node.run().await
 }
 

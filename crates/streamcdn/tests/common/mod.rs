@@ -708,3 +708,151 @@ pub fn viewers_summary(child: Child) -> serde_json::Value {
         )
     })
 }
+
+/// A real S3-compatible server (`s3s-fs`) on a free port with one bucket,
+/// `recordings`; stopped on drop. Objects are files under `root/recordings/`.
+pub struct S3Server {
+    child: Option<Child>,
+    pub port: u16,
+    pub root: PathBuf,
+}
+
+impl S3Server {
+    pub fn start() -> S3Server {
+        let root = temp_dir("s3");
+        std::fs::create_dir_all(root.join("recordings")).unwrap();
+        let mut server = S3Server {
+            child: None,
+            port: free_port(),
+            root,
+        };
+        server.restart();
+        server
+    }
+
+    pub fn restart(&mut self) {
+        let installed = std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(".cargo/bin/s3s-fs"))
+            .filter(|p| p.is_file());
+        let exe = installed.unwrap_or_else(|| {
+            tool_or(
+                "s3s-fs",
+                "cargo install s3s-fs --version 0.14.1 --features binary",
+            )
+        });
+        let child = Command::new(exe)
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--access-key",
+                "streamcdn",
+                "--secret-key",
+                "streamcdn-secret",
+            ])
+            .arg(&self.root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn s3s-fs");
+        self.child = Some(child);
+        wait_listening("127.0.0.1", self.port, "s3s-fs");
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The `[archive]` tables that point a node at this server.
+    pub fn archive_toml(&self, default_after: &str) -> String {
+        format!(
+            "[archive]\nstore = \"s3\"\ndefault_after = \"{default_after}\"\n[archive.s3]\nbucket = \"recordings\"\nregion = \"us-east-1\"\nendpoint = \"http://127.0.0.1:{}\"\npath_style = true\naccess_key_id = \"streamcdn\"\nsecret_access_key = \"streamcdn-secret\"\n",
+            self.port
+        )
+    }
+
+    /// The stored object, read from the server's directory.
+    pub fn object(&self, key: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.root.join("recordings").join(key)).ok()
+    }
+
+    /// Every object key under `prefix` (files below the bucket directory).
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, base, out);
+                } else if let Ok(rel) = path.strip_prefix(base) {
+                    out.push(rel.to_string_lossy().into_owned());
+                }
+            }
+        }
+        let base = self.root.join("recordings");
+        let mut keys = Vec::new();
+        walk(&base.join(prefix), &base, &mut keys);
+        keys.sort();
+        keys
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// SHA-256 of `bytes` as lowercase hex, computed by `sha256sum` (coreutils).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A raw HTTP/1.1 request with a body, to 127.0.0.1.
+pub fn http_request_body(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<HttpResponse> {
+    let length = body.len().to_string();
+    let mut all: Vec<(&str, &str)> = headers.to_vec();
+    all.push(("Content-Length", &length));
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (k, v) in &all {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes())?;
+    stream.write_all(body)?;
+    let mut text = Vec::new();
+    stream.read_to_end(&mut text)?;
+    let text = String::from_utf8_lossy(&text).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad response {head:?}")))?;
+    Ok(HttpResponse {
+        status,
+        headers: Vec::new(),
+        body: body.as_bytes().to_vec(),
+    })
+}
