@@ -464,6 +464,8 @@ pub fn provider_router(
     use axum::http::{HeaderMap, StatusCode};
     use axum::response::IntoResponse;
 
+    // The error is the response itself, returned at once.
+    #[allow(clippy::result_large_err)]
     fn authorize(
         api: &ProviderApi,
         name: &str,
