@@ -194,3 +194,171 @@ fn each_provider_is_archived_after_its_own_delay_which_it_can_change() {
     let status = http_get(node.admin, "/api/v1/archive", &[]).unwrap().text();
     assert!(status.contains("\"archived\":2"), "{status}");
 }
+
+/// Files of every ended recording under `data`, with their SHA-256, keyed by
+/// `provider/stream/recording`.
+fn snapshot(data: &std::path::Path) -> Vec<(String, Vec<(String, String)>)> {
+    let mut out = Vec::new();
+    let root = data.join("recordings");
+    for provider in std::fs::read_dir(&root).unwrap().flatten() {
+        for stream in std::fs::read_dir(provider.path()).unwrap().flatten() {
+            for rec in std::fs::read_dir(stream.path()).unwrap().flatten() {
+                let key = rec
+                    .path()
+                    .strip_prefix(&root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                let mut files: Vec<(String, String)> = std::fs::read_dir(rec.path())
+                    .unwrap()
+                    .flatten()
+                    .map(|f| f.file_name().into_string().unwrap())
+                    .filter(|n| n.ends_with(".m4s") || n.ends_with(".mp4"))
+                    .map(|n| {
+                        let sum = sha256_hex(&std::fs::read(rec.path().join(&n)).unwrap());
+                        (n, sum)
+                    })
+                    .collect();
+                files.sort();
+                out.push((key, files));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn archiver_killed_at_random_resumes_without_loss_or_duplicates() {
+    let redis = Redis::start();
+    let mut s3 = S3Server::start();
+    let config = format!(
+        "{}{}",
+        redis.registry_toml("crash"),
+        s3.archive_toml("1s").replace(
+            "[archive.s3]",
+            "concurrency = 4\nmax_rate = \"1MiB\"\n[archive.s3]"
+        )
+    );
+    let ingest = Node::role("crash-ingest", "ingest", &config);
+    let data = ingest.dir.join("data");
+    let ffmpeg = tool("ffmpeg");
+    let publishers: Vec<_> = ["one", "two", "three"]
+        .iter()
+        .map(|s| publish(&ffmpeg, &ingest.publish_url("demo", s, KEY), 6, "h264"))
+        .collect();
+    for p in publishers {
+        assert!(wait_output(p).status.success());
+    }
+    for s in ["one", "two", "three"] {
+        ingest.wait_recording_state("demo", s, "ended");
+    }
+    let before = snapshot(&data);
+    assert_eq!(before.len(), 3);
+
+    // kill -9 at random instants while uploads are under way, again and again.
+    let mut archiver = Node::role_on(
+        "crash-archiver",
+        "archiver",
+        "127.0.0.1",
+        free_port(),
+        Some(&data),
+        &config,
+    );
+    let mut seed = Instant::now().elapsed().as_nanos() as u64 ^ u64::from(std::process::id());
+    let mut kills = 0;
+    for _ in 0..12 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        std::thread::sleep(Duration::from_millis(150 + (seed >> 33) % 1200));
+        archiver.stop_with("KILL");
+        kills += 1;
+        if before
+            .iter()
+            .all(|(k, _)| !data.join("recordings").join(k).exists())
+        {
+            break;
+        }
+        archiver.start();
+    }
+    assert!(
+        kills >= 3,
+        "the archiver finished before it could be killed a few times"
+    );
+    if !archiver.is_running() {
+        archiver.start();
+    }
+    wait_until("every recording archived", Duration::from_secs(90), || {
+        before
+            .iter()
+            .all(|(k, _)| !data.join("recordings").join(k).exists())
+    });
+
+    for (key, files) in &before {
+        let mut expected: Vec<String> = files.iter().map(|(n, _)| format!("{key}/{n}")).collect();
+        for generated in [
+            "_complete.json",
+            "index.m3u8",
+            "metadata.json",
+            "playlist.m3u8",
+            "stream-index.m3u8",
+            "stream-live.m3u8",
+        ] {
+            expected.push(format!("{key}/{generated}"));
+        }
+        expected.sort();
+        assert_eq!(
+            s3.keys(key),
+            expected,
+            "exactly the recording's objects, once each"
+        );
+        for (name, sum) in files {
+            let stored = s3.object(&format!("{key}/{name}")).unwrap();
+            assert_eq!(&sha256_hex(&stored), sum, "{key}/{name}");
+        }
+    }
+
+    // Storage down: nothing is deleted locally; archiving completes once it is back.
+    s3.stop();
+    let publisher = publish(
+        &ffmpeg,
+        &ingest.publish_url("demo", "outage", KEY),
+        4,
+        "h264",
+    );
+    assert!(wait_output(publisher).status.success());
+    ingest.wait_recording_state("demo", "outage", "ended");
+    let local = ingest.recordings("demo", "outage");
+    assert_eq!(local.len(), 1);
+    // Each object is tried a few times with backoff before the attempt counts as failed.
+    wait_until("a failed archive attempt", Duration::from_secs(40), || {
+        http_request_at(
+            &archiver.host,
+            archiver.admin,
+            "GET",
+            "/api/v1/archive",
+            &[],
+        )
+        .is_ok_and(|r| !r.text().contains("\"failures\":0"))
+    });
+    assert!(
+        local[0].exists(),
+        "the local copy stays while storage is down"
+    );
+    let key = local[0]
+        .strip_prefix(data.join("recordings"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        s3.keys(&key).is_empty() || !s3.keys(&key).iter().any(|k| k.ends_with("_complete.json"))
+    );
+    s3.restart();
+    wait_until(
+        "the archive after the outage",
+        Duration::from_secs(60),
+        || !local[0].exists(),
+    );
+    assert!(s3.keys(&key).contains(&format!("{key}/_complete.json")));
+}

@@ -210,6 +210,12 @@ format = "ts"
         format!("http://{}:{}", self.host, self.http)
     }
 
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("node not running").id()
     }
