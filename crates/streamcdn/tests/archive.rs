@@ -95,6 +95,14 @@ fn one_url_plays_live_then_local_then_archived() {
     assert!((archived.duration - 20.0).abs() < 0.3, "{archived:?}");
     let by_id = decode(&node.play_url(&format!("/demo/show/{rec}/index.m3u8")), &[]);
     assert_eq!(by_id.video_frames, 600);
+    // Through a lower cache tier as well: it only knows its parent, `up`'s edge.
+    let tier = Node::role(
+        "archive-tier",
+        "edge",
+        &format!("[edge]\nparents = [\"{}\"]\n", node.http_base()),
+    );
+    let through_tier = decode(&tier.play_url("/demo/show/index.m3u8"), &[]);
+    assert_eq!(through_tier.video_frames, 600, "{through_tier:?}");
     let listing = http_get(node.http, "/demo/show/recordings", &[]).unwrap();
     assert_eq!(listing.status, 200);
     let listing: serde_json::Value = serde_json::from_slice(&listing.body).unwrap();
