@@ -77,17 +77,11 @@ async fn archive_after(settings: &ArchiverSettings, cluster: &Cluster, provider:
     effective_archive_after(configured, cluster, provider).await
 }
 
-/// Seconds since the Unix epoch of an RFC 3339 time.
-pub fn unix_time(text: &str) -> Option<f64> {
+/// How long ago an RFC 3339 time (a journal's `ended_at`) was, in seconds.
+pub fn seconds_since(text: &str) -> Option<f64> {
     let t =
         time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
-    Some(t.unix_timestamp_nanos() as f64 / 1e9)
-}
-
-fn now_unix() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+    Some((time::OffsetDateTime::now_utc() - t).as_seconds_f64())
 }
 
 pub async fn run_archiver(
@@ -133,11 +127,11 @@ async fn scan(
         let Ok(head) = recording::read_journal_head(&dir) else {
             continue;
         };
-        let Some(ended) = head
+        let Some(ended_for) = head
             .ended_at
             .as_deref()
             .filter(|_| !head.is_live())
-            .and_then(unix_time)
+            .and_then(seconds_since)
         else {
             continue;
         };
@@ -150,7 +144,7 @@ async fn scan(
             }
         };
         let name = format!("{}/{}/{}", head.provider, head.stream, head.recording_id);
-        if now_unix() - ended < delay.as_secs_f64() {
+        if ended_for < delay.as_secs_f64() {
             waiting.push(name);
             continue;
         }

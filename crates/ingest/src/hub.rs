@@ -310,18 +310,14 @@ impl StreamHub {
         }
         let head = recording::read_journal_head(&dir).ok()?;
         let ended = head.ended_at.as_deref().filter(|_| !head.is_live())?;
-        let ended = crate::archiver::unix_time(ended)?;
+        let ended_for = crate::archiver::seconds_since(ended)?;
         let configured = provider
             .archive_after
             .unwrap_or(self.settings.default_archive_after);
         let window =
             crate::archiver::effective_archive_after(configured, &self.cluster, &provider.name)
                 .await;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()?
-            .as_secs_f64();
-        (now - ended < window.as_secs_f64()).then_some(id)
+        (ended_for < window.as_secs_f64()).then_some(id)
     }
 
     fn open_recording(

@@ -180,6 +180,21 @@ fn node_record(config: &Config) -> Option<NodeRecord> {
 }
 
 impl Node {
+    /// This process in the registry as `node`; roles without an origin (the archiver,
+    /// the provider API) are named by `role` and serve nothing themselves.
+    fn cluster(&self, node: Option<NodeRecord>, role: &str) -> Cluster {
+        let config = &self.config;
+        Cluster {
+            registry: self.registry.clone(),
+            node: node.unwrap_or_else(|| NodeRecord {
+                id: format!("{role}-{}", config.node.cluster),
+                cluster: config.node.cluster.clone(),
+                origin: String::new(),
+            }),
+            lease: config.registry.lease,
+        }
+    }
+
     async fn new(config: Config) -> anyhow::Result<Self> {
         Ok(Self {
             registry: open_registry(&config).await?,
@@ -214,11 +229,8 @@ impl Node {
             origin = node.origin,
             "ingest server identity"
         );
-        let cluster = Cluster {
-            registry: self.registry.clone(),
-            node,
-            lease: config.registry.lease,
-        };
+        let cluster = self.cluster(Some(node), "ingest");
+        let config = &self.config;
         let hub = Arc::new(
             StreamHub::new(
                 HubSettings {
@@ -307,18 +319,9 @@ impl Node {
     }
 
     fn start_archiver(&mut self) -> anyhow::Result<()> {
+        let cluster = self.cluster(node_record(&self.config), "archiver");
         let config = &self.config;
         let archive = open_archive(config)?;
-        let node = node_record(config).unwrap_or_else(|| NodeRecord {
-            id: format!("archiver-{}", config.node.cluster),
-            cluster: config.node.cluster.clone(),
-            origin: String::new(),
-        });
-        let cluster = Cluster {
-            registry: self.registry.clone(),
-            node,
-            lease: config.registry.lease,
-        };
         let settings = ArchiverSettings {
             recordings_dir: config.node.data_dir.join("recordings"),
             default_after: config.archive.default_after,
@@ -350,16 +353,8 @@ impl Node {
 
     /// The providers' own API (their settings), on the admin listener.
     fn serve_provider_api(&mut self) {
+        let cluster = self.cluster(node_record(&self.config), "api");
         let config = &self.config;
-        let cluster = Cluster {
-            registry: self.registry.clone(),
-            node: node_record(config).unwrap_or_else(|| NodeRecord {
-                id: "api".into(),
-                cluster: config.node.cluster.clone(),
-                origin: String::new(),
-            }),
-            lease: config.registry.lease,
-        };
         self.admin_routes = std::mem::take(&mut self.admin_routes).merge(
             archiver::provider_router(&config.providers, config.archive.default_after, cluster),
         );
