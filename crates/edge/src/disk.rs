@@ -17,7 +17,9 @@ use bytes::Bytes;
 use moka::notification::RemovalCause;
 use serde::{Deserialize, Serialize};
 
-use crate::object::{hash64, CachedObject, ObjectKind};
+use streamcdn_urls::ObjectKind;
+
+use crate::object::{hash64, CachedObject};
 
 const MAGIC: &[u8; 6] = b"SCDN1\n";
 const MAX_HEADER: usize = 4096;
@@ -42,6 +44,17 @@ struct EntryExpiry;
 
 impl moka::Expiry<String, DiskEntry> for EntryExpiry {
     fn expire_after_create(&self, _: &String, entry: &DiskEntry, _: Instant) -> Option<Duration> {
+        Some(entry.fresh_for)
+    }
+
+    /// A rewritten file is fresh for its own time, not what was left of the old one's.
+    fn expire_after_update(
+        &self,
+        _: &String,
+        entry: &DiskEntry,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
         Some(entry.fresh_for)
     }
 }
@@ -172,7 +185,7 @@ impl DiskCache {
             cache_control: header.cache_control.and_then(|v| v.parse().ok()),
             body,
             kind: ObjectKind::Segment,
-            born: Instant::now(),
+            born: tokio::time::Instant::now(),
             ttl,
         })
     }
@@ -237,7 +250,7 @@ mod tests {
             cache_control: Some(HeaderValue::from_static("max-age=60")),
             body: Bytes::from_static(body),
             kind: ObjectKind::Segment,
-            born: Instant::now(),
+            born: tokio::time::Instant::now(),
             ttl: Duration::from_secs(60),
         })
     }

@@ -1,47 +1,47 @@
-//! What the edge stores, and the cache policy by object type.
+//! What the edge stores, and the cache policy by object type: how long an object stays
+//! fresh, whether it may be served stale, whether it goes to disk, how long memory
+//! keeps it.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode};
 use bytes::Bytes;
+use streamcdn_urls::ObjectKind;
+use tokio::time::Instant;
 
-/// Our URL scheme tells an object's type from its name, and the type decides its
-/// policy.
+/// How the edge treats one type of object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ObjectKind {
-    /// Changes about once a segment while live: short TTL, stale-if-error.
-    Playlist,
-    /// Init and media segments never change once published: long TTL, disk cache.
-    Segment,
-    /// Listings and anything else: the upstream's TTL, memory only.
-    Other,
+pub struct Policy {
+    /// The longest a cached copy stays fresh, whatever the upstream says: a playlist
+    /// cached for long would freeze a live view.
+    pub max_ttl: Duration,
+    /// Served past freshness (within the edge's bound) while its refresh fails.
+    pub stale_if_error: bool,
+    /// Kept in the disk tier too, not only in memory.
+    pub disk: bool,
 }
 
-impl ObjectKind {
-    pub fn of(path: &str) -> Self {
-        let name = path.rsplit('/').next().unwrap_or_default();
-        match name.rsplit_once('.').map(|(_, ext)| ext) {
-            Some("m3u8") => Self::Playlist,
-            Some("m4s" | "ts" | "mp4" | "aac" | "m4a") => Self::Segment,
-            _ => Self::Other,
-        }
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Playlist => "playlist",
-            Self::Segment => "segment",
-            Self::Other => "other",
-        }
-    }
-
-    /// The longest a cached copy of this type stays fresh, whatever the upstream says:
-    /// a playlist cached for long would freeze a live view.
-    pub fn max_ttl(self) -> Duration {
-        match self {
-            Self::Playlist => Duration::from_secs(10),
-            Self::Segment => Duration::from_secs(24 * 3600),
-            Self::Other => Duration::from_secs(60),
+impl Policy {
+    pub fn of(kind: ObjectKind) -> Self {
+        match kind {
+            // Changes about once a segment while live.
+            ObjectKind::Playlist => Self {
+                max_ttl: Duration::from_secs(10),
+                stale_if_error: true,
+                disk: false,
+            },
+            // Never changes once published.
+            ObjectKind::Segment => Self {
+                max_ttl: Duration::from_secs(24 * 3600),
+                stale_if_error: false,
+                disk: true,
+            },
+            ObjectKind::Listing => Self {
+                max_ttl: Duration::from_secs(60),
+                stale_if_error: false,
+                disk: false,
+            },
         }
     }
 }
@@ -58,17 +58,87 @@ pub struct CachedObject {
     pub body: Bytes,
     pub kind: ObjectKind,
     /// When the object entered this cache, minus the age it already had upstream.
+    /// Tokio's clock, so tests can move it.
     pub born: Instant,
     pub ttl: Duration,
 }
 
 impl CachedObject {
+    /// The answer for something that does not exist, remembered [`NEGATIVE_TTL`].
+    pub fn not_found(kind: ObjectKind) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            content_type: Some(HeaderValue::from_static("text/plain; charset=utf-8")),
+            cache_control: Some(HeaderValue::from_static("max-age=1")),
+            body: Bytes::from_static(b"no such stream\n"),
+            kind,
+            born: Instant::now(),
+            ttl: NEGATIVE_TTL,
+        }
+    }
+
     pub fn is_fresh(&self) -> bool {
-        self.born.elapsed() < self.ttl
+        self.age() < self.ttl
     }
 
     pub fn age(&self) -> Duration {
         self.born.elapsed()
+    }
+
+    /// How long past `born` the object is kept: playlists outlive their freshness by
+    /// the stale-if-error bound, so there is something to serve when the upstream
+    /// fails.
+    fn keep_for(&self, stale_if_error: Duration) -> Duration {
+        if self.may_serve_stale() {
+            self.ttl + stale_if_error
+        } else {
+            self.ttl
+        }
+    }
+
+    fn may_serve_stale(&self) -> bool {
+        Policy::of(self.kind).stale_if_error && self.status == StatusCode::OK
+    }
+
+    /// Whether this (no longer fresh) copy may answer while its refresh fails.
+    pub fn servable_stale(&self, stale_if_error: Duration) -> bool {
+        self.may_serve_stale() && self.age() < self.ttl + stale_if_error
+    }
+}
+
+/// How long the memory cache keeps each object: by its policy, counted from its birth.
+pub struct ObjectExpiry {
+    pub stale_if_error: Duration,
+}
+
+impl ObjectExpiry {
+    fn remaining(&self, value: &CachedObject) -> Duration {
+        value
+            .keep_for(self.stale_if_error)
+            .saturating_sub(value.age())
+    }
+}
+
+impl moka::Expiry<String, Arc<CachedObject>> for ObjectExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Arc<CachedObject>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(self.remaining(value))
+    }
+
+    /// A refresh replaces the object: the new one's lifetime counts, not what was left
+    /// of its predecessor's (moka's default keeps the latter).
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        value: &Arc<CachedObject>,
+        _updated_at: std::time::Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(self.remaining(value))
     }
 }
 
@@ -111,7 +181,22 @@ pub fn hash64(parts: &[&[u8]]) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use moka::Expiry;
+    use streamcdn_urls::Target;
+
     use super::*;
+
+    fn playlist(ttl: Duration) -> Arc<CachedObject> {
+        Arc::new(CachedObject {
+            status: StatusCode::OK,
+            content_type: None,
+            cache_control: None,
+            body: Bytes::from_static(b"#EXTM3U\n"),
+            kind: ObjectKind::Playlist,
+            born: Instant::now(),
+            ttl,
+        })
+    }
 
     #[test]
     fn ttl_follows_cache_control() {
@@ -129,10 +214,62 @@ mod tests {
     }
 
     #[test]
-    fn kinds_come_from_the_name() {
-        assert_eq!(ObjectKind::of("/p/s/index.m3u8"), ObjectKind::Playlist);
-        assert_eq!(ObjectKind::of("/p/s/r/000001.m4s"), ObjectKind::Segment);
-        assert_eq!(ObjectKind::of("/p/s/r/init.mp4"), ObjectKind::Segment);
-        assert_eq!(ObjectKind::of("/p/s/recordings"), ObjectKind::Other);
+    fn policy_comes_from_the_target() {
+        let policy = |path: &str| Policy::of(Target::parse(path).unwrap().kind());
+        let live = policy("/p/s/index.m3u8");
+        assert_eq!(live, policy("/p/s/r/playlist.m3u8"));
+        assert_eq!(live.max_ttl, Duration::from_secs(10));
+        assert!(live.stale_if_error && !live.disk);
+        for segment in ["/p/s/r/000001.m4s", "/p/s/r/init.mp4"] {
+            let segment = policy(segment);
+            assert!(segment.disk && !segment.stale_if_error);
+        }
+        let listing = policy("/p/s/recordings");
+        assert_eq!(listing.max_ttl, Duration::from_secs(60));
+        assert!(!listing.disk && !listing.stale_if_error);
+    }
+
+    /// moka's default `expire_after_update` returns what was left of the old entry's
+    /// lifetime: a refreshed playlist would inherit it. The update must give the new
+    /// value the lifetime a fresh insert would.
+    #[test]
+    fn an_update_gets_the_new_values_lifetime() {
+        let expiry = ObjectExpiry {
+            stale_if_error: Duration::from_secs(30),
+        };
+        let key = "/p/s/live.m3u8".to_owned();
+        let refreshed = playlist(Duration::from_secs(2));
+        let now = std::time::Instant::now();
+        let on_create = expiry.expire_after_create(&key, &refreshed, now);
+        let left_of_predecessor = Some(Duration::from_millis(50));
+        let on_update = expiry.expire_after_update(&key, &refreshed, now, left_of_predecessor);
+        assert!(on_create >= Some(Duration::from_secs(31)), "{on_create:?}");
+        assert!(
+            on_update >= Some(Duration::from_secs(31)),
+            "the refreshed playlist kept its predecessor's {left_of_predecessor:?}: {on_update:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refreshed_entry_outlives_its_predecessors_deadline() {
+        let memory: moka::future::Cache<String, Arc<CachedObject>> = moka::future::Cache::builder()
+            .max_capacity(1 << 20)
+            .expire_after(ObjectExpiry {
+                stale_if_error: Duration::ZERO,
+            })
+            .build();
+        let key = "/p/s/live.m3u8".to_owned();
+        memory
+            .insert(key.clone(), playlist(Duration::from_millis(50)))
+            .await;
+        memory
+            .insert(key.clone(), playlist(Duration::from_secs(60)))
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let kept = memory.get(&key).await;
+        assert!(
+            kept.is_some_and(|o| o.ttl == Duration::from_secs(60)),
+            "the 60 s playlist expired at its predecessor's 50 ms deadline"
+        );
     }
 }

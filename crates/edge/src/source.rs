@@ -1,0 +1,71 @@
+//! Where a cache tier fills from, as one trait: parents, the top tier's ingest servers
+//! and on-demand storage are [`Source`]s, and so is a test's fake.
+
+use axum::http::{HeaderValue, StatusCode};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use streamcdn_urls::CacheKey;
+use thiserror::Error;
+
+use crate::object::CachedObject;
+
+/// Fetches the object a cache key names. A `404` is an object (cached briefly), not
+/// an error.
+pub trait Source: Send + Sync {
+    fn fetch<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, Result<CachedObject, FetchError>>;
+}
+
+/// Why a fetch produced nothing to cache. Waiters coalesced on the same key all receive
+/// the same value.
+#[derive(Debug, Error)]
+pub enum FetchError {
+    /// The upstream answered, but not with something we may cache (403, no-store...).
+    #[error("upstream answered {status}")]
+    NotCacheable {
+        status: StatusCode,
+        content_type: Option<HeaderValue>,
+        body: Bytes,
+    },
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+    #[error("upstream timed out")]
+    Timeout,
+    #[error("object larger than the edge's max_object_size")]
+    TooLarge,
+    /// The registry knows the stream, but no server that could serve it is alive.
+    #[error("no live server holds {0}")]
+    NoServer(String),
+    #[error("registry: {0}")]
+    Registry(String),
+}
+
+impl FetchError {
+    /// Failures another upstream might not have: the next one is tried.
+    pub fn try_next(&self) -> bool {
+        match self {
+            Self::Unreachable(_) | Self::Timeout => true,
+            Self::NotCacheable { status, .. } => status.is_server_error(),
+            Self::TooLarge | Self::NoServer(_) | Self::Registry(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_upstream_failures_move_on_to_the_next() {
+        let answered = |status| FetchError::NotCacheable {
+            status,
+            content_type: None,
+            body: Bytes::new(),
+        };
+        assert!(FetchError::Timeout.try_next());
+        assert!(FetchError::Unreachable("refused".into()).try_next());
+        assert!(answered(StatusCode::BAD_GATEWAY).try_next());
+        assert!(!answered(StatusCode::FORBIDDEN).try_next());
+        assert!(!FetchError::TooLarge.try_next());
+        assert!(!FetchError::Registry("down".into()).try_next());
+    }
+}
