@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use crate::bits::BitReader;
-use crate::flv::FlvError;
+use crate::error::FlvError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VideoCodec {

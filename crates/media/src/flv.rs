@@ -1,21 +1,9 @@
 //! FLV audio/video tag bodies as carried in RTMP messages, legacy and Enhanced RTMP.
 
 use bytes::Bytes;
-use thiserror::Error;
 
 use crate::codec::{AudioConfig, VideoCodec, VideoConfig};
-
-#[derive(Debug, Clone, Error, PartialEq, Eq)]
-pub enum FlvError {
-    #[error("{0} tag truncated")]
-    Truncated(&'static str),
-    #[error("unsupported video codec {0}")]
-    UnsupportedVideoCodec(String),
-    #[error("unsupported audio format {0}")]
-    UnsupportedAudioFormat(u8),
-    #[error("invalid codec configuration: {0}")]
-    InvalidConfig(&'static str),
-}
+pub use crate::error::FlvError;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum VideoPacket {

@@ -6,6 +6,7 @@
 
 mod bits;
 pub mod codec;
+mod error;
 pub mod flv;
 pub mod fmp4;
 pub mod pipeline;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::RtmpError;
+use super::error::RtmpError;
 
 /// A complete RTMP message, reassembled from its chunks.
 #[derive(Debug, Clone, PartialEq, Eq)]

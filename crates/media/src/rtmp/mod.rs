@@ -7,22 +7,8 @@
 
 pub mod amf0;
 pub mod chunk;
+mod error;
 mod session;
 
+pub use error::RtmpError;
 pub use session::{PublishRequest, ServerSession, SessionEvent, SessionLimits};
-
-use thiserror::Error;
-
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum RtmpError {
-    #[error("unsupported RTMP version {0} in handshake")]
-    UnsupportedVersion(u8),
-    #[error("invalid chunk size {0}")]
-    InvalidChunkSize(u32),
-    #[error("message of {length} bytes exceeds the limit of {limit}")]
-    MessageTooLarge { length: u32, limit: u32 },
-    #[error("malformed command: {0}")]
-    MalformedCommand(#[from] amf0::Amf0Error),
-    #[error("protocol violation: {0}")]
-    Protocol(String),
-}

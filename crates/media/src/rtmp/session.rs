@@ -4,7 +4,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::amf0::{self, object, Amf0Value};
 use super::chunk::{self, ChunkDecoder, Message};
-use super::RtmpError;
+use super::error::RtmpError;
 
 const HANDSHAKE_SIZE: usize = 1536;
 const OUR_CHUNK_SIZE: u32 = 4096;
