@@ -1,0 +1,430 @@
+//! The on-disk format of a recording: a directory of segment files and a journal that
+//! lists them. The journal is the recording's single source of truth for the archiver: it is
+//! rewritten atomically (temp file, fsync, rename, fsync of the directory) after every
+//! segment is durable, so a crash loses at most the segment being written.
+//!
+//! So that a rewrite stays small however long a stream runs, every
+//! [`SEGMENTS_PER_PAGE`] entries move out of `journal.json` into an immutable page file
+//! (`journal-0001.json`, ...), itself written durably before the journal names it.
+//! [`read_journal`] reassembles the whole list.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use streamcdn_config::SegmentFormat;
+
+pub const JOURNAL_FILE: &str = "journal.json";
+/// Written by the archiver once the recording's archive is verified.
+pub const ARCHIVED_MARKER: &str = "archive.json";
+const JOURNAL_VERSION: u32 = 1;
+/// About 17 minutes of 2-second segments.
+pub const SEGMENTS_PER_PAGE: usize = 500;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingState {
+    Live,
+    Ended,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentEntry {
+    /// Media sequence number, from 0 for the recording's first segment.
+    pub sequence: u64,
+    pub file: String,
+    pub duration_secs: f64,
+    pub program_date_time: String,
+    pub bytes: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub discontinuity: bool,
+    /// The init segment this segment decodes with (fMP4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<String>,
+}
+
+/// What a recording is: its identity, its state and every file it consists of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recording {
+    pub version: u32,
+    pub provider: String,
+    pub stream: String,
+    pub recording_id: String,
+    /// The server writing (or that last wrote) the recording. In a cluster sharing
+    /// storage, only it may repair the recording after a crash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    pub format: SegmentFormat,
+    pub state: RecordingState,
+    pub started_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    pub target_duration_secs: f64,
+    pub codecs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<(u16, u16)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_rate: Option<f64>,
+    /// Init segments, in the order they came into force.
+    pub inits: Vec<String>,
+    /// Page files holding the entries that precede `segments` on disk, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segment_pages: Vec<String>,
+    /// On disk: the entries after the pages. In memory (from [`read_journal`]): all.
+    pub segments: Vec<SegmentEntry>,
+}
+
+impl Recording {
+    pub fn new(
+        provider: &str,
+        stream: &str,
+        recording_id: &str,
+        format: SegmentFormat,
+        started_at: String,
+        target_duration_secs: f64,
+    ) -> Self {
+        Self {
+            version: JOURNAL_VERSION,
+            provider: provider.to_owned(),
+            stream: stream.to_owned(),
+            recording_id: recording_id.to_owned(),
+            node: None,
+            format,
+            state: RecordingState::Live,
+            started_at,
+            ended_at: None,
+            target_duration_secs,
+            codecs: Vec::new(),
+            resolution: None,
+            frame_rate: None,
+            inits: Vec::new(),
+            segment_pages: Vec::new(),
+            segments: Vec::new(),
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.state == RecordingState::Live
+    }
+
+    /// Peak and average segment bit rates, for BANDWIDTH and AVERAGE-BANDWIDTH.
+    pub fn bandwidth(&self) -> (u64, u64) {
+        let peak = self
+            .segments
+            .iter()
+            .filter(|s| s.duration_secs > 0.1)
+            .map(|s| (s.bytes as f64 * 8.0 / s.duration_secs) as u64)
+            .max()
+            .unwrap_or(0);
+        let duration: f64 = self.segments.iter().map(|s| s.duration_secs).sum();
+        let bytes: u64 = self.segments.iter().map(|s| s.bytes).sum();
+        let average = if duration > 0.0 {
+            (bytes as f64 * 8.0 / duration) as u64
+        } else {
+            0
+        };
+        (peak, average)
+    }
+
+    pub fn duration_secs(&self) -> f64 {
+        self.segments.iter().map(|s| s.duration_secs).sum()
+    }
+
+    /// Whether `file` is part of this recording (and so may be served).
+    pub fn contains_file(&self, file: &str) -> bool {
+        self.inits.iter().any(|i| i == file) || self.segments.iter().any(|s| s.file == file)
+    }
+}
+
+pub fn recording_dir(root: &Path, provider: &str, stream: &str, recording_id: &str) -> PathBuf {
+    root.join(provider).join(stream).join(recording_id)
+}
+
+/// Writes `bytes` to `dir/name` durably: temp file, fsync, rename.
+pub fn write_durable(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Writes the journal as it stands on disk: `on_disk.segments` are the entries after
+/// `on_disk.segment_pages`.
+fn write_journal(dir: &Path, on_disk: &Recording) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(on_disk).map_err(std::io::Error::other)?;
+    write_durable(dir, JOURNAL_FILE, &json)
+}
+
+/// The journal file alone (page entries not merged): enough for state and identity.
+pub fn read_journal_head(dir: &Path) -> std::io::Result<Recording> {
+    let bytes = std::fs::read(dir.join(JOURNAL_FILE))?;
+    serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+}
+
+/// The whole recording: the journal with its pages' entries put back in front.
+pub fn read_journal(dir: &Path) -> std::io::Result<Recording> {
+    let mut recording = read_journal_head(dir)?;
+    let mut all = Vec::new();
+    for page in &recording.segment_pages {
+        let bytes = std::fs::read(dir.join(page))?;
+        let entries: Vec<SegmentEntry> =
+            serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
+        all.extend(entries);
+    }
+    all.append(&mut recording.segments);
+    recording.segments = all;
+    Ok(recording)
+}
+
+/// The one writer of a recording's journal. Holds only what the journal file holds, so
+/// each update costs at most a page of entries, not the whole recording.
+#[derive(Debug)]
+pub struct JournalWriter {
+    dir: PathBuf,
+    on_disk: Recording,
+    page_size: usize,
+}
+
+impl JournalWriter {
+    /// Starts the journal of a new recording (writes it at once).
+    pub fn create(dir: &Path, recording: &Recording) -> std::io::Result<Self> {
+        Self::with_page_size(dir, recording, SEGMENTS_PER_PAGE)
+    }
+
+    fn with_page_size(
+        dir: &Path,
+        recording: &Recording,
+        page_size: usize,
+    ) -> std::io::Result<Self> {
+        let writer = Self {
+            dir: dir.to_owned(),
+            on_disk: recording.clone(),
+            page_size: page_size.max(1),
+        };
+        write_journal(dir, &writer.on_disk)?;
+        Ok(writer)
+    }
+
+    /// Takes over a recording another server left live (it died) or that ended and is
+    /// being continued: the journal is rewritten live, naming `node` as its writer.
+    /// Returns the whole recording with the writer.
+    pub fn reopen(dir: &Path, node: &str) -> std::io::Result<(Recording, Self)> {
+        let mut recording = read_journal(dir)?;
+        let mut on_disk = read_journal_head(dir)?;
+        for r in [&mut recording, &mut on_disk] {
+            r.state = RecordingState::Live;
+            r.ended_at = None;
+            r.node = Some(node.to_owned());
+        }
+        write_journal(dir, &on_disk)?;
+        let writer = Self {
+            dir: dir.to_owned(),
+            on_disk,
+            page_size: SEGMENTS_PER_PAGE,
+        };
+        Ok((recording, writer))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The recording's descriptive fields (codecs, resolution...), written with the
+    /// next update.
+    pub fn header(&mut self) -> &mut Recording {
+        &mut self.on_disk
+    }
+
+    /// Writes an init segment durably, then the journal that names it.
+    pub fn add_init(&mut self, file: &str, bytes: &[u8]) -> std::io::Result<()> {
+        write_durable(&self.dir, file, bytes)?;
+        self.on_disk.inits.push(file.to_owned());
+        write_journal(&self.dir, &self.on_disk)
+    }
+
+    /// Writes a segment durably, then the journal that lists it.
+    pub fn add_segment(&mut self, entry: SegmentEntry, bytes: &[u8]) -> std::io::Result<()> {
+        write_durable(&self.dir, &entry.file, bytes)?;
+        self.on_disk.segments.push(entry);
+        if self.on_disk.segments.len() >= self.page_size {
+            let page = format!("journal-{:04}.json", self.on_disk.segment_pages.len() + 1);
+            let json =
+                serde_json::to_vec_pretty(&self.on_disk.segments).map_err(std::io::Error::other)?;
+            write_durable(&self.dir, &page, &json)?;
+            self.on_disk.segment_pages.push(page);
+            self.on_disk.segments.clear();
+        }
+        write_journal(&self.dir, &self.on_disk)
+    }
+
+    pub fn end(&mut self, ended_at: String) -> std::io::Result<()> {
+        self.on_disk.state = RecordingState::Ended;
+        self.on_disk.ended_at = Some(ended_at);
+        write_journal(&self.dir, &self.on_disk)
+    }
+}
+
+/// After a crash of server `node`: marks the recordings it left `live` as ended at
+/// their last segment and removes files their journals do not list (the segment that
+/// was being written). Recordings of other servers of the cluster are left alone.
+/// Returns how many recordings were repaired.
+pub fn recover(root: &Path, node: &str) -> std::io::Result<usize> {
+    let mut repaired = 0;
+    for dir in recording_dirs(root)? {
+        let Ok(head) = read_journal_head(&dir) else {
+            tracing::warn!(dir = %dir.display(), "recording without a readable journal left as is");
+            continue;
+        };
+        if head.node.as_deref().is_some_and(|n| n != node) {
+            continue;
+        }
+        repaired += usize::from(repair(&dir)?);
+    }
+    Ok(repaired)
+}
+
+/// Ends a recording whose writer is gone, at its last segment, and removes files its
+/// journal does not list. Returns whether it was left live.
+pub fn repair(dir: &Path) -> std::io::Result<bool> {
+    let (mut on_disk, recording) = (read_journal_head(dir)?, read_journal(dir)?);
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let listed = name == JOURNAL_FILE
+            || name == ARCHIVED_MARKER
+            || recording.contains_file(&name)
+            || recording.segment_pages.contains(&name);
+        if !listed {
+            tracing::info!(file = %entry.path().display(), "removing file not in the journal");
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    if !recording.is_live() {
+        return Ok(false);
+    }
+    on_disk.state = RecordingState::Ended;
+    on_disk.ended_at = Some(recording.segments.last().map_or_else(
+        || recording.started_at.clone(),
+        |s| s.program_date_time.clone(),
+    ));
+    write_journal(dir, &on_disk)?;
+    tracing::info!(dir = %dir.display(), segments = recording.segments.len(), "recording left live by a crash marked ended");
+    Ok(true)
+}
+
+/// Every `<provider>/<stream>/<recording>` directory under `root`.
+pub fn recording_dirs(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut dirs = Vec::new();
+    let subdirs = |p: &Path| -> std::io::Result<Vec<PathBuf>> {
+        match std::fs::read_dir(p) {
+            Ok(entries) => Ok(entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path())
+                .collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    };
+    for provider in subdirs(root)? {
+        for stream in subdirs(&provider)? {
+            dirs.extend(subdirs(&stream)?);
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("streamcdn-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn recovery_ends_live_recordings_and_drops_unlisted_files() {
+        let root = temp_dir("recover");
+        let dir = recording_dir(&root, "p", "s", "r1");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut rec = Recording::new("p", "s", "r1", SegmentFormat::Fmp4, "t0".into(), 2.0);
+        rec.inits.push("init.mp4".into());
+        rec.segments.push(SegmentEntry {
+            sequence: 0,
+            file: "000000.m4s".into(),
+            duration_secs: 2.0,
+            program_date_time: "t1".into(),
+            bytes: 3,
+            discontinuity: false,
+            init: Some("init.mp4".into()),
+        });
+        write_journal(&dir, &rec).unwrap();
+        write_durable(&dir, "init.mp4", b"ini").unwrap();
+        write_durable(&dir, "000000.m4s", b"abc").unwrap();
+        std::fs::write(dir.join("000001.m4s"), b"half").unwrap();
+        std::fs::write(dir.join(".000001.m4s.tmp"), b"half").unwrap();
+
+        assert_eq!(recover(&root, "n1").unwrap(), 1);
+        let rec = read_journal(&dir).unwrap();
+        assert_eq!(rec.state, RecordingState::Ended);
+        assert_eq!(rec.ended_at.as_deref(), Some("t1"));
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        files.sort();
+        assert_eq!(files, ["000000.m4s", "init.mp4", "journal.json"]);
+        assert_eq!(recover(&root, "n1").unwrap(), 0);
+    }
+
+    #[test]
+    fn journal_pages_bound_each_rewrite_and_read_back_whole() {
+        let root = temp_dir("pages");
+        let dir = recording_dir(&root, "p", "s", "r1");
+        std::fs::create_dir_all(&dir).unwrap();
+        let rec = Recording::new("p", "s", "r1", SegmentFormat::Ts, "t0".into(), 2.0);
+        let mut writer = JournalWriter::with_page_size(&dir, &rec, 4).unwrap();
+        for n in 0..10u64 {
+            let entry = SegmentEntry {
+                sequence: n,
+                file: format!("{n:06}.ts"),
+                duration_secs: 2.0,
+                program_date_time: format!("t{n}"),
+                bytes: 1,
+                discontinuity: false,
+                init: None,
+            };
+            writer.add_segment(entry, b"x").unwrap();
+        }
+        let on_disk = read_journal_head(&dir).unwrap();
+        assert_eq!(
+            on_disk.segment_pages,
+            ["journal-0001.json", "journal-0002.json"]
+        );
+        assert_eq!(
+            on_disk.segments.len(),
+            2,
+            "the journal itself holds only the tail"
+        );
+        let whole = read_journal(&dir).unwrap();
+        let sequences: Vec<u64> = whole.segments.iter().map(|s| s.sequence).collect();
+        assert_eq!(sequences, (0..10).collect::<Vec<_>>());
+
+        // A crash mid-recording: recovery keeps pages and segments, ends the recording.
+        std::fs::write(dir.join("000010.ts"), b"partial").unwrap();
+        assert_eq!(recover(&root, "n1").unwrap(), 1);
+        let whole = read_journal(&dir).unwrap();
+        assert_eq!(
+            (whole.state, whole.segments.len()),
+            (RecordingState::Ended, 10)
+        );
+        assert_eq!(whole.ended_at.as_deref(), Some("t9"));
+        assert!(!dir.join("000010.ts").exists() && dir.join("journal-0002.json").exists());
+    }
+}
