@@ -53,6 +53,15 @@ pub struct NodeConfig {
     /// Ingest servers that share `data_dir` (one directory or a shared mount) form a
     /// cluster: any of them serves any recording of the cluster.
     pub cluster: String,
+    /// Where this server is (a point of presence), announced in the node directory for
+    /// routing viewers; defaults to `cluster`.
+    pub site: Option<String>,
+}
+
+impl NodeConfig {
+    pub fn site(&self) -> &str {
+        self.site.as_deref().unwrap_or(&self.cluster)
+    }
 }
 
 impl Default for NodeConfig {
@@ -62,6 +71,7 @@ impl Default for NodeConfig {
             shutdown_grace: Duration::from_secs(10),
             id: None,
             cluster: "default".into(),
+            site: None,
         }
     }
 }
@@ -126,6 +136,21 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Largest request head accepted; larger ones get 431.
     pub max_header_size: ByteSize,
+    /// The URL viewers and lower tiers reach this listener at, announced in the node
+    /// directory. Defaults to `http://<listen>` unless listen is unspecified (0.0.0.0).
+    pub advertise: Option<String>,
+}
+
+impl HttpConfig {
+    /// The announced playback URL, without a trailing slash; `None` when it cannot be
+    /// derived.
+    pub fn advertised_url(&self) -> Option<String> {
+        match &self.advertise {
+            Some(url) => Some(url.trim_end_matches('/').to_owned()),
+            None if self.listen.ip().is_unspecified() => None,
+            None => Some(format!("http://{}", self.listen)),
+        }
+    }
 }
 
 impl Default for HttpConfig {
@@ -133,6 +158,7 @@ impl Default for HttpConfig {
         Self {
             listen: ([0, 0, 0, 0], 8080).into(),
             max_header_size: ByteSize(16 * 1024),
+            advertise: None,
         }
     }
 }
@@ -205,6 +231,17 @@ pub struct EdgeConfig {
     /// Upstream request timeout.
     #[serde(with = "humantime_serde")]
     pub upstream_timeout: Duration,
+    /// `edge` serves viewers (request routers send them here); `mid` serves only the
+    /// tiers below it.
+    pub tier: EdgeTier,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EdgeTier {
+    #[default]
+    Edge,
+    Mid,
 }
 
 impl Default for EdgeConfig {
@@ -217,6 +254,7 @@ impl Default for EdgeConfig {
             stale_if_error: Duration::from_secs(10),
             max_object_size: ByteSize(32 * 1024 * 1024),
             upstream_timeout: Duration::from_secs(10),
+            tier: EdgeTier::Edge,
         }
     }
 }
@@ -337,13 +375,6 @@ impl Default for ArchiveConfig {
     }
 }
 
-impl ArchiveConfig {
-    /// The provider's configured delay (before any change through the API).
-    pub fn after_for(&self, provider: &ProviderConfig) -> Duration {
-        provider.archive_after.unwrap_or(self.default_after)
-    }
-}
-
 mod humantime_serde {
     use std::time::Duration;
 
@@ -378,15 +409,6 @@ mod humantime_serde {
             }
         }
     }
-}
-
-/// Names used in URLs and on disk: providers and streams.
-pub fn is_valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        && !name.starts_with('-')
 }
 
 impl Config {
@@ -468,6 +490,9 @@ impl Config {
         if let Some(url) = &self.origin.advertise {
             http_url("origin.advertise", url)?;
         }
+        if let Some(url) = &self.http.advertise {
+            http_url("http.advertise", url)?;
+        }
         if self.edge.cache_disk.0 != 0 && self.edge.cache_disk.0 < 16 * 1024 * 1024 {
             return Err((
                 "edge.cache_disk".into(),
@@ -489,6 +514,7 @@ impl Config {
         for (key, name) in [
             ("node.cluster", Some(&self.node.cluster)),
             ("node.id", self.node.id.as_ref()),
+            ("node.site", self.node.site.as_ref()),
             ("registry.namespace", Some(&self.registry.namespace)),
         ] {
             if let Some(name) = name {
@@ -524,7 +550,7 @@ impl Config {
             ));
         }
         for (i, p) in self.providers.iter().enumerate() {
-            if !is_valid_name(&p.name) {
+            if !streamcdn_urls::is_valid_name(&p.name) {
                 return Err((
                     format!("providers[{i}].name"),
                     format!("{:?} must be 1-64 characters of A-Z a-z 0-9 - _", p.name),

@@ -1,9 +1,11 @@
-//! The stream registry: which ingest server holds which stream.
+//! The registry: which servers exist (the node directory) and which ingest server holds
+//! which stream.
 //!
-//! Ingest servers announce themselves (`node` records, grouped by cluster) and their
-//! streams under expiring leases they refresh while alive; edges look streams up. A
-//! server that dies stops refreshing, so its entries expire on their own, and a lookup
-//! never answers with a server whose lease is gone.
+//! Every server announces itself (a `node` record: roles, cluster or site, addresses,
+//! load) and ingest servers their streams, under expiring leases they refresh while
+//! alive; edges look streams up, routers and operators list nodes. A server that dies
+//! stops refreshing, so its entries expire on their own, and a lookup never answers
+//! with a server whose lease is gone.
 //!
 //! A live stream's record names the one server that holds it. When the stream ends the
 //! record is replaced by an `ended` record that names the cluster instead: the
@@ -13,35 +15,80 @@
 //! Two backends keep the same model: [`Registry::memory`] (in-process, for `up`) and
 //! [`Registry::redis`] (for several processes and hosts).
 
+mod error;
 mod memory;
 mod redis_store;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
-#[derive(Debug, Error)]
-pub enum RegistryError {
-    #[error("registry backend: {0}")]
-    Backend(#[from] redis::RedisError),
-    #[error("registry holds a malformed record under {key}: {error}")]
-    Malformed {
-        key: String,
-        error: serde_json::Error,
-    },
-}
+pub use error::{RegistryError, Result};
 
-pub type Result<T> = std::result::Result<T, RegistryError>;
-
-/// One streaming server: where its HTTP origin answers and which cluster (shared
-/// storage) it belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One server of the deployment, as the node directory lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeRecord {
     pub id: String,
+    /// The ingest cluster (servers sharing storage) this server belongs to.
     pub cluster: String,
-    /// `http://host:port`, reachable by the edges' top tier.
+    /// The ingest origin, `http://host:port`, reachable by the edges' top tier; empty
+    /// for a server without the ingest role. Only servers with an origin are members of
+    /// their cluster's index.
+    #[serde(default)]
     pub origin: String,
+    #[serde(default)]
+    pub roles: Vec<Role>,
+    /// Where the server is, for routing viewers (defaults to the cluster name).
+    #[serde(default)]
+    pub site: String,
+    /// The server's public endpoints: `playback` (`http://host:port` viewers and lower
+    /// tiers use), `rtmp`, `admin`.
+    #[serde(default)]
+    pub addresses: BTreeMap<String, String>,
+    #[serde(default)]
+    pub load: Load,
+}
+
+/// What a server does; a process may have several roles (`streamcdn up` has them all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Ingest,
+    /// A cache that serves viewers.
+    Edge,
+    /// A cache that serves only lower tiers.
+    MidTier,
+    Archiver,
+    Router,
+}
+
+/// How busy a server is, measured over the interval before its last refresh.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Load {
+    /// Open HTTP connections on the playback listener.
+    pub viewer_connections: u64,
+    /// Response body bytes per second sent on the playback listener.
+    pub egress_bytes_per_sec: u64,
+    /// CPU time used by the process per second of wall time (1.0 is one core busy).
+    pub cpu: f64,
+    /// When this was measured, in milliseconds since the Unix epoch.
+    pub measured_at_ms: u64,
+}
+
+impl NodeRecord {
+    /// A record with only the fields an ingest cluster member needs (tests, tools).
+    pub fn ingest(id: &str, cluster: &str, origin: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            cluster: cluster.to_owned(),
+            origin: origin.to_owned(),
+            roles: vec![Role::Ingest],
+            site: cluster.to_owned(),
+            addresses: BTreeMap::new(),
+            load: Load::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +154,13 @@ fn stream_key(provider: &str, stream: &str) -> String {
 fn recording_key(provider: &str, stream: &str, recording_id: &str) -> String {
     format!("recording:{provider}/{stream}/{recording_id}")
 }
+
+fn cluster_index(cluster: &str) -> String {
+    format!("cluster:{cluster}")
+}
+
+/// The index of every server, whatever its role.
+const DIRECTORY_INDEX: &str = "nodes";
 
 fn provider_key(provider: &str) -> String {
     format!("provider:{provider}")
@@ -185,16 +239,57 @@ impl Registry {
         }
     }
 
-    /// Announces (or refreshes) a server for `lease`.
-    pub async fn register_node(&self, node: &NodeRecord, lease: Duration) -> Result<()> {
-        self.put(&node_key(&node.id), encode(node), lease).await?;
+    async fn add_member(&self, index: &str, id: &str, lease: Duration) -> Result<()> {
         match &self.backend {
             Backend::Memory(m) => {
-                m.add_member(&node.cluster, &node.id, lease);
+                m.add_member(index, id, lease);
                 Ok(())
             }
-            Backend::Redis(r) => r.add_member(&node.cluster, &node.id, lease).await,
+            Backend::Redis(r) => r.add_member(index, id, lease).await,
         }
+    }
+
+    async fn members(&self, index: &str) -> Result<Vec<String>> {
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.members(index)),
+            Backend::Redis(r) => r.members(index).await,
+        }
+    }
+
+    /// The live nodes whose ids an index lists (a member whose node key expired is
+    /// gone, whatever the index says), sorted by id.
+    async fn nodes_in(&self, index: &str) -> Result<Vec<NodeRecord>> {
+        let keys: Vec<String> = self
+            .members(index)
+            .await?
+            .iter()
+            .map(|id| node_key(id))
+            .collect();
+        let mut nodes = Vec::new();
+        for (key, value) in keys.iter().zip(self.get_many(&keys).await?) {
+            if let Some(node) = decode::<NodeRecord>(key, value)? {
+                nodes.push(node);
+            }
+        }
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(nodes)
+    }
+
+    /// Announces (or refreshes) a server for `lease`: in the node directory, and in its
+    /// cluster's index if it has an ingest origin.
+    pub async fn register_node(&self, node: &NodeRecord, lease: Duration) -> Result<()> {
+        self.put(&node_key(&node.id), encode(node), lease).await?;
+        self.add_member(DIRECTORY_INDEX, &node.id, lease).await?;
+        if !node.origin.is_empty() {
+            self.add_member(&cluster_index(&node.cluster), &node.id, lease)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Every live server, sorted by id.
+    pub async fn nodes(&self) -> Result<Vec<NodeRecord>> {
+        self.nodes_in(DIRECTORY_INDEX).await
     }
 
     /// Withdraws a server at once (graceful shutdown) rather than waiting for its lease.
@@ -210,23 +305,10 @@ impl Registry {
         decode(&key, self.get(&key).await?)
     }
 
-    /// The live servers of a cluster, in no particular order.
+    /// The live ingest servers of a cluster, sorted by id.
     pub async fn cluster_nodes(&self, cluster: &str) -> Result<Vec<NodeRecord>> {
-        let ids = match &self.backend {
-            Backend::Memory(m) => m.members(cluster),
-            Backend::Redis(r) => r.members(cluster).await?,
-        };
-        let keys: Vec<String> = ids.iter().map(|id| node_key(id)).collect();
-        let mut nodes = Vec::new();
-        for (key, value) in keys.iter().zip(self.get_many(&keys).await?) {
-            // A member whose node key expired is gone, whatever the index says.
-            if let Some(node) = decode::<NodeRecord>(key, value)? {
-                if node.cluster == cluster {
-                    nodes.push(node);
-                }
-            }
-        }
-        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut nodes = self.nodes_in(&cluster_index(cluster)).await?;
+        nodes.retain(|n| n.cluster == cluster && !n.origin.is_empty());
         Ok(nodes)
     }
 

@@ -67,19 +67,19 @@ impl MemoryStore {
         true
     }
 
-    pub(crate) fn add_member(&self, cluster: &str, id: &str, ttl: Duration) {
+    pub(crate) fn add_member(&self, index: &str, id: &str, ttl: Duration) {
         let now = Instant::now();
         let mut inner = self.lock();
-        let members = inner.members.entry(cluster.to_owned()).or_default();
+        let members = inner.members.entry(index.to_owned()).or_default();
         members.retain(|_, expires| *expires > now);
         members.insert(id.to_owned(), now + ttl);
     }
 
-    pub(crate) fn members(&self, cluster: &str) -> Vec<String> {
+    pub(crate) fn members(&self, index: &str) -> Vec<String> {
         let now = Instant::now();
         self.lock()
             .members
-            .get(cluster)
+            .get(index)
             .map(|m| {
                 m.iter()
                     .filter(|(_, expires)| **expires > now)

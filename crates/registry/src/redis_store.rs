@@ -1,12 +1,12 @@
 //! The Redis backend: string keys with `PX` expiry for records, and a sorted set per
-//! cluster (scored by lease expiry) as the index of its servers.
+//! cluster and one for the whole directory (scored by lease expiry) as indexes of servers.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
-use crate::Result;
+use crate::error::Result;
 
 #[derive(Clone)]
 pub(crate) struct RedisStore {
@@ -84,10 +84,11 @@ impl RedisStore {
         Ok(replaced == 1)
     }
 
-    pub(crate) async fn add_member(&self, cluster: &str, id: &str, ttl: Duration) -> Result<()> {
+    /// Adds `id` to the sorted set `index`, scored by its lease expiry.
+    pub(crate) async fn add_member(&self, index: &str, id: &str, ttl: Duration) -> Result<()> {
         let mut c = self.connection.clone();
         let now = now_millis();
-        let set = self.key(&format!("cluster:{cluster}"));
+        let set = self.key(index);
         redis::pipe()
             .zadd(&set, id, now + millis(ttl))
             .ignore()
@@ -99,9 +100,9 @@ impl RedisStore {
         Ok(())
     }
 
-    pub(crate) async fn members(&self, cluster: &str) -> Result<Vec<String>> {
+    pub(crate) async fn members(&self, index: &str) -> Result<Vec<String>> {
         let mut c = self.connection.clone();
-        let set = self.key(&format!("cluster:{cluster}"));
+        let set = self.key(index);
         // The node keys decide who is alive; the score only trims the candidates, with
         // slack for clock differences between servers.
         let since = now_millis().saturating_sub(60_000);

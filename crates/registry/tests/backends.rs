@@ -4,7 +4,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use streamcdn_registry::{NodeRecord, Registry, StreamRecord, StreamState};
+use streamcdn_registry::{Load, NodeRecord, Registry, Role, StreamRecord, StreamState};
 
 struct RedisServer {
     child: Child,
@@ -58,11 +58,67 @@ fn record(node: &str, state: StreamState) -> StreamRecord {
 }
 
 fn node(id: &str, cluster: &str) -> NodeRecord {
-    NodeRecord {
-        id: id.into(),
-        cluster: cluster.into(),
-        origin: format!("http://{id}"),
-    }
+    NodeRecord::ingest(id, cluster, &format!("http://{id}"))
+}
+
+/// The node directory lists every server with its roles, addresses and load; only
+/// servers with an ingest origin are members of their cluster.
+async fn the_directory_lists_every_server(registry: Registry) {
+    let lease = Duration::from_millis(300);
+    let long = Duration::from_secs(60);
+    let mut edge = NodeRecord {
+        origin: String::new(),
+        roles: vec![Role::Edge],
+        site: "paris".into(),
+        ..node("edge-1", "c1")
+    };
+    edge.addresses
+        .insert("playback".into(), "http://127.0.0.9:8080".into());
+    edge.load = Load {
+        viewer_connections: 12,
+        egress_bytes_per_sec: 3_000_000,
+        cpu: 0.25,
+        measured_at_ms: 1,
+    };
+    registry.register_node(&edge, long).await.unwrap();
+    registry
+        .register_node(&node("a", "c1"), lease)
+        .await
+        .unwrap();
+    let archiver = NodeRecord {
+        origin: String::new(),
+        roles: vec![Role::Archiver],
+        ..node("archiver-c1", "c1")
+    };
+    registry.register_node(&archiver, long).await.unwrap();
+
+    let all = registry.nodes().await.unwrap();
+    let ids: Vec<&str> = all.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(ids, ["a", "archiver-c1", "edge-1"]);
+    assert_eq!(all[2], edge, "the record comes back whole");
+    let members: Vec<String> = registry
+        .cluster_nodes("c1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.id)
+        .collect();
+    assert_eq!(
+        members,
+        ["a"],
+        "servers without an origin serve no recordings"
+    );
+
+    // A refresh replaces the load; an expired lease drops the server.
+    edge.load.viewer_connections = 13;
+    registry.register_node(&edge, long).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let all = registry.nodes().await.unwrap();
+    let ids: Vec<&str> = all.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(ids, ["archiver-c1", "edge-1"]);
+    assert_eq!(all[1].load.viewer_connections, 13);
+    registry.remove_node(&edge).await.unwrap();
+    assert_eq!(registry.nodes().await.unwrap().len(), 1);
 }
 
 async fn leases_expire_and_lookups_skip_dead_servers(registry: Registry) {
@@ -159,6 +215,18 @@ async fn memory_leases() {
 #[tokio::test]
 async fn memory_ended_streams() {
     ended_streams_are_served_by_the_cluster(Registry::memory()).await;
+}
+
+#[tokio::test]
+async fn memory_directory() {
+    the_directory_lists_every_server(Registry::memory()).await;
+}
+
+#[tokio::test]
+async fn redis_directory() {
+    let server = redis_server();
+    let registry = Registry::redis(&server.url, "t4").await.unwrap();
+    the_directory_lists_every_server(registry).await;
 }
 
 #[tokio::test]

@@ -173,15 +173,16 @@ impl ObjectKind {
 /// Whether `path` is plain: `/`-separated segments of `A-Z a-z 0-9 - _ .`, none empty,
 /// `.` or `..`, at most 512 bytes. Nothing else is ever parsed or forwarded.
 pub fn is_plain_path(path: &str) -> bool {
-    path.len() <= MAX_PATH
-        && path.starts_with('/')
-        && path
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
-        && !path
-            .split('/')
-            .skip(1)
-            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    path == "/"
+        || path.len() <= MAX_PATH
+            && path.starts_with('/')
+            && path
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+            && !path
+                .split('/')
+                .skip(1)
+                .any(|seg| seg.is_empty() || seg == "." || seg == "..")
 }
 
 impl Target {

@@ -38,7 +38,10 @@ pub enum Stored {
     },
     /// `name` under the prefix of the stream's current archived recording, which the
     /// caller resolves (the registry's record, else the newest in the listing).
-    InCurrentRecording { stream: StreamName, name: &'static str },
+    InCurrentRecording {
+        stream: StreamName,
+        name: &'static str,
+    },
     /// The stream's listing.
     Listing(StreamName),
 }

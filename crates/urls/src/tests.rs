@@ -9,7 +9,10 @@ fn every_url_of_the_scheme_parses_to_its_target() {
     let s = stream("demo", "cam");
     let r = s.recording("20261121T120000Z-1a2b").unwrap();
     let cases = [
-        ("/demo/cam/index.m3u8", Target::StreamMultivariant(s.clone())),
+        (
+            "/demo/cam/index.m3u8",
+            Target::StreamMultivariant(s.clone()),
+        ),
         ("/demo/cam/live.m3u8", Target::StreamLive(s.clone())),
         ("/demo/cam/recordings", Target::Recordings(s.clone())),
         (
@@ -153,7 +156,10 @@ fn stored_objects_follow_the_target() {
             name: stored::STREAM_MULTIVARIANT
         }
     );
-    assert_eq!(stored::listing_key(&stream("p", "s")), "p/s/recordings.json");
+    assert_eq!(
+        stored::listing_key(&stream("p", "s")),
+        "p/s/recordings.json"
+    );
 }
 use stored::Stored;
 
@@ -227,7 +233,11 @@ fn targets_and_keys_round_trip() {
     for _ in 0..20_000 {
         let target = g.target();
         let path = target.path();
-        assert_eq!(Target::parse(&path).as_ref(), Ok(&target), "seed {seed}: {path}");
+        assert_eq!(
+            Target::parse(&path).as_ref(),
+            Ok(&target),
+            "seed {seed}: {path}"
+        );
         let directives = Directives {
             msn: (g.below(2) == 0).then(|| g.next() >> 1),
             part: None,
@@ -238,7 +248,9 @@ fn targets_and_keys_round_trip() {
             },
         };
         let directives = Directives {
-            part: directives.msn.and_then(|_| (g.below(2) == 0).then(|| g.below(100))),
+            part: directives
+                .msn
+                .and_then(|_| (g.below(2) == 0).then(|| g.below(100))),
             ..directives
         };
         let key = CacheKey::with_directives(target.clone(), directives);
