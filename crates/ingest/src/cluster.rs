@@ -1,17 +1,18 @@
 //! This server's place in its ingest cluster: who it is in the registry, whether it
-//! may take a stream another server holds, and the announcer that keeps the registry
-//! current (node lease, live streams, and the switch to `ended` when a stream stops).
+//! may take a stream another server holds, and the announcer that keeps the registry's
+//! stream records current (live streams, the switch to `ended` when a stream stops,
+//! recordings found on storage, orphans of dead servers). The node's own lease is the
+//! node directory's business, not this module's.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
+use streamcdn_recording::{Recording, RecordingStore};
 use streamcdn_registry::{NodeRecord, Registry, StreamRecord, StreamState};
 use tokio::sync::watch;
 
-use crate::hub::StreamHub;
-use crate::recording::{self, Recording};
+use crate::events::{StreamEvent, StreamEvents};
 
 /// An ended stream's record is kept this long: until then edges can find the cluster
 /// that holds its recording.
@@ -44,7 +45,7 @@ pub enum Claim {
 }
 
 impl Cluster {
-    pub(crate) fn record(&self, recording: &Recording, state: StreamState) -> StreamRecord {
+    pub fn record(&self, recording: &Recording, state: StreamState) -> StreamRecord {
         StreamRecord {
             provider: recording.provider.clone(),
             stream: recording.stream.clone(),
@@ -109,24 +110,47 @@ async fn reachable(origin: &str) -> bool {
     )
 }
 
-/// Keeps the registry current until shutdown, then withdraws this server.
-pub async fn run_announcer(hub: Arc<StreamHub>, mut shutdown: watch::Receiver<bool>) {
-    let cluster = hub.cluster().clone();
-    let mut announced: HashMap<(String, String), StreamRecord> = HashMap::new();
-    let changes = hub.changes();
+type StreamKey = (String, String);
+
+fn key_of(recording: &Recording) -> StreamKey {
+    (recording.provider.clone(), recording.stream.clone())
+}
+
+/// What the announcer knows: the streams the hub reported and what it told the
+/// registry about them. Ended streams leave both once their end is announced.
+#[derive(Default)]
+struct Announced {
+    /// The latest recording of each stream the hub reported, until its end is announced.
+    current: HashMap<StreamKey, Arc<Recording>>,
+    /// The live record this server announced for each stream.
+    live: HashMap<StreamKey, StreamRecord>,
+}
+
+impl Announced {
+    fn apply(&mut self, event: StreamEvent) {
+        let (StreamEvent::Live(r) | StreamEvent::Ended(r)) = event;
+        self.current.insert(key_of(&r), r);
+    }
+
+    fn any_live(&self) -> bool {
+        self.current.values().any(|r| r.is_live())
+    }
+}
+
+/// Keeps the registry's stream records current until shutdown, from the hub's events.
+pub async fn run_announcer(
+    cluster: Cluster,
+    store: RecordingStore,
+    mut events: StreamEvents,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut announced = Announced::default();
     let mut last_sweep = tokio::time::Instant::now();
     let mut last_restore: Option<tokio::time::Instant> = None;
     let refresh = cluster.lease / 3;
     loop {
-        if let Err(e) = cluster
-            .registry
-            .register_node(&cluster.node, cluster.lease)
-            .await
-        {
-            tracing::warn!(error = %e, "cannot renew this server's lease in the registry");
-        }
         if last_restore.is_none_or(|t| t.elapsed() > RESTORE_EVERY) {
-            match announce_stored(&hub, &cluster).await {
+            match announce_stored(&cluster, &store).await {
                 Ok(n) => {
                     last_restore = Some(tokio::time::Instant::now());
                     tracing::info!(recordings = n, "announced the ended recordings on storage");
@@ -136,51 +160,50 @@ pub async fn run_announcer(hub: Arc<StreamHub>, mut shutdown: watch::Receiver<bo
                 }
             }
         }
-        sync_streams(&hub, &cluster, &mut announced).await;
+        sync_streams(&cluster, &mut announced).await;
         if last_sweep.elapsed() > ORPHAN_GRACE / 2 {
             last_sweep = tokio::time::Instant::now();
-            sweep_orphans(&hub, &cluster).await;
+            sweep_orphans(&cluster, &store).await;
         }
         tokio::select! {
             _ = tokio::time::sleep(refresh) => {}
-            _ = changes.notified() => {}
+            Some(event) = events.recv() => {
+                announced.apply(event);
+                while let Ok(event) = events.try_recv() {
+                    announced.apply(event);
+                }
+            }
             _ = shutdown.changed() => break,
         }
     }
     // Publishers are being finished by the RTMP server; announce their end as it comes.
     let grace = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !hub.live_streams().is_empty() && tokio::time::Instant::now() < grace {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    while announced.any_live() {
+        match tokio::time::timeout_at(grace, events.recv()).await {
+            Ok(Some(event)) => announced.apply(event),
+            Ok(None) | Err(_) => break,
+        }
     }
-    sync_streams(&hub, &cluster, &mut announced).await;
-    if let Err(e) = cluster.registry.remove_node(&cluster.node).await {
-        tracing::warn!(error = %e, "cannot withdraw this server from the registry");
-    }
+    sync_streams(&cluster, &mut announced).await;
 }
 
 /// Announces live streams (refreshing their lease) and turns the records of ended
 /// ones into `ended` records that name the cluster.
-async fn sync_streams(
-    hub: &StreamHub,
-    cluster: &Cluster,
-    announced: &mut HashMap<(String, String), StreamRecord>,
-) {
-    for recording in hub.current_recordings() {
-        let key = (recording.provider.clone(), recording.stream.clone());
-        let previous = announced.get(&key);
+async fn sync_streams(cluster: &Cluster, announced: &mut Announced) {
+    let mut done = Vec::new();
+    for (key, recording) in &announced.current {
         let result = if recording.is_live() {
-            let record = cluster.record(&recording, StreamState::Live);
+            let record = cluster.record(recording, StreamState::Live);
             let outcome = cluster.registry.announce(&record, cluster.lease).await;
             if outcome.is_ok() {
-                announced.insert(key, record);
+                announced.live.insert(key.clone(), record);
             }
-            outcome.map(drop)
-        } else if let Some(previous) = previous.filter(|p| p.state == StreamState::Live) {
-            let ended = cluster.record(&recording, StreamState::Ended);
-            let previous = previous.clone();
+            outcome
+        } else if let Some(previous) = announced.live.get(key) {
+            let ended = cluster.record(recording, StreamState::Ended);
             match cluster
                 .registry
-                .transition(&previous, &ended, ENDED_RECORD_TTL)
+                .transition(previous, &ended, ENDED_RECORD_TTL)
                 .await
             {
                 Ok(replaced) => {
@@ -191,17 +214,23 @@ async fn sync_streams(
                             "stream was taken over by another server; its record is left as is"
                         );
                     }
-                    announced.insert(key, ended);
+                    done.push(key.clone());
                     Ok(())
                 }
                 Err(e) => Err(e),
             }
         } else {
+            // Never announced live (the registry was down all along): nothing to end.
+            done.push(key.clone());
             Ok(())
         };
         if let Err(e) = result {
             tracing::warn!(error = %e, "registry announcement failed; will retry");
         }
+    }
+    for key in done {
+        announced.current.remove(&key);
+        announced.live.remove(&key);
     }
 }
 
@@ -209,79 +238,78 @@ async fn sync_streams(
 /// as the stream's record when the registry has none, so recordings stay reachable
 /// after a restart. Returns how many were announced.
 async fn announce_stored(
-    hub: &StreamHub,
     cluster: &Cluster,
+    store: &RecordingStore,
 ) -> Result<usize, streamcdn_registry::RegistryError> {
-    let root = hub.settings().recordings_dir.clone();
-    let heads = tokio::task::spawn_blocking(move || {
-        recording::recording_dirs(&root)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|dir| recording::read_journal_head(dir).ok())
-            .filter(|r| !r.is_live())
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
+    let ended: Vec<Arc<Recording>> = store
+        .all()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(_, r)| r)
+        .filter(|r| !r.is_live())
+        .collect();
     // Directories are sorted, and recording ids sort by start time: the last of each
     // stream is its newest.
-    let mut newest: HashMap<(String, String), &Recording> = HashMap::new();
-    for head in &heads {
-        let mut record = cluster.record(head, StreamState::Ended);
-        if let Some(node) = &head.node {
+    let mut newest: HashMap<StreamKey, &Recording> = HashMap::new();
+    for recording in &ended {
+        let mut record = cluster.record(recording, StreamState::Ended);
+        if let Some(node) = &recording.node {
             record.node = node.clone();
         }
         cluster
             .registry
             .announce_recording(&record, ENDED_RECORD_TTL)
             .await?;
-        newest.insert((head.provider.clone(), head.stream.clone()), head);
+        newest.insert(key_of(recording), recording);
     }
-    for ((provider, stream), head) in newest {
+    for ((provider, stream), recording) in newest {
         if cluster.registry.stream(&provider, &stream).await?.is_none() {
-            let record = cluster.record(head, StreamState::Ended);
+            let record = cluster.record(recording, StreamState::Ended);
             cluster.registry.announce(&record, ENDED_RECORD_TTL).await?;
         }
     }
-    Ok(heads.len())
+    Ok(ended.len())
 }
 
 /// Ends recordings of this cluster whose server died and whose publisher never came
 /// back, so they do not look live forever.
-async fn sweep_orphans(hub: &StreamHub, cluster: &Cluster) {
-    let root = hub.settings().recordings_dir.clone();
-    let Ok(dirs) = tokio::task::spawn_blocking(move || recording::recording_dirs(&root)).await
-    else {
+async fn sweep_orphans(cluster: &Cluster, store: &RecordingStore) {
+    let Ok(recordings) = store.all().await else {
         return;
     };
-    for dir in dirs.into_iter().flatten() {
-        let Ok(head) = recording::read_journal_head(&dir) else {
-            continue;
-        };
-        let Some(owner) = head
+    for (dir, recording) in recordings {
+        let Some(owner) = recording
             .node
             .clone()
-            .filter(|n| head.is_live() && *n != cluster.node.id)
+            .filter(|n| recording.is_live() && *n != cluster.node.id)
         else {
             continue;
         };
-        if !quiet_for(&dir, ORPHAN_GRACE)
+        if store
+            .quiet_for(&dir)
+            .await
+            .is_none_or(|q| q <= ORPHAN_GRACE)
             || !matches!(cluster.registry.node(&owner).await, Ok(None))
         {
             continue;
         }
         // The stream may have moved on: taken over by another server, or a newer
         // recording. Then only the recording itself is repaired.
-        let current = match cluster.registry.stream(&head.provider, &head.stream).await {
+        let current = match cluster
+            .registry
+            .stream(&recording.provider, &recording.stream)
+            .await
+        {
             Ok(Some(r)) if r.node != owner && r.state == StreamState::Live => continue,
-            Ok(r) => r.is_none_or(|r| r.recording_id == head.recording_id),
+            Ok(r) => r.is_none_or(|r| r.recording_id == recording.recording_id),
             Err(_) => continue,
         };
-        match recording::repair(&dir) {
+        match store.repair(&dir).await {
             Ok(true) => {
                 tracing::warn!(dir = %dir.display(), dead = %owner, "ended a recording its dead server left live");
                 if current {
-                    let ended = cluster.record(&head, StreamState::Ended);
+                    let ended = cluster.record(&recording, StreamState::Ended);
                     if let Err(e) = cluster.registry.announce(&ended, ENDED_RECORD_TTL).await {
                         tracing::warn!(error = %e, "cannot announce the repaired recording");
                     }
@@ -293,10 +321,4 @@ async fn sweep_orphans(hub: &StreamHub, cluster: &Cluster) {
             }
         }
     }
-}
-
-fn quiet_for(dir: &Path, grace: Duration) -> bool {
-    std::fs::metadata(dir.join(recording::JOURNAL_FILE))
-        .and_then(|m| m.modified())
-        .is_ok_and(|t| SystemTime::now().duration_since(t).unwrap_or_default() > grace)
 }

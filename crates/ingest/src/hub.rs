@@ -1,18 +1,24 @@
 //! The one owner of stream state on an ingest server: who may publish, which streams
 //! are live, and the in-memory view of each stream's current recording that the origin
-//! serves from.
+//! serves from. A stream leaves the hub once its recording is ended and durable (the
+//! origin then reads it from the [`RecordingStore`]), so memory is bounded by the
+//! streams live now, however many a server sees in its life.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use bytes::Bytes;
-use streamcdn_config::{is_valid_name, ProviderConfig, SegmentFormat};
+use streamcdn_config::{ProviderConfig, SegmentFormat};
+use streamcdn_providers::{KeyError, Providers};
+use streamcdn_recording::{
+    clock, JournalWriter, Recording, RecordingState, RecordingStore, SegmentEntry,
+};
+use streamcdn_urls::{is_valid_name, StreamName};
 use thiserror::Error;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch};
 
 use crate::cluster::{Claim, Cluster};
-use crate::recording::{self, JournalWriter, Recording, RecordingState, SegmentEntry};
+use crate::events::{EventSender, StreamEvent, StreamEvents};
 
 #[derive(Debug, Error)]
 pub enum PublishError {
@@ -49,24 +55,36 @@ impl PublishError {
 
 #[derive(Debug, Clone)]
 pub struct HubSettings {
-    pub recordings_dir: PathBuf,
     pub default_format: SegmentFormat,
     pub target_duration_secs: f64,
     pub live_window: usize,
-    /// `archive_after` of providers that set none: within it, a publisher that comes
-    /// back continues its stream's last recording.
-    pub default_archive_after: std::time::Duration,
+}
+
+/// The hub's streams. A slot is reserved while a recording is being opened, so the
+/// file work happens outside the lock and a second publisher is still refused.
+#[derive(Debug)]
+enum Slot {
+    Opening,
+    Open(Arc<LiveStream>),
+}
+
+type Table = Mutex<HashMap<StreamName, Slot>>;
+
+fn lock(table: &Table) -> std::sync::MutexGuard<'_, HashMap<StreamName, Slot>> {
+    table.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What the origin needs of a stream: its current recording and the bytes of recent
 /// objects, which are served from memory so a segment is playable the moment it is cut.
 #[derive(Debug)]
 pub struct LiveStream {
+    name: StreamName,
     state: RwLock<StreamState>,
     /// Bumped on every new segment and at the end, for requests that wait.
     updates: watch::Sender<u64>,
-    /// The hub's: told when the stream starts or ends, for the registry announcer.
-    hub_changes: Arc<Notify>,
+    events: EventSender,
+    /// The hub's table, which this stream leaves once retired.
+    table: Weak<Table>,
 }
 
 #[derive(Debug)]
@@ -79,9 +97,16 @@ struct StreamState {
 }
 
 impl LiveStream {
-    fn new(recording: Recording, hub_changes: Arc<Notify>) -> Self {
+    fn new(
+        name: StreamName,
+        recording: Recording,
+        events: EventSender,
+        table: Weak<Table>,
+    ) -> Self {
         Self {
-            hub_changes,
+            name,
+            events,
+            table,
             state: RwLock::new(StreamState {
                 recording: Arc::new(recording),
                 hot: HashMap::new(),
@@ -158,14 +183,16 @@ impl LiveStream {
     }
 
     pub(crate) fn end(&self, ended_at: String) {
-        {
+        let ended = {
             let mut state = self.write();
             let recording = Arc::make_mut(&mut state.recording);
             recording.state = RecordingState::Ended;
             recording.ended_at = Some(ended_at);
-        }
+            state.recording.clone()
+        };
         self.updates.send_modify(|n| *n += 1);
-        self.hub_changes.notify_one();
+        // The announcer may be gone at shutdown; nothing else listens.
+        let _ = self.events.send(StreamEvent::Ended(ended));
     }
 
     /// A segment on durable storage is served from there; its memory copy only bridged
@@ -177,21 +204,58 @@ impl LiveStream {
         }
     }
 
-    /// Once the recorder has made every segment durable, memory copies are not needed.
-    pub(crate) fn release_hot(&self) {
-        let mut state = self.write();
-        state.hot.clear();
-        state.hot_order.clear();
+    /// The recorder is done with the ended recording (everything it could write is on
+    /// storage): memory copies are dropped and the stream leaves the hub, unless a
+    /// newer publish of the stream has taken its place.
+    pub(crate) fn retire(self: &Arc<Self>) {
+        {
+            let mut state = self.write();
+            state.hot.clear();
+            state.hot_order.clear();
+        }
+        if let Some(table) = self.table.upgrade() {
+            let mut streams = lock(&table);
+            if matches!(streams.get(&self.name), Some(Slot::Open(s)) if Arc::ptr_eq(s, self)) {
+                streams.remove(&self.name);
+            }
+        }
+    }
+}
+
+/// Removes a reserved slot if opening the recording is abandoned (an error, or the
+/// publisher's task cancelled mid-way).
+struct Reservation<'a> {
+    table: &'a Table,
+    name: Option<StreamName>,
+}
+
+impl Reservation<'_> {
+    fn fill(mut self, live: Arc<LiveStream>) {
+        if let Some(name) = self.name.take() {
+            lock(self.table).insert(name, Slot::Open(live));
+        }
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Some(name) = self.name.take() {
+            let mut streams = lock(self.table);
+            if matches!(streams.get(&name), Some(Slot::Opening)) {
+                streams.remove(&name);
+            }
+        }
     }
 }
 
 #[derive(Debug)]
 pub struct StreamHub {
     settings: HubSettings,
+    providers: Providers,
+    store: RecordingStore,
     cluster: Cluster,
-    changes: Arc<Notify>,
-    providers: RwLock<HashMap<String, ProviderConfig>>,
-    streams: Mutex<HashMap<(String, String), Arc<LiveStream>>>,
+    events: EventSender,
+    streams: Arc<Table>,
 }
 
 /// The stream name and key from an RTMP publishing name `stream?key=secret&...`.
@@ -201,50 +265,37 @@ pub fn split_publish_name(name: &str) -> (&str, Option<&str>) {
     (stream, key)
 }
 
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 impl StreamHub {
-    pub fn new(
+    /// Opens the hub over `store`, first repairing what a crash of this server left
+    /// live. The events go to whoever announces this server's streams.
+    pub async fn open(
         settings: HubSettings,
-        providers: &[ProviderConfig],
+        providers: Providers,
+        store: RecordingStore,
         cluster: Cluster,
-    ) -> std::io::Result<Self> {
-        std::fs::create_dir_all(&settings.recordings_dir)?;
-        let repaired = recording::recover(&settings.recordings_dir, &cluster.node.id)?;
+    ) -> std::io::Result<(Self, StreamEvents)> {
+        let repaired = store.recover(&cluster.node.id).await?;
         if repaired > 0 {
             tracing::warn!(repaired, "recovered recordings interrupted by a crash");
         }
-        Ok(Self {
+        let (events, receiver) = mpsc::unbounded_channel();
+        let hub = Self {
             settings,
+            providers,
+            store,
             cluster,
-            changes: Arc::new(Notify::new()),
-            providers: RwLock::new(
-                providers
-                    .iter()
-                    .map(|p| (p.name.clone(), p.clone()))
-                    .collect(),
-            ),
-            streams: Mutex::new(HashMap::new()),
-        })
+            events,
+            streams: Arc::default(),
+        };
+        Ok((hub, receiver))
     }
 
     pub fn settings(&self) -> &HubSettings {
         &self.settings
     }
 
-    pub fn cluster(&self) -> &Cluster {
-        &self.cluster
-    }
-
-    /// Notified when a stream starts or ends.
-    pub fn changes(&self) -> Arc<Notify> {
-        self.changes.clone()
-    }
-
-    fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Arc<LiveStream>>> {
-        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    pub fn store(&self) -> &RecordingStore {
+        &self.store
     }
 
     /// Checks a publisher's provider, stream name and key; returns the provider and
@@ -253,26 +304,25 @@ impl StreamHub {
         &self,
         app: &str,
         publish_name: &str,
-    ) -> Result<(ProviderConfig, String), PublishError> {
+    ) -> Result<(ProviderConfig, StreamName), PublishError> {
         // The key may also ride on the app (`rtmp://host/provider?key=...` as the OBS
         // server, the bare stream name as the stream key).
         let (app, app_key) = split_publish_name(app);
-        let provider = self
-            .providers
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(app)
-            .cloned()
-            .ok_or_else(|| PublishError::UnknownProvider(app.to_owned()))?;
+        if self.providers.get(app).is_none() {
+            return Err(PublishError::UnknownProvider(app.to_owned()));
+        }
         let (stream, key) = split_publish_name(publish_name);
         if !is_valid_name(stream) {
             return Err(PublishError::InvalidStreamName(stream.to_owned()));
         }
         let key = key.or(app_key).ok_or(PublishError::MissingKey)?;
-        if !constant_time_eq(key.as_bytes(), provider.stream_key.as_bytes()) {
-            return Err(PublishError::WrongKey);
-        }
-        Ok((provider, stream.to_owned()))
+        let provider = self.providers.check_key(app, key).map_err(|e| match e {
+            KeyError::UnknownProvider(p) => PublishError::UnknownProvider(p),
+            KeyError::WrongKey => PublishError::WrongKey,
+        })?;
+        let name = StreamName::new(&provider.name, stream)
+            .ok_or_else(|| PublishError::InvalidStreamName(stream.to_owned()))?;
+        Ok((provider.clone(), name))
     }
 
     /// Authorizes a publisher and opens its recording: a new one, or the one a dead
@@ -284,155 +334,129 @@ impl StreamHub {
         started_at: String,
         recording_id: String,
     ) -> Result<(Arc<LiveStream>, JournalWriter), PublishError> {
-        let (provider, stream) = self.authorize(app, publish_name)?;
-        let name = format!("{}/{stream}", provider.name);
-        if self
-            .stream(&provider.name, &stream)
-            .is_some_and(|s| s.with_recording(Recording::is_live))
-        {
-            return Err(PublishError::AlreadyLive(name));
-        }
-        let resume = match self.cluster.claim(&provider.name, &stream).await {
-            Claim::Fresh => self.resumable(&provider, &stream).await,
+        let (provider, name) = self.authorize(app, publish_name)?;
+        let reservation = self.reserve(&name)?;
+        let resume = match self.cluster.claim(&name.provider, &name.stream).await {
+            Claim::Fresh => self.resumable(&name).await,
             Claim::Continue(id) => Some(id),
-            Claim::HeldBy(node) => return Err(PublishError::HeldElsewhere(name, node)),
+            Claim::HeldBy(node) => return Err(PublishError::HeldElsewhere(name.to_string(), node)),
         };
-        self.open_recording(&provider, &stream, started_at, recording_id, resume)
+        let (recording, journal) = self
+            .open_journal(&provider, &name, started_at, recording_id, resume)
+            .await?;
+        let live = Arc::new(LiveStream::new(
+            name,
+            recording,
+            self.events.clone(),
+            Arc::downgrade(&self.streams),
+        ));
+        reservation.fill(live.clone());
+        let _ = self.events.send(StreamEvent::Live(live.recording()));
+        Ok((live, journal))
+    }
+
+    /// Takes the stream's slot, refusing if a publisher holds or is opening it.
+    fn reserve(&self, name: &StreamName) -> Result<Reservation<'_>, PublishError> {
+        let mut streams = lock(&self.streams);
+        let busy = match streams.get(name) {
+            Some(Slot::Opening) => true,
+            Some(Slot::Open(s)) => s.with_recording(Recording::is_live),
+            None => false,
+        };
+        if busy {
+            return Err(PublishError::AlreadyLive(name.to_string()));
+        }
+        streams.insert(name.clone(), Slot::Opening);
+        Ok(Reservation {
+            table: &self.streams,
+            name: Some(name.clone()),
+        })
     }
 
     /// The stream's last recording, if it ended within its provider's `archive_after`
     /// and is not archived: a publisher coming back continues it.
-    async fn resumable(&self, provider: &ProviderConfig, stream: &str) -> Option<String> {
-        let id = self.recording_ids(&provider.name, stream).pop()?;
-        let dir = self.recording_dir(&provider.name, stream, &id);
-        if dir.join(recording::ARCHIVED_MARKER).exists() {
+    async fn resumable(&self, name: &StreamName) -> Option<String> {
+        let id = self.store.ids(name).await.pop()?;
+        let recording = name.recording(&id)?;
+        if self.store.is_archived(&self.store.dir(&recording)).await {
             return None;
         }
-        let head = recording::read_journal_head(&dir).ok()?;
+        let head = self.store.load(&recording).await?;
         let ended = head.ended_at.as_deref().filter(|_| !head.is_live())?;
-        let ended_for = crate::archiver::seconds_since(ended)?;
-        let configured = provider
-            .archive_after
-            .unwrap_or(self.settings.default_archive_after);
-        let window =
-            crate::archiver::effective_archive_after(configured, &self.cluster, &provider.name)
-                .await;
+        let ended_for = clock::seconds_since(ended)?;
+        let window = self.providers.archive_after(&name.provider).await;
         (ended_for < window.as_secs_f64()).then_some(id)
     }
 
-    fn open_recording(
+    /// The journal of the recording this publisher writes: `resume` continued, else a
+    /// new one (created here, not by the recorder, so a storage failure refuses the
+    /// publisher).
+    async fn open_journal(
         &self,
         provider: &ProviderConfig,
-        stream: &str,
+        name: &StreamName,
         started_at: String,
         recording_id: String,
         resume: Option<String>,
-    ) -> Result<(Arc<LiveStream>, JournalWriter), PublishError> {
-        let id = (provider.name.clone(), stream.to_owned());
-        let mut streams = self.streams();
-        if streams
-            .get(&id)
-            .is_some_and(|s| s.with_recording(Recording::is_live))
-        {
-            return Err(PublishError::AlreadyLive(format!("{}/{}", id.0, id.1)));
-        }
+    ) -> Result<(Recording, JournalWriter), PublishError> {
         let node = &self.cluster.node.id;
-        let resumed = resume.and_then(|rid| {
-            let dir = recording::recording_dir(&self.settings.recordings_dir, &id.0, &id.1, &rid);
-            JournalWriter::reopen(&dir, node)
-                .inspect_err(|e| tracing::warn!(dir = %dir.display(), error = %e, "cannot continue the recording; starting a new one"))
-                .ok()
-        });
-        let (recording, journal) = match resumed {
-            Some(pair) => pair,
-            None => {
-                let format = provider.format.unwrap_or(self.settings.default_format);
-                let mut recording = Recording::new(
-                    &id.0,
-                    &id.1,
-                    &recording_id,
-                    format,
-                    started_at,
-                    self.settings.target_duration_secs,
-                );
-                recording.node = Some(node.clone());
-                let dir = recording::recording_dir(
-                    &self.settings.recordings_dir,
-                    &id.0,
-                    &id.1,
-                    &recording_id,
-                );
-                std::fs::create_dir_all(&dir)?;
-                // Created here, not by the recorder, so a storage failure refuses the
-                // publisher.
-                let journal = JournalWriter::create(&dir, &recording)?;
-                (recording, journal)
+        if let Some(recording) = resume.and_then(|id| name.recording(&id)) {
+            match self.store.reopen(&recording, node).await {
+                Ok(pair) => return Ok(pair),
+                Err(e) => {
+                    tracing::warn!(recording = %recording, error = %e, "cannot continue the recording; starting a new one")
+                }
             }
-        };
-        let live = Arc::new(LiveStream::new(recording, self.changes.clone()));
-        streams.insert(id, live.clone());
-        drop(streams);
-        self.changes.notify_one();
-        Ok((live, journal))
+        }
+        let format = provider.format.unwrap_or(self.settings.default_format);
+        let mut recording = Recording::new(
+            &name.provider,
+            &name.stream,
+            &recording_id,
+            format,
+            started_at,
+            self.settings.target_duration_secs,
+        );
+        recording.node = Some(node.clone());
+        let journal = self.store.create(recording.clone()).await?;
+        Ok((recording, journal))
     }
 
-    /// The stream's current (or most recent) recording held in memory.
-    pub fn stream(&self, provider: &str, stream: &str) -> Option<Arc<LiveStream>> {
-        self.streams()
-            .get(&(provider.to_owned(), stream.to_owned()))
-            .cloned()
-    }
-
-    /// The current recording of every stream this server has held since it started.
-    pub fn current_recordings(&self) -> Vec<Arc<Recording>> {
-        self.streams().values().map(|s| s.recording()).collect()
+    /// The stream, while this server publishes it or is still recording its end.
+    pub fn stream(&self, name: &StreamName) -> Option<Arc<LiveStream>> {
+        match lock(&self.streams).get(name) {
+            Some(Slot::Open(s)) => Some(s.clone()),
+            _ => None,
+        }
     }
 
     pub fn live_streams(&self) -> Vec<Arc<Recording>> {
-        let mut live: Vec<_> = self
-            .streams()
+        let mut live: Vec<_> = lock(&self.streams)
             .values()
-            .map(|s| s.recording())
+            .filter_map(|slot| match slot {
+                Slot::Open(s) => Some(s.recording()),
+                Slot::Opening => None,
+            })
             .filter(|r| r.is_live())
             .collect();
         live.sort_by(|a, b| (&a.provider, &a.stream).cmp(&(&b.provider, &b.stream)));
         live
     }
 
-    pub fn recording_dir(&self, provider: &str, stream: &str, recording_id: &str) -> PathBuf {
-        recording::recording_dir(
-            &self.settings.recordings_dir,
-            provider,
-            stream,
-            recording_id,
-        )
+    /// How many streams the hub holds in memory (live, or ended and being written).
+    pub fn held_streams(&self) -> usize {
+        lock(&self.streams).len()
     }
 
-    /// Recording ids of a stream on local storage, oldest first.
-    pub fn recording_ids(&self, provider: &str, stream: &str) -> Vec<String> {
-        let dir = self.settings.recordings_dir.join(provider).join(stream);
-        let mut ids: Vec<String> = std::fs::read_dir(&dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.path().join(recording::JOURNAL_FILE).is_file())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect();
-        ids.sort();
-        ids
-    }
-
-    /// A recording by id: from memory for the stream's current one, else its journal.
-    pub fn load_recording(&self, provider: &str, stream: &str, id: &str) -> Option<Arc<Recording>> {
-        if let Some(live) = self.stream(provider, stream) {
+    /// A recording by name: from memory for the stream's current one, else storage.
+    pub async fn load_recording(&self, name: &StreamName, id: &str) -> Option<Arc<Recording>> {
+        if let Some(live) = self.stream(name) {
             let recording = live.recording();
             if recording.recording_id == id {
                 return Some(recording);
             }
         }
-        recording::read_journal(&self.recording_dir(provider, stream, id))
-            .ok()
-            .map(Arc::new)
+        self.store.load(&name.recording(id)?).await
     }
 }
 
@@ -447,44 +471,58 @@ mod tests {
         assert_eq!(split_publish_name("cam"), ("cam", None));
     }
 
-    fn test_hub(name: &str, node: &str) -> StreamHub {
+    fn temp_dir(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("streamcdn-hub-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        test_hub_in(dir, streamcdn_registry::Registry::memory(), node)
+        dir
     }
 
-    fn test_hub_in(dir: PathBuf, registry: streamcdn_registry::Registry, node: &str) -> StreamHub {
-        StreamHub::new(
-            HubSettings {
-                recordings_dir: dir,
-                default_format: SegmentFormat::Fmp4,
-                target_duration_secs: 2.0,
-                live_window: 6,
-                default_archive_after: std::time::Duration::from_secs(300),
-            },
+    async fn test_hub(name: &str, node: &str) -> StreamHub {
+        test_hub_in(temp_dir(name), streamcdn_registry::Registry::memory(), node).await
+    }
+
+    async fn test_hub_in(
+        dir: std::path::PathBuf,
+        registry: streamcdn_registry::Registry,
+        node: &str,
+    ) -> StreamHub {
+        let providers = Providers::new(
             &[ProviderConfig {
                 name: "p".into(),
                 stream_key: "secret-key".into(),
                 format: None,
                 archive_after: None,
             }],
+            std::time::Duration::from_secs(300),
+            registry.clone(),
+        );
+        StreamHub::open(
+            HubSettings {
+                default_format: SegmentFormat::Fmp4,
+                target_duration_secs: 2.0,
+                live_window: 6,
+            },
+            providers,
+            RecordingStore::open(&dir).unwrap(),
             Cluster {
                 registry,
-                node: streamcdn_registry::NodeRecord {
-                    id: node.into(),
-                    cluster: "c".into(),
-                    // Nothing listens on port 9: the node probes as dead.
-                    origin: "http://127.0.0.1:9".into(),
-                },
+                // Nothing listens on port 9: the node probes as dead.
+                node: streamcdn_registry::NodeRecord::ingest(node, "c", "http://127.0.0.1:9"),
                 lease: std::time::Duration::from_secs(10),
             },
         )
+        .await
         .unwrap()
+        .0
+    }
+
+    fn stream(name: &str) -> StreamName {
+        StreamName::new("p", name).unwrap()
     }
 
     #[tokio::test]
     async fn keys_are_checked_and_duplicates_refused() {
-        let hub = test_hub("keys", "n1");
+        let hub = test_hub("keys", "n1").await;
         let begin = |app: &'static str, name: &'static str, id: &'static str| {
             hub.begin_publish(app, name, "t".into(), id.into())
         };
@@ -517,13 +555,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_dead_servers_stream_is_continued_by_another_of_the_cluster() {
-        let dir =
-            std::env::temp_dir().join(format!("streamcdn-hub-takeover-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = temp_dir("takeover");
         let registry = streamcdn_registry::Registry::memory();
         let lease = std::time::Duration::from_secs(10);
-        let a = test_hub_in(dir.clone(), registry.clone(), "a");
-        let b = test_hub_in(dir.clone(), registry.clone(), "b");
+        let a = test_hub_in(dir.clone(), registry.clone(), "a").await;
+        let b = test_hub_in(dir.clone(), registry.clone(), "b").await;
         registry
             .register_node(&a.cluster.node, lease)
             .await
@@ -558,8 +594,92 @@ mod tests {
         assert_eq!(recording.segments.len(), 1);
         // a restarting must not end the recording b now writes.
         drop(a);
-        let a = test_hub_in(dir, registry, "a");
-        let on_disk = a.load_recording("p", "s", "r1").unwrap();
+        let a = test_hub_in(dir, registry, "a").await;
+        let on_disk = a.load_recording(&stream("s"), "r1").await.unwrap();
         assert!(on_disk.is_live());
+    }
+
+    #[tokio::test]
+    async fn streams_leave_the_hub_once_ended_and_durable() {
+        let hub = test_hub("retire", "n1").await;
+        for n in 0..20 {
+            let name = format!("s{n}?key=secret-key");
+            let (live, _journal) = hub
+                .begin_publish("p", &name, "t".into(), format!("r{n}"))
+                .await
+                .unwrap();
+            assert_eq!(hub.held_streams(), 1);
+            live.end("t2".into());
+            // Ended but not yet durable: still served from memory.
+            assert!(hub.stream(&stream(&format!("s{n}"))).is_some());
+            live.retire();
+            assert_eq!(hub.held_streams(), 0);
+            // The origin now finds it on storage.
+            assert!(hub
+                .load_recording(&stream(&format!("s{n}")), &format!("r{n}"))
+                .await
+                .is_some());
+        }
+        // A retired stream's late retire does not evict a newer publish of the stream.
+        let (old, _j) = hub
+            .begin_publish("p", "x?key=secret-key", "t".into(), "r1".into())
+            .await
+            .unwrap();
+        old.end("t".into());
+        let (new, _j2) = hub
+            .begin_publish("p", "x?key=secret-key", "t".into(), "r2".into())
+            .await
+            .unwrap();
+        old.retire();
+        assert!(Arc::ptr_eq(&hub.stream(&stream("x")).unwrap(), &new));
+    }
+
+    /// A node that sees 100,000 streams in its life holds only the live ones: the
+    /// table's memory is bounded by what is live, not by history.
+    #[tokio::test]
+    async fn a_hundred_thousand_short_streams_leave_nothing_behind() {
+        let hub = test_hub("100k", "n1").await;
+        let (events, _receiver) = mpsc::unbounded_channel();
+        let mut held = Vec::new();
+        for n in 0..100_000u32 {
+            let name = StreamName::new("p", &format!("s{n}")).unwrap();
+            let reservation = hub.reserve(&name).unwrap();
+            let recording =
+                Recording::new("p", &name.stream, "r", SegmentFormat::Fmp4, "t".into(), 2.0);
+            let live = Arc::new(LiveStream::new(
+                name,
+                recording,
+                events.clone(),
+                Arc::downgrade(&hub.streams),
+            ));
+            reservation.fill(live.clone());
+            held.push(live);
+            // Streams end in the order they started, ten live at a time.
+            if held.len() > 10 {
+                let done = held.remove(0);
+                done.end("t".into());
+                done.retire();
+            }
+            assert!(hub.held_streams() <= 11);
+        }
+        for live in held.drain(..) {
+            live.end("t".into());
+            live.retire();
+        }
+        assert_eq!(hub.held_streams(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_open_frees_the_slot() {
+        let hub = test_hub("abandon", "n1").await;
+        let name = stream("s");
+        let reservation = hub.reserve(&name).unwrap();
+        assert!(matches!(
+            hub.reserve(&name),
+            Err(PublishError::AlreadyLive(_))
+        ));
+        drop(reservation);
+        assert_eq!(hub.held_streams(), 0);
+        assert!(hub.reserve(&name).is_ok());
     }
 }

@@ -13,8 +13,10 @@ use streamcdn_media::{fmp4, rtmp::amf0::Amf0Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use streamcdn_recording::clock::format_time;
+use streamcdn_recording::{JournalWriter, SegmentEntry};
+
 use crate::hub::LiveStream;
-use crate::recording::{JournalWriter, SegmentEntry};
 
 enum Container {
     Fmp4,
@@ -42,26 +44,6 @@ pub struct Publisher {
     /// Where this publisher's timeline starts in the recording (non-zero when it
     /// continues one), for wall-clock times.
     resumed_at_ms: u64,
-}
-
-/// RFC 3339 UTC with milliseconds, as EXT-X-PROGRAM-DATE-TIME wants.
-pub fn format_time(t: SystemTime) -> String {
-    let t = time::OffsetDateTime::from(t);
-    t.format(time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    ))
-    .unwrap_or_default()
-}
-
-/// Sortable, URL- and file-safe recording ids: `20261121T120000Z-1a2b`.
-pub fn new_recording_id(t: SystemTime) -> String {
-    let t = time::OffsetDateTime::from(t);
-    let stamp = t
-        .format(time::macros::format_description!(
-            "[year][month][day]T[hour][minute][second]Z"
-        ))
-        .unwrap_or_default();
-    format!("{stamp}-{:04x}", rand::random::<u16>())
 }
 
 impl Publisher {
@@ -303,7 +285,6 @@ async fn run_recorder(
                 metrics::counter!("streamcdn_ingest_segments_recorded_total").increment(1);
                 metrics::counter!("streamcdn_ingest_recorded_bytes_total").increment(size);
             }
-            (Ok(()), None) if last => stream.release_hot(),
             (Ok(()), None) => {}
             (Err(e), _) => {
                 metrics::counter!("streamcdn_ingest_record_errors_total").increment(1);
@@ -311,6 +292,8 @@ async fn run_recorder(
             }
         }
         if last {
+            // Written as far as storage allowed: the stream is served from there now.
+            stream.retire();
             break;
         }
     }

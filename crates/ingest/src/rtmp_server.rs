@@ -11,8 +11,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::Instrument;
 
-use crate::hub::{PublishError, StreamHub};
-use crate::publisher::{format_time, new_recording_id, Publisher};
+use streamcdn_recording::clock::{format_time, new_recording_id};
+
+use crate::hub::{split_publish_name, PublishError, StreamHub};
+use crate::publisher::Publisher;
 
 #[derive(Debug, Clone)]
 pub struct RtmpSettings {
@@ -126,8 +128,8 @@ async fn run_session(
                         }
                         Err(e) => {
                             // Names only: the query carries the key, which is never logged.
-                            let app = crate::hub::split_publish_name(&request.app).0;
-                            let stream = crate::hub::split_publish_name(&request.name).0;
+                            let app = split_publish_name(&request.app).0;
+                            let stream = split_publish_name(&request.name).0;
                             tracing::warn!(app, stream, %peer, error = %e, "publish refused");
                             metrics::counter!("streamcdn_rtmp_publish_refused_total", "reason" => reason_label(&e)).increment(1);
                             session.reject_publish(e.rtmp_code(), &e.to_string());

@@ -1,12 +1,19 @@
-//! The admin listener: Prometheus `/metrics`, `/healthz`, and the REST API of each role
-//! running in this process.
+//! The admin listener: Prometheus `/metrics`, `/healthz`, the node directory
+//! (`/api/v1/nodes`), and the REST API of each role running in this process.
 
 use std::sync::Arc;
 
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use futures::future::BoxFuture;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use streamcdn_edge::Edge;
+use streamcdn_registry::Registry;
+
+/// Run before each scrape, so gauges that are costly to keep current (cache sizes) are
+/// measured when they are read.
+pub type ScrapeHook = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
 
 pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
@@ -21,20 +28,41 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
-pub fn router(metrics: PrometheusHandle, edge: Option<Arc<Edge>>, roles: Router) -> Router {
+pub fn router(
+    metrics: PrometheusHandle,
+    scrape_hooks: Vec<ScrapeHook>,
+    registry: Registry,
+    roles: Router,
+) -> Router {
     Router::new()
         .route(
             "/metrics",
             get(move || {
-                let (metrics, edge) = (metrics.clone(), edge.clone());
+                let (metrics, hooks) = (metrics.clone(), scrape_hooks.clone());
                 async move {
-                    if let Some(edge) = edge {
-                        edge.report_cache_sizes().await;
+                    for hook in &hooks {
+                        hook().await;
                     }
                     metrics.render()
                 }
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/api/v1/nodes",
+            get(move || {
+                let registry = registry.clone();
+                async move {
+                    match registry.nodes().await {
+                        Ok(nodes) => axum::Json(nodes).into_response(),
+                        Err(e) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("registry unavailable: {e}\n"),
+                        )
+                            .into_response(),
+                    }
+                }
+            }),
+        )
         .merge(roles)
 }

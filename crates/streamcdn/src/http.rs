@@ -1,23 +1,116 @@
 //! Serving an axum router over HTTP/1.1 with the limits axum::serve does not expose:
 //! a cap on request head size (431 beyond it), a header read timeout, and graceful
-//! shutdown that lets in-flight requests finish.
+//! shutdown that lets in-flight requests finish. Optionally meters the listener's
+//! traffic (open connections, response bytes) for the node directory's load summary.
 
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
+use axum::response::Response;
 use axum::Router;
+use http_body::{Frame, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// What a listener has carried: connections open now and response body bytes sent.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    open_connections: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+impl Traffic {
+    pub fn open_connections(&self) -> u64 {
+        self.open_connections.load(Ordering::Relaxed)
+    }
+
+    pub fn bytes_out(&self) -> u64 {
+        self.bytes_out.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts the connection as open until dropped.
+struct OpenConnection(Arc<Traffic>);
+
+impl OpenConnection {
+    fn new(traffic: Arc<Traffic>) -> Self {
+        traffic.open_connections.fetch_add(1, Ordering::Relaxed);
+        Self(traffic)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that adds its data frames to `traffic` as they are sent. It keeps
+/// the inner body's size hint, so `Content-Length` (and HEAD answers) stay as they were.
+struct Metered {
+    inner: Body,
+    traffic: Arc<Traffic>,
+}
+
+impl http_body::Body for Metered {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                this.traffic
+                    .bytes_out
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Meters every response of `router` into `traffic`.
+fn metered(router: Router, traffic: Arc<Traffic>) -> Router {
+    router.layer(axum::middleware::map_response(move |response: Response| {
+        let traffic = traffic.clone();
+        async move {
+            let (parts, inner) = response.into_parts();
+            Response::from_parts(parts, Body::new(Metered { inner, traffic }))
+        }
+    }))
+}
+
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     max_header_bytes: usize,
     grace: Duration,
+    traffic: Option<Arc<Traffic>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let router = match &traffic {
+        Some(traffic) => metered(router, traffic.clone()),
+        None => router,
+    };
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, _peer) = tokio::select! {
@@ -39,8 +132,10 @@ pub async fn serve(
             .max_buf_size(max_header_bytes.max(8192))
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
+        let open = traffic.clone().map(OpenConnection::new);
         tokio::spawn(async move {
             let _ = connection.await;
+            drop(open);
         });
     }
     drop(listener);

@@ -2,14 +2,23 @@
 //! wired together.
 
 mod admin;
+mod context;
+mod directory;
 mod http;
+mod quickstart;
 mod roles;
 
 use std::path::PathBuf;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use streamcdn_config::Config;
+use streamcdn_config::{Config, RegistryBackend};
+
+use context::Role;
+use roles::archiver::ArchiverRole;
+use roles::edge::EdgeRole;
+use roles::ingest::Ingest;
+use roles::provider_api::ProviderApi;
 
 #[derive(Parser)]
 #[command(name = "streamcdn", version, about = "Self-hosted live-streaming CDN")]
@@ -100,18 +109,60 @@ fn main() -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Up { config, data_dir } => {
-                let config = load(config.as_ref(), data_dir)?;
-                roles::up(config).await
-            }
+            Command::Up { config, data_dir } => up(load(config.as_ref(), data_dir)?).await,
             Command::Ingest { config, data_dir } => {
-                roles::ingest(load(Some(&config), data_dir)?).await
+                let config = load(Some(&config), data_dir)?;
+                if config.providers.is_empty() {
+                    bail!("the ingest role needs at least one [[providers]] entry in its configuration");
+                }
+                if config.registry.backend == RegistryBackend::Memory {
+                    tracing::warn!("registry.backend is \"memory\": no edge in another process can find this server's streams");
+                }
+                context::run(config, vec![Box::new(Ingest), Box::new(ProviderApi)], |_| {}).await
             }
-            Command::Edge { config } => roles::edge(load(Some(&config), None)?).await,
+            Command::Edge { config } => {
+                let config = load(Some(&config), None)?;
+                if config.edge.parents.is_empty()
+                    && config.registry.backend == RegistryBackend::Memory
+                {
+                    bail!("the edge role needs edge.parents (a mid-tier) or registry.backend = \"redis\" to find streams");
+                }
+                let edge = Box::new(EdgeRole::new(&config));
+                context::run(config, vec![edge], |_| {}).await
+            }
             Command::Archiver { config, data_dir } => {
-                roles::archiver(load(Some(&config), data_dir)?).await
+                let config = load(Some(&config), data_dir)?;
+                if config.registry.backend == RegistryBackend::Memory {
+                    bail!("the archiver role shares the registry with its cluster: set registry.backend = \"redis\"");
+                }
+                let roles: Vec<Box<dyn Role>> = vec![Box::new(ArchiverRole), Box::new(ProviderApi)];
+                context::run(config, roles, |_| {}).await
             }
             Command::CheckConfig { .. } => Ok(()),
         }
     })
+}
+
+/// Every role on this machine, with embedded defaults: a generated `demo` provider if
+/// the configuration names none, and the playback address on loopback if none is set.
+async fn up(mut config: Config) -> anyhow::Result<()> {
+    if config.providers.is_empty() {
+        config
+            .providers
+            .push(quickstart::demo_provider(&config.node.data_dir)?);
+    }
+    if config.http.advertised_url().is_none() {
+        config.http.advertise = Some(context::local_url(config.http.listen));
+    }
+    let provider = config.providers[0].clone();
+    let roles: Vec<Box<dyn Role>> = vec![
+        Box::new(Ingest),
+        Box::new(EdgeRole::new(&config)),
+        Box::new(ArchiverRole),
+        Box::new(ProviderApi),
+    ];
+    context::run(config, roles, |ctx| {
+        quickstart::print_quickstart(&ctx.config, &provider)
+    })
+    .await
 }

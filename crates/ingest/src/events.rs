@@ -1,0 +1,20 @@
+//! What the hub tells the rest of the ingest (the registry announcer) about streams:
+//! a recording went live, a recording ended. Consumers hold a receiver, not the hub.
+
+use std::sync::Arc;
+
+use streamcdn_recording::Recording;
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone)]
+pub enum StreamEvent {
+    /// A publisher started (or continued) this recording.
+    Live(Arc<Recording>),
+    /// The recording's publisher stopped; the recording is as it ended.
+    Ended(Arc<Recording>),
+}
+
+/// The hub's events, in the order they happened. Unbounded: one event per publish
+/// start and end, consumed as they come.
+pub type StreamEvents = mpsc::UnboundedReceiver<StreamEvent>;
+pub(crate) type EventSender = mpsc::UnboundedSender<StreamEvent>;

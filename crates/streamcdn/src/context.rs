@@ -1,0 +1,292 @@
+//! Roles as one shape: each role (`ingest`, `edge`, `archiver`, the providers' API, and
+//! the ones to come) implements [`Role`] and starts inside a shared [`Context`]: the
+//! configuration, the registry, shutdown, listeners, admin routes, metrics hooks and
+//! this server's node record. [`run`] starts a list of roles, announces the server in
+//! the node directory, and shuts everything down in order. `up` is just every role.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use axum::Router;
+use futures::future::BoxFuture;
+use streamcdn_archive::{Archive, StoreSettings};
+use streamcdn_config::{ArchiveStore, Config, RegistryBackend};
+use streamcdn_providers::Providers;
+use streamcdn_recording::RecordingStore;
+use streamcdn_registry::{NodeRecord, Registry};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinSet;
+
+use crate::admin::{self, ScrapeHook};
+use crate::directory;
+use crate::http::{self, Traffic};
+
+/// A role of a streamcdn server.
+pub trait Role: Send {
+    /// What the node directory lists this role as (`None` for helpers such as the
+    /// providers' API, which are not a role of their own).
+    fn announced_as(&self) -> Option<streamcdn_registry::Role>;
+
+    /// Binds listeners, spawns tasks and registers routes on `ctx`; returns once the
+    /// role is serving.
+    fn start<'a>(self: Box<Self>, ctx: &'a mut Context) -> BoxFuture<'a, anyhow::Result<()>>;
+}
+
+/// What every role starts with, and what it leaves for the others.
+pub struct Context {
+    pub config: Config,
+    pub registry: Registry,
+    /// This server as the node directory lists it; roles add their addresses.
+    pub node: NodeRecord,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    admin_routes: Router,
+    scrape_hooks: Vec<ScrapeHook>,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+    playback: Arc<Traffic>,
+    recordings: Option<RecordingStore>,
+}
+
+pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for {what}"))
+}
+
+/// `http://host:port` for a listener, with loopback for an unspecified address.
+pub fn local_url(addr: SocketAddr) -> String {
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        addr.ip().to_string()
+    };
+    format!("http://{host}:{}", addr.port())
+}
+
+async fn open_registry(config: &Config) -> anyhow::Result<Registry> {
+    let registry = &config.registry;
+    match registry.backend {
+        RegistryBackend::Memory => Ok(Registry::memory()),
+        RegistryBackend::Redis => Registry::redis(&registry.url, &registry.namespace)
+            .await
+            .with_context(|| format!("cannot reach the registry at {}", registry.url)),
+    }
+}
+
+/// This server's name in the registry: `node.id`, else the address of its origin (an
+/// ingest) or its playback listener (an edge), else its first role and cluster.
+fn node_id(config: &Config, roles: &[streamcdn_registry::Role]) -> String {
+    use streamcdn_registry::Role as R;
+    if let Some(id) = &config.node.id {
+        return id.clone();
+    }
+    let derived = if roles.contains(&R::Ingest) {
+        config.origin.advertised_url()
+    } else if roles.contains(&R::Edge) || roles.contains(&R::MidTier) {
+        config.http.advertised_url()
+    } else {
+        None
+    };
+    match (derived, roles.first()) {
+        (Some(url), _) => url.trim_start_matches("http://").to_owned(),
+        (None, Some(role)) => format!(
+            "{}-{}",
+            serde_json::to_value(role)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            config.node.cluster
+        ),
+        (None, None) => format!("node-{}", config.node.cluster),
+    }
+}
+
+impl Context {
+    async fn new(config: Config, roles: Vec<streamcdn_registry::Role>) -> anyhow::Result<Self> {
+        let node = NodeRecord {
+            id: node_id(&config, &roles),
+            cluster: config.node.cluster.clone(),
+            origin: String::new(),
+            roles,
+            site: config.node.site().to_owned(),
+            addresses: Default::default(),
+            load: Default::default(),
+        };
+        Ok(Self {
+            registry: open_registry(&config).await?,
+            node,
+            config,
+            shutdown: watch::channel(false).0,
+            tasks: JoinSet::new(),
+            admin_routes: Router::new(),
+            scrape_hooks: Vec::new(),
+            metrics: admin::install_metrics()?,
+            playback: Arc::default(),
+            recordings: None,
+        })
+    }
+
+    /// Flips to `true` when the server shuts down.
+    pub fn shutdown(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Runs `task` until shutdown; a task that ends early stops the server.
+    pub fn spawn(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(task);
+    }
+
+    /// Serves `router` on `listener` until shutdown.
+    pub fn serve_http(&mut self, listener: TcpListener, router: Router) {
+        self.serve(listener, router, None);
+    }
+
+    /// Serves viewers: like [`Context::serve_http`], and metered for the node's load.
+    pub fn serve_playback(&mut self, listener: TcpListener, router: Router) {
+        self.serve(listener, router, Some(self.playback.clone()));
+    }
+
+    fn serve(&mut self, listener: TcpListener, router: Router, traffic: Option<Arc<Traffic>>) {
+        let max_header = self.config.http.max_header_size.0 as usize;
+        let grace = self.config.node.shutdown_grace;
+        let shutdown = self.shutdown();
+        self.tasks.spawn(http::serve(
+            listener, router, max_header, grace, traffic, shutdown,
+        ));
+    }
+
+    /// Adds routes to the admin API.
+    pub fn add_admin_routes(&mut self, routes: Router) {
+        self.admin_routes = std::mem::take(&mut self.admin_routes).merge(routes);
+    }
+
+    /// Runs `hook` before every metrics scrape.
+    pub fn on_scrape(&mut self, hook: ScrapeHook) {
+        self.scrape_hooks.push(hook);
+    }
+
+    /// The cluster's recordings (`<node.data_dir>/recordings`), one store shared by the
+    /// roles of this process.
+    pub fn recordings(&mut self) -> anyhow::Result<RecordingStore> {
+        if let Some(store) = &self.recordings {
+            return Ok(store.clone());
+        }
+        let dir = self.config.node.data_dir.join("recordings");
+        let store = RecordingStore::open(&dir)
+            .with_context(|| format!("cannot open recordings in {}", dir.display()))?;
+        self.recordings = Some(store.clone());
+        Ok(store)
+    }
+
+    pub fn providers(&self) -> Providers {
+        Providers::new(
+            &self.config.providers,
+            self.config.archive.default_after,
+            self.registry.clone(),
+        )
+    }
+
+    /// On-demand storage as `[archive]` configures it.
+    pub fn archive(&self) -> anyhow::Result<Archive> {
+        let archive = &self.config.archive;
+        let settings = match archive.store {
+            ArchiveStore::Local => StoreSettings::Local {
+                dir: archive
+                    .dir
+                    .clone()
+                    .unwrap_or_else(|| self.config.node.data_dir.join("archive")),
+            },
+            ArchiveStore::S3 => StoreSettings::S3 {
+                bucket: archive.s3.bucket.clone(),
+                region: archive.s3.region.clone(),
+                endpoint: archive.s3.endpoint.clone(),
+                path_style: archive.s3.path_style,
+                access_key_id: archive.s3.access_key_id.clone(),
+                secret_access_key: archive.s3.secret_access_key.clone(),
+            },
+        };
+        Archive::open(&settings).context("cannot open on-demand storage ([archive])")
+    }
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Starts `roles` in order, then serves until SIGINT/SIGTERM: stops accepting, lets the
+/// roles finish (segments in progress, open requests) within `node.shutdown_grace`,
+/// and withdraws the server from the node directory last. `started` runs once every
+/// role serves.
+pub async fn run(
+    config: Config,
+    roles: Vec<Box<dyn Role>>,
+    started: impl FnOnce(&Context),
+) -> anyhow::Result<()> {
+    let announced = roles.iter().filter_map(|r| r.announced_as()).collect();
+    let mut ctx = Context::new(config, announced).await?;
+    for role in roles {
+        role.start(&mut ctx).await?;
+    }
+    let admin_listener = bind(ctx.config.admin.listen, "the admin API").await?;
+    if !ctx.config.admin.listen.ip().is_unspecified() {
+        ctx.node
+            .addresses
+            .insert("admin".into(), local_url(ctx.config.admin.listen));
+    }
+    let admin = admin::router(
+        ctx.metrics.clone(),
+        std::mem::take(&mut ctx.scrape_hooks),
+        ctx.registry.clone(),
+        std::mem::take(&mut ctx.admin_routes),
+    );
+    ctx.serve_http(admin_listener, admin);
+    let (stop_directory, stopped) = oneshot::channel();
+    let directory = tokio::spawn(directory::announce(
+        ctx.registry.clone(),
+        ctx.node.clone(),
+        ctx.config.registry.lease,
+        ctx.playback.clone(),
+        stopped,
+    ));
+    started(&ctx);
+
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        Some(_) = ctx.tasks.join_next() => bail!("a server stopped unexpectedly"),
+    }
+    tracing::info!("shutting down: finishing segments in progress and open requests");
+    let _ = ctx.shutdown.send(true);
+    let grace = ctx.config.node.shutdown_grace + Duration::from_secs(1);
+    let drained = tokio::time::timeout(grace, async {
+        while ctx.tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("shutdown grace period elapsed; exiting");
+    }
+    let _ = stop_directory.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(3), directory).await;
+    tracing::info!("stopped");
+    Ok(())
+}

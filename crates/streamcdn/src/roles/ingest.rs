@@ -1,0 +1,77 @@
+//! The ingest role: RTMP in, the HTTP origin out, recordings on local storage, streams
+//! announced in the registry.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use futures::future::BoxFuture;
+use streamcdn_ingest::cluster::{self, Cluster};
+use streamcdn_ingest::hub::{HubSettings, StreamHub};
+use streamcdn_ingest::rtmp_server::{self, RtmpSettings};
+
+use crate::context::{bind, Context, Role};
+
+pub struct Ingest;
+
+impl Role for Ingest {
+    fn announced_as(&self) -> Option<streamcdn_registry::Role> {
+        Some(streamcdn_registry::Role::Ingest)
+    }
+
+    fn start<'a>(self: Box<Self>, ctx: &'a mut Context) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(start(ctx))
+    }
+}
+
+async fn start(ctx: &mut Context) -> anyhow::Result<()> {
+    let Some(origin) = ctx.config.origin.advertised_url() else {
+        bail!(
+            "origin.listen is {}: set origin.advertise to the URL edges reach this server at",
+            ctx.config.origin.listen
+        );
+    };
+    ctx.node.origin = origin.clone();
+    ctx.node.addresses.insert("origin".into(), origin);
+    let cluster = Cluster {
+        registry: ctx.registry.clone(),
+        node: ctx.node.clone(),
+        lease: ctx.config.registry.lease,
+    };
+    tracing::info!(
+        node = cluster.node.id,
+        cluster = cluster.node.cluster,
+        origin = cluster.node.origin,
+        "ingest server identity"
+    );
+    let store = ctx.recordings()?;
+    let config = &ctx.config;
+    let settings = HubSettings {
+        default_format: config.hls.format,
+        target_duration_secs: config.hls.segment_duration.as_secs_f64(),
+        live_window: config.hls.live_window,
+    };
+    let (hub, events) = StreamHub::open(settings, ctx.providers(), store.clone(), cluster.clone())
+        .await
+        .with_context(|| format!("cannot recover recordings in {}", store.root().display()))?;
+    let hub = Arc::new(hub);
+    let rtmp = bind(config.rtmp.listen, "RTMP").await?;
+    let origin = bind(config.origin.listen, "the HTTP origin").await?;
+    let rtmp_settings = RtmpSettings {
+        max_connections: config.rtmp.max_connections,
+        max_message_size: config.rtmp.max_message_size.0 as u32,
+        idle_timeout: config.rtmp.idle_timeout,
+    };
+    tracing::info!(rtmp = %config.rtmp.listen, origin = %config.origin.listen, "ingest listening");
+    let shutdown = ctx.shutdown();
+    ctx.spawn(rtmp_server::serve(
+        rtmp,
+        hub.clone(),
+        rtmp_settings,
+        shutdown,
+    ));
+    ctx.serve_http(origin, streamcdn_ingest::origin::router(hub.clone()));
+    let shutdown = ctx.shutdown();
+    ctx.spawn(cluster::run_announcer(cluster, store, events, shutdown));
+    ctx.add_admin_routes(streamcdn_ingest::origin::admin_router(hub));
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! The roles a streamcdn server can run, each a [`crate::context::Role`].
+
+pub mod archiver;
+pub mod edge;
+pub mod ingest;
+pub mod provider_api;
