@@ -37,6 +37,7 @@ pub struct Config {
     pub edge: EdgeConfig,
     pub registry: RegistryConfig,
     pub archive: ArchiveConfig,
+    pub router: RouterConfig,
     pub providers: Vec<ProviderConfig>,
 }
 
@@ -375,6 +376,85 @@ impl Default for ArchiveConfig {
     }
 }
 
+/// The request router: authoritative DNS for the delivery zone, and HTTP redirects.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterConfig {
+    /// The zone delegated to the router.
+    pub zone: String,
+    /// The name viewers resolve (in `zone`); answered with the chosen edge(s).
+    pub delivery: String,
+    /// DNS over UDP and TCP (53 in production).
+    pub dns_listen: SocketAddr,
+    /// HTTP redirect mode: any playback URL answers 302 to the chosen edge.
+    pub http_listen: SocketAddr,
+    /// TTL of the delivery name's answers.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// The zone's name servers and their addresses (glue). Default: `ns1.<zone>` at the
+    /// DNS listener's address (loopback when it listens on 0.0.0.0).
+    pub nameservers: Vec<NameserverConfig>,
+    /// Viewer connections an edge should hold; edges near it get fewer new viewers.
+    /// 0: unknown (never demoted).
+    pub edge_capacity: u64,
+    /// How often the router checks each edge itself.
+    #[serde(with = "humantime_serde")]
+    pub health_interval: Duration,
+    /// Fallback until measurements exist: client CIDR → site, longest match wins.
+    pub static_map: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NameserverConfig {
+    pub name: String,
+    #[serde(default)]
+    pub addresses: Vec<std::net::IpAddr>,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            zone: "streamcdn.test".into(),
+            delivery: "live.streamcdn.test".into(),
+            dns_listen: ([0, 0, 0, 0], 5353).into(),
+            http_listen: ([0, 0, 0, 0], 8082).into(),
+            ttl: Duration::from_secs(20),
+            nameservers: Vec::new(),
+            edge_capacity: 0,
+            health_interval: Duration::from_secs(1),
+            static_map: Default::default(),
+        }
+    }
+}
+
+/// A DNS host name: labels of 1-63 letters, digits and hyphens, 253 characters at most.
+fn is_host_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// `address/length` with the length in range for the family.
+fn is_cidr(text: &str) -> bool {
+    let Some((addr, len)) = text.split_once('/') else {
+        return false;
+    };
+    match (addr.parse::<std::net::IpAddr>(), len.parse::<u8>()) {
+        (Ok(std::net::IpAddr::V4(_)), Ok(len)) => len <= 32,
+        (Ok(std::net::IpAddr::V6(_)), Ok(len)) => len <= 128,
+        _ => false,
+    }
+}
+
 mod humantime_serde {
     use std::time::Duration;
 
@@ -548,6 +628,58 @@ impl Config {
                 "archive.concurrency".into(),
                 "must be between 1 and 256".into(),
             ));
+        }
+        let router = &self.router;
+        for (key, name) in [
+            ("router.zone", &router.zone),
+            ("router.delivery", &router.delivery),
+        ] {
+            if !is_host_name(name) {
+                return Err((key.into(), format!("{name:?} is not a valid DNS name")));
+            }
+        }
+        let zone = router.zone.trim_end_matches('.').to_ascii_lowercase();
+        let delivery = router.delivery.trim_end_matches('.').to_ascii_lowercase();
+        if !delivery.ends_with(&format!(".{zone}")) {
+            return Err((
+                "router.delivery".into(),
+                format!(
+                    "{:?} is not inside router.zone {:?}",
+                    router.delivery, router.zone
+                ),
+            ));
+        }
+        for (i, ns) in router.nameservers.iter().enumerate() {
+            if !is_host_name(&ns.name) {
+                return Err((
+                    format!("router.nameservers[{i}].name"),
+                    format!("{:?} is not a valid DNS name", ns.name),
+                ));
+            }
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&router.ttl) {
+            return Err(("router.ttl".into(), "must be between 1s and 1h".into()));
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&router.health_interval)
+        {
+            return Err((
+                "router.health_interval".into(),
+                "must be between 100ms and 60s".into(),
+            ));
+        }
+        for (cidr, site) in &router.static_map {
+            if !is_cidr(cidr) {
+                return Err((
+                    format!("router.static_map.{cidr:?}"),
+                    "is not an address/length CIDR".into(),
+                ));
+            }
+            if site.is_empty() {
+                return Err((
+                    format!("router.static_map.{cidr:?}"),
+                    "names no site".into(),
+                ));
+            }
         }
         for (i, p) in self.providers.iter().enumerate() {
             if !streamcdn_urls::is_valid_name(&p.name) {

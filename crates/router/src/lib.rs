@@ -1,6 +1,6 @@
-//! Request routing without I/O: which edge a viewer should use, and the DNS answer that
-//! sends it there. Everything here is a pure function of bytes, state and `now`; the
-//! router role in the binary is the socket shell around it.
+//! Request routing: which edge a viewer should use, and the DNS answer (or HTTP
+//! redirect) that sends it there. The decision and the DNS responder are pure functions
+//! of bytes, state and `now`; [`service`] is the thin async shell around them.
 //!
 //! - [`prefix`]: client prefixes (/24 for IPv4, /48 for IPv6), from the client's address
 //!   or its EDNS Client Subnet (RFC 7871).
@@ -10,7 +10,10 @@
 //! - [`dns`]: the authoritative responder for the delivery zone: SOA and NS, A/AAAA
 //!   answers with the chosen edges, NXDOMAIN/NODATA with the SOA, REFUSED outside the
 //!   zone, ECS scope, truncation for UDP.
+//! - [`service`]: edges from the node directory and the router's own health checks,
+//!   DNS over UDP and TCP, the HTTP redirect mode, the routing API.
 
 pub mod decision;
 pub mod dns;
 pub mod prefix;
+pub mod service;

@@ -19,6 +19,7 @@ use roles::archiver::ArchiverRole;
 use roles::edge::EdgeRole;
 use roles::ingest::Ingest;
 use roles::provider_api::ProviderApi;
+use roles::router::RouterRole;
 
 #[derive(Parser)]
 #[command(name = "streamcdn", version, about = "Self-hosted live-streaming CDN")]
@@ -30,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run every role on this machine: RTMP ingest, origin, edge cache, archiver,
-    /// admin API.
+    /// request router, admin API.
     Up {
         /// TOML configuration; without one, embedded defaults and a generated `demo`
         /// provider are used.
@@ -60,6 +61,12 @@ enum Command {
         config: PathBuf,
         #[arg(long)]
         data_dir: Option<PathBuf>,
+    },
+    /// Run the request router: authoritative DNS for the delivery zone and HTTP
+    /// redirects, answering each viewer with the best edge of the node directory.
+    Router {
+        #[arg(long)]
+        config: PathBuf,
     },
     /// Validate a configuration file and report the first error with its line and key.
     CheckConfig { file: PathBuf },
@@ -138,6 +145,13 @@ fn main() -> anyhow::Result<()> {
                 let roles: Vec<Box<dyn Role>> = vec![Box::new(ArchiverRole), Box::new(ProviderApi)];
                 context::run(config, roles, |_| {}).await
             }
+            Command::Router { config } => {
+                let config = load(Some(&config), None)?;
+                if config.registry.backend == RegistryBackend::Memory {
+                    bail!("the router finds edges in the node directory: set registry.backend = \"redis\"");
+                }
+                context::run(config, vec![Box::new(RouterRole)], |_| {}).await
+            }
             Command::CheckConfig { .. } => Ok(()),
         }
     })
@@ -160,6 +174,7 @@ async fn up(mut config: Config) -> anyhow::Result<()> {
         Box::new(EdgeRole::new(&config)),
         Box::new(ArchiverRole),
         Box::new(ProviderApi),
+        Box::new(RouterRole),
     ];
     context::run(config, roles, |ctx| {
         quickstart::print_quickstart(&ctx.config, &provider)

@@ -70,8 +70,17 @@ pub fn print_quickstart(config: &Config, provider: &ProviderConfig) {
          Play:\n\
          \x20    {http}/{name}/mystream/index.m3u8\n\
          \x20    (ffplay, VLC, Safari, or any hls.js player)\n\n\
-         Admin API and metrics: {}/api/v1/streams, {}/metrics\n",
-        local_url(config.admin.listen),
-        local_url(config.admin.listen),
+         Request router (DNS and HTTP redirects to the best edge):\n\
+         \x20    dig @{dns_host} -p {dns_port} {delivery} A +subnet=198.51.100.0/24\n\
+         \x20    curl -i {router_http}/{name}/mystream/index.m3u8\n\n\
+         Admin API and metrics: {admin}/api/v1/streams, {admin}/api/v1/nodes, {admin}/metrics\n",
+        dns_host = local_url(config.router.dns_listen)
+            .trim_start_matches("http://")
+            .rsplit_once(':')
+            .map_or("127.0.0.1", |(h, _)| h),
+        dns_port = config.router.dns_listen.port(),
+        delivery = config.router.delivery,
+        router_http = local_url(config.router.http_listen),
+        admin = local_url(config.admin.listen),
     );
 }

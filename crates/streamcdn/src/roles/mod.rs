@@ -4,3 +4,4 @@ pub mod archiver;
 pub mod edge;
 pub mod ingest;
 pub mod provider_api;
+pub mod router;

@@ -69,6 +69,9 @@ pub struct Node {
     pub http: u16,
     pub origin: u16,
     pub admin: u16,
+    /// The router's DNS (UDP and TCP) and HTTP redirect ports.
+    pub dns: u16,
+    pub router_http: u16,
     pub dir: PathBuf,
     pub config: PathBuf,
     log: PathBuf,
@@ -98,6 +101,7 @@ impl Node {
     ) -> Node {
         let dir = temp_dir(name);
         let (http, origin, admin) = (free_port(), free_port(), free_port());
+        let (dns, router_http) = (free_port(), free_port());
         let config = dir.join("streamcdn.toml");
         let data = data_dir.map_or_else(|| dir.join("data"), Path::to_owned);
         std::fs::write(
@@ -114,6 +118,9 @@ listen = "{host}:{origin}"
 listen = "{host}:{http}"
 [admin]
 listen = "{host}:{admin}"
+[router]
+dns_listen = "{host}:{dns}"
+http_listen = "{host}:{router_http}"
 {extra}
 [[providers]]
 name = "demo"
@@ -135,6 +142,8 @@ format = "ts"
             http,
             origin,
             admin,
+            dns,
+            router_http,
             dir: dir.clone(),
             config,
             log: dir.join("streamcdn.log"),

@@ -1,0 +1,486 @@
+//! The router as a running service: the thin async shell around [`dns::respond`] and
+//! [`Decider::decide`]. It keeps the set of edges current from the node directory and
+//! its own health checks, answers DNS over UDP and TCP, and redirects HTTP requests.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{ConnectInfo, Query as UrlQuery, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde::Serialize;
+use streamcdn_registry::{NodeRecord, Registry, Role};
+use streamcdn_urls::{Target, UrlError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{watch, Semaphore};
+
+use crate::decision::{Decider, DeciderConfig, Decision, EdgeState, Measurements, Millis};
+use crate::dns::{self, Answer, Transport, Zone};
+use crate::prefix::{ClientPrefix, StaticMap};
+
+/// A DNS-over-TCP client that sends nothing for this long is disconnected (RFC 7766
+/// suggests seconds, not minutes).
+const TCP_IDLE: Duration = Duration::from_secs(10);
+const MAX_TCP_CLIENTS: usize = 512;
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub struct Settings {
+    pub zone: Zone,
+    pub static_map: StaticMap,
+    pub decider: DeciderConfig,
+    /// Viewer connections an edge should hold; `None` when unknown.
+    pub edge_capacity: Option<u64>,
+    pub health_interval: Duration,
+}
+
+/// An edge as the router knows it: its state for the decision and where it plays.
+#[derive(Debug, Clone, Serialize)]
+pub struct KnownEdge {
+    #[serde(flatten)]
+    pub state: EdgeStateView,
+    pub playback: String,
+}
+
+/// [`EdgeState`] in a form the API can show.
+#[derive(Debug, Clone, Serialize)]
+pub struct EdgeStateView {
+    pub id: String,
+    pub site: String,
+    pub addrs: Vec<IpAddr>,
+    pub healthy: bool,
+    pub viewer_connections: u64,
+    pub capacity: Option<u64>,
+}
+
+impl From<&EdgeState> for EdgeStateView {
+    fn from(e: &EdgeState) -> Self {
+        Self {
+            id: e.id.clone(),
+            site: e.site.clone(),
+            addrs: e.addrs.clone(),
+            healthy: e.healthy,
+            viewer_connections: e.viewer_connections,
+            capacity: e.capacity,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Edges {
+    states: Vec<EdgeState>,
+    playback: HashMap<String, String>,
+}
+
+pub struct RouterService {
+    zone: Zone,
+    static_map: StaticMap,
+    edge_capacity: Option<u64>,
+    health_interval: Duration,
+    /// Replaced whole by each directory pass, so a query sees one consistent set.
+    edges: RwLock<Arc<Edges>>,
+    decider: Mutex<Decider>,
+    measurements: Mutex<Measurements>,
+}
+
+fn now_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The address in an `http://host:port` playback URL, if the host is an IP address (a
+/// DNS answer needs one).
+fn playback_addr(url: &str) -> Option<IpAddr> {
+    let authority = url.strip_prefix("http://")?.split('/').next()?;
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.parse().ok()
+}
+
+/// Whether the edge at `playback` answers HTTP within the timeout with anything but a
+/// server error. Asks for a path outside the URL scheme, which an edge answers at once
+/// without touching its upstream.
+async fn check_health(playback: &str) -> bool {
+    let Some(authority) = playback
+        .strip_prefix("http://")
+        .and_then(|a| a.split('/').next())
+    else {
+        return false;
+    };
+    let check = async {
+        let mut stream = TcpStream::connect(authority).await.ok()?;
+        let request = format!(
+            "GET /healthz HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: streamcdn-router\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut head = [0u8; 64];
+        let n = stream.read(&mut head).await.ok()?;
+        let line = std::str::from_utf8(&head[..n]).ok()?;
+        let status: u16 = line.split(' ').nth(1)?.parse().ok()?;
+        Some(status < 500)
+    };
+    matches!(
+        tokio::time::timeout(HEALTH_TIMEOUT, check).await,
+        Ok(Some(true))
+    )
+}
+
+impl RouterService {
+    pub fn new(settings: Settings) -> Result<Arc<Self>, crate::decision::DecisionError> {
+        Ok(Arc::new(Self {
+            decider: Mutex::new(Decider::new(settings.decider)?),
+            measurements: Mutex::new(Measurements::default()),
+            zone: settings.zone,
+            static_map: settings.static_map,
+            edge_capacity: settings.edge_capacity,
+            health_interval: settings.health_interval,
+            edges: RwLock::default(),
+        }))
+    }
+
+    pub fn zone(&self) -> &Zone {
+        &self.zone
+    }
+
+    fn edges(&self) -> Arc<Edges> {
+        self.edges.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The edges the router knows now, with their health.
+    pub fn known_edges(&self) -> Vec<KnownEdge> {
+        let edges = self.edges();
+        edges
+            .states
+            .iter()
+            .map(|s| KnownEdge {
+                state: s.into(),
+                playback: edges.playback.get(&s.id).cloned().unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// The decision for a client prefix now.
+    pub fn decide(&self, client: ClientPrefix) -> Decision {
+        let edges = self.edges();
+        let measurements = self.measurements.lock().unwrap_or_else(|e| e.into_inner());
+        let decision = self
+            .decider
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .decide(
+                client,
+                &edges.states,
+                &measurements,
+                &self.static_map,
+                now_ms(),
+            );
+        metrics::counter!("streamcdn_router_decisions_total", "source" => decision.source.as_str())
+            .increment(1);
+        decision
+    }
+
+    fn answer(&self, query: &dns::Query<'_>) -> Answer {
+        let prefix = match query.ecs {
+            Some((addr, len)) => {
+                ClientPrefix::from_ecs(addr, len).unwrap_or_else(|_| ClientPrefix::of(query.client))
+            }
+            None => ClientPrefix::of(query.client),
+        };
+        let decision = self.decide(prefix);
+        let edges = self.edges();
+        let addrs = decision
+            .edges
+            .iter()
+            .filter_map(|id| edges.states.iter().find(|e| &e.id == id))
+            .flat_map(|e| e.addrs.iter().copied())
+            .collect();
+        Answer {
+            addrs,
+            scope_len: decision.scope_len,
+        }
+    }
+
+    /// The response to one DNS message, or `None` to drop it.
+    pub fn respond(&self, request: &[u8], client: IpAddr, transport: Transport) -> Option<Vec<u8>> {
+        let label = match transport {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        };
+        metrics::counter!("streamcdn_router_dns_queries_total", "transport" => label).increment(1);
+        let response = dns::respond(request, client, transport, &self.zone, |q| self.answer(q));
+        if response.is_none() {
+            metrics::counter!("streamcdn_router_dns_dropped_total").increment(1);
+        }
+        response
+    }
+
+    /// Rebuilds the edge set from the node directory and health checks, every
+    /// `health_interval`, until shutdown. A directory that does not answer leaves the
+    /// last set in force (health checks still run on it).
+    pub async fn watch_edges(
+        self: Arc<Self>,
+        registry: Registry,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut known: Vec<NodeRecord> = Vec::new();
+        loop {
+            match registry.nodes().await {
+                Ok(nodes) => {
+                    known = nodes
+                        .into_iter()
+                        .filter(|n| n.roles.contains(&Role::Edge))
+                        .collect()
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "node directory unavailable; keeping the last known edges")
+                }
+            }
+            self.refresh(&known).await;
+            tokio::select! {
+                _ = tokio::time::sleep(self.health_interval) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+    }
+
+    async fn refresh(&self, nodes: &[NodeRecord]) {
+        let checks = nodes.iter().map(|node| async move {
+            let playback = node.addresses.get("playback")?.clone();
+            let healthy = check_health(&playback).await;
+            let state = EdgeState {
+                id: node.id.clone(),
+                site: node.site.clone(),
+                addrs: playback_addr(&playback).into_iter().collect(),
+                healthy,
+                viewer_connections: node.load.viewer_connections,
+                capacity: self.edge_capacity,
+            };
+            Some((state, playback))
+        });
+        let mut edges = Edges::default();
+        for (state, playback) in futures::future::join_all(checks)
+            .await
+            .into_iter()
+            .flatten()
+        {
+            edges.playback.insert(state.id.clone(), playback);
+            edges.states.push(state);
+        }
+        let healthy = edges.states.iter().filter(|e| e.healthy).count();
+        metrics::gauge!("streamcdn_router_edges", "state" => "healthy").set(healthy as f64);
+        metrics::gauge!("streamcdn_router_edges", "state" => "unhealthy")
+            .set((edges.states.len() - healthy) as f64);
+        let previous = std::mem::replace(
+            &mut *self.edges.write().unwrap_or_else(|e| e.into_inner()),
+            Arc::new(edges),
+        );
+        let now = self.edges();
+        for edge in &now.states {
+            let before = previous
+                .states
+                .iter()
+                .find(|p| p.id == edge.id)
+                .map(|p| p.healthy);
+            if before != Some(edge.healthy) {
+                tracing::info!(
+                    edge = edge.id,
+                    site = edge.site,
+                    healthy = edge.healthy,
+                    "edge state"
+                );
+            }
+        }
+    }
+
+    /// DNS over UDP until shutdown.
+    pub async fn serve_udp(
+        self: Arc<Self>,
+        socket: UdpSocket,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let (n, peer) = tokio::select! {
+                received = socket.recv_from(&mut buf) => match received {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "DNS UDP receive failed");
+                        continue;
+                    }
+                },
+                _ = shutdown.changed() => break,
+            };
+            if let Some(response) = self.respond(&buf[..n], peer.ip(), Transport::Udp) {
+                if let Err(e) = socket.send_to(&response, peer).await {
+                    tracing::debug!(%peer, error = %e, "DNS UDP send failed");
+                }
+            }
+        }
+    }
+
+    /// DNS over TCP (two-byte length prefix, several queries per connection) until
+    /// shutdown; idle or stalled clients are disconnected.
+    pub async fn serve_tcp(
+        self: Arc<Self>,
+        listener: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let permits = Arc::new(Semaphore::new(MAX_TCP_CLIENTS));
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "DNS TCP accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.changed() => break,
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                metrics::counter!("streamcdn_router_dns_tcp_refused_total").increment(1);
+                continue;
+            };
+            let service = self.clone();
+            tokio::spawn(async move {
+                service.tcp_client(stream, peer).await;
+                drop(permit);
+            });
+        }
+    }
+
+    async fn tcp_client(&self, mut stream: TcpStream, peer: SocketAddr) {
+        let mut message = Vec::new();
+        loop {
+            let read = async {
+                let len = stream.read_u16().await? as usize;
+                message.resize(len, 0);
+                stream.read_exact(&mut message).await
+            };
+            match tokio::time::timeout(TCP_IDLE, read).await {
+                Ok(Ok(_)) => {}
+                // Closed, broken, or idle/stalled past the limit.
+                _ => return,
+            }
+            let Some(response) = self.respond(&message, peer.ip(), Transport::Tcp) else {
+                return;
+            };
+            let Ok(len) = u16::try_from(response.len()) else {
+                return;
+            };
+            let mut framed = Vec::with_capacity(response.len() + 2);
+            framed.extend_from_slice(&len.to_be_bytes());
+            framed.extend_from_slice(&response);
+            if tokio::time::timeout(TCP_IDLE, stream.write_all(&framed))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    /// HTTP redirect mode: any playback URL answers `302` to the same path (and query)
+    /// on the edge chosen for the connection's client address. Needs `ConnectInfo` in
+    /// the request's extensions.
+    pub fn redirect_router(self: &Arc<Self>) -> Router {
+        Router::new().fallback(redirect).with_state(self.clone())
+    }
+
+    /// `GET /api/v1/routing/edges` and `GET /api/v1/routing/explain?ip=ADDR`.
+    pub fn admin_router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route(
+                "/api/v1/routing/edges",
+                axum::routing::get(|State(s): State<Arc<Self>>| async move {
+                    axum::Json(s.known_edges())
+                }),
+            )
+            .route("/api/v1/routing/explain", axum::routing::get(explain))
+            .with_state(self.clone())
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response {
+    (status, format!("{body}\n")).into_response()
+}
+
+async fn redirect(
+    State(service): State<Arc<RouterService>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let uri = request.uri();
+    match Target::parse(uri.path()) {
+        Ok(_) => {}
+        Err(UrlError::Invalid | UrlError::BadDirective(_)) => {
+            return text(StatusCode::BAD_REQUEST, "invalid path")
+        }
+        Err(UrlError::Unknown) => return text(StatusCode::NOT_FOUND, "no such object"),
+    }
+    let decision = service.decide(ClientPrefix::of(peer.ip()));
+    let edges = service.edges();
+    let Some(base) = decision.edges.first().and_then(|id| edges.playback.get(id)) else {
+        metrics::counter!("streamcdn_router_redirects_total", "result" => "no_edge").increment(1);
+        return text(StatusCode::SERVICE_UNAVAILABLE, "no healthy edge");
+    };
+    let location = match uri.query() {
+        Some(q) => format!("{base}{}?{q}", uri.path()),
+        None => format!("{base}{}", uri.path()),
+    };
+    let Ok(location) = HeaderValue::try_from(location) else {
+        return text(StatusCode::BAD_REQUEST, "invalid query");
+    };
+    metrics::counter!("streamcdn_router_redirects_total", "result" => "redirected").increment(1);
+    (
+        StatusCode::FOUND,
+        [
+            (header::LOCATION, location),
+            // The choice is per client and changes with measurements.
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+    )
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct ExplainQuery {
+    ip: String,
+}
+
+async fn explain(
+    State(service): State<Arc<RouterService>>,
+    UrlQuery(query): UrlQuery<ExplainQuery>,
+) -> Response {
+    match query.ip.parse::<IpAddr>() {
+        Ok(ip) => axum::Json(service.decide(ClientPrefix::of(ip))).into_response(),
+        Err(_) => text(
+            StatusCode::BAD_REQUEST,
+            &format!("{:?} is not an IP address", query.ip),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn playback_urls_give_their_address() {
+        assert_eq!(
+            playback_addr("http://127.0.0.5:8080"),
+            "127.0.0.5".parse().ok()
+        );
+        assert_eq!(playback_addr("http://[::1]:8080"), "::1".parse().ok());
+        assert_eq!(playback_addr("http://10.0.0.1"), "10.0.0.1".parse().ok());
+        assert_eq!(playback_addr("http://edge.example:8080"), None);
+        assert_eq!(playback_addr("ftp://10.0.0.1"), None);
+    }
+}

@@ -1,0 +1,88 @@
+//! The router role: authoritative DNS for the delivery zone and HTTP redirects, sending
+//! each viewer to the edge chosen for its network; edges come from the node directory.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context as _};
+use futures::future::BoxFuture;
+use streamcdn_config::RouterConfig;
+use streamcdn_router::decision::DeciderConfig;
+use streamcdn_router::dns::Zone;
+use streamcdn_router::prefix::StaticMap;
+use streamcdn_router::service::{RouterService, Settings};
+use tokio::net::UdpSocket;
+
+use crate::context::{bind, Context, Role};
+
+pub struct RouterRole;
+
+impl Role for RouterRole {
+    fn announced_as(&self) -> Option<streamcdn_registry::Role> {
+        Some(streamcdn_registry::Role::Router)
+    }
+
+    fn start<'a>(self: Box<Self>, ctx: &'a mut Context) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(start(ctx))
+    }
+}
+
+/// The zone as configured; by default one name server, `ns1.<zone>`, at the DNS
+/// listener's address (loopback when it listens on every address).
+fn zone(config: &RouterConfig) -> anyhow::Result<Zone> {
+    let default_ns;
+    let nameservers: Vec<(&str, Vec<IpAddr>)> = if config.nameservers.is_empty() {
+        let ip = match config.dns_listen.ip() {
+            ip if ip.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+            ip => ip,
+        };
+        default_ns = format!("ns1.{}", config.zone.trim_end_matches('.'));
+        vec![(default_ns.as_str(), vec![ip])]
+    } else {
+        config
+            .nameservers
+            .iter()
+            .map(|ns| (ns.name.as_str(), ns.addresses.clone()))
+            .collect()
+    };
+    let mut zone = Zone::new(&config.zone, &config.delivery, &nameservers)
+        .map_err(|e| anyhow!("router: {e}"))?;
+    zone.ttl = u32::try_from(config.ttl.as_secs()).unwrap_or(u32::MAX);
+    // Restarts are the only way the zone's fixed data changes.
+    zone.serial = u32::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs()),
+    )
+    .unwrap_or(1);
+    Ok(zone)
+}
+
+async fn start(ctx: &mut Context) -> anyhow::Result<()> {
+    let config = &ctx.config.router;
+    let static_map = StaticMap::from_entries(config.static_map.iter())
+        .map_err(|e| anyhow!("router.static_map: {e}"))?;
+    let service = RouterService::new(Settings {
+        zone: zone(config)?,
+        static_map,
+        decider: DeciderConfig::default(),
+        edge_capacity: (config.edge_capacity > 0).then_some(config.edge_capacity),
+        health_interval: config.health_interval,
+    })
+    .map_err(|e| anyhow!("router: {e}"))?;
+    let udp = UdpSocket::bind(config.dns_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (UDP) for DNS", config.dns_listen))?;
+    let tcp = bind(config.dns_listen, "DNS (TCP)").await?;
+    let http = bind(config.http_listen, "the router's HTTP redirects").await?;
+    tracing::info!(dns = %config.dns_listen, http = %config.http_listen, zone = config.zone, delivery = config.delivery, "router listening");
+    ctx.node
+        .addresses
+        .insert("dns".into(), config.dns_listen.to_string());
+    ctx.spawn(Arc::clone(&service).watch_edges(ctx.registry.clone(), ctx.shutdown()));
+    ctx.spawn(Arc::clone(&service).serve_udp(udp, ctx.shutdown()));
+    ctx.spawn(Arc::clone(&service).serve_tcp(tcp, ctx.shutdown()));
+    ctx.serve_http(http, service.redirect_router());
+    ctx.add_admin_routes(service.admin_router());
+    Ok(())
+}

@@ -1,0 +1,266 @@
+//! The request router end to end, queried with `dig` (BIND's client, not ours): the
+//! authoritative answers for the delivery zone inside `up`, ECS scope, TCP, hostile
+//! packets, HTTP redirects to the chosen edge; and with a Redis directory, an edge that
+//! dies leaves the answers.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn dig(host: &str, port: u16, args: &[&str]) -> String {
+    let out = Command::new(tool_or("dig", "apt-get install bind9-dnsutils"))
+        .args([&format!("@{host}"), "-p", &port.to_string()])
+        .args(["+time=2", "+tries=1"])
+        .args(args)
+        .output()
+        .expect("run dig");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `dig ... +short` until it prints `expected`; panics with the last output.
+fn wait_answer(host: &str, port: u16, args: &[&str], expected: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut all = args.to_vec();
+        all.push("+short");
+        let out = dig(host, port, &all);
+        if out.trim() == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dig {args:?} never answered {expected:?}; last: {out:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn up_answers_for_the_delivery_zone_and_redirects_to_its_edge() {
+    let node = Node::up("router-up", "");
+    let (host, port) = (node.host.as_str(), node.dns);
+    // The edge is known once the directory lists it and the router's check passed.
+    wait_answer(
+        host,
+        port,
+        &["live.streamcdn.test", "A"],
+        host,
+        Duration::from_secs(15),
+    );
+
+    let a = dig(host, port, &["live.streamcdn.test", "A", "+norecurse"]);
+    assert!(a.contains("status: NOERROR") && a.contains(" aa"), "{a}");
+    assert!(
+        a.contains(&format!("live.streamcdn.test.\t20\tIN\tA\t{host}")),
+        "{a}"
+    );
+
+    let soa = dig(host, port, &["streamcdn.test", "SOA"]);
+    assert!(
+        soa.contains("IN\tSOA\tns1.streamcdn.test. hostmaster.streamcdn.test."),
+        "{soa}"
+    );
+    let ns = dig(host, port, &["streamcdn.test", "NS"]);
+    assert!(ns.contains("IN\tNS\tns1.streamcdn.test."), "{ns}");
+    assert!(
+        ns.contains(&format!("ns1.streamcdn.test.\t3600\tIN\tA\t{host}")),
+        "glue: {ns}"
+    );
+
+    let nx = dig(host, port, &["nope.streamcdn.test", "A"]);
+    assert!(
+        nx.contains("status: NXDOMAIN") && nx.contains("IN\tSOA"),
+        "{nx}"
+    );
+    let nodata = dig(host, port, &["live.streamcdn.test", "AAAA"]);
+    assert!(
+        nodata.contains("status: NOERROR")
+            && nodata.contains("ANSWER: 0")
+            && nodata.contains("IN\tSOA"),
+        "{nodata}"
+    );
+    let refused = dig(host, port, &["example.com", "A"]);
+    assert!(
+        refused.contains("status: REFUSED") && refused.contains("ANSWER: 0"),
+        "{refused}"
+    );
+
+    // ECS: the decision is scoped to the client's /24 and says so.
+    let ecs = dig(
+        host,
+        port,
+        &["live.streamcdn.test", "A", "+subnet=198.51.100.0/24"],
+    );
+    assert!(ecs.contains("CLIENT-SUBNET: 198.51.100.0/24/24"), "{ecs}");
+    let ecs0 = dig(
+        host,
+        port,
+        &["live.streamcdn.test", "A", "+subnet=0.0.0.0/0"],
+    );
+    assert!(ecs0.contains("CLIENT-SUBNET: 0.0.0.0/0/0"), "{ecs0}");
+
+    // TCP gives the same answer.
+    wait_answer(
+        host,
+        port,
+        &["live.streamcdn.test", "A", "+tcp"],
+        host,
+        Duration::from_secs(2),
+    );
+
+    // Hostile packets and a stalled TCP client do not stop it answering.
+    let udp = UdpSocket::bind((host, 0)).unwrap();
+    for packet in [
+        &b""[..],
+        &[0u8; 5],
+        &[0xff; 12],
+        &[0x12; 600],
+        b"\x00\x01\x01\x00\x00\x01",
+    ] {
+        udp.send_to(packet, (host, port)).unwrap();
+    }
+    let mut stalled = TcpStream::connect((host, port)).unwrap();
+    stalled.write_all(&[0x00]).unwrap();
+    wait_answer(
+        host,
+        port,
+        &["live.streamcdn.test", "A"],
+        host,
+        Duration::from_secs(2),
+    );
+    wait_answer(
+        host,
+        port,
+        &["live.streamcdn.test", "A", "+tcp"],
+        host,
+        Duration::from_secs(2),
+    );
+    // An oversize length prefix is read as a message that never arrives: dropped later.
+    stalled.write_all(&[0xff]).unwrap();
+    drop(stalled);
+
+    // HTTP redirect mode: the same path and query on the chosen edge.
+    let r = http_request_at(
+        host,
+        node.router_http,
+        "GET",
+        "/demo/cam/index.m3u8?token=abc",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(r.status, 302, "{}", r.text());
+    assert_eq!(
+        r.header("location"),
+        Some(format!("{}/demo/cam/index.m3u8?token=abc", node.http_base()).as_str())
+    );
+    let r = http_request_at(host, node.router_http, "GET", "/demo/../etc/passwd", &[]).unwrap();
+    assert_eq!(r.status, 400);
+    let r = http_request_at(
+        host,
+        node.router_http,
+        "GET",
+        "/not/a/playback/url/at/all",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(r.status, 404);
+
+    // The routing API explains the choice.
+    let r = http_request_at(
+        host,
+        node.admin,
+        "GET",
+        "/api/v1/routing/explain?ip=198.51.100.7",
+        &[],
+    )
+    .unwrap();
+    let explain: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+    assert_eq!(explain["prefix"], "198.51.100.0/24", "{explain}");
+    assert_eq!(
+        explain["edges"].as_array().map(Vec::len),
+        Some(1),
+        "{explain}"
+    );
+    let r = http_request_at(host, node.admin, "GET", "/api/v1/routing/edges", &[]).unwrap();
+    let edges: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+    assert_eq!(edges[0]["healthy"], true, "{edges}");
+    assert_eq!(edges[0]["playback"], node.http_base().as_str(), "{edges}");
+}
+
+#[test]
+fn a_dead_edge_leaves_the_answers() {
+    let redis = Redis::start();
+    let registry = redis.registry_toml("router");
+    let net = loopback_net();
+    let router = Node::role_on(
+        "rt-router",
+        "router",
+        &format!("{net}.1"),
+        free_port(),
+        None,
+        &registry,
+    );
+    let mut edges: Vec<Node> = (2..=3)
+        .map(|i| {
+            Node::role_on(
+                &format!("rt-edge{i}"),
+                "edge",
+                &format!("{net}.{i}"),
+                free_port(),
+                None,
+                &registry,
+            )
+        })
+        .collect();
+    let (host, port) = (router.host.as_str(), router.dns);
+
+    // Both edges are known and healthy: the answer is one of them.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let first = loop {
+        let out = dig(host, port, &["live.streamcdn.test", "A", "+short"]);
+        let answer = out.trim().to_owned();
+        let r = http_request_at(host, router.admin, "GET", "/api/v1/routing/edges", &[]).unwrap();
+        let known: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+        let healthy = known
+            .as_array()
+            .map_or(0, |a| a.iter().filter(|e| e["healthy"] == true).count());
+        if healthy == 2 && edges.iter().any(|e| e.host == answer) {
+            break answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "edges never all known: {known} / {out:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let chosen = edges.iter().position(|e| e.host == first).unwrap();
+    let other = edges[1 - chosen].host.clone();
+
+    // Killed: the router's own check drops it before its directory lease ends (3 s).
+    let killed = Instant::now();
+    edges[chosen].stop_with("KILL");
+    wait_answer(
+        host,
+        port,
+        &["live.streamcdn.test", "A"],
+        &other,
+        Duration::from_secs(5),
+    );
+    println!("dead edge left the answers after {:?}", killed.elapsed());
+
+    // HTTP redirects follow the same choice.
+    let mut s = TcpStream::connect((host, router.router_http)).unwrap();
+    s.write_all(b"GET /demo/cam/index.m3u8 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 302") && response.contains(&format!("http://{other}:")),
+        "{response}"
+    );
+}
