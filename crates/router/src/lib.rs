@@ -10,10 +10,12 @@
 //! - [`dns`]: the authoritative responder for the delivery zone: SOA and NS, A/AAAA
 //!   answers with the chosen edges, NXDOMAIN/NODATA with the SOA, REFUSED outside the
 //!   zone, ECS scope, truncation for UDP.
+//! - [`map`]: the routing map, versioned, replaced whole, with the history of changes.
 //! - [`service`]: edges from the node directory and the router's own health checks,
 //!   DNS over UDP and TCP, the HTTP redirect mode, the routing API.
 
 pub mod decision;
 pub mod dns;
+pub mod map;
 pub mod prefix;
 pub mod service;

@@ -20,6 +20,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::decision::{Decider, DeciderConfig, Decision, EdgeState, Measurements, Millis};
 use crate::dns::{self, Answer, Transport, Zone};
+use crate::map::{History, RoutingMap};
 use crate::prefix::{ClientPrefix, StaticMap};
 
 /// A DNS-over-TCP client that sends nothing for this long is disconnected (RFC 7766
@@ -27,6 +28,10 @@ use crate::prefix::{ClientPrefix, StaticMap};
 const TCP_IDLE: Duration = Duration::from_secs(10);
 const MAX_TCP_CLIENTS: usize = 512;
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// A prefix nobody asked about for this long leaves the routing map.
+const PREFIX_IDLE_MS: Millis = 10 * 60 * 1000;
+/// Prefixes the router keeps deciding for, at most (the oldest asked are dropped).
+const MAX_PREFIXES: usize = 65_536;
 
 pub struct Settings {
     pub zone: Zone,
@@ -84,6 +89,11 @@ pub struct RouterService {
     edges: RwLock<Arc<Edges>>,
     decider: Mutex<Decider>,
     measurements: Mutex<Measurements>,
+    /// The answers in force, rebuilt each round and replaced whole.
+    map: RwLock<Arc<RoutingMap>>,
+    history: Mutex<History>,
+    /// Prefixes asked about, with when they last were.
+    asked: Mutex<HashMap<ClientPrefix, Millis>>,
 }
 
 fn now_ms() -> Millis {
@@ -141,6 +151,9 @@ impl RouterService {
             edge_capacity: settings.edge_capacity,
             health_interval: settings.health_interval,
             edges: RwLock::default(),
+            map: RwLock::default(),
+            history: Mutex::default(),
+            asked: Mutex::default(),
         }))
     }
 
@@ -169,8 +182,7 @@ impl RouterService {
     pub fn decide(&self, client: ClientPrefix) -> Decision {
         let edges = self.edges();
         let measurements = self.measurements.lock().unwrap_or_else(|e| e.into_inner());
-        let decision = self
-            .decider
+        self.decider
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .decide(
@@ -179,10 +191,7 @@ impl RouterService {
                 &measurements,
                 &self.static_map,
                 now_ms(),
-            );
-        metrics::counter!("streamcdn_router_decisions_total", "source" => decision.source.as_str())
-            .increment(1);
-        decision
+            )
     }
 
     fn answer(&self, query: &dns::Query<'_>) -> Answer {
@@ -192,18 +201,90 @@ impl RouterService {
             }
             None => ClientPrefix::of(query.client),
         };
-        let decision = self.decide(prefix);
+        let (ids, scope_len) = self.route(prefix);
         let edges = self.edges();
-        let addrs = decision
-            .edges
+        let addrs = ids
             .iter()
             .filter_map(|id| edges.states.iter().find(|e| &e.id == id))
             .flat_map(|e| e.addrs.iter().copied())
             .collect();
-        Answer {
-            addrs,
-            scope_len: decision.scope_len,
+        Answer { addrs, scope_len }
+    }
+
+    /// The edges for `prefix` from the routing map, or decided now for a prefix the map
+    /// does not hold yet (it joins the map at the next round).
+    fn route(&self, prefix: ClientPrefix) -> (Vec<String>, u8) {
+        {
+            let mut asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
+            if asked.len() >= MAX_PREFIXES && !asked.contains_key(&prefix) {
+                if let Some(oldest) = asked.iter().min_by_key(|(_, t)| **t).map(|(p, _)| *p) {
+                    asked.remove(&oldest);
+                }
+            }
+            asked.insert(prefix, now_ms());
         }
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let edges = self.edges();
+        let serving = |id: &String| edges.states.iter().any(|e| &e.id == id && e.healthy);
+        // An edge that failed since the map was built is not answered until the next
+        // round: the prefix is decided afresh.
+        match map.get(&prefix).filter(|e| e.edges.iter().all(serving)) {
+            Some(entry) => {
+                metrics::counter!("streamcdn_router_decisions_total", "source" => entry.source.as_str(), "from" => "map")
+                    .increment(1);
+                (entry.edges.clone(), entry.scope_len)
+            }
+            None => {
+                let d = self.decide(prefix);
+                metrics::counter!("streamcdn_router_decisions_total", "source" => d.source.as_str(), "from" => "fresh")
+                    .increment(1);
+                (d.edges, d.scope_len)
+            }
+        }
+    }
+
+    /// Decides every prefix asked about recently and replaces the map if an answer
+    /// changed. Returns the prefixes whose decision wants probes.
+    pub fn rebuild_map(&self) -> Vec<ClientPrefix> {
+        let now = now_ms();
+        let prefixes: Vec<ClientPrefix> = {
+            let mut asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
+            asked.retain(|_, t| now.saturating_sub(*t) < PREFIX_IDLE_MS);
+            asked.keys().copied().collect()
+        };
+        let decisions: Vec<Decision> = prefixes.iter().map(|p| self.decide(*p)).collect();
+        let wants_probe = decisions
+            .iter()
+            .filter(|d| d.needs_probe)
+            .map(|d| d.prefix)
+            .collect();
+        let current = self.map.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let (next, version) = current.next(decisions, now);
+        if let Some(version) = version {
+            tracing::info!(
+                version = version.version,
+                changed = version.changed,
+                "routing map replaced"
+            );
+            metrics::gauge!("streamcdn_router_map_version").set(version.version as f64);
+            self.history
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(version);
+        }
+        *self.map.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        wants_probe
+    }
+
+    /// The map in force and the history of its versions.
+    pub fn map_snapshot(&self) -> serde_json::Value {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let history = self
+            .history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        serde_json::json!({ "map": &*map, "history": history })
     }
 
     /// The response to one DNS message, or `None` to drop it.
@@ -242,6 +323,7 @@ impl RouterService {
                 }
             }
             self.refresh(&known).await;
+            self.rebuild_map();
             tokio::select! {
                 _ = tokio::time::sleep(self.health_interval) => {}
                 _ = shutdown.changed() => break,
@@ -394,7 +476,8 @@ impl RouterService {
         Router::new().fallback(redirect).with_state(self.clone())
     }
 
-    /// `GET /api/v1/routing/edges` and `GET /api/v1/routing/explain?ip=ADDR`.
+    /// `GET /api/v1/routing/edges`, `/api/v1/routing/map` (with its history) and
+    /// `/api/v1/routing/explain?ip=ADDR`.
     pub fn admin_router(self: &Arc<Self>) -> Router {
         Router::new()
             .route(
@@ -404,6 +487,12 @@ impl RouterService {
                 }),
             )
             .route("/api/v1/routing/explain", axum::routing::get(explain))
+            .route(
+                "/api/v1/routing/map",
+                axum::routing::get(|State(s): State<Arc<Self>>| async move {
+                    axum::Json(s.map_snapshot())
+                }),
+            )
             .with_state(self.clone())
     }
 }
@@ -425,9 +514,9 @@ async fn redirect(
         }
         Err(UrlError::Unknown) => return text(StatusCode::NOT_FOUND, "no such object"),
     }
-    let decision = service.decide(ClientPrefix::of(peer.ip()));
+    let (chosen, _) = service.route(ClientPrefix::of(peer.ip()));
     let edges = service.edges();
-    let Some(base) = decision.edges.first().and_then(|id| edges.playback.get(id)) else {
+    let Some(base) = chosen.first().and_then(|id| edges.playback.get(id)) else {
         metrics::counter!("streamcdn_router_redirects_total", "result" => "no_edge").increment(1);
         return text(StatusCode::SERVICE_UNAVAILABLE, "no healthy edge");
     };

@@ -186,6 +186,27 @@ fn up_answers_for_the_delivery_zone_and_redirects_to_its_edge() {
         Some(1),
         "{explain}"
     );
+    // The prefixes asked about are in the versioned routing map.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let map = loop {
+        let r = http_request_at(host, node.admin, "GET", "/api/v1/routing/map", &[]).unwrap();
+        let map: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+        if map["map"]["entries"]["198.51.100.0/24"]["edges"].is_array() {
+            break map;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the map never held the prefix: {map}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(map["map"]["version"].as_u64() >= Some(1), "{map}");
+    assert!(
+        map["history"]["versions"]
+            .as_array()
+            .is_some_and(|v| !v.is_empty()),
+        "{map}"
+    );
     let r = http_request_at(host, node.admin, "GET", "/api/v1/routing/edges", &[]).unwrap();
     let edges: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
     assert_eq!(edges[0]["healthy"], true, "{edges}");
