@@ -354,6 +354,17 @@ impl Registry {
         Ok(replaced)
     }
 
+    /// A secret every server of the deployment shares (e.g. the key that authenticates
+    /// the router's probe requests to edges): the stored one, or `candidate` stored now
+    /// if there is none yet. Concurrent first callers all get the one that won.
+    pub async fn shared_secret(&self, name: &str, candidate: &str) -> Result<String> {
+        let key = format!("secret:{name}");
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.put_if_absent(&key, candidate, FOREVER)),
+            Backend::Redis(r) => r.put_if_absent(&key, candidate, FOREVER).await,
+        }
+    }
+
     /// What a provider changed at runtime (empty if nothing).
     pub async fn provider_settings(&self, provider: &str) -> Result<ProviderSettings> {
         let key = provider_key(provider);

@@ -44,6 +44,20 @@ impl MemoryStore {
         }
     }
 
+    /// The value under `key`, after storing `value` there if there was none.
+    pub(crate) fn put_if_absent(&self, key: &str, value: &str, ttl: Duration) -> String {
+        if let Some(existing) = self.get(key) {
+            return existing;
+        }
+        let mut inner = self.lock();
+        inner
+            .values
+            .entry(key.to_owned())
+            .or_insert_with(|| (value.to_owned(), Instant::now() + ttl))
+            .0
+            .clone()
+    }
+
     pub(crate) fn replace_if(
         &self,
         key: &str,

@@ -66,6 +66,23 @@ impl RedisStore {
         Ok(redis::cmd("MGET").arg(&keys).query_async(&mut c).await?)
     }
 
+    /// The value under `key`, after storing `value` there if there was none (SET NX).
+    pub(crate) async fn put_if_absent(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<String> {
+        let mut c = self.connection.clone();
+        let key = self.key(key);
+        let options = redis::SetOptions::default()
+            .conditional_set(redis::ExistenceCheck::NX)
+            .with_expiration(redis::SetExpiry::PX(millis(ttl)));
+        c.set_options::<_, _, ()>(&key, value, options).await?;
+        let stored: Option<String> = c.get(&key).await?;
+        Ok(stored.unwrap_or_else(|| value.to_owned()))
+    }
+
     pub(crate) async fn replace_if(
         &self,
         key: &str,

@@ -217,6 +217,27 @@ async fn memory_ended_streams() {
     ended_streams_are_served_by_the_cluster(Registry::memory()).await;
 }
 
+async fn the_first_secret_wins(registry: Registry) {
+    let first = registry.shared_secret("probe", "aaaa").await.unwrap();
+    let second = registry.shared_secret("probe", "bbbb").await.unwrap();
+    assert_eq!((first.as_str(), second.as_str()), ("aaaa", "aaaa"));
+    assert_eq!(
+        registry.shared_secret("other", "cccc").await.unwrap(),
+        "cccc"
+    );
+}
+
+#[tokio::test]
+async fn memory_shared_secret() {
+    the_first_secret_wins(Registry::memory()).await;
+}
+
+#[tokio::test]
+async fn redis_shared_secret() {
+    let server = redis_server();
+    the_first_secret_wins(Registry::redis(&server.url, "t5").await.unwrap()).await;
+}
+
 #[tokio::test]
 async fn memory_directory() {
     the_directory_lists_every_server(Registry::memory()).await;
