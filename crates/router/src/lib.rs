@@ -18,4 +18,5 @@ pub mod decision;
 pub mod dns;
 pub mod map;
 pub mod prefix;
+pub mod probe;
 pub mod service;

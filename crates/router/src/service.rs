@@ -22,6 +22,7 @@ use crate::decision::{Decider, DeciderConfig, Decision, EdgeState, Measurements,
 use crate::dns::{self, Answer, Transport, Zone};
 use crate::map::{History, RoutingMap};
 use crate::prefix::{ClientPrefix, StaticMap};
+use crate::probe::{ProbeKey, ProbeReport, ProbeRequest, PROBE_HEADER};
 
 /// A DNS-over-TCP client that sends nothing for this long is disconnected (RFC 7766
 /// suggests seconds, not minutes).
@@ -32,6 +33,13 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 const PREFIX_IDLE_MS: Millis = 10 * 60 * 1000;
 /// Prefixes the router keeps deciding for, at most (the oldest asked are dropped).
 const MAX_PREFIXES: usize = 65_536;
+/// A prefix is probed again no sooner than this.
+const PROBE_EVERY_MS: Millis = 10_000;
+/// Prefixes sent to probing per round, at most (the edges' budgets bound the rest).
+const PROBES_PER_ROUND: usize = 32;
+const PROBE_ATTEMPTS: u8 = 3;
+/// The path on an edge's playback listener that takes signed probe requests.
+pub const PROBE_PATH: &str = "/_streamcdn/probe";
 
 pub struct Settings {
     pub zone: Zone,
@@ -40,6 +48,8 @@ pub struct Settings {
     /// Viewer connections an edge should hold; `None` when unknown.
     pub edge_capacity: Option<u64>,
     pub health_interval: Duration,
+    /// The deployment's key that edges check on probe requests.
+    pub probe_key: ProbeKey,
 }
 
 /// An edge as the router knows it: its state for the decision and where it plays.
@@ -92,8 +102,11 @@ pub struct RouterService {
     /// The answers in force, rebuilt each round and replaced whole.
     map: RwLock<Arc<RoutingMap>>,
     history: Mutex<History>,
-    /// Prefixes asked about, with when they last were.
-    asked: Mutex<HashMap<ClientPrefix, Millis>>,
+    /// Prefixes asked about, with when they last were and the last address asking.
+    asked: Mutex<HashMap<ClientPrefix, (Millis, IpAddr)>>,
+    probe_key: ProbeKey,
+    /// When each prefix was last sent to probing.
+    probed: Mutex<HashMap<ClientPrefix, Millis>>,
 }
 
 fn now_ms() -> Millis {
@@ -154,6 +167,8 @@ impl RouterService {
             map: RwLock::default(),
             history: Mutex::default(),
             asked: Mutex::default(),
+            probe_key: settings.probe_key,
+            probed: Mutex::default(),
         }))
     }
 
@@ -201,7 +216,8 @@ impl RouterService {
             }
             None => ClientPrefix::of(query.client),
         };
-        let (ids, scope_len) = self.route(prefix);
+        let asking = query.ecs.map_or(query.client, |(addr, _)| addr);
+        let (ids, scope_len) = self.route(prefix, asking);
         let edges = self.edges();
         let addrs = ids
             .iter()
@@ -213,15 +229,15 @@ impl RouterService {
 
     /// The edges for `prefix` from the routing map, or decided now for a prefix the map
     /// does not hold yet (it joins the map at the next round).
-    fn route(&self, prefix: ClientPrefix) -> (Vec<String>, u8) {
+    fn route(&self, prefix: ClientPrefix, client: IpAddr) -> (Vec<String>, u8) {
         {
             let mut asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
             if asked.len() >= MAX_PREFIXES && !asked.contains_key(&prefix) {
-                if let Some(oldest) = asked.iter().min_by_key(|(_, t)| **t).map(|(p, _)| *p) {
+                if let Some(oldest) = asked.iter().min_by_key(|(_, (t, _))| *t).map(|(p, _)| *p) {
                     asked.remove(&oldest);
                 }
             }
-            asked.insert(prefix, now_ms());
+            asked.insert(prefix, (now_ms(), client));
         }
         let map = self.map.read().unwrap_or_else(|e| e.into_inner()).clone();
         let edges = self.edges();
@@ -244,20 +260,30 @@ impl RouterService {
     }
 
     /// Decides every prefix asked about recently and replaces the map if an answer
-    /// changed. Returns the prefixes whose decision wants probes.
-    pub fn rebuild_map(&self) -> Vec<ClientPrefix> {
+    /// changed. Returns the clients to probe: for prefixes whose decision wants
+    /// measurements and that were not sent to probing lately, the last address asking.
+    pub fn rebuild_map(&self) -> Vec<IpAddr> {
         let now = now_ms();
-        let prefixes: Vec<ClientPrefix> = {
+        let prefixes: Vec<(ClientPrefix, IpAddr)> = {
             let mut asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
-            asked.retain(|_, t| now.saturating_sub(*t) < PREFIX_IDLE_MS);
-            asked.keys().copied().collect()
+            asked.retain(|_, (t, _)| now.saturating_sub(*t) < PREFIX_IDLE_MS);
+            asked.iter().map(|(p, (_, ip))| (*p, *ip)).collect()
         };
-        let decisions: Vec<Decision> = prefixes.iter().map(|p| self.decide(*p)).collect();
-        let wants_probe = decisions
-            .iter()
-            .filter(|d| d.needs_probe)
-            .map(|d| d.prefix)
-            .collect();
+        let decisions: Vec<Decision> = prefixes.iter().map(|(p, _)| self.decide(*p)).collect();
+        let mut wants_probe = Vec::new();
+        {
+            let mut probed = self.probed.lock().unwrap_or_else(|e| e.into_inner());
+            probed.retain(|_, t| now.saturating_sub(*t) < PROBE_EVERY_MS);
+            for (decision, (prefix, client)) in decisions.iter().zip(&prefixes) {
+                if decision.needs_probe
+                    && wants_probe.len() < PROBES_PER_ROUND
+                    && !probed.contains_key(prefix)
+                {
+                    probed.insert(*prefix, now);
+                    wants_probe.push(*client);
+                }
+            }
+        }
         let current = self.map.read().unwrap_or_else(|e| e.into_inner()).clone();
         let (next, version) = current.next(decisions, now);
         if let Some(version) = version {
@@ -323,7 +349,10 @@ impl RouterService {
                 }
             }
             self.refresh(&known).await;
-            self.rebuild_map();
+            let clients = self.rebuild_map();
+            if !clients.is_empty() {
+                tokio::spawn(Arc::clone(&self).probe_clients(clients));
+            }
             tokio::select! {
                 _ = tokio::time::sleep(self.health_interval) => {}
                 _ = shutdown.changed() => break,
@@ -377,6 +406,53 @@ impl RouterService {
                     "edge state"
                 );
             }
+        }
+    }
+
+    /// Asks every healthy edge to probe each client, and records what they report.
+    async fn probe_clients(self: Arc<Self>, clients: Vec<IpAddr>) {
+        let edges = self.edges();
+        let key = &self.probe_key;
+        let mut asks = Vec::new();
+        for client in clients {
+            for edge in edges.states.iter().filter(|e| e.healthy) {
+                let Some(playback) = edges.playback.get(&edge.id) else {
+                    continue;
+                };
+                let request =
+                    ProbeRequest::new(client, PROBE_ATTEMPTS, now_ms()).for_edge(&edge.id);
+                asks.push(async move {
+                    let report = ask_probe(key, playback, &request).await;
+                    (request, edge.id.clone(), report)
+                });
+            }
+        }
+        for (request, edge, report) in futures::future::join_all(asks).await {
+            let outcome = match report {
+                Ok(report) if report.answers(&request) && report.edge == edge => {
+                    match report.to_measurement() {
+                        Ok(m) => {
+                            let recorded = self
+                                .measurements
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .record(request.prefix, m);
+                            if recorded.is_ok() {
+                                metrics::histogram!("streamcdn_router_probe_rtt_seconds")
+                                    .record(report.rtt_ms.unwrap_or_default() / 1000.0);
+                            }
+                            "measured"
+                        }
+                        Err(_) => "no_answer",
+                    }
+                }
+                Ok(_) => "mismatched",
+                Err(e) => {
+                    tracing::debug!(edge, prefix = %request.prefix, error = e, "probe request failed");
+                    "failed"
+                }
+            };
+            metrics::counter!("streamcdn_router_probes_total", "outcome" => outcome).increment(1);
         }
     }
 
@@ -514,7 +590,7 @@ async fn redirect(
         }
         Err(UrlError::Unknown) => return text(StatusCode::NOT_FOUND, "no such object"),
     }
-    let (chosen, _) = service.route(ClientPrefix::of(peer.ip()));
+    let (chosen, _) = service.route(ClientPrefix::of(peer.ip()), peer.ip());
     let edges = service.edges();
     let Some(base) = chosen.first().and_then(|id| edges.playback.get(id)) else {
         metrics::counter!("streamcdn_router_redirects_total", "result" => "no_edge").increment(1);
@@ -537,6 +613,58 @@ async fn redirect(
         ],
     )
         .into_response()
+}
+
+/// POSTs a signed probe request to an edge and reads its report (HTTP/1.1 by hand,
+/// as the health check: one request per connection, nothing else needed).
+async fn ask_probe(
+    key: &ProbeKey,
+    playback: &str,
+    request: &ProbeRequest,
+) -> Result<ProbeReport, String> {
+    let authority = playback
+        .strip_prefix("http://")
+        .and_then(|a| a.split('/').next())
+        .ok_or("playback address is not http://")?;
+    let (body, tag) = request.signed(key).map_err(|e| e.to_string())?;
+    let exchange = async {
+        let mut stream = TcpStream::connect(authority)
+            .await
+            .map_err(|e| e.to_string())?;
+        let head = format!(
+            "POST {PROBE_PATH} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\n{PROBE_HEADER}: {tag}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        stream
+            .write_all(head.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        stream.write_all(&body).await.map_err(|e| e.to_string())?;
+        let mut response = Vec::new();
+        (&mut stream)
+            .take(64 * 1024)
+            .read_to_end(&mut response)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(response)
+    };
+    let timeout = Duration::from_secs(u64::from(request.attempts) + 2);
+    let response = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| "probe timed out".to_owned())??;
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no HTTP header end")?;
+    let status_ok = response.starts_with(b"HTTP/1.1 200");
+    let body = &response[split + 4..];
+    if !status_ok {
+        return Err(format!(
+            "edge answered {}",
+            String::from_utf8_lossy(&response[..split.min(64)])
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| e.to_string())
 }
 
 #[derive(serde::Deserialize)]

@@ -66,6 +66,25 @@ pub fn local_url(addr: SocketAddr) -> String {
     format!("http://{host}:{}", addr.port())
 }
 
+/// Unix milliseconds, the clock routers and edges share.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The deployment's probe key, shared by routers and edges through the registry (the
+/// first server to ask generates it).
+pub async fn probe_key(registry: &Registry) -> anyhow::Result<streamcdn_router::probe::ProbeKey> {
+    let candidate = streamcdn_router::probe::ProbeKey::generate().to_hex();
+    let stored = registry
+        .shared_secret("probe", &candidate)
+        .await
+        .context("cannot read the deployment's probe key from the registry")?;
+    streamcdn_router::probe::ProbeKey::from_hex(&stored)
+        .map_err(|e| anyhow::anyhow!("the registry's probe key is corrupt: {e}"))
+}
+
 async fn open_registry(config: &Config) -> anyhow::Result<Registry> {
     let registry = &config.registry;
     match registry.backend {

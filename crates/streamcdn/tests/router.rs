@@ -144,6 +144,34 @@ fn up_answers_for_the_delivery_zone_and_redirects_to_its_edge() {
     stalled.write_all(&[0xff]).unwrap();
     drop(stalled);
 
+    // The edge probed the asking client for the router: its answer is now measured.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = http_request_at(host, node.admin, "GET", "/api/v1/routing/map", &[]).unwrap();
+        let map: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+        let measured = map["map"]["entries"]
+            .as_object()
+            .is_some_and(|e| e.values().any(|v| v["source"] == "measured"));
+        if measured {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no measured answer: {map}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(node.metric("streamcdn_edge_probes_total{outcome=\"tcp\"") >= 1.0);
+    // Probe requests need the deployment's key.
+    let mut s = TcpStream::connect((host, node.http)).unwrap();
+    let body = r#"{"target":"127.0.0.1","prefix":"127.0.0.0/24","attempts":1,"issued_at_ms":0,"nonce":1,"edge":"x"}"#;
+    write!(
+        s,
+        "POST /_streamcdn/probe HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nX-Streamcdn-Probe: 00\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut refused = String::new();
+    s.read_to_string(&mut refused).unwrap();
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+
     // HTTP redirect mode: the same path and query on the chosen edge.
     let r = http_request_at(
         host,

@@ -1,14 +1,73 @@
 //! The edge role: the HTTP cache, below `edge.parents` or, with none, the top tier that
 //! finds streams through the registry and archived recordings in on-demand storage.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use streamcdn_config::EdgeTier;
 use streamcdn_edge::{Edge, EdgeSettings, UpstreamKind};
+use streamcdn_router::probe::{self, ProbeBudget, ProbeReport, ReplayGuard, PROBE_HEADER};
+use streamcdn_router::service::PROBE_PATH;
 
-use crate::context::{bind, Context, Role};
+use crate::context::{bind, now_ms, Context, Role};
+
+/// Probes an edge runs for routers, per second, and in a burst.
+const PROBES_PER_SEC: u32 = 20;
+const PROBE_BURST: u32 = 40;
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Measures toward viewers when a router asks, if it proves it holds the deployment's
+/// probe key (and within the edge's probe budget).
+struct Prober {
+    key: probe::ProbeKey,
+    edge: String,
+    guard: Mutex<ReplayGuard>,
+    budget: Mutex<ProbeBudget>,
+}
+
+async fn probe_request(
+    State(prober): State<Arc<Prober>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let now = now_ms();
+    let header = headers.get(PROBE_HEADER).and_then(|v| v.to_str().ok());
+    let verified = {
+        let mut guard = prober.guard.lock().unwrap_or_else(|e| e.into_inner());
+        probe::verify(&prober.key, &body, header, now, &mut guard)
+    };
+    let request = match verified {
+        Ok(r) => r,
+        Err(e) => {
+            metrics::counter!("streamcdn_edge_probes_total", "outcome" => "refused").increment(1);
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            return (status, format!("{e}\n")).into_response();
+        }
+    };
+    if request.edge != prober.edge {
+        metrics::counter!("streamcdn_edge_probes_total", "outcome" => "refused").increment(1);
+        return (StatusCode::FORBIDDEN, "request meant for another edge\n").into_response();
+    }
+    let admitted = prober
+        .budget
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .try_take(now);
+    if !admitted {
+        metrics::counter!("streamcdn_edge_probes_total", "outcome" => "over_budget").increment(1);
+        return (StatusCode::TOO_MANY_REQUESTS, "probe budget exhausted\n").into_response();
+    }
+    let outcome = probe::probe(request.target, request.attempts, PROBE_TIMEOUT).await;
+    metrics::counter!("streamcdn_edge_probes_total", "outcome" => outcome.method.as_str())
+        .increment(1);
+    axum::Json(ProbeReport::new(&prober.edge, &request, &outcome, now_ms())).into_response()
+}
 
 pub struct EdgeRole {
     tier: EdgeTier,
@@ -85,7 +144,16 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
             "http.advertise is not set: the node directory will not list where viewers reach this edge"
         ),
     }
-    ctx.serve_playback(listener, edge.router());
+    let prober = Arc::new(Prober {
+        key: crate::context::probe_key(&ctx.registry).await?,
+        edge: ctx.node.id.clone(),
+        guard: Mutex::new(ReplayGuard::new(100_000)),
+        budget: Mutex::new(ProbeBudget::new(PROBES_PER_SEC, PROBE_BURST)),
+    });
+    let probes = axum::Router::new()
+        .route(PROBE_PATH, axum::routing::post(probe_request))
+        .with_state(prober);
+    ctx.serve_playback(listener, edge.router().merge(probes));
     let sizes = edge.clone();
     ctx.on_scrape(Arc::new(move || {
         let edge = sizes.clone();

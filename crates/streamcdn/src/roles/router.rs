@@ -68,6 +68,7 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         decider: DeciderConfig::default(),
         edge_capacity: (config.edge_capacity > 0).then_some(config.edge_capacity),
         health_interval: config.health_interval,
+        probe_key: crate::context::probe_key(&ctx.registry).await?,
     })
     .map_err(|e| anyhow!("router: {e}"))?;
     let udp = UdpSocket::bind(config.dns_listen)

@@ -1,0 +1,1370 @@
+//! The edge side of active probing: an edge measures its path to a viewer's address when
+//! the router asks, and records the kernel's RTT of real viewer connections.
+//!
+//! - **Wire format**: the router POSTs a [`ProbeRequest`] (JSON) to an edge; the edge
+//!   answers with a [`ProbeReport`] (JSON), which [`ProbeReport::to_measurement`] turns
+//!   into the [`Measurement`] the decision consumes.
+//! - **Authentication**: an edge must not become a packet cannon for whoever reaches its
+//!   HTTP port. The body is signed with HMAC-SHA256 under a deployment-wide [`ProbeKey`]
+//!   and the hex tag sent in [`PROBE_HEADER`]; [`verify`] checks the tag (constant time)
+//!   before parsing anything, then the timestamp (±[`MAX_SKEW_MS`]), the target, and the
+//!   nonce against a bounded [`ReplayGuard`].
+//! - **Measurement**: [`probe`] times TCP connects (a SYN/ACK and a RST both take one
+//!   round trip) and, where the kernel allows unprivileged ping sockets, ICMP echo.
+//!   The async shells only collect per-attempt samples; [`aggregate`] (pure) turns them
+//!   into a [`ProbeOutcome`] (median RTT, loss).
+//! - **Budget**: [`ProbeBudget`], a token bucket over an explicit clock; the edge answers
+//!   429 when it is empty.
+//! - **Passive**: [`tcp_info_rtt`] reads the kernel's smoothed RTT of a viewer connection
+//!   and [`PassiveRtts`] (pure, bounded) aggregates it per client prefix into reports.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use ring::hmac;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::decision::{Measurement, Millis, Source};
+use crate::prefix::ClientPrefix;
+
+/// The HTTP header carrying the hex HMAC-SHA256 of the request body.
+pub const PROBE_HEADER: &str = "X-Streamcdn-Probe";
+/// How far a request's `issued_at_ms` may be from the edge's clock, either way: long
+/// enough for modest clock skew, short enough that the replay guard stays small.
+pub const MAX_SKEW_MS: u64 = 30_000;
+/// Most attempts one request may ask for (each attempt sends a SYN per port).
+pub const MAX_ATTEMPTS: u8 = 5;
+/// Ports tried by [`probe`]: what a viewer's network most often answers on (or resets).
+pub const DEFAULT_PORTS: &[u16] = &[443, 80];
+/// Length of a [`ProbeKey`] in bytes (the HMAC-SHA256 block-size-safe choice).
+pub const KEY_LEN: usize = 32;
+
+// ---------------------------------------------------------------------------------------
+// Wire format
+// ---------------------------------------------------------------------------------------
+
+/// What the router asks an edge to measure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeRequest {
+    /// The address probed: a viewer (or its resolver) the router saw.
+    pub target: IpAddr,
+    /// The prefix the result is filed under; must contain `target`.
+    pub prefix: ClientPrefix,
+    /// 1..=[`MAX_ATTEMPTS`].
+    pub attempts: u8,
+    /// Router clock, Unix milliseconds: bounds how long a captured request is usable.
+    pub issued_at_ms: u64,
+    /// Random; a request is accepted once per edge.
+    pub nonce: u64,
+    /// The edge asked to probe: an edge refuses a request meant for another, so a
+    /// captured request cannot be replayed across edges (a request naming none is
+    /// refused by every edge).
+    #[serde(default)]
+    pub edge: String,
+}
+
+impl ProbeRequest {
+    /// A request for `target`'s client prefix with a fresh random nonce.
+    pub fn new(target: IpAddr, attempts: u8, issued_at_ms: u64) -> Self {
+        let target = target.to_canonical();
+        Self {
+            target,
+            prefix: ClientPrefix::of(target),
+            attempts,
+            issued_at_ms,
+            nonce: rand::random(),
+            edge: String::new(),
+        }
+    }
+
+    /// The same request, addressed to one edge.
+    pub fn for_edge(self, edge: impl Into<String>) -> Self {
+        Self {
+            edge: edge.into(),
+            ..self
+        }
+    }
+
+    /// The body to POST and the [`PROBE_HEADER`] value that authenticates it.
+    pub fn signed(&self, key: &ProbeKey) -> Result<(Vec<u8>, String), serde_json::Error> {
+        let body = serde_json::to_vec(self)?;
+        let tag = sign(key, &body);
+        Ok((body, tag))
+    }
+}
+
+/// How a report's RTT was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeMethod {
+    /// TCP connect time (SYN → SYN/ACK or RST).
+    Tcp,
+    /// ICMP echo over an unprivileged ping socket.
+    Icmp,
+    /// The kernel's smoothed RTT of real viewer connections (`TCP_INFO`).
+    Passive,
+}
+
+impl ProbeMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Icmp => "icmp",
+            Self::Passive => "passive",
+        }
+    }
+}
+
+/// What an edge measured toward a client prefix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeReport {
+    /// The edge's node id.
+    pub edge: String,
+    pub prefix: ClientPrefix,
+    /// The probed address (for passive reports: the prefix's first address).
+    pub target: IpAddr,
+    /// Median of the successful attempts; `None` when nothing answered.
+    pub rtt_ms: Option<f64>,
+    /// Fraction of attempts without an answer, 0..=1 (always 0 for passive reports).
+    pub loss: f32,
+    /// Attempts made (passive: connections sampled, saturating at 255).
+    pub attempts: u8,
+    pub method: ProbeMethod,
+    /// Edge clock, Unix milliseconds.
+    pub measured_at_ms: u64,
+}
+
+/// Why a report gives no [`Measurement`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ReportError {
+    #[error("no attempt was answered")]
+    NoAnswer,
+    #[error("report RTT {0} ms is not a duration")]
+    BadRtt(f64),
+    #[error("report loss {0} is not a fraction between 0 and 1")]
+    BadLoss(f32),
+    #[error("report names no edge")]
+    NoEdge,
+}
+
+impl ProbeReport {
+    /// The report of `outcome`, measured for `request`.
+    pub fn new(
+        edge: impl Into<String>,
+        request: &ProbeRequest,
+        outcome: &ProbeOutcome,
+        measured_at_ms: u64,
+    ) -> Self {
+        Self {
+            edge: edge.into(),
+            prefix: request.prefix,
+            target: request.target,
+            rtt_ms: outcome.rtt.map(|d| d.as_secs_f64() * 1000.0),
+            loss: outcome.loss,
+            attempts: outcome.attempts,
+            method: outcome.method,
+            measured_at_ms,
+        }
+    }
+
+    /// Whether this report is about what `request` asked (the router should drop
+    /// anything else an edge sends back).
+    pub fn answers(&self, request: &ProbeRequest) -> bool {
+        self.prefix == request.prefix && self.target.to_canonical() == request.target.to_canonical()
+    }
+
+    /// The sample the decision consumes.
+    ///
+    /// A report where **no attempt was answered is not a measurement**
+    /// ([`ReportError::NoAnswer`]): most often the viewer's network silently drops
+    /// unsolicited SYNs and pings, which says nothing about the path, and an invented
+    /// large RTT would push the edge that serves the prefix (and has passive samples)
+    /// ahead of every other edge. Skipped, the edge simply stays unmeasured for the prefix
+    /// and the decision ranks the measured ones (or falls back). Partial loss is kept and
+    /// penalised by the estimator.
+    pub fn to_measurement(&self) -> Result<Measurement, ReportError> {
+        if self.edge.is_empty() {
+            return Err(ReportError::NoEdge);
+        }
+        if !(self.loss.is_finite() && (0.0..=1.0).contains(&self.loss)) {
+            return Err(ReportError::BadLoss(self.loss));
+        }
+        let rtt_ms = self.rtt_ms.ok_or(ReportError::NoAnswer)?;
+        let rtt = Duration::try_from_secs_f64(rtt_ms / 1000.0)
+            .map_err(|_| ReportError::BadRtt(rtt_ms))?;
+        Ok(Measurement {
+            edge: self.edge.clone(),
+            rtt,
+            loss: self.loss,
+            at: self.measured_at_ms,
+            source: match self.method {
+                ProbeMethod::Tcp | ProbeMethod::Icmp => Source::Probe,
+                ProbeMethod::Passive => Source::Passive,
+            },
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Authentication
+// ---------------------------------------------------------------------------------------
+
+/// The deployment's shared probe key: 32 random bytes, kept in the registry as hex.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProbeKey([u8; KEY_LEN]);
+
+/// Never prints the secret (configs and errors get logged).
+impl fmt::Debug for ProbeKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ProbeKey(..)")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("probe key must be {expected} hex digits, got {got} characters")]
+    Length { expected: usize, got: usize },
+    #[error("probe key is not hex")]
+    NotHex,
+}
+
+impl ProbeKey {
+    /// A new random key (from the thread's OS-seeded CSPRNG).
+    pub fn generate() -> Self {
+        Self(rand::random())
+    }
+
+    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
+        Self(bytes)
+    }
+
+    /// Lowercase hex, 64 digits: the form stored in the registry.
+    pub fn to_hex(&self) -> String {
+        to_hex(&self.0)
+    }
+
+    pub fn from_hex(text: &str) -> Result<Self, KeyError> {
+        let text = text.trim();
+        if text.len() != KEY_LEN * 2 {
+            return Err(KeyError::Length {
+                expected: KEY_LEN * 2,
+                got: text.len(),
+            });
+        }
+        let bytes = from_hex(text).ok_or(KeyError::NotHex)?;
+        let bytes: [u8; KEY_LEN] = bytes.try_into().map_err(|_| KeyError::NotHex)?;
+        Ok(Self(bytes))
+    }
+
+    fn hmac(&self) -> hmac::Key {
+        hmac::Key::new(hmac::HMAC_SHA256, &self.0)
+    }
+}
+
+impl FromStr for ProbeKey {
+    type Err = KeyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::from_hex(s)
+    }
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
+    let bytes = text.as_bytes();
+    if !bytes.len().is_multiple_of(2) {
+        return None;
+    }
+    bytes
+        .chunks_exact(2)
+        .map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?))
+        .collect()
+}
+
+/// The [`PROBE_HEADER`] value for `body`: lowercase hex HMAC-SHA256. Signs any bytes, so
+/// the same scheme can authenticate reports an edge pushes (see [`verify_signature`]).
+pub fn sign(key: &ProbeKey, body: &[u8]) -> String {
+    to_hex(hmac::sign(&key.hmac(), body).as_ref())
+}
+
+/// Why a probe request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeAuthError {
+    #[error("no {PROBE_HEADER} header")]
+    MissingSignature,
+    #[error("{PROBE_HEADER} does not match the body")]
+    BadSignature,
+    #[error("probe request is not valid JSON: {0}")]
+    Malformed(String),
+    #[error("probe request asks for {0} attempts (1..={MAX_ATTEMPTS})")]
+    BadAttempts(u8),
+    #[error("probe request issued at {issued_at_ms} ms is more than {MAX_SKEW_MS} ms from now ({now_ms} ms)")]
+    Stale { issued_at_ms: u64, now_ms: u64 },
+    #[error("probe target {target} is outside the prefix {prefix}")]
+    TargetOutsidePrefix {
+        target: IpAddr,
+        prefix: ClientPrefix,
+    },
+    #[error("probe target {0} is not a unicast address")]
+    TargetNotUnicast(IpAddr),
+    #[error("probe request nonce {0} was already used")]
+    Replayed(u64),
+    #[error("too many probe requests within the replay window")]
+    ReplayGuardFull,
+}
+
+impl ProbeAuthError {
+    /// The HTTP status the edge answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::MissingSignature
+            | Self::BadSignature
+            | Self::Stale { .. }
+            | Self::Replayed(_) => 401,
+            Self::Malformed(_)
+            | Self::BadAttempts(_)
+            | Self::TargetOutsidePrefix { .. }
+            | Self::TargetNotUnicast(_) => 400,
+            Self::ReplayGuardFull => 429,
+        }
+    }
+}
+
+/// Checks only the tag of `body` (constant time). For bodies other than probe requests;
+/// [`verify`] does this first.
+pub fn verify_signature(
+    key: &ProbeKey,
+    body: &[u8],
+    header: Option<&str>,
+) -> Result<(), ProbeAuthError> {
+    let header = header.ok_or(ProbeAuthError::MissingSignature)?;
+    let tag = from_hex(header.trim()).ok_or(ProbeAuthError::BadSignature)?;
+    hmac::verify(&key.hmac(), body, &tag).map_err(|_| ProbeAuthError::BadSignature)
+}
+
+/// Whether an edge may aim packets at `ip`. Loopback is allowed (test sites live in
+/// 127.0.0.0/8); unspecified, multicast and broadcast are not: they would probe this
+/// host or many hosts at once.
+pub fn is_probeable(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(a) => !(a.is_unspecified() || a.is_multicast() || a.is_broadcast()),
+        IpAddr::V6(a) => !(a.is_unspecified() || a.is_multicast()),
+    }
+}
+
+/// Authenticates and parses a probe request: signature first (nothing unauthenticated is
+/// parsed), then JSON, attempts, timestamp, target, and last the nonce (so only requests
+/// that would be served take room in `guard`). The returned target is canonical
+/// (IPv4-mapped IPv6 as IPv4).
+pub fn verify(
+    key: &ProbeKey,
+    body: &[u8],
+    header: Option<&str>,
+    now_ms: u64,
+    guard: &mut ReplayGuard,
+) -> Result<ProbeRequest, ProbeAuthError> {
+    verify_signature(key, body, header)?;
+    let mut request: ProbeRequest =
+        serde_json::from_slice(body).map_err(|e| ProbeAuthError::Malformed(e.to_string()))?;
+    if !(1..=MAX_ATTEMPTS).contains(&request.attempts) {
+        return Err(ProbeAuthError::BadAttempts(request.attempts));
+    }
+    if request.issued_at_ms.abs_diff(now_ms) > MAX_SKEW_MS {
+        return Err(ProbeAuthError::Stale {
+            issued_at_ms: request.issued_at_ms,
+            now_ms,
+        });
+    }
+    request.target = request.target.to_canonical();
+    if !is_probeable(request.target) {
+        return Err(ProbeAuthError::TargetNotUnicast(request.target));
+    }
+    if !request.prefix.contains(request.target) {
+        return Err(ProbeAuthError::TargetOutsidePrefix {
+            target: request.target,
+            prefix: request.prefix,
+        });
+    }
+    guard.admit(request.nonce, request.issued_at_ms, now_ms)?;
+    Ok(request)
+}
+
+/// Nonces of accepted requests, each kept until its request would be stale anyway
+/// (`issued_at + MAX_SKEW_MS`). Bounded: when full of live nonces it refuses new
+/// requests rather than forget one (forgetting would allow its replay). Only key holders
+/// can add entries, so filling it takes a flood of genuine requests.
+#[derive(Debug, Clone)]
+pub struct ReplayGuard {
+    /// nonce → expiry (ms).
+    seen: HashMap<u64, u64>,
+    by_expiry: BTreeSet<(u64, u64)>,
+    capacity: usize,
+}
+
+impl Default for ReplayGuard {
+    /// Room for ~270 requests a second over the 60 s window, far above any probe budget.
+    fn default() -> Self {
+        Self::new(16_384)
+    }
+}
+
+impl ReplayGuard {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            seen: HashMap::new(),
+            by_expiry: BTreeSet::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+
+    fn prune(&mut self, now_ms: u64) {
+        while let Some(&(expiry, nonce)) = self.by_expiry.first() {
+            if expiry >= now_ms {
+                break;
+            }
+            self.by_expiry.pop_first();
+            self.seen.remove(&nonce);
+        }
+    }
+
+    fn admit(&mut self, nonce: u64, issued_at_ms: u64, now_ms: u64) -> Result<(), ProbeAuthError> {
+        self.prune(now_ms);
+        if self.seen.contains_key(&nonce) {
+            return Err(ProbeAuthError::Replayed(nonce));
+        }
+        if self.seen.len() >= self.capacity {
+            return Err(ProbeAuthError::ReplayGuardFull);
+        }
+        let expiry = issued_at_ms.saturating_add(MAX_SKEW_MS);
+        self.seen.insert(nonce, expiry);
+        self.by_expiry.insert((expiry, nonce));
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Budget
+// ---------------------------------------------------------------------------------------
+
+/// A token bucket over an explicit millisecond clock: `rate_per_sec` probes a second on
+/// average, at most `burst` at once. Integer milli-tokens, so it is exact and
+/// deterministic in tests. A clock that steps back refills nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeBudget {
+    rate_per_sec: u32,
+    burst: u32,
+    milli_tokens: u64,
+    last_ms: Option<u64>,
+}
+
+impl ProbeBudget {
+    /// Starts full. `burst` below 1 is raised to 1.
+    pub fn new(rate_per_sec: u32, burst: u32) -> Self {
+        let burst = burst.max(1);
+        Self {
+            rate_per_sec,
+            burst,
+            milli_tokens: u64::from(burst) * 1000,
+            last_ms: None,
+        }
+    }
+
+    fn refill(&mut self, now_ms: u64) {
+        if let Some(last) = self.last_ms {
+            if now_ms <= last {
+                return;
+            }
+            // rate tokens/s = rate milli-tokens/ms.
+            let add = (now_ms - last).saturating_mul(u64::from(self.rate_per_sec));
+            self.milli_tokens = self
+                .milli_tokens
+                .saturating_add(add)
+                .min(u64::from(self.burst) * 1000);
+        }
+        self.last_ms = Some(now_ms);
+    }
+
+    /// Takes one probe's token; `false`: over budget (answer 429).
+    pub fn try_take(&mut self, now_ms: u64) -> bool {
+        self.refill(now_ms);
+        if self.milli_tokens >= 1000 {
+            self.milli_tokens -= 1000;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whole probes available now.
+    pub fn available(&mut self, now_ms: u64) -> u32 {
+        self.refill(now_ms);
+        u32::try_from(self.milli_tokens / 1000).unwrap_or(u32::MAX)
+    }
+
+    /// Milliseconds until the next probe is allowed (for `Retry-After`); `None` if the
+    /// rate is 0 and the bucket is empty.
+    pub fn retry_after_ms(&mut self, now_ms: u64) -> Option<u64> {
+        self.refill(now_ms);
+        let missing = 1000u64.saturating_sub(self.milli_tokens);
+        if missing == 0 {
+            return Some(0);
+        }
+        let rate = u64::from(self.rate_per_sec);
+        (rate > 0).then(|| missing.div_ceil(rate))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Measurement
+// ---------------------------------------------------------------------------------------
+
+/// The aggregate of one probe's attempts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProbeOutcome {
+    pub method: ProbeMethod,
+    pub attempts: u8,
+    pub replies: u8,
+    /// Median RTT of the answered attempts.
+    pub rtt: Option<Duration>,
+    /// `1 - replies / attempts` (1 when there were no attempts).
+    pub loss: f32,
+}
+
+/// Pure: per-attempt samples (`None` = timed out or no answer) → median and loss.
+pub fn aggregate(samples: &[Option<Duration>], method: ProbeMethod) -> ProbeOutcome {
+    let mut rtts: Vec<Duration> = samples.iter().flatten().copied().collect();
+    rtts.sort_unstable();
+    let attempts = u8::try_from(samples.len()).unwrap_or(u8::MAX);
+    let replies = u8::try_from(rtts.len()).unwrap_or(u8::MAX);
+    let loss = if samples.is_empty() {
+        1.0
+    } else {
+        (samples.len() - rtts.len()) as f32 / samples.len() as f32
+    };
+    ProbeOutcome {
+        method,
+        attempts,
+        replies,
+        rtt: median(&rtts),
+        loss,
+    }
+}
+
+/// Median of sorted durations (mean of the middle two for an even count).
+fn median(sorted: &[Duration]) -> Option<Duration> {
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2),
+    }
+}
+
+/// Pure: which of the two measurements a probe reports. ICMP when it lost no more than
+/// TCP (it times the network alone, not a TCP stack), else TCP: ICMP is often filtered
+/// or rate-limited, and the loss would be charged to the path.
+pub fn choose(icmp: Option<ProbeOutcome>, tcp: ProbeOutcome) -> ProbeOutcome {
+    match icmp {
+        Some(i) if i.rtt.is_some() && (i.loss <= tcp.loss || tcp.rtt.is_none()) => i,
+        _ => tcp,
+    }
+}
+
+/// Measures the path to `target`: TCP connects to [`DEFAULT_PORTS`] and, at the same
+/// time, ICMP echo if this process may open a ping socket (`net.ipv4.ping_group_range`);
+/// reports the one [`choose`] picks, with its method. Takes at most about
+/// `attempts × timeout`. `attempts` is clamped to 1..=[`MAX_ATTEMPTS`].
+pub async fn probe(target: IpAddr, attempts: u8, timeout: Duration) -> ProbeOutcome {
+    let target = target.to_canonical();
+    let (tcp, icmp) = tokio::join!(
+        probe_ports(target, DEFAULT_PORTS, attempts, timeout),
+        probe_icmp(target, attempts, timeout)
+    );
+    choose(icmp.ok(), tcp)
+}
+
+/// TCP-only probe against `ports`. Each attempt sends a SYN to every port at once; the
+/// first SYN/ACK or RST is the attempt's RTT, no answer within `timeout` (or only errors
+/// such as host unreachable, which come from a router, not the target) is a loss.
+/// Completed connections are closed with a RST (zero linger): no TIME_WAIT on the edge,
+/// no idle connection on the viewer's side.
+pub async fn probe_ports(
+    target: IpAddr,
+    ports: &[u16],
+    attempts: u8,
+    timeout: Duration,
+) -> ProbeOutcome {
+    let target = target.to_canonical();
+    let attempts = attempts.clamp(1, MAX_ATTEMPTS);
+    let mut samples = Vec::with_capacity(usize::from(attempts));
+    for _ in 0..attempts {
+        samples.push(tcp_attempt(target, ports, timeout).await);
+    }
+    aggregate(&samples, ProbeMethod::Tcp)
+}
+
+async fn tcp_attempt(target: IpAddr, ports: &[u16], timeout: Duration) -> Option<Duration> {
+    let mut pending: FuturesUnordered<_> = ports
+        .iter()
+        .map(|&port| connect_once(SocketAddr::new(target, port)))
+        .collect();
+    let first = async {
+        while let Some(sample) = pending.next().await {
+            if sample.is_some() {
+                return sample;
+            }
+        }
+        None
+    };
+    tokio::time::timeout(timeout, first).await.ok().flatten()
+}
+
+async fn connect_once(addr: SocketAddr) -> Option<Duration> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .ok()?;
+    let start = Instant::now();
+    match socket.connect(addr).await {
+        Ok(stream) => {
+            let rtt = start.elapsed();
+            let _ = stream.set_zero_linger();
+            Some(rtt)
+        }
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Some(start.elapsed()),
+        Err(_) => None,
+    }
+}
+
+/// Whether this process may open an unprivileged ICMP socket for `family_of`'s family.
+/// On a kernel whose `net.ipv4.ping_group_range` excludes our group (e.g. "1 0", the
+/// default) this is `false` and [`probe`] measures by TCP alone.
+pub fn icmp_permitted(family_of: IpAddr) -> bool {
+    icmp_socket(family_of.to_canonical()).is_ok()
+}
+
+/// ICMP-only probe. `Err` when no ping socket can be opened (`PermissionDenied` when
+/// `ping_group_range` excludes us): the caller falls back to TCP.
+pub async fn probe_icmp(
+    target: IpAddr,
+    attempts: u8,
+    timeout: Duration,
+) -> io::Result<ProbeOutcome> {
+    let target = target.to_canonical();
+    let socket = tokio::net::UdpSocket::from_std(icmp_socket(target)?)?;
+    socket.connect(SocketAddr::new(target, 0)).await?;
+    let (request_type, reply_type) = match target {
+        IpAddr::V4(_) => (8u8, 0u8),
+        IpAddr::V6(_) => (128u8, 129u8),
+    };
+    // The kernel fills in the identifier (the socket's) and the checksum; the token tells
+    // our replies from anything else that arrives.
+    let token: [u8; 8] = rand::random();
+    let attempts = attempts.clamp(1, MAX_ATTEMPTS);
+    let mut samples = Vec::with_capacity(usize::from(attempts));
+    for seq in 1..=u16::from(attempts) {
+        let mut packet = [0u8; 16];
+        packet[0] = request_type;
+        packet[6..8].copy_from_slice(&seq.to_be_bytes());
+        packet[8..].copy_from_slice(&token);
+        samples.push(icmp_attempt(&socket, &packet, reply_type, timeout).await);
+    }
+    Ok(aggregate(&samples, ProbeMethod::Icmp))
+}
+
+async fn icmp_attempt(
+    socket: &tokio::net::UdpSocket,
+    packet: &[u8; 16],
+    reply_type: u8,
+    timeout: Duration,
+) -> Option<Duration> {
+    let start = Instant::now();
+    let deadline = start + timeout;
+    socket.send(packet).await.ok()?;
+    let mut buf = [0u8; 1500];
+    loop {
+        let n = match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            // Timed out, or an ICMP error (unreachable) queued on the socket.
+            _ => return None,
+        };
+        let reply = &buf[..n];
+        // Late replies to earlier attempts carry another sequence number: skip them.
+        if reply.len() >= 16
+            && reply[0] == reply_type
+            && reply[6..8] == packet[6..8]
+            && reply[8..16] == packet[8..16]
+        {
+            return Some(start.elapsed());
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn icmp_socket(target: IpAddr) -> io::Result<std::net::UdpSocket> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (domain, protocol) = match target {
+        IpAddr::V4(_) => (libc::AF_INET, libc::IPPROTO_ICMP),
+        IpAddr::V6(_) => (libc::AF_INET6, libc::IPPROTO_ICMPV6),
+    };
+    // SAFETY: a plain syscall without pointers.
+    let fd = unsafe {
+        libc::socket(
+            domain,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            protocol,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a descriptor we just opened and nothing else owns. A ping socket is
+    // a datagram socket: send/recv/connect behave as on a UDP one.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(std::net::UdpSocket::from(fd))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn icmp_socket(_target: IpAddr) -> io::Result<std::net::UdpSocket> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "unprivileged ICMP sockets are implemented for Linux only",
+    ))
+}
+
+// ---------------------------------------------------------------------------------------
+// Passive RTT
+// ---------------------------------------------------------------------------------------
+
+/// The kernel's smoothed RTT of a connected TCP socket (`TCP_INFO.tcpi_rtt`, µs). `None`
+/// when unavailable or before the kernel has an RTT sample. Best read once a response
+/// has gone out: by then the estimate covers more than the handshake.
+#[cfg(target_os = "linux")]
+pub fn tcp_info_rtt<S: std::os::fd::AsFd>(stream: &S) -> Option<Duration> {
+    use std::os::fd::AsRawFd;
+    let fd = stream.as_fd().as_raw_fd();
+    // SAFETY: tcp_info is plain integers, for which all-zero is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::tcp_info>()).ok()?;
+    // SAFETY: `info` is writable for `len` bytes and `len` is a valid in/out length.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            std::ptr::from_mut(&mut info).cast::<libc::c_void>(),
+            &mut len,
+        )
+    };
+    let needed = std::mem::offset_of!(libc::tcp_info, tcpi_rtt) + std::mem::size_of::<u32>();
+    if rc != 0 || usize::try_from(len).ok()? < needed || info.tcpi_rtt == 0 {
+        return None;
+    }
+    Some(Duration::from_micros(u64::from(info.tcpi_rtt)))
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn tcp_info_rtt<S>(_stream: &S) -> Option<Duration> {
+    None
+}
+
+#[derive(Debug, Clone, Default)]
+struct PassiveSamples {
+    /// (rtt µs, at ms), oldest first.
+    samples: VecDeque<(u32, Millis)>,
+}
+
+/// Kernel RTTs of real viewer connections per client prefix, until the edge drains them
+/// into reports. Bounded: at most `max_prefixes` prefixes (samples for further prefixes
+/// are dropped until the next drain, counted in [`PassiveRtts::dropped`]) and the newest
+/// `samples_per_prefix` samples each.
+#[derive(Debug, Clone)]
+pub struct PassiveRtts {
+    prefixes: HashMap<ClientPrefix, PassiveSamples>,
+    max_prefixes: usize,
+    samples_per_prefix: usize,
+    max_age: Duration,
+    dropped: u64,
+}
+
+impl Default for PassiveRtts {
+    fn default() -> Self {
+        Self::new(4096, 32, Duration::from_secs(60))
+    }
+}
+
+impl PassiveRtts {
+    /// Samples older than `max_age` when drained are not reported. Limits below 1 are
+    /// raised to 1.
+    pub fn new(max_prefixes: usize, samples_per_prefix: usize, max_age: Duration) -> Self {
+        Self {
+            prefixes: HashMap::new(),
+            max_prefixes: max_prefixes.max(1),
+            samples_per_prefix: samples_per_prefix.max(1),
+            max_age,
+            dropped: 0,
+        }
+    }
+
+    /// Prefixes holding samples.
+    pub fn len(&self) -> usize {
+        self.prefixes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.prefixes.is_empty()
+    }
+
+    /// Samples refused because the prefix table was full, since creation.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Keeps one connection's RTT; `false` if dropped for lack of room.
+    pub fn record(&mut self, prefix: ClientPrefix, rtt: Duration, now_ms: Millis) -> bool {
+        if !self.prefixes.contains_key(&prefix) && self.prefixes.len() >= self.max_prefixes {
+            self.dropped += 1;
+            return false;
+        }
+        let rtt_us = u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX);
+        let entry = self.prefixes.entry(prefix).or_default();
+        entry.samples.push_back((rtt_us, now_ms));
+        while entry.samples.len() > self.samples_per_prefix {
+            entry.samples.pop_front();
+        }
+        true
+    }
+
+    /// One report per prefix with fresh samples (median RTT, loss 0, `attempts` = samples,
+    /// `measured_at_ms` = newest sample), sorted by prefix; empties the table.
+    pub fn drain_reports(&mut self, edge: &str, now_ms: Millis) -> Vec<ProbeReport> {
+        let max_age = u64::try_from(self.max_age.as_millis()).unwrap_or(u64::MAX);
+        let mut reports: Vec<ProbeReport> = self
+            .prefixes
+            .drain()
+            .filter_map(|(prefix, entry)| {
+                let fresh: Vec<(u32, Millis)> = entry
+                    .samples
+                    .into_iter()
+                    .filter(|&(_, at)| now_ms.saturating_sub(at) <= max_age)
+                    .collect();
+                let newest = fresh.iter().map(|&(_, at)| at).max()?;
+                let mut rtts: Vec<Duration> = fresh
+                    .iter()
+                    .map(|&(us, _)| Duration::from_micros(u64::from(us)))
+                    .collect();
+                rtts.sort_unstable();
+                Some(ProbeReport {
+                    edge: edge.to_owned(),
+                    prefix,
+                    target: prefix.addr(),
+                    rtt_ms: median(&rtts).map(|d| d.as_secs_f64() * 1000.0),
+                    loss: 0.0,
+                    attempts: u8::try_from(rtts.len()).unwrap_or(u8::MAX),
+                    method: ProbeMethod::Passive,
+                    measured_at_ms: newest,
+                })
+            })
+            .collect();
+        reports.sort_by_key(|r| r.prefix);
+        reports
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn key() -> ProbeKey {
+        ProbeKey::from_bytes([7; KEY_LEN])
+    }
+
+    fn request(target: &str) -> ProbeRequest {
+        ProbeRequest {
+            target: ip(target),
+            prefix: ClientPrefix::of(ip(target)),
+            attempts: 3,
+            issued_at_ms: NOW,
+            nonce: 42,
+            edge: "e1".into(),
+        }
+    }
+
+    fn signed_json(json: &str) -> (Vec<u8>, String) {
+        let body = json.as_bytes().to_vec();
+        let tag = sign(&key(), &body);
+        (body, tag)
+    }
+
+    #[test]
+    fn sign_verify_round_trip() {
+        let req = request("127.0.3.9");
+        let (body, tag) = req.signed(&key()).unwrap();
+        assert_eq!(tag.len(), 64);
+        let mut guard = ReplayGuard::default();
+        let got = verify(&key(), &body, Some(&tag), NOW + 1_000, &mut guard).unwrap();
+        assert_eq!(got, req);
+        assert_eq!(guard.len(), 1);
+        // Upper-case hex is the same tag.
+        let mut guard = ReplayGuard::default();
+        assert!(verify(&key(), &body, Some(&tag.to_uppercase()), NOW, &mut guard).is_ok());
+    }
+
+    #[test]
+    fn tampered_body_is_refused() {
+        let (body, tag) = request("192.0.2.10").signed(&key()).unwrap();
+        let text = String::from_utf8(body).unwrap();
+        let tampered = text.replace("192.0.2.10", "192.0.2.11");
+        assert_ne!(tampered, text);
+        let mut guard = ReplayGuard::default();
+        assert_eq!(
+            verify(&key(), tampered.as_bytes(), Some(&tag), NOW, &mut guard),
+            Err(ProbeAuthError::BadSignature)
+        );
+        assert!(guard.is_empty());
+    }
+
+    #[test]
+    fn wrong_key_is_refused() {
+        let (body, tag) = request("192.0.2.10").signed(&key()).unwrap();
+        let other = ProbeKey::generate();
+        assert_ne!(other, key());
+        let mut guard = ReplayGuard::default();
+        let err = verify(&other, &body, Some(&tag), NOW, &mut guard).unwrap_err();
+        assert_eq!(err, ProbeAuthError::BadSignature);
+        assert_eq!(err.status(), 401);
+    }
+
+    #[test]
+    fn missing_or_garbled_signature_is_refused() {
+        let (body, tag) = request("192.0.2.10").signed(&key()).unwrap();
+        let mut guard = ReplayGuard::default();
+        assert_eq!(
+            verify(&key(), &body, None, NOW, &mut guard),
+            Err(ProbeAuthError::MissingSignature)
+        );
+        for bad in ["", "zz", &tag[..62], "not hex at all", &format!("{tag}00")] {
+            assert_eq!(
+                verify(&key(), &body, Some(bad), NOW, &mut guard),
+                Err(ProbeAuthError::BadSignature),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn stale_timestamp_is_refused() {
+        let (body, tag) = request("192.0.2.10").signed(&key()).unwrap();
+        let mut guard = ReplayGuard::default();
+        for now in [NOW + MAX_SKEW_MS + 1, NOW - MAX_SKEW_MS - 1] {
+            let err = verify(&key(), &body, Some(&tag), now, &mut guard).unwrap_err();
+            assert!(matches!(err, ProbeAuthError::Stale { .. }), "{err}");
+        }
+        assert!(guard.is_empty());
+        // The edges of the window are accepted.
+        assert!(verify(&key(), &body, Some(&tag), NOW + MAX_SKEW_MS, &mut guard).is_ok());
+        let mut guard = ReplayGuard::default();
+        assert!(verify(&key(), &body, Some(&tag), NOW - MAX_SKEW_MS, &mut guard).is_ok());
+    }
+
+    #[test]
+    fn replayed_nonce_is_refused() {
+        let (body, tag) = request("192.0.2.10").signed(&key()).unwrap();
+        let mut guard = ReplayGuard::default();
+        assert!(verify(&key(), &body, Some(&tag), NOW, &mut guard).is_ok());
+        assert_eq!(
+            verify(&key(), &body, Some(&tag), NOW + 5_000, &mut guard),
+            Err(ProbeAuthError::Replayed(42))
+        );
+        // Once the request is stale its nonce is forgotten; the request stays refused.
+        let err = verify(&key(), &body, Some(&tag), NOW + MAX_SKEW_MS + 1, &mut guard);
+        assert!(matches!(err, Err(ProbeAuthError::Stale { .. })));
+        let mut other = request("192.0.2.10");
+        other.nonce = 43;
+        other.issued_at_ms = NOW + MAX_SKEW_MS;
+        let (body, tag) = other.signed(&key()).unwrap();
+        assert!(verify(&key(), &body, Some(&tag), NOW + MAX_SKEW_MS + 1, &mut guard).is_ok());
+        assert_eq!(guard.len(), 1);
+    }
+
+    #[test]
+    fn replay_guard_is_bounded() {
+        let mut guard = ReplayGuard::new(2);
+        for nonce in 1..=2 {
+            let mut req = request("192.0.2.10");
+            req.nonce = nonce;
+            let (body, tag) = req.signed(&key()).unwrap();
+            assert!(verify(&key(), &body, Some(&tag), NOW, &mut guard).is_ok());
+        }
+        let mut req = request("192.0.2.10");
+        req.nonce = 3;
+        let (body, tag) = req.signed(&key()).unwrap();
+        let err = verify(&key(), &body, Some(&tag), NOW, &mut guard).unwrap_err();
+        assert_eq!(err, ProbeAuthError::ReplayGuardFull);
+        assert_eq!(err.status(), 429);
+        // After the window the old nonces expire and there is room again.
+        req.issued_at_ms = NOW + MAX_SKEW_MS + 1;
+        let (body, tag) = req.signed(&key()).unwrap();
+        assert!(verify(&key(), &body, Some(&tag), NOW + MAX_SKEW_MS + 1, &mut guard).is_ok());
+        assert_eq!(guard.len(), 1);
+    }
+
+    #[test]
+    fn target_outside_prefix_is_refused() {
+        let mut req = request("192.0.2.10");
+        req.prefix = "198.51.100.0/24".parse().unwrap();
+        let (body, tag) = req.signed(&key()).unwrap();
+        let mut guard = ReplayGuard::default();
+        let err = verify(&key(), &body, Some(&tag), NOW, &mut guard).unwrap_err();
+        assert!(
+            matches!(err, ProbeAuthError::TargetOutsidePrefix { .. }),
+            "{err}"
+        );
+        assert_eq!(err.status(), 400);
+        // A shorter (ECS) prefix containing the target is fine; so is a mapped address.
+        let (body, tag) = signed_json(
+            r#"{"target":"::ffff:192.0.2.10","prefix":"192.0.0.0/16","attempts":1,"issued_at_ms":1700000000000,"nonce":1}"#,
+        );
+        let got = verify(&key(), &body, Some(&tag), NOW, &mut guard).unwrap();
+        assert_eq!(got.target, ip("192.0.2.10"));
+        assert_eq!(got.prefix.len(), 16);
+    }
+
+    #[test]
+    fn non_unicast_target_is_refused_but_loopback_is_probeable() {
+        for (target, prefix) in [
+            ("0.0.0.0", "0.0.0.0/24"),
+            ("255.255.255.255", "255.255.255.0/24"),
+            ("224.0.0.1", "224.0.0.0/24"),
+            ("::", "::/48"),
+            ("ff02::1", "ff02::/48"),
+        ] {
+            let json = format!(
+                r#"{{"target":"{target}","prefix":"{prefix}","attempts":1,"issued_at_ms":{NOW},"nonce":1}}"#
+            );
+            let (body, tag) = signed_json(&json);
+            let mut guard = ReplayGuard::default();
+            assert!(
+                matches!(
+                    verify(&key(), &body, Some(&tag), NOW, &mut guard),
+                    Err(ProbeAuthError::TargetNotUnicast(_))
+                ),
+                "{target}"
+            );
+        }
+        assert!(is_probeable(ip("127.0.0.1")));
+        assert!(is_probeable(ip("::1")));
+        assert!(is_probeable(ip("2001:db8::1")));
+    }
+
+    #[test]
+    fn malformed_json_is_refused() {
+        let mut guard = ReplayGuard::default();
+        for json in [
+            "",
+            "{",
+            "[]",
+            r#"{"target":"192.0.2.1"}"#,
+            r#"{"target":"nonsense","prefix":"192.0.2.0/24","attempts":1,"issued_at_ms":1,"nonce":1}"#,
+            r#"{"target":"192.0.2.1","prefix":"192.0.2.0/99","attempts":1,"issued_at_ms":1,"nonce":1}"#,
+            r#"{"target":"192.0.2.1","prefix":"192.0.2.0/24","attempts":300,"issued_at_ms":1,"nonce":1}"#,
+        ] {
+            let (body, tag) = signed_json(json);
+            let err = verify(&key(), &body, Some(&tag), NOW, &mut guard).unwrap_err();
+            assert!(matches!(err, ProbeAuthError::Malformed(_)), "{json}: {err}");
+            assert_eq!(err.status(), 400);
+        }
+        assert!(guard.is_empty());
+    }
+
+    #[test]
+    fn attempts_out_of_range_are_refused() {
+        let mut guard = ReplayGuard::default();
+        for attempts in [0u8, MAX_ATTEMPTS + 1] {
+            let mut req = request("192.0.2.10");
+            req.attempts = attempts;
+            let (body, tag) = req.signed(&key()).unwrap();
+            assert_eq!(
+                verify(&key(), &body, Some(&tag), NOW, &mut guard),
+                Err(ProbeAuthError::BadAttempts(attempts))
+            );
+        }
+    }
+
+    #[test]
+    fn key_hex_round_trip() {
+        let k = ProbeKey::generate();
+        let hex = k.to_hex();
+        assert_eq!(hex.len(), 64);
+        assert_eq!(ProbeKey::from_hex(&hex).unwrap(), k);
+        assert_eq!(hex.parse::<ProbeKey>().unwrap(), k);
+        assert_eq!(ProbeKey::from_hex(&hex.to_uppercase()).unwrap(), k);
+        assert!(matches!(
+            ProbeKey::from_hex("abcd"),
+            Err(KeyError::Length { .. })
+        ));
+        assert_eq!(ProbeKey::from_hex(&"g".repeat(64)), Err(KeyError::NotHex));
+        assert_eq!(ProbeKey::from_hex(&"é".repeat(32)), Err(KeyError::NotHex));
+        assert_ne!(ProbeKey::generate(), k);
+        assert_eq!(format!("{k:?}"), "ProbeKey(..)");
+    }
+
+    #[test]
+    fn wire_format_is_stable_json() {
+        let req = request("192.0.2.10");
+        let json: serde_json::Value = serde_json::to_value(&req).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "edge": "e1",
+                "target": "192.0.2.10", "prefix": "192.0.2.0/24", "attempts": 3,
+                "issued_at_ms": NOW, "nonce": 42
+            })
+        );
+        let outcome = aggregate(&[Some(Duration::from_millis(10)), None], ProbeMethod::Tcp);
+        let report = ProbeReport::new("edge-1", &req, &outcome, NOW + 50);
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "edge": "edge-1", "prefix": "192.0.2.0/24", "target": "192.0.2.10",
+                "rtt_ms": 10.0, "loss": 0.5, "attempts": 2, "method": "tcp",
+                "measured_at_ms": NOW + 50
+            })
+        );
+        let back: ProbeReport = serde_json::from_value(json).unwrap();
+        assert_eq!(back, report);
+        assert!(report.answers(&req));
+        assert!(!report.answers(&request("192.0.2.11")));
+        let fresh = ProbeRequest::new(ip("::ffff:10.1.2.3"), 2, NOW);
+        assert_eq!(fresh.target, ip("10.1.2.3"));
+        assert_eq!(fresh.prefix.to_string(), "10.1.2.0/24");
+    }
+
+    #[test]
+    fn report_to_measurement() {
+        let req = request("192.0.2.10");
+        let outcome = aggregate(&[Some(Duration::from_millis(12))], ProbeMethod::Icmp);
+        let m = ProbeReport::new("e1", &req, &outcome, NOW)
+            .to_measurement()
+            .unwrap();
+        assert_eq!(m.edge, "e1");
+        assert_eq!(m.rtt, Duration::from_millis(12));
+        assert_eq!((m.loss, m.at, m.source), (0.0, NOW, Source::Probe));
+
+        let lost = aggregate(&[None, None], ProbeMethod::Tcp);
+        let report = ProbeReport::new("e1", &req, &lost, NOW);
+        assert_eq!(report.rtt_ms, None);
+        assert_eq!(report.to_measurement(), Err(ReportError::NoAnswer));
+
+        let mut bad = ProbeReport::new("e1", &req, &outcome, NOW);
+        bad.rtt_ms = Some(-1.0);
+        assert_eq!(bad.to_measurement(), Err(ReportError::BadRtt(-1.0)));
+        bad.rtt_ms = Some(f64::NAN);
+        assert!(matches!(bad.to_measurement(), Err(ReportError::BadRtt(_))));
+        bad.rtt_ms = Some(5.0);
+        bad.loss = 1.5;
+        assert_eq!(bad.to_measurement(), Err(ReportError::BadLoss(1.5)));
+        bad.loss = 0.0;
+        bad.edge.clear();
+        assert_eq!(bad.to_measurement(), Err(ReportError::NoEdge));
+    }
+
+    #[test]
+    fn budget_refills_deterministically() {
+        let mut b = ProbeBudget::new(10, 3);
+        assert_eq!(b.available(NOW), 3);
+        assert!(b.try_take(NOW));
+        assert!(b.try_take(NOW));
+        assert!(b.try_take(NOW));
+        assert!(!b.try_take(NOW));
+        assert_eq!(b.retry_after_ms(NOW), Some(100));
+        assert!(!b.try_take(NOW + 99));
+        assert_eq!(b.retry_after_ms(NOW + 99), Some(1));
+        assert!(b.try_take(NOW + 100));
+        assert!(!b.try_take(NOW + 100));
+        // A long pause refills only up to the burst.
+        assert_eq!(b.available(NOW + 60_000), 3);
+        // A clock stepping back refills nothing and takes nothing away.
+        assert!(b.try_take(NOW + 60_000));
+        assert_eq!(b.available(NOW), 2);
+        let mut none = ProbeBudget::new(0, 1);
+        assert!(none.try_take(NOW));
+        assert!(!none.try_take(NOW + 1_000_000));
+        assert_eq!(none.retry_after_ms(NOW), None);
+        assert_eq!(ProbeBudget::new(5, 0).available(NOW), 1);
+    }
+
+    #[test]
+    fn aggregate_takes_median_and_loss() {
+        let ms = |v| Some(Duration::from_millis(v));
+        let o = aggregate(&[ms(30), ms(10), None, ms(20)], ProbeMethod::Tcp);
+        assert_eq!(o.rtt, Some(Duration::from_millis(20)));
+        assert_eq!((o.attempts, o.replies, o.loss), (4, 3, 0.25));
+        let o = aggregate(&[ms(10), ms(40)], ProbeMethod::Tcp);
+        assert_eq!(o.rtt, Some(Duration::from_millis(25)));
+        assert_eq!(o.loss, 0.0);
+        // The timeout path: every attempt timed out.
+        let o = aggregate(&[None, None, None], ProbeMethod::Tcp);
+        assert_eq!((o.rtt, o.loss, o.replies, o.attempts), (None, 1.0, 0, 3));
+        let o = aggregate(&[], ProbeMethod::Icmp);
+        assert_eq!((o.rtt, o.loss), (None, 1.0));
+    }
+
+    #[test]
+    fn choose_prefers_icmp_unless_it_lost_more() {
+        let ms = |v| Some(Duration::from_millis(v));
+        let tcp = aggregate(&[ms(12), ms(11)], ProbeMethod::Tcp);
+        let icmp = aggregate(&[ms(10), ms(10)], ProbeMethod::Icmp);
+        assert_eq!(choose(Some(icmp), tcp).method, ProbeMethod::Icmp);
+        assert_eq!(choose(None, tcp).method, ProbeMethod::Tcp);
+        let lossy = aggregate(&[ms(10), None], ProbeMethod::Icmp);
+        assert_eq!(choose(Some(lossy), tcp).method, ProbeMethod::Tcp);
+        let silent = aggregate(&[None, None], ProbeMethod::Icmp);
+        assert_eq!(choose(Some(silent), tcp).method, ProbeMethod::Tcp);
+        let tcp_silent = aggregate(&[None, None], ProbeMethod::Tcp);
+        assert_eq!(choose(Some(lossy), tcp_silent).method, ProbeMethod::Icmp);
+    }
+
+    #[tokio::test]
+    async fn probe_ports_on_loopback_closed_and_listening() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open = listener.local_addr().unwrap().port();
+        // A port that was just free: connecting is refused (RST), which is an answer.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let target = ip("127.0.0.1");
+        for ports in [&[open][..], &[closed][..], &[closed, open][..]] {
+            let o = probe_ports(target, ports, 3, Duration::from_secs(2)).await;
+            assert_eq!(o.method, ProbeMethod::Tcp);
+            assert_eq!((o.attempts, o.replies, o.loss), (3, 3, 0.0), "{ports:?}");
+            let rtt = o.rtt.unwrap();
+            assert!(rtt < Duration::from_secs(1), "{rtt:?}");
+        }
+        // No ports: nothing can answer.
+        let o = probe_ports(target, &[], 2, Duration::from_millis(50)).await;
+        assert_eq!((o.rtt, o.loss), (None, 1.0));
+        drop(listener);
+    }
+
+    async fn probe_loopback(target: IpAddr) {
+        let permitted = icmp_permitted(target);
+        match probe_icmp(target, 1, Duration::from_secs(1)).await {
+            Ok(o) => assert!(permitted && o.method == ProbeMethod::Icmp && o.loss == 0.0),
+            Err(e) => assert!(!permitted, "{e}"),
+        }
+        let o = probe(target, 2, Duration::from_secs(2)).await;
+        assert!(o.rtt.is_some(), "{o:?}");
+        assert_eq!(o.loss, 0.0);
+        let expected = if permitted {
+            ProbeMethod::Icmp
+        } else {
+            ProbeMethod::Tcp
+        };
+        assert_eq!(o.method, expected, "{target}");
+    }
+
+    /// On this kernel's default `ping_group_range` ("1 0") this covers the TCP fallback;
+    /// run inside a namespace that permits ping sockets it covers ICMP (and ICMPv6).
+    #[tokio::test]
+    async fn probe_uses_icmp_when_permitted_else_tcp() {
+        probe_loopback(ip("127.0.0.1")).await;
+        if std::net::TcpListener::bind("[::1]:0").is_ok() {
+            probe_loopback(ip("::1")).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn tcp_info_rtt_on_loopback() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        server.write_all(b"hello").await.unwrap();
+        let mut buf = [0u8; 5];
+        client.read_exact(&mut buf).await.unwrap();
+        let rtt = tcp_info_rtt(&client).unwrap();
+        assert!(
+            rtt > Duration::ZERO && rtt < Duration::from_secs(1),
+            "{rtt:?}"
+        );
+        assert!(tcp_info_rtt(&server).is_some());
+    }
+
+    #[test]
+    fn passive_rtts_aggregate_per_prefix_bounded() {
+        let a = ClientPrefix::of(ip("192.0.2.1"));
+        let b = ClientPrefix::of(ip("198.51.100.1"));
+        let c = ClientPrefix::of(ip("203.0.113.1"));
+        let mut p = PassiveRtts::new(2, 3, Duration::from_secs(60));
+        for (rtt, at) in [(50, NOW), (10, NOW + 1), (20, NOW + 2), (30, NOW + 3)] {
+            assert!(p.record(a, Duration::from_millis(rtt), at));
+        }
+        assert!(p.record(b, Duration::from_millis(7), NOW - 61_000));
+        assert!(!p.record(c, Duration::from_millis(1), NOW));
+        assert_eq!((p.len(), p.dropped()), (2, 1));
+
+        let reports = p.drain_reports("edge-1", NOW + 10);
+        assert!(p.is_empty());
+        // b's only sample is too old by the drain; a keeps its newest three (10, 20, 30).
+        assert_eq!(reports.len(), 1);
+        let r = &reports[0];
+        assert_eq!(r.prefix, a);
+        assert_eq!(r.target, ip("192.0.2.0"));
+        assert_eq!(r.rtt_ms, Some(20.0));
+        assert_eq!(
+            (r.loss, r.attempts, r.method),
+            (0.0, 3, ProbeMethod::Passive)
+        );
+        assert_eq!(r.measured_at_ms, NOW + 3);
+        let m = r.to_measurement().unwrap();
+        assert_eq!(m.source, Source::Passive);
+        assert_eq!(
+            serde_json::to_value(r).unwrap()["method"],
+            serde_json::json!("passive")
+        );
+        // Room again after the drain.
+        assert!(p.record(c, Duration::from_millis(1), NOW));
+    }
+}
