@@ -159,6 +159,14 @@ fn cluster_index(cluster: &str) -> String {
     format!("cluster:{cluster}")
 }
 
+fn sample_key(prefix: &str, edge: &str) -> String {
+    format!("sample:{prefix}:{edge}")
+}
+
+fn sample_index(prefix: &str) -> String {
+    format!("samples:{prefix}")
+}
+
 /// The index of every server, whatever its role.
 const DIRECTORY_INDEX: &str = "nodes";
 
@@ -363,6 +371,26 @@ impl Registry {
             Backend::Memory(m) => Ok(m.put_if_absent(&key, candidate, FOREVER)),
             Backend::Redis(r) => r.put_if_absent(&key, candidate, FOREVER).await,
         }
+    }
+
+    /// Files a measurement of `prefix` by `edge` (the latest replaces the one before),
+    /// for every router of the deployment, kept for `ttl`.
+    pub async fn record_sample(
+        &self,
+        prefix: &str,
+        edge: &str,
+        sample: String,
+        ttl: Duration,
+    ) -> Result<()> {
+        self.put(&sample_key(prefix, edge), sample, ttl).await?;
+        self.add_member(&sample_index(prefix), edge, ttl).await
+    }
+
+    /// The current measurements of `prefix`, one per edge that has one.
+    pub async fn samples(&self, prefix: &str) -> Result<Vec<String>> {
+        let edges = self.members(&sample_index(prefix)).await?;
+        let keys: Vec<String> = edges.iter().map(|e| sample_key(prefix, e)).collect();
+        Ok(self.get_many(&keys).await?.into_iter().flatten().collect())
     }
 
     /// What a provider changed at runtime (empty if nothing).

@@ -227,6 +227,44 @@ async fn the_first_secret_wins(registry: Registry) {
     );
 }
 
+async fn samples_are_shared_per_prefix(registry: Registry) {
+    let long = Duration::from_secs(60);
+    let short = Duration::from_millis(300);
+    registry
+        .record_sample("10.0.1.0/24", "e1", "old".into(), long)
+        .await
+        .unwrap();
+    registry
+        .record_sample("10.0.1.0/24", "e1", "new".into(), long)
+        .await
+        .unwrap();
+    registry
+        .record_sample("10.0.1.0/24", "e2", "brief".into(), short)
+        .await
+        .unwrap();
+    registry
+        .record_sample("10.0.2.0/24", "e1", "other".into(), long)
+        .await
+        .unwrap();
+    let mut got = registry.samples("10.0.1.0/24").await.unwrap();
+    got.sort();
+    assert_eq!(got, ["brief", "new"]);
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(registry.samples("10.0.1.0/24").await.unwrap(), ["new"]);
+    assert!(registry.samples("10.9.9.0/24").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn memory_samples() {
+    samples_are_shared_per_prefix(Registry::memory()).await;
+}
+
+#[tokio::test]
+async fn redis_samples() {
+    let server = redis_server();
+    samples_are_shared_per_prefix(Registry::redis(&server.url, "t6").await.unwrap()).await;
+}
+
 #[tokio::test]
 async fn memory_shared_secret() {
     the_first_secret_wins(Registry::memory()).await;

@@ -38,6 +38,8 @@ const PROBE_EVERY_MS: Millis = 10_000;
 /// Prefixes sent to probing per round, at most (the edges' budgets bound the rest).
 const PROBES_PER_ROUND: usize = 32;
 const PROBE_ATTEMPTS: u8 = 3;
+/// Measurements shared through the registry are kept as long as the decision uses them.
+const SHARED_SAMPLE_TTL: Duration = Duration::from_secs(300);
 /// The path on an edge's playback listener that takes signed probe requests.
 pub const PROBE_PATH: &str = "/_streamcdn/probe";
 
@@ -50,6 +52,8 @@ pub struct Settings {
     pub health_interval: Duration,
     /// The deployment's key that edges check on probe requests.
     pub probe_key: ProbeKey,
+    /// Where edges are listed and measurements are shared between routers.
+    pub registry: Registry,
 }
 
 /// An edge as the router knows it: its state for the decision and where it plays.
@@ -107,6 +111,9 @@ pub struct RouterService {
     probe_key: ProbeKey,
     /// When each prefix was last sent to probing.
     probed: Mutex<HashMap<ClientPrefix, Millis>>,
+    registry: Registry,
+    /// The newest report recorded per prefix and edge.
+    recorded: Mutex<HashMap<(ClientPrefix, String), Millis>>,
 }
 
 fn now_ms() -> Millis {
@@ -169,6 +176,8 @@ impl RouterService {
             asked: Mutex::default(),
             probe_key: settings.probe_key,
             probed: Mutex::default(),
+            registry: settings.registry,
+            recorded: Mutex::default(),
         }))
     }
 
@@ -330,11 +339,8 @@ impl RouterService {
     /// Rebuilds the edge set from the node directory and health checks, every
     /// `health_interval`, until shutdown. A directory that does not answer leaves the
     /// last set in force (health checks still run on it).
-    pub async fn watch_edges(
-        self: Arc<Self>,
-        registry: Registry,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    pub async fn watch_edges(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let registry = self.registry.clone();
         let mut known: Vec<NodeRecord> = Vec::new();
         loop {
             match registry.nodes().await {
@@ -413,14 +419,24 @@ impl RouterService {
     async fn probe_clients(self: Arc<Self>, clients: Vec<IpAddr>) {
         let edges = self.edges();
         let key = &self.probe_key;
+        let now = now_ms();
         let mut asks = Vec::new();
         for client in clients {
+            let prefix = ClientPrefix::of(client);
+            // What other routers (and edges' passive samples) already measured counts:
+            // only the edges without a recent sample are asked.
+            let shared = self.pull_shared(prefix).await;
             for edge in edges.states.iter().filter(|e| e.healthy) {
+                if shared
+                    .iter()
+                    .any(|(id, at)| id == &edge.id && now.saturating_sub(*at) < PROBE_EVERY_MS * 6)
+                {
+                    continue;
+                }
                 let Some(playback) = edges.playback.get(&edge.id) else {
                     continue;
                 };
-                let request =
-                    ProbeRequest::new(client, PROBE_ATTEMPTS, now_ms()).for_edge(&edge.id);
+                let request = ProbeRequest::new(client, PROBE_ATTEMPTS, now).for_edge(&edge.id);
                 asks.push(async move {
                     let report = ask_probe(key, playback, &request).await;
                     (request, edge.id.clone(), report)
@@ -430,21 +446,26 @@ impl RouterService {
         for (request, edge, report) in futures::future::join_all(asks).await {
             let outcome = match report {
                 Ok(report) if report.answers(&request) && report.edge == edge => {
-                    match report.to_measurement() {
-                        Ok(m) => {
-                            let recorded = self
-                                .measurements
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .record(request.prefix, m);
-                            if recorded.is_ok() {
-                                metrics::histogram!("streamcdn_router_probe_rtt_seconds")
-                                    .record(report.rtt_ms.unwrap_or_default() / 1000.0);
+                    let outcome = self.record_report(&report);
+                    if outcome == "measured" {
+                        metrics::histogram!("streamcdn_router_probe_rtt_seconds")
+                            .record(report.rtt_ms.unwrap_or_default() / 1000.0);
+                        if let Ok(json) = serde_json::to_string(&report) {
+                            let shared = self
+                                .registry
+                                .record_sample(
+                                    &request.prefix.to_string(),
+                                    &edge,
+                                    json,
+                                    SHARED_SAMPLE_TTL,
+                                )
+                                .await;
+                            if let Err(e) = shared {
+                                tracing::debug!(error = %e, "cannot share a measurement");
                             }
-                            "measured"
                         }
-                        Err(_) => "no_answer",
                     }
+                    outcome
                 }
                 Ok(_) => "mismatched",
                 Err(e) => {
@@ -454,6 +475,62 @@ impl RouterService {
             };
             metrics::counter!("streamcdn_router_probes_total", "outcome" => outcome).increment(1);
         }
+    }
+
+    /// Records a report once (a report pulled again from the registry is not counted
+    /// twice). Returns what happened, for the metrics.
+    fn record_report(&self, report: &ProbeReport) -> &'static str {
+        let Ok(measurement) = report.to_measurement() else {
+            return "no_answer";
+        };
+        {
+            let mut recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
+            let key = (report.prefix, report.edge.clone());
+            if recorded
+                .get(&key)
+                .is_some_and(|at| *at >= report.measured_at_ms)
+            {
+                return "known";
+            }
+            if recorded.len() >= MAX_PREFIXES * 4 {
+                recorded.clear();
+            }
+            recorded.insert(key, report.measured_at_ms);
+        }
+        match self
+            .measurements
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(report.prefix, measurement)
+        {
+            Ok(()) => "measured",
+            Err(_) => "invalid",
+        }
+    }
+
+    /// Records the measurements of `prefix` that the deployment shares in the registry;
+    /// returns which edges they are from and when they were taken.
+    async fn pull_shared(&self, prefix: ClientPrefix) -> Vec<(String, Millis)> {
+        let samples = match self.registry.samples(&prefix.to_string()).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "shared measurements unavailable");
+                return Vec::new();
+            }
+        };
+        let mut found = Vec::new();
+        for text in samples {
+            let Ok(report) = serde_json::from_str::<ProbeReport>(&text) else {
+                continue;
+            };
+            if report.prefix != prefix {
+                continue;
+            }
+            if self.record_report(&report) != "no_answer" {
+                found.push((report.edge.clone(), report.measured_at_ms));
+            }
+        }
+        found
     }
 
     /// DNS over UDP until shutdown.

@@ -24,6 +24,11 @@ use crate::admin::{self, ScrapeHook};
 use crate::directory;
 use crate::http::{self, Traffic};
 
+/// Viewer prefixes whose connection RTTs are kept between reports, and samples each.
+const PASSIVE_PREFIXES: usize = 16_384;
+const PASSIVE_SAMPLES: usize = 16;
+const PASSIVE_MAX_AGE: Duration = Duration::from_secs(60);
+
 /// A role of a streamcdn server.
 pub trait Role: Send {
     /// What the node directory lists this role as (`None` for helpers such as the
@@ -143,7 +148,13 @@ impl Context {
             admin_routes: Router::new(),
             scrape_hooks: Vec::new(),
             metrics: admin::install_metrics()?,
-            playback: Arc::default(),
+            playback: Arc::new(Traffic::with_passive_rtts(
+                streamcdn_router::probe::PassiveRtts::new(
+                    PASSIVE_PREFIXES,
+                    PASSIVE_SAMPLES,
+                    PASSIVE_MAX_AGE,
+                ),
+            )),
             recordings: None,
         })
     }
@@ -163,9 +174,15 @@ impl Context {
         self.serve(listener, router, None);
     }
 
-    /// Serves viewers: like [`Context::serve_http`], and metered for the node's load.
+    /// Serves viewers: like [`Context::serve_http`], and metered for the node's load
+    /// and for the passive RTT of viewer connections.
     pub fn serve_playback(&mut self, listener: TcpListener, router: Router) {
         self.serve(listener, router, Some(self.playback.clone()));
+    }
+
+    /// What the playback listener has measured.
+    pub fn playback_traffic(&self) -> Arc<Traffic> {
+        self.playback.clone()
     }
 
     fn serve(&mut self, listener: TcpListener, router: Router, traffic: Option<Arc<Traffic>>) {

@@ -19,14 +19,54 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// What a listener has carried: connections open now and response body bytes sent.
+/// What a listener has carried: connections open now and response body bytes sent,
+/// and (for viewers) the kernel's RTT of each new connection per client prefix.
 #[derive(Debug, Default)]
 pub struct Traffic {
     open_connections: AtomicU64,
     bytes_out: AtomicU64,
+    passive_rtts: Option<std::sync::Mutex<streamcdn_router::probe::PassiveRtts>>,
 }
 
 impl Traffic {
+    /// A meter that also records each connection's handshake RTT per client prefix.
+    pub fn with_passive_rtts(rtts: streamcdn_router::probe::PassiveRtts) -> Self {
+        Self {
+            passive_rtts: Some(std::sync::Mutex::new(rtts)),
+            ..Self::default()
+        }
+    }
+
+    /// The per-prefix RTT reports gathered since the last call.
+    pub fn drain_passive(
+        &self,
+        edge: &str,
+        now_ms: u64,
+    ) -> Vec<streamcdn_router::probe::ProbeReport> {
+        match &self.passive_rtts {
+            Some(rtts) => rtts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .drain_reports(edge, now_ms),
+            None => Vec::new(),
+        }
+    }
+
+    fn record_rtt(&self, stream: &tokio::net::TcpStream, peer: std::net::SocketAddr) {
+        let Some(rtts) = &self.passive_rtts else {
+            return;
+        };
+        // Right after accept the kernel's estimate is the handshake's round trip.
+        if let Some(rtt) = streamcdn_router::probe::tcp_info_rtt(stream) {
+            let prefix = streamcdn_router::prefix::ClientPrefix::of(peer.ip());
+            rtts.lock().unwrap_or_else(|e| e.into_inner()).record(
+                prefix,
+                rtt,
+                crate::context::now_ms(),
+            );
+        }
+    }
+
     pub fn open_connections(&self) -> u64 {
         self.open_connections.load(Ordering::Relaxed)
     }
@@ -125,6 +165,9 @@ pub async fn serve(
             _ = shutdown.changed() => break,
         };
         let _ = stream.set_nodelay(true);
+        if let Some(traffic) = &traffic {
+            traffic.record_rtt(&stream, peer);
+        }
         // Handlers that decide by the client (the router's redirects) read its address.
         let service = TowerToHyperService::new(
             router

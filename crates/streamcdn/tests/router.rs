@@ -159,6 +159,13 @@ fn up_answers_for_the_delivery_zone_and_redirects_to_its_edge() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(node.metric("streamcdn_edge_probes_total{outcome=\"tcp\"") >= 1.0);
+    // Viewer connections' RTTs are shared too (passively, every few seconds).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while node.metric("streamcdn_edge_passive_rtt_reports_total") < 1.0 {
+        let _ = http_get(node.http, "/demo/cam/index.m3u8", &[]);
+        assert!(Instant::now() < deadline, "no passive RTT was ever shared");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // Probe requests need the deployment's key.
     let mut s = TcpStream::connect((host, node.http)).unwrap();
     let body = r#"{"target":"127.0.0.1","prefix":"127.0.0.0/24","attempts":1,"issued_at_ms":0,"nonce":1,"edge":"x"}"#;

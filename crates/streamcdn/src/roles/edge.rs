@@ -31,6 +31,41 @@ struct Prober {
     budget: Mutex<ProbeBudget>,
 }
 
+/// How often the RTTs of viewer connections are shared with the routers.
+const PASSIVE_EVERY: Duration = Duration::from_secs(5);
+/// Shared measurements live as long as a router's decision uses them.
+const SHARED_SAMPLE_TTL: Duration = Duration::from_secs(300);
+
+/// Shares the kernel's RTT of real viewer connections, per client prefix, with every
+/// router through the registry: a passive signal beside the probes.
+async fn share_passive_rtts(
+    traffic: Arc<crate::http::Traffic>,
+    registry: streamcdn_registry::Registry,
+    edge: String,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(PASSIVE_EVERY) => {}
+            _ = shutdown.changed() => return,
+        }
+        for report in traffic.drain_passive(&edge, now_ms()) {
+            let Ok(json) = serde_json::to_string(&report) else {
+                continue;
+            };
+            let prefix = report.prefix.to_string();
+            if let Err(e) = registry
+                .record_sample(&prefix, &edge, json, SHARED_SAMPLE_TTL)
+                .await
+            {
+                tracing::debug!(error = %e, "cannot share viewer RTTs");
+                break;
+            }
+            metrics::counter!("streamcdn_edge_passive_rtt_reports_total").increment(1);
+        }
+    }
+}
+
 async fn probe_request(
     State(prober): State<Arc<Prober>>,
     headers: HeaderMap,
@@ -154,6 +189,12 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         .route(PROBE_PATH, axum::routing::post(probe_request))
         .with_state(prober);
     ctx.serve_playback(listener, edge.router().merge(probes));
+    ctx.spawn(share_passive_rtts(
+        ctx.playback_traffic(),
+        ctx.registry.clone(),
+        ctx.node.id.clone(),
+        ctx.shutdown(),
+    ));
     let sizes = edge.clone();
     ctx.on_scrape(Arc::new(move || {
         let edge = sizes.clone();

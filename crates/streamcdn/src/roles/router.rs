@@ -69,6 +69,7 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         edge_capacity: (config.edge_capacity > 0).then_some(config.edge_capacity),
         health_interval: config.health_interval,
         probe_key: crate::context::probe_key(&ctx.registry).await?,
+        registry: ctx.registry.clone(),
     })
     .map_err(|e| anyhow!("router: {e}"))?;
     let udp = UdpSocket::bind(config.dns_listen)
@@ -80,7 +81,7 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
     ctx.node
         .addresses
         .insert("dns".into(), config.dns_listen.to_string());
-    ctx.spawn(Arc::clone(&service).watch_edges(ctx.registry.clone(), ctx.shutdown()));
+    ctx.spawn(Arc::clone(&service).watch_edges(ctx.shutdown()));
     ctx.spawn(Arc::clone(&service).serve_udp(udp, ctx.shutdown()));
     ctx.spawn(Arc::clone(&service).serve_tcp(tcp, ctx.shutdown()));
     ctx.serve_http(http, service.redirect_router());
