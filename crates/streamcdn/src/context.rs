@@ -71,13 +71,6 @@ pub fn local_url(addr: SocketAddr) -> String {
     format!("http://{host}:{}", addr.port())
 }
 
-/// Unix milliseconds, the clock routers and edges share.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// The deployment's probe key, shared by routers and edges through the registry (the
 /// first server to ask generates it).
 pub async fn probe_key(registry: &Registry) -> anyhow::Result<streamcdn_router::probe::ProbeKey> {

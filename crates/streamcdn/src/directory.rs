@@ -3,7 +3,7 @@
 //! the process has drained, then withdrawn.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use streamcdn_registry::{Load, NodeRecord, Registry};
 use tokio::sync::oneshot;
@@ -58,9 +58,7 @@ impl LoadMeter {
                 }
                 _ => 0.0,
             },
-            measured_at_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            measured_at_ms: crate::clock::now_ms(),
         };
         (self.last_at, self.last_bytes, self.last_cpu) = (now, bytes, cpu);
         load

@@ -62,7 +62,7 @@ impl Traffic {
             rtts.lock().unwrap_or_else(|e| e.into_inner()).record(
                 prefix,
                 rtt,
-                crate::context::now_ms(),
+                crate::clock::now_ms(),
             );
         }
     }

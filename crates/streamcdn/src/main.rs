@@ -2,6 +2,7 @@
 //! wired together.
 
 mod admin;
+mod clock;
 mod context;
 mod directory;
 mod http;

@@ -50,7 +50,7 @@ fn up_lists_itself_with_its_roles_addresses_and_load() {
         l.len() == 1
     });
     let me = &list[0];
-    assert_eq!(roles(me), ["ingest", "edge", "archiver"]);
+    assert_eq!(roles(me), ["ingest", "edge", "archiver", "router"]);
     assert_eq!(me["cluster"], "default");
     assert_eq!(me["site"], "default");
     let origin = format!("http://{}:{}", node.host, node.origin);

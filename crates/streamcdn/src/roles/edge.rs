@@ -15,7 +15,8 @@ use streamcdn_edge::{Edge, EdgeSettings, UpstreamKind};
 use streamcdn_router::probe::{self, ProbeBudget, ProbeReport, ReplayGuard, PROBE_HEADER};
 use streamcdn_router::service::PROBE_PATH;
 
-use crate::context::{bind, now_ms, Context, Role};
+use crate::clock::now_ms;
+use crate::context::{bind, Context, Role};
 
 /// Probes an edge runs for routers, per second, and in a burst.
 const PROBES_PER_SEC: u32 = 20;

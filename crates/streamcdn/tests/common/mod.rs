@@ -3,6 +3,7 @@
 //! the server exactly as written).
 #![allow(dead_code)]
 
+pub mod wan;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -46,6 +47,16 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("no free port")
+}
+
+/// A port free for both TCP and UDP now (the router's DNS listens on both).
+pub fn free_dual_port() -> u16 {
+    loop {
+        let port = free_port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub fn temp_dir(name: &str) -> PathBuf {
@@ -101,7 +112,7 @@ impl Node {
     ) -> Node {
         let dir = temp_dir(name);
         let (http, origin, admin) = (free_port(), free_port(), free_port());
-        let (dns, router_http) = (free_port(), free_port());
+        let (dns, router_http) = (free_dual_port(), free_port());
         let config = dir.join("streamcdn.toml");
         let data = data_dir.map_or_else(|| dir.join("data"), Path::to_owned);
         std::fs::write(
