@@ -400,6 +400,10 @@ pub struct RouterConfig {
     /// How often the router checks each edge itself.
     #[serde(with = "humantime_serde")]
     pub health_interval: Duration,
+    /// A prefix's measurements are renewed (edges probe again) once the newest is this
+    /// old: how soon answers follow a change in the network.
+    #[serde(with = "humantime_serde")]
+    pub reprobe_after: Duration,
     /// Fallback until measurements exist: client CIDR → site, longest match wins.
     pub static_map: std::collections::BTreeMap<String, String>,
 }
@@ -423,6 +427,7 @@ impl Default for RouterConfig {
             nameservers: Vec::new(),
             edge_capacity: 0,
             health_interval: Duration::from_secs(1),
+            reprobe_after: Duration::from_secs(60),
             static_map: Default::default(),
         }
     }
@@ -665,6 +670,12 @@ impl Config {
             return Err((
                 "router.health_interval".into(),
                 "must be between 100ms and 60s".into(),
+            ));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&router.reprobe_after) {
+            return Err((
+                "router.reprobe_after".into(),
+                "must be between 1s and 5m".into(),
             ));
         }
         for (cidr, site) in &router.static_map {

@@ -112,6 +112,8 @@ pub struct RouterService {
     /// When each prefix was last sent to probing.
     probed: Mutex<HashMap<ClientPrefix, Millis>>,
     registry: Registry,
+    /// A sample younger than this needs no new probe (the decider's `probe_after`).
+    reprobe_after_ms: Millis,
     /// The newest report recorded per prefix and edge.
     recorded: Mutex<HashMap<(ClientPrefix, String), Millis>>,
 }
@@ -163,7 +165,10 @@ async fn check_health(playback: &str) -> bool {
 
 impl RouterService {
     pub fn new(settings: Settings) -> Result<Arc<Self>, crate::decision::DecisionError> {
+        let reprobe_after_ms =
+            u64::try_from(settings.decider.probe_after.as_millis()).unwrap_or(u64::MAX);
         Ok(Arc::new(Self {
+            reprobe_after_ms,
             decider: Mutex::new(Decider::new(settings.decider)?),
             measurements: Mutex::new(Measurements::default()),
             zone: settings.zone,
@@ -427,10 +432,9 @@ impl RouterService {
             // only the edges without a recent sample are asked.
             let shared = self.pull_shared(prefix).await;
             for edge in edges.states.iter().filter(|e| e.healthy) {
-                if shared
-                    .iter()
-                    .any(|(id, at)| id == &edge.id && now.saturating_sub(*at) < PROBE_EVERY_MS * 6)
-                {
+                if shared.iter().any(|(id, at)| {
+                    id == &edge.id && now.saturating_sub(*at) < self.reprobe_after_ms
+                }) {
                     continue;
                 }
                 let Some(playback) = edges.playback.get(&edge.id) else {

@@ -65,7 +65,10 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
     let service = RouterService::new(Settings {
         zone: zone(config)?,
         static_map,
-        decider: DeciderConfig::default(),
+        decider: DeciderConfig {
+            probe_after: config.reprobe_after,
+            ..DeciderConfig::default()
+        },
         edge_capacity: (config.edge_capacity > 0).then_some(config.edge_capacity),
         health_interval: config.health_interval,
         probe_key: crate::context::probe_key(&ctx.registry).await?,
