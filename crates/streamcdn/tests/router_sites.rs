@@ -15,6 +15,8 @@ use common::wan::Wan;
 use common::*;
 
 const ROUTER: &str = "127.70.0.2";
+/// A second router for the same zone, sharing measurements through Redis.
+const ROUTER2: &str = "127.70.0.3";
 const REDIS: &str = "127.70.0.1";
 const EDGES: [(&str, &str); 3] = [
     ("e1", "127.71.1.1"),
@@ -39,7 +41,7 @@ impl Drop for Processes {
     }
 }
 
-fn config(dir: &Path, addr: &str, extra: &str) -> std::path::PathBuf {
+fn config(dir: &Path, addr: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join("streamcdn.toml");
     std::fs::write(
@@ -62,10 +64,10 @@ url = "redis://{REDIS}:6379/"
 namespace = "sites"
 lease = "3s"
 [router]
-dns_listen = "{ROUTER}:5353"
-http_listen = "{ROUTER}:8082"
+dns_listen = "{addr}:5353"
+http_listen = "{addr}:8082"
 reprobe_after = "3s"
-{extra}"#,
+"#,
             data = dir.join("data").display()
         ),
     )
@@ -73,12 +75,12 @@ reprobe_after = "3s"
     path
 }
 
-/// The answer `dig` gets from `site` for the delivery name.
-fn resolve(wan: &Wan, site: &str) -> String {
+/// The answer `dig` gets from `site` for the delivery name, asking `router`.
+fn resolve_at(wan: &Wan, site: &str, router: &str) -> String {
     let out = wan
         .exec(site, "dig")
         .args([
-            &format!("@{ROUTER}"),
+            &format!("@{router}"),
             "-p",
             "5353",
             "live.streamcdn.test",
@@ -88,6 +90,10 @@ fn resolve(wan: &Wan, site: &str) -> String {
         .output()
         .expect("run dig in the client's namespace (apt-get install bind9-dnsutils)");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn resolve(wan: &Wan, site: &str) -> String {
+    resolve_at(wan, site, ROUTER)
 }
 
 /// Resolves from each client until every one gets the edge it should; returns how long
@@ -116,7 +122,11 @@ fn wait_nearest(wan: &Wan, expected: &[(&str, &str)], within: Duration) -> Durat
 
 #[test]
 fn each_client_gets_the_edge_nearest_to_it_and_answers_follow_the_network() {
-    let mut sites: Vec<(&str, Vec<&str>)> = vec![("core", vec![REDIS]), ("router", vec![ROUTER])];
+    let mut sites: Vec<(&str, Vec<&str>)> = vec![
+        ("core", vec![REDIS]),
+        ("router", vec![ROUTER]),
+        ("router2", vec![ROUTER2]),
+    ];
     sites.extend(EDGES.iter().map(|(n, a)| (*n, vec![*a])));
     sites.extend(CLIENTS.iter().map(|(n, a)| (*n, vec![*a])));
     let site_refs: Vec<(&str, &[&str])> = sites.iter().map(|(n, a)| (*n, a.as_slice())).collect();
@@ -164,7 +174,7 @@ fn each_client_gets_the_edge_nearest_to_it_and_answers_follow_the_network() {
     );
     let spawn = |site: &str, role: &str, addr: &str| {
         let dir = dir.join(site);
-        let config = config(&dir, addr, "");
+        let config = config(&dir, addr);
         let log = std::fs::File::create(dir.join("streamcdn.log")).unwrap();
         wan.exec(site, streamcdn)
             .args([role, "--config"])
@@ -193,10 +203,32 @@ fn each_client_gets_the_edge_nearest_to_it_and_answers_follow_the_network() {
         processes.0.push(spawn(site, "edge", addr));
     }
     processes.0.push(spawn("router", "router", ROUTER));
+    processes.0.push(spawn("router2", "router", ROUTER2));
 
     let nearest = [("a", EDGES[0].1), ("b", EDGES[1].1), ("c", EDGES[2].1)];
     let took = wait_nearest(&wan, &nearest, Duration::from_secs(40));
     println!("every client got its nearest edge after {took:?}");
+    // The second name server of the zone gives the same answers: it takes the
+    // measurements the first filed in the registry (or probes the same network).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let second: Vec<String> = CLIENTS
+            .iter()
+            .map(|(c, _)| resolve_at(&wan, c, ROUTER2))
+            .collect();
+        if second
+            .iter()
+            .zip(&nearest)
+            .all(|(got, (_, want))| got == want)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second router answers {second:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 
     // A's path to E1 becomes the slowest: A moves to E2 (40 ms), the others stay.
     wan.set_rtt("a", "e1", 200);
