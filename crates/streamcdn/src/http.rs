@@ -15,7 +15,6 @@ use axum::Router;
 use http_body::{Frame, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -128,15 +127,37 @@ impl http_body::Body for Metered {
     }
 }
 
-/// Meters every response of `router` into `traffic`.
-fn metered(router: Router, traffic: Arc<Traffic>) -> Router {
-    router.layer(axum::middleware::map_response(move |response: Response| {
+/// One connection's service: the router, with the client's address in each request's
+/// extensions (for handlers that decide by client, as the router's redirects) and, on a
+/// metered listener, each response body counted. A plain function around the router
+/// rather than layers: layers would be rebuilt for every connection.
+fn connection_service(
+    router: Router,
+    peer: std::net::SocketAddr,
+    traffic: Option<Arc<Traffic>>,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future = impl std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send,
+> + Clone {
+    hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        let mut router = router.clone();
         let traffic = traffic.clone();
         async move {
-            let (parts, inner) = response.into_parts();
-            Response::from_parts(parts, Body::new(Metered { inner, traffic }))
+            let response = tower_service::Service::call(&mut router, request).await?;
+            Ok(match traffic {
+                Some(traffic) => {
+                    let (parts, inner) = response.into_parts();
+                    Response::from_parts(parts, Body::new(Metered { inner, traffic }))
+                }
+                None => response,
+            })
         }
-    }))
+    })
 }
 
 pub async fn serve(
@@ -147,10 +168,6 @@ pub async fn serve(
     traffic: Option<Arc<Traffic>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let router = match &traffic {
-        Some(traffic) => metered(router, traffic.clone()),
-        None => router,
-    };
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -169,11 +186,7 @@ pub async fn serve(
             traffic.record_rtt(&stream, peer);
         }
         // Handlers that decide by the client (the router's redirects) read its address.
-        let service = TowerToHyperService::new(
-            router
-                .clone()
-                .layer(axum::Extension(axum::extract::ConnectInfo(peer))),
-        );
+        let service = connection_service(router.clone(), peer, traffic.clone());
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(10))
