@@ -81,9 +81,12 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
     let tcp = bind(config.dns_listen, "DNS (TCP)").await?;
     let http = bind(config.http_listen, "the router's HTTP redirects").await?;
     tracing::info!(dns = %config.dns_listen, http = %config.http_listen, zone = config.zone, delivery = config.delivery, "router listening");
-    ctx.node
-        .addresses
-        .insert("dns".into(), config.dns_listen.to_string());
+    // Listed only where it is a real address (0.0.0.0 says nothing of where to reach it).
+    if !config.dns_listen.ip().is_unspecified() {
+        ctx.node
+            .addresses
+            .insert("dns".into(), config.dns_listen.to_string());
+    }
     ctx.spawn(Arc::clone(&service).watch_edges(ctx.shutdown()));
     ctx.spawn(Arc::clone(&service).serve_udp(udp, ctx.shutdown()));
     ctx.spawn(Arc::clone(&service).serve_tcp(tcp, ctx.shutdown()));
