@@ -58,6 +58,25 @@ fn zone(config: &RouterConfig) -> anyhow::Result<Zone> {
     Ok(zone)
 }
 
+/// One UDP socket per core on the DNS address (SO_REUSEPORT: the kernel spreads
+/// queries over them), so answering is not one task's loop.
+fn udp_sockets(addr: std::net::SocketAddr) -> std::io::Result<Vec<UdpSocket>> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (0..cores)
+        .map(|_| {
+            let socket = socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::DGRAM,
+                Some(socket2::Protocol::UDP),
+            )?;
+            socket.set_reuse_port(true)?;
+            socket.set_nonblocking(true)?;
+            socket.bind(&addr.into())?;
+            UdpSocket::from_std(socket.into())
+        })
+        .collect()
+}
+
 async fn start(ctx: &mut Context) -> anyhow::Result<()> {
     let config = &ctx.config.router;
     let static_map = StaticMap::from_entries(config.static_map.iter())
@@ -75,8 +94,7 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         registry: ctx.registry.clone(),
     })
     .map_err(|e| anyhow!("router: {e}"))?;
-    let udp = UdpSocket::bind(config.dns_listen)
-        .await
+    let udp = udp_sockets(config.dns_listen)
         .with_context(|| format!("cannot listen on {} (UDP) for DNS", config.dns_listen))?;
     let tcp = bind(config.dns_listen, "DNS (TCP)").await?;
     let http = bind(config.http_listen, "the router's HTTP redirects").await?;
@@ -88,7 +106,9 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
             .insert("dns".into(), config.dns_listen.to_string());
     }
     ctx.spawn(Arc::clone(&service).watch_edges(ctx.shutdown()));
-    ctx.spawn(Arc::clone(&service).serve_udp(udp, ctx.shutdown()));
+    for socket in udp {
+        ctx.spawn(Arc::clone(&service).serve_udp(socket, ctx.shutdown()));
+    }
     ctx.spawn(Arc::clone(&service).serve_tcp(tcp, ctx.shutdown()));
     ctx.serve_http(http, service.redirect_router());
     ctx.add_admin_routes(service.admin_router());
