@@ -18,7 +18,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{watch, Semaphore};
 
-use crate::decision::{Decider, DeciderConfig, Decision, EdgeState, Measurements, Millis};
+use crate::decision::{
+    Decider, DeciderConfig, Decision, DecisionSource, EdgeState, Measurements, Millis,
+};
 use crate::dns::{self, Answer, Transport, Zone};
 use crate::map::{History, RoutingMap};
 use crate::prefix::{ClientPrefix, StaticMap};
@@ -114,8 +116,42 @@ pub struct RouterService {
     registry: Registry,
     /// A sample younger than this needs no new probe (the decider's `probe_after`).
     reprobe_after_ms: Millis,
+    /// Per-query counters, looked up once: a labelled `counter!` per query costs a
+    /// registry lookup each time.
+    counters: QueryCounters,
     /// The newest report recorded per prefix and edge.
     recorded: Mutex<HashMap<(ClientPrefix, String), Millis>>,
+}
+
+struct QueryCounters {
+    udp: metrics::Counter,
+    tcp: metrics::Counter,
+    /// Answers from the map, by decision source.
+    from_map: [metrics::Counter; 4],
+}
+
+const SOURCES: [DecisionSource; 4] = [
+    DecisionSource::Measured,
+    DecisionSource::StaticMap,
+    DecisionSource::LeastLoaded,
+    DecisionSource::NoHealthyEdge,
+];
+
+impl QueryCounters {
+    fn new() -> Self {
+        Self {
+            udp: metrics::counter!("streamcdn_router_dns_queries_total", "transport" => "udp"),
+            tcp: metrics::counter!("streamcdn_router_dns_queries_total", "transport" => "tcp"),
+            from_map: SOURCES.map(|source| {
+                metrics::counter!("streamcdn_router_decisions_total", "source" => source.as_str(), "from" => "map")
+            }),
+        }
+    }
+
+    fn answered_from_map(&self, source: DecisionSource) -> &metrics::Counter {
+        let index = SOURCES.iter().position(|s| *s == source).unwrap_or(0);
+        &self.from_map[index]
+    }
 }
 
 fn now_ms() -> Millis {
@@ -183,6 +219,7 @@ impl RouterService {
             probed: Mutex::default(),
             registry: settings.registry,
             recorded: Mutex::default(),
+            counters: QueryCounters::new(),
         }))
     }
 
@@ -260,8 +297,7 @@ impl RouterService {
         // round: the prefix is decided afresh.
         match map.get(&prefix).filter(|e| e.edges.iter().all(serving)) {
             Some(entry) => {
-                metrics::counter!("streamcdn_router_decisions_total", "source" => entry.source.as_str(), "from" => "map")
-                    .increment(1);
+                self.counters.answered_from_map(entry.source).increment(1);
                 (entry.edges.clone(), entry.scope_len)
             }
             None => {
@@ -329,11 +365,10 @@ impl RouterService {
 
     /// The response to one DNS message, or `None` to drop it.
     pub fn respond(&self, request: &[u8], client: IpAddr, transport: Transport) -> Option<Vec<u8>> {
-        let label = match transport {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-        };
-        metrics::counter!("streamcdn_router_dns_queries_total", "transport" => label).increment(1);
+        match transport {
+            Transport::Udp => self.counters.udp.increment(1),
+            Transport::Tcp => self.counters.tcp.increment(1),
+        }
         let response = dns::respond(request, client, transport, &self.zone, |q| self.answer(q));
         if response.is_none() {
             metrics::counter!("streamcdn_router_dns_dropped_total").increment(1);
