@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine: installs what the tests need (ffmpeg,
-# Chromium, redis-server, HAProxy and dig from Debian, an Enhanced-RTMP-capable ffmpeg from
+# Chromium, redis-server, HAProxy, dig, iproute2 and curl from Debian, an Enhanced-RTMP-capable ffmpeg from
 # PyPI's imageio-ffmpeg, the S3 server s3s-fs from crates.io,
 # hls.js and playwright-core from npm, cargo-nextest), then runs every test in the
 # workspace. Safe to run again: installs are skipped when
@@ -16,6 +16,9 @@ command -v node >/dev/null || need_apt+=(nodejs npm)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null || need_apt+=(haproxy)
 command -v dig >/dev/null || need_apt+=(bind9-dnsutils)
+# The multi-site tests: network namespaces (ip) and requests inside them (curl).
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v curl >/dev/null || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]} from Debian"
   sudo_cmd=""

@@ -33,7 +33,7 @@ const MAX_TCP_CLIENTS: usize = 512;
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 /// A prefix nobody asked about for this long leaves the routing map.
 const PREFIX_IDLE_MS: Millis = 10 * 60 * 1000;
-/// Prefixes the router keeps deciding for, at most (the oldest asked are dropped).
+/// Prefixes the router keeps in its map, at most.
 const MAX_PREFIXES: usize = 65_536;
 /// A prefix is probed again no sooner than this.
 const PROBE_EVERY_MS: Millis = 10_000;
@@ -41,7 +41,7 @@ const PROBE_EVERY_MS: Millis = 10_000;
 const PROBES_PER_ROUND: usize = 32;
 const PROBE_ATTEMPTS: u8 = 3;
 /// Measurements shared through the registry are kept as long as the decision uses them.
-const SHARED_SAMPLE_TTL: Duration = Duration::from_secs(300);
+pub const SHARED_SAMPLE_TTL: Duration = Duration::from_secs(300);
 /// The path on an edge's playback listener that takes signed probe requests.
 pub const PROBE_PATH: &str = "/_streamcdn/probe";
 
@@ -119,6 +119,7 @@ pub struct RouterService {
     /// Per-query counters, looked up once: a labelled `counter!` per query costs a
     /// registry lookup each time.
     counters: QueryCounters,
+    client: Client,
     /// The newest report recorded per prefix and edge.
     recorded: Mutex<HashMap<(ClientPrefix, String), Millis>>,
 }
@@ -171,31 +172,34 @@ fn playback_addr(url: &str) -> Option<IpAddr> {
     host.parse().ok()
 }
 
+/// The router's HTTP client, for edge health checks and probe requests.
+type Client = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+fn client() -> Client {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(HEALTH_TIMEOUT));
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector)
+}
+
 /// Whether the edge at `playback` answers HTTP within the timeout with anything but a
 /// server error. Asks for a path outside the URL scheme, which an edge answers at once
 /// without touching its upstream.
-async fn check_health(playback: &str) -> bool {
-    let Some(authority) = playback
-        .strip_prefix("http://")
-        .and_then(|a| a.split('/').next())
+async fn check_health(client: &Client, playback: &str) -> bool {
+    let Ok(request) = hyper::Request::get(format!("{playback}/healthz"))
+        .header(hyper::header::USER_AGENT, "streamcdn-router")
+        .body(http_body_util::Full::default())
     else {
         return false;
     };
-    let check = async {
-        let mut stream = TcpStream::connect(authority).await.ok()?;
-        let request = format!(
-            "GET /healthz HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: streamcdn-router\r\nConnection: close\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut head = [0u8; 64];
-        let n = stream.read(&mut head).await.ok()?;
-        let line = std::str::from_utf8(&head[..n]).ok()?;
-        let status: u16 = line.split(' ').nth(1)?.parse().ok()?;
-        Some(status < 500)
-    };
     matches!(
-        tokio::time::timeout(HEALTH_TIMEOUT, check).await,
-        Ok(Some(true))
+        tokio::time::timeout(HEALTH_TIMEOUT, client.request(request)).await,
+        Ok(Ok(response)) if !response.status().is_server_error()
     )
 }
 
@@ -220,6 +224,7 @@ impl RouterService {
             registry: settings.registry,
             recorded: Mutex::default(),
             counters: QueryCounters::new(),
+            client: client(),
         }))
     }
 
@@ -282,13 +287,13 @@ impl RouterService {
     /// does not hold yet (it joins the map at the next round).
     fn route(&self, prefix: ClientPrefix, client: IpAddr) -> (Vec<String>, u8) {
         {
+            // A full table takes no new prefix until the next round drops idle ones:
+            // looking for the oldest here would cost a scan per query, on the path a
+            // flood of spoofed subnets takes. The prefix is still answered, decided afresh.
             let mut asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
-            if asked.len() >= MAX_PREFIXES && !asked.contains_key(&prefix) {
-                if let Some(oldest) = asked.iter().min_by_key(|(_, (t, _))| *t).map(|(p, _)| *p) {
-                    asked.remove(&oldest);
-                }
+            if asked.len() < MAX_PREFIXES || asked.contains_key(&prefix) {
+                asked.insert(prefix, (now_ms(), client));
             }
-            asked.insert(prefix, (now_ms(), client));
         }
         let map = self.map.read().unwrap_or_else(|e| e.into_inner()).clone();
         let edges = self.edges();
@@ -409,7 +414,7 @@ impl RouterService {
     async fn refresh(&self, nodes: &[NodeRecord]) {
         let checks = nodes.iter().map(|node| async move {
             let playback = node.addresses.get("playback")?.clone();
-            let healthy = check_health(&playback).await;
+            let healthy = check_health(&self.client, &playback).await;
             let state = EdgeState {
                 id: node.id.clone(),
                 site: node.site.clone(),
@@ -458,7 +463,7 @@ impl RouterService {
     /// Asks every healthy edge to probe each client, and records what they report.
     async fn probe_clients(self: Arc<Self>, clients: Vec<IpAddr>) {
         let edges = self.edges();
-        let key = &self.probe_key;
+        let (key, http) = (&self.probe_key, &self.client);
         let now = now_ms();
         let mut asks = Vec::new();
         for client in clients {
@@ -477,7 +482,7 @@ impl RouterService {
                 };
                 let request = ProbeRequest::new(client, PROBE_ATTEMPTS, now).for_edge(&edge.id);
                 asks.push(async move {
-                    let report = ask_probe(key, playback, &request).await;
+                    let report = ask_probe(http, key, playback, &request).await;
                     (request, edge.id.clone(), report)
                 });
             }
@@ -731,56 +736,45 @@ async fn redirect(
         .into_response()
 }
 
-/// POSTs a signed probe request to an edge and reads its report (HTTP/1.1 by hand,
-/// as the health check: one request per connection, nothing else needed).
+/// Largest probe report read from an edge.
+const MAX_REPORT_BYTES: usize = 64 * 1024;
+
+/// POSTs a signed probe request to an edge and reads its report.
 async fn ask_probe(
+    client: &Client,
     key: &ProbeKey,
     playback: &str,
     request: &ProbeRequest,
 ) -> Result<ProbeReport, String> {
-    let authority = playback
-        .strip_prefix("http://")
-        .and_then(|a| a.split('/').next())
-        .ok_or("playback address is not http://")?;
     let (body, tag) = request.signed(key).map_err(|e| e.to_string())?;
+    let http = hyper::Request::post(format!("{playback}{PROBE_PATH}"))
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(PROBE_HEADER, tag)
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
     let exchange = async {
-        let mut stream = TcpStream::connect(authority)
-            .await
-            .map_err(|e| e.to_string())?;
-        let head = format!(
-            "POST {PROBE_PATH} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\n{PROBE_HEADER}: {tag}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        stream
-            .write_all(head.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        stream.write_all(&body).await.map_err(|e| e.to_string())?;
-        let mut response = Vec::new();
-        (&mut stream)
-            .take(64 * 1024)
-            .read_to_end(&mut response)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>(response)
-    };
-    let timeout = Duration::from_secs(u64::from(request.attempts) + 2);
-    let response = tokio::time::timeout(timeout, exchange)
+        let response = client.request(http).await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let body = http_body_util::BodyExt::collect(http_body_util::Limited::new(
+            response.into_body(),
+            MAX_REPORT_BYTES,
+        ))
         .await
-        .map_err(|_| "probe timed out".to_owned())??;
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no HTTP header end")?;
-    let status_ok = response.starts_with(b"HTTP/1.1 200");
-    let body = &response[split + 4..];
-    if !status_ok {
-        return Err(format!(
-            "edge answered {}",
-            String::from_utf8_lossy(&response[..split.min(64)])
-        ));
-    }
-    serde_json::from_slice(body).map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+        if !status.is_success() {
+            return Err(format!(
+                "edge answered {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(64)]).trim()
+            ));
+        }
+        serde_json::from_slice(&body).map_err(|e| e.to_string())
+    };
+    // The edge takes `attempts` probes of at most a second each before it answers.
+    let timeout = Duration::from_secs(u64::from(request.attempts) + 2);
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| "probe timed out".to_owned())?
 }
 
 #[derive(serde::Deserialize)]

@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use streamcdn_config::EdgeTier;
 use streamcdn_edge::{Edge, EdgeSettings, UpstreamKind};
 use streamcdn_router::probe::{self, ProbeBudget, ProbeReport, ReplayGuard, PROBE_HEADER};
-use streamcdn_router::service::PROBE_PATH;
+use streamcdn_router::service::{PROBE_PATH, SHARED_SAMPLE_TTL};
 
 use crate::clock::now_ms;
 use crate::context::{bind, Context, Role};
@@ -34,8 +34,6 @@ struct Prober {
 
 /// How often the RTTs of viewer connections are shared with the routers.
 const PASSIVE_EVERY: Duration = Duration::from_secs(5);
-/// Shared measurements live as long as a router's decision uses them.
-const SHARED_SAMPLE_TTL: Duration = Duration::from_secs(300);
 
 /// Shares the kernel's RTT of real viewer connections, per client prefix, with every
 /// router through the registry: a passive signal beside the probes.
