@@ -42,6 +42,10 @@ struct Cli {
     /// Live start position, in segments behind the live edge.
     #[arg(long, default_value_t = 3)]
     live_start: usize,
+    /// Each viewer keeps its own connections, as real players do; by default viewers
+    /// share one pool (fewer connections than viewers).
+    #[arg(long)]
+    own_connections: bool,
 }
 
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
@@ -339,19 +343,28 @@ async fn main() -> anyhow::Result<()> {
     if cli.viewers == 0 {
         bail!("--viewers must be at least 1");
     }
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    let client: HttpClient = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(cli.viewers)
-        .build(connector);
+    let new_client = || {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client: HttpClient = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(cli.viewers)
+            .build(connector);
+        client
+    };
+    let shared = new_client();
     let summary = Arc::new(Mutex::new(Summary::default()));
     let mut tasks = Vec::with_capacity(cli.viewers);
     let step = cli.ramp / cli.viewers as u32;
     for i in 0..cli.viewers {
         let url = cli.urls[i % cli.urls.len()].clone();
+        let client = if cli.own_connections {
+            new_client()
+        } else {
+            shared.clone()
+        };
         tasks.push(tokio::spawn(watch(
-            client.clone(),
+            client,
             url,
             cli.clone(),
             summary.clone(),

@@ -3,6 +3,7 @@
 //! the server exactly as written).
 #![allow(dead_code)]
 
+pub mod sites;
 pub mod wan;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -363,7 +364,12 @@ pub struct Decoded {
 
 /// Decodes every frame of `input` with ffprobe and counts them.
 pub fn decode(input: &str, extra: &[&str]) -> Decoded {
-    let out = Command::new(tool("ffprobe"))
+    decode_with(Command::new(tool("ffprobe")), input, extra)
+}
+
+/// [`decode`] with a given ffprobe command (e.g. run in a network namespace).
+pub fn decode_with(mut ffprobe: Command, input: &str, extra: &[&str]) -> Decoded {
+    let out = ffprobe
         .args(["-v", "error"])
         .args(extra)
         .args([
