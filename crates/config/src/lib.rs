@@ -235,6 +235,10 @@ pub struct EdgeConfig {
     /// `edge` serves viewers (request routers send them here); `mid` serves only the
     /// tiers below it.
     pub tier: EdgeTier,
+    /// Viewer connections this edge can take, announced in the node directory: request
+    /// routers send it fewer new viewers near it and none above it. 0: not stated (the
+    /// router's `edge_capacity` applies).
+    pub capacity: u64,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
@@ -256,6 +260,7 @@ impl Default for EdgeConfig {
             max_object_size: ByteSize(32 * 1024 * 1024),
             upstream_timeout: Duration::from_secs(10),
             tier: EdgeTier::Edge,
+            capacity: 0,
         }
     }
 }
@@ -394,8 +399,8 @@ pub struct RouterConfig {
     /// The zone's name servers and their addresses (glue). Default: `ns1.<zone>` at the
     /// DNS listener's address (loopback when it listens on 0.0.0.0).
     pub nameservers: Vec<NameserverConfig>,
-    /// Viewer connections an edge should hold; edges near it get fewer new viewers.
-    /// 0: unknown (never demoted).
+    /// Viewer connections an edge should hold when it does not state its own
+    /// (`edge.capacity`); edges near it get fewer new viewers. 0: unknown (never demoted).
     pub edge_capacity: u64,
     /// How often the router checks each edge itself.
     #[serde(with = "humantime_serde")]

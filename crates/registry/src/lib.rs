@@ -48,6 +48,10 @@ pub struct NodeRecord {
     pub addresses: BTreeMap<String, String>,
     #[serde(default)]
     pub load: Load,
+    /// Viewer connections the server can take, as its operator configured; `None`:
+    /// not stated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u64>,
 }
 
 /// What a server does; a process may have several roles (`streamcdn up` has them all).
@@ -87,6 +91,7 @@ impl NodeRecord {
             site: cluster.to_owned(),
             addresses: BTreeMap::new(),
             load: Load::default(),
+            capacity: None,
         }
     }
 }

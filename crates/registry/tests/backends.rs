@@ -70,6 +70,7 @@ async fn the_directory_lists_every_server(registry: Registry) {
         origin: String::new(),
         roles: vec![Role::Edge],
         site: "paris".into(),
+        capacity: Some(500),
         ..node("edge-1", "c1")
     };
     edge.addresses

@@ -421,7 +421,7 @@ impl RouterService {
                 addrs: playback_addr(&playback).into_iter().collect(),
                 healthy,
                 viewer_connections: node.load.viewer_connections,
-                capacity: self.edge_capacity,
+                capacity: node.capacity.or(self.edge_capacity),
             };
             Some((state, playback))
         });

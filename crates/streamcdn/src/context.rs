@@ -131,6 +131,7 @@ impl Context {
             site: config.node.site().to_owned(),
             addresses: Default::default(),
             load: Default::default(),
+            capacity: None,
         };
         Ok(Self {
             registry: open_registry(&config).await?,

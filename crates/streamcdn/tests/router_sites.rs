@@ -31,7 +31,8 @@ const CLIENTS: [(&str, &str); 4] = [
     ("d", "127.72.4.1"),
 ];
 const DELIVERY: &str = "live.streamcdn.test";
-/// Viewer connections an edge takes before the router sends new viewers elsewhere.
+/// Viewer connections each edge says it can take (announced in the node directory):
+/// above it the router sends new viewers elsewhere.
 const CAPACITY: usize = 10;
 
 fn edge(site: &str) -> &'static str {
@@ -119,13 +120,12 @@ fn each_client_gets_the_edge_nearest_to_it_and_answers_follow_the_network() {
 dns_listen = "ADDR:53"
 http_listen = "ADDR:8082"
 reprobe_after = "3s"
-edge_capacity = {CAPACITY}
 [router.static_map]
 "127.72.4.0/24" = "e3"
 "#
     );
     for (site, addr) in EDGES {
-        sites.spawn(site, "edge", addr, "");
+        sites.spawn(site, "edge", addr, &format!("[edge]\ncapacity = {CAPACITY}"));
     }
     sites.spawn(
         "router",

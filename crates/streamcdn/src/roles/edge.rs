@@ -169,6 +169,7 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
     } else {
         tracing::info!(playback = %config.http.listen, ?parents, "edge listening");
     }
+    ctx.node.capacity = (config.edge.capacity > 0).then_some(config.edge.capacity);
     match config.http.advertised_url() {
         Some(url) => {
             ctx.node.addresses.insert("playback".into(), url);
