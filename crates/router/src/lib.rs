@@ -13,6 +13,7 @@
 //! - [`map`]: the routing map, versioned, replaced whole, with the history of changes.
 //! - [`service`]: edges from the node directory and the router's own health checks,
 //!   DNS over UDP and TCP, the HTTP redirect mode, the routing API.
+//! - `udp`: datagrams in batches (`recvmmsg`/`sendmmsg`) for the DNS service.
 
 pub mod decision;
 pub mod dns;
@@ -20,3 +21,4 @@ pub mod map;
 pub mod prefix;
 pub mod probe;
 pub mod service;
+mod udp;

@@ -2,7 +2,9 @@
 //! [`Decider::decide`]. It keeps the set of edges current from the node directory and
 //! its own health checks, answers DNS over UDP and TCP, and redirects HTTP requests.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,7 +17,7 @@ use serde::Serialize;
 use streamcdn_registry::{NodeRecord, Registry, Role};
 use streamcdn_urls::{Target, UrlError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::decision::{
@@ -25,11 +27,14 @@ use crate::dns::{self, Answer, Transport, Zone};
 use crate::map::{History, RoutingMap};
 use crate::prefix::{ClientPrefix, StaticMap};
 use crate::probe::{ProbeKey, ProbeReport, ProbeRequest, PROBE_HEADER};
+use crate::udp;
 
 /// A DNS-over-TCP client that sends nothing for this long is disconnected (RFC 7766
 /// suggests seconds, not minutes).
 const TCP_IDLE: Duration = Duration::from_secs(10);
 const MAX_TCP_CLIENTS: usize = 512;
+/// How long a UDP thread waits on an idle socket before looking for a shutdown.
+const UDP_SHUTDOWN_CHECK: Duration = Duration::from_millis(200);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 /// A prefix nobody asked about for this long leaves the routing map.
 const PREFIX_IDLE_MS: Millis = 10 * 60 * 1000;
@@ -95,6 +100,16 @@ struct Edges {
     states: Vec<EdgeState>,
     playback: HashMap<String, String>,
 }
+
+/// The routing map and edges a batch of queries is answered from: read once per batch,
+/// not per query.
+struct View {
+    map: Arc<RoutingMap>,
+    edges: Arc<Edges>,
+}
+
+/// Prefixes asked about in a batch, with the address asking.
+type Asked = Vec<(ClientPrefix, IpAddr)>;
 
 pub struct RouterService {
     zone: Zone,
@@ -265,19 +280,41 @@ impl RouterService {
             )
     }
 
-    fn answer(&self, query: &dns::Query<'_>) -> Answer {
+    /// The map and edges in force, for answering a batch of queries.
+    fn view(&self) -> View {
+        View {
+            map: self.map.read().unwrap_or_else(|e| e.into_inner()).clone(),
+            edges: self.edges(),
+        }
+    }
+
+    /// Records prefixes asked about (with the address asking), under one lock for a batch.
+    fn note_asked(&self, asked: impl IntoIterator<Item = (ClientPrefix, IpAddr)>) {
+        let now = now_ms();
+        let mut table = self.asked.lock().unwrap_or_else(|e| e.into_inner());
+        for (prefix, client) in asked {
+            // A full table takes no new prefix until the next round drops idle ones:
+            // looking for the oldest here would cost a scan per query, on the path a
+            // flood of spoofed subnets takes. The prefix is still answered, decided afresh.
+            if table.len() < MAX_PREFIXES || table.contains_key(&prefix) {
+                table.insert(prefix, (now, client));
+            }
+        }
+    }
+
+    /// The answer to a delivery-name query; the prefix asking is added to `asked`.
+    fn answer(&self, view: &View, query: &dns::Query<'_>, asked: &mut Asked) -> Answer {
         let prefix = match query.ecs {
             Some((addr, len)) => {
                 ClientPrefix::from_ecs(addr, len).unwrap_or_else(|_| ClientPrefix::of(query.client))
             }
             None => ClientPrefix::of(query.client),
         };
-        let asking = query.ecs.map_or(query.client, |(addr, _)| addr);
-        let (ids, scope_len) = self.route(prefix, asking);
-        let edges = self.edges();
+        asked.push((prefix, query.ecs.map_or(query.client, |(addr, _)| addr)));
+        let (ids, scope_len) = self.route(view, prefix);
         let addrs = ids
             .iter()
-            .filter_map(|id| edges.states.iter().find(|e| &e.id == id))
+            .filter_map(|id| view.edges.states.iter().find(|e| &e.id == id))
             .flat_map(|e| e.addrs.iter().copied())
             .collect();
         Answer { addrs, scope_len }
@@ -285,31 +322,24 @@ impl RouterService {
 
     /// The edges for `prefix` from the routing map, or decided now for a prefix the map
     /// does not hold yet (it joins the map at the next round).
-    fn route(&self, prefix: ClientPrefix, client: IpAddr) -> (Vec<String>, u8) {
-        {
-            // A full table takes no new prefix until the next round drops idle ones:
-            // looking for the oldest here would cost a scan per query, on the path a
-            // flood of spoofed subnets takes. The prefix is still answered, decided afresh.
-            let mut asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
-            if asked.len() < MAX_PREFIXES || asked.contains_key(&prefix) {
-                asked.insert(prefix, (now_ms(), client));
-            }
-        }
-        let map = self.map.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let edges = self.edges();
-        let serving = |id: &String| edges.states.iter().any(|e| &e.id == id && e.healthy);
+    fn route<'v>(&self, view: &'v View, prefix: ClientPrefix) -> (Cow<'v, [String]>, u8) {
+        let serving = |id: &String| view.edges.states.iter().any(|e| &e.id == id && e.healthy);
         // An edge that failed since the map was built is not answered until the next
         // round: the prefix is decided afresh.
-        match map.get(&prefix).filter(|e| e.edges.iter().all(serving)) {
+        match view
+            .map
+            .get(&prefix)
+            .filter(|e| e.edges.iter().all(serving))
+        {
             Some(entry) => {
                 self.counters.answered_from_map(entry.source).increment(1);
-                (entry.edges.clone(), entry.scope_len)
+                (Cow::Borrowed(&entry.edges), entry.scope_len)
             }
             None => {
                 let d = self.decide(prefix);
                 metrics::counter!("streamcdn_router_decisions_total", "source" => d.source.as_str(), "from" => "fresh")
                     .increment(1);
-                (d.edges, d.scope_len)
+                (Cow::Owned(d.edges), d.scope_len)
             }
         }
     }
@@ -370,11 +400,28 @@ impl RouterService {
 
     /// The response to one DNS message, or `None` to drop it.
     pub fn respond(&self, request: &[u8], client: IpAddr, transport: Transport) -> Option<Vec<u8>> {
+        let mut asked = Vec::new();
+        let response = self.respond_in(&self.view(), request, client, transport, &mut asked);
+        self.note_asked(asked);
+        response
+    }
+
+    /// [`Self::respond`] from `view`, adding the prefix asking (if any) to `asked`.
+    fn respond_in(
+        &self,
+        view: &View,
+        request: &[u8],
+        client: IpAddr,
+        transport: Transport,
+        asked: &mut Asked,
+    ) -> Option<Vec<u8>> {
         match transport {
             Transport::Udp => self.counters.udp.increment(1),
             Transport::Tcp => self.counters.tcp.increment(1),
         }
-        let response = dns::respond(request, client, transport, &self.zone, |q| self.answer(q));
+        let response = dns::respond(request, client, transport, &self.zone, |q| {
+            self.answer(view, q, asked)
+        });
         if response.is_none() {
             metrics::counter!("streamcdn_router_dns_dropped_total").increment(1);
         }
@@ -577,29 +624,65 @@ impl RouterService {
         found
     }
 
-    /// DNS over UDP until shutdown.
+    /// DNS over UDP until shutdown, on a blocking thread of its own: it sleeps in
+    /// `recvmmsg` until queries arrive and answers each batch with one `sendmmsg`, with no
+    /// readiness polling or task wakeups per packet (see the `udp` module).
     pub async fn serve_udp(
         self: Arc<Self>,
-        socket: UdpSocket,
-        mut shutdown: watch::Receiver<bool>,
+        socket: std::net::UdpSocket,
+        shutdown: watch::Receiver<bool>,
     ) {
-        let mut buf = vec![0u8; 4096];
-        loop {
-            let (n, peer) = tokio::select! {
-                received = socket.recv_from(&mut buf) => match received {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "DNS UDP receive failed");
-                        continue;
-                    }
-                },
-                _ = shutdown.changed() => break,
+        let served = tokio::task::spawn_blocking(move || self.udp_loop(&socket, &shutdown));
+        if let Err(e) = served.await {
+            tracing::error!(error = %e, "DNS UDP thread failed");
+        }
+    }
+
+    fn udp_loop(&self, socket: &std::net::UdpSocket, shutdown: &watch::Receiver<bool>) {
+        // Blocking, but waking this often to see a shutdown on an idle socket.
+        let blocking = socket
+            .set_nonblocking(false)
+            .and_then(|()| socket.set_read_timeout(Some(UDP_SHUTDOWN_CHECK)));
+        if let Err(e) = blocking {
+            tracing::error!(error = %e, "cannot set up the DNS UDP socket");
+            return;
+        }
+        let mut batch = udp::Batch::default();
+        let mut responses = Vec::with_capacity(udp::BATCH);
+        let mut asked = Vec::with_capacity(udp::BATCH);
+        while !*shutdown.borrow() {
+            let received = match batch.recv(socket) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "DNS UDP receive failed");
+                    continue;
+                }
             };
-            if let Some(response) = self.respond(&buf[..n], peer.ip(), Transport::Udp) {
-                if let Err(e) = socket.send_to(&response, peer).await {
-                    tracing::debug!(%peer, error = %e, "DNS UDP send failed");
+            let view = self.view();
+            for i in 0..received {
+                let Some((request, peer)) = batch.request(i) else {
+                    continue;
+                };
+                if let Some(response) =
+                    self.respond_in(&view, request, peer, Transport::Udp, &mut asked)
+                {
+                    responses.push((i, response));
                 }
             }
+            self.note_asked(asked.drain(..));
+            let failed = batch.send(socket, &responses);
+            if failed > 0 {
+                tracing::debug!(failed, "DNS UDP send failed");
+            }
+            responses.clear();
         }
     }
 
@@ -711,9 +794,11 @@ async fn redirect(
         }
         Err(UrlError::Unknown) => return text(StatusCode::NOT_FOUND, "no such object"),
     }
-    let (chosen, _) = service.route(ClientPrefix::of(peer.ip()), peer.ip());
-    let edges = service.edges();
-    let Some(base) = chosen.first().and_then(|id| edges.playback.get(id)) else {
+    let prefix = ClientPrefix::of(peer.ip());
+    service.note_asked([(prefix, peer.ip())]);
+    let view = service.view();
+    let (chosen, _) = service.route(&view, prefix);
+    let Some(base) = chosen.first().and_then(|id| view.edges.playback.get(id)) else {
         metrics::counter!("streamcdn_router_redirects_total", "result" => "no_edge").increment(1);
         return text(StatusCode::SERVICE_UNAVAILABLE, "no healthy edge");
     };

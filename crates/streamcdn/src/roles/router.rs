@@ -11,7 +11,6 @@ use streamcdn_router::decision::DeciderConfig;
 use streamcdn_router::dns::Zone;
 use streamcdn_router::prefix::StaticMap;
 use streamcdn_router::service::{RouterService, Settings};
-use tokio::net::UdpSocket;
 
 use crate::context::{bind, Context, Role};
 
@@ -59,8 +58,8 @@ fn zone(config: &RouterConfig) -> anyhow::Result<Zone> {
 }
 
 /// One UDP socket per core on the DNS address (SO_REUSEPORT: the kernel spreads
-/// queries over them), so answering is not one task's loop.
-fn udp_sockets(addr: std::net::SocketAddr) -> std::io::Result<Vec<UdpSocket>> {
+/// queries over them), each served by a thread of its own.
+fn udp_sockets(addr: std::net::SocketAddr) -> std::io::Result<Vec<std::net::UdpSocket>> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     (0..cores)
         .map(|_| {
@@ -70,9 +69,8 @@ fn udp_sockets(addr: std::net::SocketAddr) -> std::io::Result<Vec<UdpSocket>> {
                 Some(socket2::Protocol::UDP),
             )?;
             socket.set_reuse_port(true)?;
-            socket.set_nonblocking(true)?;
             socket.bind(&addr.into())?;
-            UdpSocket::from_std(socket.into())
+            Ok(socket.into())
         })
         .collect()
 }
