@@ -13,6 +13,7 @@
 //! - [`map`]: the routing map, versioned, replaced whole, with the history of changes.
 //! - [`service`]: edges from the node directory and the router's own health checks,
 //!   DNS over UDP and TCP, the HTTP redirect mode, the routing API.
+//! - `responses`: DNS responses counted by query type and result, from their bytes.
 //! - `udp`: datagrams in batches (`recvmmsg`/`sendmmsg`) for the DNS service.
 
 pub mod decision;
@@ -20,5 +21,6 @@ pub mod dns;
 pub mod map;
 pub mod prefix;
 pub mod probe;
+mod responses;
 pub mod service;
 mod udp;

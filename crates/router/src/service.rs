@@ -27,6 +27,7 @@ use crate::dns::{self, Answer, Transport, Zone};
 use crate::map::{History, RoutingMap};
 use crate::prefix::{ClientPrefix, StaticMap};
 use crate::probe::{ProbeKey, ProbeReport, ProbeRequest, PROBE_HEADER};
+use crate::responses::ResponseCounters;
 use crate::udp;
 
 /// A DNS-over-TCP client that sends nothing for this long is disconnected (RFC 7766
@@ -134,6 +135,8 @@ pub struct RouterService {
     /// Per-query counters, looked up once: a labelled `counter!` per query costs a
     /// registry lookup each time.
     counters: QueryCounters,
+    /// Responses by query type and result.
+    responses: ResponseCounters,
     client: Client,
     /// The newest report recorded per prefix and edge.
     recorded: Mutex<HashMap<(ClientPrefix, String), Millis>>,
@@ -239,6 +242,7 @@ impl RouterService {
             registry: settings.registry,
             recorded: Mutex::default(),
             counters: QueryCounters::new(),
+            responses: ResponseCounters::new(),
             client: client(),
         }))
     }
@@ -422,8 +426,9 @@ impl RouterService {
         let response = dns::respond(request, client, transport, &self.zone, |q| {
             self.answer(view, q, asked)
         });
-        if response.is_none() {
-            metrics::counter!("streamcdn_router_dns_dropped_total").increment(1);
+        match &response {
+            Some(bytes) => self.responses.count(request, bytes),
+            None => metrics::counter!("streamcdn_router_dns_dropped_total").increment(1),
         }
         response
     }
