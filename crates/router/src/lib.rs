@@ -14,6 +14,8 @@
 //! - [`service`]: edges from the node directory and the router's own health checks,
 //!   DNS over UDP and TCP, the HTTP redirect mode, the routing API.
 //! - `responses`: DNS responses counted by query type and result, from their bytes.
+//! - [`rum`]: real-user measurement: signed measurement jobs, beacons checked before
+//!   they are believed, per-prefix medians over distinct clients.
 //! - `udp`: datagrams in batches (`recvmmsg`/`sendmmsg`) for the DNS service.
 
 pub mod decision;
@@ -22,5 +24,6 @@ pub mod map;
 pub mod prefix;
 pub mod probe;
 mod responses;
+pub mod rum;
 pub mod service;
 mod udp;
