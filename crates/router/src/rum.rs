@@ -413,7 +413,7 @@ impl RumScores {
         }
         costs.sort_by(f64::total_cmp);
         let mid = costs.len() / 2;
-        let median_ms = if costs.len() % 2 == 0 {
+        let median_ms = if costs.len().is_multiple_of(2) {
             (costs[mid - 1] + costs[mid]) / 2.0
         } else {
             costs[mid]
@@ -579,7 +579,7 @@ mod tests {
         huge.ttfb_ms = 1.0;
         for bad in [small, negative, slow_phase, instant, huge] {
             assert!(
-                matches!(check(&mut gate, &[bad.clone()]), Err(Rejection::Implausible(_))),
+                matches!(check(&mut gate, std::slice::from_ref(&bad)), Err(Rejection::Implausible(_))),
                 "{bad:?}"
             );
         }
