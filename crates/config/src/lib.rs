@@ -391,8 +391,13 @@ pub struct RouterConfig {
     pub delivery: String,
     /// DNS over UDP and TCP (53 in production).
     pub dns_listen: SocketAddr,
-    /// HTTP redirect mode: any playback URL answers 302 to the chosen edge.
+    /// HTTP redirect mode: any playback URL answers 302 to the chosen edge. Also
+    /// measurement jobs and beacons for browsers.
     pub http_listen: SocketAddr,
+    /// The URL browsers reach `http_listen` at, announced in the node directory (edges
+    /// put it in their player pages). Default: `http://<http_listen>`, or when that is
+    /// 0.0.0.0, the host of `http.advertise` with `http_listen`'s port.
+    pub advertise: Option<String>,
     /// TTL of the delivery name's answers.
     #[serde(with = "humantime_serde")]
     pub ttl: Duration,
@@ -411,6 +416,54 @@ pub struct RouterConfig {
     pub reprobe_after: Duration,
     /// Fallback until measurements exist: client CIDR → site, longest match wins.
     pub static_map: std::collections::BTreeMap<String, String>,
+    /// How much each measurement source counts in an edge's score.
+    pub weights: RoutingWeights,
+    /// Real-user measurement: browsers' download times from beacons.
+    pub rum: RumConfig,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingWeights {
+    /// The edges' probes and the passive RTT of viewer connections (ms × weight).
+    pub network: f64,
+    /// The browsers' median download time of the test object (ms × weight); counts for
+    /// a prefix once every candidate edge has enough samples.
+    pub rum: f64,
+}
+
+impl Default for RoutingWeights {
+    fn default() -> Self {
+        Self {
+            network: 1.0,
+            rum: 1.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RumConfig {
+    /// Distinct client addresses a prefix's RUM score needs (per edge)...
+    pub min_clients: usize,
+    /// ...that reported within this window.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Beacons accepted per client address per minute.
+    pub per_address_per_minute: u32,
+    /// Beacons accepted per client prefix (/24, /48) per minute.
+    pub per_prefix_per_minute: u32,
+}
+
+impl Default for RumConfig {
+    fn default() -> Self {
+        Self {
+            min_clients: 3,
+            window: Duration::from_secs(600),
+            per_address_per_minute: 6,
+            per_prefix_per_minute: 120,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -428,12 +481,15 @@ impl Default for RouterConfig {
             delivery: "live.streamcdn.test".into(),
             dns_listen: ([0, 0, 0, 0], 5353).into(),
             http_listen: ([0, 0, 0, 0], 8082).into(),
+            advertise: None,
             ttl: Duration::from_secs(20),
             nameservers: Vec::new(),
             edge_capacity: 0,
             health_interval: Duration::from_secs(1),
             reprobe_after: Duration::from_secs(60),
             static_map: Default::default(),
+            weights: RoutingWeights::default(),
+            rum: RumConfig::default(),
         }
     }
 }
@@ -580,6 +636,9 @@ impl Config {
         if let Some(url) = &self.origin.advertise {
             http_url("origin.advertise", url)?;
         }
+        if let Some(url) = &self.router.advertise {
+            http_url("router.advertise", url)?;
+        }
         if let Some(url) = &self.http.advertise {
             http_url("http.advertise", url)?;
         }
@@ -681,6 +740,33 @@ impl Config {
             return Err((
                 "router.reprobe_after".into(),
                 "must be between 1s and 5m".into(),
+            ));
+        }
+        let weight = |w: f64| w.is_finite() && w >= 0.0;
+        for (name, w) in [
+            ("router.weights.network", router.weights.network),
+            ("router.weights.rum", router.weights.rum),
+        ] {
+            if !weight(w) {
+                return Err((name.into(), "must be a non-negative number".into()));
+            }
+        }
+        if router.weights.network + router.weights.rum == 0.0 {
+            return Err(("router.weights".into(), "must not all be 0".into()));
+        }
+        if router.rum.min_clients == 0 {
+            return Err(("router.rum.min_clients".into(), "must be at least 1".into()));
+        }
+        if !(Duration::from_secs(10)..=Duration::from_secs(86_400)).contains(&router.rum.window) {
+            return Err((
+                "router.rum.window".into(),
+                "must be between 10s and 24h".into(),
+            ));
+        }
+        if router.rum.per_address_per_minute == 0 || router.rum.per_prefix_per_minute == 0 {
+            return Err((
+                "router.rum".into(),
+                "per_address_per_minute and per_prefix_per_minute must be at least 1".into(),
             ));
         }
         for (cidr, site) in &router.static_map {

@@ -23,6 +23,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::prefix::{Cidr, ClientPrefix, StaticMap};
+use crate::rum::RumScore;
 
 /// Milliseconds on the caller's clock (Unix epoch in the binary).
 pub type Millis = u64;
@@ -388,6 +389,27 @@ pub struct DeciderConfig {
     pub answers: usize,
     /// Prefixes whose last choice is remembered (for hysteresis).
     pub max_remembered: usize,
+    pub weights: Weights,
+}
+
+/// How much each measurement source counts in a score (ms × weight, summed). A source
+/// counts for a prefix only when it has a value for every eligible edge, so that edges
+/// are compared on the same terms.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Weights {
+    /// The network estimate: edges' probes and the passive RTT of viewer connections.
+    pub network: f64,
+    /// Real-user measurement: the median download time browsers report.
+    pub rum: f64,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Self {
+            network: 1.0,
+            rum: 1.0,
+        }
+    }
 }
 
 impl Default for DeciderConfig {
@@ -402,6 +424,7 @@ impl Default for DeciderConfig {
             capacity_soft_limit: 0.8,
             answers: 1,
             max_remembered: 65_536,
+            weights: Weights::default(),
         }
     }
 }
@@ -444,6 +467,13 @@ impl DeciderConfig {
         }
         if self.max_remembered == 0 {
             return Err(DecisionError::Config("max_remembered must be at least 1"));
+        }
+        let weight = |w: f64| w.is_finite() && w >= 0.0;
+        let Weights { network, rum } = self.weights;
+        if !(weight(network) && weight(rum)) || network + rum == 0.0 {
+            return Err(DecisionError::Config(
+                "weights must be non-negative numbers, not both 0",
+            ));
         }
         Ok(())
     }
@@ -511,9 +541,23 @@ pub struct CandidateScore {
     pub newest_age_ms: Option<u64>,
     /// `viewer_connections / capacity`, when the capacity is known.
     pub load_factor: Option<f64>,
-    /// `effective_rtt × load_multiplier`, lower is better; `None` without an estimate.
+    /// The browsers' median download time for this prefix, when enough clients sent it.
+    pub rum_ms: Option<f64>,
+    pub rum_clients: usize,
+    /// What each source added to the score (ms × weight, before load); a source is
+    /// absent when it did not count for this prefix.
+    pub contributions: Contributions,
+    /// The sum of the contributions × load multiplier, lower is better; `None` without
+    /// any measurement.
     pub score: Option<f64>,
     pub excluded: Option<&'static str>,
+}
+
+/// What each measurement source added to an edge's score.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Contributions {
+    pub network: Option<f64>,
+    pub rum: Option<f64>,
 }
 
 /// The answer for one client prefix.
@@ -529,6 +573,8 @@ pub struct Decision {
     /// caller should ask the edges whose `newest_age_ms` is `None` or old to probe it
     /// (deduplicated and within the probe budget; this is set on every query until then).
     pub needs_probe: bool,
+    /// Real-user measurements counted in the scores.
+    pub rum_used: bool,
     pub reason: Reason,
     /// Every input edge, in input order.
     pub explain: Vec<CandidateScore>,
@@ -558,7 +604,9 @@ impl std::fmt::Debug for Decider {
 struct Candidate<'a> {
     edge: &'a EdgeState,
     estimate: Option<Estimate>,
+    rum: Option<RumScore>,
     load_factor: Option<f64>,
+    contributions: Contributions,
     score: Option<f64>,
     excluded: Option<&'static str>,
 }
@@ -595,11 +643,13 @@ impl Decider {
         }
     }
 
+    /// `rum`: the prefix's real-user scores by edge id (see [`crate::rum::RumScores`]).
     pub fn decide(
         &mut self,
         client: ClientPrefix,
         edges: &[EdgeState],
         measurements: &Measurements,
+        rum: &HashMap<String, RumScore>,
         static_map: &StaticMap,
         now: Millis,
     ) -> Decision {
@@ -621,7 +671,9 @@ impl Decider {
                 Candidate {
                     edge,
                     estimate: measurements.estimate(client, &edge.id, now, &cfg.estimator),
+                    rum: rum.get(&edge.id).copied(),
                     load_factor,
+                    contributions: Contributions::default(),
                     score: None,
                     excluded,
                 }
@@ -636,9 +688,32 @@ impl Decider {
                 c.excluded = Some("over capacity");
             }
         }
+        // RUM counts only when every eligible edge has it; then an edge without a
+        // network estimate is taken as the worst one, not as free.
+        let weights = cfg.weights;
+        let rum_used = weights.rum > 0.0
+            && cands.iter().any(Candidate::eligible)
+            && cands.iter().filter(|c| c.eligible()).all(|c| c.rum.is_some());
+        let worst_network = cands
+            .iter()
+            .filter(|c| c.eligible())
+            .filter_map(|c| c.estimate.map(|e| e.effective_rtt_ms))
+            .max_by(f64::total_cmp);
         for c in cands.iter_mut() {
-            if let Some(e) = c.estimate {
-                c.score = Some(e.effective_rtt_ms * self.load_multiplier(c.load_factor));
+            let network = c.estimate.map(|e| e.effective_rtt_ms);
+            c.contributions = if rum_used {
+                Contributions {
+                    network: network.or(worst_network).map(|ms| ms * weights.network),
+                    rum: c.rum.map(|r| r.median_ms * weights.rum),
+                }
+            } else {
+                // One source: its weight changes no ranking.
+                Contributions { network, rum: None }
+            };
+            let Contributions { network, rum } = c.contributions;
+            if network.is_some() || rum.is_some() {
+                let sum = network.unwrap_or(0.0) + rum.unwrap_or(0.0);
+                c.score = Some(sum * self.load_multiplier(c.load_factor));
             }
         }
 
@@ -654,6 +729,7 @@ impl Decider {
             source,
             scope_len,
             needs_probe,
+            rum_used,
             reason,
             explain,
         };
@@ -794,6 +870,9 @@ fn explain_one(c: &Candidate<'_>) -> CandidateScore {
         viewer_connections: c.edge.viewer_connections,
         capacity: c.edge.capacity,
         estimate_rtt_ms: c.estimate.map(|e| e.rtt_ms),
+        rum_ms: c.rum.map(|r| r.median_ms),
+        rum_clients: c.rum.map_or(0, |r| r.clients),
+        contributions: c.contributions,
         loss: c.estimate.map(|e| e.loss),
         samples: c.estimate.map_or(0, |e| e.samples),
         newest_age_ms: c.estimate.map(|e| e.newest_age_ms),
@@ -924,7 +1003,7 @@ mod tests {
         let mut d = decider();
         let map = StaticMap::new();
         for (p, want) in [(a, "e1"), (b, "e2"), (c, "e3")] {
-            let got = d.decide(p, &edges3(), &store, &map, T0 + 1_000);
+            let got = d.decide(p, &edges3(), &store, &HashMap::new(), &map, T0 + 1_000);
             assert_eq!(got.edges, vec![want.to_owned()], "{p}");
             assert_eq!(got.source, DecisionSource::Measured);
             assert_eq!(got.scope_len, 24);
@@ -938,7 +1017,7 @@ mod tests {
             ..DeciderConfig::default()
         })
         .unwrap();
-        let got = d.decide(b, &edges3(), &store, &map, T0 + 1_000);
+        let got = d.decide(b, &edges3(), &store, &HashMap::new(), &map, T0 + 1_000);
         assert_eq!(got.edges, ["e2", "e3", "e1"]);
     }
 
@@ -955,11 +1034,11 @@ mod tests {
             ..DeciderConfig::default()
         })
         .unwrap();
-        let got = d.decide(p, &edges, &store, &map, T0);
+        let got = d.decide(p, &edges, &store, &HashMap::new(), &map, T0);
         assert_eq!(got.edges, ["e2", "e3"]);
         assert_eq!(got.explain[0].excluded, Some("unhealthy"));
         // Nor from the fallbacks: the map's site has only the unhealthy edge.
-        let got = d.decide(p, &edges, &Measurements::default(), &map, T0);
+        let got = d.decide(p, &edges, &Measurements::default(), &HashMap::new(), &map, T0);
         assert_eq!(got.source, DecisionSource::LeastLoaded);
         assert_eq!(
             got.reason,
@@ -971,7 +1050,7 @@ mod tests {
         assert_eq!(got.edges.len(), 2);
         // None healthy: nothing to answer.
         edges.iter_mut().for_each(|e| e.healthy = false);
-        let got = d.decide(p, &edges, &store, &map, T0);
+        let got = d.decide(p, &edges, &store, &HashMap::new(), &map, T0);
         assert!(got.edges.is_empty());
         assert_eq!(got.source, DecisionSource::NoHealthyEdge);
         assert!(!got.needs_probe);
@@ -1004,14 +1083,14 @@ mod tests {
         assert!(store.fresh_for(mapped, T0 + 1_000, d.config().estimator.max_age));
         assert!(!store.fresh_for(mapped, later, d.config().estimator.max_age));
 
-        let got = d.decide(mapped, &edges, &store, &map, later);
+        let got = d.decide(mapped, &edges, &store, &HashMap::new(), &map, later);
         assert_eq!(got.edges, ["e2"]);
         assert_eq!(got.source, DecisionSource::StaticMap);
         assert_eq!(got.scope_len, 16);
         assert!(got.needs_probe);
         assert!(got.explain.iter().all(|c| c.estimate_rtt_ms.is_none()));
 
-        let got = d.decide(unmapped, &edges, &store, &map, later);
+        let got = d.decide(unmapped, &edges, &store, &HashMap::new(), &map, later);
         assert_eq!(got.edges, ["e3"]);
         assert_eq!(got.source, DecisionSource::LeastLoaded);
         assert_eq!(got.scope_len, 24);
@@ -1024,14 +1103,14 @@ mod tests {
             &[("e1", 10), ("e2", 40), ("e3", 80)],
             later,
         );
-        let got = d.decide(unmapped, &edges, &store, &map, later + 10);
+        let got = d.decide(unmapped, &edges, &store, &HashMap::new(), &map, later + 10);
         assert_eq!(
             (got.edges[0].as_str(), got.source),
             ("e1", DecisionSource::Measured)
         );
         assert!(!got.needs_probe);
         // Samples older than probe_after (but not stale) ask for a re-probe.
-        let got = d.decide(unmapped, &edges, &store, &map, later + 61_000);
+        let got = d.decide(unmapped, &edges, &store, &HashMap::new(), &map, later + 61_000);
         assert_eq!(got.source, DecisionSource::Measured);
         assert!(got.needs_probe);
     }
@@ -1047,25 +1126,108 @@ mod tests {
             record_all(&mut store, p, rtts, T0);
             store
         };
-        let got = d.decide(p, &edges, &at(&[("e1", 10), ("e2", 20)]), &map, T0);
+        let got = d.decide(p, &edges, &at(&[("e1", 10), ("e2", 20)]), &HashMap::new(), &map, T0);
         assert_eq!(got.edges, ["e1"]);
         // e2 is better by 4 ms (17 %): under the 5 ms floor.
-        let got = d.decide(p, &edges, &at(&[("e1", 24), ("e2", 20)]), &map, T0);
+        let got = d.decide(p, &edges, &at(&[("e1", 24), ("e2", 20)]), &HashMap::new(), &map, T0);
         assert_eq!(got.edges, ["e1"]);
         assert_eq!(got.reason, Reason::Kept { best: "e2".into() });
         // e2 is better by 8 ms but only 12.5 %.
-        let got = d.decide(p, &edges, &at(&[("e1", 64), ("e2", 56)]), &map, T0);
+        let got = d.decide(p, &edges, &at(&[("e1", 64), ("e2", 56)]), &HashMap::new(), &map, T0);
         assert_eq!(got.edges, ["e1"]);
         // Better by 20 ms (50 %): switch.
-        let got = d.decide(p, &edges, &at(&[("e1", 40), ("e2", 20)]), &map, T0);
+        let got = d.decide(p, &edges, &at(&[("e1", 40), ("e2", 20)]), &HashMap::new(), &map, T0);
         assert_eq!(got.edges, ["e2"]);
         assert_eq!(got.reason, Reason::Best);
         // And it sticks to e2 the same way.
-        let got = d.decide(p, &edges, &at(&[("e1", 18), ("e2", 20)]), &map, T0);
+        let got = d.decide(p, &edges, &at(&[("e1", 18), ("e2", 20)]), &HashMap::new(), &map, T0);
         assert_eq!(got.edges, ["e2"]);
         // A fresh decider (no memory) would take e1 outright.
-        let got = decider().decide(p, &edges, &at(&[("e1", 10), ("e2", 20)]), &map, T0);
+        let got = decider().decide(p, &edges, &at(&[("e1", 10), ("e2", 20)]), &HashMap::new(), &map, T0);
         assert_eq!(got.edges, ["e1"]);
+    }
+
+    fn rum(scores: &[(&str, f64)]) -> HashMap<String, RumScore> {
+        scores
+            .iter()
+            .map(|&(e, median_ms)| {
+                let score = RumScore {
+                    median_ms,
+                    clients: 5,
+                };
+                (e.to_owned(), score)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn browsers_outvote_a_path_that_lies_to_probes() {
+        // e1 answers probes in 10 ms but its downloads crawl (a bandwidth cap); e2 is
+        // 40 ms away and fast; e3 is far.
+        let p = prefix("10.0.1.0/24");
+        let mut store = Measurements::default();
+        record_all(&mut store, p, &[("e1", 10), ("e2", 40), ("e3", 80)], T0);
+        let map = StaticMap::new();
+        let mut d = decider();
+        let before = d.decide(p, &edges3(), &store, &HashMap::new(), &map, T0);
+        assert_eq!(before.edges[0], "e1");
+        assert!(!before.rum_used);
+        let browsers = rum(&[("e1", 2600.0), ("e2", 170.0), ("e3", 330.0)]);
+        let after = d.decide(p, &edges3(), &store, &browsers, &map, T0);
+        assert_eq!(after.edges, ["e2"]);
+        assert!(after.rum_used);
+        let e2 = &after.explain[1];
+        assert_eq!(e2.contributions.network, Some(40.0));
+        assert_eq!(e2.contributions.rum, Some(170.0));
+        assert_eq!(e2.score, Some(210.0));
+        // Weights scale each source: with RUM weighted 0 the probes decide again.
+        let mut probes_only = Decider::new(DeciderConfig {
+            weights: Weights {
+                network: 1.0,
+                rum: 0.0,
+            },
+            ..DeciderConfig::default()
+        })
+        .unwrap();
+        let got = probes_only.decide(p, &edges3(), &store, &browsers, &map, T0);
+        assert_eq!(got.edges[0], "e1");
+        assert!(!got.rum_used);
+    }
+
+    #[test]
+    fn rum_counts_only_when_every_eligible_edge_has_it() {
+        let p = prefix("10.0.1.0/24");
+        let mut store = Measurements::default();
+        record_all(&mut store, p, &[("e1", 10), ("e2", 40), ("e3", 80)], T0);
+        let map = StaticMap::new();
+        // e3 has no RUM score: comparing e1/e2 with RUM against e3 without would favour e3.
+        let partial = rum(&[("e1", 2600.0), ("e2", 170.0)]);
+        let got = decider().decide(p, &edges3(), &store, &partial, &map, T0);
+        assert!(!got.rum_used);
+        assert_eq!(got.edges[0], "e1");
+        assert_eq!(got.explain[0].contributions.rum, None);
+        assert_eq!(got.explain[0].rum_ms, Some(2600.0), "shown, not counted");
+        // An unhealthy edge without RUM does not block it.
+        let mut edges = edges3();
+        edges[2].healthy = false;
+        let got = decider().decide(p, &edges, &store, &partial, &map, T0);
+        assert!(got.rum_used);
+        assert_eq!(got.edges[0], "e2");
+        // RUM alone, without probes, is a measurement too.
+        let got = decider().decide(p, &edges, &Measurements::default(), &partial, &map, T0);
+        assert_eq!(got.source, DecisionSource::Measured);
+        assert_eq!(got.edges[0], "e2");
+    }
+
+    #[test]
+    fn weights_are_validated() {
+        for (network, rum) in [(0.0, 0.0), (-1.0, 1.0), (1.0, f64::NAN)] {
+            let config = DeciderConfig {
+                weights: Weights { network, rum },
+                ..DeciderConfig::default()
+            };
+            assert!(Decider::new(config).is_err(), "{network} {rum}");
+        }
     }
 
     #[test]
@@ -1077,29 +1239,29 @@ mod tests {
         let mut edges = edges3();
         edges[0].capacity = Some(100);
         edges[0].viewer_connections = 100;
-        let got = decider().decide(p, &edges, &store, &map, T0);
+        let got = decider().decide(p, &edges, &store, &HashMap::new(), &map, T0);
         assert_eq!(got.edges, ["e2"]);
         assert_eq!(got.explain[0].excluded, Some("over capacity"));
         // Near its capacity (90 %): demoted ×1.5 to 15 ms, behind e2's 12 ms (out of its 10 % band).
         edges[0].viewer_connections = 90;
-        let got = decider().decide(p, &edges, &store, &map, T0);
+        let got = decider().decide(p, &edges, &store, &HashMap::new(), &map, T0);
         assert_eq!(got.edges, ["e2"]);
         assert!((got.explain[0].score.unwrap() - 15.0).abs() < 1e-9);
         // Under the soft limit: not demoted.
         edges[0].viewer_connections = 50;
-        let got = decider().decide(p, &edges, &store, &map, T0);
+        let got = decider().decide(p, &edges, &store, &HashMap::new(), &map, T0);
         assert_eq!(got.edges, ["e1"]);
         // A remembered choice does not keep a full edge either.
         let mut d = decider();
-        assert_eq!(d.decide(p, &edges, &store, &map, T0).edges, ["e1"]);
+        assert_eq!(d.decide(p, &edges, &store, &HashMap::new(), &map, T0).edges, ["e1"]);
         edges[0].viewer_connections = 120;
-        assert_eq!(d.decide(p, &edges, &store, &map, T0).edges, ["e2"]);
+        assert_eq!(d.decide(p, &edges, &store, &HashMap::new(), &map, T0).edges, ["e2"]);
         // Every edge full: still answered, with the best score.
         for e in &mut edges {
             e.capacity = Some(10);
             e.viewer_connections = 12;
         }
-        let got = decider().decide(p, &edges, &store, &map, T0);
+        let got = decider().decide(p, &edges, &store, &HashMap::new(), &map, T0);
         assert_eq!(got.edges, ["e1"]);
         assert!(got.explain.iter().all(|c| c.excluded.is_none()));
     }
@@ -1117,7 +1279,7 @@ mod tests {
             let mut e1 = 0;
             for &p in &prefixes {
                 record_all(&mut store, p, rtts, T0);
-                let got = d.decide(p, &edges, &store, &map, T0);
+                let got = d.decide(p, &edges, &store, &HashMap::new(), &map, T0);
                 if got.edges[0] == "e1" {
                     e1 += 1;
                 }
@@ -1139,7 +1301,7 @@ mod tests {
         store.record(p, sample("e1", 10, 0.2, T0)).unwrap();
         store.record(p, sample("e2", 20, 0.0, T0)).unwrap();
         let edges = vec![edge("e1", "s1"), edge("e2", "s2")];
-        let got = decider().decide(p, &edges, &store, &StaticMap::new(), T0);
+        let got = decider().decide(p, &edges, &store, &HashMap::new(), &StaticMap::new(), T0);
         assert_eq!(got.edges, ["e2"]);
         // 10 ms × (1 + 10 × 0.2) = 30 ms.
         assert!((got.explain[0].score.unwrap() - 30.0).abs() < 1e-4);
@@ -1205,7 +1367,7 @@ mod tests {
                 .record(p, sample("e1", 10, 0.0, T0 + u64::from(i)))
                 .unwrap();
             if i % 50 == 0 {
-                d.decide(p, &edges, &store, &map, T0 + u64::from(i));
+                d.decide(p, &edges, &store, &HashMap::new(), &map, T0 + u64::from(i));
             }
         }
         let limit = store.limits().max_prefixes;

@@ -155,6 +155,7 @@ mod tests {
             source,
             scope_len: 24,
             needs_probe: false,
+            rum_used: false,
             reason: Reason::NoHealthyEdge,
             explain: Vec::new(),
         }

@@ -17,9 +17,11 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::decision::Millis;
 use crate::prefix::ClientPrefix;
 use crate::probe::{self, ProbeKey};
+
+/// Milliseconds since the Unix epoch.
+type Millis = u64;
 
 /// Bytes of the test object an edge serves at `/_streamcdn/rum/object`; a successful
 /// download must report exactly this many.

@@ -27,7 +27,9 @@ use crate::dns::{self, Answer, Transport, Zone};
 use crate::map::{History, RoutingMap};
 use crate::prefix::{ClientPrefix, StaticMap};
 use crate::probe::{ProbeKey, ProbeReport, ProbeRequest, PROBE_HEADER};
+use crate::response_cache::ResponseCache;
 use crate::responses::ResponseCounters;
+use crate::rum::{self, BeaconGate, GateLimits, RumScore, RumScores};
 use crate::udp;
 
 /// A DNS-over-TCP client that sends nothing for this long is disconnected (RFC 7766
@@ -62,7 +64,35 @@ pub struct Settings {
     pub probe_key: ProbeKey,
     /// Where edges are listed and measurements are shared between routers.
     pub registry: Registry,
+    pub rum: RumSettings,
 }
+
+/// How real-user measurements are trusted.
+#[derive(Debug, Clone, Copy)]
+pub struct RumSettings {
+    /// A prefix's RUM score for an edge needs this many distinct client addresses...
+    pub min_clients: usize,
+    /// ...that reported within this window.
+    pub window: Duration,
+    pub limits: GateLimits,
+}
+
+impl Default for RumSettings {
+    fn default() -> Self {
+        Self {
+            min_clients: 3,
+            window: Duration::from_secs(600),
+            limits: GateLimits::default(),
+        }
+    }
+}
+
+/// The path, on the router's HTTP listener, of measurement jobs for browsers.
+pub const RUM_JOB_PATH: &str = "/_streamcdn/rum/job";
+/// The path, on the router's HTTP listener, that takes their beacons.
+pub const RUM_BEACON_PATH: &str = "/_streamcdn/rum/beacon";
+/// The test object on every edge's playback listener.
+pub const RUM_OBJECT_PATH: &str = "/_streamcdn/rum/object";
 
 /// An edge as the router knows it: its state for the decision and where it plays.
 #[derive(Debug, Clone, Serialize)]
@@ -104,13 +134,34 @@ struct Edges {
 
 /// The routing map and edges a batch of queries is answered from: read once per batch,
 /// not per query.
+#[derive(Clone)]
 struct View {
     map: Arc<RoutingMap>,
     edges: Arc<Edges>,
 }
 
-/// Prefixes asked about in a batch, with the address asking.
-type Asked = Vec<(ClientPrefix, IpAddr)>;
+impl View {
+    fn same(&self, other: &View) -> bool {
+        Arc::ptr_eq(&self.map, &other.map) && Arc::ptr_eq(&self.edges, &other.edges)
+    }
+}
+
+/// What answering a delivery-name query decided: the prefix is recorded as asked, and a
+/// response reused from the cache does the same again.
+#[derive(Clone, Copy)]
+struct Decided {
+    prefix: ClientPrefix,
+    /// The ECS address asking, if the query had one (else the address it came from).
+    ecs_addr: Option<IpAddr>,
+    /// The map entry's source; `None` when decided afresh (such responses are not cached).
+    from_map: Option<DecisionSource>,
+}
+
+impl Decided {
+    fn asked(&self, client: IpAddr) -> (ClientPrefix, IpAddr) {
+        (self.prefix, self.ecs_addr.unwrap_or(client))
+    }
+}
 
 pub struct RouterService {
     zone: Zone,
@@ -140,6 +191,10 @@ pub struct RouterService {
     client: Client,
     /// The newest report recorded per prefix and edge.
     recorded: Mutex<HashMap<(ClientPrefix, String), Millis>>,
+    /// Browsers' download times per prefix and edge, from accepted beacons.
+    rum: Mutex<RumScores>,
+    beacons: Mutex<BeaconGate>,
+    rum_window: Duration,
 }
 
 struct QueryCounters {
@@ -241,6 +296,12 @@ impl RouterService {
             probed: Mutex::default(),
             registry: settings.registry,
             recorded: Mutex::default(),
+            rum: Mutex::new(RumScores::new(
+                u64::try_from(settings.rum.window.as_millis()).unwrap_or(u64::MAX),
+                settings.rum.min_clients,
+            )),
+            beacons: Mutex::new(BeaconGate::new(settings.rum.limits)),
+            rum_window: settings.rum.window,
             counters: QueryCounters::new(),
             responses: ResponseCounters::new(),
             client: client(),
@@ -271,6 +332,15 @@ impl RouterService {
     /// The decision for a client prefix now.
     pub fn decide(&self, client: ClientPrefix) -> Decision {
         let edges = self.edges();
+        let now = now_ms();
+        let rum: HashMap<String, RumScore> = {
+            let scores = self.rum.lock().unwrap_or_else(|e| e.into_inner());
+            edges
+                .states
+                .iter()
+                .filter_map(|e| Some((e.id.clone(), scores.score(client, &e.id, now)?)))
+                .collect()
+        };
         let measurements = self.measurements.lock().unwrap_or_else(|e| e.into_inner());
         self.decider
             .lock()
@@ -279,9 +349,98 @@ impl RouterService {
                 client,
                 &edges.states,
                 &measurements,
+                &rum,
                 &self.static_map,
-                now_ms(),
+                now,
             )
+    }
+
+    /// A measurement job for the browser at `client`: every healthy edge (best first,
+    /// at most [`rum::MAX_TARGETS`]) to download the test object from, under a token
+    /// for this client only.
+    pub fn rum_job(&self, client: IpAddr) -> serde_json::Value {
+        let client = client.to_canonical();
+        let prefix = ClientPrefix::of(client);
+        let decision = self.decide(prefix);
+        let edges = self.edges();
+        let mut candidates: Vec<&crate::decision::CandidateScore> = decision
+            .explain
+            .iter()
+            .filter(|c| c.excluded.is_none() && edges.playback.contains_key(&c.edge))
+            .collect();
+        candidates.sort_by(|a, b| {
+            let score = |c: &crate::decision::CandidateScore| c.score.unwrap_or(f64::INFINITY);
+            score(a).total_cmp(&score(b)).then_with(|| a.edge.cmp(&b.edge))
+        });
+        candidates.truncate(rum::MAX_TARGETS);
+        let nonce: u64 = rand::random();
+        let claims = rum::Claims {
+            client,
+            prefix,
+            edges: candidates.iter().map(|c| c.edge.clone()).collect(),
+            nonce,
+            expires_ms: now_ms().saturating_add(rum::TOKEN_TTL_MS),
+        };
+        let targets: Vec<serde_json::Value> = candidates
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let base = edges.playback.get(&c.edge)?;
+                let url = format!("{base}{RUM_OBJECT_PATH}?n={nonce:016x}-{i}");
+                Some(serde_json::json!({ "edge": c.edge, "url": url }))
+            })
+            .collect();
+        metrics::counter!("streamcdn_router_rum_jobs_total").increment(1);
+        serde_json::json!({
+            "token": rum::issue(&self.probe_key, &claims),
+            "targets": targets,
+            "beacon": RUM_BEACON_PATH,
+        })
+    }
+
+    /// Checks a beacon from `sender` and, if it holds, records its results (and files
+    /// them in the registry for the other routers). Rejections are counted by reason.
+    pub async fn rum_beacon(&self, body: &[u8], sender: IpAddr) -> Result<(), rum::Rejection> {
+        let now = now_ms();
+        let checked = self
+            .beacons
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .check(&self.probe_key, body, sender, now);
+        let accepted = match checked {
+            Ok(accepted) => accepted,
+            Err(rejection) => {
+                metrics::counter!("streamcdn_router_rum_beacons_total", "result" => rejection.label())
+                    .increment(1);
+                tracing::debug!(%sender, %rejection, "beacon refused");
+                return Err(rejection);
+            }
+        };
+        metrics::counter!("streamcdn_router_rum_beacons_total", "result" => "accepted").increment(1);
+        self.rum
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record_beacon(&accepted, now);
+        for result in &accepted.results {
+            let shared = SharedRum {
+                rum_edge: result.edge.clone(),
+                client: accepted.client,
+                cost_ms: result.cost_ms(),
+                at_ms: now,
+            };
+            let Ok(json) = serde_json::to_string(&shared) else {
+                continue;
+            };
+            let key = format!("rum/{}/{}", result.edge, accepted.client);
+            if let Err(e) = self
+                .registry
+                .record_sample(&accepted.prefix.to_string(), &key, json, self.rum_window)
+                .await
+            {
+                tracing::debug!(error = %e, "cannot share a RUM sample");
+            }
+        }
+        Ok(())
     }
 
     /// The map and edges in force, for answering a batch of queries.
@@ -306,44 +465,48 @@ impl RouterService {
         }
     }
 
-    /// The answer to a delivery-name query; the prefix asking is added to `asked`.
-    fn answer(&self, view: &View, query: &dns::Query<'_>, asked: &mut Asked) -> Answer {
+    /// The answer to a delivery-name query, and what was decided.
+    fn answer(&self, view: &View, query: &dns::Query<'_>) -> (Answer, Decided) {
         let prefix = match query.ecs {
             Some((addr, len)) => {
                 ClientPrefix::from_ecs(addr, len).unwrap_or_else(|_| ClientPrefix::of(query.client))
             }
             None => ClientPrefix::of(query.client),
         };
-        asked.push((prefix, query.ecs.map_or(query.client, |(addr, _)| addr)));
-        let (ids, scope_len) = self.route(view, prefix);
+        let (ids, scope_len, from_map) = self.route(view, prefix);
         let addrs = ids
             .iter()
             .filter_map(|id| view.edges.states.iter().find(|e| &e.id == id))
             .flat_map(|e| e.addrs.iter().copied())
             .collect();
-        Answer { addrs, scope_len }
+        let decided = Decided {
+            prefix,
+            ecs_addr: query.ecs.map(|(addr, _)| addr),
+            from_map,
+        };
+        (Answer { addrs, scope_len }, decided)
     }
 
-    /// The edges for `prefix` from the routing map, or decided now for a prefix the map
-    /// does not hold yet (it joins the map at the next round).
-    fn route<'v>(&self, view: &'v View, prefix: ClientPrefix) -> (Cow<'v, [String]>, u8) {
+    /// The edges for `prefix` from the routing map (with the entry's source), or decided
+    /// now for a prefix the map does not hold yet (it joins the map at the next round).
+    fn route<'v>(
+        &self,
+        view: &'v View,
+        prefix: ClientPrefix,
+    ) -> (Cow<'v, [String]>, u8, Option<DecisionSource>) {
         let serving = |id: &String| view.edges.states.iter().any(|e| &e.id == id && e.healthy);
         // An edge that failed since the map was built is not answered until the next
         // round: the prefix is decided afresh.
-        match view
-            .map
-            .get(&prefix)
-            .filter(|e| e.edges.iter().all(serving))
-        {
+        match view.map.get(&prefix).filter(|e| e.edges.iter().all(serving)) {
             Some(entry) => {
                 self.counters.answered_from_map(entry.source).increment(1);
-                (Cow::Borrowed(&entry.edges), entry.scope_len)
+                (Cow::Borrowed(&entry.edges), entry.scope_len, Some(entry.source))
             }
             None => {
                 let d = self.decide(prefix);
                 metrics::counter!("streamcdn_router_decisions_total", "source" => d.source.as_str(), "from" => "fresh")
                     .increment(1);
-                (Cow::Owned(d.edges), d.scope_len)
+                (Cow::Owned(d.edges), d.scope_len, None)
             }
         }
     }
@@ -404,33 +567,70 @@ impl RouterService {
 
     /// The response to one DNS message, or `None` to drop it.
     pub fn respond(&self, request: &[u8], client: IpAddr, transport: Transport) -> Option<Vec<u8>> {
-        let mut asked = Vec::new();
-        let response = self.respond_in(&self.view(), request, client, transport, &mut asked);
-        self.note_asked(asked);
+        let (response, decided) = self.respond_in(&self.view(), request, client, transport);
+        if let Some(decided) = decided {
+            self.note_asked([decided.asked(client)]);
+        }
         response
     }
 
-    /// [`Self::respond`] from `view`, adding the prefix asking (if any) to `asked`.
+    /// [`Self::respond`] from `view`, with what was decided (for a delivery-name query).
     fn respond_in(
         &self,
         view: &View,
         request: &[u8],
         client: IpAddr,
         transport: Transport,
-        asked: &mut Asked,
-    ) -> Option<Vec<u8>> {
+    ) -> (Option<Vec<u8>>, Option<Decided>) {
         match transport {
             Transport::Udp => self.counters.udp.increment(1),
             Transport::Tcp => self.counters.tcp.increment(1),
         }
+        let mut decided = None;
         let response = dns::respond(request, client, transport, &self.zone, |q| {
-            self.answer(view, q, asked)
+            let (answer, d) = self.answer(view, q);
+            decided = Some(d);
+            answer
         });
         match &response {
             Some(bytes) => self.responses.count(request, bytes),
             None => metrics::counter!("streamcdn_router_dns_dropped_total").increment(1),
         }
-        response
+        (response, decided)
+    }
+
+    /// A UDP query's response: from `cache` if the same query came from the same prefix
+    /// since `view` was taken (counted and recorded as asked like any other), else made
+    /// and cached unless decided afresh.
+    fn respond_udp(
+        &self,
+        view: &View,
+        cache: &mut ResponseCache<Option<Decided>>,
+        request: &[u8],
+        client: IpAddr,
+        asked: &mut Vec<(ClientPrefix, IpAddr)>,
+    ) -> Option<Vec<u8>> {
+        let prefix = ClientPrefix::of(client);
+        if let Some((response, decided)) = cache.get(request, prefix) {
+            self.counters.udp.increment(1);
+            if let Some(decided) = decided {
+                asked.push(decided.asked(client));
+                if let Some(source) = decided.from_map {
+                    self.counters.answered_from_map(source).increment(1);
+                }
+            }
+            self.responses.count(request, &response);
+            return Some(response);
+        }
+        let (response, decided) = self.respond_in(view, request, client, Transport::Udp);
+        if let Some(decided) = decided {
+            asked.push(decided.asked(client));
+        }
+        let response = response?;
+        if decided.is_none_or(|d| d.from_map.is_some()) {
+            cache.insert(request, prefix, &response, decided);
+        }
+        Some(response)
     }
 
     /// Rebuilds the edge set from the node directory and health checks, every
@@ -616,6 +816,16 @@ impl RouterService {
         };
         let mut found = Vec::new();
         for text in samples {
+            if let Ok(shared) = serde_json::from_str::<SharedRum>(&text) {
+                self.rum.lock().unwrap_or_else(|e| e.into_inner()).record(
+                    prefix,
+                    &shared.rum_edge,
+                    shared.client,
+                    shared.at_ms,
+                    shared.cost_ms,
+                );
+                continue;
+            }
             let Ok(report) = serde_json::from_str::<ProbeReport>(&text) else {
                 continue;
             };
@@ -655,6 +865,8 @@ impl RouterService {
         let mut batch = udp::Batch::default();
         let mut responses = Vec::with_capacity(udp::BATCH);
         let mut asked = Vec::with_capacity(udp::BATCH);
+        let mut cache = ResponseCache::default();
+        let mut cached_from = self.view();
         while !*shutdown.borrow() {
             let received = match batch.recv(socket) {
                 Ok(n) => n,
@@ -672,12 +884,16 @@ impl RouterService {
                 }
             };
             let view = self.view();
+            if !view.same(&cached_from) {
+                cache.clear();
+                cached_from = view.clone();
+            }
             for i in 0..received {
                 let Some((request, peer)) = batch.request(i) else {
                     continue;
                 };
                 if let Some(response) =
-                    self.respond_in(&view, request, peer, Transport::Udp, &mut asked)
+                    self.respond_udp(&view, &mut cache, request, peer, &mut asked)
                 {
                     responses.push((i, response));
                 }
@@ -758,7 +974,16 @@ impl RouterService {
     /// on the edge chosen for the connection's client address. Needs `ConnectInfo` in
     /// the request's extensions.
     pub fn redirect_router(self: &Arc<Self>) -> Router {
-        Router::new().fallback(redirect).with_state(self.clone())
+        Router::new()
+            .route(RUM_JOB_PATH, axum::routing::get(rum_job))
+            .route(
+                RUM_BEACON_PATH,
+                axum::routing::post(rum_beacon).layer(axum::extract::DefaultBodyLimit::max(
+                    rum::MAX_BEACON_BYTES,
+                )),
+            )
+            .fallback(redirect)
+            .with_state(self.clone())
     }
 
     /// `GET /api/v1/routing/edges`, `/api/v1/routing/map` (with its history) and
@@ -786,6 +1011,50 @@ fn text(status: StatusCode, body: &str) -> Response {
     (status, format!("{body}\n")).into_response()
 }
 
+/// A browser's download time for one edge, as filed in the registry for other routers.
+#[derive(Serialize, serde::Deserialize)]
+struct SharedRum {
+    rum_edge: String,
+    client: IpAddr,
+    cost_ms: f64,
+    at_ms: Millis,
+}
+
+/// Jobs and beacons come from pages on any origin.
+const RUM_CORS: (header::HeaderName, HeaderValue) = (
+    header::ACCESS_CONTROL_ALLOW_ORIGIN,
+    HeaderValue::from_static("*"),
+);
+
+async fn rum_job(
+    State(service): State<Arc<RouterService>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    (
+        [
+            RUM_CORS,
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        axum::Json(service.rum_job(peer.ip())),
+    )
+        .into_response()
+}
+
+async fn rum_beacon(
+    State(service): State<Arc<RouterService>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: bytes::Bytes,
+) -> Response {
+    match service.rum_beacon(&body, peer.ip()).await {
+        Ok(()) => ([RUM_CORS], StatusCode::NO_CONTENT).into_response(),
+        Err(rejection) => {
+            let status =
+                StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            ([RUM_CORS], text(status, &rejection.to_string())).into_response()
+        }
+    }
+}
+
 async fn redirect(
     State(service): State<Arc<RouterService>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -802,7 +1071,7 @@ async fn redirect(
     let prefix = ClientPrefix::of(peer.ip());
     service.note_asked([(prefix, peer.ip())]);
     let view = service.view();
-    let (chosen, _) = service.route(&view, prefix);
+    let (chosen, _, _) = service.route(&view, prefix);
     let Some(base) = chosen.first().and_then(|id| view.edges.playback.get(id)) else {
         metrics::counter!("streamcdn_router_redirects_total", "result" => "no_edge").increment(1);
         return text(StatusCode::SERVICE_UNAVAILABLE, "no healthy edge");

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context as _};
 use futures::future::BoxFuture;
 use streamcdn_config::RouterConfig;
-use streamcdn_router::decision::DeciderConfig;
+use streamcdn_router::decision::{DeciderConfig, Weights};
 use streamcdn_router::dns::Zone;
 use streamcdn_router::prefix::StaticMap;
-use streamcdn_router::service::{RouterService, Settings};
+use streamcdn_router::rum::GateLimits;
+use streamcdn_router::service::{RouterService, RumSettings, Settings};
 
 use crate::context::{bind, Context, Role};
 
@@ -75,6 +76,24 @@ fn udp_sockets(addr: std::net::SocketAddr) -> std::io::Result<Vec<std::net::UdpS
         .collect()
 }
 
+/// Where browsers reach the router's HTTP listener (see `router.advertise`).
+fn routing_url(config: &streamcdn_config::Config) -> Option<String> {
+    let router = &config.router;
+    if let Some(url) = &router.advertise {
+        return Some(url.trim_end_matches('/').to_owned());
+    }
+    if !router.http_listen.ip().is_unspecified() {
+        return Some(format!("http://{}", router.http_listen));
+    }
+    let playback = config.http.advertised_url()?;
+    let authority = playback.strip_prefix("http://")?.split('/').next()?;
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    Some(format!("http://{host}:{}", router.http_listen.port()))
+}
+
 async fn start(ctx: &mut Context) -> anyhow::Result<()> {
     let config = &ctx.config.router;
     let static_map = StaticMap::from_entries(config.static_map.iter())
@@ -84,7 +103,20 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         static_map,
         decider: DeciderConfig {
             probe_after: config.reprobe_after,
+            weights: Weights {
+                network: config.weights.network,
+                rum: config.weights.rum,
+            },
             ..DeciderConfig::default()
+        },
+        rum: RumSettings {
+            min_clients: config.rum.min_clients,
+            window: config.rum.window,
+            limits: GateLimits {
+                per_address_per_minute: config.rum.per_address_per_minute,
+                per_prefix_per_minute: config.rum.per_prefix_per_minute,
+                ..GateLimits::default()
+            },
         },
         edge_capacity: (config.edge_capacity > 0).then_some(config.edge_capacity),
         health_interval: config.health_interval,
@@ -102,6 +134,9 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         ctx.node
             .addresses
             .insert("dns".into(), config.dns_listen.to_string());
+    }
+    if let Some(url) = routing_url(&ctx.config) {
+        ctx.node.addresses.insert("routing".into(), url);
     }
     ctx.spawn(Arc::clone(&service).watch_edges(ctx.shutdown()));
     for socket in udp {
