@@ -255,8 +255,10 @@ fn client() -> Client {
     let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(HEALTH_TIMEOUT));
+    // No idle connections kept: edges count open connections as viewers, and a pooled
+    // check connection per router would sit in every edge's load.
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(0)
         .build(connector)
 }
 

@@ -125,7 +125,12 @@ reprobe_after = "3s"
 "#
     );
     for (site, addr) in EDGES {
-        sites.spawn(site, "edge", addr, &format!("[edge]\ncapacity = {CAPACITY}"));
+        sites.spawn(
+            site,
+            "edge",
+            addr,
+            &format!("[edge]\ncapacity = {CAPACITY}"),
+        );
     }
     sites.spawn(
         "router",
@@ -258,7 +263,16 @@ reprobe_after = "3s"
     assert!((35.0..=60.0).contains(&e2), "E2 is ~40 ms from A: {why}");
 
     // 6. E3 fills up with viewers: C's new answers go to the next best, E1 (40 ms),
-    // and come back once the viewers leave.
+    // and come back once the viewers leave. With no viewers it has no load: the two
+    // routers' health checks and probe requests are not counted as viewers.
+    wait_until(Duration::from_secs(10), "an idle E3", || {
+        let e3 = candidate(&explain(&sites, CLIENTS[2].1), edge("e3")).clone();
+        if e3["viewer_connections"] == 0 {
+            Ok(())
+        } else {
+            Err(e3.to_string())
+        }
+    });
     let viewers_exe =
         std::path::Path::new(env!("CARGO_BIN_EXE_streamcdn")).with_file_name("hls-viewers");
     let mut viewers = sites.wan.exec("core", &viewers_exe.to_string_lossy());
