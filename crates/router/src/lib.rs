@@ -13,6 +13,7 @@
 //! - [`map`]: the routing map, versioned, replaced whole, with the history of changes.
 //! - [`service`]: edges from the node directory and the router's own health checks,
 //!   DNS over UDP and TCP, the HTTP redirect mode, the routing API.
+//! - `response_cache`: responses to repeated UDP queries, reused with their new ID.
 //! - `responses`: DNS responses counted by query type and result, from their bytes.
 //! - [`rum`]: real-user measurement: signed measurement jobs, beacons checked before
 //!   they are believed, per-prefix medians over distinct clients.
@@ -23,6 +24,7 @@ pub mod dns;
 pub mod map;
 pub mod prefix;
 pub mod probe;
+mod response_cache;
 mod responses;
 pub mod rum;
 pub mod service;

@@ -372,7 +372,9 @@ impl RouterService {
             .collect();
         candidates.sort_by(|a, b| {
             let score = |c: &crate::decision::CandidateScore| c.score.unwrap_or(f64::INFINITY);
-            score(a).total_cmp(&score(b)).then_with(|| a.edge.cmp(&b.edge))
+            score(a)
+                .total_cmp(&score(b))
+                .then_with(|| a.edge.cmp(&b.edge))
         });
         candidates.truncate(rum::MAX_TARGETS);
         let nonce: u64 = rand::random();
@@ -418,7 +420,8 @@ impl RouterService {
                 return Err(rejection);
             }
         };
-        metrics::counter!("streamcdn_router_rum_beacons_total", "result" => "accepted").increment(1);
+        metrics::counter!("streamcdn_router_rum_beacons_total", "result" => "accepted")
+            .increment(1);
         self.rum
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -499,10 +502,18 @@ impl RouterService {
         let serving = |id: &String| view.edges.states.iter().any(|e| &e.id == id && e.healthy);
         // An edge that failed since the map was built is not answered until the next
         // round: the prefix is decided afresh.
-        match view.map.get(&prefix).filter(|e| e.edges.iter().all(serving)) {
+        match view
+            .map
+            .get(&prefix)
+            .filter(|e| e.edges.iter().all(serving))
+        {
             Some(entry) => {
                 self.counters.answered_from_map(entry.source).increment(1);
-                (Cow::Borrowed(&entry.edges), entry.scope_len, Some(entry.source))
+                (
+                    Cow::Borrowed(&entry.edges),
+                    entry.scope_len,
+                    Some(entry.source),
+                )
             }
             None => {
                 let d = self.decide(prefix);
@@ -980,9 +991,8 @@ impl RouterService {
             .route(RUM_JOB_PATH, axum::routing::get(rum_job))
             .route(
                 RUM_BEACON_PATH,
-                axum::routing::post(rum_beacon).layer(axum::extract::DefaultBodyLimit::max(
-                    rum::MAX_BEACON_BYTES,
-                )),
+                axum::routing::post(rum_beacon)
+                    .layer(axum::extract::DefaultBodyLimit::max(rum::MAX_BEACON_BYTES)),
             )
             .fallback(redirect)
             .with_state(self.clone())
