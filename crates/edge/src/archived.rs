@@ -107,7 +107,10 @@ impl ArchivedSource {
         current: Option<&str>,
     ) -> Result<Option<CachedObject>, FetchError> {
         let kind = target.kind();
-        match Stored::of(target) {
+        let Some(stored) = Stored::of(target) else {
+            return Ok(None);
+        };
+        match stored {
             Stored::InRecording { recording, name } => {
                 self.recording_file(&recording, &name, kind).await
             }

@@ -576,6 +576,9 @@ mod tests {
             "/p/s/r/.m4s",
             "/-p/s/index.m3u8",
             "/p/s/r/x/y",
+            // The player page: rendered in front of the cache, never fetched.
+            "/p/s/",
+            "/p/s/player",
         ] {
             let answer = get(&edge, unknown).await;
             assert_eq!(answer.status, StatusCode::NOT_FOUND, "{unknown}");

@@ -42,6 +42,12 @@ impl Policy {
                 stale_if_error: false,
                 disk: false,
             },
+            // Rendered by each edge, never cached: a page has no `CacheKey`.
+            ObjectKind::Page => Self {
+                max_ttl: Duration::ZERO,
+                stale_if_error: false,
+                disk: false,
+            },
         }
     }
 }

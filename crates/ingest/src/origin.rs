@@ -32,6 +32,11 @@ async fn serve(State(hub): State<Arc<StreamHub>>, request: Request) -> Response 
         return not_found("no such object");
     };
     let reply = match &target {
+        // Edges render the player page; an origin serves media only.
+        Target::PlayerPage(_) => {
+            count("other", StatusCode::NOT_FOUND);
+            Err(not_found("no such object"))
+        }
         Target::StreamMultivariant(stream) => stream_multivariant(&hub, stream).await,
         Target::StreamLive(stream) => live_playlist(&hub, stream).await,
         Target::Recordings(stream) => list_recordings(&hub, stream).await,

@@ -3,6 +3,7 @@
 //! cache policy and upstream mapping, and the archived mapping agree by construction.
 //!
 //! ```text
+//! /<provider>/<stream>/                           the player page (also `.../player`), rendered by the edge
 //! /<provider>/<stream>/index.m3u8                 multivariant: live window, or the last recording
 //! /<provider>/<stream>/live.m3u8                  the live window
 //! /<provider>/<stream>/recordings                 JSON list of the stream's recordings
@@ -147,6 +148,9 @@ pub enum Target {
     Recordings(StreamName),
     /// `/<p>/<s>/<rec>/...`
     Recording(RecordingName, RecordingObject),
+    /// `/<p>/<s>/` (and `/<p>/<s>/player`): the stream's player page, rendered by the
+    /// edge that serves it; no cache stores it and no upstream is asked for it.
+    PlayerPage(StreamName),
 }
 
 /// The type of a target's response, which decides how caches treat it.
@@ -158,6 +162,8 @@ pub enum ObjectKind {
     Segment,
     /// The JSON listing of recordings.
     Listing,
+    /// An HTML page rendered by the edge itself.
+    Page,
 }
 
 impl ObjectKind {
@@ -166,6 +172,7 @@ impl ObjectKind {
             Self::Playlist => "playlist",
             Self::Segment => "segment",
             Self::Listing => "other",
+            Self::Page => "page",
         }
     }
 }
@@ -188,6 +195,21 @@ pub fn is_plain_path(path: &str) -> bool {
 impl Target {
     /// Parses a request path (without the query).
     pub fn parse(path: &str) -> Result<Self, UrlError> {
+        // The player page's own URL is the one path of the scheme that ends in `/`, so
+        // that the page's relative `index.m3u8` is the stream's playlist.
+        // Any other path ending in `/` has an empty segment: invalid, as ever.
+        if let Some(dir) = path.strip_suffix('/').filter(|dir| !dir.is_empty()) {
+            if !is_plain_path(dir) {
+                return Err(UrlError::Invalid);
+            }
+            let parts: Vec<&str> = dir[1..].split('/').collect();
+            return match parts[..] {
+                [p, s] => StreamName::new(p, s)
+                    .map(Self::PlayerPage)
+                    .ok_or(UrlError::Invalid),
+                _ => Err(UrlError::Invalid),
+            };
+        }
         if !is_plain_path(path) {
             return Err(UrlError::Invalid);
         }
@@ -197,6 +219,7 @@ impl Target {
             [p, s, "index.m3u8"] => Ok(Self::StreamMultivariant(stream(p, s)?)),
             [p, s, "live.m3u8"] => Ok(Self::StreamLive(stream(p, s)?)),
             [p, s, "recordings"] => Ok(Self::Recordings(stream(p, s)?)),
+            [p, s, "player"] => Ok(Self::PlayerPage(stream(p, s)?)),
             [p, s, r, file] => {
                 let recording = stream(p, s)?.recording(r).ok_or(UrlError::Unknown)?;
                 let object = match file {
@@ -220,12 +243,16 @@ impl Target {
             Self::StreamLive(s) => format!("/{s}/live.m3u8"),
             Self::Recordings(s) => format!("/{s}/recordings"),
             Self::Recording(r, object) => format!("/{r}/{}", object.file_name()),
+            Self::PlayerPage(s) => format!("/{s}/"),
         }
     }
 
     pub fn stream(&self) -> &StreamName {
         match self {
-            Self::StreamMultivariant(s) | Self::StreamLive(s) | Self::Recordings(s) => s,
+            Self::StreamMultivariant(s)
+            | Self::StreamLive(s)
+            | Self::Recordings(s)
+            | Self::PlayerPage(s) => s,
             Self::Recording(r, _) => &r.stream,
         }
     }
@@ -245,6 +272,7 @@ impl Target {
                 ObjectKind::Playlist
             }
             Self::Recording(_, RecordingObject::Media { .. }) => ObjectKind::Segment,
+            Self::PlayerPage(_) => ObjectKind::Page,
         }
     }
 
@@ -390,7 +418,11 @@ pub struct CacheKey {
 
 impl CacheKey {
     /// The key of a request for `target` with `query` (the raw query string, if any).
+    /// A page has none: each edge renders it, so to a cache it names nothing.
     pub fn new(target: Target, query: Option<&str>) -> Result<Self, UrlError> {
+        if target.kind() == ObjectKind::Page {
+            return Err(UrlError::Unknown);
+        }
         let directives = match query {
             Some(q) if target.takes_directives() => Directives::parse(q)?,
             _ => Directives::default(),

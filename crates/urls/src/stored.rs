@@ -47,8 +47,9 @@ pub enum Stored {
 }
 
 impl Stored {
-    pub fn of(target: &Target) -> Self {
-        match target {
+    /// `None` for the player page, which edges render and nothing stores.
+    pub fn of(target: &Target) -> Option<Self> {
+        Some(match target {
             Target::StreamMultivariant(s) => Self::InCurrentRecording {
                 stream: s.clone(),
                 name: STREAM_MULTIVARIANT,
@@ -62,7 +63,8 @@ impl Stored {
                 recording: r.clone(),
                 name: object.file_name().to_owned(),
             },
-        }
+            Target::PlayerPage(_) => return None,
+        })
     }
 }
 

@@ -15,6 +15,7 @@ fn every_url_of_the_scheme_parses_to_its_target() {
         ),
         ("/demo/cam/live.m3u8", Target::StreamLive(s.clone())),
         ("/demo/cam/recordings", Target::Recordings(s.clone())),
+        ("/demo/cam/", Target::PlayerPage(s.clone())),
         (
             "/demo/cam/20261121T120000Z-1a2b/index.m3u8",
             Target::Recording(r.clone(), RecordingObject::Multivariant),
@@ -59,6 +60,39 @@ fn kinds_come_from_the_target() {
     assert_eq!(kind("/p/s/r/init.mp4"), ObjectKind::Segment);
     assert_eq!(kind("/p/s/recordings"), ObjectKind::Listing);
     assert_eq!(Target::parse("/p/s/r/init.mp4").unwrap().label(), "init");
+    assert_eq!(kind("/p/s/"), ObjectKind::Page);
+}
+
+#[test]
+fn the_player_page_has_two_urls_and_builds_the_one_ending_in_a_slash() {
+    let page = Target::PlayerPage(stream("demo", "cam"));
+    assert_eq!(Target::parse("/demo/cam/player").as_ref(), Ok(&page));
+    assert_eq!(Target::parse("/demo/cam/").as_ref(), Ok(&page));
+    assert_eq!(page.path(), "/demo/cam/");
+    // Only `/<p>/<s>/` may end in a slash; everything else that does is invalid, as
+    // before the page existed.
+    for bad in [
+        "//",
+        "/demo/",
+        "/demo/cam/x/",
+        "/demo/cam//",
+        "/-p/s/",
+        "/é/",
+        "/a.b/s/",
+    ] {
+        assert_eq!(Target::parse(bad), Err(UrlError::Invalid), "{bad}");
+    }
+    // Not a directory: the page's relative `index.m3u8` would miss the stream.
+    assert_eq!(Target::parse("/demo/cam"), Err(UrlError::Unknown));
+    // Edges render it: no cache key, no stored object.
+    for path in ["/demo/cam/", "/demo/cam/player"] {
+        assert_eq!(
+            CacheKey::parse(path, None),
+            Err(UrlError::Unknown),
+            "{path}"
+        );
+    }
+    assert_eq!(Stored::of(&page), None);
 }
 
 #[test]
@@ -145,16 +179,16 @@ fn cache_keys_keep_only_the_directives_and_normalize_them() {
 #[test]
 fn stored_objects_follow_the_target() {
     let target = Target::parse("/p/s/r1/000003.m4s").unwrap();
-    let Stored::InRecording { recording, name } = stored::Stored::of(&target) else {
+    let Some(Stored::InRecording { recording, name }) = stored::Stored::of(&target) else {
         panic!("a recording's file is stored in the recording");
     };
     assert_eq!(stored::key(&recording, &name), "p/s/r1/000003.m4s");
     assert_eq!(
         stored::Stored::of(&Target::parse("/p/s/index.m3u8").unwrap()),
-        Stored::InCurrentRecording {
+        Some(Stored::InCurrentRecording {
             stream: stream("p", "s"),
             name: stored::STREAM_MULTIVARIANT
-        }
+        })
     );
     assert_eq!(
         stored::listing_key(&stream("p", "s")),
@@ -194,10 +228,11 @@ impl Gen {
 
     fn target(&mut self) -> Target {
         let s = StreamName::new(&self.name(), &self.name()).unwrap();
-        match self.below(4) {
+        match self.below(5) {
             0 => Target::StreamMultivariant(s),
             1 => Target::StreamLive(s),
             2 => Target::Recordings(s),
+            3 => Target::PlayerPage(s),
             _ => {
                 let r = s.recording(&self.name()).unwrap();
                 let object = match self.below(4) {
@@ -253,6 +288,10 @@ fn targets_and_keys_round_trip() {
                 .and_then(|_| (g.below(2) == 0).then(|| g.below(100))),
             ..directives
         };
+        if target.kind() == ObjectKind::Page {
+            assert_eq!(CacheKey::parse(&path, None), Err(UrlError::Unknown));
+            continue;
+        }
         let key = CacheKey::with_directives(target.clone(), directives);
         let (key_path, query) = match key.as_str().split_once('?') {
             Some((p, q)) => (p, Some(q)),
