@@ -409,6 +409,7 @@ mod tests {
         assert_eq!(miss.header("x-cache"), "MISS");
         assert_eq!(miss.body, "1:/p/s/r/000001.m4s");
         assert_eq!(miss.header("access-control-allow-origin"), "*");
+        assert_eq!(miss.header("timing-allow-origin"), "*");
         tokio::time::advance(Duration::from_secs(5)).await;
         let hit = get(&edge, "/p/s/r/000001.m4s").await;
         assert_eq!(hit.header("x-cache"), "HIT");

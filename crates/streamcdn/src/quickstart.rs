@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use streamcdn_config::{Config, ProviderConfig};
+use streamcdn_urls::{StreamName, Target};
 
 use crate::context::local_url;
 
@@ -57,6 +58,9 @@ pub fn print_quickstart(config: &Config, provider: &ProviderConfig) {
     let http = local_url(config.http.listen);
     let host = "127.0.0.1";
     let (name, key) = (&provider.name, &provider.stream_key);
+    let stream = StreamName::new(name, "mystream").expect("provider names are validated");
+    let playlist = Target::StreamMultivariant(stream.clone()).path();
+    let player = Target::PlayerPage(stream).path();
     println!(
         "\nstreamcdn is up.\n\n\
          OBS  Settings > Stream > Service: Custom\n\
@@ -68,11 +72,12 @@ pub fn print_quickstart(config: &Config, provider: &ProviderConfig) {
          \x20      -c:v libx264 -preset veryfast -tune zerolatency -g 60 -b:v 3M -c:a aac \\\n\
          \x20      -f flv 'rtmp://{host}:{rtmp_port}/{name}/mystream?key={key}'\n\n\
          Play:\n\
-         \x20    {http}/{name}/mystream/index.m3u8\n\
-         \x20    (ffplay, VLC, Safari, or any hls.js player)\n\n\
+         \x20    {http}{playlist}\n\
+         \x20    (ffplay, VLC, Safari, or any hls.js player)\n\
+         \x20    in a browser, the player page: {http}{player}\n\n\
          Request router (DNS and HTTP redirects to the best edge):\n\
          \x20    dig @{dns_host} -p {dns_port} {delivery} A +subnet=198.51.100.0/24\n\
-         \x20    curl -i {router_http}/{name}/mystream/index.m3u8\n\n\
+         \x20    curl -i {router_http}{playlist}\n\n\
          Admin API and metrics: {admin}/api/v1/streams, {admin}/api/v1/nodes, {admin}/metrics\n",
         dns_host = local_url(config.router.dns_listen)
             .trim_start_matches("http://")

@@ -3,28 +3,10 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-fn browser_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/browser"))
-}
-
-fn require_browser_tools() {
-    tool("node");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        std::path::Path::new(&chromium).is_file(),
-        "Chromium is required: run scripts/test.sh or `apt-get install chromium`"
-    );
-    assert!(
-        browser_dir().join("node_modules/hls.js").is_dir(),
-        "hls.js and playwright-core are required: run scripts/test.sh or `npm install --no-package-lock --prefix tests/browser`"
-    );
-}
 
 /// A static file server for the test page, on its own origin.
 struct PageServer(std::process::Child, u16);
@@ -82,7 +64,7 @@ fn play_in_browser(page: &PageServer, src: &str, seconds: u32) -> serde_json::Va
 
 #[test]
 fn hls_js_in_chromium_plays_fmp4_and_ts_live() {
-    require_browser_tools();
+    require_browser_tools(&["hls.js", "playwright-core"]);
     let node = Node::up("browser", "");
     let ffmpeg = tool("ffmpeg");
     let publishers = [

@@ -1,19 +1,25 @@
 //! The edge role: the HTTP cache, below `edge.parents` or, with none, the top tier that
-//! finds streams through the registry and archived recordings in on-demand storage.
+//! finds streams through the registry and archived recordings in on-demand storage; in
+//! front of it, each stream's player page, the browser assets and rum.js's test object.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use futures::future::BoxFuture;
 use streamcdn_config::EdgeTier;
 use streamcdn_edge::{Edge, EdgeSettings, UpstreamKind};
+use streamcdn_registry::Registry;
 use streamcdn_router::probe::{self, ProbeBudget, ProbeReport, ReplayGuard, PROBE_HEADER};
 use streamcdn_router::service::{PROBE_PATH, SHARED_SAMPLE_TTL};
+use streamcdn_urls::{StreamName, Target};
+use streamcdn_web::{Asset, HLS_JS, RUM_JS, RUM_OBJECT, RUM_OBJECT_PATH};
 
 use crate::clock::now_ms;
 use crate::context::{bind, Context, Role};
@@ -103,6 +109,157 @@ async fn probe_request(
     axum::Json(ProbeReport::new(&prober.edge, &request, &outcome, now_ms())).into_response()
 }
 
+/// How long the router found in the node directory is trusted before looking again.
+const ROUTER_LOOKUP_TTL: Duration = Duration::from_secs(5);
+
+/// What this edge serves browsers besides media: player pages (embedding rum.js when a
+/// router is known) and the assets.
+struct Web {
+    registry: Registry,
+    /// The router's HTTP base URL (`None`: no router announces one), and when it was
+    /// looked up.
+    router: Mutex<Option<(Instant, Option<String>)>>,
+}
+
+impl Web {
+    /// The `routing` address of a router in the node directory, looked up at most every
+    /// [`ROUTER_LOOKUP_TTL`]; while the registry fails, the last one found.
+    async fn router_url(&self) -> Option<String> {
+        let cached = self
+            .router
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some((looked_up, url)) = &cached {
+            if looked_up.elapsed() < ROUTER_LOOKUP_TTL {
+                return url.clone();
+            }
+        }
+        let url = match self.registry.nodes().await {
+            Ok(nodes) => nodes
+                .into_iter()
+                .filter(|node| node.roles.contains(&streamcdn_registry::Role::Router))
+                .find_map(|node| node.addresses.get("routing").cloned()),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot look up routers; keeping the last one");
+                cached.and_then(|(_, url)| url)
+            }
+        };
+        *self.router.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), url.clone()));
+        url
+    }
+
+    async fn player_page(&self, stream: &StreamName) -> Response {
+        count_web("player");
+        let page = streamcdn_web::player_page(
+            &stream.provider,
+            &stream.stream,
+            self.router_url().await.as_deref(),
+        );
+        (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                // Small, and names the current router: asked for anew each time.
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            page,
+        )
+            .into_response()
+    }
+}
+
+fn count_web(object: &'static str) {
+    metrics::counter!("streamcdn_edge_web_requests_total", "object" => object).increment(1);
+}
+
+/// Answers the player page's URLs (`urls::Target::PlayerPage`) in front of the cache,
+/// which would answer them 404.
+async fn player_pages(State(web): State<Arc<Web>>, request: Request, next: Next) -> Response {
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        if let Ok(Target::PlayerPage(stream)) = Target::parse(request.uri().path()) {
+            return web.player_page(&stream).await;
+        }
+    }
+    next.run(request).await
+}
+
+/// Pages on any origin may load these and read their Resource Timing.
+fn allow_cross_origin(headers: &mut HeaderMap) {
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert("timing-allow-origin", HeaderValue::from_static("*"));
+}
+
+/// An embedded asset, with its digest as the ETag (`304` when the browser has it).
+fn asset_response(asset: &'static Asset, label: &'static str, request: &HeaderMap) -> Response {
+    count_web(label);
+    let etag = format!("\"{}\"", asset.digest());
+    let cached = request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|tag| tag.trim() == etag || tag.trim() == "*")
+        });
+    let mut response = if cached {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        Response::new(Body::from(asset.body))
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(asset.content_type),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(asset.cache_control),
+    );
+    if let Ok(etag) = HeaderValue::try_from(etag) {
+        headers.insert(header::ETAG, etag);
+    }
+    allow_cross_origin(headers);
+    response
+}
+
+/// rum.js's test object: the same static bytes every time, never cached (each download
+/// must cross the network), timing readable from any page.
+async fn rum_object() -> Response {
+    count_web("rum_object");
+    let mut response = Response::new(Body::from(Bytes::from_static(&RUM_OBJECT)));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    allow_cross_origin(headers);
+    response
+}
+
+/// The player pages, assets and test object, layered over `media` (the cache).
+fn web_routes(registry: Registry, media: axum::Router) -> axum::Router {
+    let web = Arc::new(Web {
+        registry,
+        router: Mutex::new(None),
+    });
+    axum::Router::new()
+        .route(
+            HLS_JS.path,
+            get(|headers: HeaderMap| async move { asset_response(&HLS_JS, "hls.js", &headers) }),
+        )
+        .route(
+            RUM_JS.path,
+            get(|headers: HeaderMap| async move { asset_response(&RUM_JS, "rum.js", &headers) }),
+        )
+        .route(RUM_OBJECT_PATH, get(rum_object))
+        .merge(media)
+        .layer(axum::middleware::from_fn_with_state(web, player_pages))
+}
+
 pub struct EdgeRole {
     tier: EdgeTier,
 }
@@ -188,7 +345,8 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
     let probes = axum::Router::new()
         .route(PROBE_PATH, axum::routing::post(probe_request))
         .with_state(prober);
-    ctx.serve_playback(listener, edge.router().merge(probes));
+    let routes = web_routes(ctx.registry.clone(), edge.router().merge(probes));
+    ctx.serve_playback(listener, routes);
     ctx.spawn(share_passive_rtts(
         ctx.playback_traffic(),
         ctx.registry.clone(),

@@ -692,6 +692,28 @@ pub fn tool_or(name: &str, install: &str) -> PathBuf {
     found.unwrap_or_else(|| panic!("`{name}` is required: run scripts/test.sh, or `{install}`"))
 }
 
+/// `tests/browser`: the node scripts that drive headless Chromium, and their packages.
+pub fn browser_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/browser"))
+}
+
+/// node, Chromium and the `packages` of `tests/browser` a browser test needs; a missing
+/// one fails the test with how to install it.
+pub fn require_browser_tools(packages: &[&str]) {
+    tool("node");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).is_file(),
+        "Chromium is required: run scripts/test.sh or `apt-get install chromium`"
+    );
+    for package in packages {
+        assert!(
+            browser_dir().join("node_modules").join(package).is_dir(),
+            "{package} is required: run scripts/test.sh or `npm install --no-package-lock --prefix tests/browser`"
+        );
+    }
+}
+
 pub fn wait_listening(host: &str, port: u16, what: &str) {
     let addr: SocketAddr = format!("{host}:{port}").parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
