@@ -23,7 +23,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::prefix::{Cidr, ClientPrefix, StaticMap};
-use crate::rum::RumScore;
 
 /// Milliseconds on the caller's clock (Unix epoch in the binary).
 pub type Millis = u64;
@@ -553,6 +552,15 @@ pub struct CandidateScore {
     pub excluded: Option<&'static str>,
 }
 
+/// A prefix's real-user score for one edge (kept by [`crate::rum::RumScores`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RumScore {
+    /// Median over client addresses of each one's latest download cost.
+    pub median_ms: f64,
+    /// Distinct client addresses behind it.
+    pub clients: usize,
+}
+
 /// What each measurement source added to an edge's score.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Contributions {
@@ -693,7 +701,10 @@ impl Decider {
         let weights = cfg.weights;
         let rum_used = weights.rum > 0.0
             && cands.iter().any(Candidate::eligible)
-            && cands.iter().filter(|c| c.eligible()).all(|c| c.rum.is_some());
+            && cands
+                .iter()
+                .filter(|c| c.eligible())
+                .all(|c| c.rum.is_some());
         let worst_network = cands
             .iter()
             .filter(|c| c.eligible())
@@ -1038,7 +1049,14 @@ mod tests {
         assert_eq!(got.edges, ["e2", "e3"]);
         assert_eq!(got.explain[0].excluded, Some("unhealthy"));
         // Nor from the fallbacks: the map's site has only the unhealthy edge.
-        let got = d.decide(p, &edges, &Measurements::default(), &HashMap::new(), &map, T0);
+        let got = d.decide(
+            p,
+            &edges,
+            &Measurements::default(),
+            &HashMap::new(),
+            &map,
+            T0,
+        );
         assert_eq!(got.source, DecisionSource::LeastLoaded);
         assert_eq!(
             got.reason,
@@ -1110,7 +1128,14 @@ mod tests {
         );
         assert!(!got.needs_probe);
         // Samples older than probe_after (but not stale) ask for a re-probe.
-        let got = d.decide(unmapped, &edges, &store, &HashMap::new(), &map, later + 61_000);
+        let got = d.decide(
+            unmapped,
+            &edges,
+            &store,
+            &HashMap::new(),
+            &map,
+            later + 61_000,
+        );
         assert_eq!(got.source, DecisionSource::Measured);
         assert!(got.needs_probe);
     }
@@ -1126,24 +1151,66 @@ mod tests {
             record_all(&mut store, p, rtts, T0);
             store
         };
-        let got = d.decide(p, &edges, &at(&[("e1", 10), ("e2", 20)]), &HashMap::new(), &map, T0);
+        let got = d.decide(
+            p,
+            &edges,
+            &at(&[("e1", 10), ("e2", 20)]),
+            &HashMap::new(),
+            &map,
+            T0,
+        );
         assert_eq!(got.edges, ["e1"]);
         // e2 is better by 4 ms (17 %): under the 5 ms floor.
-        let got = d.decide(p, &edges, &at(&[("e1", 24), ("e2", 20)]), &HashMap::new(), &map, T0);
+        let got = d.decide(
+            p,
+            &edges,
+            &at(&[("e1", 24), ("e2", 20)]),
+            &HashMap::new(),
+            &map,
+            T0,
+        );
         assert_eq!(got.edges, ["e1"]);
         assert_eq!(got.reason, Reason::Kept { best: "e2".into() });
         // e2 is better by 8 ms but only 12.5 %.
-        let got = d.decide(p, &edges, &at(&[("e1", 64), ("e2", 56)]), &HashMap::new(), &map, T0);
+        let got = d.decide(
+            p,
+            &edges,
+            &at(&[("e1", 64), ("e2", 56)]),
+            &HashMap::new(),
+            &map,
+            T0,
+        );
         assert_eq!(got.edges, ["e1"]);
         // Better by 20 ms (50 %): switch.
-        let got = d.decide(p, &edges, &at(&[("e1", 40), ("e2", 20)]), &HashMap::new(), &map, T0);
+        let got = d.decide(
+            p,
+            &edges,
+            &at(&[("e1", 40), ("e2", 20)]),
+            &HashMap::new(),
+            &map,
+            T0,
+        );
         assert_eq!(got.edges, ["e2"]);
         assert_eq!(got.reason, Reason::Best);
         // And it sticks to e2 the same way.
-        let got = d.decide(p, &edges, &at(&[("e1", 18), ("e2", 20)]), &HashMap::new(), &map, T0);
+        let got = d.decide(
+            p,
+            &edges,
+            &at(&[("e1", 18), ("e2", 20)]),
+            &HashMap::new(),
+            &map,
+            T0,
+        );
         assert_eq!(got.edges, ["e2"]);
         // A fresh decider (no memory) would take e1 outright.
-        let got = decider().decide(p, &edges, &at(&[("e1", 10), ("e2", 20)]), &HashMap::new(), &map, T0);
+        let got = decider().decide(
+            p,
+            &edges,
+            &at(&[("e1", 10), ("e2", 20)]),
+            &HashMap::new(),
+            &map,
+            T0,
+        );
         assert_eq!(got.edges, ["e1"]);
     }
 
@@ -1253,9 +1320,15 @@ mod tests {
         assert_eq!(got.edges, ["e1"]);
         // A remembered choice does not keep a full edge either.
         let mut d = decider();
-        assert_eq!(d.decide(p, &edges, &store, &HashMap::new(), &map, T0).edges, ["e1"]);
+        assert_eq!(
+            d.decide(p, &edges, &store, &HashMap::new(), &map, T0).edges,
+            ["e1"]
+        );
         edges[0].viewer_connections = 120;
-        assert_eq!(d.decide(p, &edges, &store, &HashMap::new(), &map, T0).edges, ["e2"]);
+        assert_eq!(
+            d.decide(p, &edges, &store, &HashMap::new(), &map, T0).edges,
+            ["e2"]
+        );
         // Every edge full: still answered, with the best score.
         for e in &mut edges {
             e.capacity = Some(10);

@@ -17,11 +17,9 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::decision::{Millis, RumScore};
 use crate::prefix::ClientPrefix;
 use crate::probe::{self, ProbeKey};
-
-/// Milliseconds since the Unix epoch.
-type Millis = u64;
 
 /// Bytes of the test object an edge serves at `/_streamcdn/rum/object`; a successful
 /// download must report exactly this many.
@@ -357,15 +355,6 @@ impl BeaconGate {
     }
 }
 
-/// A prefix's RUM score for one edge.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct RumScore {
-    /// Median over client addresses of each one's latest download cost.
-    pub median_ms: f64,
-    /// Distinct client addresses behind it.
-    pub clients: usize,
-}
-
 /// Per prefix and edge, each client address's latest cost, within a window.
 #[derive(Debug)]
 pub struct RumScores {
@@ -385,7 +374,14 @@ impl RumScores {
 
     /// Records one client's cost for one edge (from an accepted beacon, or shared by
     /// another router); a client's newer sample replaces its older one.
-    pub fn record(&mut self, prefix: ClientPrefix, edge: &str, client: IpAddr, at: Millis, cost_ms: f64) {
+    pub fn record(
+        &mut self,
+        prefix: ClientPrefix,
+        edge: &str,
+        client: IpAddr,
+        at: Millis,
+        cost_ms: f64,
+    ) {
         let by_client = self.samples.entry((prefix, edge.to_owned())).or_default();
         match by_client.get(&client) {
             Some((previous, _)) if *previous > at => {}
@@ -398,7 +394,13 @@ impl RumScores {
     /// Records every result of an accepted beacon.
     pub fn record_beacon(&mut self, accepted: &Accepted, now: Millis) {
         for result in &accepted.results {
-            self.record(accepted.prefix, &result.edge, accepted.client, now, result.cost_ms());
+            self.record(
+                accepted.prefix,
+                &result.edge,
+                accepted.client,
+                now,
+                result.cost_ms(),
+            );
         }
     }
 
@@ -510,7 +512,10 @@ mod tests {
         let accepted = gate.check(&key(), &body, client(), NOW).unwrap();
         assert_eq!(accepted.prefix, ClientPrefix::of(client()));
         assert_eq!(accepted.results.len(), 2);
-        assert_eq!(gate.check(&key(), &body, client(), NOW), Err(Rejection::Replayed));
+        assert_eq!(
+            gate.check(&key(), &body, client(), NOW),
+            Err(Rejection::Replayed)
+        );
     }
 
     #[test]
@@ -536,12 +541,20 @@ mod tests {
         for garbage in ["", ".", "zz.zz", "abc", "00.00"] {
             let got = gate.check(&key(), &beacon(garbage, &results), client(), NOW);
             assert!(
-                matches!(got, Err(Rejection::MalformedToken | Rejection::BadSignature)),
+                matches!(
+                    got,
+                    Err(Rejection::MalformedToken | Rejection::BadSignature)
+                ),
                 "{garbage:?}: {got:?}"
             );
         }
         assert_eq!(
-            gate.check(&key(), &beacon(&token, &results), client(), NOW + TOKEN_TTL_MS + 1),
+            gate.check(
+                &key(),
+                &beacon(&token, &results),
+                client(),
+                NOW + TOKEN_TTL_MS + 1
+            ),
             Err(Rejection::Expired)
         );
         let elsewhere: IpAddr = "203.0.113.9".parse().unwrap();
@@ -550,7 +563,9 @@ mod tests {
             Err(Rejection::WrongClient { .. })
         ));
         // None of that used the token up.
-        assert!(gate.check(&key(), &beacon(&token, &results), client(), NOW).is_ok());
+        assert!(gate
+            .check(&key(), &beacon(&token, &results), client(), NOW)
+            .is_ok());
     }
 
     #[test]
@@ -581,7 +596,10 @@ mod tests {
         huge.ttfb_ms = 1.0;
         for bad in [small, negative, slow_phase, instant, huge] {
             assert!(
-                matches!(check(&mut gate, std::slice::from_ref(&bad)), Err(Rejection::Implausible(_))),
+                matches!(
+                    check(&mut gate, std::slice::from_ref(&bad)),
+                    Err(Rejection::Implausible(_))
+                ),
                 "{bad:?}"
             );
         }
@@ -612,7 +630,9 @@ mod tests {
         let results = [result("e1", 30.0)];
         for nonce in 0..2 {
             let token = issue(&key(), &claims(nonce));
-            assert!(gate.check(&key(), &beacon(&token, &results), client(), NOW).is_ok());
+            assert!(gate
+                .check(&key(), &beacon(&token, &results), client(), NOW)
+                .is_ok());
         }
         let token = issue(&key(), &claims(9));
         assert_eq!(
@@ -620,7 +640,9 @@ mod tests {
             Err(Rejection::RateLimitedAddress(client()))
         );
         // A refused beacon did not use its token: it counts in the next window.
-        assert!(gate.check(&key(), &beacon(&token, &results), client(), NOW + 60_000).is_ok());
+        assert!(gate
+            .check(&key(), &beacon(&token, &results), client(), NOW + 60_000)
+            .is_ok());
     }
 
     #[test]
@@ -637,11 +659,17 @@ mod tests {
         scores.record(prefix, "e1", addr(3), NOW, 110.0);
         let score = scores.score(prefix, "e1", NOW + 10).unwrap();
         assert_eq!(score.clients, 3);
-        assert_eq!(score.median_ms, 100.0, "the liar at 5 ms does not move the median");
+        assert_eq!(
+            score.median_ms, 100.0,
+            "the liar at 5 ms does not move the median"
+        );
         // A client's newer sample replaces its older one; an older one does not.
         scores.record(prefix, "e1", addr(1), NOW + 20, 200.0);
         scores.record(prefix, "e1", addr(1), NOW + 5, 1.0);
-        assert_eq!(scores.score(prefix, "e1", NOW + 30).unwrap().median_ms, 110.0);
+        assert_eq!(
+            scores.score(prefix, "e1", NOW + 30).unwrap().median_ms,
+            110.0
+        );
         // Samples age out of the window.
         assert_eq!(scores.score(prefix, "e1", NOW + 600_011), None);
         scores.prune(NOW + 700_000);

@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::decision::{
-    Decider, DeciderConfig, Decision, DecisionSource, EdgeState, Measurements, Millis,
+    Decider, DeciderConfig, Decision, DecisionSource, EdgeState, Measurements, Millis, RumScore,
 };
 use crate::dns::{self, Answer, Transport, Zone};
 use crate::map::{History, RoutingMap};
@@ -29,7 +29,7 @@ use crate::prefix::{ClientPrefix, StaticMap};
 use crate::probe::{ProbeKey, ProbeReport, ProbeRequest, PROBE_HEADER};
 use crate::response_cache::ResponseCache;
 use crate::responses::ResponseCounters;
-use crate::rum::{self, BeaconGate, GateLimits, RumScore, RumScores};
+use crate::rum::{self, BeaconGate, GateLimits, RumScores};
 use crate::udp;
 
 /// A DNS-over-TCP client that sends nothing for this long is disconnected (RFC 7766

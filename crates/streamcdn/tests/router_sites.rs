@@ -115,15 +115,13 @@ fn each_client_gets_the_edge_nearest_to_it_and_answers_follow_the_network() {
         .collect();
     let mut sites = Sites::start("router-sites", &site_refs, &links, ROUTER, ("core", CORE));
 
-    let router_toml = format!(
-        r#"[router]
+    let router_toml = r#"[router]
 dns_listen = "ADDR:53"
 http_listen = "ADDR:8082"
 reprobe_after = "3s"
 [router.static_map]
 "127.72.4.0/24" = "e3"
-"#
-    );
+"#;
     for (site, addr) in EDGES {
         sites.spawn(
             site,
