@@ -246,6 +246,78 @@ fn up_answers_for_the_delivery_zone_and_redirects_to_its_edge() {
     let edges: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
     assert_eq!(edges[0]["healthy"], true, "{edges}");
     assert_eq!(edges[0]["playback"], node.http_base().as_str(), "{edges}");
+    // Real-user measurement: a job names the edge's test object under a token for this
+    // client; the edge serves the object; a beacon with the token is taken once, and
+    // forged, misreported or replayed ones are refused and counted by reason.
+    let r = http_request_at(host, node.router_http, "GET", "/_streamcdn/rum/job", &[]).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    let job: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+    let edge_id = job["targets"][0]["edge"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let object_url = job["targets"][0]["url"].as_str().unwrap_or_default();
+    let object_path = object_url
+        .strip_prefix(&node.http_base())
+        .unwrap_or_else(|| panic!("the test object is on the edge: {job}"));
+    let object = http_request_at(host, node.http, "GET", object_path, &[]).unwrap();
+    assert_eq!(object.status, 200);
+    assert_eq!(object.body.len(), 65536);
+    assert_eq!(object.header("timing-allow-origin"), Some("*"));
+    let token = job["token"].as_str().unwrap_or_default();
+    let beacon = |token: &str, edge: &str, bytes: u64| {
+        serde_json::json!({"token": token, "results": [{"edge": edge, "ok": true,
+            "dns_ms": 0.0, "connect_ms": 0.2, "ttfb_ms": 1.0, "total_ms": 2.5, "bytes": bytes}]})
+        .to_string()
+    };
+    let post = |body: &str| {
+        http_request_body(
+            node.router_http,
+            "POST",
+            "/_streamcdn/rum/beacon",
+            &[("Content-Type", "text/plain")],
+            body.as_bytes(),
+        )
+        .unwrap()
+        .status
+    };
+    let mut forged = token.to_owned();
+    forged.replace_range(0..2, "ff");
+    assert_eq!(
+        post(&beacon(&forged, &edge_id, 65536)),
+        403,
+        "a tampered token"
+    );
+    assert_eq!(
+        post(&beacon(token, "some-other-edge", 65536)),
+        400,
+        "an edge not in the job"
+    );
+    assert_eq!(
+        post(&beacon(token, &edge_id, 12)),
+        400,
+        "an implausible size"
+    );
+    assert_eq!(post("{not json"), 400);
+    assert_eq!(
+        post(&beacon(token, &edge_id, 65536)),
+        204,
+        "the good beacon"
+    );
+    assert_eq!(post(&beacon(token, &edge_id, 65536)), 403, "its replay");
+    assert_eq!(
+        node.metric("streamcdn_router_rum_beacons_total{result=\"accepted\"}"),
+        1.0
+    );
+    assert_eq!(
+        node.metric("streamcdn_router_rum_beacons_total{result=\"replayed\"}"),
+        1.0
+    );
+    assert_eq!(
+        node.metric("streamcdn_router_rum_beacons_total{result=\"bad_signature\"}"),
+        1.0
+    );
 }
 
 #[test]
