@@ -261,6 +261,13 @@ fn up_answers_for_the_delivery_zone_and_redirects_to_its_edge() {
     let object_path = object_url
         .strip_prefix(&node.http_base())
         .unwrap_or_else(|| panic!("the test object is on the edge: {job}"));
+    let rum_js = http_request_at(host, node.router_http, "GET", "/_streamcdn/rum.js", &[]).unwrap();
+    assert_eq!(rum_js.status, 200);
+    assert_eq!(
+        rum_js.body,
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../web/assets/rum.js")).unwrap(),
+        "the router serves rum.js for operators' pages"
+    );
     let object = http_request_at(host, node.http, "GET", object_path, &[]).unwrap();
     assert_eq!(object.status, 200);
     assert_eq!(object.body.len(), 65536);

@@ -194,7 +194,11 @@ fn allow_cross_origin(headers: &mut HeaderMap) {
 }
 
 /// An embedded asset, with its digest as the ETag (`304` when the browser has it).
-fn asset_response(asset: &'static Asset, label: &'static str, request: &HeaderMap) -> Response {
+pub(crate) fn asset_response(
+    asset: &'static Asset,
+    label: &'static str,
+    request: &HeaderMap,
+) -> Response {
     count_web(label);
     let etag = format!("\"{}\"", asset.digest());
     let cached = request

@@ -13,7 +13,10 @@ use streamcdn_router::prefix::StaticMap;
 use streamcdn_router::rum::GateLimits;
 use streamcdn_router::service::{RouterService, RumSettings, Settings};
 
+use streamcdn_web::RUM_JS;
+
 use crate::context::{bind, Context, Role};
+use crate::roles::edge::asset_response;
 
 pub struct RouterRole;
 
@@ -143,7 +146,14 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         ctx.spawn(Arc::clone(&service).serve_udp(socket, ctx.shutdown()));
     }
     ctx.spawn(Arc::clone(&service).serve_tcp(tcp, ctx.shutdown()));
-    ctx.serve_http(http, service.redirect_router());
+    // rum.js from the router too, for operators' own pages.
+    let rum_js = axum::Router::new().route(
+        RUM_JS.path,
+        axum::routing::get(|headers: axum::http::HeaderMap| async move {
+            asset_response(&RUM_JS, "rum.js", &headers)
+        }),
+    );
+    ctx.serve_http(http, service.redirect_router().merge(rum_js));
     ctx.add_admin_routes(service.admin_router());
     Ok(())
 }
