@@ -184,7 +184,7 @@ done
 
 echo
 echo "streamcdn RSS: $(( $(awk '/VmRSS/{print $2}' /proc/$SC_PID/status) / 1024 )) MiB (whole \`up\`: ingest, edge, archiver, router); gdnsd RSS: $(( $(awk '/VmRSS/{print $2}' /proc/$PID_gdnsd/status) / 1024 )) MiB"
-curl -s "http://127.0.0.1:$P_ADMIN/metrics" | grep -E '^streamcdn_router_(dns_queries|dns_dropped|decisions)_total' | head -16 || true
+curl -s "http://127.0.0.1:$P_ADMIN/metrics" | grep -E '^streamcdn_router_(dns_queries|dns_dropped|dns_responses|dns_truncated|decisions)_total' | grep -v ' 0$' | head -24 || true
 echo
 echo "not measured here: time from an RTT change to the new answer, and from an edge's death to its"
 echo "removal; both need several edge processes at distinct addresses (and the WAN emulator for RTT):"
