@@ -16,6 +16,7 @@ command -v node >/dev/null || need_apt+=(nodejs npm)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null || need_apt+=(haproxy)
 command -v dig >/dev/null || need_apt+=(bind9-dnsutils)
+command -v dnsmasq >/dev/null || need_apt+=(dnsmasq-base)
 # The multi-site tests: network namespaces (ip) and requests inside them (curl).
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v curl >/dev/null || need_apt+=(curl)

@@ -583,6 +583,9 @@ pub struct Decision {
     pub needs_probe: bool,
     /// Real-user measurements counted in the scores.
     pub rum_used: bool,
+    /// For a resolver's prefix (a query without ECS): the client prefix behind that
+    /// resolver whose measurements decided, learned from measurement names.
+    pub measured_as: Option<ClientPrefix>,
     pub reason: Reason,
     /// Every input edge, in input order.
     pub explain: Vec<CandidateScore>,
@@ -741,6 +744,7 @@ impl Decider {
             scope_len,
             needs_probe,
             rum_used,
+            measured_as: None,
             reason,
             explain,
         };

@@ -17,6 +17,7 @@
 //! | class ≠ IN, name outside `origin`, AXFR/IXFR| REFUSED, AA=0                                    |
 //! | apex SOA / NS                               | the SOA / the NS set with in-zone glue            |
 //! | delivery A / AAAA                           | `decide`'s addresses of that family, TTL `ttl`   |
+//! | `<label>.rum.<origin>` A / AAAA             | likewise, `decide` told the label (measurement)  |
 //! | in-zone NS host A / AAAA                    | its glue addresses of that family                |
 //! | ANY at an existing name                     | one synthesized `HINFO "RFC8482" ""` (RFC 8482)  |
 //! | existing name, no data of that type         | NODATA: NOERROR, SOA in authority                |
@@ -76,6 +77,10 @@ pub struct Zone {
     pub origin: Name,
     /// The name viewers resolve, e.g. `live.streamcdn.test.`; answered by `decide`.
     pub delivery: Name,
+    /// `rum.<origin>`: every name one label below it is answered like the delivery name
+    /// (browsers measuring fetch `<nonce>.rum.<origin>`, so the router learns which
+    /// resolver asks for which client).
+    pub measurement: Name,
     /// The zone's name servers, with the glue addresses of those inside the zone (the
     /// addresses of out-of-zone name servers are never served). The first is the SOA MNAME.
     pub nameservers: Vec<(Name, Vec<IpAddr>)>,
@@ -166,9 +171,13 @@ impl Zone {
         let hostmaster = Name::from_ascii("hostmaster")
             .and_then(|h| h.append_domain(&origin))
             .map_err(|e| invalid("hostmaster", &origin.to_ascii(), &e.to_string()))?;
+        let measurement = Name::from_ascii("rum")
+            .and_then(|h| h.append_domain(&origin))
+            .map_err(|e| invalid("measurement names", &origin.to_ascii(), &e.to_string()))?;
         Ok(Zone {
             origin,
             delivery,
+            measurement,
             nameservers: servers,
             hostmaster,
             serial: 1,
@@ -215,8 +224,19 @@ impl Zone {
             .any(|(n, a)| !a.is_empty() && n.eq_ignore_root(name) && self.origin.zone_of(n))
     }
 
+    /// The label of a measurement name (`<label>.rum.<origin>`), if `name` is one.
+    pub fn measurement_label<'n>(&self, name: &'n Name) -> Option<&'n [u8]> {
+        let below = name.num_labels().checked_sub(1)?;
+        (below == self.measurement.num_labels() && self.measurement.zone_of(name))
+            .then(|| name.iter().next())
+            .flatten()
+    }
+
     /// Whether `name` (inside the zone) owns records or is an empty non-terminal above one.
     fn name_exists(&self, name: &Name) -> bool {
+        if self.measurement_label(name).is_some() || name.eq_ignore_root(&self.measurement) {
+            return true;
+        }
         let in_zone_ns = self
             .nameservers
             .iter()
@@ -283,8 +303,11 @@ pub struct Query<'a> {
     /// The EDNS Client Subnet: address (zero beyond the prefix) and source prefix length.
     /// `None` when the query had no ECS or had source prefix length 0.
     pub ecs: Option<(IpAddr, u8)>,
-    /// The name asked, as the client spelled it (equal to `Zone::delivery` ignoring case).
+    /// The name asked, as the client spelled it (equal to `Zone::delivery` ignoring case,
+    /// or a measurement name).
     pub qname: &'a Name,
+    /// For a measurement name `<label>.rum.<origin>`, its label.
+    pub measurement: Option<&'a [u8]>,
     /// `A` or `AAAA`.
     pub qtype: RecordType,
 }
@@ -327,7 +350,8 @@ impl fmt::Display for FormErr {
 /// (QR=1) arriving as a request. Otherwise the bytes of the response, never larger than
 /// the transport allows (see the module documentation for every case).
 ///
-/// `decide` is called at most once, and only for an A or AAAA query of `zone.delivery`.
+/// `decide` is called at most once, and only for an A or AAAA query of `zone.delivery`
+/// or of a measurement name (`Query::measurement`).
 pub fn respond(
     request: &[u8],
     client: IpAddr,
@@ -457,10 +481,11 @@ fn answer(
     let is_apex = qname.eq_ignore_root(&zone.origin);
     let is_delivery = qname.eq_ignore_root(&zone.delivery);
     let is_glue_host = zone.is_glue_host(qname);
+    let measurement = zone.measurement_label(qname);
     let mut scope = 0;
 
     match qtype {
-        RecordType::ANY if is_apex || is_delivery || is_glue_host => {
+        RecordType::ANY if is_apex || is_delivery || is_glue_host || measurement.is_some() => {
             // RFC 8482 §4.2: one synthesized HINFO instead of every RRset; no decision.
             let hinfo = HINFO::new("RFC8482".to_string(), String::new());
             resp.add_answer(Record::from_rdata(
@@ -490,11 +515,12 @@ fn answer(
                 }
             }
         }
-        RecordType::A | RecordType::AAAA if is_delivery => {
+        RecordType::A | RecordType::AAAA if is_delivery || measurement.is_some() => {
             let query = Query {
                 client,
                 ecs: ecs.filter(|e| e.source > 0).map(|e| (e.addr, e.source)),
                 qname,
+                measurement,
                 qtype,
             };
             let decision = decide(&query);
@@ -1273,11 +1299,65 @@ mod tests {
     }
 
     #[test]
+    fn measurement_names_are_decided_like_the_delivery_name() {
+        let mut seen = None;
+        let resp = ask_with(
+            &query_msg("00ab12cd.RUM.streamcdn.test.", RecordType::A),
+            Transport::Udp,
+            |q: &Query<'_>| {
+                seen = q.measurement.map(<[u8]>::to_vec);
+                edges()
+            },
+        );
+        assert_eq!(
+            seen.as_deref(),
+            Some(&b"00ab12cd"[..]),
+            "the label, as asked"
+        );
+        assert_eq!(resp.metadata.response_code, ResponseCode::NoError);
+        assert!(!resp.answers.is_empty());
+        // The delivery name is no measurement name.
+        let mut label = Some(Vec::new());
+        ask_with(
+            &query_msg("live.streamcdn.test.", RecordType::A),
+            Transport::Udp,
+            |q: &Query<'_>| {
+                label = q.measurement.map(<[u8]>::to_vec);
+                edges()
+            },
+        );
+        assert_eq!(label, None);
+        // rum.<zone> itself exists (no records); two labels below it do not.
+        let resp = ask_with(
+            &query_msg("rum.streamcdn.test.", RecordType::A),
+            Transport::Udp,
+            no_decide,
+        );
+        assert_eq!(resp.metadata.response_code, ResponseCode::NoError);
+        assert!(resp.answers.is_empty());
+        let resp = ask_with(
+            &query_msg("a.b.rum.streamcdn.test.", RecordType::A),
+            Transport::Udp,
+            no_decide,
+        );
+        assert_eq!(resp.metadata.response_code, ResponseCode::NXDomain);
+        // Other types: NODATA.
+        let resp = ask_with(
+            &query_msg("x.rum.streamcdn.test.", RecordType::MX),
+            Transport::Udp,
+            no_decide,
+        );
+        assert_eq!(resp.metadata.response_code, ResponseCode::NoError);
+        assert!(resp.answers.is_empty());
+    }
+
+    #[test]
     fn any_gets_one_synthesized_hinfo() {
         for qname in [
             "streamcdn.test.",
             "live.streamcdn.test.",
             "ns1.streamcdn.test.",
+            "x1.rum.streamcdn.test.",
         ] {
             let resp = ask_with(
                 &query_msg(qname, RecordType::ANY),

@@ -156,6 +156,7 @@ mod tests {
             scope_len: 24,
             needs_probe: false,
             rum_used: false,
+            measured_as: None,
             reason: Reason::NoHealthyEdge,
             explain: Vec::new(),
         }

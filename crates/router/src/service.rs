@@ -48,6 +48,8 @@ const PROBE_EVERY_MS: Millis = 10_000;
 /// Prefixes sent to probing per round, at most (the edges' budgets bound the rest).
 const PROBES_PER_ROUND: usize = 32;
 const PROBE_ATTEMPTS: u8 = 3;
+/// Client prefixes remembered behind one resolver prefix, at most.
+const MAX_CLIENTS_PER_RESOLVER: usize = 256;
 /// Measurements shared through the registry are kept as long as the decision uses them.
 pub const SHARED_SAMPLE_TTL: Duration = Duration::from_secs(300);
 /// The path on an edge's playback listener that takes signed probe requests.
@@ -195,6 +197,11 @@ pub struct RouterService {
     rum: Mutex<RumScores>,
     beacons: Mutex<BeaconGate>,
     rum_window: Duration,
+    /// Nonces of measurement jobs, with the client prefix each was issued to and when it
+    /// expires: a query for `<nonce>.rum.<zone>` tells which resolver that client uses.
+    rum_nonces: Mutex<HashMap<u64, (ClientPrefix, Millis)>>,
+    /// Per resolver prefix, the client prefixes seen behind it: sightings, last seen.
+    resolver_clients: Mutex<HashMap<ClientPrefix, HashMap<ClientPrefix, (u32, Millis)>>>,
 }
 
 struct QueryCounters {
@@ -304,6 +311,8 @@ impl RouterService {
             )),
             beacons: Mutex::new(BeaconGate::new(settings.rum.limits)),
             rum_window: settings.rum.window,
+            rum_nonces: Mutex::default(),
+            resolver_clients: Mutex::default(),
             counters: QueryCounters::new(),
             responses: ResponseCounters::new(),
             client: client(),
@@ -335,26 +344,82 @@ impl RouterService {
     pub fn decide(&self, client: ClientPrefix) -> Decision {
         let edges = self.edges();
         let now = now_ms();
+        // A resolver's prefix is decided by the clients measured behind it.
+        let behind = self.clients_behind(client, now);
+        let measured = behind.unwrap_or(client);
         let rum: HashMap<String, RumScore> = {
             let scores = self.rum.lock().unwrap_or_else(|e| e.into_inner());
             edges
                 .states
                 .iter()
-                .filter_map(|e| Some((e.id.clone(), scores.score(client, &e.id, now)?)))
+                .filter_map(|e| Some((e.id.clone(), scores.score(measured, &e.id, now)?)))
                 .collect()
         };
         let measurements = self.measurements.lock().unwrap_or_else(|e| e.into_inner());
-        self.decider
+        let mut decision = self
+            .decider
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .decide(
-                client,
+                measured,
                 &edges.states,
                 &measurements,
                 &rum,
                 &self.static_map,
                 now,
-            )
+            );
+        if let Some(clients) = behind {
+            decision.prefix = client;
+            decision.scope_len = client.len();
+            decision.measured_as = Some(clients);
+        }
+        decision
+    }
+
+    /// The client prefix seen most often behind the resolver prefix `resolver` within
+    /// the RUM window, if it is another prefix.
+    fn clients_behind(&self, resolver: ClientPrefix, now: Millis) -> Option<ClientPrefix> {
+        let window = u64::try_from(self.rum_window.as_millis()).unwrap_or(u64::MAX);
+        let table = self.resolver_clients.lock().unwrap_or_else(|e| e.into_inner());
+        table
+            .get(&resolver)?
+            .iter()
+            .filter(|(_, (_, last))| now.saturating_sub(*last) <= window)
+            .max_by_key(|(prefix, (count, _))| (*count, std::cmp::Reverse(**prefix)))
+            .map(|(prefix, _)| *prefix)
+            .filter(|prefix| *prefix != resolver)
+    }
+
+    /// A query for a measurement name: the resolver that sent it serves the client the
+    /// name's job was issued to.
+    fn note_measurement(&self, label: &[u8], resolver: IpAddr) {
+        let Some(nonce) = std::str::from_utf8(label)
+            .ok()
+            .and_then(|text| u64::from_str_radix(text, 16).ok())
+        else {
+            return;
+        };
+        let now = now_ms();
+        let client = {
+            let nonces = self.rum_nonces.lock().unwrap_or_else(|e| e.into_inner());
+            match nonces.get(&nonce) {
+                Some((client, expires)) if *expires >= now => *client,
+                _ => return,
+            }
+        };
+        let resolver = ClientPrefix::of(resolver);
+        let mut table = self.resolver_clients.lock().unwrap_or_else(|e| e.into_inner());
+        if table.len() >= MAX_PREFIXES && !table.contains_key(&resolver) {
+            return;
+        }
+        let behind = table.entry(resolver).or_default();
+        if behind.len() >= MAX_CLIENTS_PER_RESOLVER && !behind.contains_key(&client) {
+            return;
+        }
+        let slot = behind.entry(client).or_insert((0, now));
+        slot.0 = slot.0.saturating_add(1);
+        slot.1 = now;
+        metrics::counter!("streamcdn_router_rum_resolver_sightings_total").increment(1);
     }
 
     /// A measurement job for the browser at `client`: every healthy edge (best first,
@@ -385,6 +450,16 @@ impl RouterService {
             nonce,
             expires_ms: now_ms().saturating_add(rum::TOKEN_TTL_MS),
         };
+        {
+            let mut nonces = self.rum_nonces.lock().unwrap_or_else(|e| e.into_inner());
+            let now = now_ms();
+            if nonces.len() >= MAX_PREFIXES {
+                nonces.retain(|_, (_, expires)| *expires >= now);
+            }
+            if nonces.len() < MAX_PREFIXES {
+                nonces.insert(nonce, (prefix, claims.expires_ms));
+            }
+        }
         let targets: Vec<serde_json::Value> = candidates
             .iter()
             .enumerate()
@@ -394,10 +469,25 @@ impl RouterService {
                 Some(serde_json::json!({ "edge": c.edge, "url": url }))
             })
             .collect();
+        // The same test object through a name only this job uses: its DNS query shows
+        // the router which resolver this client uses.
+        let port = candidates
+            .first()
+            .and_then(|c| edges.playback.get(&c.edge))
+            .and_then(|base| base.rsplit_once(':'))
+            .and_then(|(_, port)| port.parse::<u16>().ok());
+        let zone = self.zone.origin.to_ascii();
+        let resolver_url = port.map(|port| {
+            format!(
+                "http://{nonce:016x}.rum.{}:{port}{RUM_OBJECT_PATH}?n={nonce:016x}-r",
+                zone.trim_end_matches('.')
+            )
+        });
         metrics::counter!("streamcdn_router_rum_jobs_total").increment(1);
         serde_json::json!({
             "token": rum::issue(&self.probe_key, &claims),
             "targets": targets,
+            "resolver_url": resolver_url,
             "beacon": RUM_BEACON_PATH,
         })
     }
@@ -472,6 +562,9 @@ impl RouterService {
 
     /// The answer to a delivery-name query, and what was decided.
     fn answer(&self, view: &View, query: &dns::Query<'_>) -> (Answer, Decided) {
+        if let (Some(label), None) = (query.measurement, query.ecs) {
+            self.note_measurement(label, query.client);
+        }
         let prefix = match query.ecs {
             Some((addr, len)) => {
                 ClientPrefix::from_ecs(addr, len).unwrap_or_else(|_| ClientPrefix::of(query.client))

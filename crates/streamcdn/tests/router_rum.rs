@@ -5,6 +5,11 @@
 //! trip stays 10 ms but its bandwidth is capped, so downloads crawl. The browsers see
 //! it, and the router's answer for the prefix moves to the edge they measure best,
 //! which `explain` attributes to real-user measurement.
+//!
+//! The viewers resolve names through a forwarding resolver (dnsmasq, no ECS) in a site
+//! of its own, near E1. The router learns from the measurement names rum.js fetches
+//! which clients sit behind that resolver, and answers the resolver with the edge its
+//! clients' measurements favour, not the one nearest the resolver.
 
 mod common;
 
@@ -25,6 +30,8 @@ const VIEWERS: [(&str, &str); 3] = [
     ("v3", "127.72.1.3"),
 ];
 const DELIVERY: &str = "live.streamcdn.test";
+/// A forwarding resolver the viewers use; it sends no ECS.
+const RESOLVER: &str = "127.73.0.1";
 
 /// Opens the player page at `page` in Chromium in `site` until the page has played some
 /// frames and rum.js has sent its beacon; returns the last sample the page reported.
@@ -97,15 +104,44 @@ fn browsers_move_a_prefix_off_a_path_that_lies_to_the_probes() {
         ("router", vec![ROUTER]),
         ("e1", vec![E1]),
         ("e2", vec![E2]),
+        ("resolver", vec![RESOLVER]),
     ];
     site_list.extend(VIEWERS.iter().map(|(n, a)| (*n, vec![*a])));
     let site_refs: Vec<(&str, &[&str])> =
         site_list.iter().map(|(n, a)| (*n, a.as_slice())).collect();
-    let links: Vec<(&str, &str, u32)> = VIEWERS
+    let mut links: Vec<(&str, &str, u32)> = VIEWERS
         .iter()
         .flat_map(|(v, _)| [(*v, "e1", 10), (*v, "e2", 40)])
         .collect();
+    links.extend([("resolver", "e1", 10), ("resolver", "e2", 80)]);
     let mut sites = Sites::start("router-rum", &site_refs, &links, ROUTER, ("core", CORE));
+    let dnsmasq = tool_or("dnsmasq", "apt-get install dnsmasq-base");
+    let mut resolver = sites.wan.exec("resolver", &dnsmasq.to_string_lossy());
+    resolver
+        .args([
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+        ])
+        .arg(format!("--listen-address={RESOLVER}"))
+        .arg(format!("--server={ROUTER}"))
+        .args([
+            "--port=53",
+            "--cache-size=0",
+            "--no-negcache",
+            "--user=root",
+        ])
+        .arg(format!(
+            "--pid-file={}",
+            sites.dir.join("dnsmasq.pid").display()
+        ))
+        .stdout(Stdio::null());
+    sites.spawn_command("dnsmasq", resolver);
+    for (site, _) in VIEWERS {
+        let etc = std::path::Path::new("/etc/netns").join(sites.wan.ns(site));
+        std::fs::write(etc.join("resolv.conf"), format!("nameserver {RESOLVER}\n")).unwrap();
+    }
     sites.spawn("e1", "edge", E1, "");
     sites.spawn("e2", "edge", E2, "");
     sites.spawn(
@@ -213,6 +249,24 @@ fn browsers_move_a_prefix_off_a_path_that_lies_to_the_probes() {
         e1["contributions"]["rum"].as_f64() > e2["contributions"]["rum"].as_f64(),
         "the browsers do not: {why}"
     );
+
+    // Through the resolver (no ECS), the router answers for the resolver's prefix with
+    // what its clients measured: E2, though E1 is the resolver's nearest edge.
+    let (_, took) = wait_until(
+        Duration::from_secs(20),
+        "the resolver answered with E2",
+        || {
+            let answer = sites.dig("v1", RESOLVER, DELIVERY);
+            if answer == E2 {
+                Ok(())
+            } else {
+                Err(answer)
+            }
+        },
+    );
+    println!("the resolver's answer followed its clients' measurements after {took:?}");
+    let why = explain(&sites, RESOLVER);
+    assert_eq!(why["measured_as"], "127.72.1.0/24", "{why}");
     let beacons = sites.metric(
         "router",
         &format!("{ROUTER}:8081"),
