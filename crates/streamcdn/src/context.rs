@@ -94,21 +94,26 @@ async fn open_registry(config: &Config) -> anyhow::Result<Registry> {
 }
 
 /// This server's name in the registry: `node.id`, else the address of its origin (an
-/// ingest) or its playback listener (an edge), else its first role and cluster.
+/// ingest), its playback listener (an edge) or its HTTP listener (a router), else its
+/// first role and cluster.
 fn node_id(config: &Config, roles: &[streamcdn_registry::Role]) -> String {
     use streamcdn_registry::Role as R;
     if let Some(id) = &config.node.id {
         return id.clone();
     }
+    let strip = |url: String| url.trim_start_matches("http://").to_owned();
     let derived = if roles.contains(&R::Ingest) {
-        config.origin.advertised_url()
+        config.origin.advertised_url().map(strip)
     } else if roles.contains(&R::Edge) || roles.contains(&R::MidTier) {
-        config.http.advertised_url()
+        config.http.advertised_url().map(strip)
+    } else if roles.contains(&R::Router) && !config.router.http_listen.ip().is_unspecified() {
+        // Two routers of one zone must not share an id (one record would hide the other).
+        Some(format!("router-{}", config.router.http_listen))
     } else {
         None
     };
     match (derived, roles.first()) {
-        (Some(url), _) => url.trim_start_matches("http://").to_owned(),
+        (Some(id), _) => id,
         (None, Some(role)) => format!(
             "{}-{}",
             serde_json::to_value(role)

@@ -21,6 +21,9 @@ use common::sites::{wait_until, Sites};
 use common::*;
 
 const ROUTER: &str = "127.70.0.2";
+/// A second router of the zone: the pages send their beacons to the first (by id), and
+/// this one learns them through the registry.
+const ROUTER2: &str = "127.70.0.3";
 const CORE: &str = "127.70.0.1";
 const E1: &str = "127.71.1.1";
 const E2: &str = "127.71.2.1";
@@ -102,6 +105,7 @@ fn browsers_move_a_prefix_off_a_path_that_lies_to_the_probes() {
     let mut site_list: Vec<(&str, Vec<&str>)> = vec![
         ("core", vec![CORE]),
         ("router", vec![ROUTER]),
+        ("router2", vec![ROUTER2]),
         ("e1", vec![E1]),
         ("e2", vec![E2]),
         ("resolver", vec![RESOLVER]),
@@ -144,12 +148,14 @@ fn browsers_move_a_prefix_off_a_path_that_lies_to_the_probes() {
     }
     sites.spawn("e1", "edge", E1, "");
     sites.spawn("e2", "edge", E2, "");
-    sites.spawn(
-        "router",
-        "router",
-        ROUTER,
-        &format!("[router]\ndns_listen = \"{ROUTER}:53\"\nhttp_listen = \"{ROUTER}:8082\"\nreprobe_after = \"3s\"\n"),
-    );
+    for (site, addr) in [("router", ROUTER), ("router2", ROUTER2)] {
+        sites.spawn(
+            site,
+            "router",
+            addr,
+            &format!("[router]\ndns_listen = \"{addr}:53\"\nhttp_listen = \"{addr}:8082\"\nreprobe_after = \"3s\"\n"),
+        );
+    }
     sites.spawn("core", "ingest", CORE, "");
     let mut publisher = sites.wan.exec("core", &tool("ffmpeg").to_string_lossy());
     publisher
@@ -273,5 +279,42 @@ fn browsers_move_a_prefix_off_a_path_that_lies_to_the_probes() {
         "streamcdn_router_rum_beacons_total",
         &["accepted"],
     );
-    assert_eq!(beacons, 6.0, "one beacon per page view");
+    assert_eq!(
+        beacons, 6.0,
+        "one beacon per page view, all to the first router"
+    );
+
+    // The second router took no beacon, but answers the same from what the first filed
+    // in the registry.
+    let (_, took) = wait_until(
+        Duration::from_secs(30),
+        "the second router answered with E2",
+        || {
+            let answer = sites.dig("v1", ROUTER2, DELIVERY);
+            if answer == E2 {
+                Ok(())
+            } else {
+                Err(answer)
+            }
+        },
+    );
+    println!("the second router followed the shared RUM samples after {took:?}");
+    let body = sites.curl(
+        "router2",
+        &[&format!(
+            "http://{ROUTER2}:8081/api/v1/routing/explain?ip={}",
+            VIEWERS[0].1
+        )],
+    );
+    let why: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    assert_eq!(why["rum_used"], true, "{why}");
+    assert_eq!(
+        sites.metric(
+            "router2",
+            &format!("{ROUTER2}:8081"),
+            "streamcdn_router_rum_beacons_total",
+            &[]
+        ),
+        0.0
+    );
 }
