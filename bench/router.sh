@@ -7,8 +7,8 @@
 # Two gdnsd instances: "gdnsd" with `live` as a plain A record (static zone data: ECS is
 # echoed with scope 0, never used) and "gdnsd-geoip" with `live` as a geoip DYNA record
 # mapped by a `nets` table (no GeoIP database): a per-query, ECS-aware decision.
-# Not measured here: time from an RTT change to the new answer and from an edge's death
-# to its removal (they need several sites / processes; see the output's last lines).
+#   (c) the multi-site test's reaction times: an RTT change to the new answer, an edge's
+#       death to its removal, a full edge to the next best (needs root and /dev/net/tun)
 # Usage: bench/router.sh [SECONDS_PER_RUN]   (needs: dnsperf gdnsd dig)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -186,7 +186,14 @@ echo
 echo "streamcdn RSS: $(( $(awk '/VmRSS/{print $2}' /proc/$SC_PID/status) / 1024 )) MiB (whole \`up\`: ingest, edge, archiver, router); gdnsd RSS: $(( $(awk '/VmRSS/{print $2}' /proc/$PID_gdnsd/status) / 1024 )) MiB"
 curl -s "http://127.0.0.1:$P_ADMIN/metrics" | grep -E '^streamcdn_router_(dns_queries|dns_dropped|dns_responses|dns_truncated|decisions)_total' | grep -v ' 0$' | head -24 || true
 echo
-echo "not measured here: time from an RTT change to the new answer, and from an edge's death to its"
-echo "removal; both need several edge processes at distinct addresses (and the WAN emulator for RTT):"
-echo "see crates/streamcdn/tests/router_sites.rs and the test a_dead_edge_leaves_the_answers (router.rs)."
+echo "== (c) reaction times in an emulated WAN (three edge sites, four client sites, two routers;"
+echo "   crates/streamcdn/tests/router_sites.rs, reprobe_after 3s, health checks every 1s)"
+if [ "$(id -u)" = 0 ] && [ -e /dev/net/tun ]; then
+  kill "${PIDS[@]}" 2>/dev/null || true
+  cargo nextest run -q -p streamcdn --test router_sites --no-capture 2>&1 \
+    | grep -E '^(every client|D moved|answers followed|a full E3|C came back|a dead E3)' \
+    || echo "   the multi-site test failed: run it alone to see why"
+else
+  echo "   skipped: needs root and /dev/net/tun (network namespaces and TUN devices)"
+fi
 echo "logs in $DIR"
