@@ -1,11 +1,16 @@
 //! AMF0, the encoding of RTMP commands and metadata.
 //!
 //! Decoding is bounded: nesting depth is capped so a hostile message cannot overflow the
-//! stack, and no allocation is sized from a count read off the wire.
+//! stack, no allocation is sized from a count read off the wire, and the number of values
+//! per message is capped so memory stays proportional to the bytes received.
 
 use thiserror::Error;
 
 const MAX_DEPTH: usize = 16;
+/// Most values (nested ones included) one message may hold. Real commands and
+/// `onMetaData` have tens; uncapped, a message of one-byte nulls would decode to 32 times
+/// its size (an 8 MiB command: 256 MiB).
+const MAX_VALUES: usize = 65_536;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Amf0Value {
@@ -62,13 +67,16 @@ pub enum Amf0Error {
     TooDeep,
     #[error("AMF0 string is not UTF-8")]
     InvalidUtf8,
+    #[error("more than {MAX_VALUES} AMF0 values in one message")]
+    TooManyValues,
 }
 
 /// Decodes every value in `buf`.
 pub fn decode_all(mut buf: &[u8]) -> Result<Vec<Amf0Value>, Amf0Error> {
     let mut values = Vec::new();
+    let mut budget = MAX_VALUES;
     while !buf.is_empty() {
-        values.push(decode_value(&mut buf, 0)?);
+        values.push(decode_value(&mut buf, 0, &mut budget)?);
     }
     Ok(values)
 }
@@ -104,10 +112,12 @@ fn read_string(buf: &mut &[u8], len: usize) -> Result<String, Amf0Error> {
     String::from_utf8(b.to_vec()).map_err(|_| Amf0Error::InvalidUtf8)
 }
 
-fn decode_value(buf: &mut &[u8], depth: usize) -> Result<Amf0Value, Amf0Error> {
+/// `budget`: how many more values the message may hold.
+fn decode_value(buf: &mut &[u8], depth: usize, budget: &mut usize) -> Result<Amf0Value, Amf0Error> {
     if depth > MAX_DEPTH {
         return Err(Amf0Error::TooDeep);
     }
+    *budget = budget.checked_sub(1).ok_or(Amf0Error::TooManyValues)?;
     let marker = take(buf, 1)?[0];
     Ok(match marker {
         0x00 => Amf0Value::Number(read_f64(buf)?),
@@ -116,18 +126,18 @@ fn decode_value(buf: &mut &[u8], depth: usize) -> Result<Amf0Value, Amf0Error> {
             let len = read_u16(buf)? as usize;
             Amf0Value::String(read_string(buf, len)?)
         }
-        0x03 => Amf0Value::Object(decode_properties(buf, depth)?),
+        0x03 => Amf0Value::Object(decode_properties(buf, depth, budget)?),
         0x05 => Amf0Value::Null,
         0x06 => Amf0Value::Undefined,
         0x08 => {
             let _approximate_count = read_u32(buf)?;
-            Amf0Value::EcmaArray(decode_properties(buf, depth)?)
+            Amf0Value::EcmaArray(decode_properties(buf, depth, budget)?)
         }
         0x0A => {
             let count = read_u32(buf)?;
             let mut items = Vec::new();
             for _ in 0..count {
-                items.push(decode_value(buf, depth + 1)?);
+                items.push(decode_value(buf, depth + 1, budget)?);
             }
             Amf0Value::StrictArray(items)
         }
@@ -144,7 +154,11 @@ fn decode_value(buf: &mut &[u8], depth: usize) -> Result<Amf0Value, Amf0Error> {
     })
 }
 
-fn decode_properties(buf: &mut &[u8], depth: usize) -> Result<Vec<(String, Amf0Value)>, Amf0Error> {
+fn decode_properties(
+    buf: &mut &[u8],
+    depth: usize,
+    budget: &mut usize,
+) -> Result<Vec<(String, Amf0Value)>, Amf0Error> {
     let mut props = Vec::new();
     loop {
         let key_len = read_u16(buf)? as usize;
@@ -157,7 +171,7 @@ fn decode_properties(buf: &mut &[u8], depth: usize) -> Result<Vec<(String, Amf0V
             return Ok(props);
         }
         let key = read_string(buf, key_len)?;
-        let value = decode_value(buf, depth + 1)?;
+        let value = decode_value(buf, depth + 1, budget)?;
         props.push((key, value));
     }
 }
@@ -259,6 +273,22 @@ mod tests {
             bytes.extend_from_slice(&[0x03, 0x00, 0x01, b'a']);
         }
         assert_eq!(decode_all(&bytes), Err(Amf0Error::TooDeep));
+    }
+
+    #[test]
+    fn a_message_of_countless_tiny_values_is_refused() {
+        // 1 MiB of nulls would be a million values, 32 MiB decoded.
+        assert_eq!(
+            decode_all(&vec![0x05; 1 << 20]),
+            Err(Amf0Error::TooManyValues)
+        );
+        let mut array = vec![0x0A, 0xFF, 0xFF, 0xFF, 0xFF];
+        array.extend(std::iter::repeat_n(0x06, MAX_VALUES));
+        assert_eq!(decode_all(&array), Err(Amf0Error::TooManyValues));
+        assert_eq!(
+            decode_all(&[0x05; MAX_VALUES]).map(|v| v.len()),
+            Ok(MAX_VALUES)
+        );
     }
 
     #[test]
