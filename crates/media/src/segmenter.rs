@@ -14,6 +14,9 @@ const MAX_TIMESTAMP_STEP_MS: i64 = 10_000;
 const AUDIO_ONLY_AFTER_MS: i64 = 2_000;
 /// A segment is cut at this size even without a keyframe, so memory stays bounded.
 const MAX_SEGMENT_BYTES: usize = 64 * 1024 * 1024;
+/// What a pending frame costs besides its data (its entry, its `Bytes`), counted against
+/// `MAX_SEGMENT_BYTES`, so that a flood of empty frames is cut too (after 2^20 of them).
+const FRAME_OVERHEAD: usize = 64;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tracks {
@@ -192,7 +195,7 @@ impl Segmenter {
                 }
                 self.segment_start_ms.get_or_insert(dts_ms);
                 self.last_video_dts_ms = Some(dts_ms);
-                self.pending_bytes += data.len();
+                self.pending_bytes += data.len() + FRAME_OVERHEAD;
                 self.pending_video.push(PendingVideo {
                     dts_ms,
                     composition_offset_ms: composition_offset,
@@ -231,7 +234,7 @@ impl Segmenter {
                     if self.video_config.is_none() && ts_ms - first >= AUDIO_ONLY_AFTER_MS {
                         self.start_tracks(&mut events);
                         self.segment_start_ms = self.pending_audio.first().map(|(t, _)| *t);
-                        self.pending_bytes = self.pending_audio.iter().map(|(_, d)| d.len()).sum();
+                        self.pending_bytes = self.pending_audio_bytes();
                     }
                     return events;
                 }
@@ -239,15 +242,28 @@ impl Segmenter {
                 if audio_only {
                     self.cut_if_due(ts_ms, &mut events);
                     self.segment_start_ms.get_or_insert(ts_ms);
-                } else if self.segment_start_ms.is_none() {
+                } else if self.pending_bytes > MAX_SEGMENT_BYTES {
+                    // Audio while the video stalls: cut, and drop audio until the next
+                    // keyframe rather than hold it without bound.
+                    self.cut_if_due(ts_ms, &mut events);
+                }
+                if !audio_only && self.segment_start_ms.is_none() {
                     // Video leads: audio before the first keyframe has nowhere to go.
                     return events;
                 }
-                self.pending_bytes += data.len();
+                self.pending_bytes += data.len() + FRAME_OVERHEAD;
                 self.pending_audio.push((ts_ms, data));
             }
         }
         events
+    }
+
+    /// What the pending audio counts against `MAX_SEGMENT_BYTES`.
+    fn pending_audio_bytes(&self) -> usize {
+        self.pending_audio
+            .iter()
+            .map(|(_, d)| d.len() + FRAME_OVERHEAD)
+            .sum()
     }
 
     /// Ends the stream: returns the last, possibly short, segment.
@@ -372,7 +388,7 @@ impl Segmenter {
             _ => 0.0,
         };
         let bytes = video.iter().chain(&audio).map(|s| s.data.len()).sum();
-        self.pending_bytes = self.pending_audio.iter().map(|(_, d)| d.len()).sum();
+        self.pending_bytes = self.pending_audio_bytes();
         self.segment_start_ms = None;
         let index = self.next_index;
         self.next_index += 1;
@@ -514,6 +530,41 @@ mod tests {
             segments,
             [(false, 60), (false, 30), (true, 60), (false, 50)]
         );
+    }
+
+    #[test]
+    fn floods_of_empty_video_or_tiny_audio_frames_are_cut_not_held() {
+        // Without keyframes or data nothing would ever close the segment: every frame
+        // counts against the segment's memory cap. Found by review, not by the fuzzer
+        // (its inputs are too short to get there).
+        let asc = crate::codec::AudioConfig::parse(Bytes::from_static(&[0x12, 0x10])).unwrap();
+        for audio in [false, true] {
+            let mut s = Segmenter::new(2000);
+            s.push_video(0, VideoPacket::Config(video_config()));
+            s.push_audio(0, AudioPacket::Config(asc.clone()));
+            s.push_video(0, frame(true));
+            let mut cut = false;
+            for i in 0..1_200_000u32 {
+                let events = if audio {
+                    s.push_audio(i / 1000, AudioPacket::Frame(Bytes::from_static(&[1])))
+                } else {
+                    let empty = VideoPacket::Frame {
+                        keyframe: false,
+                        composition_offset: 0,
+                        data: Bytes::new(),
+                    };
+                    s.push_video(i / 1000, empty)
+                };
+                cut |= events
+                    .iter()
+                    .any(|e| matches!(e, SegmenterEvent::Segment(_)));
+            }
+            let pending = s.pending_video.len() + s.pending_audio.len();
+            assert!(
+                cut && pending < 1 << 20,
+                "audio {audio}: {pending} frames pending"
+            );
+        }
     }
 
     #[test]
