@@ -1,12 +1,11 @@
-//! Everything an RTMP publisher's bytes reach: handshake, chunk stream, AMF0 commands,
-//! FLV tags (legacy and Enhanced RTMP), codec records, the segmenter and both muxers.
-//! Seed with `valid-session.bin` from `cargo test -p streamcdn-media` output, or let
-//! libFuzzer start from nothing (the first 3073 bytes are the handshake).
+//! The whole ingest path of an RTMP publisher's bytes
+//! (`streamcdn_media::pipeline::run_ingest`); what it asserts is in
+//! `fuzz/invariants/rtmp_ingest.rs`, shared with the corpus replay test.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use streamcdn_media::pipeline::run_ingest;
 
-fuzz_target!(|data: &[u8]| {
-    let chunk = data.first().map_or(1, |b| usize::from(*b) * 37 + 1);
-    streamcdn_media::pipeline::run_ingest(data, chunk);
-});
+include!("../invariants/rtmp_ingest.rs");
+
+fuzz_target!(|data: &[u8]| check(data));

@@ -1618,23 +1618,6 @@ mod tests {
         out
     }
 
-    fn check_response(request: &[u8], transport: Transport, resp: &[u8], z: &Zone) {
-        assert!(resp.len() >= 12, "response shorter than a header");
-        assert_eq!(&resp[..2], &request[..2], "id echoed");
-        assert_eq!(resp[2] & 0x80, 0x80, "QR set");
-        assert_eq!(resp[3] & 0x80, 0, "RA never set");
-        let limit = match transport {
-            Transport::Udp => usize::from(EDNS_UDP_PAYLOAD),
-            Transport::Tcp => TCP_LIMIT,
-        };
-        assert!(resp.len() <= limit);
-        if let Err(e) = Message::from_vec(resp) {
-            panic!("our response does not parse: {e}: {resp:02x?} for {request:02x?}");
-        }
-        // A response fed back in is dropped.
-        assert_eq!(respond(resp, RESOLVER, transport, z, |_| edges()), None);
-    }
-
     #[test]
     fn random_and_mutated_bytes_never_panic() {
         let seed = std::env::var("DNS_FUZZ_SEED")
@@ -1705,21 +1688,13 @@ mod tests {
             let scope = rng.byte();
             let n = rng.below(120);
             let decide = |_: &Query<'_>| Answer {
-                addrs: (0..n)
-                    .map(|k| {
-                        if k % 3 == 0 {
-                            IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, k as u16))
-                        } else {
-                            IpAddr::V4(Ipv4Addr::new(127, 0, 3, k as u8))
-                        }
-                    })
-                    .collect(),
+                addrs: fuzz_corpus::edge_addrs(n),
                 scope_len: scope,
             };
             for transport in [Transport::Udp, Transport::Tcp] {
                 match respond(&bytes, RESOLVER, transport, &z, decide) {
                     Some(resp) => {
-                        check_response(&bytes, transport, &resp, &z);
+                        fuzz_corpus::check_response(&bytes, &resp, RESOLVER, transport, &z);
                         rcodes[usize::from(resp[3] & 0x0F)] += 1;
                         answered += usize::from(resp[6] != 0 || resp[7] != 0);
                         truncated += usize::from(resp[2] & 0x02 != 0);
@@ -1742,6 +1717,19 @@ mod tests {
             assert!(rcodes[0] > cases / 10 && rcodes[1] > cases / 10);
             assert!(rcodes[3] > cases / 100 && rcodes[5] > cases / 100);
             assert!(truncated > 0);
+        }
+    }
+
+    /// The `dns_request` fuzz target's corpus, replayed with the target's own checks.
+    mod fuzz_corpus {
+        use super::*;
+
+        include!("../../../fuzz/invariants/dns_request.rs");
+        include!("../../../fuzz/invariants/replay.rs");
+
+        #[test]
+        fn the_dns_request_fuzz_corpus_replays_without_panics() {
+            replay_corpus("dns_request", check);
         }
     }
 }

@@ -1367,4 +1367,18 @@ mod tests {
         // Room again after the drain.
         assert!(p.record(c, Duration::from_millis(1), NOW));
     }
+
+    /// The `probe_request` fuzz target's corpus, replayed with the target's own checks.
+    mod fuzz_corpus {
+        use super::*;
+        use crate::decision::{Estimator, Measurements};
+
+        include!("../../../fuzz/invariants/probe_request.rs");
+        include!("../../../fuzz/invariants/replay.rs");
+
+        #[test]
+        fn the_probe_request_fuzz_corpus_replays_without_panics() {
+            replay_corpus("probe_request", check);
+        }
+    }
 }

@@ -1,0 +1,15 @@
+//! The probe requests and reports between router and edges
+//! (`streamcdn_router::probe::verify`, `ProbeReport`); what it asserts is in
+//! `fuzz/invariants/probe_request.rs`, shared with the corpus replay test.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use streamcdn_router::decision::{Estimator, Measurements};
+use streamcdn_router::probe::{
+    is_probeable, sign, verify, ProbeAuthError, ProbeKey, ProbeReport, ReplayGuard, KEY_LEN,
+    MAX_ATTEMPTS, MAX_SKEW_MS,
+};
+
+include!("../invariants/probe_request.rs");
+
+fuzz_target!(|data: &[u8]| check(data));
