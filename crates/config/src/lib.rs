@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use units::ByteSize;
+pub use units::{ByteSize, Listen};
 
 #[derive(Debug, Error)]
 #[error("{}:{line}:{column}: {}{message}", file.display(), key.as_ref().map(|k| format!("`{k}`: ")).unwrap_or_default())]
@@ -140,6 +140,14 @@ pub struct HttpConfig {
     /// The URL viewers and lower tiers reach this listener at, announced in the node
     /// directory. Defaults to `http://<listen>` unless listen is unspecified (0.0.0.0).
     pub advertise: Option<String>,
+    /// Playback over HTTPS (HTTP/2 and HTTP/1.1), the same routes as `listen`; `"off"`
+    /// turns it off.
+    pub tls_listen: Listen,
+    /// PEM certificate chain (leaf first) and private key for `tls_listen`, reloaded
+    /// when the files change. Neither set: a self-signed certificate generated once in
+    /// `<node.data_dir>/tls/`.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl HttpConfig {
@@ -160,6 +168,9 @@ impl Default for HttpConfig {
             listen: ([0, 0, 0, 0], 8080).into(),
             max_header_size: ByteSize(16 * 1024),
             advertise: None,
+            tls_listen: Listen::At(([0, 0, 0, 0], 8443).into()),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -642,6 +653,27 @@ impl Config {
         if let Some(url) = &self.http.advertise {
             http_url("http.advertise", url)?;
         }
+        match (&self.http.tls_cert, &self.http.tls_key) {
+            (Some(_), None) => {
+                return Err((
+                    "http.tls_cert".into(),
+                    "needs http.tls_key (the certificate's private key) too".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err((
+                    "http.tls_key".into(),
+                    "needs http.tls_cert (the key's certificate) too".into(),
+                ))
+            }
+            _ => {}
+        }
+        if self.http.tls_listen.addr() == Some(self.http.listen) {
+            return Err((
+                "http.tls_listen".into(),
+                "must differ from http.listen".into(),
+            ));
+        }
         if self.edge.cache_disk.0 != 0 && self.edge.cache_disk.0 < 16 * 1024 * 1024 {
             return Err((
                 "edge.cache_disk".into(),
@@ -896,5 +928,30 @@ mod tests {
         assert!(e.to_string().starts_with("test.toml:6:"), "{e}");
         let e = parse("[hls]\nsegment_duration = \"1h\"\n").unwrap_err();
         assert_eq!(e.line, 2);
+    }
+
+    #[test]
+    fn tls_listener_is_on_by_default_and_can_be_turned_off() {
+        let c = parse("").unwrap();
+        assert_eq!(c.http.tls_listen, Listen::At(([0, 0, 0, 0], 8443).into()));
+        let c = parse("[http]\ntls_listen = \"off\"\n").unwrap();
+        assert_eq!(c.http.tls_listen.addr(), None);
+        let e = parse("[http]\ntls_listen = \"\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (2, Some("http.tls_listen")));
+        assert!(e.to_string().contains("\"off\""), "{e}");
+        let e = parse("[http]\nlisten = \"127.0.0.1:9000\"\ntls_listen = \"127.0.0.1:9000\"\n")
+            .unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (3, Some("http.tls_listen")));
+    }
+
+    #[test]
+    fn tls_cert_and_key_come_together() {
+        let c = parse("[http]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n").unwrap();
+        assert_eq!(c.http.tls_key.as_deref(), Some(Path::new("k.pem")));
+        let e = parse("[http]\ntls_cert = \"c.pem\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (2, Some("http.tls_cert")));
+        assert!(e.to_string().contains("http.tls_key"), "{e}");
+        let e = parse("[http]\n\ntls_key = \"k.pem\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (3, Some("http.tls_key")));
     }
 }

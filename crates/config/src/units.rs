@@ -1,4 +1,5 @@
 use std::fmt;
+use std::net::SocketAddr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -66,6 +67,51 @@ impl Serialize for ByteSize {
     }
 }
 
+/// A listener that can be turned off: `"host:port"`, or `"off"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    Off,
+    At(SocketAddr),
+}
+
+impl Listen {
+    pub fn addr(self) -> Option<SocketAddr> {
+        match self {
+            Listen::Off => None,
+            Listen::At(addr) => Some(addr),
+        }
+    }
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::Off => f.write_str("off"),
+            Listen::At(addr) => addr.fmt(f),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text == "off" {
+            return Ok(Listen::Off);
+        }
+        text.parse().map(Listen::At).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "invalid listen address {text:?}; use \"host:port\" (e.g. \"0.0.0.0:8443\") or \"off\""
+            ))
+        })
+    }
+}
+
+impl Serialize for Listen {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +123,23 @@ mod tests {
         assert_eq!(ByteSize::parse("12"), Some(ByteSize(12)));
         assert_eq!(ByteSize::parse("12 parsecs"), None);
         assert_eq!(ByteSize::parse("99999999999999GiB"), None);
+    }
+
+    #[test]
+    fn listen_is_an_address_or_off() {
+        let parse = |v: &str| {
+            Listen::deserialize(
+                serde::de::value::StrDeserializer::<serde::de::value::Error>::new(v),
+            )
+        };
+        assert_eq!(parse("off").unwrap(), Listen::Off);
+        assert_eq!(
+            parse("127.0.0.1:8443").unwrap(),
+            Listen::At(([127, 0, 0, 1], 8443).into())
+        );
+        for bad in ["", "8443", "Off", "localhost:8443"] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(Listen::Off.to_string(), "off");
     }
 }
