@@ -1,0 +1,22 @@
+//! CDNI Control Interface / Triggers (RFC 8007, with errata 5053 and 5054), without
+//! I/O: what a command invocation system needs to take, track, cascade and report
+//! purge, invalidate and preposition commands, over bytes, state and `now`.
+//!
+//! - [`wire`]: the JSON objects and media types of §5, parsed from bytes with errors
+//!   that name the field and carry the HTTP status (§4.1, §4.7).
+//! - [`pattern`]: PatternMatch (§5.2.4), linear in practice, no backtracking.
+//! - [`pid`]: CDN PIDs (`AS64496:1`) and `cdn-path` loop detection (§4.6).
+//!
+//! The HTTP/mTLS service around it (federation listener, admin API, edge control
+//! endpoint, persistence, timers) lives elsewhere and only moves bytes and effects.
+
+pub mod pattern;
+pub mod pid;
+pub mod wire;
+
+pub use pattern::PatternMatch;
+pub use pid::{CdnPath, CdnPid};
+pub use wire::{
+    parse_collection, parse_command, parse_operator_command, parse_status, Action, Command, Envelope,
+    ErrorCode, ErrorDescription, StatusResource, TriggerSpec, TriggerStatus, TriggerType, WireError,
+};
