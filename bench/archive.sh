@@ -39,6 +39,7 @@ listen = "127.0.0.1:19350"
 listen = "127.0.0.1:18088"
 [http]
 listen = "127.0.0.1:18080"
+tls_listen = "off"
 [admin]
 listen = "127.0.0.1:18081"
 [archive]

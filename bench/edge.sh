@@ -56,6 +56,7 @@ listen = "127.0.0.1:1935$i"
 listen = "127.0.0.1:1818$i"
 [http]
 listen = "127.0.0.1:1828$i"
+tls_listen = "off"
 [admin]
 listen = "127.0.0.1:1838$i"
 $REGISTRY
@@ -72,6 +73,7 @@ cat > "$DIR/edge.toml" <<TOML
 data_dir = "$DIR/edge"
 [http]
 listen = "127.0.0.1:18080"
+tls_listen = "off"
 [admin]
 listen = "127.0.0.1:18083"
 [edge]

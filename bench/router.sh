@@ -50,6 +50,7 @@ listen = "127.0.0.1:$P_RTMP"
 listen = "127.0.0.1:$P_ORIGIN"
 [http]
 listen = "127.0.0.1:$P_HTTP"
+tls_listen = "off"
 [admin]
 listen = "127.0.0.1:$P_ADMIN"
 [router]

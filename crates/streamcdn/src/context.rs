@@ -53,6 +53,8 @@ pub struct Context {
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     playback: Arc<Traffic>,
     recordings: Option<RecordingStore>,
+    /// The SHA-256 fingerprint of the certificate playback over TLS started with.
+    pub tls_fingerprint: Option<String>,
 }
 
 pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
@@ -63,12 +65,21 @@ pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 
 /// `http://host:port` for a listener, with loopback for an unspecified address.
 pub fn local_url(addr: SocketAddr) -> String {
+    format!("http://{}", local_authority(addr))
+}
+
+/// [`local_url`] for a TLS listener.
+pub fn local_https_url(addr: SocketAddr) -> String {
+    format!("https://{}", local_authority(addr))
+}
+
+fn local_authority(addr: SocketAddr) -> String {
     let host = if addr.ip().is_unspecified() {
         "127.0.0.1".to_owned()
     } else {
         addr.ip().to_string()
     };
-    format!("http://{host}:{}", addr.port())
+    format!("{host}:{}", addr.port())
 }
 
 /// The deployment's probe key, shared by routers and edges through the registry (the
@@ -155,6 +166,7 @@ impl Context {
                 ),
             )),
             recordings: None,
+            tls_fingerprint: None,
         })
     }
 
@@ -170,13 +182,19 @@ impl Context {
 
     /// Serves `router` on `listener` until shutdown.
     pub fn serve_http(&mut self, listener: TcpListener, router: Router) {
-        self.serve(listener, router, None);
+        self.serve(listener, router, None, None);
     }
 
     /// Serves viewers: like [`Context::serve_http`], and metered for the node's load
-    /// and for the passive RTT of viewer connections.
-    pub fn serve_playback(&mut self, listener: TcpListener, router: Router) {
-        self.serve(listener, router, Some(self.playback.clone()));
+    /// and for the passive RTT of viewer connections; over TLS (HTTP/2 or HTTP/1.1 by
+    /// ALPN) when `tls` is given.
+    pub fn serve_playback(
+        &mut self,
+        listener: TcpListener,
+        router: Router,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) {
+        self.serve(listener, router, Some(self.playback.clone()), tls);
     }
 
     /// What the playback listener has measured.
@@ -184,12 +202,18 @@ impl Context {
         self.playback.clone()
     }
 
-    fn serve(&mut self, listener: TcpListener, router: Router, traffic: Option<Arc<Traffic>>) {
+    fn serve(
+        &mut self,
+        listener: TcpListener,
+        router: Router,
+        traffic: Option<Arc<Traffic>>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) {
         let max_header = self.config.http.max_header_size.0 as usize;
         let grace = self.config.node.shutdown_grace;
         let shutdown = self.shutdown();
         self.tasks.spawn(http::serve(
-            listener, router, max_header, grace, traffic, shutdown,
+            listener, router, max_header, grace, traffic, tls, shutdown,
         ));
     }
 

@@ -1,7 +1,9 @@
-//! Serving an axum router over HTTP/1.1 with the limits axum::serve does not expose:
-//! a cap on request head size (431 beyond it), a header read timeout, and graceful
-//! shutdown that lets in-flight requests finish. Optionally meters the listener's
-//! traffic (open connections, response bytes) for the node directory's load summary.
+//! Serving an axum router with the limits axum::serve does not expose: a cap on request
+//! head size (431 beyond it), a header read timeout, and graceful shutdown that lets
+//! in-flight requests finish. Plain listeners speak HTTP/1.1; TLS listeners HTTP/2 or
+//! HTTP/1.1 as ALPN decides, through the same per-connection service. Optionally meters
+//! the listener's traffic (open connections, response bytes) for the node directory's
+//! load summary.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,10 +15,19 @@ use axum::body::{Body, Bytes};
 use axum::response::Response;
 use axum::Router;
 use http_body::{Frame, SizeHint};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+/// A client that has not sent its request head (or finished its TLS handshake) by then
+/// is disconnected.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 connections are pinged this often, so dead peers do not hold streams.
+const H2_KEEPALIVE: Duration = Duration::from_secs(30);
 
 /// What a listener has carried: connections open now and response body bytes sent,
 /// and (for viewers) the kernel's RTT of each new connection per client prefix.
@@ -160,15 +171,63 @@ fn connection_service(
     })
 }
 
+/// The protocol settings shared by every connection of a listener.
+fn connection_builder(max_header_bytes: usize) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(H2_KEEPALIVE);
+    builder
+}
+
+/// Serves one connection, HTTP/2 or HTTP/1.1 as already decided (never by sniffing the
+/// preface, which would wait for the first bytes with no timeout), until it ends or
+/// shutdown has drained it.
+async fn serve_connection<I>(
+    io: I,
+    http2: bool,
+    builder: auto::Builder<TokioExecutor>,
+    service: impl hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = Response,
+            Error = std::convert::Infallible,
+            Future = impl std::future::Future<Output = Result<Response, std::convert::Infallible>>
+                         + Send
+                         + 'static,
+        > + Clone
+        + Send
+        + 'static,
+    watcher: Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let builder = if http2 {
+        builder.http2_only()
+    } else {
+        builder.http1_only()
+    };
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    let _ = watcher.watch(connection).await;
+}
+
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     max_header_bytes: usize,
     grace: Duration,
     traffic: Option<Arc<Traffic>>,
+    tls: Option<TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
+    let builder = connection_builder(max_header_bytes);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -187,16 +246,32 @@ pub async fn serve(
         }
         // Handlers that decide by the client (the router's redirects) read its address.
         let service = connection_service(router.clone(), peer, traffic.clone());
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(10))
-            .max_buf_size(max_header_bytes.max(8192))
-            .serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
         let open = traffic.clone().map(OpenConnection::new);
+        // Taken now, so a shutdown that starts during a TLS handshake waits for it.
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let _ = connection.await;
-            drop(open);
+            let _open = open;
+            match tls {
+                None => serve_connection(stream, false, builder, service, watcher).await,
+                Some(acceptor) => {
+                    let stream =
+                        match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    serve_connection(stream, http2, builder, service, watcher).await;
+                }
+            }
         });
     }
     drop(listener);

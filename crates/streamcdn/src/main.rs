@@ -8,6 +8,7 @@ mod directory;
 mod http;
 mod quickstart;
 mod roles;
+mod tls;
 
 use std::path::PathBuf;
 
@@ -90,11 +91,12 @@ fn main() -> anyhow::Result<()> {
         return match Config::load(file) {
             Ok(config) => {
                 println!(
-                    "{}: OK ({} provider(s), RTMP {}, playback {}, admin {})",
+                    "{}: OK ({} provider(s), RTMP {}, playback {}, HTTPS {}, admin {})",
                     file.display(),
                     config.providers.len(),
                     config.rtmp.listen,
                     config.http.listen,
+                    config.http.tls_listen,
                     config.admin.listen
                 );
                 Ok(())
@@ -178,7 +180,7 @@ async fn up(mut config: Config) -> anyhow::Result<()> {
         Box::new(RouterRole),
     ];
     context::run(config, roles, |ctx| {
-        quickstart::print_quickstart(&ctx.config, &provider)
+        quickstart::print_quickstart(&ctx.config, &provider, ctx.tls_fingerprint.as_deref())
     })
     .await
 }

@@ -8,7 +8,7 @@ use anyhow::Context;
 use streamcdn_config::{Config, ProviderConfig};
 use streamcdn_urls::{StreamName, Target};
 
-use crate::context::local_url;
+use crate::context::{local_https_url, local_url};
 
 const DEMO_PROVIDER_FILE: &str = "demo-provider.toml";
 
@@ -53,7 +53,29 @@ pub fn demo_provider(data_dir: &Path) -> anyhow::Result<ProviderConfig> {
     Ok(provider)
 }
 
-pub fn print_quickstart(config: &Config, provider: &ProviderConfig) {
+/// The HTTPS lines of `up`'s output: the URLs, and the certificate's fingerprint to
+/// compare with what a browser or `openssl s_client` shows.
+fn https_lines(config: &Config, fingerprint: Option<&str>, playlist: &str, player: &str) -> String {
+    let (Some(addr), Some(fingerprint)) = (config.http.tls_listen.addr(), fingerprint) else {
+        return String::new();
+    };
+    let https = local_https_url(addr);
+    let origin = match &config.http.tls_cert {
+        Some(cert) => format!("from {}", cert.display()),
+        None => format!(
+            "self-signed, generated in {}",
+            config.node.data_dir.join("tls").display()
+        ),
+    };
+    format!(
+        "\x20    HTTPS (HTTP/2): {https}{playlist}\n\
+         \x20    player page:    {https}{player}\n\
+         \x20    certificate ({origin}) SHA-256:\n\
+         \x20      {fingerprint}\n"
+    )
+}
+
+pub fn print_quickstart(config: &Config, provider: &ProviderConfig, tls_fingerprint: Option<&str>) {
     let rtmp_port = config.rtmp.listen.port();
     let http = local_url(config.http.listen);
     let host = "127.0.0.1";
@@ -61,6 +83,7 @@ pub fn print_quickstart(config: &Config, provider: &ProviderConfig) {
     let stream = StreamName::new(name, "mystream").expect("provider names are validated");
     let playlist = Target::StreamMultivariant(stream.clone()).path();
     let player = Target::PlayerPage(stream).path();
+    let https = https_lines(config, tls_fingerprint, &playlist, &player);
     println!(
         "\nstreamcdn is up.\n\n\
          OBS  Settings > Stream > Service: Custom\n\
@@ -74,7 +97,8 @@ pub fn print_quickstart(config: &Config, provider: &ProviderConfig) {
          Play:\n\
          \x20    {http}{playlist}\n\
          \x20    (ffplay, VLC, Safari, or any hls.js player)\n\
-         \x20    in a browser, the player page: {http}{player}\n\n\
+         \x20    in a browser, the player page: {http}{player}\n\
+         {https}\n\
          Request router (DNS and HTTP redirects to the best edge):\n\
          \x20    dig @{dns_host} -p {dns_port} {delivery} A +subnet=198.51.100.0/24\n\
          \x20    curl -i {router_http}{playlist}\n\n\

@@ -23,6 +23,7 @@ use streamcdn_web::{Asset, HLS_JS, RUM_JS, RUM_OBJECT, RUM_OBJECT_PATH};
 
 use crate::clock::now_ms;
 use crate::context::{bind, Context, Role};
+use crate::tls::Certificates;
 
 /// Probes an edge runs for routers, per second, and in a burst.
 const PROBES_PER_SEC: u32 = 20;
@@ -290,6 +291,22 @@ impl Role for EdgeRole {
 }
 
 async fn start(ctx: &mut Context) -> anyhow::Result<()> {
+    // Checked first: a certificate that cannot be served fails the start before any
+    // listener of this role is bound.
+    let tls = match ctx.config.http.tls_listen.addr() {
+        Some(addr) => {
+            let (http, data_dir) = (ctx.config.http.clone(), ctx.config.node.data_dir.clone());
+            let certificates =
+                tokio::task::spawn_blocking(move || Certificates::open(&http, &data_dir))
+                    .await
+                    .context("loading the TLS certificate")??;
+            let acceptor = certificates
+                .acceptor()
+                .context("cannot set up TLS for playback")?;
+            Some((addr, certificates, acceptor))
+        }
+        None => None,
+    };
     let config = &ctx.config;
     let parents: Vec<String> = config
         .edge
@@ -350,7 +367,15 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         .route(PROBE_PATH, axum::routing::post(probe_request))
         .with_state(prober);
     let routes = web_routes(ctx.registry.clone(), edge.router().merge(probes));
-    ctx.serve_playback(listener, routes);
+    if let Some((addr, certificates, acceptor)) = tls {
+        let tls_listener = bind(addr, "playback over TLS (edge)").await?;
+        let fingerprint = certificates.fingerprint();
+        tracing::info!(playback_tls = %addr, certificate = %fingerprint, generated = ?certificates.generated_at(), "edge listening over TLS (HTTP/2, HTTP/1.1)");
+        ctx.tls_fingerprint = Some(fingerprint);
+        ctx.serve_playback(tls_listener, routes.clone(), Some(acceptor));
+        ctx.spawn(certificates.watch(ctx.shutdown()));
+    }
+    ctx.serve_playback(listener, routes, None);
     ctx.spawn(share_passive_rtts(
         ctx.playback_traffic(),
         ctx.registry.clone(),

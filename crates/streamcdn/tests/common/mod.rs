@@ -43,6 +43,18 @@ pub fn enhanced_rtmp_ffmpeg() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
+/// Waits up to 20 s for `child` to exit; `failure` is the panic message after that.
+pub fn wait_exit(child: &mut Child, failure: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{failure}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -79,6 +91,8 @@ pub struct Node {
     pub host: String,
     pub rtmp: u16,
     pub http: u16,
+    /// Playback over TLS (HTTP/2 and HTTP/1.1).
+    pub tls: u16,
     pub origin: u16,
     pub admin: u16,
     /// The router's DNS (UDP and TCP) and HTTP redirect ports.
@@ -112,7 +126,7 @@ impl Node {
         extra: &str,
     ) -> Node {
         let dir = temp_dir(name);
-        let (http, origin, admin) = (free_port(), free_port(), free_port());
+        let (http, tls, origin, admin) = (free_port(), free_port(), free_port(), free_port());
         let (dns, router_http) = (free_dual_port(), free_port());
         let config = dir.join("streamcdn.toml");
         let data = data_dir.map_or_else(|| dir.join("data"), Path::to_owned);
@@ -128,6 +142,7 @@ listen = "{host}:{rtmp}"
 listen = "{host}:{origin}"
 [http]
 listen = "{host}:{http}"
+tls_listen = "{host}:{tls}"
 [admin]
 listen = "{host}:{admin}"
 [router]
@@ -152,6 +167,7 @@ format = "ts"
             host: host.to_owned(),
             rtmp,
             http,
+            tls,
             origin,
             admin,
             dns,
@@ -198,17 +214,7 @@ format = "ts"
             .args([&format!("-{signal}"), &child.id().to_string()])
             .status()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "streamcdn did not exit on {signal}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_exit(&mut child, &format!("streamcdn did not exit on {signal}"))
     }
 
     pub fn log_text(&self) -> String {

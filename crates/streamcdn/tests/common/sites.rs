@@ -105,6 +105,7 @@ listen = "{addr}:1935"
 listen = "{addr}:8088"
 [http]
 listen = "{addr}:8080"
+tls_listen = "{addr}:8443"
 [admin]
 listen = "{addr}:8081"
 [registry]
