@@ -20,6 +20,8 @@ command -v dnsmasq >/dev/null || need_apt+=(dnsmasq-base)
 # The multi-site tests: network namespaces (ip) and requests inside them (curl).
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v curl >/dev/null || need_apt+=(curl)
+# HTTPS playback: certificates made and inspected with openssl.
+command -v openssl >/dev/null || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]} from Debian"
   sudo_cmd=""
