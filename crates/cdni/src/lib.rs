@@ -6,16 +6,22 @@
 //!   that name the field and carry the HTTP status (§4.1, §4.7).
 //! - [`pattern`]: PatternMatch (§5.2.4), linear in practice, no backtracking.
 //! - [`pid`]: CDN PIDs (`AS64496:1`) and `cdn-path` loop detection (§4.6).
+//! - [`trigger`]: one trigger's state machine over its targets (§2.3, §4.3, §4.7).
+//! - [`collection`]: every uCDN's triggers, views, ETags and expiry (§3, §4.2, §4.5).
 //!
 //! The HTTP/mTLS service around it (federation listener, admin API, edge control
 //! endpoint, persistence, timers) lives elsewhere and only moves bytes and effects.
 
+pub mod collection;
 pub mod pattern;
 pub mod pid;
+pub mod trigger;
 pub mod wire;
 
+pub use collection::{AccessError, CancelReply, Collection, Rendered, View};
 pub use pattern::PatternMatch;
 pub use pid::{CdnPath, CdnPid};
+pub use trigger::{Effect, Event, Outcome, TargetId, TargetState, Trigger, TriggerId};
 pub use wire::{
     parse_collection, parse_command, parse_operator_command, parse_status, Action, Command, Envelope,
     ErrorCode, ErrorDescription, StatusResource, TriggerSpec, TriggerStatus, TriggerType, WireError,
