@@ -645,6 +645,19 @@ mod tests {
             .is_ok());
     }
 
+    /// The `rum_beacon` fuzz target's corpus, replayed with the target's own checks.
+    mod fuzz_corpus {
+        use super::*;
+
+        include!("../../../fuzz/invariants/rum_beacon.rs");
+        include!("../../../fuzz/invariants/replay.rs");
+
+        #[test]
+        fn the_rum_beacon_fuzz_corpus_replays_without_panics() {
+            replay_corpus("rum_beacon", check);
+        }
+    }
+
     #[test]
     fn scores_need_distinct_clients_and_use_the_median() {
         let prefix = ClientPrefix::of(client());

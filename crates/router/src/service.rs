@@ -48,6 +48,8 @@ const PROBE_EVERY_MS: Millis = 10_000;
 /// Prefixes sent to probing per round, at most (the edges' budgets bound the rest).
 const PROBES_PER_ROUND: usize = 32;
 const PROBE_ATTEMPTS: u8 = 3;
+/// Client prefixes seen behind one resolver prefix: sightings and when last seen.
+type ClientsBehind = HashMap<ClientPrefix, (u32, Millis)>;
 /// Client prefixes remembered behind one resolver prefix, at most.
 const MAX_CLIENTS_PER_RESOLVER: usize = 256;
 /// Measurements shared through the registry are kept as long as the decision uses them.
@@ -201,7 +203,7 @@ pub struct RouterService {
     /// expires: a query for `<nonce>.rum.<zone>` tells which resolver that client uses.
     rum_nonces: Mutex<HashMap<u64, (ClientPrefix, Millis)>>,
     /// Per resolver prefix, the client prefixes seen behind it: sightings, last seen.
-    resolver_clients: Mutex<HashMap<ClientPrefix, HashMap<ClientPrefix, (u32, Millis)>>>,
+    resolver_clients: Mutex<HashMap<ClientPrefix, ClientsBehind>>,
 }
 
 struct QueryCounters {

@@ -1,0 +1,12 @@
+//! Beacons from browsers (`streamcdn_router::rum::BeaconGate::check`); what it asserts is
+//! in `fuzz/invariants/rum_beacon.rs`, shared with the corpus replay test.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use streamcdn_router::prefix::ClientPrefix;
+use streamcdn_router::probe::ProbeKey;
+use streamcdn_router::rum::{issue, BeaconGate, Claims, GateLimits, Rejection, RumScores};
+
+include!("../invariants/rum_beacon.rs");
+
+fuzz_target!(|data: &[u8]| check(data));
