@@ -191,7 +191,7 @@ echo "== (c) reaction times in an emulated WAN (three edge sites, four client si
 echo "   crates/streamcdn/tests/router_sites.rs, reprobe_after 3s, health checks every 1s)"
 if [ "$(id -u)" = 0 ] && [ -e /dev/net/tun ]; then
   kill "${PIDS[@]}" 2>/dev/null || true
-  cargo nextest run -q -p streamcdn --test router_sites --no-capture 2>&1 \
+  cargo build -q -p wan-emu -p hls-viewers && cargo nextest run -p streamcdn --test router_sites --no-capture 2>&1 \
     | grep -E '^(every client|D moved|answers followed|a full E3|C came back|a dead E3)' \
     || echo "   the multi-site test failed: run it alone to see why"
 else

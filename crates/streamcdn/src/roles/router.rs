@@ -61,22 +61,21 @@ fn zone(config: &RouterConfig) -> anyhow::Result<Zone> {
     Ok(zone)
 }
 
-/// One UDP socket per core on the DNS address (SO_REUSEPORT: the kernel spreads
-/// queries over them), each served by a thread of its own.
+/// The DNS address's UDP socket, once per core (clones of one socket), each served by a
+/// thread of its own. One shared socket rather than one per core with SO_REUSEPORT: the
+/// kernel spreads reuseport sockets by source address and port, so one busy resolver
+/// (or a benchmark with few source ports) would keep a single core busy while the others
+/// idle; threads taking from one queue share any load.
 fn udp_sockets(addr: std::net::SocketAddr) -> std::io::Result<Vec<std::net::UdpSocket>> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (0..cores)
-        .map(|_| {
-            let socket = socket2::Socket::new(
-                socket2::Domain::for_address(addr),
-                socket2::Type::DGRAM,
-                Some(socket2::Protocol::UDP),
-            )?;
-            socket.set_reuse_port(true)?;
-            socket.bind(&addr.into())?;
-            Ok(socket.into())
-        })
-        .collect()
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    socket.bind(&addr.into())?;
+    let socket: std::net::UdpSocket = socket.into();
+    (0..cores).map(|_| socket.try_clone()).collect()
 }
 
 /// Where browsers reach the router's HTTP listener (see `router.advertise`).
