@@ -150,17 +150,63 @@ impl ResponseCounters {
     }
 
     pub fn count(&self, request: &[u8], response: &[u8]) {
-        let qtype = qtype_index(request);
-        if let Some(counter) = self
-            .by_kind
-            .get(qtype * RCODES.len() + rcode(response) as usize)
-        {
+        let (kind, truncated) = classify(request, response);
+        if let Some(counter) = self.by_kind.get(kind) {
             counter.increment(1);
         }
-        if flags(response) & TC != 0 {
-            if let Some(counter) = self.truncated.get(qtype) {
-                counter.increment(1);
+        if let Some(counter) = truncated.and_then(|qtype| self.truncated.get(qtype)) {
+            counter.increment(1);
+        }
+    }
+
+    /// Adds what a thread counted locally (see [`Tally`]) and zeroes it.
+    pub fn add(&self, tally: &mut Tally) {
+        for (counter, n) in self.by_kind.iter().zip(&mut tally.by_kind) {
+            if *n > 0 {
+                counter.increment(std::mem::take(n));
             }
+        }
+        for (counter, n) in self.truncated.iter().zip(&mut tally.truncated) {
+            if *n > 0 {
+                counter.increment(std::mem::take(n));
+            }
+        }
+    }
+}
+
+/// The index of the response's (qtype, rcode) counter, and its qtype if truncated.
+fn classify(request: &[u8], response: &[u8]) -> (usize, Option<usize>) {
+    let qtype = qtype_index(request);
+    let truncated = (flags(response) & TC != 0).then_some(qtype);
+    (qtype * RCODES.len() + rcode(response) as usize, truncated)
+}
+
+/// Responses counted by one thread and added to the shared counters once per batch: an
+/// atomic add per response on counters every thread shares costs more than the rest of
+/// answering a repeated query.
+#[derive(Debug)]
+pub struct Tally {
+    by_kind: [u64; QTYPE_LABELS.len() * RCODES.len()],
+    truncated: [u64; QTYPE_LABELS.len()],
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Self {
+            by_kind: [0; QTYPE_LABELS.len() * RCODES.len()],
+            truncated: [0; QTYPE_LABELS.len()],
+        }
+    }
+}
+
+impl Tally {
+    pub fn count(&mut self, request: &[u8], response: &[u8]) {
+        let (kind, truncated) = classify(request, response);
+        if let Some(n) = self.by_kind.get_mut(kind) {
+            *n += 1;
+        }
+        if let Some(n) = truncated.and_then(|qtype| self.truncated.get_mut(qtype)) {
+            *n += 1;
         }
     }
 }
@@ -271,7 +317,10 @@ mod tests {
             (garbage, vec![]),
             (request("live.streamcdn.test", RecordType::A, None), many),
         ];
-        for (query, addrs) in &queries {
+        // Half counted at once, half through a thread's tally added afterwards (twice:
+        // adding empties it): the totals are the same.
+        let mut tally = Tally::default();
+        for (i, (query, addrs)) in queries.iter().enumerate() {
             let addrs = if addrs.is_empty() {
                 vec!["127.0.0.5".parse().unwrap()]
             } else {
@@ -288,8 +337,14 @@ mod tests {
                 },
             )
             .unwrap();
-            counters.count(query, &response);
+            if i % 2 == 0 {
+                counters.count(query, &response);
+            } else {
+                tally.count(query, &response);
+            }
         }
+        counters.add(&mut tally);
+        counters.add(&mut tally);
         let responses = |qtype, rcode| {
             recorder.get(
                 "streamcdn_router_dns_responses_total",

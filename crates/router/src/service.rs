@@ -28,7 +28,7 @@ use crate::map::{History, RoutingMap};
 use crate::prefix::{ClientPrefix, StaticMap};
 use crate::probe::{ProbeKey, ProbeReport, ProbeRequest, PROBE_HEADER};
 use crate::response_cache::ResponseCache;
-use crate::responses::ResponseCounters;
+use crate::responses::{ResponseCounters, Tally};
 use crate::rum::{self, BeaconGate, GateLimits, RumScores};
 use crate::udp;
 
@@ -232,9 +232,33 @@ impl QueryCounters {
     }
 
     fn answered_from_map(&self, source: DecisionSource) -> &metrics::Counter {
-        let index = SOURCES.iter().position(|s| *s == source).unwrap_or(0);
-        &self.from_map[index]
+        &self.from_map[source_index(source)]
     }
+
+    /// Adds a UDP thread's batch to the shared counters.
+    fn add(&self, tally: &mut BatchTally) {
+        if tally.queries > 0 {
+            self.udp.increment(std::mem::take(&mut tally.queries));
+        }
+        for (counter, n) in self.from_map.iter().zip(&mut tally.from_map) {
+            if *n > 0 {
+                counter.increment(std::mem::take(n));
+            }
+        }
+    }
+}
+
+fn source_index(source: DecisionSource) -> usize {
+    SOURCES.iter().position(|s| *s == source).unwrap_or(0)
+}
+
+/// What a UDP thread answered from its response cache in one batch, added to the shared
+/// counters once per batch (see [`Tally`]).
+#[derive(Debug, Default)]
+struct BatchTally {
+    queries: u64,
+    from_map: [u64; SOURCES.len()],
+    responses: Tally,
 }
 
 fn now_ms() -> Millis {
@@ -382,7 +406,10 @@ impl RouterService {
     /// the RUM window, if it is another prefix.
     fn clients_behind(&self, resolver: ClientPrefix, now: Millis) -> Option<ClientPrefix> {
         let window = u64::try_from(self.rum_window.as_millis()).unwrap_or(u64::MAX);
-        let table = self.resolver_clients.lock().unwrap_or_else(|e| e.into_inner());
+        let table = self
+            .resolver_clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         table
             .get(&resolver)?
             .iter()
@@ -410,7 +437,10 @@ impl RouterService {
             }
         };
         let resolver = ClientPrefix::of(resolver);
-        let mut table = self.resolver_clients.lock().unwrap_or_else(|e| e.into_inner());
+        let mut table = self
+            .resolver_clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if table.len() >= MAX_PREFIXES && !table.contains_key(&resolver) {
             return;
         }
@@ -717,17 +747,18 @@ impl RouterService {
         request: &[u8],
         client: IpAddr,
         asked: &mut Vec<(ClientPrefix, IpAddr)>,
+        tally: &mut BatchTally,
     ) -> Option<Vec<u8>> {
         let prefix = ClientPrefix::of(client);
         if let Some((response, decided)) = cache.get(request, prefix) {
-            self.counters.udp.increment(1);
+            tally.queries += 1;
             if let Some(decided) = decided {
                 asked.push(decided.asked(client));
                 if let Some(source) = decided.from_map {
-                    self.counters.answered_from_map(source).increment(1);
+                    tally.from_map[source_index(source)] += 1;
                 }
             }
-            self.responses.count(request, &response);
+            tally.responses.count(request, &response);
             return Some(response);
         }
         let (response, decided) = self.respond_in(view, request, client, Transport::Udp);
@@ -974,6 +1005,7 @@ impl RouterService {
         let mut responses = Vec::with_capacity(udp::BATCH);
         let mut asked = Vec::with_capacity(udp::BATCH);
         let mut cache = ResponseCache::default();
+        let mut tally = BatchTally::default();
         let mut cached_from = self.view();
         while !*shutdown.borrow() {
             let received = match batch.recv(socket) {
@@ -1001,11 +1033,13 @@ impl RouterService {
                     continue;
                 };
                 if let Some(response) =
-                    self.respond_udp(&view, &mut cache, request, peer, &mut asked)
+                    self.respond_udp(&view, &mut cache, request, peer, &mut asked, &mut tally)
                 {
                     responses.push((i, response));
                 }
             }
+            self.counters.add(&mut tally);
+            self.responses.add(&mut tally.responses);
             self.note_asked(asked.drain(..));
             let failed = batch.send(socket, &responses);
             if failed > 0 {
