@@ -13,7 +13,7 @@ use streamcdn_urls::stored::{self, Stored};
 use streamcdn_urls::{CacheKey, MediaKind, ObjectKind, RecordingName, StreamName, Target};
 use tokio::time::Instant;
 
-use crate::object::CachedObject;
+use crate::object::{CachedObject, Validators};
 use crate::source::{FetchError, Source};
 
 /// Stream-level objects change when a newer recording is archived.
@@ -53,6 +53,8 @@ pub fn object(name: &str, body: Bytes, kind: ObjectKind, ttl: Duration) -> Cache
         kind,
         born: Instant::now(),
         ttl,
+        validators: Validators::default(),
+        invalidated: Default::default(),
     }
 }
 

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use streamcdn_urls::ObjectKind;
 
-use crate::object::{hash64, CachedObject};
+use crate::object::{hash64, CachedObject, Validators};
 
 const MAGIC: &[u8; 6] = b"SCDN1\n";
 const MAX_HEADER: usize = 4096;
@@ -129,8 +129,28 @@ impl DiskCache {
         Ok((kept, removed))
     }
 
+    /// Every key indexed.
+    pub fn keys(&self) -> Vec<String> {
+        self.index
+            .iter()
+            .map(|(key, _)| key.as_ref().clone())
+            .collect()
+    }
+
+    /// Forgets `key` and deletes its file; whether it was there.
+    pub fn remove(&self, key: &str) -> bool {
+        self.index.remove(key).is_some()
+    }
+
     /// Stores a segment in the background; a failure only costs a future disk hit.
-    pub fn store(self: &Arc<Self>, key: &str, object: &Arc<CachedObject>) {
+    /// `still_current` is asked once the file is written: a purge that landed meanwhile
+    /// must not find the object indexed again.
+    pub fn store(
+        self: &Arc<Self>,
+        key: &str,
+        object: &Arc<CachedObject>,
+        still_current: impl Fn() -> bool + Send + 'static,
+    ) {
         let remaining = object.ttl.saturating_sub(object.age());
         if remaining < Duration::from_secs(1) {
             return;
@@ -145,16 +165,23 @@ impl DiskCache {
             };
             let path = cache.file_for(&key);
             match write_file(&path, &header, &object.body) {
+                Ok(()) if !still_current() => {
+                    let _ = std::fs::remove_file(&path);
+                }
                 Ok(()) => {
                     metrics::counter!("streamcdn_edge_disk_writes_total").increment(1);
                     cache.index.insert(
-                        key,
+                        key.clone(),
                         DiskEntry {
                             path,
                             bytes: object.body.len() as u64,
                             fresh_for: remaining,
                         },
                     );
+                    // A purge between the check and the insert.
+                    if !still_current() {
+                        cache.index.remove(&key);
+                    }
                 }
                 Err(e) => {
                     metrics::counter!("streamcdn_edge_disk_errors_total").increment(1);
@@ -187,6 +214,8 @@ impl DiskCache {
             kind: ObjectKind::Segment,
             born: tokio::time::Instant::now(),
             ttl,
+            validators: Validators::default(),
+            invalidated: Default::default(),
         })
     }
 
@@ -252,6 +281,8 @@ mod tests {
             kind: ObjectKind::Segment,
             born: tokio::time::Instant::now(),
             ttl: Duration::from_secs(60),
+            validators: Validators::default(),
+            invalidated: Default::default(),
         })
     }
 
@@ -269,8 +300,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("streamcdn-disk-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let cache = DiskCache::open(&dir, 1 << 20).unwrap();
-        cache.store("/p/s/r/1.m4s", &object(b"segment-one"));
-        cache.store("/p/s/r/2.m4s", &object(b"segment-two"));
+        cache.store("/p/s/r/1.m4s", &object(b"segment-one"), || true);
+        cache.store("/p/s/r/2.m4s", &object(b"segment-two"), || true);
         settle(&cache, "/p/s/r/1.m4s").await;
         settle(&cache, "/p/s/r/2.m4s").await;
         let got = cache.load("/p/s/r/1.m4s").await.unwrap();
@@ -299,7 +330,7 @@ mod tests {
         let cache = DiskCache::open(&dir, 64).unwrap();
         for n in 0..20 {
             let key = format!("/p/s/r/{n}.m4s");
-            cache.store(&key, &object(b"0123456789abcdef"));
+            cache.store(&key, &object(b"0123456789abcdef"), || true);
             settle(&cache, &key).await;
         }
         assert!(cache.bytes() <= 64, "{}", cache.bytes());

@@ -14,8 +14,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use streamcdn_urls::ObjectKind;
 
-use crate::object::{cacheable_ttl, CachedObject, Policy};
-use crate::source::FetchError;
+use crate::object::{cacheable_ttl, CachedObject, Policy, Validators};
+use crate::source::{FetchError, Revalidated};
 
 /// A failed upstream is skipped for this long (unless every one has failed).
 const DOWN_FOR: Duration = Duration::from_secs(3);
@@ -53,10 +53,34 @@ impl HttpClient {
         path_and_query: &str,
         kind: ObjectKind,
     ) -> Result<CachedObject, FetchError> {
+        match self
+            .fetch_conditional(preference, path_and_query, kind, None)
+            .await?
+        {
+            Revalidated::Modified(object) => Ok(*object),
+            // Only a conditional request may be answered 304.
+            Revalidated::NotModified { .. } => Err(FetchError::NotCacheable {
+                status: StatusCode::NOT_MODIFIED,
+                content_type: None,
+                body: Bytes::new(),
+            }),
+        }
+    }
+
+    /// Like [`HttpClient::fetch`], asking only for a copy newer than `validators`.
+    pub async fn fetch_conditional(
+        &self,
+        preference: Vec<String>,
+        path_and_query: &str,
+        kind: ObjectKind,
+        validators: Option<&Validators>,
+    ) -> Result<Revalidated, FetchError> {
         let order = self.healthy_first(preference);
         let mut last = FetchError::Unreachable("no upstream configured".into());
         for base in &order {
-            let outcome = self.fetch_from(base, path_and_query, kind).await;
+            let outcome = self
+                .fetch_from(base, path_and_query, kind, validators)
+                .await;
             let label = match &outcome {
                 Ok(_) => "ok",
                 Err(e) if e.try_next() => "failed",
@@ -101,12 +125,21 @@ impl HttpClient {
         base: &str,
         path_and_query: &str,
         kind: ObjectKind,
-    ) -> Result<CachedObject, FetchError> {
+        validators: Option<&Validators>,
+    ) -> Result<Revalidated, FetchError> {
         let uri: hyper::Uri = format!("{base}{path_and_query}")
             .parse()
             .map_err(|e| FetchError::Unreachable(format!("bad upstream URI: {e}")))?;
-        let request = hyper::Request::get(uri)
-            .header(header::USER_AGENT, "streamcdn-edge")
+        let mut request = hyper::Request::get(uri).header(header::USER_AGENT, "streamcdn-edge");
+        if let Some(v) = validators {
+            if let Some(etag) = &v.etag {
+                request = request.header(header::IF_NONE_MATCH, etag.clone());
+            }
+            if let Some(date) = &v.last_modified {
+                request = request.header(header::IF_MODIFIED_SINCE, date.clone());
+            }
+        }
+        let request = request
             .body(Empty::new())
             .map_err(|e| FetchError::Unreachable(e.to_string()))?;
         let response = tokio::time::timeout(self.timeout, self.client.request(request))
@@ -144,21 +177,32 @@ impl HttpClient {
             .and_then(|v| v.to_str().ok())
             .and_then(cacheable_ttl)
             .map(|t| t.min(Policy::of(kind).max_ttl));
+        let received = Validators {
+            etag: parts.headers.get(header::ETAG).cloned(),
+            last_modified: parts.headers.get(header::LAST_MODIFIED).cloned(),
+        };
         match (parts.status, ttl) {
-            (StatusCode::OK, Some(ttl)) if ttl > age => Ok(CachedObject {
-                status: StatusCode::OK,
-                content_type,
-                cache_control,
-                body,
-                kind,
-                born: tokio::time::Instant::now(),
-                ttl: ttl - age,
-            }),
-            (StatusCode::NOT_FOUND, _) => Ok(CachedObject {
+            (StatusCode::NOT_MODIFIED, Some(ttl)) if validators.is_some() && ttl > age => {
+                Ok(Revalidated::NotModified { ttl: ttl - age })
+            }
+            (StatusCode::OK, Some(ttl)) if ttl > age => {
+                Ok(Revalidated::Modified(Box::new(CachedObject {
+                    status: StatusCode::OK,
+                    content_type,
+                    cache_control,
+                    body,
+                    kind,
+                    born: tokio::time::Instant::now(),
+                    ttl: ttl - age,
+                    validators: received,
+                    invalidated: Default::default(),
+                })))
+            }
+            (StatusCode::NOT_FOUND, _) => Ok(Revalidated::Modified(Box::new(CachedObject {
                 content_type,
                 body,
                 ..CachedObject::not_found(kind)
-            }),
+            }))),
             (status, _) => Err(FetchError::NotCacheable {
                 status,
                 content_type,

@@ -16,6 +16,7 @@
 //! The same code runs every tier; the edge never reads ingest storage.
 
 mod archived;
+pub mod control;
 mod disk;
 mod flight;
 mod http_client;
@@ -27,6 +28,7 @@ mod source;
 mod top_tier;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,14 +41,16 @@ use streamcdn_registry::Registry;
 use streamcdn_urls::{CacheKey, UrlError};
 
 use archived::ArchivedSource;
+use control::{ControlReply, ControlRequest, Matcher, Operation};
 use disk::DiskCache;
 use flight::Flights;
 use http_client::HttpClient;
 pub use object::CachedObject;
+pub use object::Validators;
 use object::{ObjectExpiry, Policy};
 use parents::Parents;
 use response::{cors, error_response, object_response, plain, Outcome};
-pub use source::{FetchError, Source};
+pub use source::{FetchError, Revalidated, Source};
 use top_tier::TopTier;
 
 /// Where a tier fills from.
@@ -88,6 +92,9 @@ pub struct Edge {
     disk: Option<Arc<DiskCache>>,
     source: Arc<dyn Source>,
     flights: Flights<FillResult>,
+    /// Bumped by every purge and invalidate: a fill that began before one does not
+    /// store what it fetched (it may be what was just removed).
+    generation: Arc<AtomicU64>,
 }
 
 impl Edge {
@@ -133,6 +140,7 @@ impl Edge {
             disk,
             source,
             flights: Flights::default(),
+            generation: Arc::new(AtomicU64::new(0)),
         }))
     }
 
@@ -153,30 +161,193 @@ impl Edge {
         }
     }
 
-    /// Brings `key` into the cache: from disk if it is there, else from the source.
+    /// The cached object for `key`, filled (one coalesced fill per key and
+    /// generation) unless fresh; the stale copy, if any, comes along for
+    /// stale-if-error.
+    async fn lookup(
+        &self,
+        key: &CacheKey,
+    ) -> (
+        Option<Arc<CachedObject>>,
+        Result<(Arc<CachedObject>, Outcome), Arc<FetchError>>,
+    ) {
+        let cached = self.memory.get(key.as_str()).await;
+        if let Some(object) = cached.as_ref().filter(|o| o.is_fresh()) {
+            return (cached.clone(), Ok((object.clone(), Outcome::Hit)));
+        }
+        // A fill begun before a purge must not be joined by requests after it.
+        let flight = format!(
+            "{}#{}",
+            self.generation.load(Ordering::SeqCst),
+            key.as_str()
+        );
+        let result = match self.flights.run(&flight, self.fill(key)).await {
+            (Ok(object), true) => Ok((object, Outcome::Miss)),
+            (Ok(object), false) => Ok((object, Outcome::Coalesced)),
+            (Err(error), _) => Err(error),
+        };
+        (cached, result)
+    }
+
+    /// Brings `key` into the cache: from disk if it is there, else from the source
+    /// (conditionally, when an invalidated or stale copy has validators).
     async fn fill(&self, key: &CacheKey) -> FillResult {
+        let generation = self.generation.load(Ordering::SeqCst);
         let text = key.as_str();
+        let cached = self.memory.get(text).await;
         // A fill that finished between our cache miss and joining the flight.
-        if let Some(object) = self.memory.get(text).await.filter(|o| o.is_fresh()) {
-            return Ok(object);
+        if let Some(object) = cached.as_ref().filter(|o| o.is_fresh()) {
+            return Ok(object.clone());
         }
         let on_disk = Policy::of(key.target().kind()).disk;
         if on_disk {
-            if let Some(object) = self.load_from_disk(text).await {
+            if let Some(object) = self.load_from_disk(text, generation).await {
                 return Ok(object);
             }
         }
-        let object = Arc::new(self.source.fetch(key).await.map_err(Arc::new)?);
+        let previous = cached.filter(|o| o.status == StatusCode::OK && !o.validators.is_empty());
+        let object = match &previous {
+            Some(previous) => match self.source.revalidate(key, &previous.validators).await {
+                Ok(Revalidated::NotModified { ttl }) => {
+                    metrics::counter!("streamcdn_edge_revalidations_total", "outcome" => "not_modified").increment(1);
+                    Arc::new(previous.revalidated(ttl))
+                }
+                Ok(Revalidated::Modified(object)) => {
+                    metrics::counter!("streamcdn_edge_revalidations_total", "outcome" => "modified").increment(1);
+                    Arc::from(object)
+                }
+                Err(e) => return Err(Arc::new(e)),
+            },
+            None => Arc::new(self.source.fetch(key).await.map_err(Arc::new)?),
+        };
+        if self.generation.load(Ordering::SeqCst) != generation {
+            // A purge or invalidate landed while fetching: serve, do not store.
+            return Ok(object);
+        }
         self.memory.insert(text.to_owned(), object.clone()).await;
         if let (Some(disk), true, StatusCode::OK) = (&self.disk, on_disk, object.status) {
-            disk.store(text, &object);
+            let current = self.generation.clone();
+            disk.store(text, &object, move || {
+                current.load(Ordering::SeqCst) == generation
+            });
         }
         Ok(object)
     }
 
-    async fn load_from_disk(&self, key: &str) -> Option<Arc<CachedObject>> {
+    /// Carries out a control request (see [`control`]).
+    pub async fn control(&self, request: &ControlRequest) -> ControlReply {
+        let (matchers, mut errors) = control::matchers(request);
+        let mut reply = ControlReply {
+            trigger_id: request.trigger_id.clone(),
+            ..ControlReply::default()
+        };
+        match request.operation {
+            Operation::Purge => reply.purged = self.purge(&matchers).await,
+            Operation::Invalidate => reply.invalidated = self.invalidate(&matchers).await,
+            Operation::Preposition => {
+                let keys = matchers.iter().filter_map(|m| match m {
+                    Matcher::Key(key) => Some(key.clone()),
+                    Matcher::Pattern { .. } => None,
+                });
+                let (count, failed) = self.preposition(keys.collect()).await;
+                reply.prepositioned = count;
+                errors.extend(failed);
+            }
+        }
+        reply.errors = errors;
+        reply
+    }
+
+    /// Removes every object a matcher names from memory and disk; how many.
+    pub async fn purge(&self, matchers: &[Matcher]) -> usize {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let mut removed = std::collections::HashSet::new();
+        for key in self.matching_in_memory(matchers) {
+            if self.memory.remove(&key).await.is_some() {
+                removed.insert(key);
+            }
+        }
+        removed.extend(self.remove_from_disk(matchers));
+        removed.len()
+    }
+
+    /// Marks every object a matcher names stale: the next request revalidates it
+    /// upstream. Disk copies are dropped (the memory copy, if any, carries the
+    /// validators). How many objects were affected.
+    pub async fn invalidate(&self, matchers: &[Matcher]) -> usize {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let mut affected = std::collections::HashSet::new();
+        for key in self.matching_in_memory(matchers) {
+            if let Some(object) = self.memory.get(&key).await {
+                object.invalidate();
+                affected.insert(key);
+            }
+        }
+        affected.extend(self.remove_from_disk(matchers));
+        affected.len()
+    }
+
+    /// Deletes the matching disk copies; their keys.
+    fn remove_from_disk(&self, matchers: &[Matcher]) -> Vec<String> {
+        let Some(disk) = &self.disk else {
+            return Vec::new();
+        };
+        disk.keys()
+            .into_iter()
+            .filter(|k| matchers.iter().any(|m| m.matches(k)) && disk.remove(k))
+            .collect()
+    }
+
+    fn matching_in_memory(&self, matchers: &[Matcher]) -> Vec<String> {
+        self.memory
+            .iter()
+            .filter(|(key, _)| matchers.iter().any(|m| m.matches(key)))
+            .map(|(key, _)| key.as_ref().clone())
+            .collect()
+    }
+
+    /// Fills each key and, for playlists, what they reference (a multivariant playlist
+    /// its media playlists, those their init segment and segments). Returns how many
+    /// objects are now cached and one line per failure.
+    pub async fn preposition(&self, keys: Vec<String>) -> (usize, Vec<String>) {
+        let mut queue: std::collections::VecDeque<String> = keys.into();
+        let mut seen = std::collections::HashSet::new();
+        let (mut cached, mut errors) = (0, Vec::new());
+        while let Some(text) = queue.pop_front() {
+            if !seen.insert(text.clone()) || seen.len() > control::MAX_PREPOSITION_OBJECTS {
+                continue;
+            }
+            let key = match control::cache_key(&text) {
+                Ok(key) => key,
+                Err(e) => {
+                    errors.push(e.to_string());
+                    continue;
+                }
+            };
+            match self.lookup(&key).await.1 {
+                Ok((object, _)) if object.status == StatusCode::OK => {
+                    cached += 1;
+                    if key.target().kind() == streamcdn_urls::ObjectKind::Playlist {
+                        let body = String::from_utf8_lossy(&object.body);
+                        queue.extend(control::playlist_references(key.as_str(), &body));
+                    }
+                }
+                Ok((object, _)) => {
+                    errors.push(format!("{text}: upstream answered {}", object.status))
+                }
+                Err(e) => errors.push(format!("{text}: {e}")),
+            }
+        }
+        metrics::counter!("streamcdn_edge_prepositioned_total").increment(cached as u64);
+        (cached, errors)
+    }
+
+    async fn load_from_disk(&self, key: &str, generation: u64) -> Option<Arc<CachedObject>> {
         let object = Arc::new(self.disk.as_ref()?.load(key).await?);
         metrics::counter!("streamcdn_edge_disk_hits_total").increment(1);
+        if self.generation.load(Ordering::SeqCst) != generation {
+            return None;
+        }
         self.memory.insert(key.to_owned(), object.clone()).await;
         Some(object)
     }
@@ -218,23 +389,19 @@ async fn respond(edge: &Edge, request: Request) -> Response {
         }
     };
     let kind = key.target().kind();
-    let cached = edge.memory.get(key.as_str()).await;
-    let (object, outcome) = match &cached {
-        Some(object) if object.is_fresh() => (object.clone(), Outcome::Hit),
-        _ => match edge.flights.run(key.as_str(), edge.fill(&key)).await {
-            (Ok(object), true) => (object, Outcome::Miss),
-            (Ok(object), false) => (object, Outcome::Coalesced),
-            (Err(error), _) => match cached.filter(|o| o.servable_stale(edge.stale_if_error)) {
-                Some(stale) => {
-                    tracing::warn!(path = key.as_str(), %error, "upstream failed; serving a stale playlist");
-                    (stale, Outcome::Stale)
-                }
-                None => {
-                    metrics::counter!("streamcdn_edge_requests_total", "result" => "error", "kind" => kind.label())
+    let (cached, result) = edge.lookup(&key).await;
+    let (object, outcome) = match result {
+        Ok(found) => found,
+        Err(error) => match cached.filter(|o| o.servable_stale(edge.stale_if_error)) {
+            Some(stale) => {
+                tracing::warn!(path = key.as_str(), %error, "upstream failed; serving a stale playlist");
+                (stale, Outcome::Stale)
+            }
+            None => {
+                metrics::counter!("streamcdn_edge_requests_total", "result" => "error", "kind" => kind.label())
                         .increment(1);
-                    return error_response(&error, key.as_str());
-                }
-            },
+                return error_response(&error, key.as_str());
+            }
         },
     };
     metrics::counter!("streamcdn_edge_requests_total", "result" => outcome.label(), "kind" => kind.label())
@@ -269,7 +436,7 @@ mod tests {
     use std::sync::Mutex;
 
     use axum::body::Body;
-    use axum::http::HeaderMap;
+    use axum::http::{HeaderMap, HeaderValue};
     use bytes::Bytes;
     use futures::future::{BoxFuture, FutureExt};
 
@@ -293,6 +460,7 @@ mod tests {
     struct Fake {
         mode: Mutex<Mode>,
         asked: Mutex<Vec<String>>,
+        unchanged: Mutex<bool>,
     }
 
     impl Fake {
@@ -300,6 +468,7 @@ mod tests {
             Arc::new(Self {
                 mode: Mutex::new(mode),
                 asked: Mutex::new(Vec::new()),
+                unchanged: Mutex::new(false),
             })
         }
 
@@ -328,14 +497,24 @@ mod tests {
                 match mode {
                     Mode::Serve { ttl, delay } => {
                         tokio::time::sleep(delay).await;
+                        let body = if key.as_str().ends_with("/playlist.m3u8") {
+                            MEDIA_PLAYLIST.to_owned()
+                        } else {
+                            format!("{n}:{}", key.path_and_query())
+                        };
                         Ok(CachedObject {
                             status: StatusCode::OK,
                             content_type: None,
                             cache_control: None,
-                            body: Bytes::from(format!("{n}:{}", key.path_and_query())),
+                            body: Bytes::from(body),
                             kind,
                             born: tokio::time::Instant::now(),
                             ttl,
+                            validators: Validators {
+                                etag: Some(HeaderValue::from_static("\"v\"")),
+                                last_modified: None,
+                            },
+                            invalidated: Default::default(),
                         })
                     }
                     Mode::Missing => Ok(CachedObject::not_found(kind)),
@@ -344,6 +523,141 @@ mod tests {
             }
             .boxed()
         }
+
+        /// `304` once told the object is unchanged, else the whole object.
+        fn revalidate<'a>(
+            &'a self,
+            key: &'a CacheKey,
+            validators: &'a Validators,
+        ) -> BoxFuture<'a, Result<Revalidated, FetchError>> {
+            if !*self.unchanged.lock().unwrap() {
+                return self
+                    .fetch(key)
+                    .map(|r| r.map(|o| Revalidated::Modified(Box::new(o))))
+                    .boxed();
+            }
+            let asked = format!("if-none-match {:?} {}", validators.etag, key.as_str());
+            self.asked.lock().unwrap().push(asked);
+            async {
+                Ok(Revalidated::NotModified {
+                    ttl: Duration::from_secs(60),
+                })
+            }
+            .boxed()
+        }
+    }
+
+    const MEDIA_PLAYLIST: &str =
+        "#EXTM3U\n#EXT-X-MAP:URI=\"init.mp4\"\n#EXTINF:2.0,\n000001.m4s\n#EXTINF:2.0,\n000002.m4s\n#EXT-X-ENDLIST\n";
+
+    fn purge_one(path: &str) -> Vec<Matcher> {
+        vec![Matcher::url(path).unwrap()]
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_purged_object_is_fetched_again() {
+        let fake = Fake::new(serve(60));
+        let edge = edge(&fake);
+        get(&edge, "/p/s/r/000001.m4s").await;
+        get(&edge, "/p/s/r/000002.m4s").await;
+        assert_eq!(
+            get(&edge, "/p/s/r/000001.m4s").await.header("x-cache"),
+            "HIT"
+        );
+        assert_eq!(
+            edge.purge(&purge_one("http://any.host/p/s/r/000001.m4s"))
+                .await,
+            1
+        );
+        assert_eq!(
+            edge.purge(&purge_one("/p/s/r/000001.m4s")).await,
+            0,
+            "idempotent"
+        );
+        let again = get(&edge, "/p/s/r/000001.m4s").await;
+        assert_eq!(
+            (again.header("x-cache"), again.body.as_str()),
+            ("MISS", "3:/p/s/r/000001.m4s")
+        );
+        assert_eq!(
+            get(&edge, "/p/s/r/000002.m4s").await.header("x-cache"),
+            "HIT"
+        );
+        // A pattern over every segment of the recording.
+        let every = Matcher::pattern(streamcdn_cdni::PatternMatch::new("*/p/s/r/*.m4s")).unwrap();
+        assert_eq!(edge.purge(&[every]).await, 2);
+        assert_eq!(
+            get(&edge, "/p/s/r/000002.m4s").await.header("x-cache"),
+            "MISS"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fill_in_flight_during_a_purge_does_not_store() {
+        let fake = Fake::new(Mode::Serve {
+            ttl: Duration::from_secs(60),
+            delay: Duration::from_secs(1),
+        });
+        let edge = edge(&fake);
+        let request = tokio::spawn({
+            let edge = edge.clone();
+            async move { get(&edge, "/p/s/r/000001.m4s").await }
+        });
+        while fake.asked().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        edge.purge(&purge_one("/p/s/r/000001.m4s")).await;
+        // A request after the purge does not join the fill begun before it.
+        let after = get(&edge, "/p/s/r/000001.m4s").await;
+        assert_eq!(after.body, "2:/p/s/r/000001.m4s");
+        assert_eq!(request.await.unwrap().body, "1:/p/s/r/000001.m4s");
+        let next = get(&edge, "/p/s/r/000001.m4s").await;
+        assert_eq!(
+            (next.header("x-cache"), next.body.as_str()),
+            ("HIT", "2:/p/s/r/000001.m4s")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_invalidated_object_is_revalidated_and_keeps_its_body() {
+        let fake = Fake::new(serve(60));
+        *fake.unchanged.lock().unwrap() = true;
+        let edge = edge(&fake);
+        let first = get(&edge, "/p/s/live.m3u8").await;
+        assert_eq!(first.header("etag"), "\"v\"");
+        let conditional = get_with(&edge, "/p/s/live.m3u8", &[("if-none-match", "\"v\"")]).await;
+        assert_eq!(conditional.status, StatusCode::NOT_MODIFIED);
+        assert_eq!(edge.invalidate(&purge_one("/p/s/live.m3u8")).await, 1);
+        let revalidated = get(&edge, "/p/s/live.m3u8").await;
+        assert_eq!(
+            (revalidated.header("x-cache"), revalidated.body.as_str()),
+            ("MISS", "1:/p/s/live.m3u8")
+        );
+        assert_eq!(get(&edge, "/p/s/live.m3u8").await.header("x-cache"), "HIT");
+        assert_eq!(
+            fake.asked(),
+            [
+                "/p/s/live.m3u8",
+                "if-none-match Some(\"\\\"v\\\"\") /p/s/live.m3u8"
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn preposition_brings_in_a_playlist_and_its_segments() {
+        let fake = Fake::new(serve(60));
+        let edge = edge(&fake);
+        let (cached, errors) = edge
+            .preposition(vec![
+                "http://h/p/s/r/playlist.m3u8".into(),
+                "/p/s/x.exe".into(),
+            ])
+            .await;
+        assert_eq!((cached, errors.len()), (4, 1), "{errors:?}");
+        for path in ["/p/s/r/init.mp4", "/p/s/r/000001.m4s", "/p/s/r/000002.m4s"] {
+            assert_eq!(get(&edge, path).await.header("x-cache"), "HIT", "{path}");
+        }
+        assert_eq!(fake.asked().len(), 4);
     }
 
     fn serve(ttl_secs: u64) -> Mode {

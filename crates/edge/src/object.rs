@@ -2,6 +2,7 @@
 //! fresh, whether it may be served stale, whether it goes to disk, how long memory
 //! keeps it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,6 +57,19 @@ impl Policy {
 /// the upstream one request a second, not one each.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(1);
 
+/// What identifies a version of an object to its upstream, for conditional requests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validators {
+    pub etag: Option<HeaderValue>,
+    pub last_modified: Option<HeaderValue>,
+}
+
+impl Validators {
+    pub fn is_empty(&self) -> bool {
+        self.etag.is_none() && self.last_modified.is_none()
+    }
+}
+
 #[derive(Debug)]
 pub struct CachedObject {
     pub status: StatusCode,
@@ -67,6 +81,9 @@ pub struct CachedObject {
     /// Tokio's clock, so tests can move it.
     pub born: Instant,
     pub ttl: Duration,
+    pub validators: Validators,
+    /// Set by an invalidate command: no longer fresh, kept for revalidation.
+    pub invalidated: AtomicBool,
 }
 
 impl CachedObject {
@@ -80,11 +97,36 @@ impl CachedObject {
             kind,
             born: Instant::now(),
             ttl: NEGATIVE_TTL,
+            validators: Validators::default(),
+            invalidated: AtomicBool::new(false),
         }
     }
 
     pub fn is_fresh(&self) -> bool {
-        self.age() < self.ttl
+        self.age() < self.ttl && !self.is_invalidated()
+    }
+
+    pub fn is_invalidated(&self) -> bool {
+        self.invalidated.load(Ordering::Relaxed)
+    }
+
+    pub fn invalidate(&self) {
+        self.invalidated.store(true, Ordering::Relaxed);
+    }
+
+    /// The same body, confirmed by the upstream (`304`): fresh again for `ttl`.
+    pub fn revalidated(&self, ttl: Duration) -> CachedObject {
+        CachedObject {
+            status: self.status,
+            content_type: self.content_type.clone(),
+            cache_control: self.cache_control.clone(),
+            body: self.body.clone(),
+            kind: self.kind,
+            born: Instant::now(),
+            ttl,
+            validators: self.validators.clone(),
+            invalidated: AtomicBool::new(false),
+        }
     }
 
     pub fn age(&self) -> Duration {
@@ -201,6 +243,8 @@ mod tests {
             kind: ObjectKind::Playlist,
             born: Instant::now(),
             ttl,
+            validators: Validators::default(),
+            invalidated: AtomicBool::new(false),
         })
     }
 

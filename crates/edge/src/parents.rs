@@ -5,8 +5,8 @@ use futures::future::{BoxFuture, FutureExt};
 use streamcdn_urls::CacheKey;
 
 use crate::http_client::HttpClient;
-use crate::object::{hash64, CachedObject};
-use crate::source::{FetchError, Source};
+use crate::object::{hash64, CachedObject, Validators};
+use crate::source::{FetchError, Revalidated, Source};
 
 pub struct Parents {
     parents: Vec<String>,
@@ -32,6 +32,21 @@ impl Source for Parents {
                 self.order_for(key),
                 key.path_and_query(),
                 key.target().kind(),
+            )
+            .boxed()
+    }
+
+    fn revalidate<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        validators: &'a Validators,
+    ) -> BoxFuture<'a, Result<Revalidated, FetchError>> {
+        self.http
+            .fetch_conditional(
+                self.order_for(key),
+                key.path_and_query(),
+                key.target().kind(),
+                Some(validators),
             )
             .boxed()
     }

@@ -63,6 +63,17 @@ pub fn object_response(
     request_headers: &HeaderMap,
     outcome: Outcome,
 ) -> Response {
+    if object.status == StatusCode::OK && not_modified(object, request_headers) {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        let headers = response.headers_mut();
+        validator_headers(object, headers);
+        if let Some(v) = &object.cache_control {
+            headers.insert(header::CACHE_CONTROL, v.clone());
+        }
+        headers.insert(header::AGE, HeaderValue::from(object.age().as_secs()));
+        headers.insert("x-cache", HeaderValue::from_static(outcome.x_cache()));
+        return response;
+    }
     let total = object.body.len() as u64;
     let range = request_headers
         .get(header::RANGE)
@@ -100,9 +111,53 @@ pub fn object_response(
         headers.insert(header::CONTENT_RANGE, v);
     }
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if object.status == StatusCode::OK {
+        validator_headers(object, headers);
+    }
     headers.insert(header::AGE, HeaderValue::from(object.age().as_secs()));
     headers.insert("x-cache", HeaderValue::from_static(outcome.x_cache()));
     response
+}
+
+fn validator_headers(object: &CachedObject, headers: &mut HeaderMap) {
+    if let Some(v) = &object.validators.etag {
+        headers.insert(header::ETAG, v.clone());
+    }
+    if let Some(v) = &object.validators.last_modified {
+        headers.insert(header::LAST_MODIFIED, v.clone());
+    }
+}
+
+/// Whether a conditional request names this copy (RFC 9110 §13.1.2: `If-None-Match`,
+/// weak comparison, wins over `If-Modified-Since`, which is compared as the exact date
+/// we sent).
+fn not_modified(object: &CachedObject, request: &HeaderMap) -> bool {
+    let text = |name| {
+        request
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    if let Some(tags) = text(header::IF_NONE_MATCH) {
+        let Some(etag) = object
+            .validators
+            .etag
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+        else {
+            return false;
+        };
+        let weak = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+        return tags
+            .split(',')
+            .any(|t| t.trim() == "*" || weak(t) == weak(etag));
+    }
+    match (
+        text(header::IF_MODIFIED_SINCE),
+        &object.validators.last_modified,
+    ) {
+        (Some(since), Some(ours)) => ours.to_str().is_ok_and(|ours| ours == since.trim()),
+        _ => false,
+    }
 }
 
 pub fn error_response(error: &FetchError, path: &str) -> Response {

@@ -3,16 +3,42 @@
 
 use axum::http::{HeaderValue, StatusCode};
 use bytes::Bytes;
-use futures::future::BoxFuture;
+use std::time::Duration;
+
+use futures::future::{BoxFuture, FutureExt};
 use streamcdn_urls::CacheKey;
 use thiserror::Error;
 
-use crate::object::CachedObject;
+use crate::object::{CachedObject, Validators};
 
 /// Fetches the object a cache key names. A `404` is an object (cached briefly), not
 /// an error.
 pub trait Source: Send + Sync {
     fn fetch<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, Result<CachedObject, FetchError>>;
+
+    /// Asks whether the copy `validators` identify is still current
+    /// (`If-None-Match`/`If-Modified-Since`). A source that cannot ask conditionally
+    /// fetches the whole object.
+    fn revalidate<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        validators: &'a Validators,
+    ) -> BoxFuture<'a, Result<Revalidated, FetchError>> {
+        let _ = validators;
+        self.fetch(key)
+            .map(|r| r.map(|o| Revalidated::Modified(Box::new(o))))
+            .boxed()
+    }
+}
+
+/// The answer to a conditional fetch.
+#[derive(Debug)]
+pub enum Revalidated {
+    /// `304`: the cached body stands, fresh for this long.
+    NotModified {
+        ttl: Duration,
+    },
+    Modified(Box<CachedObject>),
 }
 
 /// Why a fetch produced nothing to cache. Waiters coalesced on the same key all receive

@@ -14,8 +14,8 @@ use streamcdn_urls::{stored, CacheKey, StreamName, Target};
 
 use crate::archived::{self, ArchivedSource};
 use crate::http_client::HttpClient;
-use crate::object::CachedObject;
-use crate::source::{FetchError, Source};
+use crate::object::{CachedObject, Validators};
+use crate::source::{FetchError, Revalidated, Source};
 
 /// Registry answers are reused this long; a failure forgets them at once.
 const RESOLVE_TTL: Duration = Duration::from_secs(1);
@@ -39,7 +39,7 @@ pub struct TopTier {
 }
 
 enum FromServers {
-    Served(CachedObject),
+    Served(Revalidated),
     NotThere(Option<StreamRecord>),
 }
 
@@ -76,18 +76,23 @@ impl TopTier {
         if let Target::Recordings(stream) = target {
             return self.listing(stream, key).await;
         }
-        let record = match self.fetch_from_servers(key).await? {
-            FromServers::Served(object)
+        let record = match self.fetch_from_servers(key, None).await? {
+            FromServers::Served(Revalidated::NotModified { .. }) => {
+                return Err(FetchError::Unreachable(
+                    "304 to an unconditional request".into(),
+                ))
+            }
+            FromServers::Served(Revalidated::Modified(object))
                 if object.status == StatusCode::OK || self.archived.is_none() =>
             {
-                return Ok(object)
+                return Ok(*object)
             }
-            FromServers::Served(not_found) => {
+            FromServers::Served(Revalidated::Modified(not_found)) => {
                 // The recording may have been archived and removed since the lookup.
                 return Ok(self
                     .archived_object(target, None)
                     .await?
-                    .unwrap_or(not_found));
+                    .unwrap_or(*not_found));
             }
             FromServers::NotThere(record) => record,
         };
@@ -126,8 +131,8 @@ impl TopTier {
         key: &CacheKey,
     ) -> Result<CachedObject, FetchError> {
         let kind = key.target().kind();
-        let mut entries: Vec<serde_json::Value> = match self.fetch_from_servers(key).await {
-            Ok(FromServers::Served(o)) if o.status == StatusCode::OK => {
+        let mut entries: Vec<serde_json::Value> = match self.fetch_from_servers(key, None).await {
+            Ok(FromServers::Served(Revalidated::Modified(o))) if o.status == StatusCode::OK => {
                 serde_json::from_slice(&o.body).unwrap_or_default()
             }
             _ => Vec::new(),
@@ -154,7 +159,11 @@ impl TopTier {
 
     /// The object from the servers the registry names; `NotThere` when the registry
     /// names none (with its record, if any).
-    async fn fetch_from_servers(&self, key: &CacheKey) -> Result<FromServers, FetchError> {
+    async fn fetch_from_servers(
+        &self,
+        key: &CacheKey,
+        validators: Option<&Validators>,
+    ) -> Result<FromServers, FetchError> {
         let mut tried: Vec<String> = Vec::new();
         // The second round runs only if the first failed: the stream may have moved
         // to another server (failover) since the cached answer.
@@ -177,7 +186,12 @@ impl TopTier {
             }
             match self
                 .http
-                .fetch(fresh.clone(), key.path_and_query(), key.target().kind())
+                .fetch_conditional(
+                    fresh.clone(),
+                    key.path_and_query(),
+                    key.target().kind(),
+                    validators,
+                )
                 .await
             {
                 Err(e) if e.try_next() => tried.extend(fresh),
@@ -283,6 +297,31 @@ impl TopTier {
 impl Source for TopTier {
     fn fetch<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, Result<CachedObject, FetchError>> {
         self.fetch_key(key).boxed()
+    }
+
+    /// Conditional at the ingest servers; what they do not hold (archived, listings)
+    /// is fetched whole.
+    fn revalidate<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        validators: &'a Validators,
+    ) -> BoxFuture<'a, Result<Revalidated, FetchError>> {
+        async move {
+            if !matches!(key.target(), Target::Recordings(_)) {
+                if let Ok(FromServers::Served(answer)) =
+                    self.fetch_from_servers(key, Some(validators)).await
+                {
+                    match answer {
+                        Revalidated::Modified(o) if o.status != StatusCode::OK => {}
+                        answer => return Ok(answer),
+                    }
+                }
+            }
+            self.fetch_key(key)
+                .await
+                .map(|o| Revalidated::Modified(Box::new(o)))
+        }
+        .boxed()
     }
 }
 

@@ -27,7 +27,51 @@ pub fn router(hub: Arc<StreamHub>) -> Router {
 }
 
 async fn serve(State(hub): State<Arc<StreamHub>>, request: Request) -> Response {
-    let Ok(target) = Target::parse(request.uri().path()) else {
+    let path = request.uri().path().to_owned();
+    let response = answer(&hub, &path).await;
+    if_none_match(request.headers(), response)
+}
+
+/// A `200` whose `ETag` the request names becomes a `304` with the same headers: an
+/// edge revalidating an invalidated copy keeps its body (RFC 9110 §13.1.2).
+fn if_none_match(request: &axum::http::HeaderMap, response: Response) -> Response {
+    let tags = request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok());
+    let etag = response
+        .headers()
+        .get(header::ETAG)
+        .and_then(|v| v.to_str().ok());
+    let (Some(tags), Some(etag), StatusCode::OK) = (tags, etag, response.status()) else {
+        return response;
+    };
+    let weak = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    if !tags
+        .split(',')
+        .any(|t| t.trim() == "*" || weak(t) == weak(etag))
+    {
+        return response;
+    }
+    count("not_modified", StatusCode::NOT_MODIFIED);
+    let (mut parts, _) = response.into_parts();
+    parts.status = StatusCode::NOT_MODIFIED;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::empty())
+}
+
+/// A strong validator from what identifies a representation. SipHash with fixed keys:
+/// the same on every server running this build, so a copy fetched from one server
+/// revalidates at another of its cluster.
+fn etag(parts: &[&[u8]]) -> HeaderValue {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    parts.hash(&mut hasher);
+    HeaderValue::try_from(format!("\"{:016x}\"", hasher.finish()))
+        .unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+async fn answer(hub: &Arc<StreamHub>, path: &str) -> Response {
+    let Ok(target) = Target::parse(path) else {
         count("other", StatusCode::NOT_FOUND);
         return not_found("no such object");
     };
@@ -37,14 +81,14 @@ async fn serve(State(hub): State<Arc<StreamHub>>, request: Request) -> Response 
             count("other", StatusCode::NOT_FOUND);
             Err(not_found("no such object"))
         }
-        Target::StreamMultivariant(stream) => stream_multivariant(&hub, stream).await,
-        Target::StreamLive(stream) => live_playlist(&hub, stream).await,
-        Target::Recordings(stream) => list_recordings(&hub, stream).await,
+        Target::StreamMultivariant(stream) => stream_multivariant(hub, stream).await,
+        Target::StreamLive(stream) => live_playlist(hub, stream).await,
+        Target::Recordings(stream) => list_recordings(hub, stream).await,
         Target::Recording(recording, object) => match object {
-            RecordingObject::Multivariant => recording_multivariant(&hub, recording).await,
-            RecordingObject::Playlist => recording_playlist(&hub, recording).await,
+            RecordingObject::Multivariant => recording_multivariant(hub, recording).await,
+            RecordingObject::Playlist => recording_playlist(hub, recording).await,
             RecordingObject::Media { file, kind } => {
-                recording_file(&hub, recording, file, *kind).await
+                recording_file(hub, recording, file, *kind).await
             }
         },
     };
@@ -72,6 +116,7 @@ fn playlist_response(recording: &Recording, text: String) -> Response {
     };
     (
         [
+            (header::ETAG, etag(&[text.as_bytes()])),
             (
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(PLAYLIST_CONTENT_TYPE),
@@ -220,8 +265,12 @@ async fn recording_file(
         },
     };
     count(kind, StatusCode::OK);
+    // Never rewritten once listed: its name and size identify it.
+    let len = body.len().to_le_bytes();
+    let tag = etag(&[name.to_string().as_bytes(), file.as_bytes(), &len]);
     Ok((
         [
+            (header::ETAG, tag),
             (
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(MediaKind::content_type(file)),
@@ -262,4 +311,29 @@ pub fn admin_router(hub: Arc<StreamHub>) -> Router {
             }),
         )
         .with_state(hub)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tagged() -> Response {
+        ([(header::ETAG, etag(&[b"#EXTM3U\n"]))], "#EXTM3U\n").into_response()
+    }
+
+    #[test]
+    fn a_matching_etag_is_answered_304_with_the_headers() {
+        let tag = tagged().headers()[header::ETAG].clone();
+        let mut request = axum::http::HeaderMap::new();
+        request.insert(header::IF_NONE_MATCH, tag.clone());
+        let answer = if_none_match(&request, tagged());
+        assert_eq!(answer.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(answer.headers()[header::ETAG], tag);
+        request.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"other\""));
+        assert_eq!(if_none_match(&request, tagged()).status(), StatusCode::OK);
+        assert_eq!(
+            if_none_match(&axum::http::HeaderMap::new(), tagged()).status(),
+            StatusCode::OK
+        );
+    }
 }

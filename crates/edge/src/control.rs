@@ -1,0 +1,306 @@
+//! Cache operations a command invocation system asks of an edge (purge, invalidate,
+//! preposition): what the control request says, which cached objects it names, and
+//! what a playlist references. No I/O; `Edge` applies them.
+//!
+//! An edge serves every hostname of the local participant's default configuration, so
+//! its objects are keyed by path and query only. A URL names the object whose
+//! [`CacheKey`] its path and query parse to (its host is not compared). A pattern is
+//! matched (RFC 8007 §5.2.4) against `http://<host><key>`, where `<host>` is the host
+//! the pattern names when it names one literally (`https://live.example/p/*`), so such
+//! a pattern matches on every hostname; otherwise a host-less placeholder
+//! ([`ANY_HOST`]) a leading `*` matches as well as any.
+
+use serde::{Deserialize, Serialize};
+use streamcdn_cdni::PatternMatch;
+use streamcdn_urls::CacheKey;
+use thiserror::Error;
+
+/// The host in the URL a pattern without a literal host is matched against.
+pub const ANY_HOST: &str = "edge";
+/// Objects one preposition may bring in, playlists' references included.
+pub const MAX_PREPOSITION_OBJECTS: usize = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    Purge,
+    Invalidate,
+    Preposition,
+}
+
+impl Operation {
+    pub fn label(self) -> &'static str {
+        match self {
+            Operation::Purge => "purge",
+            Operation::Invalidate => "invalidate",
+            Operation::Preposition => "preposition",
+        }
+    }
+}
+
+/// The body of `POST /_streamcdn/control` (signed like probe requests).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlRequest {
+    #[serde(rename = "trigger-id")]
+    pub trigger_id: String,
+    #[serde(rename = "type")]
+    pub operation: Operation,
+    #[serde(default)]
+    pub urls: Vec<String>,
+    #[serde(default)]
+    pub patterns: Vec<PatternMatch>,
+    /// Freshness and single use, checked by the endpoint's replay guard.
+    pub issued_at_ms: u64,
+    pub nonce: u64,
+}
+
+/// What the edge did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlReply {
+    #[serde(rename = "trigger-id")]
+    pub trigger_id: String,
+    pub purged: usize,
+    pub invalidated: usize,
+    pub prepositioned: usize,
+    /// One line per URL that could not be acted upon.
+    #[serde(default)]
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum MatcherError {
+    #[error("{0:?} is not an http(s) URL with a path")]
+    NotUrl(String),
+    #[error("{url:?} names nothing this edge caches: {reason}")]
+    NotCacheable { url: String, reason: String },
+    #[error("pattern {0:?} is invalid")]
+    BadPattern(String),
+    #[error("patterns are not allowed in a preposition")]
+    PatternInPreposition,
+}
+
+/// Which cached objects an operation applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Matcher {
+    /// One object, by its cache key.
+    Key(String),
+    Pattern {
+        pattern: PatternMatch,
+        host: String,
+    },
+}
+
+impl Matcher {
+    pub fn url(url: &str) -> Result<Matcher, MatcherError> {
+        cache_key(url).map(|key| Matcher::Key(key.as_str().to_owned()))
+    }
+
+    pub fn pattern(pattern: PatternMatch) -> Result<Matcher, MatcherError> {
+        pattern
+            .validate()
+            .map_err(|_| MatcherError::BadPattern(pattern.pattern.clone()))?;
+        let host = literal_host(&pattern.pattern)
+            .unwrap_or(ANY_HOST)
+            .to_owned();
+        Ok(Matcher::Pattern { pattern, host })
+    }
+
+    /// Whether the object stored under `key` is named.
+    pub fn matches(&self, key: &str) -> bool {
+        match self {
+            Matcher::Key(k) => k == key,
+            Matcher::Pattern { pattern, host } => pattern.matches(&format!("http://{host}{key}")),
+        }
+    }
+}
+
+/// The matchers of a request; a URL or pattern that cannot be one is an error line.
+pub fn matchers(request: &ControlRequest) -> (Vec<Matcher>, Vec<String>) {
+    let mut errors = Vec::new();
+    let mut found = Vec::new();
+    for url in &request.urls {
+        match Matcher::url(url) {
+            Ok(m) => found.push(m),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if request.operation == Operation::Preposition && !request.patterns.is_empty() {
+        errors.push(MatcherError::PatternInPreposition.to_string());
+    } else {
+        for pattern in &request.patterns {
+            match Matcher::pattern(pattern.clone()) {
+                Ok(m) => found.push(m),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+    }
+    (found, errors)
+}
+
+/// The cache key an absolute URL (or a bare path) names.
+pub fn cache_key(url: &str) -> Result<CacheKey, MatcherError> {
+    let path_and_query = match url.split_once("://") {
+        Some((scheme, rest))
+            if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
+        {
+            rest.find('/').map(|slash| &rest[slash..])
+        }
+        Some(_) => None,
+        None => url.starts_with('/').then_some(url),
+    }
+    .ok_or_else(|| MatcherError::NotUrl(url.chars().take(200).collect()))?;
+    let path_and_query = path_and_query.split('#').next().unwrap_or_default();
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path_and_query, None),
+    };
+    CacheKey::parse(path, query).map_err(|e| MatcherError::NotCacheable {
+        url: url.chars().take(200).collect(),
+        reason: e.to_string(),
+    })
+}
+
+/// The host a pattern names literally: what follows its `http(s)://` up to the first
+/// `/`, if that holds no wildcard or escape.
+fn literal_host(pattern: &str) -> Option<&str> {
+    let lower = pattern
+        .get(..8)
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    let rest = if lower.starts_with("https://") {
+        &pattern[8..]
+    } else if lower.starts_with("http://") {
+        &pattern[7..]
+    } else {
+        return None;
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    (!host.is_empty() && !host.contains(['*', '?', '$'])).then_some(host)
+}
+
+/// The objects a playlist at `playlist_key` references, as cache keys: a media
+/// playlist's init segment (`EXT-X-MAP`) and segments, a multivariant playlist's media
+/// playlists (`EXT-X-MEDIA` URIs and variant lines). Relative URIs resolve against the
+/// playlist's directory; absolute ones by their path.
+pub fn playlist_references(playlist_key: &str, body: &str) -> Vec<String> {
+    let path = playlist_key.split('?').next().unwrap_or_default();
+    let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
+    let resolve = |uri: &str| -> Option<String> {
+        let uri = uri.trim();
+        let absolute = if uri.contains("://") || uri.starts_with('/') {
+            uri.to_owned()
+        } else {
+            format!("{dir}{uri}")
+        };
+        cache_key(&absolute).ok().map(|key| key.as_str().to_owned())
+    };
+    let mut found: Vec<String> = Vec::new();
+    for line in body.lines().map(str::trim) {
+        let uri = if let Some(tag) = line.strip_prefix('#') {
+            if !(tag.starts_with("EXT-X-MAP:") || tag.starts_with("EXT-X-MEDIA:")) {
+                continue;
+            }
+            match quoted_attribute(tag, "URI") {
+                Some(uri) => uri,
+                None => continue,
+            }
+        } else if line.is_empty() {
+            continue;
+        } else {
+            line
+        };
+        if let Some(key) = resolve(uri) {
+            if !found.contains(&key) {
+                found.push(key);
+            }
+        }
+    }
+    found
+}
+
+fn quoted_attribute<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
+    let start = tag.find(&format!("{name}=\""))? + name.len() + 2;
+    let len = tag[start..].find('"')?;
+    Some(&tag[start..start + len])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_names_its_cache_key_on_any_host() {
+        let m = Matcher::url("https://live.example/p/s/r/000001.m4s").unwrap();
+        assert!(m.matches("/p/s/r/000001.m4s"));
+        assert!(!m.matches("/p/s/r/000002.m4s"));
+        // Ignored parameters are normalized away, directives kept.
+        let m = Matcher::url("http://127.0.0.1:8080/p/s/live.m3u8?_HLS_msn=5&t=1").unwrap();
+        assert!(m.matches("/p/s/live.m3u8?_HLS_msn=5"));
+        assert!(!m.matches("/p/s/live.m3u8"));
+        assert!(matches!(
+            Matcher::url("ftp://x/p/s/index.m3u8"),
+            Err(MatcherError::NotUrl(_))
+        ));
+        assert!(matches!(
+            Matcher::url("http://x/p/s/x.exe"),
+            Err(MatcherError::NotCacheable { .. })
+        ));
+        assert!(Matcher::url("/p/s/index.m3u8").is_ok());
+    }
+
+    #[test]
+    fn patterns_match_the_path_whatever_the_host() {
+        let literal = Matcher::pattern(PatternMatch::new("https://live.example/p/s/*")).unwrap();
+        assert!(literal.matches("/p/s/r/000001.m4s"));
+        assert!(literal.matches("/p/s/live.m3u8"));
+        assert!(!literal.matches("/p/other/live.m3u8"));
+        let any = Matcher::pattern(PatternMatch::new("*/r/*.m4s")).unwrap();
+        assert!(any.matches("/p/s/r/000001.m4s"));
+        assert!(!any.matches("/p/s/r/init.mp4"));
+        let query = Matcher::pattern(PatternMatch::new("*/live.m3u8")).unwrap();
+        assert!(
+            query.matches("/p/s/live.m3u8?_HLS_msn=5"),
+            "the query is dropped unless asked"
+        );
+        let wild_host = Matcher::pattern(PatternMatch::new("http://*.example/p/*")).unwrap();
+        assert!(
+            !wild_host.matches("/p/s/index.m3u8"),
+            "a wildcard host matches literal hosts only"
+        );
+        assert!(Matcher::pattern(PatternMatch::new("bad$")).is_err());
+    }
+
+    #[test]
+    fn preposition_takes_urls_only() {
+        let request = ControlRequest {
+            trigger_id: "1".into(),
+            operation: Operation::Preposition,
+            urls: vec!["http://h/p/s/index.m3u8".into(), "nonsense".into()],
+            patterns: vec![PatternMatch::new("*")],
+            issued_at_ms: 0,
+            nonce: 0,
+        };
+        let (found, errors) = matchers(&request);
+        assert_eq!(found, [Matcher::Key("/p/s/index.m3u8".into())]);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+    }
+
+    #[test]
+    fn playlists_expand_to_what_they_reference() {
+        let media = "#EXTM3U\n#EXT-X-MAP:URI=\"init.mp4\"\n#EXTINF:2.0,\n000000.m4s\n#EXTINF:2.0,\n000001.m4s\n#EXT-X-ENDLIST\n";
+        assert_eq!(
+            playlist_references("/p/s/r/playlist.m3u8", media),
+            ["/p/s/r/init.mp4", "/p/s/r/000000.m4s", "/p/s/r/000001.m4s"]
+        );
+        let multivariant = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nplaylist.m3u8\n#EXT-X-MEDIA:TYPE=AUDIO,URI=\"playlist.m3u8\"\n";
+        assert_eq!(
+            playlist_references("/p/s/r/index.m3u8", multivariant),
+            ["/p/s/r/playlist.m3u8"]
+        );
+        let stream_level = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nr/playlist.m3u8?x=1\n/p/s/other/playlist.m3u8\n../../etc\n";
+        assert_eq!(
+            playlist_references("/p/s/index.m3u8", stream_level),
+            ["/p/s/r/playlist.m3u8", "/p/s/other/playlist.m3u8"]
+        );
+    }
+}
