@@ -9,6 +9,7 @@ mod http;
 mod quickstart;
 mod roles;
 mod tls;
+mod trigger_cli;
 
 use std::path::PathBuf;
 
@@ -18,6 +19,7 @@ use streamcdn_config::{Config, RegistryBackend};
 
 use context::Role;
 use roles::archiver::ArchiverRole;
+use roles::cis::CisRole;
 use roles::edge::EdgeRole;
 use roles::ingest::Ingest;
 use roles::provider_api::ProviderApi;
@@ -64,6 +66,23 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Purge, invalidate or preposition content on every server carrying it, through
+    /// the command invocation system's admin API; shows progress until the command is
+    /// final and exits 0 only if it completed.
+    Trigger {
+        operation: TriggerOperation,
+        /// Content URLs (any hostname the deployment serves).
+        urls: Vec<String>,
+        /// RFC 8007 patterns (`*`, `?`, `$` escapes), e.g. `*/demo/cam/*.m4s`.
+        #[arg(long = "pattern")]
+        patterns: Vec<String>,
+        /// The admin API of the server running the CIS (`up` or `router`).
+        #[arg(long, default_value = "http://127.0.0.1:8081")]
+        admin: String,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
     /// Run the request router: authoritative DNS for the delivery zone and HTTP
     /// redirects, answering each viewer with the best edge of the node directory.
     Router {
@@ -106,6 +125,30 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(2);
             }
         };
+    }
+    if let Command::Trigger {
+        operation,
+        urls,
+        patterns,
+        admin,
+        timeout,
+    } = &cli.command
+    {
+        if urls.is_empty() && patterns.is_empty() {
+            bail!("name at least one URL or --pattern");
+        }
+        let operation = match operation {
+            TriggerOperation::Purge => "purge",
+            TriggerOperation::Invalidate => "invalidate",
+            TriggerOperation::Preposition => "preposition",
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let timeout = std::time::Duration::from_secs(*timeout);
+        let complete =
+            runtime.block_on(trigger_cli::run(admin, operation, urls, patterns, timeout))?;
+        std::process::exit(if complete { 0 } else { 1 });
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -153,11 +196,18 @@ fn main() -> anyhow::Result<()> {
                 if config.registry.backend == RegistryBackend::Memory {
                     bail!("the router finds edges in the node directory: set registry.backend = \"redis\"");
                 }
-                context::run(config, vec![Box::new(RouterRole)], |_| {}).await
+                context::run(config, vec![Box::new(RouterRole), Box::new(CisRole)], |_| {}).await
             }
-            Command::CheckConfig { .. } => Ok(()),
+            Command::CheckConfig { .. } | Command::Trigger { .. } => Ok(()),
         }
     })
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TriggerOperation {
+    Purge,
+    Invalidate,
+    Preposition,
 }
 
 /// Every role on this machine, with embedded defaults: a generated `demo` provider if
@@ -178,6 +228,7 @@ async fn up(mut config: Config) -> anyhow::Result<()> {
         Box::new(ArchiverRole),
         Box::new(ProviderApi),
         Box::new(RouterRole),
+        Box::new(CisRole),
     ];
     context::run(config, roles, |ctx| {
         quickstart::print_quickstart(&ctx.config, &provider, ctx.tls_fingerprint.as_deref())

@@ -21,6 +21,7 @@ use streamcdn_router::service::{PROBE_PATH, SHARED_SAMPLE_TTL};
 use streamcdn_urls::{StreamName, Target};
 use streamcdn_web::{Asset, HLS_JS, RUM_JS, RUM_OBJECT, RUM_OBJECT_PATH};
 
+use super::control;
 use crate::clock::now_ms;
 use crate::context::{bind, Context, Role};
 use crate::tls::Certificates;
@@ -357,8 +358,23 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
             "http.advertise is not set: the node directory will not list where viewers reach this edge"
         ),
     }
+    let key = crate::context::probe_key(&ctx.registry).await?;
+    let tier = match (ctx.config.edge.tier, parents.is_empty()) {
+        (_, true) => control::Tier::Top,
+        (EdgeTier::Mid, false) => control::Tier::Mid,
+        (EdgeTier::Edge, false) => control::Tier::Edge,
+    };
+    if let Some(playback) = ctx.node.addresses.get("playback").cloned() {
+        let url = format!(
+            "{}{}?tier={}",
+            playback.trim_end_matches('/'),
+            control::CONTROL_PATH,
+            tier.as_str()
+        );
+        ctx.node.addresses.insert("control".into(), url);
+    }
     let prober = Arc::new(Prober {
-        key: crate::context::probe_key(&ctx.registry).await?,
+        key: key.clone(),
         edge: ctx.node.id.clone(),
         guard: Mutex::new(ReplayGuard::new(100_000)),
         budget: Mutex::new(ProbeBudget::new(PROBES_PER_SEC, PROBE_BURST)),
@@ -366,7 +382,11 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
     let probes = axum::Router::new()
         .route(PROBE_PATH, axum::routing::post(probe_request))
         .with_state(prober);
-    let routes = web_routes(ctx.registry.clone(), edge.router().merge(probes));
+    let media = edge
+        .router()
+        .merge(probes)
+        .merge(control::routes(key, edge.clone()));
+    let routes = web_routes(ctx.registry.clone(), media);
     if let Some((addr, certificates, acceptor)) = tls {
         let tls_listener = bind(addr, "playback over TLS (edge)").await?;
         let fingerprint = certificates.fingerprint();

@@ -1,6 +1,8 @@
 //! The roles a streamcdn server can run, each a [`crate::context::Role`].
 
 pub mod archiver;
+pub mod cis;
+pub mod control;
 pub mod edge;
 pub mod ingest;
 pub mod provider_api;

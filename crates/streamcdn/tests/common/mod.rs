@@ -910,9 +910,15 @@ pub fn http_request_body(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("bad response {head:?}")))?;
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
     Ok(HttpResponse {
         status,
-        headers: Vec::new(),
+        headers,
         body: body.as_bytes().to_vec(),
     })
 }

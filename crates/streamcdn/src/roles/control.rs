@@ -1,0 +1,157 @@
+//! The edge control endpoint, `POST /_streamcdn/control` on the playback listener:
+//! the command invocation system asks an edge to purge, invalidate or preposition
+//! (`streamcdn_edge::control`). Authenticated like probe requests: an HMAC-SHA256 of
+//! the body with the deployment's key in [`CONTROL_HEADER`], a timestamp within
+//! `probe::MAX_SKEW_MS` and a nonce used once. The operations are idempotent, so a
+//! command the CIS sends again (after a lost answer) does no harm.
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use streamcdn_edge::control::ControlRequest;
+use streamcdn_edge::Edge;
+use streamcdn_router::probe::{self, ProbeKey, ReplayGuard};
+
+use crate::clock::now_ms;
+
+pub const CONTROL_PATH: &str = "/_streamcdn/control";
+pub const CONTROL_HEADER: &str = "X-Streamcdn-Control";
+
+/// Where a server sits among the caches: the CIS handles the top tier first, then the
+/// mid-tier, then the edges below them, so no cache refills from one not yet handled.
+/// Announced as the `tier` query parameter of the node's `control` address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Tier {
+    Top,
+    Mid,
+    Edge,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Top => "top",
+            Tier::Mid => "mid",
+            Tier::Edge => "edge",
+        }
+    }
+
+    /// The tier a `control` address announces (an edge, if it says nothing we know).
+    pub fn of_address(url: &str) -> Tier {
+        match url
+            .split_once("tier=")
+            .map(|(_, t)| t.split('&').next().unwrap_or_default())
+        {
+            Some("top") => Tier::Top,
+            Some("mid") => Tier::Mid,
+            _ => Tier::Edge,
+        }
+    }
+}
+
+/// The signed body and its [`CONTROL_HEADER`] value.
+pub fn signed(key: &ProbeKey, request: &ControlRequest) -> anyhow::Result<(Vec<u8>, String)> {
+    let body = serde_json::to_vec(request)?;
+    let tag = probe::sign(key, &body);
+    Ok((body, tag))
+}
+
+struct Controller {
+    key: ProbeKey,
+    edge: Arc<Edge>,
+    guard: Mutex<ReplayGuard>,
+}
+
+pub fn routes(key: ProbeKey, edge: Arc<Edge>) -> axum::Router {
+    let controller = Arc::new(Controller {
+        key,
+        edge,
+        guard: Mutex::new(ReplayGuard::default()),
+    });
+    axum::Router::new()
+        .route(CONTROL_PATH, axum::routing::post(control_request))
+        .with_state(controller)
+}
+
+fn refused(outcome: &'static str, status: StatusCode, why: String) -> Response {
+    metrics::counter!("streamcdn_edge_control_requests_total", "type" => "unknown", "outcome" => outcome)
+        .increment(1);
+    (status, format!("{why}\n")).into_response()
+}
+
+async fn control_request(
+    State(controller): State<Arc<Controller>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let now = now_ms();
+    let tag = headers.get(CONTROL_HEADER).and_then(|v| v.to_str().ok());
+    // Nothing unauthenticated is parsed.
+    if let Err(e) = probe::verify_signature(&controller.key, &body, tag) {
+        return refused("unauthenticated", StatusCode::UNAUTHORIZED, e.to_string());
+    }
+    let request: ControlRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return refused("malformed", StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    if request.issued_at_ms.abs_diff(now) > probe::MAX_SKEW_MS {
+        let why = format!("issued at {} ms, now {now} ms", request.issued_at_ms);
+        return refused("unauthenticated", StatusCode::UNAUTHORIZED, why);
+    }
+    let admitted = controller
+        .guard
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .admit(request.nonce, request.issued_at_ms, now);
+    if let Err(e) = admitted {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+        return refused("unauthenticated", status, e.to_string());
+    }
+    let reply = controller.edge.control(&request).await;
+    let operation = request.operation.label();
+    let outcome = if reply.errors.is_empty() {
+        "ok"
+    } else {
+        "errors"
+    };
+    metrics::counter!("streamcdn_edge_control_requests_total", "type" => operation, "outcome" => outcome)
+        .increment(1);
+    let objects = reply.purged + reply.invalidated + reply.prepositioned;
+    metrics::counter!("streamcdn_edge_control_objects_total", "type" => operation)
+        .increment(objects as u64);
+    tracing::info!(
+        trigger = %request.trigger_id,
+        operation,
+        purged = reply.purged,
+        invalidated = reply.invalidated,
+        prepositioned = reply.prepositioned,
+        errors = reply.errors.len(),
+        "control request done"
+    );
+    axum::Json(reply).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tier_comes_from_the_control_address() {
+        assert_eq!(
+            Tier::of_address("http://a:1/_streamcdn/control?tier=top"),
+            Tier::Top
+        );
+        assert_eq!(
+            Tier::of_address("http://a:1/_streamcdn/control?tier=mid&x=1"),
+            Tier::Mid
+        );
+        assert_eq!(
+            Tier::of_address("http://a:1/_streamcdn/control"),
+            Tier::Edge
+        );
+        assert!(Tier::Top < Tier::Mid && Tier::Mid < Tier::Edge);
+    }
+}

@@ -1,0 +1,158 @@
+//! `streamcdn trigger purge|invalidate|preposition URL...`: posts an RFC 8007 command
+//! to a CIS's admin API and follows it (polling with `If-None-Match`) until it is final,
+//! printing the status and how many servers are done. Succeeds only on `complete`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use axum::http::{header, Method, StatusCode};
+use streamcdn_cdni::wire::PayloadType;
+use streamcdn_cdni::{parse_status, TriggerStatus};
+
+use crate::roles::cis::{call, client, TRIGGERS_PATH};
+
+const POLL_EVERY: Duration = Duration::from_millis(25);
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The command's JSON: `content.urls` and, unless prepositioning, `content.patterns`.
+pub fn command_json(operation: &str, urls: &[String], patterns: &[String]) -> serde_json::Value {
+    let mut trigger = serde_json::Map::new();
+    trigger.insert("type".into(), operation.into());
+    if !urls.is_empty() {
+        trigger.insert("content.urls".into(), urls.into());
+    }
+    if !patterns.is_empty() {
+        let patterns: Vec<_> = patterns
+            .iter()
+            .map(|p| serde_json::json!({ "pattern": p }))
+            .collect();
+        trigger.insert("content.patterns".into(), patterns.into());
+    }
+    serde_json::json!({ "trigger": trigger })
+}
+
+/// Runs the command; `Ok(true)` when it completed.
+pub async fn run(
+    admin: &str,
+    operation: &str,
+    urls: &[String],
+    patterns: &[String],
+    timeout: Duration,
+) -> anyhow::Result<bool> {
+    let client = client();
+    let admin = admin.trim_end_matches('/');
+    let body = serde_json::to_vec(&command_json(operation, urls, patterns))?;
+    let headers = [(
+        "content-type",
+        PayloadType::Command.content_type().to_owned(),
+    )];
+    let url = format!("{admin}{TRIGGERS_PATH}");
+    let started = Instant::now();
+    let (status, answer_headers, answer) =
+        call(&client, Method::POST, &url, &headers, body, CALL_TIMEOUT).await?;
+    if status != StatusCode::CREATED {
+        bail!(
+            "{url} refused the command: {status}: {}",
+            String::from_utf8_lossy(&answer).trim()
+        );
+    }
+    let location = answer_headers
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .context("the CIS gave no Location")?
+        .to_owned();
+    println!("{operation}: trigger {location}");
+    let mut etag = String::new();
+    let mut last_line = String::new();
+    loop {
+        let conditional = [("if-none-match", etag.clone())];
+        let (status, headers, body) = call(
+            &client,
+            Method::GET,
+            &location,
+            &conditional,
+            Vec::new(),
+            CALL_TIMEOUT,
+        )
+        .await?;
+        if status == StatusCode::OK {
+            etag = headers
+                .get(header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
+            let resource = parse_status(content_type, &body)
+                .map_err(|e| anyhow::anyhow!("{location}: {e}"))?;
+            let servers = format!("{location}/servers");
+            let (_, _, list) = call(
+                &client,
+                Method::GET,
+                &servers,
+                &[],
+                Vec::new(),
+                CALL_TIMEOUT,
+            )
+            .await?;
+            let list: Vec<serde_json::Value> = serde_json::from_slice(&list).unwrap_or_default();
+            let done = list
+                .iter()
+                .filter(|s| s["state"] == "complete" || s["state"] == "failed")
+                .count();
+            let line =
+                format!("{:?}, servers {done}/{} done", resource.status, list.len()).to_lowercase();
+            if line != last_line {
+                println!("  {:>7.3} s  {line}", started.elapsed().as_secs_f64());
+                last_line = line;
+            }
+            if resource.status.is_final() {
+                for server in &list {
+                    println!(
+                        "  {} {}",
+                        server["server"].as_str().unwrap_or("?"),
+                        server["state"].as_str().unwrap_or("?")
+                    );
+                }
+                for error in &resource.errors {
+                    println!(
+                        "  error {}: {}",
+                        error.error.as_str(),
+                        error.description.as_deref().unwrap_or("")
+                    );
+                }
+                return Ok(resource.status == TriggerStatus::Complete);
+            }
+        } else if status != StatusCode::NOT_MODIFIED {
+            bail!(
+                "{location} answered {status}: {}",
+                String::from_utf8_lossy(&body).trim()
+            );
+        }
+        if started.elapsed() > timeout {
+            bail!("not final after {timeout:?}");
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse_as_the_cis_reads_them() {
+        let json = command_json(
+            "purge",
+            &["http://h/p/s/r/000001.m4s".into()],
+            &["*/p/s/*".into()],
+        );
+        let bytes = serde_json::to_vec(&json).unwrap();
+        let parsed = streamcdn_cdni::parse_operator_command(
+            Some(PayloadType::Command.content_type()),
+            &bytes,
+        );
+        assert!(parsed.is_ok(), "{parsed:?}");
+    }
+}

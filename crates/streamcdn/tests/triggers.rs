@@ -1,0 +1,334 @@
+//! The command invocation system end to end: `up` (its CIS, its top-tier edge) and a
+//! second edge below it sharing Redis, a published stream, and `streamcdn trigger`
+//! purging, invalidating and prepositioning through the edges' control endpoints.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const COMMAND: &str = "application/cdni; ptype=ci-trigger-command";
+
+/// The sum of the samples of `name` whose line contains every one of `labels`.
+fn metric_with(node: &Node, name: &str, labels: &[&str]) -> f64 {
+    let text = http_request_at(&node.host, node.admin, "GET", "/metrics", &[])
+        .expect("metrics")
+        .text();
+    text.lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn trigger_cli(admin: &Node, operation: &str, urls: &[String]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_streamcdn"))
+        .args(["trigger", operation])
+        .args(urls)
+        .args([
+            "--admin",
+            &format!("http://{}:{}", admin.host, admin.admin),
+            "--timeout",
+            "60",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn streamcdn trigger")
+}
+
+fn run_trigger(admin: &Node, operation: &str, urls: &[String]) -> (Output, Duration) {
+    let started = Instant::now();
+    let output = trigger_cli(admin, operation, urls)
+        .wait_with_output()
+        .unwrap();
+    (output, started.elapsed())
+}
+
+fn assert_complete(output: &Output, servers: usize) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "trigger failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains(&format!("complete, servers {servers}/{servers} done")),
+        "{stdout}"
+    );
+    stdout
+}
+
+fn x_cache(node: &Node, path: &str) -> String {
+    let answer = http_get(node.http, path, &[]).unwrap();
+    assert_eq!(answer.status, 200, "{path}: {}", answer.text());
+    answer.header("x-cache").unwrap_or_default().to_owned()
+}
+
+/// Publishes `seconds` of video as `stream` and returns its ended recording's path.
+fn recording(up: &Node, stream: &str) -> String {
+    let publisher = publish(
+        &tool("ffmpeg"),
+        &up.publish_url("demo", stream, KEY),
+        6,
+        "h264",
+    );
+    assert!(wait_output(publisher).status.success());
+    up.wait_recording_state("demo", stream, "ended");
+    let dir = up.recordings("demo", stream).pop().expect("a recording");
+    let id = dir.file_name().unwrap().to_string_lossy().into_owned();
+    format!("/demo/{stream}/{id}")
+}
+
+fn segments(node: &Node, recording: &str) -> Vec<String> {
+    let text = http_get(node.http, &format!("{recording}/playlist.m3u8"), &[])
+        .unwrap()
+        .text();
+    let mut paths: Vec<String> = playlist_segments(&text)
+        .into_iter()
+        .map(|(_, name)| format!("{recording}/{name}"))
+        .collect();
+    assert!(paths.len() >= 2, "{text}");
+    paths.push(format!("{recording}/init.mp4"));
+    paths
+}
+
+#[test]
+fn purge_invalidate_and_preposition_reach_every_edge() {
+    let redis = Redis::start();
+    let registry = redis.registry_toml("triggers");
+    let up = Node::up("trig-up", &registry);
+    let edge_config = format!("{registry}[edge]\nparents = [\"{}\"]\n", up.http_base());
+    let mut edge = Node::role("trig-edge", "edge", &edge_config);
+    let rec = recording(&up, "cam");
+    let paths = segments(&up, &rec);
+    let segment = paths[0].clone();
+
+    // Both edges warm: the second request is a hit.
+    for node in [&up, &edge] {
+        x_cache(node, &segment);
+        assert_eq!(x_cache(node, &segment), "HIT");
+    }
+    let origin_fetches = up.metric("streamcdn_edge_upstream_fetches_total");
+    let parent_fetches = edge.metric("streamcdn_edge_upstream_fetches_total");
+
+    // Purge: complete on both servers, then a miss at each, refilled from upstream.
+    let (output, took) = run_trigger(&up, "purge", &[up.play_url(&segment)]);
+    let stdout = assert_complete(&output, 2);
+    eprintln!("purge → complete in {took:?} (CLI process included)\n{stdout}");
+    for node in [&up, &edge] {
+        let control = format!("http://{}:{}/_streamcdn/control", node.host, node.http);
+        assert!(stdout.contains(&control), "{control} missing:\n{stdout}");
+    }
+    assert_eq!(x_cache(&edge, &segment), "MISS");
+    assert_eq!(
+        x_cache(&up, &segment),
+        "HIT",
+        "refilled by the edge's miss just now"
+    );
+    assert!(up.metric("streamcdn_edge_upstream_fetches_total") > origin_fetches);
+    assert!(edge.metric("streamcdn_edge_upstream_fetches_total") > parent_fetches);
+    assert_eq!(x_cache(&edge, &segment), "HIT");
+
+    // Invalidate a segment and the playlist: the next request is conditional and
+    // answered 304, down to the origin.
+    let playlist = format!("{rec}/playlist.m3u8");
+    x_cache(&edge, &playlist);
+    let not_modified = |node: &Node| {
+        metric_with(
+            node,
+            "streamcdn_edge_revalidations_total",
+            &["not_modified"],
+        )
+    };
+    let origin_304 = || metric_with(&up, "streamcdn_origin_requests_total", &["304"]);
+    let (edge_304, top_304, origin_before) = (not_modified(&edge), not_modified(&up), origin_304());
+    let (output, _) = run_trigger(
+        &up,
+        "invalidate",
+        &[up.play_url(&segment), up.play_url(&playlist)],
+    );
+    assert_complete(&output, 2);
+    assert_eq!(x_cache(&edge, &segment), "MISS");
+    x_cache(&edge, &playlist);
+    assert!(
+        not_modified(&edge) >= edge_304 + 2.0,
+        "edge revalidations: {}",
+        not_modified(&edge)
+    );
+    assert!(
+        not_modified(&up) >= top_304 + 2.0,
+        "top tier revalidations: {}",
+        not_modified(&up)
+    );
+    assert!(
+        origin_304() >= origin_before + 2.0,
+        "origin 304s: {}",
+        origin_304()
+    );
+    assert_eq!(x_cache(&edge, &segment), "HIT", "a 304 refreshes the copy");
+
+    // Preposition a recording's playlist: every segment is a hit on first request.
+    let other = recording(&up, "other");
+    let (output, _) = run_trigger(
+        &up,
+        "preposition",
+        &[up.play_url(&format!("{other}/playlist.m3u8"))],
+    );
+    assert_complete(&output, 2);
+    for path in segments(&up, &other) {
+        assert_eq!(x_cache(&edge, &path), "HIT", "{path}");
+    }
+
+    // A down edge: the trigger stays active and completes once the edge is back; the
+    // purge reaches the copy the edge kept on disk across its restart.
+    x_cache(&edge, &paths[1]);
+    std::thread::sleep(Duration::from_millis(500));
+    edge.stop_with("KILL");
+    let mut waiting = trigger_cli(&up, "purge", &[up.play_url(&paths[1])]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        waiting.try_wait().unwrap().is_none(),
+        "the trigger finished without the edge"
+    );
+    let active =
+        http_request_at(&up.host, up.admin, "GET", "/api/v1/triggers/active", &[]).unwrap();
+    assert!(
+        active.text().contains("/api/v1/triggers/"),
+        "{}",
+        active.text()
+    );
+    edge.start();
+    let back = Instant::now();
+    let output = waiting.wait_with_output().unwrap();
+    assert_complete(&output, 2);
+    eprintln!("completed {:?} after the edge came back", back.elapsed());
+    assert_eq!(x_cache(&edge, &paths[1]), "MISS");
+
+    // An unauthenticated control request.
+    let body = br#"{"trigger-id":"x","type":"purge","urls":[],"issued_at_ms":0,"nonce":1}"#;
+    let forged = http_request_body(
+        edge.http,
+        "POST",
+        "/_streamcdn/control",
+        &[("X-Streamcdn-Control", "00")],
+        body,
+    )
+    .unwrap();
+    assert_eq!(forged.status, 401);
+    let unsigned = http_request_body(edge.http, "POST", "/_streamcdn/control", &[], body).unwrap();
+    assert_eq!(unsigned.status, 401);
+    assert_eq!(
+        metric_with(
+            &edge,
+            "streamcdn_edge_control_requests_total",
+            &["unauthenticated"]
+        ),
+        2.0
+    );
+}
+
+#[test]
+fn the_admin_api_answers_as_rfc_8007_says_and_keeps_triggers_across_restarts() {
+    let mut up = Node::up("trig-api", "");
+    let post = |content_type: &str, body: &str| {
+        http_request_body(
+            up.admin,
+            "POST",
+            "/api/v1/triggers",
+            &[("Content-Type", content_type)],
+            body.as_bytes(),
+        )
+        .unwrap()
+    };
+    let purge = r#"{"trigger": {"type": "purge", "content.urls": ["http://any.example/demo/x/index.m3u8"]}}"#;
+    assert_eq!(post("application/json", purge).status, 415);
+    assert_eq!(post(COMMAND, "{\"trigger\": ").status, 400);
+    assert_eq!(
+        post(COMMAND, r#"{"trigger": {"type": "purge"}}"#).status,
+        400
+    );
+
+    let unknown = post(
+        COMMAND,
+        r#"{"trigger": {"type": "refresh", "content.urls": ["http://h/demo/x/index.m3u8"]}}"#,
+    );
+    assert_eq!(unknown.status, 201, "{}", unknown.text());
+    assert!(
+        unknown.text().contains("\"eunsupported\""),
+        "{}",
+        unknown.text()
+    );
+    assert!(unknown.text().contains("\"failed\""), "{}", unknown.text());
+
+    let created = post(COMMAND, purge);
+    assert_eq!(created.status, 201, "{}", created.text());
+    let location = created.header("location").unwrap().to_owned();
+    let path = location
+        .split_once("127.0.0.1")
+        .map(|(_, rest)| rest.split_once('/').unwrap().1)
+        .unwrap();
+    let path = format!("/{path}");
+    // The only carrying server is up's own edge: complete at once.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let status = http_request_at(&up.host, up.admin, "GET", &path, &[]).unwrap();
+        if status.text().contains("\"complete\"") || Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.text().contains("\"complete\""), "{}", status.text());
+    assert_eq!(
+        status.header("content-type"),
+        Some("application/cdni; ptype=ci-trigger-status")
+    );
+    let etag = status.header("etag").unwrap().to_owned();
+    let again = http_request_at(
+        &up.host,
+        up.admin,
+        "GET",
+        &path,
+        &[("If-None-Match", &etag)],
+    )
+    .unwrap();
+    assert_eq!(again.status, 304);
+
+    let collection = http_request_at(&up.host, up.admin, "GET", "/api/v1/triggers", &[]).unwrap();
+    assert!(
+        collection.text().contains("\"coll-active\""),
+        "{}",
+        collection.text()
+    );
+    assert!(
+        collection.text().contains(&location),
+        "{}",
+        collection.text()
+    );
+    let complete =
+        http_request_at(&up.host, up.admin, "GET", "/api/v1/triggers/complete", &[]).unwrap();
+    assert!(complete.text().contains(&location), "{}", complete.text());
+
+    // Cancelling a complete trigger changes nothing (§4.3).
+    let cancel = format!(r#"{{"cancel": ["{location}"]}}"#);
+    assert_eq!(post(COMMAND, &cancel).status, 200);
+    let cancel_unknown = format!(r#"{{"cancel": ["{location}99"]}}"#);
+    assert_eq!(post(COMMAND, &cancel_unknown).status, 404);
+
+    // Kept across a restart.
+    up.stop_with("TERM");
+    up.start();
+    let kept = http_request_at(&up.host, up.admin, "GET", &path, &[]).unwrap();
+    assert_eq!(kept.status, 200);
+    assert!(kept.text().contains("\"complete\""), "{}", kept.text());
+
+    let deleted = http_request_at(&up.host, up.admin, "DELETE", &path, &[]).unwrap();
+    assert_eq!(deleted.status, 204);
+    assert_eq!(
+        http_request_at(&up.host, up.admin, "GET", &path, &[])
+            .unwrap()
+            .status,
+        404
+    );
+}
