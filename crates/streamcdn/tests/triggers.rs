@@ -98,7 +98,7 @@ fn segments(node: &Node, recording: &str) -> Vec<String> {
 fn purge_invalidate_and_preposition_reach_every_edge() {
     let redis = Redis::start();
     let registry = redis.registry_toml("triggers");
-    let up = Node::up("trig-up", &registry);
+    let mut up = Node::up("trig-up", &registry);
     let edge_config = format!("{registry}[edge]\nparents = [\"{}\"]\n", up.http_base());
     let mut edge = Node::role("trig-edge", "edge", &edge_config);
     let rec = recording(&up, "cam");
@@ -117,6 +117,7 @@ fn purge_invalidate_and_preposition_reach_every_edge() {
     let (output, took) = run_trigger(&up, "purge", &[up.play_url(&segment)]);
     let stdout = assert_complete(&output, 2);
     eprintln!("purge → complete in {took:?} (CLI process included)\n{stdout}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
     for node in [&up, &edge] {
         let control = format!("http://{}:{}/_streamcdn/control", node.host, node.http);
         assert!(stdout.contains(&control), "{control} missing:\n{stdout}");
@@ -205,6 +206,42 @@ fn purge_invalidate_and_preposition_reach_every_edge() {
     assert_complete(&output, 2);
     eprintln!("completed {:?} after the edge came back", back.elapsed());
     assert_eq!(x_cache(&edge, &paths[1]), "MISS");
+
+    // The CIS killed mid-command (an edge down): after its restart the trigger goes
+    // on from where it was and completes when the edge is back.
+    edge.stop_with("KILL");
+    let command = format!(
+        r#"{{"trigger": {{"type": "purge", "content.urls": ["{}"]}}}}"#,
+        up.play_url(&paths[2])
+    );
+    let created = http_request_body(
+        up.admin,
+        "POST",
+        "/api/v1/triggers",
+        &[("Content-Type", COMMAND)],
+        command.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(created.status, 201, "{}", created.text());
+    let location = created.header("location").unwrap().to_owned();
+    let status_path = format!("/api/v1/{}", location.split_once("/api/v1/").unwrap().1);
+    up.stop_with("KILL");
+    up.start();
+    edge.start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let status = http_request_at(&up.host, up.admin, "GET", &status_path, &[])
+            .unwrap()
+            .text();
+        if status.contains("\"complete\"") || Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        status.contains("\"complete\""),
+        "not resumed after the restart: {status}"
+    );
 
     // An unauthenticated control request.
     let body = br#"{"trigger-id":"x","type":"purge","urls":[],"issued_at_ms":0,"nonce":1}"#;

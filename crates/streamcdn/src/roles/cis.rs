@@ -12,6 +12,7 @@
 //! address completes what it missed.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -126,8 +127,12 @@ struct Cis {
     us: CdnPid,
     state: Mutex<Collection>,
     file: PathBuf,
-    /// Orders the writes of `file`: each writes the state as it is when it runs.
-    writing: tokio::sync::Mutex<()>,
+    /// Changes made to `state`, counted; a change counts before its persist is asked.
+    changes: AtomicU64,
+    /// Orders the writes of `file` and holds the change count the file has reached:
+    /// a write finds the ones queued behind it already kept (one write for a burst of
+    /// server reports).
+    written: tokio::sync::Mutex<u64>,
     registry: Registry,
     key: ProbeKey,
     client: Client,
@@ -162,7 +167,8 @@ impl Cis {
             us,
             state: Mutex::new(state),
             file,
-            writing: tokio::sync::Mutex::new(()),
+            changes: AtomicU64::new(0),
+            written: tokio::sync::Mutex::new(0),
             registry,
             key,
             client: client(),
@@ -173,16 +179,25 @@ impl Cis {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Writes the collection (temp file, fsync, rename, fsync of the directory).
+    /// Writes the collection (temp file, fsync, rename, fsync of the directory) unless
+    /// a write that began after the caller's change already did.
     async fn persist(&self) -> anyhow::Result<()> {
-        let _order = self.writing.lock().await;
-        let json = {
+        let wanted = self.changes.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut written = self.written.lock().await;
+        if *written >= wanted {
+            return Ok(());
+        }
+        let (json, reached) = {
             let mut state = self.lock();
             state.expire(now_secs());
-            serde_json::to_vec(&*state)?
+            (
+                serde_json::to_vec(&*state)?,
+                self.changes.load(Ordering::SeqCst),
+            )
         };
         let file = self.file.clone();
         tokio::task::spawn_blocking(move || write_atomically(&file, &json)).await??;
+        *written = reached;
         Ok(())
     }
 
