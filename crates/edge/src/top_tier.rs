@@ -308,13 +308,13 @@ impl Source for TopTier {
     ) -> BoxFuture<'a, Result<Revalidated, FetchError>> {
         async move {
             if !matches!(key.target(), Target::Recordings(_)) {
-                if let Ok(FromServers::Served(answer)) =
-                    self.fetch_from_servers(key, Some(validators)).await
-                {
-                    match answer {
-                        Revalidated::Modified(o) if o.status != StatusCode::OK => {}
-                        answer => return Ok(answer),
+                // A failure is final here, as in `fetch_key`: asking twice would double
+                // the wait before a stale playlist is served.
+                match self.fetch_from_servers(key, Some(validators)).await? {
+                    FromServers::Served(Revalidated::Modified(o)) if o.status != StatusCode::OK => {
                     }
+                    FromServers::Served(answer) => return Ok(answer),
+                    FromServers::NotThere(_) => {}
                 }
             }
             self.fetch_key(key)

@@ -307,29 +307,33 @@ impl Cis {
 
     /// Every server carrying the local default configuration, in stages by tier.
     async fn targets(&self) -> anyhow::Result<Vec<Vec<TargetId>>> {
-        let mut servers: Vec<(Tier, String)> = self
-            .registry
-            .nodes()
-            .await?
-            .into_iter()
-            .filter_map(|node| node.addresses.get("control").cloned())
-            .map(|url| (Tier::of_address(&url), url))
-            .collect();
-        servers.sort();
-        servers.dedup();
-        let mut stages: Vec<Vec<TargetId>> = Vec::new();
-        let mut last = None;
-        for (tier, url) in servers {
-            if last != Some(tier) {
-                stages.push(Vec::new());
-                last = Some(tier);
-            }
-            if let Some(stage) = stages.last_mut() {
-                stage.push(TargetId(url));
-            }
-        }
-        Ok(stages)
+        let nodes = self.registry.nodes().await?;
+        Ok(stages(
+            nodes
+                .into_iter()
+                .filter_map(|node| node.addresses.get("control").cloned()),
+        ))
     }
+}
+
+/// Control addresses grouped by tier, top tier first, each address once.
+fn stages(addresses: impl Iterator<Item = String>) -> Vec<Vec<TargetId>> {
+    let mut servers: Vec<(Tier, String)> =
+        addresses.map(|url| (Tier::of_address(&url), url)).collect();
+    servers.sort();
+    servers.dedup();
+    let mut stages: Vec<Vec<TargetId>> = Vec::new();
+    let mut last = None;
+    for (tier, url) in servers {
+        if last != Some(tier) {
+            stages.push(Vec::new());
+            last = Some(tier);
+        }
+        if let Some(stage) = stages.last_mut() {
+            stage.push(TargetId(url));
+        }
+    }
+    stages
 }
 
 /// What one server is asked for a trigger: its content URLs and patterns. `metadata.*`
@@ -592,5 +596,29 @@ mod tests {
         assert_eq!(trigger_named("12"), Some(TriggerId(12)));
         assert_eq!(trigger_named("x1"), None);
         assert_eq!(view_named("active"), Some(View::Active));
+    }
+
+    #[test]
+    fn parents_come_before_their_children() {
+        let urls = [
+            "http://e1/c?tier=edge",
+            "http://m/c?tier=mid",
+            "http://t/c?tier=top",
+            "http://e0/c",
+            "http://e1/c?tier=edge",
+        ];
+        let ids = |list: &[&str]| {
+            list.iter()
+                .map(|u| TargetId((*u).to_owned()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            stages(urls.iter().map(|u| (*u).to_owned())),
+            [
+                ids(&["http://t/c?tier=top"]),
+                ids(&["http://m/c?tier=mid"]),
+                ids(&["http://e0/c", "http://e1/c?tier=edge"])
+            ]
+        );
     }
 }
