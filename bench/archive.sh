@@ -35,6 +35,7 @@ cat > "$DIR/streamcdn.toml" <<TOML
 data_dir = "$DIR/data"
 [rtmp]
 listen = "127.0.0.1:19350"
+tls_listen = "off"
 [origin]
 listen = "127.0.0.1:18088"
 [http]

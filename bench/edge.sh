@@ -52,6 +52,7 @@ start_ingest() { # index
 data_dir = "$DIR/shared"
 [rtmp]
 listen = "127.0.0.1:1935$i"
+tls_listen = "off"
 [origin]
 listen = "127.0.0.1:1818$i"
 [http]

@@ -46,6 +46,7 @@ cat > "$DIR/streamcdn.toml" <<TOML
 data_dir = "$DIR/data"
 [rtmp]
 listen = "127.0.0.1:$P_RTMP"
+tls_listen = "off"
 [origin]
 listen = "127.0.0.1:$P_ORIGIN"
 [http]

@@ -81,6 +81,9 @@ impl Default for NodeConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RtmpConfig {
     pub listen: SocketAddr,
+    /// RTMPS (RTMP over TLS, as OBS's `rtmps://`): `"host:port"` or `"off"`. Uses the
+    /// playback listener's certificate (`http.tls_cert`/`tls_key`, or the generated one).
+    pub tls_listen: Listen,
     pub max_connections: usize,
     /// Largest RTMP message accepted (a video frame is one message).
     pub max_message_size: ByteSize,
@@ -93,6 +96,7 @@ impl Default for RtmpConfig {
     fn default() -> Self {
         Self {
             listen: ([0, 0, 0, 0], 1935).into(),
+            tls_listen: Listen::At(([0, 0, 0, 0], 1936).into()),
             max_connections: 1000,
             max_message_size: ByteSize(8 * 1024 * 1024),
             idle_timeout: Duration::from_secs(10),
@@ -668,6 +672,12 @@ impl Config {
             }
             _ => {}
         }
+        if self.rtmp.tls_listen.addr() == Some(self.rtmp.listen) {
+            return Err((
+                "rtmp.tls_listen".into(),
+                "must differ from rtmp.listen".into(),
+            ));
+        }
         if self.http.tls_listen.addr() == Some(self.http.listen) {
             return Err((
                 "http.tls_listen".into(),
@@ -936,6 +946,12 @@ mod tests {
         assert_eq!(c.http.tls_listen, Listen::At(([0, 0, 0, 0], 8443).into()));
         let c = parse("[http]\ntls_listen = \"off\"\n").unwrap();
         assert_eq!(c.http.tls_listen.addr(), None);
+        assert_eq!(c.rtmp.tls_listen, Listen::At(([0, 0, 0, 0], 1936).into()));
+        let c = parse("[rtmp]\ntls_listen = \"off\"\n").unwrap();
+        assert_eq!(c.rtmp.tls_listen.addr(), None);
+        let e = parse("[rtmp]\nlisten = \"127.0.0.1:9000\"\ntls_listen = \"127.0.0.1:9000\"\n")
+            .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("rtmp.tls_listen"));
         let e = parse("[http]\ntls_listen = \"\"\n").unwrap_err();
         assert_eq!((e.line, e.key.as_deref()), (2, Some("http.tls_listen")));
         assert!(e.to_string().contains("\"off\""), "{e}");

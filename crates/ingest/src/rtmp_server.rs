@@ -1,12 +1,13 @@
 //! The RTMP listener: a thin async shell that moves bytes between sockets and
 //! [`ServerSession`], and hands media to a [`Publisher`].
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use streamcdn_media::rtmp::{ServerSession, SessionEvent, SessionLimits};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::Instrument;
@@ -29,8 +30,27 @@ pub async fn serve(
     listener: TcpListener,
     hub: Arc<StreamHub>,
     settings: RtmpSettings,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
+    serve_wrapped(listener, hub, settings, shutdown, |socket| async move {
+        Ok::<_, std::io::Error>(socket)
+    })
+    .await;
+}
+
+/// [`serve`] over a transport made from each accepted connection by `wrap` (a TLS
+/// handshake for RTMPS), which has the idle timeout to finish.
+pub async fn serve_wrapped<W, Fut, S>(
+    listener: TcpListener,
+    hub: Arc<StreamHub>,
+    settings: RtmpSettings,
+    mut shutdown: watch::Receiver<bool>,
+    wrap: W,
+) where
+    W: Fn(TcpStream) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = std::io::Result<S>> + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let permits = Arc::new(Semaphore::new(settings.max_connections));
     let mut sessions = tokio::task::JoinSet::new();
     loop {
@@ -51,11 +71,25 @@ pub async fn serve(
         };
         let _ = socket.set_nodelay(true);
         let (hub, settings, shutdown) = (hub.clone(), settings.clone(), shutdown.clone());
+        let wrap = wrap.clone();
         sessions.spawn(
             async move {
                 metrics::gauge!("streamcdn_rtmp_connections").increment(1.0);
-                if let Err(reason) = run_session(socket, peer, hub, settings, shutdown).await {
-                    tracing::info!(%reason, "RTMP session closed");
+                match tokio::time::timeout(settings.idle_timeout, wrap(socket)).await {
+                    Ok(Ok(stream)) => {
+                        if let Err(reason) = run_session(stream, peer, hub, settings, shutdown).await
+                        {
+                            tracing::info!(%reason, "RTMP session closed");
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        metrics::counter!("streamcdn_rtmp_handshake_failures_total").increment(1);
+                        tracing::info!(error = %e, "RTMPS handshake failed");
+                    }
+                    Err(_) => {
+                        metrics::counter!("streamcdn_rtmp_handshake_failures_total").increment(1);
+                        tracing::info!("RTMPS handshake timed out");
+                    }
                 }
                 metrics::gauge!("streamcdn_rtmp_connections").decrement(1.0);
                 drop(permit);
@@ -67,8 +101,8 @@ pub async fn serve(
     while sessions.join_next().await.is_some() {}
 }
 
-async fn run_session(
-    mut socket: TcpStream,
+async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
+    mut socket: S,
     peer: SocketAddr,
     hub: Arc<StreamHub>,
     settings: RtmpSettings,

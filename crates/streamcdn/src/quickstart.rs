@@ -84,11 +84,19 @@ pub fn print_quickstart(config: &Config, provider: &ProviderConfig, tls_fingerpr
     let playlist = Target::StreamMultivariant(stream.clone()).path();
     let player = Target::PlayerPage(stream).path();
     let https = https_lines(config, tls_fingerprint, &playlist, &player);
+    let rtmps = match config.rtmp.tls_listen.addr() {
+        Some(addr) => format!(
+            "\x20    (or over TLS: rtmps://{host}:{}/{name}, the HTTPS certificate)\n",
+            addr.port()
+        ),
+        None => String::new(),
+    };
     println!(
         "\nstreamcdn is up.\n\n\
          OBS  Settings > Stream > Service: Custom\n\
          \x20    Server:     rtmp://{host}:{rtmp_port}/{name}\n\
          \x20    Stream Key: mystream?key={key}\n\
+         {rtmps}\
          \x20    (Output: keyframe interval 2 s, H.264 or HEVC, AAC)\n\n\
          ffmpeg:\n\
          \x20    ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440 \\\n\

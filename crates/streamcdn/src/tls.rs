@@ -332,13 +332,32 @@ impl Certificates {
         self.files.generated.then_some(self.files.cert.as_path())
     }
 
-    /// Accepts TLS 1.2 and 1.3 and offers HTTP/2, then HTTP/1.1, by ALPN.
-    pub fn acceptor(&self) -> Result<TlsAcceptor, rustls::Error> {
+    /// [`Certificates::open`] off the async workers, with an acceptor offering `alpn`;
+    /// `what` names the listener in errors.
+    pub async fn load(
+        http: &HttpConfig,
+        data_dir: &Path,
+        alpn: &[&[u8]],
+        what: &str,
+    ) -> anyhow::Result<(Self, TlsAcceptor)> {
+        use anyhow::Context as _;
+        let (http, data_dir) = (http.clone(), data_dir.to_owned());
+        let certificates = tokio::task::spawn_blocking(move || Self::open(&http, &data_dir))
+            .await
+            .with_context(|| format!("loading the TLS certificate for {what}"))??;
+        let acceptor = certificates
+            .acceptor(alpn)
+            .with_context(|| format!("cannot set up TLS for {what}"))?;
+        Ok((certificates, acceptor))
+    }
+
+    /// Accepts TLS 1.2 and 1.3 and offers `alpn` (most preferred first; empty for RTMPS).
+    pub fn acceptor(&self, alpn: &[&[u8]]) -> Result<TlsAcceptor, rustls::Error> {
         let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_cert_resolver(self.resolver.clone());
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(TlsAcceptor::from(Arc::new(config)))
     }
 

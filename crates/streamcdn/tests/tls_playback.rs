@@ -353,3 +353,47 @@ fn configured_certificate_is_checked_at_start_and_reloaded_when_replaced() {
     assert_eq!(served_fingerprint(&node.host, node.tls), b_fingerprint);
     assert!(node.is_running());
 }
+
+/// RTMPS (OBS's `rtmps://`): ffmpeg publishes over TLS to the RTMPS listener, shown the
+/// playback listener's certificate, and the stream is recorded and plays like one sent
+/// over plain RTMP; a plain RTMP client on the TLS port gets nowhere and is counted.
+#[test]
+fn rtmps_publishes_like_rtmp_with_the_same_certificate() {
+    let node = Node::up("rtmps", "");
+    assert_eq!(
+        served_fingerprint(&node.host, node.rtmps),
+        served_fingerprint(&node.host, node.tls),
+        "one certificate for HTTPS and RTMPS"
+    );
+    let ffmpeg = tool("ffmpeg");
+    let url = format!(
+        "rtmps://{}:{}/demo/overtls?key={KEY}",
+        node.host, node.rtmps
+    );
+    let published = wait_output(publish(&ffmpeg, &url, 4, "h264"));
+    assert!(
+        published.status.success(),
+        "ffmpeg over rtmps: {}",
+        String::from_utf8_lossy(&published.stderr)
+    );
+    node.wait_recording_state("demo", "overtls", "ended");
+    let decoded = decode(&node.play_url("/demo/overtls/index.m3u8"), &[]);
+    assert!(
+        decoded.video_frames.abs_diff(4 * FPS) <= 2 * FPS,
+        "published 4 s over RTMPS, decoded {decoded:?}"
+    );
+    assert!(decoded.audio_frames > 0, "{decoded:?}");
+
+    let plain = format!("rtmp://{}:{}/demo/plain?key={KEY}", node.host, node.rtmps);
+    let refused = wait_output(publish(&ffmpeg, &plain, 2, "h264"));
+    assert!(!refused.status.success(), "plain RTMP on the RTMPS port");
+    assert!(node.recordings("demo", "plain").is_empty());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while node.metric("streamcdn_rtmp_handshake_failures_total") < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the failed handshake was not counted"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

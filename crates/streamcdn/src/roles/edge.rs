@@ -296,14 +296,15 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
     // listener of this role is bound.
     let tls = match ctx.config.http.tls_listen.addr() {
         Some(addr) => {
-            let (http, data_dir) = (ctx.config.http.clone(), ctx.config.node.data_dir.clone());
-            let certificates =
-                tokio::task::spawn_blocking(move || Certificates::open(&http, &data_dir))
-                    .await
-                    .context("loading the TLS certificate")??;
-            let acceptor = certificates
-                .acceptor()
-                .context("cannot set up TLS for playback")?;
+            let config = &ctx.config;
+            // HTTP/2, then HTTP/1.1, by ALPN.
+            let (certificates, acceptor) = Certificates::load(
+                &config.http,
+                &config.node.data_dir,
+                &[b"h2", b"http/1.1"],
+                "playback",
+            )
+            .await?;
             Some((addr, certificates, acceptor))
         }
         None => None,

@@ -10,6 +10,7 @@ use streamcdn_ingest::hub::{HubSettings, StreamHub};
 use streamcdn_ingest::rtmp_server::{self, RtmpSettings};
 
 use crate::context::{bind, Context, Role};
+use crate::tls::Certificates;
 
 pub struct Ingest;
 
@@ -24,6 +25,18 @@ impl Role for Ingest {
 }
 
 async fn start(ctx: &mut Context) -> anyhow::Result<()> {
+    // Checked first: a certificate that cannot be served fails the start before any
+    // listener of this role is bound.
+    let rtmps = match ctx.config.rtmp.tls_listen.addr() {
+        Some(addr) => {
+            let config = &ctx.config;
+            // RTMP has no ALPN name.
+            let (certificates, acceptor) =
+                Certificates::load(&config.http, &config.node.data_dir, &[], "RTMPS").await?;
+            Some((addr, certificates, acceptor))
+        }
+        None => None,
+    };
     let Some(origin) = ctx.config.origin.advertised_url() else {
         bail!(
             "origin.listen is {}: set origin.advertise to the URL edges reach this server at",
@@ -63,6 +76,21 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
     };
     tracing::info!(rtmp = %config.rtmp.listen, origin = %config.origin.listen, "ingest listening");
     let shutdown = ctx.shutdown();
+    if let Some((addr, certificates, acceptor)) = rtmps {
+        let listener = bind(addr, "RTMPS").await?;
+        tracing::info!(rtmps = %addr, certificate = %certificates.fingerprint(), "ingest listening for RTMPS");
+        ctx.spawn(rtmp_server::serve_wrapped(
+            listener,
+            hub.clone(),
+            rtmp_settings.clone(),
+            ctx.shutdown(),
+            move |socket| {
+                let acceptor = acceptor.clone();
+                async move { acceptor.accept(socket).await }
+            },
+        ));
+        ctx.spawn(certificates.watch(ctx.shutdown()));
+    }
     ctx.spawn(rtmp_server::serve(
         rtmp,
         hub.clone(),

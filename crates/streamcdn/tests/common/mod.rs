@@ -93,6 +93,8 @@ pub struct Node {
     pub http: u16,
     /// Playback over TLS (HTTP/2 and HTTP/1.1).
     pub tls: u16,
+    /// RTMPS (RTMP over TLS).
+    pub rtmps: u16,
     pub origin: u16,
     pub admin: u16,
     /// The router's DNS (UDP and TCP) and HTTP redirect ports.
@@ -127,6 +129,7 @@ impl Node {
     ) -> Node {
         let dir = temp_dir(name);
         let (http, tls, origin, admin) = (free_port(), free_port(), free_port(), free_port());
+        let rtmps = free_port();
         let (dns, router_http) = (free_dual_port(), free_port());
         let config = dir.join("streamcdn.toml");
         let data = data_dir.map_or_else(|| dir.join("data"), Path::to_owned);
@@ -138,6 +141,7 @@ data_dir = "{data}"
 shutdown_grace = "5s"
 [rtmp]
 listen = "{host}:{rtmp}"
+tls_listen = "{host}:{rtmps}"
 [origin]
 listen = "{host}:{origin}"
 [http]
@@ -168,6 +172,7 @@ format = "ts"
             rtmp,
             http,
             tls,
+            rtmps,
             origin,
             admin,
             dns,

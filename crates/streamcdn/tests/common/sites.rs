@@ -101,6 +101,7 @@ shutdown_grace = "2s"
 site = "{site}"
 [rtmp]
 listen = "{addr}:1935"
+tls_listen = "{addr}:1936"
 [origin]
 listen = "{addr}:8088"
 [http]
