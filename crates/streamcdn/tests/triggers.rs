@@ -38,6 +38,40 @@ fn trigger_cli(admin: &Node, operation: &str, urls: &[String]) -> std::process::
         .expect("spawn streamcdn trigger")
 }
 
+/// Posts a purge of `path` to the admin API; the trigger's URL and path.
+fn post_purge(up: &Node, path: &str) -> (String, String) {
+    let command = format!(
+        r#"{{"trigger": {{"type": "purge", "content.urls": ["{}"]}}}}"#,
+        up.play_url(path)
+    );
+    let created = http_request_body(
+        up.admin,
+        "POST",
+        "/api/v1/triggers",
+        &[("Content-Type", COMMAND)],
+        command.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(created.status, 201, "{}", created.text());
+    let location = created.header("location").unwrap().to_owned();
+    let path = format!("/api/v1/{}", location.split_once("/api/v1/").unwrap().1);
+    (location, path)
+}
+
+/// Polls a trigger's status resource (30 s at most) until it says `status`.
+fn wait_status(up: &Node, path: &str, status: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = http_request_at(&up.host, up.admin, "GET", path, &[])
+            .unwrap()
+            .text();
+        if text.contains(&format!("\"{status}\"")) || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn run_trigger(admin: &Node, operation: &str, urls: &[String]) -> (Output, Duration) {
     let started = Instant::now();
     let output = trigger_cli(admin, operation, urls)
@@ -89,7 +123,7 @@ fn segments(node: &Node, recording: &str) -> Vec<String> {
         .into_iter()
         .map(|(_, name)| format!("{recording}/{name}"))
         .collect();
-    assert!(paths.len() >= 2, "{text}");
+    assert!(paths.len() >= 3, "{text}");
     paths.push(format!("{recording}/init.mp4"));
     paths
 }
@@ -131,6 +165,20 @@ fn purge_invalidate_and_preposition_reach_every_edge() {
     assert!(up.metric("streamcdn_edge_upstream_fetches_total") > origin_fetches);
     assert!(edge.metric("streamcdn_edge_upstream_fetches_total") > parent_fetches);
     assert_eq!(x_cache(&edge, &segment), "HIT");
+
+    // A pattern: every media segment of the recording, whatever the host.
+    let pattern = format!("*{rec}/*.m4s");
+    let objects = || metric_with(&edge, "streamcdn_edge_control_objects_total", &["purge"]);
+    let before = objects();
+    let (output, _) = run_trigger(&up, "purge", &["--pattern".into(), pattern]);
+    assert_complete(&output, 2);
+    assert!(objects() > before, "the pattern purged nothing at the edge");
+    assert_eq!(x_cache(&edge, &segment), "MISS");
+    assert_eq!(
+        x_cache(&up, &segment),
+        "HIT",
+        "refilled by the edge's miss just now"
+    );
 
     // Invalidate a segment and the playlist: the next request is conditional and
     // answered 304, down to the origin.
@@ -210,38 +258,34 @@ fn purge_invalidate_and_preposition_reach_every_edge() {
     // The CIS killed mid-command (an edge down): after its restart the trigger goes
     // on from where it was and completes when the edge is back.
     edge.stop_with("KILL");
-    let command = format!(
-        r#"{{"trigger": {{"type": "purge", "content.urls": ["{}"]}}}}"#,
-        up.play_url(&paths[2])
-    );
-    let created = http_request_body(
+    let (_, status_path) = post_purge(&up, &paths[2]);
+    // Meanwhile another is cancelled: the server not yet reached is dropped.
+    let (cancelled, cancelled_path) = post_purge(&up, &paths[3]);
+    let cancel = format!(r#"{{"cancel": ["{cancelled}"]}}"#);
+    let answer = http_request_body(
         up.admin,
         "POST",
         "/api/v1/triggers",
         &[("Content-Type", COMMAND)],
-        command.as_bytes(),
+        cancel.as_bytes(),
     )
     .unwrap();
-    assert_eq!(created.status, 201, "{}", created.text());
-    let location = created.header("location").unwrap().to_owned();
-    let status_path = format!("/api/v1/{}", location.split_once("/api/v1/").unwrap().1);
+    // 202 while the request to the dead edge is in flight (`cancelling`).
+    assert!([200, 202].contains(&answer.status), "{}", answer.text());
+    let status = wait_status(&up, &cancelled_path, "cancelled");
+    assert!(
+        status.contains("\"cancelled\"") && status.contains("\"ecancelled\""),
+        "{status}"
+    );
     up.stop_with("KILL");
     up.start();
     edge.start();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        let status = http_request_at(&up.host, up.admin, "GET", &status_path, &[])
-            .unwrap()
-            .text();
-        if status.contains("\"complete\"") || Instant::now() > deadline {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = wait_status(&up, &status_path, "complete");
     assert!(
         status.contains("\"complete\""),
         "not resumed after the restart: {status}"
     );
+    assert!(metric_with(&up, "streamcdn_cis_triggers_finished_total", &["complete"]) >= 1.0);
 
     // An unauthenticated control request.
     let body = br#"{"trigger-id":"x","type":"purge","urls":[],"issued_at_ms":0,"nonce":1}"#;

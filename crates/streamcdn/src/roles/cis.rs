@@ -11,10 +11,11 @@
 //! A target is named by its control URL, so a server that comes back at the same
 //! address completes what it missed.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use axum::body::Bytes;
@@ -112,10 +113,7 @@ impl Role for CisRole {
                 let mut state = cis.lock();
                 state.resume(now_secs())
             };
-            let resumed = cis
-                .lock()
-                .render_collection(cis.us, View::Active, TRIGGERS_PATH);
-            tracing::info!(dir = %cis.file.display(), active = %String::from_utf8_lossy(&resumed.body), "command invocation system ready");
+            tracing::info!(file = %cis.file.display(), resumed = effects.len(), "command invocation system ready");
             cis.run(effects);
             ctx.add_admin_routes(routes(cis));
             Ok(())
@@ -136,6 +134,8 @@ struct Cis {
     registry: Registry,
     key: ProbeKey,
     client: Client,
+    /// When each trigger of this run was accepted, for the time to its final status.
+    accepted: Mutex<HashMap<TriggerId, Instant>>,
 }
 
 impl Cis {
@@ -172,6 +172,7 @@ impl Cis {
             registry,
             key,
             client: client(),
+            accepted: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -203,16 +204,40 @@ impl Cis {
 
     /// Applies an event of our side, keeps it, and carries out what follows.
     async fn on_event(self: &Arc<Self>, id: TriggerId, event: Event) {
-        let (effects, status) = {
+        let (effects, finished) = {
             let mut state = self.lock();
+            let status = |state: &Collection| {
+                state
+                    .get(self.us, id)
+                    .map(|t| (t.status(), t.spec().trigger_type.clone()))
+            };
+            let before = status(&state).ok();
             let effects = state.on_event(id, event, now_secs());
-            (effects, state.get(self.us, id).map(|t| t.status()).ok())
+            let after = status(&state).ok();
+            let finished = match (before, after) {
+                (Some((was, _)), Some((now, kind))) if !was.is_final() && now.is_final() => {
+                    Some((now, kind))
+                }
+                _ => None,
+            };
+            (effects, finished)
         };
         if let Err(e) = self.persist().await {
             tracing::error!(error = %e, "cannot keep the triggers");
         }
-        if let Some(status) = status.filter(|s| s.is_final()) {
-            metrics::counter!("streamcdn_cis_triggers_finished_total", "status" => format!("{status:?}").to_lowercase())
+        if let Some((status, kind)) = finished {
+            let status = format!("{status:?}").to_lowercase();
+            let accepted = self
+                .accepted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            if let Some(accepted) = accepted {
+                metrics::histogram!("streamcdn_cis_trigger_duration_seconds", "type" => kind.as_str().to_owned())
+                    .record(accepted.elapsed().as_secs_f64());
+            }
+            tracing::info!(trigger = id.0, %status, "trigger finished");
+            metrics::counter!("streamcdn_cis_triggers_finished_total", "status" => status)
                 .increment(1);
         }
         self.run(effects);
@@ -462,6 +487,10 @@ async fn command(State(cis): State<Arc<Cis>>, headers: HeaderMap, body: Bytes) -
             let id = cis
                 .lock()
                 .accept(cis.us, spec, command.envelope, stages, now);
+            cis.accepted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, Instant::now());
             // Kept before anything is sent: a crash from here on loses nothing.
             if let Err(e) = cis.persist().await {
                 return problem(500, format!("cannot keep the triggers: {e}"));
