@@ -166,6 +166,16 @@ fn purge_invalidate_and_preposition_reach_every_edge() {
     assert!(edge.metric("streamcdn_edge_upstream_fetches_total") > parent_fetches);
     assert_eq!(x_cache(&edge, &segment), "HIT");
 
+    // The CIS's own measure, acceptance to `complete`, without the CLI.
+    let (sum, count) = (
+        up.metric("streamcdn_cis_trigger_duration_seconds_sum"),
+        up.metric("streamcdn_cis_trigger_duration_seconds_count"),
+    );
+    eprintln!(
+        "CIS: {count} trigger(s), {:.1} ms on average to complete",
+        sum / count * 1e3
+    );
+
     // A pattern: every media segment of the recording, whatever the host.
     let pattern = format!("*{rec}/*.m4s");
     let objects = || metric_with(&edge, "streamcdn_edge_control_objects_total", &["purge"]);
