@@ -655,6 +655,7 @@ impl Decider {
     }
 
     /// `rum`: the prefix's real-user scores by edge id (see [`crate::rum::RumScores`]).
+    /// The measured choice is remembered for the prefix's hysteresis.
     pub fn decide(
         &mut self,
         client: ClientPrefix,
@@ -663,6 +664,34 @@ impl Decider {
         rum: &HashMap<String, RumScore>,
         static_map: &StaticMap,
         now: Millis,
+    ) -> Decision {
+        self.decide_inner(client, edges, measurements, rum, static_map, now, true)
+    }
+
+    /// What [`Decider::decide`] would answer now, remembering nothing: for explaining
+    /// and for measurement jobs, which must not move a prefix's answer.
+    pub fn preview(
+        &mut self,
+        client: ClientPrefix,
+        edges: &[EdgeState],
+        measurements: &Measurements,
+        rum: &HashMap<String, RumScore>,
+        static_map: &StaticMap,
+        now: Millis,
+    ) -> Decision {
+        self.decide_inner(client, edges, measurements, rum, static_map, now, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn decide_inner(
+        &mut self,
+        client: ClientPrefix,
+        edges: &[EdgeState],
+        measurements: &Measurements,
+        rum: &HashMap<String, RumScore>,
+        static_map: &StaticMap,
+        now: Millis,
+        remember: bool,
     ) -> Decision {
         let cfg = &self.config;
         let mut seen = HashSet::new();
@@ -816,12 +845,14 @@ impl Decider {
                 None => spread(),
             };
             let chosen = chosen.to_owned();
-            let slot = self.last.touch(client, || Remembered {
-                edge: String::new(),
-                at: now,
-            });
-            slot.edge.clone_from(&chosen);
-            slot.at = now;
+            if remember {
+                let slot = self.last.touch(client, || Remembered {
+                    edge: String::new(),
+                    at: now,
+                });
+                slot.edge.clone_from(&chosen);
+                slot.at = now;
+            }
             // Then the other measured edges by score, then unmeasured ones by load.
             let rest_measured = measured.iter().map(|(c, _)| c.edge.id.as_str());
             let unmeasured = by_load
@@ -1288,6 +1319,20 @@ mod tests {
         let got = decider().decide(p, &edges, &Measurements::default(), &partial, &map, T0);
         assert_eq!(got.source, DecisionSource::Measured);
         assert_eq!(got.edges[0], "e2");
+    }
+
+    #[test]
+    fn a_preview_remembers_nothing() {
+        let p = prefix("10.0.1.0/24");
+        let mut store = Measurements::default();
+        record_all(&mut store, p, &[("e1", 10), ("e2", 40)], T0);
+        let map = StaticMap::new();
+        let mut d = decider();
+        let preview = d.preview(p, &edges3(), &store, &HashMap::new(), &map, T0);
+        assert_eq!(preview.edges[0], "e1");
+        assert_eq!(d.remembered(), 0);
+        d.decide(p, &edges3(), &store, &HashMap::new(), &map, T0);
+        assert_eq!(d.remembered(), 1);
     }
 
     #[test]

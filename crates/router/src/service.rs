@@ -366,8 +366,18 @@ impl RouterService {
             .collect()
     }
 
-    /// The decision for a client prefix now.
+    /// The decision for a client prefix now (remembered for its hysteresis).
     pub fn decide(&self, client: ClientPrefix) -> Decision {
+        self.decide_as(client, true)
+    }
+
+    /// What the decision for a client prefix would be now, remembering nothing (for
+    /// `explain` and measurement jobs).
+    pub fn preview(&self, client: ClientPrefix) -> Decision {
+        self.decide_as(client, false)
+    }
+
+    fn decide_as(&self, client: ClientPrefix, remember: bool) -> Decision {
         let edges = self.edges();
         let now = now_ms();
         // A resolver's prefix is decided by the clients measured behind it.
@@ -382,18 +392,20 @@ impl RouterService {
                 .collect()
         };
         let measurements = self.measurements.lock().unwrap_or_else(|e| e.into_inner());
-        let mut decision = self
-            .decider
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .decide(
-                measured,
-                &edges.states,
-                &measurements,
-                &rum,
-                &self.static_map,
-                now,
-            );
+        let decide = if remember {
+            Decider::decide
+        } else {
+            Decider::preview
+        };
+        let mut decision = decide(
+            &mut self.decider.lock().unwrap_or_else(|e| e.into_inner()),
+            measured,
+            &edges.states,
+            &measurements,
+            &rum,
+            &self.static_map,
+            now,
+        );
         if let Some(clients) = behind {
             decision.prefix = client;
             decision.scope_len = client.len();
@@ -460,7 +472,7 @@ impl RouterService {
     pub fn rum_job(&self, client: IpAddr) -> serde_json::Value {
         let client = client.to_canonical();
         let prefix = ClientPrefix::of(client);
-        let decision = self.decide(prefix);
+        let decision = self.preview(prefix);
         let edges = self.edges();
         let mut candidates: Vec<&crate::decision::CandidateScore> = decision
             .explain
@@ -1287,7 +1299,7 @@ async fn explain(
     UrlQuery(query): UrlQuery<ExplainQuery>,
 ) -> Response {
     match query.ip.parse::<IpAddr>() {
-        Ok(ip) => axum::Json(service.decide(ClientPrefix::of(ip))).into_response(),
+        Ok(ip) => axum::Json(service.preview(ClientPrefix::of(ip))).into_response(),
         Err(_) => text(
             StatusCode::BAD_REQUEST,
             &format!("{:?} is not an IP address", query.ip),
