@@ -460,7 +460,12 @@ impl ReplayGuard {
 
     /// Admits a nonce of a request issued at `issued_at_ms` (already checked for
     /// skew), or refuses a replay; for any signed request, not only probes.
-    pub fn admit(&mut self, nonce: u64, issued_at_ms: u64, now_ms: u64) -> Result<(), ProbeAuthError> {
+    pub fn admit(
+        &mut self,
+        nonce: u64,
+        issued_at_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), ProbeAuthError> {
         self.prune(now_ms);
         if self.seen.contains_key(&nonce) {
             return Err(ProbeAuthError::Replayed(nonce));
