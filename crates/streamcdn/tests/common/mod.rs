@@ -55,7 +55,41 @@ pub fn wait_exit(child: &mut Child, failure: &str) -> std::process::ExitStatus {
     }
 }
 
+/// A TCP port free now, for a server a test starts. Taken at random below the kernel's
+/// ephemeral range when there is room there: a port the kernel handed out (bind to port
+/// 0) goes back to the pool the kernel also takes outgoing connections' ports from, and
+/// some test's client could take it before the server binds it. Never the same port
+/// twice in one test process.
 pub fn free_port() -> u16 {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let given = GIVEN.get_or_init(Mutex::default);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const LOWEST: u16 = 20000;
+    if ephemeral_low > LOWEST + 4096 {
+        // SplitMix64 over the process id, the time and a counter: test processes that
+        // start together still draw different ports.
+        let mut state = u64::from(std::process::id()) << 32
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+        for _ in 0..1000 {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            let port = LOWEST + ((z ^ (z >> 31)) % u64::from(ephemeral_low - LOWEST)) as u16;
+            let mut given = given.lock().unwrap();
+            if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                given.insert(port);
+                return port;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
