@@ -10,7 +10,9 @@ use thiserror::Error;
 
 use crate::pid::CdnPid;
 use crate::trigger::{Effect, Event, TargetId, Trigger, TriggerId};
-use crate::wire::{AbsoluteTime, CollectionResource, Envelope, ErrorCode, TriggerSpec, TriggerStatus};
+use crate::wire::{
+    AbsoluteTime, CollectionResource, Envelope, ErrorCode, TriggerSpec, TriggerStatus,
+};
 
 /// §4.5 recommends keeping finished triggers at least this long.
 pub const DEFAULT_STALE_AFTER_SECS: u64 = 24 * 60 * 60;
@@ -57,7 +59,9 @@ pub fn trigger_url(base: &str, id: TriggerId) -> String {
 
 /// The trigger a status resource URL names, if it is one of ours under `base`.
 pub fn trigger_id_from_url(base: &str, url: &str) -> Option<TriggerId> {
-    let id = url.strip_prefix(base.trim_end_matches('/'))?.strip_prefix('/')?;
+    let id = url
+        .strip_prefix(base.trim_end_matches('/'))?
+        .strip_prefix('/')?;
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -91,7 +95,11 @@ pub struct CancelReply {
 
 impl CancelReply {
     pub fn http_status(&self) -> u16 {
-        if self.still_active { 202 } else { 200 }
+        if self.still_active {
+            202
+        } else {
+            200
+        }
     }
 }
 
@@ -106,7 +114,10 @@ impl Rendered {
     fn new(body: Vec<u8>) -> Self {
         let digest = Md5::digest(&body);
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        Rendered { body, etag: format!("\"{hex}\"") }
+        Rendered {
+            body,
+            etag: format!("\"{hex}\""),
+        }
     }
 
     /// Whether an `If-None-Match` header names this representation (weak comparison,
@@ -139,13 +150,24 @@ pub struct Collection {
 impl Collection {
     /// `stale_after` is the `staleresourcetime` we report and apply, in seconds.
     pub fn new(cdn_id: CdnPid, stale_after: u64) -> Self {
-        Collection { cdn_id, stale_after, next_id: 0, triggers: BTreeMap::new() }
+        Collection {
+            cdn_id,
+            stale_after,
+            next_id: 0,
+            triggers: BTreeMap::new(),
+        }
     }
 
     fn insert(&mut self, owner: CdnPid, make: impl FnOnce(TriggerId) -> Trigger) -> TriggerId {
         let id = TriggerId(self.next_id);
         self.next_id += 1;
-        self.triggers.insert(id, Owned { owner, trigger: make(id) });
+        self.triggers.insert(
+            id,
+            Owned {
+                owner,
+                trigger: make(id),
+            },
+        );
         id
     }
 
@@ -172,7 +194,9 @@ impl Collection {
         description: String,
         now: AbsoluteTime,
     ) -> TriggerId {
-        self.insert(owner, |id| Trigger::refuse(id, spec, envelope, error, description, now))
+        self.insert(owner, |id| {
+            Trigger::refuse(id, spec, envelope, error, description, now)
+        })
     }
 
     pub fn get(&self, owner: CdnPid, id: TriggerId) -> Result<&Trigger, AccessError> {
@@ -208,7 +232,10 @@ impl Collection {
                 self.get(owner, id).map(|_| id)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let mut reply = CancelReply { effects: Vec::new(), still_active: false };
+        let mut reply = CancelReply {
+            effects: Vec::new(),
+            still_active: false,
+        };
         for id in ids {
             reply.effects.extend(self.on_event(id, Event::Cancel, now));
             let status = self.get(owner, id).map(Trigger::status)?;
@@ -218,7 +245,12 @@ impl Collection {
     }
 
     /// DELETE (§4.4): like a cancel, and the resource is gone at once.
-    pub fn delete(&mut self, owner: CdnPid, id: TriggerId, now: AbsoluteTime) -> Result<Vec<Effect>, AccessError> {
+    pub fn delete(
+        &mut self,
+        owner: CdnPid,
+        id: TriggerId,
+        now: AbsoluteTime,
+    ) -> Result<Vec<Effect>, AccessError> {
         self.get(owner, id)?;
         let effects = self.on_event(id, Event::Cancel, now);
         self.triggers.remove(&id);
@@ -241,7 +273,10 @@ impl Collection {
 
     /// When [`Collection::expire`] next has something to do.
     pub fn next_expiry(&self) -> Option<AbsoluteTime> {
-        self.triggers.values().filter_map(|owned| self.expiry_of(&owned.trigger)).min()
+        self.triggers
+            .values()
+            .filter_map(|owned| self.expiry_of(&owned.trigger))
+            .min()
     }
 
     fn expiry_of(&self, trigger: &Trigger) -> Option<AbsoluteTime> {
@@ -255,7 +290,9 @@ impl Collection {
     /// After a restart: every trigger resumes (see [`Event::Resumed`]).
     pub fn resume(&mut self, now: AbsoluteTime) -> Vec<Effect> {
         let ids: Vec<TriggerId> = self.triggers.keys().copied().collect();
-        ids.into_iter().flat_map(|id| self.on_event(id, Event::Resumed, now)).collect()
+        ids.into_iter()
+            .flat_map(|id| self.on_event(id, Event::Resumed, now))
+            .collect()
     }
 
     /// `owner`'s triggers in `view`, as the Trigger Collection at `view.url(base)`. The

@@ -23,6 +23,7 @@ pub use pattern::PatternMatch;
 pub use pid::{CdnPath, CdnPid};
 pub use trigger::{Effect, Event, Outcome, TargetId, TargetState, Trigger, TriggerId};
 pub use wire::{
-    parse_collection, parse_command, parse_operator_command, parse_status, Action, Command, Envelope,
-    ErrorCode, ErrorDescription, StatusResource, TriggerSpec, TriggerStatus, TriggerType, WireError,
+    parse_collection, parse_command, parse_operator_command, parse_status, Action, Command,
+    Envelope, ErrorCode, ErrorDescription, StatusResource, TriggerSpec, TriggerStatus, TriggerType,
+    WireError,
 };

@@ -12,7 +12,11 @@ pub struct PatternMatch {
     pub pattern: String,
     #[serde(rename = "case-sensitive", default, skip_serializing_if = "is_false")]
     pub case_sensitive: bool,
-    #[serde(rename = "match-query-string", default, skip_serializing_if = "is_false")]
+    #[serde(
+        rename = "match-query-string",
+        default,
+        skip_serializing_if = "is_false"
+    )]
     pub match_query_string: bool,
 }
 
@@ -54,7 +58,13 @@ impl PatternMatch {
         if self.pattern.is_empty() {
             return Err(PatternError::Empty);
         }
-        let fold = |b: u8| if self.case_sensitive { b } else { b.to_ascii_lowercase() };
+        let fold = |b: u8| {
+            if self.case_sensitive {
+                b
+            } else {
+                b.to_ascii_lowercase()
+            }
+        };
         let bytes = self.pattern.as_bytes();
         let mut tokens = Vec::with_capacity(bytes.len());
         let mut i = 0;
@@ -97,7 +107,11 @@ impl PatternMatch {
         match (strip_http_scheme(&self.pattern), strip_http_scheme(url)) {
             (Some(pattern_rest), Some(url_rest)) => {
                 let scheme_tokens = self.pattern.len() - pattern_rest.len();
-                run(&tokens[scheme_tokens..], url_rest.bytes(), self.case_sensitive)
+                run(
+                    &tokens[scheme_tokens..],
+                    url_rest.bytes(),
+                    self.case_sensitive,
+                )
             }
             (None, Some(url_rest)) => {
                 let as_https = b"https://".iter().copied().chain(url_rest.bytes());
@@ -155,7 +169,11 @@ fn run(tokens: &[Token], url: impl Iterator<Item = u8>, case_sensitive: bool) ->
     current.set(0);
     close_over_stars(&mut current, &stars);
     for byte in url {
-        let byte = if case_sensitive { byte } else { byte.to_ascii_lowercase() };
+        let byte = if case_sensitive {
+            byte
+        } else {
+            byte.to_ascii_lowercase()
+        };
         let advance = advancing[usize::from(byte)].get_or_insert_with(|| {
             let mut set = States::empty(positions);
             for (i, token) in tokens.iter().enumerate() {
@@ -206,7 +224,11 @@ mod tests {
     use super::*;
 
     fn pattern(text: &str, case_sensitive: bool, match_query_string: bool) -> PatternMatch {
-        PatternMatch { pattern: text.into(), case_sensitive, match_query_string }
+        PatternMatch {
+            pattern: text.into(),
+            case_sensitive,
+            match_query_string,
+        }
     }
 
     #[test]
@@ -256,9 +278,18 @@ mod tests {
         let literal = pattern("https://e.com/$*$?$$", true, true);
         assert!(literal.matches("https://e.com/*?$"));
         assert!(!literal.matches("https://e.com/ab$"));
-        assert_eq!(pattern("https://e.com/$", true, false).validate(), Err(PatternError::BadEscape(14)));
-        assert_eq!(pattern("https://e.com/$a", true, false).validate(), Err(PatternError::BadEscape(14)));
-        assert_eq!(pattern("", true, false).validate(), Err(PatternError::Empty));
+        assert_eq!(
+            pattern("https://e.com/$", true, false).validate(),
+            Err(PatternError::BadEscape(14))
+        );
+        assert_eq!(
+            pattern("https://e.com/$a", true, false).validate(),
+            Err(PatternError::BadEscape(14))
+        );
+        assert_eq!(
+            pattern("", true, false).validate(),
+            Err(PatternError::Empty)
+        );
         assert!(!pattern("$x*", true, false).matches("$x"));
         // A `\` is an ordinary literal in RFC 8007.
         assert!(pattern(r"https://e.com/\*", true, false).matches(r"https://e.com/\anything"));
@@ -268,7 +299,8 @@ mod tests {
     fn query_string_only_with_the_flag() {
         let without = pattern("https://e.com/a/*", true, false);
         assert!(without.matches("https://e.com/a/x?token=1"));
-        assert!(!pattern("https://e.com/a/x$?token=1", true, false).matches("https://e.com/a/x?token=1"));
+        assert!(!pattern("https://e.com/a/x$?token=1", true, false)
+            .matches("https://e.com/a/x?token=1"));
         let with = pattern("https://e.com/a/x$?token=*", true, true);
         assert!(with.matches("https://e.com/a/x?token=abc"));
         assert!(!with.matches("https://e.com/a/x"));
@@ -292,28 +324,43 @@ mod tests {
         let url = format!("https://e.com/{}", "a".repeat(8_000));
         let started = std::time::Instant::now();
         assert!(!pattern(&hostile, true, false).matches(&url));
-        assert!(pattern(&format!("https://e.com/{}", "*a".repeat(2_000)), true, false).matches(&url));
-        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(pattern(
+            &format!("https://e.com/{}", "*a".repeat(2_000)),
+            true,
+            false
+        )
+        .matches(&url));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     /// The definition, by recursion: exponential, for small inputs only.
     fn reference(tokens: &[Token], url: &[u8]) -> bool {
         match tokens.split_first() {
             None => url.is_empty(),
-            Some((Token::AnySequence, rest)) => {
-                (0..=url.len()).take_while(|&n| n == 0 || is_pchar(url[n - 1]) || url[n - 1] == b'/')
-                    .any(|n| reference(rest, &url[n..]))
+            Some((Token::AnySequence, rest)) => (0..=url.len())
+                .take_while(|&n| n == 0 || is_pchar(url[n - 1]) || url[n - 1] == b'/')
+                .any(|n| reference(rest, &url[n..])),
+            Some((Token::OnePchar, rest)) => {
+                url.first().is_some_and(|&b| is_pchar(b)) && reference(rest, &url[1..])
             }
-            Some((Token::OnePchar, rest)) => url.first().is_some_and(|&b| is_pchar(b)) && reference(rest, &url[1..]),
             Some((Token::Literal(l), rest)) => url.first() == Some(l) && reference(rest, &url[1..]),
         }
     }
 
     #[test]
     fn automaton_agrees_with_the_definition() {
-        let seed = std::env::var("CDNI_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
-        });
+        let seed = std::env::var("CDNI_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            });
         println!("pattern seed {seed} (replay with CDNI_SEED={seed})");
         let mut state = seed | 1;
         let mut next = move |below: usize| {
@@ -324,8 +371,12 @@ mod tests {
         };
         let alphabet = b"aA/?*$.%#";
         for case in 0..20_000 {
-            let text: String = (0..next(8)).map(|_| alphabet[next(alphabet.len())] as char).collect();
-            let url: String = (0..next(10)).map(|_| alphabet[next(alphabet.len())] as char).collect();
+            let text: String = (0..next(8))
+                .map(|_| alphabet[next(alphabet.len())] as char)
+                .collect();
+            let url: String = (0..next(10))
+                .map(|_| alphabet[next(alphabet.len())] as char)
+                .collect();
             let p = pattern(&text, true, true);
             let Ok(tokens) = p.tokens() else { continue };
             assert_eq!(

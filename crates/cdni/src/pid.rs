@@ -110,13 +110,34 @@ mod tests {
     #[test]
     fn pids_parse_in_the_rfc_form_only() {
         let pid: CdnPid = "AS64496:1".parse().unwrap();
-        assert_eq!(pid, CdnPid { asn: 64496, qualifier: 1 });
+        assert_eq!(
+            pid,
+            CdnPid {
+                asn: 64496,
+                qualifier: 1
+            }
+        );
         assert_eq!(pid.to_string(), "AS64496:1");
-        assert_eq!("AS4294967295:0".parse::<CdnPid>().map(|p| p.asn), Ok(u32::MAX));
+        assert_eq!(
+            "AS4294967295:0".parse::<CdnPid>().map(|p| p.asn),
+            Ok(u32::MAX)
+        );
         assert_eq!("AS64496:01".parse::<CdnPid>(), Ok(pid));
-        for bad in ["", "as64496:1", "64496:1", "AS64496", "AS:1", "AS64496:", "AS+1:1",
-            "AS1:-1", "AS4294967296:0", "AS64496:1:2", " AS64496:1", "AS64496:1 ", "ASx:1"]
-        {
+        for bad in [
+            "",
+            "as64496:1",
+            "64496:1",
+            "AS64496",
+            "AS:1",
+            "AS64496:",
+            "AS+1:1",
+            "AS1:-1",
+            "AS4294967296:0",
+            "AS64496:1:2",
+            " AS64496:1",
+            "AS64496:1 ",
+            "ASx:1",
+        ] {
             assert!(bad.parse::<CdnPid>().is_err(), "{bad:?} accepted");
         }
     }
@@ -130,6 +151,9 @@ mod tests {
         let forwarded = path.cascaded_by(b);
         assert_eq!(forwarded.pids(), &[a, b]);
         assert!(!forwarded.may_cascade_to(&a));
-        assert_eq!(serde_json::to_string(&forwarded).unwrap(), r#"["AS64496:1","AS64500:0"]"#);
+        assert_eq!(
+            serde_json::to_string(&forwarded).unwrap(),
+            r#"["AS64496:1","AS64500:0"]"#
+        );
     }
 }

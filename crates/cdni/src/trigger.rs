@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::pid::CdnPid;
 use crate::wire::{
-    AbsoluteTime, Action, Command, Envelope, ErrorCode, ErrorDescription, StatusResource, TriggerSpec,
-    TriggerStatus, TriggerType,
+    AbsoluteTime, Action, Command, Envelope, ErrorCode, ErrorDescription, StatusResource,
+    TriggerSpec, TriggerStatus, TriggerType,
 };
 
 /// Unique among all triggers a collection ever held: a status resource's URI is never
@@ -63,7 +63,9 @@ impl Outcome {
     /// A dCDN's final status as the outcome of that target; `None` while it runs.
     pub fn from_remote(status: &StatusResource) -> Option<Outcome> {
         Some(match status.status {
-            TriggerStatus::Pending | TriggerStatus::Active | TriggerStatus::Cancelling => return None,
+            TriggerStatus::Pending | TriggerStatus::Active | TriggerStatus::Cancelling => {
+                return None
+            }
             TriggerStatus::Complete => Outcome::Complete,
             TriggerStatus::Processed => Outcome::Processed,
             TriggerStatus::Failed => Outcome::Failed(status.errors.clone()),
@@ -76,32 +78,56 @@ impl Outcome {
 pub enum Event {
     /// Begin sending (the shell persists the trigger first, so a crash loses nothing).
     Start,
-    Reported { target: TargetId, outcome: Outcome },
+    Reported {
+        target: TargetId,
+        outcome: Outcome,
+    },
     /// Sending to the target failed; it will be retried.
-    Unreachable { target: TargetId },
+    Unreachable {
+        target: TargetId,
+    },
     /// A timer from [`Effect::RetryAt`] fired.
-    RetryDue { target: TargetId },
+    RetryDue {
+        target: TargetId,
+    },
     /// A cancel command or a DELETE from the uCDN.
     Cancel,
     /// Our estimate of when the activity will be complete (`etime`).
-    Estimated { etime: AbsoluteTime },
+    Estimated {
+        etime: AbsoluteTime,
+    },
     /// After a restart: what was in flight is sent again, timers are set again.
     Resumed,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    SendToTarget { trigger: TriggerId, target: TargetId },
-    CancelAtTarget { trigger: TriggerId, target: TargetId },
-    RetryAt { trigger: TriggerId, target: TargetId, at: AbsoluteTime },
+    SendToTarget {
+        trigger: TriggerId,
+        target: TargetId,
+    },
+    CancelAtTarget {
+        trigger: TriggerId,
+        target: TargetId,
+    },
+    RetryAt {
+        trigger: TriggerId,
+        target: TargetId,
+        at: AbsoluteTime,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TargetState {
     /// Not sent yet.
     Queued,
-    InFlight { attempt: u32 },
-    AwaitingRetry { attempt: u32, at: AbsoluteTime },
+    InFlight {
+        attempt: u32,
+    },
+    AwaitingRetry {
+        attempt: u32,
+        at: AbsoluteTime,
+    },
     Finished(Finish),
 }
 
@@ -150,7 +176,14 @@ impl Trigger {
     ) -> Trigger {
         if let TriggerType::Unsupported(name) = &spec.trigger_type {
             let description = format!("trigger type {name:?} is not supported");
-            return Trigger::refuse(id, spec, envelope, ErrorCode::Eunsupported, description, now);
+            return Trigger::refuse(
+                id,
+                spec,
+                envelope,
+                ErrorCode::Eunsupported,
+                description,
+                now,
+            );
         }
         let mut seen = HashSet::new();
         let targets = stages
@@ -158,7 +191,11 @@ impl Trigger {
             .enumerate()
             .flat_map(|(stage, ids)| ids.into_iter().map(move |id| (stage, id)))
             .filter(|(_, id)| seen.insert(id.clone()))
-            .map(|(stage, id)| Target { id, stage, state: TargetState::Queued })
+            .map(|(stage, id)| Target {
+                id,
+                stage,
+                state: TargetState::Queued,
+            })
             .collect();
         let mut trigger = Trigger::new(id, spec, envelope, targets, now);
         trigger.status = trigger.derive_status();
@@ -183,7 +220,13 @@ impl Trigger {
         trigger
     }
 
-    fn new(id: TriggerId, spec: TriggerSpec, envelope: Envelope, targets: Vec<Target>, now: AbsoluteTime) -> Self {
+    fn new(
+        id: TriggerId,
+        spec: TriggerSpec,
+        envelope: Envelope,
+        targets: Vec<Target>,
+        now: AbsoluteTime,
+    ) -> Self {
         Trigger {
             id,
             spec,
@@ -268,7 +311,11 @@ impl Trigger {
                         } else {
                             let at = now.saturating_add(retry_delay(attempt));
                             t.state = TargetState::AwaitingRetry { attempt, at };
-                            effects.push(Effect::RetryAt { trigger, target, at });
+                            effects.push(Effect::RetryAt {
+                                trigger,
+                                target,
+                                at,
+                            });
                         }
                     }
                 }
@@ -277,7 +324,9 @@ impl Trigger {
                 let trigger = self.id;
                 if let Some(t) = self.target_mut(&target) {
                     if let TargetState::AwaitingRetry { attempt, .. } = t.state {
-                        t.state = TargetState::InFlight { attempt: attempt.saturating_add(1) };
+                        t.state = TargetState::InFlight {
+                            attempt: attempt.saturating_add(1),
+                        };
                         effects.push(Effect::SendToTarget { trigger, target });
                     }
                 }
@@ -312,9 +361,14 @@ impl Trigger {
     }
 
     fn report(&mut self, target: &TargetId, outcome: Outcome, effects: &mut Vec<Effect>) {
-        let Some(t) = self.target_mut(target) else { return };
+        let Some(t) = self.target_mut(target) else {
+            return;
+        };
         // Only a target that was sent the command can report; the first report counts.
-        if !matches!(t.state, TargetState::InFlight { .. } | TargetState::AwaitingRetry { .. }) {
+        if !matches!(
+            t.state,
+            TargetState::InFlight { .. } | TargetState::AwaitingRetry { .. }
+        ) {
             return;
         }
         let (finish, errors) = match outcome {
@@ -334,13 +388,22 @@ impl Trigger {
             return;
         }
         let unfinished = |t: &&mut Target| !matches!(t.state, TargetState::Finished(_));
-        let Some(stage) = self.targets.iter_mut().filter(unfinished).map(|t| t.stage).min() else {
+        let Some(stage) = self
+            .targets
+            .iter_mut()
+            .filter(unfinished)
+            .map(|t| t.stage)
+            .min()
+        else {
             return;
         };
         for t in self.targets.iter_mut().filter(|t| t.stage == stage) {
             if t.state == TargetState::Queued {
                 t.state = TargetState::InFlight { attempt: 1 };
-                effects.push(Effect::SendToTarget { trigger: self.id, target: t.id.clone() });
+                effects.push(Effect::SendToTarget {
+                    trigger: self.id,
+                    target: t.id.clone(),
+                });
             }
         }
     }
@@ -350,7 +413,10 @@ impl Trigger {
             TriggerStatus::Pending | TriggerStatus::Active => !self.refused,
             TriggerStatus::Processed => true,
             // §4.3: complete and failed stay as they are; the rest is already cancelled.
-            TriggerStatus::Complete | TriggerStatus::Failed | TriggerStatus::Cancelling | TriggerStatus::Cancelled => false,
+            TriggerStatus::Complete
+            | TriggerStatus::Failed
+            | TriggerStatus::Cancelling
+            | TriggerStatus::Cancelled => false,
         };
         if !cancellable {
             return;
@@ -362,12 +428,18 @@ impl Trigger {
                     t.state = TargetState::Finished(Finish::Cancelled);
                 }
                 TargetState::InFlight { .. } => {
-                    effects.push(Effect::CancelAtTarget { trigger: self.id, target: t.id.clone() });
+                    effects.push(Effect::CancelAtTarget {
+                        trigger: self.id,
+                        target: t.id.clone(),
+                    });
                 }
                 TargetState::Finished(Finish::Processed) => {
                     // It runs on without reporting: ask it to stop, expect no answer.
                     t.state = TargetState::Finished(Finish::Cancelled);
-                    effects.push(Effect::CancelAtTarget { trigger: self.id, target: t.id.clone() });
+                    effects.push(Effect::CancelAtTarget {
+                        trigger: self.id,
+                        target: t.id.clone(),
+                    });
                 }
                 TargetState::Finished(_) => {}
             }
@@ -381,8 +453,14 @@ impl Trigger {
                 TargetState::InFlight { .. } if self.cancel_requested => {
                     effects.push(Effect::CancelAtTarget { trigger, target });
                 }
-                TargetState::InFlight { .. } => effects.push(Effect::SendToTarget { trigger, target }),
-                TargetState::AwaitingRetry { at, .. } => effects.push(Effect::RetryAt { trigger, target, at }),
+                TargetState::InFlight { .. } => {
+                    effects.push(Effect::SendToTarget { trigger, target })
+                }
+                TargetState::AwaitingRetry { at, .. } => effects.push(Effect::RetryAt {
+                    trigger,
+                    target,
+                    at,
+                }),
                 TargetState::Queued | TargetState::Finished(_) => {}
             }
         }

@@ -56,7 +56,9 @@ impl PayloadType {
         let media_type = parts.next().unwrap_or_default().trim();
         let ptype = parts.find_map(|parameter| {
             let (name, value) = parameter.split_once('=')?;
-            name.trim().eq_ignore_ascii_case("ptype").then(|| value.trim().trim_matches('"'))
+            name.trim()
+                .eq_ignore_ascii_case("ptype")
+                .then(|| value.trim().trim_matches('"'))
         });
         if media_type.eq_ignore_ascii_case("application/cdni") && ptype == Some(self.ptype()) {
             Ok(())
@@ -135,7 +137,10 @@ impl TriggerStatus {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            TriggerStatus::Complete | TriggerStatus::Processed | TriggerStatus::Failed | TriggerStatus::Cancelled
+            TriggerStatus::Complete
+                | TriggerStatus::Processed
+                | TriggerStatus::Failed
+                | TriggerStatus::Cancelled
         )
     }
 }
@@ -191,22 +196,49 @@ impl<'de> Deserialize<'de> for ErrorCode {
 }
 
 /// A property that is an array when present: `null` is not an empty array.
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<T>, D::Error> {
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
     T::deserialize(deserializer).map(Some)
 }
 
 /// What a trigger acts on (§5.2.1), and what an error is about (§5.2.6).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct References {
-    #[serde(rename = "metadata.urls", default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "metadata.urls",
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub metadata_urls: Option<Vec<String>>,
-    #[serde(rename = "content.urls", default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "content.urls",
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub content_urls: Option<Vec<String>>,
-    #[serde(rename = "content.ccid", default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "content.ccid",
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub content_ccid: Option<Vec<String>>,
-    #[serde(rename = "metadata.patterns", default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "metadata.patterns",
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub metadata_patterns: Option<Vec<PatternMatch>>,
-    #[serde(rename = "content.patterns", default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "content.patterns",
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub content_patterns: Option<Vec<PatternMatch>>,
 }
 
@@ -239,7 +271,8 @@ impl<'de> Deserialize<'de> for TriggerSpec {
     /// error is about.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let mut object = Map::deserialize(deserializer)?;
-        let trigger_type = take(&mut object, "type")?.ok_or_else(|| serde::de::Error::missing_field("type"))?;
+        let trigger_type =
+            take(&mut object, "type")?.ok_or_else(|| serde::de::Error::missing_field("type"))?;
         let references = References {
             metadata_urls: take(&mut object, "metadata.urls")?,
             content_urls: take(&mut object, "content.urls")?,
@@ -247,7 +280,11 @@ impl<'de> Deserialize<'de> for TriggerSpec {
             metadata_patterns: take(&mut object, "metadata.patterns")?,
             content_patterns: take(&mut object, "content.patterns")?,
         };
-        Ok(TriggerSpec { trigger_type, references, extensions: object })
+        Ok(TriggerSpec {
+            trigger_type,
+            references,
+            extensions: object,
+        })
     }
 }
 
@@ -308,11 +345,24 @@ pub struct Envelope {
 
 #[derive(Serialize, Deserialize)]
 struct WireCommand {
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     trigger: Option<TriggerSpec>,
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     cancel: Option<Vec<String>>,
-    #[serde(rename = "cdn-path", default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "cdn-path",
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     cdn_path: Option<Vec<String>>,
     #[serde(flatten)]
     extensions: Map<String, Value>,
@@ -339,7 +389,14 @@ impl Command {
         let wire = WireCommand {
             trigger,
             cancel,
-            cdn_path: Some(self.envelope.cdn_path.pids().iter().map(CdnPid::to_string).collect()),
+            cdn_path: Some(
+                self.envelope
+                    .cdn_path
+                    .pids()
+                    .iter()
+                    .map(CdnPid::to_string)
+                    .collect(),
+            ),
             extensions: self.envelope.extensions.clone(),
         };
         to_json(&wire)
@@ -354,7 +411,11 @@ pub struct StatusResource {
     pub ctime: AbsoluteTime,
     #[serde(deserialize_with = "seconds")]
     pub mtime: AbsoluteTime,
-    #[serde(default, deserialize_with = "some_seconds", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "some_seconds",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub etime: Option<AbsoluteTime>,
     pub status: TriggerStatus,
     /// An empty array is the same as none (§5.1.2).
@@ -368,11 +429,15 @@ fn seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<AbsoluteTime, D
     if value.is_finite() && value >= 0.0 {
         Ok(value as AbsoluteTime)
     } else {
-        Err(serde::de::Error::custom("a time is a number of seconds since 1970"))
+        Err(serde::de::Error::custom(
+            "a time is a number of seconds since 1970",
+        ))
     }
 }
 
-fn some_seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<AbsoluteTime>, D::Error> {
+fn some_seconds<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<AbsoluteTime>, D::Error> {
     seconds(deserializer).map(Some)
 }
 
@@ -384,13 +449,29 @@ pub struct CollectionResource {
     pub staleresourcetime: Option<u64>,
     #[serde(rename = "coll-all", default, skip_serializing_if = "Option::is_none")]
     pub coll_all: Option<String>,
-    #[serde(rename = "coll-pending", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "coll-pending",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub coll_pending: Option<String>,
-    #[serde(rename = "coll-active", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "coll-active",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub coll_active: Option<String>,
-    #[serde(rename = "coll-complete", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "coll-complete",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub coll_complete: Option<String>,
-    #[serde(rename = "coll-failed", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "coll-failed",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub coll_failed: Option<String>,
     #[serde(rename = "cdn-id", default, skip_serializing_if = "Option::is_none")]
     pub cdn_id: Option<CdnPid>,
@@ -451,7 +532,10 @@ pub enum Problem {
 }
 
 fn invalid(field: impl Into<String>, problem: Problem) -> WireError {
-    WireError::Invalid { field: field.into(), problem }
+    WireError::Invalid {
+        field: field.into(),
+        problem,
+    }
 }
 
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
@@ -485,15 +569,25 @@ fn decode<T: for<'de> Deserialize<'de>>(
         path: e.path().to_string(),
         message: e.inner().to_string(),
     })?;
-    json.end().map_err(|e| WireError::Json { path: ".".into(), message: e.to_string() })?;
+    json.end().map_err(|e| WireError::Json {
+        path: ".".into(),
+        message: e.to_string(),
+    })?;
     Ok(value)
 }
 
 /// A command POSTed by a peer to the collection (§4.1): media type, size, JSON,
 /// the rules of §5.1.1 and §5.2.1, and loop detection for `receiver`, our PID (§4.6).
-pub fn parse_command(content_type: Option<&str>, body: &[u8], receiver: CdnPid) -> Result<Command, WireError> {
+pub fn parse_command(
+    content_type: Option<&str>,
+    body: &[u8],
+    receiver: CdnPid,
+) -> Result<Command, WireError> {
     let wire: WireCommand = decode(PayloadType::Command, content_type, body)?;
-    let cdn_path = wire.cdn_path.clone().ok_or_else(|| invalid("cdn-path", Problem::Missing))?;
+    let cdn_path = wire
+        .cdn_path
+        .clone()
+        .ok_or_else(|| invalid("cdn-path", Problem::Missing))?;
     if cdn_path.is_empty() {
         return Err(invalid("cdn-path", Problem::Empty));
     }
@@ -506,7 +600,10 @@ pub fn parse_command(content_type: Option<&str>, body: &[u8], receiver: CdnPid) 
 
 /// A command from our own operator (the admin API): the same JSON, but it starts here,
 /// so `cdn-path` may be absent (we are the first to issue it).
-pub fn parse_operator_command(content_type: Option<&str>, body: &[u8]) -> Result<Command, WireError> {
+pub fn parse_operator_command(
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Command, WireError> {
     let wire: WireCommand = decode(PayloadType::Command, content_type, body)?;
     let cdn_path = wire.cdn_path.clone().unwrap_or_default();
     validate(wire, cdn_path)
@@ -518,7 +615,10 @@ pub fn parse_status(content_type: Option<&str>, body: &[u8]) -> Result<StatusRes
 }
 
 /// A peer's Trigger Collection, as polled by the uCDN side.
-pub fn parse_collection(content_type: Option<&str>, body: &[u8]) -> Result<CollectionResource, WireError> {
+pub fn parse_collection(
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<CollectionResource, WireError> {
     decode(PayloadType::Collection, content_type, body)
 }
 
@@ -529,7 +629,10 @@ fn validate(wire: WireCommand, cdn_path: Vec<String>) -> Result<Command, WireErr
     let pids = cdn_path
         .iter()
         .enumerate()
-        .map(|(i, pid)| pid.parse().map_err(|e: PidError| invalid(format!("cdn-path[{i}]"), e.into())))
+        .map(|(i, pid)| {
+            pid.parse()
+                .map_err(|e: PidError| invalid(format!("cdn-path[{i}]"), e.into()))
+        })
         .collect::<Result<Vec<CdnPid>, _>>()?;
     let action = match (wire.trigger, wire.cancel) {
         (Some(spec), None) => {
@@ -568,8 +671,14 @@ fn validate_spec(spec: &TriggerSpec) -> Result<(), WireError> {
     if refs.count() == 0 {
         return Err(invalid("trigger", Problem::NothingToActOn));
     }
-    check_urls("trigger.metadata.urls", refs.metadata_urls.as_deref().unwrap_or_default())?;
-    check_urls("trigger.content.urls", refs.content_urls.as_deref().unwrap_or_default())?;
+    check_urls(
+        "trigger.metadata.urls",
+        refs.metadata_urls.as_deref().unwrap_or_default(),
+    )?;
+    check_urls(
+        "trigger.content.urls",
+        refs.content_urls.as_deref().unwrap_or_default(),
+    )?;
     for (i, ccid) in refs.content_ccid.iter().flatten().enumerate() {
         let problem = match ccid.len() {
             0 => Problem::Empty,

@@ -11,11 +11,14 @@ struct Rng(u64);
 
 impl Rng {
     fn from_env(test: &str) -> (Rng, u64) {
-        let seed = std::env::var("CDNI_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
+        let seed = std::env::var("CDNI_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            });
         println!("{test}: seed {seed} (replay with CDNI_SEED={seed})");
         (Rng(seed | 1), seed)
     }
@@ -58,14 +61,17 @@ fn random_event(rng: &mut Rng) -> Event {
         3 => Event::Unreachable { target },
         4 | 5 => Event::RetryDue { target },
         6 => Event::Cancel,
-        7 => Event::Estimated { etime: rng.next() % 10_000 },
+        7 => Event::Estimated {
+            etime: rng.next() % 10_000,
+        },
         _ => Event::Resumed,
     }
 }
 
 /// What the RFC allows, given the targets.
 fn check(trigger: &Trigger, stage_of: &dyn Fn(&TargetId) -> usize, context: &str) {
-    let states: Vec<(usize, TargetState)> = trigger.targets().map(|(id, s)| (stage_of(id), s)).collect();
+    let states: Vec<(usize, TargetState)> =
+        trigger.targets().map(|(id, s)| (stage_of(id), s)).collect();
     let finished = |s: &TargetState| matches!(s, TargetState::Finished(_));
     let all = |f: &dyn Fn(&TargetState) -> bool| states.iter().all(|(_, s)| f(s));
     let any = |f: &dyn Fn(&TargetState) -> bool| states.iter().any(|(_, s)| f(s));
@@ -76,18 +82,33 @@ fn check(trigger: &Trigger, stage_of: &dyn Fn(&TargetId) -> usize, context: &str
         TriggerStatus::Active => !all(&finished) && !all(&|s| *s == TargetState::Queued),
         TriggerStatus::Complete => all(&is(Finish::Complete)),
         TriggerStatus::Processed => {
-            all(&finished) && any(&is(Finish::Processed)) && !any(&is(Finish::Failed)) && !any(&is(Finish::Cancelled))
+            all(&finished)
+                && any(&is(Finish::Processed))
+                && !any(&is(Finish::Failed))
+                && !any(&is(Finish::Cancelled))
         }
-        TriggerStatus::Failed => all(&finished) && (any(&is(Finish::Failed)) || any(&is(Finish::Cancelled))),
+        TriggerStatus::Failed => {
+            all(&finished) && (any(&is(Finish::Failed)) || any(&is(Finish::Cancelled)))
+        }
         TriggerStatus::Cancelling => any(&in_flight),
         TriggerStatus::Cancelled => !any(&in_flight) && any(&is(Finish::Cancelled)),
     };
-    assert!(ok, "{context}: status {:?} with targets {states:?}", trigger.status());
+    assert!(
+        ok,
+        "{context}: status {:?} with targets {states:?}",
+        trigger.status()
+    );
     // A later stage is only ever started once every earlier stage has finished.
     for (stage, state) in &states {
-        if !matches!(state, TargetState::Queued | TargetState::Finished(Finish::Cancelled)) {
+        if !matches!(
+            state,
+            TargetState::Queued | TargetState::Finished(Finish::Cancelled)
+        ) {
             let earlier_unfinished = states.iter().any(|(s, st)| s < stage && !finished(st));
-            assert!(!earlier_unfinished, "{context}: stage {stage} started early: {states:?}");
+            assert!(
+                !earlier_unfinished,
+                "{context}: stage {stage} started early: {states:?}"
+            );
         }
     }
     assert!(trigger.mtime() >= trigger.ctime(), "{context}");
@@ -97,24 +118,53 @@ fn check(trigger: &Trigger, stage_of: &dyn Fn(&TargetId) -> usize, context: &str
 #[test]
 fn random_event_sequences_keep_triggers_valid() {
     let (mut rng, seed) = Rng::from_env("random_event_sequences_keep_triggers_valid");
-    let spec: TriggerSpec =
-        serde_json::from_value(json!({ "type": "invalidate", "content.urls": ["https://e.com/a"] })).unwrap();
+    let spec: TriggerSpec = serde_json::from_value(
+        json!({ "type": "invalidate", "content.urls": ["https://e.com/a"] }),
+    )
+    .unwrap();
     for run in 0..3_000 {
         let stages: Vec<Vec<TargetId>> = (0..rng.below(4))
-            .map(|_| (0..rng.below(4)).map(|_| TargetId::from(*rng.pick(&TARGETS))).collect())
+            .map(|_| {
+                (0..rng.below(4))
+                    .map(|_| TargetId::from(*rng.pick(&TARGETS)))
+                    .collect()
+            })
             .collect();
-        let first_stage = |id: &TargetId| stages.iter().position(|s| s.contains(id)).unwrap_or(usize::MAX);
+        let first_stage = |id: &TargetId| {
+            stages
+                .iter()
+                .position(|s| s.contains(id))
+                .unwrap_or(usize::MAX)
+        };
         let mut now = 1_000 + rng.below(1_000) as u64;
-        let mut trigger = Trigger::accept(TriggerId(run), spec.clone(), Envelope::default(), stages.clone(), now);
-        check(&trigger, &first_stage, &format!("seed {seed} run {run} at creation"));
+        let mut trigger = Trigger::accept(
+            TriggerId(run),
+            spec.clone(),
+            Envelope::default(),
+            stages.clone(),
+            now,
+        );
+        check(
+            &trigger,
+            &first_stage,
+            &format!("seed {seed} run {run} at creation"),
+        );
         for step in 0..60 {
             let context = format!("seed {seed} run {run} step {step}");
             let before = (trigger.status(), trigger.mtime());
             // The clock mostly moves on, and sometimes jumps back.
-            now = if rng.below(8) == 0 { now.saturating_sub(rng.below(500) as u64) } else { now + rng.below(30) as u64 };
+            now = if rng.below(8) == 0 {
+                now.saturating_sub(rng.below(500) as u64)
+            } else {
+                now + rng.below(30) as u64
+            };
             let event = random_event(&mut rng);
             let effects = trigger.on_event(event.clone(), now);
-            check(&trigger, &first_stage, &format!("{context} after {event:?}"));
+            check(
+                &trigger,
+                &first_stage,
+                &format!("{context} after {event:?}"),
+            );
             assert!(trigger.mtime() >= before.1, "{context}: mtime went back");
             let status = trigger.status();
             match before.0 {
@@ -122,16 +172,24 @@ fn random_event_sequences_keep_triggers_valid() {
                     assert_eq!(status, before.0, "{context}: a finished trigger changed")
                 }
                 TriggerStatus::Processed => {
-                    assert!(matches!(status, TriggerStatus::Processed | TriggerStatus::Cancelled), "{context}")
+                    assert!(
+                        matches!(status, TriggerStatus::Processed | TriggerStatus::Cancelled),
+                        "{context}"
+                    )
                 }
                 _ => {}
             }
             if matches!(status, TriggerStatus::Cancelling | TriggerStatus::Cancelled) {
-                let sends = effects.iter().any(|e| matches!(e, Effect::SendToTarget { .. }));
+                let sends = effects
+                    .iter()
+                    .any(|e| matches!(e, Effect::SendToTarget { .. }));
                 assert!(!sends, "{context}: sent after cancel: {effects:?}");
             }
             let resource = trigger.status_resource();
-            let reparsed = parse_status(Some("application/cdni; ptype=ci-trigger-status"), &resource.to_json());
+            let reparsed = parse_status(
+                Some("application/cdni; ptype=ci-trigger-status"),
+                &resource.to_json(),
+            );
             assert_eq!(reparsed.as_ref(), Ok(&resource), "{context}");
         }
     }
@@ -156,7 +214,19 @@ fn seeds() -> Vec<Value> {
 
 fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>) {
     const PIECES: [&[u8]; 14] = [
-        b"{", b"}", b"[", b"]", b"\"", b",", b":", b"null", b"-1e999", b"\\u0000", b"\"AS:\"", b"$", b"*",
+        b"{",
+        b"}",
+        b"[",
+        b"]",
+        b"\"",
+        b",",
+        b":",
+        b"null",
+        b"-1e999",
+        b"\\u0000",
+        b"\"AS:\"",
+        b"$",
+        b"*",
         b"\"type\":\"purge\"",
     ];
     for _ in 0..1 + rng.below(4) {
@@ -166,7 +236,9 @@ fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>) {
                 let i = at.min(bytes.len() - 1);
                 bytes[i] = rng.next() as u8;
             }
-            1 => bytes.splice(at..at, rng.pick(&PIECES).iter().copied()).for_each(drop),
+            1 => bytes
+                .splice(at..at, rng.pick(&PIECES).iter().copied())
+                .for_each(drop),
             2 => bytes.truncate(at),
             3 if !bytes.is_empty() => {
                 let end = (at + rng.below(20)).min(bytes.len());
@@ -194,31 +266,51 @@ fn mangled_and_random_input_never_panics() {
             rng.pick(&seeds).clone()
         };
         mutate(&mut rng, &mut body);
-        let context = format!("seed {seed} case {case}: {}", String::from_utf8_lossy(&body));
+        let context = format!(
+            "seed {seed} case {case}: {}",
+            String::from_utf8_lossy(&body)
+        );
         for payload in ["ci-trigger-status", "ci-trigger-collection"] {
             let content_type = format!("application/cdni; ptype={payload}");
             let _ = parse_status(Some(&content_type), &body);
             let _ = parse_collection(Some(&content_type), &body);
         }
         let _ = parse_operator_command(Some("application/cdni; ptype=ci-trigger-command"), &body);
-        match parse_command(Some("application/cdni; ptype=ci-trigger-command"), &body, us) {
+        match parse_command(
+            Some("application/cdni; ptype=ci-trigger-command"),
+            &body,
+            us,
+        ) {
             Ok(command) => {
                 accepted += 1;
                 // What we accept we can pass on, and the next CDN reads it as we do.
                 let next: CdnPid = "AS64501:0".parse().unwrap();
                 let cascaded = command.cascaded_by(us);
-                let reread = parse_command(Some("application/cdni; ptype=ci-trigger-command"), &cascaded.to_json(), next);
+                let reread = parse_command(
+                    Some("application/cdni; ptype=ci-trigger-command"),
+                    &cascaded.to_json(),
+                    next,
+                );
                 assert_eq!(reread.as_ref(), Ok(&cascaded), "{context}");
                 if let Action::Trigger(spec) = &command.action {
                     for pattern in spec.references.content_patterns.iter().flatten() {
                         let _ = pattern.matches("https://e.com/a/?x=1");
                     }
-                    let mut trigger = Trigger::accept(TriggerId(0), spec.clone(), command.envelope, vec![vec!["t".into()]], 1);
+                    let mut trigger = Trigger::accept(
+                        TriggerId(0),
+                        spec.clone(),
+                        command.envelope,
+                        vec![vec!["t".into()]],
+                        1,
+                    );
                     trigger.on_event(Event::Start, 2);
                     let _ = trigger.status_resource().to_json();
                 }
             }
-            Err(error) => assert!([400, 413, 415].contains(&error.http_status()), "{context}: {error}"),
+            Err(error) => assert!(
+                [400, 413, 415].contains(&error.http_status()),
+                "{context}: {error}"
+            ),
         }
     }
     println!("{accepted} mangled commands were still valid");

@@ -77,7 +77,8 @@ pub async fn serve_wrapped<W, Fut, S>(
                 metrics::gauge!("streamcdn_rtmp_connections").increment(1.0);
                 match tokio::time::timeout(settings.idle_timeout, wrap(socket)).await {
                     Ok(Ok(stream)) => {
-                        if let Err(reason) = run_session(stream, peer, hub, settings, shutdown).await
+                        if let Err(reason) =
+                            run_session(stream, peer, hub, settings, shutdown).await
                         {
                             tracing::info!(%reason, "RTMP session closed");
                         }

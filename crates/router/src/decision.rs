@@ -552,7 +552,7 @@ pub struct CandidateScore {
     pub excluded: Option<&'static str>,
 }
 
-/// A prefix's real-user score for one edge (kept by [`crate::rum::RumScores`]).
+/// A prefix's real-user score for one edge (the median the `rum` module keeps).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct RumScore {
     /// Median over client addresses of each one's latest download cost.
@@ -654,7 +654,7 @@ impl Decider {
         }
     }
 
-    /// `rum`: the prefix's real-user scores by edge id (see [`crate::rum::RumScores`]).
+    /// `rum`: the prefix's real-user scores by edge id.
     /// The measured choice is remembered for the prefix's hysteresis.
     pub fn decide(
         &mut self,
