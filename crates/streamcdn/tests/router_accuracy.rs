@@ -233,13 +233,7 @@ fn measured_routing_sends_more_clients_to_their_nearest_edge_than_a_geographic_m
                 .clients
                 .iter()
                 .filter(|(_, addr)| {
-                    let body = sites.curl(
-                        "router",
-                        &[&format!(
-                            "http://{ROUTER}:8081/api/v1/routing/explain?ip={addr}"
-                        )],
-                    );
-                    let why: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                    let why = sites.explain("router", ROUTER, addr);
                     why["source"] != "measured"
                         || why["explain"]
                             .as_array()

@@ -17,7 +17,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::sites::{wait_until, Sites};
+use common::sites::{candidate, wait_until, Sites};
 use common::*;
 
 const ROUTER: &str = "127.70.0.2";
@@ -80,24 +80,9 @@ fn watch_until_beacon(sites: &Sites, site: &str, page: &str) -> serde_json::Valu
     last
 }
 
+/// The first router's explanation for a client address.
 fn explain(sites: &Sites, ip: &str) -> serde_json::Value {
-    let body = sites.curl(
-        "router",
-        &[&format!(
-            "http://{ROUTER}:8081/api/v1/routing/explain?ip={ip}"
-        )],
-    );
-    serde_json::from_str(&body).unwrap_or_default()
-}
-
-fn candidate<'a>(explain: &'a serde_json::Value, addr: &str) -> &'a serde_json::Value {
-    explain["explain"]
-        .as_array()
-        .and_then(|c| {
-            c.iter()
-                .find(|c| c["edge"].as_str().is_some_and(|e| e.contains(addr)))
-        })
-        .unwrap_or(&serde_json::Value::Null)
+    sites.explain("router", ROUTER, ip)
 }
 
 #[test]
@@ -299,14 +284,7 @@ fn browsers_move_a_prefix_off_a_path_that_lies_to_the_probes() {
         },
     );
     println!("the second router followed the shared RUM samples after {took:?}");
-    let body = sites.curl(
-        "router2",
-        &[&format!(
-            "http://{ROUTER2}:8081/api/v1/routing/explain?ip={}",
-            VIEWERS[0].1
-        )],
-    );
-    let why: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let why = sites.explain("router2", ROUTER2, VIEWERS[0].1);
     assert_eq!(why["rum_used"], true, "{why}");
     assert_eq!(
         sites.metric(

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::sites::{wait_until, Sites};
+use common::sites::{candidate, wait_until, Sites};
 use common::*;
 
 const ROUTER: &str = "127.70.0.2";
@@ -69,26 +69,9 @@ fn wait_answers(
     .1
 }
 
-/// The router's explanation for a client address.
+/// The first router's explanation for a client address.
 fn explain(sites: &Sites, ip: &str) -> serde_json::Value {
-    let body = sites.curl(
-        "router",
-        &[&format!(
-            "http://{ROUTER}:8081/api/v1/routing/explain?ip={ip}"
-        )],
-    );
-    serde_json::from_str(&body).unwrap_or_default()
-}
-
-/// One candidate of an explanation, by edge address.
-fn candidate<'a>(explain: &'a serde_json::Value, edge_addr: &str) -> &'a serde_json::Value {
-    explain["explain"]
-        .as_array()
-        .and_then(|c| {
-            c.iter()
-                .find(|c| c["edge"].as_str().is_some_and(|e| e.contains(edge_addr)))
-        })
-        .unwrap_or(&serde_json::Value::Null)
+    sites.explain("router", ROUTER, ip)
 }
 
 #[test]

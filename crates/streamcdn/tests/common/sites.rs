@@ -207,6 +207,26 @@ stream_key = "{key}"
     }
 }
 
+impl Sites {
+    /// A router's `GET /api/v1/routing/explain?ip=` answer, asked from its own site
+    /// (`router_addr` is where its admin listener is, port 8081).
+    pub fn explain(&self, router_site: &str, router_addr: &str, ip: &str) -> serde_json::Value {
+        let url = format!("http://{router_addr}:8081/api/v1/routing/explain?ip={ip}");
+        serde_json::from_str(&self.curl(router_site, &[&url])).unwrap_or_default()
+    }
+}
+
+/// One candidate of an explanation, by edge address (`Null` if none).
+pub fn candidate<'a>(explain: &'a serde_json::Value, edge_addr: &str) -> &'a serde_json::Value {
+    explain["explain"]
+        .as_array()
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c["edge"].as_str().is_some_and(|e| e.contains(edge_addr)))
+        })
+        .unwrap_or(&serde_json::Value::Null)
+}
+
 /// Polls `check` every 250 ms until it returns `Ok`; returns how long that took, or
 /// panics with the last `Err` after `within`.
 pub fn wait_until<T>(
