@@ -29,7 +29,7 @@ use streamcdn_cdni::collection::{trigger_id_from_url, trigger_url};
 use streamcdn_cdni::wire::{AbsoluteTime, PayloadType, References};
 use streamcdn_cdni::{
     parse_operator_command, Action, CdnPid, Collection, Effect, ErrorCode, ErrorDescription, Event,
-    Outcome, TargetId, TargetState, TriggerId, TriggerSpec, TriggerType, View,
+    Outcome, TargetId, TargetState, TriggerId, TriggerSpec, TriggerStatus, TriggerType, View,
 };
 use streamcdn_edge::control::{ControlReply, ControlRequest, Operation};
 use streamcdn_registry::Registry;
@@ -204,7 +204,7 @@ impl Cis {
 
     /// Applies an event of our side, keeps it, and carries out what follows.
     async fn on_event(self: &Arc<Self>, id: TriggerId, event: Event) {
-        let (effects, finished) = {
+        let effects = {
             let mut state = self.lock();
             let status = |state: &Collection| {
                 state
@@ -213,34 +213,34 @@ impl Cis {
             };
             let before = status(&state).ok();
             let effects = state.on_event(id, event, now_secs());
-            let after = status(&state).ok();
-            let finished = match (before, after) {
-                (Some((was, _)), Some((now, kind))) if !was.is_final() && now.is_final() => {
-                    Some((now, kind))
+            if let (Some((was, _)), Ok((now, kind))) = (before, status(&state)) {
+                if !was.is_final() && now.is_final() {
+                    // Counted under the lock: whoever reads the final status also
+                    // finds it in the metrics.
+                    self.count_finished(id, now, &kind);
                 }
-                _ => None,
-            };
-            (effects, finished)
+            }
+            effects
         };
         if let Err(e) = self.persist().await {
             tracing::error!(error = %e, "cannot keep the triggers");
         }
-        if let Some((status, kind)) = finished {
-            let status = format!("{status:?}").to_lowercase();
-            let accepted = self
-                .accepted
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
-            if let Some(accepted) = accepted {
-                metrics::histogram!("streamcdn_cis_trigger_duration_seconds", "type" => kind.as_str().to_owned())
-                    .record(accepted.elapsed().as_secs_f64());
-            }
-            tracing::info!(trigger = id.0, %status, "trigger finished");
-            metrics::counter!("streamcdn_cis_triggers_finished_total", "status" => status)
-                .increment(1);
-        }
         self.run(effects);
+    }
+
+    fn count_finished(&self, id: TriggerId, status: TriggerStatus, kind: &TriggerType) {
+        let status = format!("{status:?}").to_lowercase();
+        let accepted = self
+            .accepted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        if let Some(accepted) = accepted {
+            metrics::histogram!("streamcdn_cis_trigger_duration_seconds", "type" => kind.as_str().to_owned())
+                .record(accepted.elapsed().as_secs_f64());
+        }
+        tracing::info!(trigger = id.0, %status, "trigger finished");
+        metrics::counter!("streamcdn_cis_triggers_finished_total", "status" => status).increment(1);
     }
 
     fn run(self: &Arc<Self>, effects: Vec<Effect>) {
