@@ -8,17 +8,20 @@
 //! - [`pid`]: CDN PIDs (`AS64496:1`) and `cdn-path` loop detection (§4.6).
 //! - [`trigger`]: one trigger's state machine over its targets (§2.3, §4.3, §4.7).
 //! - [`collection`]: every uCDN's triggers, views, ETags and expiry (§3, §4.2, §4.5).
+//! - [`configuration`]: which configurations a command addresses, and `eperm`.
 //!
 //! The HTTP/mTLS service around it (federation listener, admin API, edge control
 //! endpoint, persistence, timers) lives elsewhere and only moves bytes and effects.
 
 pub mod collection;
+pub mod configuration;
 pub mod pattern;
 pub mod pid;
 pub mod trigger;
 pub mod wire;
 
 pub use collection::{AccessError, CancelReply, Collection, Rendered, View};
+pub use configuration::{Addressed, Catalog, Configuration};
 pub use pattern::PatternMatch;
 pub use pid::{CdnPath, CdnPid};
 pub use trigger::{Effect, Event, Outcome, TargetId, TargetState, Trigger, TriggerId};

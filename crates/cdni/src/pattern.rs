@@ -89,6 +89,30 @@ impl PatternMatch {
         Ok(tokens)
     }
 
+    /// The authority the pattern names literally, as written: what follows its
+    /// `http(s)://` up to the first `/`, if that holds no wildcard or escape.
+    pub fn literal_authority(&self) -> Option<&str> {
+        let pattern = self.pattern.as_str();
+        let lower = pattern
+            .get(..8)
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_default();
+        let rest = if lower.starts_with("https://") {
+            pattern.get(8..)?
+        } else if lower.starts_with("http://") {
+            pattern.get(7..)?
+        } else {
+            return None;
+        };
+        let authority = rest.split('/').next().unwrap_or_default();
+        (!authority.is_empty() && !authority.contains(['*', '?', '$'])).then_some(authority)
+    }
+
+    /// The host of [`Self::literal_authority`], lowercase, without a port.
+    pub fn literal_host(&self) -> Option<String> {
+        crate::configuration::host_of(&format!("http://{}/", self.literal_authority()?))
+    }
+
     /// Whether `url` matches. An invalid pattern matches nothing (commands carrying one
     /// are refused when parsed). Time is O(|url| × |pattern| / 64): a bit-parallel
     /// automaton, no backtracking, whatever the pattern (`*a*a*a*…` included).

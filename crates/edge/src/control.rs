@@ -99,9 +99,7 @@ impl Matcher {
         pattern
             .validate()
             .map_err(|_| MatcherError::BadPattern(pattern.pattern.clone()))?;
-        let host = literal_host(&pattern.pattern)
-            .unwrap_or(ANY_HOST)
-            .to_owned();
+        let host = pattern.literal_authority().unwrap_or(ANY_HOST).to_owned();
         Ok(Matcher::Pattern { pattern, host })
     }
 
@@ -158,24 +156,6 @@ pub fn cache_key(url: &str) -> Result<CacheKey, MatcherError> {
         url: url.chars().take(200).collect(),
         reason: e.to_string(),
     })
-}
-
-/// The host a pattern names literally: what follows its `http(s)://` up to the first
-/// `/`, if that holds no wildcard or escape.
-fn literal_host(pattern: &str) -> Option<&str> {
-    let lower = pattern
-        .get(..8)
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_default();
-    let rest = if lower.starts_with("https://") {
-        &pattern[8..]
-    } else if lower.starts_with("http://") {
-        &pattern[7..]
-    } else {
-        return None;
-    };
-    let host = rest.split('/').next().unwrap_or_default();
-    (!host.is_empty() && !host.contains(['*', '?', '$'])).then_some(host)
 }
 
 /// The objects a playlist at `playlist_key` references, as cache keys: a media
