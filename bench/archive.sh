@@ -41,6 +41,8 @@ listen = "127.0.0.1:18088"
 [http]
 listen = "127.0.0.1:18080"
 tls_listen = "off"
+[federation]
+listen = "off"
 [admin]
 listen = "127.0.0.1:18081"
 [archive]

@@ -58,6 +58,8 @@ listen = "127.0.0.1:1818$i"
 [http]
 listen = "127.0.0.1:1828$i"
 tls_listen = "off"
+[federation]
+listen = "off"
 [admin]
 listen = "127.0.0.1:1838$i"
 $REGISTRY
@@ -75,6 +77,8 @@ data_dir = "$DIR/edge"
 [http]
 listen = "127.0.0.1:18080"
 tls_listen = "off"
+[federation]
+listen = "off"
 [admin]
 listen = "127.0.0.1:18083"
 [edge]

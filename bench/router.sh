@@ -52,6 +52,8 @@ listen = "127.0.0.1:$P_ORIGIN"
 [http]
 listen = "127.0.0.1:$P_HTTP"
 tls_listen = "off"
+[federation]
+listen = "off"
 [admin]
 listen = "127.0.0.1:$P_ADMIN"
 [router]

@@ -209,6 +209,11 @@ impl Collection {
 
     /// An event of our own side (a report, a timer). A trigger that is gone (deleted,
     /// expired) takes nothing.
+    /// The uCDN a trigger belongs to.
+    pub fn owner_of(&self, id: TriggerId) -> Option<CdnPid> {
+        self.triggers.get(&id).map(|owned| owned.owner)
+    }
+
     pub fn on_event(&mut self, id: TriggerId, event: Event, now: AbsoluteTime) -> Vec<Effect> {
         match self.triggers.get_mut(&id) {
             Some(owned) => owned.trigger.on_event(event, now),

@@ -243,6 +243,21 @@ pub struct References {
 }
 
 impl References {
+    /// Adds `other`'s references to ours.
+    pub fn extend(&mut self, other: &References) {
+        fn add<T: Clone>(ours: &mut Option<Vec<T>>, theirs: &Option<Vec<T>>) {
+            if let Some(theirs) = theirs {
+                ours.get_or_insert_with(Vec::new)
+                    .extend(theirs.iter().cloned());
+            }
+        }
+        add(&mut self.metadata_urls, &other.metadata_urls);
+        add(&mut self.content_urls, &other.content_urls);
+        add(&mut self.content_ccid, &other.content_ccid);
+        add(&mut self.metadata_patterns, &other.metadata_patterns);
+        add(&mut self.content_patterns, &other.content_patterns);
+    }
+
     fn count(&self) -> usize {
         let len = |list: &Option<Vec<String>>| list.as_ref().map_or(0, Vec::len);
         let patterns = |list: &Option<Vec<PatternMatch>>| list.as_ref().map_or(0, Vec::len);

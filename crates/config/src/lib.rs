@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use streamcdn_cdni::CdnPid;
 use thiserror::Error;
 
 pub use units::{ByteSize, Listen};
@@ -39,6 +40,75 @@ pub struct Config {
     pub archive: ArchiveConfig,
     pub router: RouterConfig,
     pub providers: Vec<ProviderConfig>,
+    pub federation: FederationConfig,
+    /// Delivery properties this participant owns besides its default configuration
+    /// (which covers every other hostname it is reached by).
+    pub configurations: Vec<ConfigurationConfig>,
+}
+
+/// This deployment as a participant of a CDN federation (CDNI): its id, the mutual-TLS
+/// listener partners send configurations and RFC 8007 trigger commands to, and the
+/// partners it delegates to.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationConfig {
+    /// This participant's CDN PID (RFC 8007 §4.6): `AS<number>:<qualifier>`. Its
+    /// certificate's subject common name must be this id.
+    pub participant: CdnPid,
+    /// The federation listener (HTTPS, client certificates required); `"off"` turns it
+    /// off.
+    pub listen: Listen,
+    /// PEM certificate (naming `participant`) and key, used both to serve and to call
+    /// partners, and the CA certificates partners' certificates must chain to. None
+    /// set: a CA and a certificate generated once in `<node.data_dir>/federation/`
+    /// (partners then need that CA).
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
+    /// Which of our servers carry partners' configurations: node ids or sites. Empty:
+    /// every edge.
+    pub carry_on: Vec<String>,
+    pub partners: Vec<PartnerConfig>,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self {
+            participant: CdnPid {
+                asn: 64496,
+                qualifier: 1,
+            },
+            listen: Listen::At(([0, 0, 0, 0], 9443).into()),
+            cert: None,
+            key: None,
+            ca: None,
+            carry_on: Vec::new(),
+            partners: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerConfig {
+    pub id: CdnPid,
+    /// The partner's federation listener, `https://host:port`.
+    pub url: String,
+    /// Configurations (ours, or ones we carry for their owner) we delegate to it.
+    #[serde(default)]
+    pub delegate: Vec<String>,
+}
+
+/// A configuration this participant owns.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigurationConfig {
+    pub id: String,
+    /// The hostnames viewers use for it.
+    pub hostnames: Vec<String>,
+    /// Where partners' edges fetch it from (our top tier); default `http.advertise`.
+    #[serde(default)]
+    pub origin: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -510,6 +580,87 @@ impl Default for RouterConfig {
 }
 
 /// A DNS host name: labels of 1-63 letters, digits and hyphens, 253 characters at most.
+impl Config {
+    fn validate_federation(&self) -> Result<(), (String, String)> {
+        let federation = &self.federation;
+        let set = [&federation.cert, &federation.key, &federation.ca];
+        if set.iter().any(|p| p.is_some()) && !set.iter().all(|p| p.is_some()) {
+            return Err((
+                "federation.cert".into(),
+                "federation.cert, federation.key and federation.ca go together".into(),
+            ));
+        }
+        let mut ids = std::collections::HashSet::new();
+        let mut hostnames = std::collections::HashSet::new();
+        for (i, configuration) in self.configurations.iter().enumerate() {
+            let key = format!("configurations[{i}]");
+            let id = &configuration.id;
+            if id.is_empty()
+                || id.len() > 64
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+            {
+                return Err((
+                    format!("{key}.id"),
+                    format!("{id:?} must be 1-64 letters, digits, '-', '_' or '.'"),
+                ));
+            }
+            if !ids.insert(id.clone()) {
+                return Err((format!("{key}.id"), format!("{id:?} is used twice")));
+            }
+            if configuration.hostnames.is_empty() {
+                return Err((format!("{key}.hostnames"), "needs at least one".into()));
+            }
+            for host in &configuration.hostnames {
+                if !is_host_name(host) {
+                    return Err((
+                        format!("{key}.hostnames"),
+                        format!("{host:?} is not a valid DNS name"),
+                    ));
+                }
+                if !hostnames.insert(host.to_ascii_lowercase()) {
+                    return Err((
+                        format!("{key}.hostnames"),
+                        format!("{host:?} belongs to two configurations"),
+                    ));
+                }
+            }
+            if let Some(origin) = &configuration.origin {
+                if !origin.starts_with("http://") || origin.len() <= 7 {
+                    return Err((
+                        format!("{key}.origin"),
+                        format!("{origin:?} is not an http:// URL"),
+                    ));
+                }
+            }
+        }
+        let mut partners = std::collections::HashSet::new();
+        for (i, partner) in federation.partners.iter().enumerate() {
+            let key = format!("federation.partners[{i}]");
+            if partner.id == federation.participant {
+                return Err((
+                    format!("{key}.id"),
+                    format!("{} is this participant", partner.id),
+                ));
+            }
+            if !partners.insert(partner.id) {
+                return Err((
+                    format!("{key}.id"),
+                    format!("{} is listed twice", partner.id),
+                ));
+            }
+            if !partner.url.starts_with("https://") || partner.url.len() <= 8 {
+                return Err((
+                    format!("{key}.url"),
+                    format!("{:?} is not an https:// URL", partner.url),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn is_host_name(name: &str) -> bool {
     let name = name.strip_suffix('.').unwrap_or(name);
     !name.is_empty()
@@ -740,6 +891,7 @@ impl Config {
                 "must be between 1 and 256".into(),
             ));
         }
+        self.validate_federation()?;
         let router = &self.router;
         for (key, name) in [
             ("router.zone", &router.zone),
@@ -958,6 +1110,36 @@ mod tests {
         let e = parse("[http]\nlisten = \"127.0.0.1:9000\"\ntls_listen = \"127.0.0.1:9000\"\n")
             .unwrap_err();
         assert_eq!((e.line, e.key.as_deref()), (3, Some("http.tls_listen")));
+    }
+
+    #[test]
+    fn federation_is_checked_at_start() {
+        let c = parse("").unwrap();
+        assert_eq!(c.federation.participant.to_string(), "AS64496:1");
+        assert_eq!(c.federation.listen, Listen::At(([0, 0, 0, 0], 9443).into()));
+        let text = "[federation]\nparticipant = \"AS64500:1\"\n\n[[federation.partners]]\nid = \"AS64496:1\"\nurl = \"https://127.0.1.1:9443\"\ndelegate = [\"live-b\"]\n\n[[configurations]]\nid = \"live-b\"\nhostnames = [\"live.b.test\"]\n";
+        let c = parse(text).unwrap();
+        assert_eq!(c.federation.partners[0].delegate, ["live-b"]);
+        let e = parse("[federation]\nparticipant = \"64500\"\n").unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (2, Some("federation.participant"))
+        );
+        let e = parse("[[federation.partners]]\nid = \"AS64496:1\"\nurl = \"https://x\"\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("is this participant"), "{e}");
+        let e = parse("[[federation.partners]]\nid = \"AS1:1\"\nurl = \"http://x\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("federation.partners[0].url"));
+        let e = parse("[federation]\ncert = \"c.pem\"\n").unwrap_err();
+        assert!(e.to_string().contains("go together"), "{e}");
+        let twice = "[[configurations]]\nid = \"a\"\nhostnames = [\"x.test\"]\n\n[[configurations]]\nid = \"b\"\nhostnames = [\"X.test\"]\n";
+        let e = parse(twice).unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (7, Some("configurations[1].hostnames"))
+        );
+        let e = parse("[[configurations]]\nid = \"a/b\"\nhostnames = [\"x.test\"]\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("configurations[0].id"));
     }
 
     #[test]

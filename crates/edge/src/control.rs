@@ -49,6 +49,9 @@ pub struct ControlRequest {
     pub urls: Vec<String>,
     #[serde(default)]
     pub patterns: Vec<PatternMatch>,
+    /// The partner configuration the objects belong to; none: the local default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configuration: Option<String>,
     /// Freshness and single use, checked by the endpoint's replay guard.
     pub issued_at_ms: u64,
     pub nonce: u64,
@@ -257,6 +260,7 @@ mod tests {
             operation: Operation::Preposition,
             urls: vec!["http://h/p/s/index.m3u8".into(), "nonsense".into()],
             patterns: vec![PatternMatch::new("*")],
+            configuration: None,
             issued_at_ms: 0,
             nonce: 0,
         };

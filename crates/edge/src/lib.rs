@@ -148,6 +148,11 @@ impl Edge {
         Router::new().fallback(handle).with_state(self.clone())
     }
 
+    /// Answers one playback request (what [`Self::router`] does for every request).
+    pub async fn serve(self: Arc<Self>, request: Request) -> Response {
+        handle(State(self), request).await
+    }
+
     /// Publishes the cache sizes as gauges (called when metrics are scraped).
     pub async fn report_cache_sizes(&self) {
         self.memory.run_pending_tasks().await;

@@ -186,6 +186,42 @@ pub struct ProviderSettings {
     pub archive_after_ms: Option<u64>,
 }
 
+/// A partner's configuration carried by some of this participant's servers (CDNI
+/// delegation): edges serving `hostnames` fetch it from `origin`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    pub configuration: String,
+    /// The owning participant's CDN PID (`AS64496:1`).
+    pub owner: String,
+    /// The partner that delegated it to us (the owner, or a partner carrying it for
+    /// the owner): the one that may command it here.
+    pub delegated_by: String,
+    pub hostnames: Vec<String>,
+    pub origin: String,
+    /// Node ids or sites that carry it; empty: every edge.
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// Partners (CDN PIDs) we delegated it to in turn.
+    #[serde(default)]
+    pub delegated_to: Vec<String>,
+}
+
+impl DeploymentRecord {
+    pub fn carried_by(&self, node: &NodeRecord) -> bool {
+        self.servers.is_empty()
+            || self
+                .servers
+                .iter()
+                .any(|s| *s == node.id || *s == node.site)
+    }
+}
+
+const DEPLOYMENTS_KEY: &str = "deployments";
+
+fn document_key(name: &str) -> String {
+    format!("document:{name}")
+}
+
 /// Provider settings never expire; a very long lease stands for "no expiry".
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
@@ -396,6 +432,33 @@ impl Registry {
         let edges = self.members(&sample_index(prefix)).await?;
         let keys: Vec<String> = edges.iter().map(|e| sample_key(prefix, e)).collect();
         Ok(self.get_many(&keys).await?.into_iter().flatten().collect())
+    }
+
+    /// Every partner configuration deployed here.
+    pub async fn deployments(&self) -> Result<Vec<DeploymentRecord>> {
+        Ok(decode(DEPLOYMENTS_KEY, self.get(DEPLOYMENTS_KEY).await?)?.unwrap_or_default())
+    }
+
+    /// Replaces the deployment list (written by the participant's one CIS).
+    pub async fn set_deployments(&self, deployments: &[DeploymentRecord]) -> Result<()> {
+        self.put(DEPLOYMENTS_KEY, encode(&deployments), FOREVER)
+            .await
+    }
+
+    /// A document a role keeps for the whole deployment (the CIS's triggers when the
+    /// registry is shared), `None` if never written.
+    pub async fn document(&self, name: &str) -> Result<Option<String>> {
+        self.get(&document_key(name)).await
+    }
+
+    pub async fn put_document(&self, name: &str, text: String) -> Result<()> {
+        self.put(&document_key(name), text, FOREVER).await
+    }
+
+    /// Whether servers of this deployment share the registry (Redis), rather than it
+    /// living in this process only.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Redis(_))
     }
 
     /// What a provider changed at runtime (empty if nothing).

@@ -197,6 +197,17 @@ impl Context {
         self.serve(listener, router, Some(self.playback.clone()), tls);
     }
 
+    /// Serves over TLS with client certificates (the federation listener): each
+    /// request carries the client's certificate ([`crate::http::PeerCertificate`]).
+    pub fn serve_tls(
+        &mut self,
+        listener: TcpListener,
+        router: Router,
+        tls: tokio_rustls::TlsAcceptor,
+    ) {
+        self.serve(listener, router, None, Some(tls));
+    }
+
     /// What the playback listener has measured.
     pub fn playback_traffic(&self) -> Arc<Traffic> {
         self.playback.clone()

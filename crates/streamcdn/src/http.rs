@@ -138,6 +138,11 @@ impl http_body::Body for Metered {
     }
 }
 
+/// The certificate a client presented on a listener that asks for one (the
+/// federation listener), in each request's extensions.
+#[derive(Debug, Clone)]
+pub struct PeerCertificate(pub Arc<rustls::pki_types::CertificateDer<'static>>);
+
 /// One connection's service: the router, with the client's address in each request's
 /// extensions (for handlers that decide by client, as the router's redirects) and, on a
 /// metered listener, each response body counted. A plain function around the router
@@ -145,6 +150,7 @@ impl http_body::Body for Metered {
 fn connection_service(
     router: Router,
     peer: std::net::SocketAddr,
+    certificate: Option<PeerCertificate>,
     traffic: Option<Arc<Traffic>>,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
@@ -156,6 +162,9 @@ fn connection_service(
         request
             .extensions_mut()
             .insert(axum::extract::ConnectInfo(peer));
+        if let Some(certificate) = &certificate {
+            request.extensions_mut().insert(certificate.clone());
+        }
         let mut router = router.clone();
         let traffic = traffic.clone();
         async move {
@@ -244,17 +253,20 @@ pub async fn serve(
         if let Some(traffic) = &traffic {
             traffic.record_rtt(&stream, peer);
         }
-        // Handlers that decide by the client (the router's redirects) read its address.
-        let service = connection_service(router.clone(), peer, traffic.clone());
+        let router = router.clone();
         let open = traffic.clone().map(OpenConnection::new);
         // Taken now, so a shutdown that starts during a TLS handshake waits for it.
         let watcher = graceful.watcher();
         let builder = builder.clone();
         let tls = tls.clone();
+        let metered = traffic.clone();
         tokio::spawn(async move {
             let _open = open;
+            // Handlers that decide by the client (the router's redirects) read its
+            // address; the federation listener, its certificate.
+            let service = |certificate| connection_service(router, peer, certificate, metered);
             match tls {
-                None => serve_connection(stream, false, builder, service, watcher).await,
+                None => serve_connection(stream, false, builder, service(None), watcher).await,
                 Some(acceptor) => {
                     let stream =
                         match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(stream)).await {
@@ -268,8 +280,13 @@ pub async fn serve(
                                 return;
                             }
                         };
-                    let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                    serve_connection(stream, http2, builder, service, watcher).await;
+                    let session = stream.get_ref().1;
+                    let http2 = session.alpn_protocol() == Some(b"h2");
+                    let certificate = session
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .map(|leaf| PeerCertificate(Arc::new(leaf.clone().into_owned())));
+                    serve_connection(stream, http2, builder, service(certificate), watcher).await;
                 }
             }
         });

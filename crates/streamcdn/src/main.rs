@@ -5,6 +5,7 @@ mod admin;
 mod clock;
 mod context;
 mod directory;
+mod federation;
 mod http;
 mod quickstart;
 mod roles;

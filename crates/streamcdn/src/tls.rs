@@ -195,7 +195,7 @@ fn url_host(url: &str) -> Option<String> {
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so a crash never
 /// leaves half a key; `mode` applies from creation.
-fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let temp = path.with_extension("pem.tmp");
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);

@@ -15,6 +15,7 @@ use streamcdn_edge::control::ControlRequest;
 use streamcdn_edge::Edge;
 use streamcdn_router::probe::{self, ProbeKey, ReplayGuard};
 
+use super::carried::Carried;
 use crate::clock::now_ms;
 
 pub const CONTROL_PATH: &str = "/_streamcdn/control";
@@ -62,13 +63,15 @@ pub fn signed(key: &ProbeKey, request: &ControlRequest) -> anyhow::Result<(Vec<u
 struct Controller {
     key: ProbeKey,
     edge: Arc<Edge>,
+    carried: Arc<Carried>,
     guard: Mutex<ReplayGuard>,
 }
 
-pub fn routes(key: ProbeKey, edge: Arc<Edge>) -> axum::Router {
+pub fn routes(key: ProbeKey, edge: Arc<Edge>, carried: Arc<Carried>) -> axum::Router {
     let controller = Arc::new(Controller {
         key,
         edge,
+        carried,
         guard: Mutex::new(ReplayGuard::default()),
     });
     axum::Router::new()
@@ -110,7 +113,17 @@ async fn control_request(
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
         return refused("unauthenticated", status, e.to_string());
     }
-    let reply = controller.edge.control(&request).await;
+    let edge = match &request.configuration {
+        None => controller.edge.clone(),
+        Some(id) => match controller.carried.by_id(id).await {
+            Some(edge) => edge,
+            None => {
+                let why = format!("this server does not carry configuration {id:?}");
+                return refused("not_carried", StatusCode::NOT_FOUND, why);
+            }
+        },
+    };
+    let reply = edge.control(&request).await;
     let operation = request.operation.label();
     let outcome = if reply.errors.is_empty() {
         "ok"
@@ -124,6 +137,7 @@ async fn control_request(
         .increment(objects as u64);
     tracing::info!(
         trigger = %request.trigger_id,
+        configuration = request.configuration.as_deref().unwrap_or("default"),
         operation,
         purged = reply.purged,
         invalidated = reply.invalidated,

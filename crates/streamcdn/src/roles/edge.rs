@@ -21,6 +21,7 @@ use streamcdn_router::service::{PROBE_PATH, SHARED_SAMPLE_TTL};
 use streamcdn_urls::{StreamName, Target};
 use streamcdn_web::{Asset, HLS_JS, RUM_JS, RUM_OBJECT, RUM_OBJECT_PATH};
 
+use super::carried::{self, CacheBudget, Carried};
 use super::control;
 use crate::clock::now_ms;
 use crate::context::{bind, Context, Role};
@@ -383,10 +384,27 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
     let probes = axum::Router::new()
         .route(PROBE_PATH, axum::routing::post(probe_request))
         .with_state(prober);
+    let carried = Carried::new(
+        ctx.registry.clone(),
+        ctx.node.clone(),
+        CacheBudget {
+            memory_bytes: (config.edge.cache_memory.0 / 4).max(1024 * 1024),
+            disk_bytes: config.edge.cache_disk.0 / 4,
+            max_object_bytes: config.edge.max_object_size.0,
+            upstream_timeout: config.edge.upstream_timeout,
+            stale_if_error: config.edge.stale_if_error,
+            dir: config.node.data_dir.join("carried"),
+        },
+    );
     let media = edge
         .router()
+        .layer(axum::middleware::from_fn_with_state(
+            carried.clone(),
+            carried::dispatch,
+        ))
         .merge(probes)
-        .merge(control::routes(key, edge.clone()));
+        .merge(control::routes(key, edge.clone(), carried.clone()));
+    ctx.spawn(carried.keep_current(ctx.shutdown()));
     let routes = web_routes(ctx.registry.clone(), media);
     if let Some((addr, certificates, acceptor)) = tls {
         let tls_listener = bind(addr, "playback over TLS (edge)").await?;

@@ -165,6 +165,12 @@ impl Node {
         let (http, tls, origin, admin) = (free_port(), free_port(), free_port(), free_port());
         let rtmps = free_port();
         let (dns, router_http) = (free_dual_port(), free_port());
+        // A test that sets up federation says where it listens.
+        let federation = if extra.contains("[federation]") {
+            String::new()
+        } else {
+            format!("[federation]\nlisten = \"{host}:{}\"\n", free_port())
+        };
         let config = dir.join("streamcdn.toml");
         let data = data_dir.map_or_else(|| dir.join("data"), Path::to_owned);
         std::fs::write(
@@ -186,7 +192,7 @@ listen = "{host}:{admin}"
 [router]
 dns_listen = "{host}:{dns}"
 http_listen = "{host}:{router_http}"
-{extra}
+{federation}{extra}
 [[providers]]
 name = "demo"
 stream_key = "{KEY}"

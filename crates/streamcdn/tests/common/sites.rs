@@ -109,6 +109,8 @@ listen = "{addr}:8080"
 tls_listen = "{addr}:8443"
 [admin]
 listen = "{addr}:8081"
+[federation]
+listen = "{addr}:9443"
 [registry]
 backend = "redis"
 url = "redis://{redis}:6379/"
