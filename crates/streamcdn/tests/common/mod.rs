@@ -161,6 +161,19 @@ impl Node {
         data_dir: Option<&Path>,
         extra: &str,
     ) -> Node {
+        Self::role_with_node(name, role, host, rtmp, data_dir, "", extra)
+    }
+
+    /// [`Node::role_on`] with `node_extra` added to the `[node]` table.
+    pub fn role_with_node(
+        name: &str,
+        role: &'static str,
+        host: &str,
+        rtmp: u16,
+        data_dir: Option<&Path>,
+        node_extra: &str,
+        extra: &str,
+    ) -> Node {
         let dir = temp_dir(name);
         let (http, tls, origin, admin) = (free_port(), free_port(), free_port(), free_port());
         let rtmps = free_port();
@@ -179,6 +192,7 @@ impl Node {
                 r#"[node]
 data_dir = "{data}"
 shutdown_grace = "5s"
+{node_extra}
 [rtmp]
 listen = "{host}:{rtmp}"
 tls_listen = "{host}:{rtmps}"
@@ -531,8 +545,12 @@ pub fn http_request_at(
         .map_err(std::io::Error::other)?;
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut request =
-        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    // A `Host` among `headers` replaces the default one.
+    let host_given = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host"));
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !host_given {
+        request.push_str("Host: 127.0.0.1\r\n");
+    }
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
