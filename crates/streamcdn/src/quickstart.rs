@@ -75,6 +75,28 @@ fn https_lines(config: &Config, fingerprint: Option<&str>, playlist: &str, playe
     )
 }
 
+/// Where partners reach this participant, and the CA to give them.
+fn federation_line(config: &Config) -> String {
+    let Some(addr) = config.federation.listen.addr() else {
+        return String::new();
+    };
+    let https = local_https_url(addr);
+    let ca = match &config.federation.ca {
+        Some(ca) => ca.display().to_string(),
+        None => config
+            .node
+            .data_dir
+            .join("federation")
+            .join("ca.pem")
+            .display()
+            .to_string(),
+    };
+    format!(
+        "\x20    partners reach participant {} at {https}/cdni/v1/triggers (mutual TLS, CA {ca})\n",
+        config.federation.participant
+    )
+}
+
 pub fn print_quickstart(config: &Config, provider: &ProviderConfig, tls_fingerprint: Option<&str>) {
     let rtmp_port = config.rtmp.listen.port();
     let http = local_url(config.http.listen);
@@ -110,7 +132,11 @@ pub fn print_quickstart(config: &Config, provider: &ProviderConfig, tls_fingerpr
          Request router (DNS and HTTP redirects to the best edge):\n\
          \x20    dig @{dns_host} -p {dns_port} {delivery} A +subnet=198.51.100.0/24\n\
          \x20    curl -i {router_http}{playlist}\n\n\
+         Purge (CDNI triggers, RFC 8007):\n\
+         \x20    streamcdn trigger purge --admin {admin} --pattern '*/{name}/mystream/*'\n\
+         {federation}\n\
          Admin API and metrics: {admin}/api/v1/streams, {admin}/api/v1/nodes, {admin}/metrics\n",
+        federation = federation_line(config),
         dns_host = local_url(config.router.dns_listen)
             .trim_start_matches("http://")
             .rsplit_once(':')
