@@ -94,7 +94,7 @@ impl Catalog {
         let host = host.to_ascii_lowercase();
         self.configurations
             .iter()
-            .find(|c| c.hostnames.iter().any(|h| *h == host))
+            .find(|c| c.hostnames.contains(&host))
     }
 
     /// Splits `references` by the configuration each addresses, or refuses the whole
@@ -103,7 +103,7 @@ impl Catalog {
         &self,
         requester: CdnPid,
         references: &References,
-    ) -> Result<Vec<Addressed>, ErrorDescription> {
+    ) -> Result<Vec<Addressed>, Box<ErrorDescription>> {
         let mut addressed: Vec<Addressed> = Vec::new();
         let url_aim = |url: &str| host_of(url).map_or(Aim::Owned, Aim::Host);
         let pattern_aim = |p: &PatternMatch| p.literal_host().map_or(Aim::Owned, Aim::Host);
@@ -145,14 +145,16 @@ impl Catalog {
         aim: Aim,
         what: &str,
         addressed: &mut Vec<Addressed>,
-    ) -> Result<Vec<usize>, ErrorDescription> {
-        let refuse = || ErrorDescription {
-            error: ErrorCode::Eperm,
-            references: References::default(),
-            description: Some(format!(
-                "{requester} does not own the configuration of {}",
-                what.chars().take(200).collect::<String>()
-            )),
+    ) -> Result<Vec<usize>, Box<ErrorDescription>> {
+        let refuse = || {
+            Box::new(ErrorDescription {
+                error: ErrorCode::Eperm,
+                references: References::default(),
+                description: Some(format!(
+                    "{requester} does not own the configuration of {}",
+                    what.chars().take(200).collect::<String>()
+                )),
+            })
         };
         let targets: Vec<Option<&Configuration>> = match aim {
             Aim::Host(host) => {

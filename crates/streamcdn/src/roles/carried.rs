@@ -60,7 +60,7 @@ impl Carried {
         let entries = self.by_id.read().unwrap_or_else(|e| e.into_inner());
         entries
             .values()
-            .find(|e| e.record.hostnames.iter().any(|h| *h == host))
+            .find(|e| e.record.hostnames.contains(&host))
             .map(|e| e.edge.clone())
     }
 

@@ -579,7 +579,7 @@ impl Cis {
         })?;
         let addressed = catalog
             .resolve(owner, &spec.references)
-            .map_err(|e| Outcome::Failed(vec![e]))?;
+            .map_err(|e| Outcome::Failed(vec![*e]))?;
         let mut share = References::default();
         for a in &addressed {
             let mine = match destination {
@@ -997,7 +997,7 @@ impl Cis {
                     Err(refused) => {
                         metrics::counter!("streamcdn_cis_refused_total", "error" => "eperm")
                             .increment(1);
-                        let description = refused.description.clone().unwrap_or_default();
+                        let description = refused.description.unwrap_or_default();
                         self.lock().refuse(
                             caller.who,
                             spec,
@@ -1216,7 +1216,7 @@ fn caller(
     interface: Interface,
     certificate: Option<&PeerCertificate>,
     headers: &HeaderMap,
-) -> Result<Caller, Response> {
+) -> Result<Caller, Box<Response>> {
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -1238,7 +1238,10 @@ fn caller(
                 _ => {
                     metrics::counter!("streamcdn_cis_commands_total", "type" => "unknown_peer")
                         .increment(1);
-                    Err(problem(403, "not a partner of this participant".into()))
+                    Err(Box::new(problem(
+                        403,
+                        "not a partner of this participant".into(),
+                    )))
                 }
             }
         }
@@ -1293,7 +1296,7 @@ async fn command(
 ) -> Response {
     let caller = match caller(&cis, interface, certificate.as_deref(), &headers) {
         Ok(c) => c,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     if body.len() > MAX_COMMAND_BYTES {
         return problem(
@@ -1312,7 +1315,7 @@ async fn collection_all(
 ) -> Response {
     let caller = match caller(&cis, interface, certificate.as_deref(), &headers) {
         Ok(c) => c,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let found = cis
         .lock()
@@ -1343,7 +1346,7 @@ async fn item(
 ) -> Response {
     let caller = match caller(&cis, interface, certificate.as_deref(), &headers) {
         Ok(c) => c,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     if let Some(view) = view_named(&item) {
         let found = cis.lock().render_collection(caller.who, view, &caller.base);
@@ -1368,7 +1371,7 @@ async fn delete(
 ) -> Response {
     let caller = match caller(&cis, interface, certificate.as_deref(), &headers) {
         Ok(c) => c,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let Some(id) = trigger_named(&item) else {
         return problem(404, "no such trigger".into());
@@ -1398,7 +1401,7 @@ async fn servers(
 ) -> Response {
     let caller = match caller(&cis, interface, certificate.as_deref(), &headers) {
         Ok(c) => c,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let Some(id) = trigger_named(&item) else {
         return problem(404, "no such trigger".into());
@@ -1444,7 +1447,7 @@ async fn receive_configuration(
         &headers,
     ) {
         Ok(c) => c.who,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let document = match ConfigurationDocument::parse(&body) {
         Ok(d) => d,
@@ -1537,7 +1540,7 @@ async fn withdraw_configuration(
         &headers,
     ) {
         Ok(c) => c.who,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let _one = cis.deploying.lock().await;
     let mut deployments = match cis.registry.deployments().await {
