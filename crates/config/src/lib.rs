@@ -109,6 +109,10 @@ pub struct ConfigurationConfig {
     /// Where partners' edges fetch it from (our top tier); default `http.advertise`.
     #[serde(default)]
     pub origin: Option<String>,
+    /// Cache rule for partners' caches (RFC 8006 `MI.CachePolicy` `internal`): no
+    /// object stays fresh longer there, whatever its `Cache-Control`.
+    #[serde(default, with = "humantime_serde::option")]
+    pub max_ttl: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

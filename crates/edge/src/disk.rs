@@ -206,6 +206,11 @@ impl DiskCache {
             return None;
         };
         let ttl = Duration::from_secs(header.fresh_until.saturating_sub(unix_now()));
+        if ttl.is_zero() {
+            // Expired (a cache rule shorter than the object's own lifetime): the
+            // source is asked again, never a stale copy served as fresh.
+            return None;
+        }
         Some(CachedObject {
             status: StatusCode::OK,
             content_type: header.content_type.and_then(|v| v.parse().ok()),

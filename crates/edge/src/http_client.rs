@@ -24,10 +24,18 @@ pub struct HttpClient {
     client: Client<HttpConnector, Empty<Bytes>>,
     timeout: Duration,
     max_object_bytes: usize,
+    /// A configuration's cache rule: nothing stays fresh here longer, whatever the
+    /// upstream says.
+    max_ttl: Option<Duration>,
     down_until: Mutex<HashMap<String, Instant>>,
 }
 
 impl HttpClient {
+    pub fn with_max_ttl(mut self, max_ttl: Option<Duration>) -> Self {
+        self.max_ttl = max_ttl;
+        self
+    }
+
     pub fn new(timeout: Duration, max_object_bytes: u64) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -41,6 +49,7 @@ impl HttpClient {
             client,
             timeout,
             max_object_bytes: usize::try_from(max_object_bytes).unwrap_or(usize::MAX),
+            max_ttl: None,
             down_until: Mutex::new(HashMap::new()),
         }
     }
@@ -177,27 +186,32 @@ impl HttpClient {
             .and_then(|v| v.to_str().ok())
             .and_then(cacheable_ttl)
             .map(|t| t.min(Policy::of(kind).max_ttl));
+        // Fresh here for what is left of the upstream's lifetime, and no longer than a
+        // configuration's cache rule allows (counted from now: the parent's age is
+        // already taken off).
+        let remaining = ttl.filter(|t| *t > age).map(|t| {
+            let left = t - age;
+            self.max_ttl.map_or(left, |cap| left.min(cap))
+        });
         let received = Validators {
             etag: parts.headers.get(header::ETAG).cloned(),
             last_modified: parts.headers.get(header::LAST_MODIFIED).cloned(),
         };
-        match (parts.status, ttl) {
-            (StatusCode::NOT_MODIFIED, Some(ttl)) if validators.is_some() && ttl > age => {
-                Ok(Revalidated::NotModified { ttl: ttl - age })
+        match (parts.status, remaining) {
+            (StatusCode::NOT_MODIFIED, Some(ttl)) if validators.is_some() => {
+                Ok(Revalidated::NotModified { ttl })
             }
-            (StatusCode::OK, Some(ttl)) if ttl > age => {
-                Ok(Revalidated::Modified(Box::new(CachedObject {
-                    status: StatusCode::OK,
-                    content_type,
-                    cache_control,
-                    body,
-                    kind,
-                    born: tokio::time::Instant::now(),
-                    ttl: ttl - age,
-                    validators: received,
-                    invalidated: Default::default(),
-                })))
-            }
+            (StatusCode::OK, Some(ttl)) => Ok(Revalidated::Modified(Box::new(CachedObject {
+                status: StatusCode::OK,
+                content_type,
+                cache_control,
+                body,
+                kind,
+                born: tokio::time::Instant::now(),
+                ttl,
+                validators: received,
+                invalidated: Default::default(),
+            }))),
             (StatusCode::NOT_FOUND, _) => Ok(Revalidated::Modified(Box::new(CachedObject {
                 content_type,
                 body,

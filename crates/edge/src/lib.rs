@@ -72,6 +72,8 @@ pub struct EdgeSettings {
     pub disk: Option<(PathBuf, u64)>,
     /// How long past freshness a playlist may be served while the upstream fails.
     pub stale_if_error: Duration,
+    /// The longest any object stays fresh here (a configuration's cache rule).
+    pub max_ttl: Option<Duration>,
 }
 
 /// The caches of an edge, whatever its source.
@@ -99,7 +101,8 @@ pub struct Edge {
 
 impl Edge {
     pub fn new(settings: EdgeSettings) -> std::io::Result<Arc<Self>> {
-        let http = HttpClient::new(settings.upstream_timeout, settings.max_object_bytes);
+        let http = HttpClient::new(settings.upstream_timeout, settings.max_object_bytes)
+            .with_max_ttl(settings.max_ttl);
         let source: Arc<dyn Source> = match settings.upstream {
             UpstreamKind::Parents(parents) => Arc::new(Parents::new(parents, http)),
             UpstreamKind::Registry(registry) => Arc::new(TopTier::new(

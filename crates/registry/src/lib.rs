@@ -204,6 +204,9 @@ pub struct DeploymentRecord {
     /// Partners (CDN PIDs) we delegated it to in turn.
     #[serde(default)]
     pub delegated_to: Vec<String>,
+    /// The owner's cache rule: no object stays fresh longer in our caches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ttl_secs: Option<u64>,
 }
 
 impl DeploymentRecord {

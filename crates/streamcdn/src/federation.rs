@@ -299,11 +299,19 @@ pub struct GenericMetadata {
 }
 
 const SOURCE_METADATA: &str = "MI.SourceMetadata";
+const CACHE_POLICY: &str = "MI.CachePolicy";
 /// Largest configuration document taken.
 pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
 
 impl ConfigurationDocument {
-    pub fn new(id: &str, owner: CdnPid, hostnames: &[String], origin: &str) -> Self {
+    /// `max_ttl_secs`: the cache rule, as `MI.CachePolicy` `internal` (RFC 8006 §4.2.5).
+    pub fn new(
+        id: &str,
+        owner: CdnPid,
+        hostnames: &[String],
+        origin: &str,
+        max_ttl_secs: Option<u64>,
+    ) -> Self {
         let (scheme, endpoint) = origin.split_once("://").unwrap_or(("http", origin));
         let source = serde_json::json!({
             "sources": [{
@@ -311,6 +319,16 @@ impl ConfigurationDocument {
                 "protocol": if scheme == "https" { "https/1.1" } else { "http/1.1" },
             }]
         });
+        let mut metadata = vec![GenericMetadata {
+            kind: SOURCE_METADATA.into(),
+            value: source,
+        }];
+        if let Some(secs) = max_ttl_secs {
+            metadata.push(GenericMetadata {
+                kind: CACHE_POLICY.into(),
+                value: serde_json::json!({ "internal": secs, "external": "as-is" }),
+            });
+        }
         ConfigurationDocument {
             id: id.to_owned(),
             owner,
@@ -319,10 +337,7 @@ impl ConfigurationDocument {
                 .map(|host| HostEntry {
                     host: host.to_ascii_lowercase(),
                     host_metadata: HostMetadata {
-                        metadata: vec![GenericMetadata {
-                            kind: SOURCE_METADATA.into(),
-                            value: source.clone(),
-                        }],
+                        metadata: metadata.clone(),
                     },
                 })
                 .collect(),
@@ -364,6 +379,19 @@ impl ConfigurationDocument {
         }
         document.origin()?;
         Ok(document)
+    }
+
+    /// The cache rule: the first host's `MI.CachePolicy` `internal` seconds, if any.
+    pub fn max_ttl_secs(&self) -> Option<u64> {
+        self.hosts
+            .first()?
+            .host_metadata
+            .metadata
+            .iter()
+            .find(|m| m.kind == CACHE_POLICY)?
+            .value
+            .get("internal")?
+            .as_u64()
     }
 
     pub fn hostnames(&self) -> Vec<String> {
@@ -456,15 +484,21 @@ mod tests {
             owner,
             &["Live.A.test".into()],
             "http://127.0.1.1:8080/",
+            Some(30),
         );
         let bytes = serde_json::to_vec(&document).unwrap();
         let parsed = ConfigurationDocument::parse(&bytes).unwrap();
         assert_eq!(parsed, document);
         assert_eq!(parsed.origin().unwrap(), "http://127.0.1.1:8080");
         assert_eq!(parsed.hostnames(), ["live.a.test"]);
+        assert_eq!(parsed.max_ttl_secs(), Some(30));
+        let without =
+            ConfigurationDocument::new("x", owner, &["x.test".into()], "http://h:1", None);
+        assert_eq!(without.max_ttl_secs(), None);
         let text = String::from_utf8(bytes).unwrap();
         assert!(
-            text.contains("\"generic-metadata-type\":\"MI.SourceMetadata\""),
+            text.contains("\"generic-metadata-type\":\"MI.SourceMetadata\"")
+                && text.contains("\"generic-metadata-type\":\"MI.CachePolicy\""),
             "{text}"
         );
         for bad in [

@@ -258,7 +258,7 @@ fn commands_reach_exactly_the_carrying_servers_across_three_participants() {
     let redis = Redis::start();
 
     let a_extra = format!(
-        "{}{}[[configurations]]\nid = \"live-a\"\nhostnames = [\"{HOST}\"]\n",
+        "{}{}[[configurations]]\nid = \"live-a\"\nhostnames = [\"{HOST}\"]\nmax_ttl = \"3s\"\n",
         redis.registry_toml("fed-a"),
         federation_toml(A, a_ip, fa, &certs, "a", "", &[(B, b_ip, fb, "\"live-a\"")]),
     );
@@ -447,6 +447,7 @@ fn commands_reach_exactly_the_carrying_servers_across_three_participants() {
             assert_eq!(x_cache(node, path), "HIT", "{path} at {}", node.host);
         }
     }
+    let prepositioned = Instant::now();
 
     // Isolation. B commanding A's configuration: eperm.
     let purge = |path: &str| {
@@ -517,6 +518,12 @@ fn commands_reach_exactly_the_carrying_servers_across_three_participants() {
         "a certificate from an untrusted CA"
     );
 
+    // A's cache rule (`max_ttl`, MI.CachePolicy): B keeps nothing fresh longer than 3 s,
+    // though segments say a day.
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(prepositioned.elapsed()));
+    let fetches = b.metric("streamcdn_edge_upstream_fetches_total");
+    assert_eq!(x_cache(&b, &vod_paths[0]), "MISS");
+    assert!(b.metric("streamcdn_edge_upstream_fetches_total") > fetches);
     // C down during a purge: A's trigger waits, then completes once C is back.
     x_cache(&c, &paths[2]);
     c.stop_with("KILL");

@@ -95,7 +95,9 @@ impl Carried {
             let entries = self.by_id.read().unwrap_or_else(|e| e.into_inner());
             for record in &wanted {
                 let same = entries.get(&record.configuration).is_some_and(|e| {
-                    e.record.origin == record.origin && e.record.hostnames == record.hostnames
+                    e.record.origin == record.origin
+                        && e.record.hostnames == record.hostnames
+                        && e.record.max_ttl_secs == record.max_ttl_secs
                 });
                 if !same {
                     new.push(record.clone());
@@ -135,6 +137,7 @@ impl Carried {
             upstream_timeout: budget.upstream_timeout,
             disk,
             stale_if_error: budget.stale_if_error,
+            max_ttl: record.max_ttl_secs.map(Duration::from_secs),
         })?)
     }
 

@@ -168,6 +168,7 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
             id: c.id.clone(),
             hostnames: c.hostnames.iter().map(|h| h.to_ascii_lowercase()).collect(),
             origin,
+            max_ttl_secs: c.max_ttl.map(|t| t.as_secs().max(1)),
         });
     }
     let store = if ctx.registry.is_shared() {
@@ -214,6 +215,7 @@ struct OwnConfiguration {
     id: String,
     hostnames: Vec<String>,
     origin: String,
+    max_ttl_secs: Option<u64>,
 }
 
 /// Where the triggers are kept.
@@ -1055,6 +1057,7 @@ impl Cis {
                     self.us,
                     &own.hostnames,
                     &own.origin,
+                    own.max_ttl_secs,
                 ));
             } else if let Some(d) = deployments.iter().find(|d| d.configuration == *id) {
                 let Ok(owner) = d.owner.parse() else { continue };
@@ -1063,6 +1066,7 @@ impl Cis {
                     owner,
                     &d.hostnames,
                     &d.origin,
+                    d.max_ttl_secs,
                 ));
             }
         }
@@ -1495,6 +1499,7 @@ async fn receive_configuration(
             .filter(|p| p.delegate.contains(&id))
             .map(|p| p.id.to_string())
             .collect(),
+        max_ttl_secs: document.max_ttl_secs(),
     };
     let status = match deployments.iter_mut().find(|d| d.configuration == id) {
         Some(existing) if existing.delegated_by != record.delegated_by => {

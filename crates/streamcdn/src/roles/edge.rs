@@ -342,6 +342,7 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         upstream_timeout: config.edge.upstream_timeout,
         disk,
         stale_if_error: config.edge.stale_if_error,
+        max_ttl: None,
     })
     .context("cannot open the edge's disk cache")?;
     let listener = bind(config.http.listen, "playback (edge)").await?;
