@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use streamcdn_cdni::configuration::host_of;
+use streamcdn_cdni::pattern::host_of;
 use streamcdn_cdni::wire::MAX_CDN_PATH;
 use streamcdn_cdni::{
     parse_collection, parse_command, parse_operator_command, parse_status, Action, CdnPid,

@@ -16,7 +16,7 @@
 /// work); a PID parses exactly when it is `AS<u32>:<u32>` and displays back to itself.
 /// Needs `parse_command`, `parse_operator_command`, `parse_status`, `parse_collection`,
 /// `Action`, `CdnPid`, `PatternMatch`, `TriggerSpec`, `WireError`, `MAX_CDN_PATH` (from
-/// `wire`) and `host_of` (from `configuration`) in scope.
+/// `wire`) and `host_of` (from `pattern`) in scope.
 pub fn check(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;

@@ -10,9 +10,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::pattern::{host_of, PatternMatch};
 use crate::pid::CdnPid;
 use crate::wire::{ErrorCode, ErrorDescription, References};
-use crate::PatternMatch;
 
 /// One configuration as this participant knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,29 +42,6 @@ pub struct Addressed {
 pub struct Catalog {
     local: CdnPid,
     configurations: Vec<Configuration>,
-}
-
-/// The host of an absolute http(s) URL, lowercase and without a port.
-pub fn host_of(url: &str) -> Option<String> {
-    let lower = url
-        .get(..8)
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_default();
-    let rest = if lower.starts_with("https://") {
-        url.get(8..)?
-    } else if lower.starts_with("http://") {
-        url.get(7..)?
-    } else {
-        return None;
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = match host.strip_prefix('[') {
-        // An IPv6 literal keeps its brackets.
-        Some(v6) => format!("[{}]", v6.split(']').next().unwrap_or_default()),
-        None => host.split(':').next().unwrap_or_default().to_owned(),
-    };
-    (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
 /// A reference's target before permission is checked.

@@ -110,7 +110,7 @@ impl PatternMatch {
 
     /// The host of [`Self::literal_authority`], lowercase, without a port.
     pub fn literal_host(&self) -> Option<String> {
-        crate::configuration::host_of(&format!("http://{}/", self.literal_authority()?))
+        host_of(&format!("http://{}/", self.literal_authority()?))
     }
 
     /// Whether `url` matches. An invalid pattern matches nothing (commands carrying one
@@ -241,6 +241,29 @@ fn close_over_stars(states: &mut States, stars: &States) {
         *word |= (at_star << 1) | carry;
         carry = at_star >> 63;
     }
+}
+
+/// The host of an absolute http(s) URL, lowercase and without a port.
+pub fn host_of(url: &str) -> Option<String> {
+    let lower = url
+        .get(..8)
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    let rest = if lower.starts_with("https://") {
+        url.get(8..)?
+    } else if lower.starts_with("http://") {
+        url.get(7..)?
+    } else {
+        return None;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host.strip_prefix('[') {
+        // An IPv6 literal keeps its brackets.
+        Some(v6) => format!("[{}]", v6.split(']').next().unwrap_or_default()),
+        None => host.split(':').next().unwrap_or_default().to_owned(),
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! checks (`fuzz/invariants/`), so that every input it ever kept stays covered by
 //! `cargo test`.
 
-use streamcdn_cdni::configuration::host_of;
+use streamcdn_cdni::pattern::host_of;
 use streamcdn_cdni::wire::MAX_CDN_PATH;
 use streamcdn_cdni::{
     parse_collection, parse_command, parse_operator_command, parse_status, Action, CdnPid,
