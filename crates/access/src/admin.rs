@@ -146,7 +146,7 @@ impl Tokens {
 }
 
 /// What a provider-scoped token reaches: its own settings, keys and signed URLs, and
-/// the stream and recording lists (which the handlers filter to its provider).
+/// the live stream list (which its handler filters to the provider).
 fn provider_may(provider: &str, path: &str) -> bool {
     let own = format!("/api/v1/providers/{provider}");
     path == own
@@ -154,7 +154,6 @@ fn provider_may(provider: &str, path: &str) -> bool {
             .strip_prefix(&own)
             .is_some_and(|rest| rest.starts_with('/'))
         || path == "/api/v1/streams"
-        || path == "/api/v1/archive"
 }
 
 #[cfg(test)]

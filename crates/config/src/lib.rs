@@ -258,14 +258,50 @@ impl Default for HttpConfig {
 pub struct AdminConfig {
     /// REST admin API and Prometheus `/metrics`.
     pub listen: SocketAddr,
+    /// Bearer tokens (`Authorization: Bearer <token>`). None: the API is open, which is
+    /// allowed only on a loopback address (`up` generates one in
+    /// `<node.data_dir>/admin-token`).
+    pub tokens: Vec<AdminTokenConfig>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: ([127, 0, 0, 1], 8081).into(),
+            tokens: Vec::new(),
         }
     }
+}
+
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTokenConfig {
+    pub token: String,
+    /// `admin` (everything) or `read` (GET and HEAD only).
+    #[serde(default)]
+    pub role: AdminRole,
+    /// Scoped to one provider: its settings, keys and signed URLs, and its streams and
+    /// recordings in the lists.
+    #[serde(default)]
+    pub provider: Option<String>,
+}
+
+impl std::fmt::Debug for AdminTokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token itself: configurations get logged.
+        f.debug_struct("AdminTokenConfig")
+            .field("role", &self.role)
+            .field("provider", &self.provider)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminRole {
+    #[default]
+    Admin,
+    Read,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
@@ -407,6 +443,11 @@ pub struct ProviderConfig {
         with = "humantime_serde::option"
     )]
     pub archive_after: Option<Duration>,
+    /// Signed playback URLs (`/t/<token>/<provider>/...`): with keys, every playback
+    /// request for this provider needs a token signed with one of them (the first signs
+    /// new URLs; a second stays valid while rotating). None: playback is open.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub playback_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
@@ -896,6 +937,25 @@ impl Config {
             ));
         }
         self.validate_federation()?;
+        for (i, token) in self.admin.tokens.iter().enumerate() {
+            if token.token.len() < 16
+                || token.token.len() > 256
+                || !token.token.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err((
+                    format!("admin.tokens[{i}].token"),
+                    "must be 16-256 printable characters without spaces".into(),
+                ));
+            }
+            if let Some(provider) = &token.provider {
+                if !streamcdn_urls::is_valid_name(provider) {
+                    return Err((
+                        format!("admin.tokens[{i}].provider"),
+                        format!("{provider:?} is not a provider name"),
+                    ));
+                }
+            }
+        }
         let router = &self.router;
         for (key, name) in [
             ("router.zone", &router.zone),
@@ -986,6 +1046,16 @@ impl Config {
                 return Err((
                     format!("providers[{i}].name"),
                     format!("{:?} must be 1-64 characters of A-Z a-z 0-9 - _", p.name),
+                ));
+            }
+            if p.playback_keys.len() > 2
+                || p.playback_keys
+                    .iter()
+                    .any(|k| k.len() < 16 || k.len() > 256)
+            {
+                return Err((
+                    format!("providers[{i}].playback_keys"),
+                    "one or two keys (two while rotating), each 16-256 characters".into(),
                 ));
             }
             if self.providers[..i].iter().any(|q| q.name == p.name) {

@@ -20,6 +20,10 @@ use crate::source::{FetchError, Revalidated};
 /// A failed upstream is skipped for this long (unless every one has failed).
 const DOWN_FOR: Duration = Duration::from_secs(3);
 
+/// The header carrying the deployment's tier credential upstream: parents let a lower
+/// tier through without a signed-URL token.
+pub const TIER_HEADER: &str = "x-streamcdn-tier";
+
 pub struct HttpClient {
     client: Client<HttpConnector, Empty<Bytes>>,
     timeout: Duration,
@@ -27,12 +31,19 @@ pub struct HttpClient {
     /// A configuration's cache rule: nothing stays fresh here longer, whatever the
     /// upstream says.
     max_ttl: Option<Duration>,
+    /// The deployment's tier credential, sent upstream as [`TIER_HEADER`].
+    tier_credential: Option<hyper::header::HeaderValue>,
     down_until: Mutex<HashMap<String, Instant>>,
 }
 
 impl HttpClient {
     pub fn with_max_ttl(mut self, max_ttl: Option<Duration>) -> Self {
         self.max_ttl = max_ttl;
+        self
+    }
+
+    pub fn with_tier_credential(mut self, credential: Option<&str>) -> Self {
+        self.tier_credential = credential.and_then(|c| c.parse().ok());
         self
     }
 
@@ -50,6 +61,7 @@ impl HttpClient {
             timeout,
             max_object_bytes: usize::try_from(max_object_bytes).unwrap_or(usize::MAX),
             max_ttl: None,
+            tier_credential: None,
             down_until: Mutex::new(HashMap::new()),
         }
     }
@@ -140,6 +152,9 @@ impl HttpClient {
             .parse()
             .map_err(|e| FetchError::Unreachable(format!("bad upstream URI: {e}")))?;
         let mut request = hyper::Request::get(uri).header(header::USER_AGENT, "streamcdn-edge");
+        if let Some(credential) = &self.tier_credential {
+            request = request.header(TIER_HEADER, credential.clone());
+        }
         if let Some(v) = validators {
             if let Some(etag) = &v.etag {
                 request = request.header(header::IF_NONE_MATCH, etag.clone());

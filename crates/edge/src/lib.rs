@@ -45,6 +45,7 @@ use control::{ControlReply, ControlRequest, Matcher, Operation};
 use disk::DiskCache;
 use flight::Flights;
 use http_client::HttpClient;
+pub use http_client::TIER_HEADER;
 pub use object::CachedObject;
 pub use object::Validators;
 use object::{ObjectExpiry, Policy};
@@ -74,6 +75,9 @@ pub struct EdgeSettings {
     pub stale_if_error: Duration,
     /// The longest any object stays fresh here (a configuration's cache rule).
     pub max_ttl: Option<Duration>,
+    /// The deployment's tier credential, presented to parents (which then need no
+    /// signed-URL token from us).
+    pub tier_credential: Option<String>,
 }
 
 /// The caches of an edge, whatever its source.
@@ -102,7 +106,8 @@ pub struct Edge {
 impl Edge {
     pub fn new(settings: EdgeSettings) -> std::io::Result<Arc<Self>> {
         let http = HttpClient::new(settings.upstream_timeout, settings.max_object_bytes)
-            .with_max_ttl(settings.max_ttl);
+            .with_max_ttl(settings.max_ttl)
+            .with_tier_credential(settings.tier_credential.as_deref());
         let source: Arc<dyn Source> = match settings.upstream {
             UpstreamKind::Parents(parents) => Arc::new(Parents::new(parents, http)),
             UpstreamKind::Registry(registry) => Arc::new(TopTier::new(

@@ -492,6 +492,7 @@ mod tests {
                 stream_key: "secret-key".into(),
                 format: None,
                 archive_after: None,
+                playback_keys: Vec::new(),
             }],
             std::time::Duration::from_secs(300),
             registry.clone(),

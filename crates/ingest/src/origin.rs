@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
+use streamcdn_access::admin::Caller;
 use streamcdn_recording::{hls, Recording};
 use streamcdn_urls::{MediaKind, RecordingName, RecordingObject, StreamName, Target};
 
@@ -287,10 +288,13 @@ pub fn admin_router(hub: Arc<StreamHub>) -> Router {
     Router::new()
         .route(
             "/api/v1/streams",
-            get(|State(hub): State<Arc<StreamHub>>| async move {
+            get(|State(hub): State<Arc<StreamHub>>, caller: Option<axum::Extension<Caller>>| async move {
+                // A provider's token lists its own streams only.
+                let scope = caller.and_then(|c| c.provider.clone());
                 let streams: Vec<serde_json::Value> = hub
                     .live_streams()
                     .into_iter()
+                    .filter(|r| scope.as_ref().is_none_or(|p| *p == r.provider))
                     .map(|r| {
                         let (peak, average) = r.bandwidth();
                         serde_json::json!({

@@ -1,6 +1,14 @@
-//! `GET|PUT /api/v1/providers/<name>/settings`, for the provider itself: it
-//! authenticates with its stream key (`Authorization: Bearer <key>`), and a key opens
-//! only its own provider's settings.
+//! The providers' own API, for the provider itself:
+//! - `GET|PUT /api/v1/providers/<name>/settings`: its `archive_after`;
+//! - `GET|PUT /api/v1/providers/<name>/playback-keys`: the keys that sign its playback
+//!   URLs (GET shows their ids only), rotated by putting the new key first;
+//! - `POST /api/v1/providers/<name>/signed-urls`: mints a signed playback URL.
+//!
+//! Behind the
+//! admin API's tokens: an admin token, or a token scoped to this provider (the admin
+//! layer refuses one scoped to another). Where the admin API has no tokens (loopback
+//! only), the provider's stream key opens its own settings (`Authorization: Bearer
+//! <key>`).
 
 use std::time::Duration;
 
@@ -8,6 +16,10 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+
+use axum::Extension;
+use streamcdn_access::admin::Caller;
+use streamcdn_access::playback::{key_id, mint, signed_path, Grant};
 
 use crate::{KeyError, Providers};
 
@@ -25,7 +37,184 @@ pub fn router(providers: Providers) -> Router {
             "/api/v1/providers/{name}/settings",
             axum::routing::get(get_settings).put(put_settings),
         )
+        .route(
+            "/api/v1/providers/{name}/playback-keys",
+            axum::routing::get(get_keys).put(put_keys),
+        )
+        .route(
+            "/api/v1/providers/{name}/signed-urls",
+            axum::routing::post(mint_url),
+        )
         .with_state(providers)
+}
+
+/// Longest lifetime of a minted URL.
+const MAX_URL_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
+
+fn unavailable(name: &str, e: impl std::fmt::Display) -> Response {
+    tracing::warn!(provider = name, error = %e, "registry unavailable");
+    refuse(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "registry unavailable; try again",
+    )
+}
+
+async fn get_keys(
+    State(providers): State<Providers>,
+    caller: Option<Extension<Caller>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(response) = authorize(&providers, &name, &headers, caller.as_deref()) {
+        return response;
+    }
+    match providers.playback_keys(&name).await {
+        Ok(keys) => {
+            let ids: Vec<String> = keys.iter().map(|k| key_id(k.as_bytes())).collect();
+            axum::Json(
+                serde_json::json!({ "provider": name, "signed": !ids.is_empty(), "key_ids": ids }),
+            )
+            .into_response()
+        }
+        Err(e) => unavailable(&name, e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct KeysChange {
+    keys: Vec<String>,
+}
+
+async fn put_keys(
+    State(providers): State<Providers>,
+    caller: Option<Extension<Caller>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(response) = authorize(&providers, &name, &headers, caller.as_deref()) {
+        return response;
+    }
+    let change: KeysChange = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                &format!("expected {{\"keys\": [\"new key\", \"old key\"]}}: {e}"),
+            )
+        }
+    };
+    if change.keys.len() > 2 || change.keys.iter().any(|k| k.len() < 16 || k.len() > 256) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "zero (open playback), one, or two keys while rotating; each 16-256 characters",
+        );
+    }
+    let ids: Vec<String> = change.keys.iter().map(|k| key_id(k.as_bytes())).collect();
+    if let Err(e) = providers.set_playback_keys(&name, change.keys).await {
+        return unavailable(&name, e);
+    }
+    tracing::info!(provider = name, key_ids = ?ids, "provider changed its playback keys");
+    axum::Json(serde_json::json!({ "provider": name, "signed": !ids.is_empty(), "key_ids": ids }))
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct MintRequest {
+    /// None: every stream of the provider.
+    stream: Option<String>,
+    /// e.g. `"1h"`.
+    expires_in: String,
+    /// `198.51.100.0/24`, `2001:db8::/48`.
+    client: Option<String>,
+    /// What the URL opens under the stream, default `index.m3u8` (the player page: `""`).
+    path: Option<String>,
+}
+
+fn parse_prefix(text: &str) -> Option<(std::net::IpAddr, u8)> {
+    let (ip, len) = text.split_once('/')?;
+    Some((ip.parse().ok()?, len.parse().ok()?))
+}
+
+async fn mint_url(
+    State(providers): State<Providers>,
+    caller: Option<Extension<Caller>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(response) = authorize(&providers, &name, &headers, caller.as_deref()) {
+        return response;
+    }
+    let request: MintRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                &format!("expected {{\"stream\": \"cam\", \"expires_in\": \"1h\", \"client\": \"198.51.100.0/24\"}}: {e}"),
+            )
+        }
+    };
+    let lifetime = match humantime::parse_duration(&request.expires_in) {
+        Ok(d) if d <= MAX_URL_LIFETIME && !d.is_zero() => d,
+        _ => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "expires_in: a duration up to a year, e.g. \"1h\"",
+            )
+        }
+    };
+    let client = match request.client.as_deref().map(parse_prefix) {
+        None => None,
+        Some(Some(prefix)) => Some(prefix),
+        Some(None) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "client: a prefix such as 198.51.100.0/24",
+            )
+        }
+    };
+    let keys = match providers.playback_keys(&name).await {
+        Ok(keys) => keys,
+        Err(e) => return unavailable(&name, e),
+    };
+    let Some(key) = keys.first() else {
+        return refuse(
+            StatusCode::CONFLICT,
+            "signed URLs are off for this provider: set playback_keys first",
+        );
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let grant = Grant {
+        expires: now + lifetime.as_secs(),
+        provider: name.clone(),
+        stream: request.stream.clone(),
+        client,
+    };
+    let token = match mint(key.as_bytes(), &grant) {
+        Ok(t) => t,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let target = match (&request.stream, request.path.as_deref()) {
+        (Some(stream), Some(path)) => format!("/{name}/{stream}/{}", path.trim_start_matches('/')),
+        (Some(stream), None) => format!("/{name}/{stream}/index.m3u8"),
+        (None, Some(path)) => format!("/{name}/{}", path.trim_start_matches('/')),
+        (None, None) => format!("/{name}/"),
+    };
+    if target.contains("..") || target.contains("//") {
+        return refuse(StatusCode::BAD_REQUEST, "path: a path under the stream");
+    }
+    metrics::counter!("streamcdn_provider_signed_urls_total").increment(1);
+    axum::Json(serde_json::json!({
+        "provider": name,
+        "stream": request.stream,
+        "token": token,
+        "path": signed_path(&token, &target),
+        "expires": grant.expires,
+    }))
+    .into_response()
 }
 
 fn refuse(status: StatusCode, text: &str) -> Response {
@@ -34,7 +223,24 @@ fn refuse(status: StatusCode, text: &str) -> Response {
 
 /// The provider the request's bearer key opens, or the response refusing it.
 #[allow(clippy::result_large_err)] // the error is the response itself, returned at once
-fn authorize(providers: &Providers, name: &str, headers: &HeaderMap) -> Result<(), Response> {
+fn authorize(
+    providers: &Providers,
+    name: &str,
+    headers: &HeaderMap,
+    caller: Option<&Caller>,
+) -> Result<(), Response> {
+    if let Some(caller) = caller {
+        if caller.provider.as_deref().is_some_and(|p| p != name) {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                "this token does not open this provider",
+            ));
+        }
+        return match providers.get(name) {
+            None => Err(refuse(StatusCode::NOT_FOUND, "no such provider")),
+            Some(_) => Ok(()),
+        };
+    }
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -67,10 +273,11 @@ async fn current(providers: &Providers, name: &str) -> serde_json::Value {
 
 async fn get_settings(
     State(providers): State<Providers>,
+    caller: Option<Extension<Caller>>,
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    match authorize(&providers, &name, &headers) {
+    match authorize(&providers, &name, &headers, caller.as_deref()) {
         Ok(()) => axum::Json(current(&providers, &name).await).into_response(),
         Err(response) => response,
     }
@@ -78,11 +285,12 @@ async fn get_settings(
 
 async fn put_settings(
     State(providers): State<Providers>,
+    caller: Option<Extension<Caller>>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(response) = authorize(&providers, &name, &headers) {
+    if let Err(response) = authorize(&providers, &name, &headers, caller.as_deref()) {
         return response;
     }
     let change: SettingsChange = match serde_json::from_slice(&body) {

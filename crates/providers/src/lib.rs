@@ -1,7 +1,9 @@
 //! Content providers (publisher accounts), in one place: who they are, how their stream
 //! key is checked, and which `archive_after` is in force for each (the provider's own
-//! runtime setting in the registry, else its configured one, else the default). The
-//! ingest, the archiver and the providers' API ([`api`]) all ask here.
+//! runtime setting in the registry, else its configured one, else the default), and
+//! which playback keys sign its URLs (likewise; published in the registry for the
+//! edges, which check tokens without asking anyone). The ingest, the archiver and the
+//! providers' API ([`api`]) all ask here.
 
 pub mod api;
 
@@ -91,12 +93,46 @@ impl Providers {
         provider: &str,
         after: Duration,
     ) -> Result<(), RegistryError> {
-        let settings = ProviderSettings {
-            archive_after_ms: Some(u64::try_from(after.as_millis()).unwrap_or(u64::MAX)),
-        };
+        let mut settings = self.registry.provider_settings(provider).await?;
+        settings.archive_after_ms = Some(u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
         self.registry
             .set_provider_settings(provider, &settings)
             .await
+    }
+
+    /// The playback keys in force for `provider`: set through the API, else configured.
+    pub async fn playback_keys(&self, provider: &str) -> Result<Vec<String>, RegistryError> {
+        let configured = self
+            .get(provider)
+            .map(|p| p.playback_keys.clone())
+            .unwrap_or_default();
+        let settings: ProviderSettings = self.registry.provider_settings(provider).await?;
+        Ok(settings.playback_keys.unwrap_or(configured))
+    }
+
+    /// Publishes every configured provider's playback keys in force for the edges (at
+    /// start: a provider that turned signing off is published with none).
+    pub async fn publish_playback_keys(&self) -> Result<(), RegistryError> {
+        for name in self.by_name.keys() {
+            let keys = self.playback_keys(name).await?;
+            self.registry.set_playback_keys(name, &keys).await?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the provider's playback keys (rotation: the new key first, the old one
+    /// second until its URLs expire), for every server of the deployment.
+    pub async fn set_playback_keys(
+        &self,
+        provider: &str,
+        keys: Vec<String>,
+    ) -> Result<(), RegistryError> {
+        let mut settings = self.registry.provider_settings(provider).await?;
+        settings.playback_keys = Some(keys.clone());
+        self.registry
+            .set_provider_settings(provider, &settings)
+            .await?;
+        self.registry.set_playback_keys(provider, &keys).await
     }
 }
 
@@ -110,6 +146,7 @@ mod tests {
             stream_key: format!("{name}-key"),
             format: None,
             archive_after: after.map(Duration::from_secs),
+            playback_keys: Vec::new(),
         };
         Providers::new(
             &[p("a", None), p("b", Some(60))],

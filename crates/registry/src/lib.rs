@@ -184,6 +184,13 @@ fn provider_key(provider: &str) -> String {
 pub struct ProviderSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive_after_ms: Option<u64>,
+    /// Playback keys set through the API (they replace the configured ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playback_keys: Option<Vec<String>>,
+}
+
+fn access_key(provider: &str) -> String {
+    format!("access:{provider}")
 }
 
 /// A partner's configuration carried by some of this participant's servers (CDNI
@@ -462,6 +469,18 @@ impl Registry {
     /// living in this process only.
     pub fn is_shared(&self) -> bool {
         matches!(self.backend, Backend::Redis(_))
+    }
+
+    /// The playback keys in force for `provider` (empty: its playback is open), as the
+    /// servers holding the provider's configuration published them, for edges.
+    pub async fn playback_keys(&self, provider: &str) -> Result<Vec<String>> {
+        let key = access_key(provider);
+        Ok(decode(&key, self.get(&key).await?)?.unwrap_or_default())
+    }
+
+    pub async fn set_playback_keys(&self, provider: &str, keys: &[String]) -> Result<()> {
+        self.put(&access_key(provider), encode(&keys), FOREVER)
+            .await
     }
 
     /// What a provider changed at runtime (empty if nothing).

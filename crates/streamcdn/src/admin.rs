@@ -1,14 +1,21 @@
 //! The admin listener: Prometheus `/metrics`, `/healthz`, the node directory
-//! (`/api/v1/nodes`), and the REST API of each role running in this process.
+//! (`/api/v1/nodes`), and the REST API of each role running in this process, behind
+//! bearer tokens (`streamcdn_access::admin`): `401` without a known token, `403` for a
+//! read-only token on a write or a provider token outside its provider. Handlers that
+//! list several providers' things filter by the [`Caller`] in the request's extensions.
 
 use std::sync::Arc;
 
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures::future::BoxFuture;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use streamcdn_access::admin::{Role, Token, Tokens};
+use streamcdn_config::{AdminConfig, AdminRole};
 use streamcdn_registry::Registry;
 
 /// Run before each scrape, so gauges that are costly to keep current (cache sizes) are
@@ -28,11 +35,67 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
+/// The configured tokens.
+pub fn tokens(config: &AdminConfig) -> Tokens {
+    Tokens::new(
+        config
+            .tokens
+            .iter()
+            .map(|t| {
+                let role = match t.role {
+                    AdminRole::Admin => Role::Admin,
+                    AdminRole::Read => Role::Read,
+                };
+                Token::new(&t.token, role, t.provider.clone())
+            })
+            .collect(),
+    )
+}
+
+/// Lets a request through as its [`Caller`], or answers `401`/`403`.
+async fn authorize(
+    State(tokens): State<Arc<Tokens>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match tokens.authorize(
+        request.method().as_str(),
+        request.uri().path(),
+        authorization,
+    ) {
+        Ok(caller) => {
+            if let Some(caller) = caller {
+                request.extensions_mut().insert(caller);
+            }
+            next.run(request).await
+        }
+        Err(denied) => {
+            metrics::counter!("streamcdn_admin_denied_total", "status" => denied.http_status().to_string())
+                .increment(1);
+            let status =
+                StatusCode::from_u16(denied.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            let mut response = (status, format!("{denied}\n")).into_response();
+            if status == StatusCode::UNAUTHORIZED {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"streamcdn admin\""),
+                );
+            }
+            response
+        }
+    }
+}
+
 pub fn router(
     metrics: PrometheusHandle,
     scrape_hooks: Vec<ScrapeHook>,
     registry: Registry,
     roles: Router,
+    tokens: Tokens,
 ) -> Router {
     Router::new()
         .route(
@@ -65,4 +128,8 @@ pub fn router(
             }),
         )
         .merge(roles)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(tokens),
+            authorize,
+        ))
 }

@@ -313,6 +313,14 @@ pub async fn run(
     roles: Vec<Box<dyn Role>>,
     started: impl FnOnce(&Context),
 ) -> anyhow::Result<()> {
+    let tokens = admin::tokens(&config.admin);
+    let admin_addr = config.admin.listen;
+    if tokens.is_empty() && !admin_addr.ip().is_loopback() {
+        anyhow::bail!(
+            "admin.listen {admin_addr} is not a loopback address and no [[admin.tokens]] is configured: \
+             anyone who reaches it could run the admin API; add a token (role \"admin\" or \"read\") or listen on 127.0.0.1"
+        );
+    }
     let announced = roles.iter().filter_map(|r| r.announced_as()).collect();
     let mut ctx = Context::new(config, announced).await?;
     for role in roles {
@@ -329,6 +337,7 @@ pub async fn run(
         std::mem::take(&mut ctx.scrape_hooks),
         ctx.registry.clone(),
         std::mem::take(&mut ctx.admin_routes),
+        tokens,
     );
     ctx.serve_http(admin_listener, admin);
     let (stop_directory, stopped) = oneshot::channel();

@@ -9,6 +9,7 @@ mod federation;
 mod http;
 mod quickstart;
 mod roles;
+mod sign_url_cli;
 mod tls;
 mod trigger_cli;
 
@@ -80,6 +81,10 @@ enum Command {
         /// The admin API of the server running the CIS (`up` or `router`).
         #[arg(long, default_value = "http://127.0.0.1:8081")]
         admin: String,
+        /// Admin bearer token; default `$STREAMCDN_ADMIN_TOKEN`, else `./data/admin-token`
+        /// (what `up` generated).
+        #[arg(long)]
+        token: Option<String>,
         /// Give up waiting after this many seconds.
         #[arg(long, default_value_t = 300)]
         timeout: u64,
@@ -89,6 +94,30 @@ enum Command {
     Router {
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Mint a signed playback URL (the provider needs playback keys) through the admin
+    /// API, and print it.
+    SignUrl {
+        provider: String,
+        /// One stream; none: every stream of the provider.
+        #[arg(long)]
+        stream: Option<String>,
+        #[arg(long, default_value = "1h")]
+        expires_in: String,
+        /// Bind the URL to a client network, e.g. 198.51.100.0/24.
+        #[arg(long)]
+        client: Option<String>,
+        /// What it opens under the stream (default index.m3u8; "" for the player page).
+        #[arg(long)]
+        path: Option<String>,
+        #[arg(long, default_value = "http://127.0.0.1:8081")]
+        admin: String,
+        /// Admin bearer token; default `$STREAMCDN_ADMIN_TOKEN`, else `./data/admin-token`.
+        #[arg(long)]
+        token: Option<String>,
+        /// Where viewers play, put before the printed path.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        base: String,
     },
     /// Validate a configuration file and report the first error with its line and key.
     CheckConfig { file: PathBuf },
@@ -132,6 +161,7 @@ fn main() -> anyhow::Result<()> {
         urls,
         patterns,
         admin,
+        token,
         timeout,
     } = &cli.command
     {
@@ -147,9 +177,42 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?;
         let timeout = std::time::Duration::from_secs(*timeout);
-        let complete =
-            runtime.block_on(trigger_cli::run(admin, operation, urls, patterns, timeout))?;
+        let token = trigger_cli::admin_token(token.as_deref());
+        let complete = runtime.block_on(trigger_cli::run(
+            admin,
+            token.as_deref(),
+            operation,
+            urls,
+            patterns,
+            timeout,
+        ))?;
         std::process::exit(if complete { 0 } else { 1 });
+    }
+    if let Command::SignUrl {
+        provider,
+        stream,
+        expires_in,
+        client,
+        path,
+        admin,
+        token,
+        base,
+    } = &cli.command
+    {
+        let token = trigger_cli::admin_token(token.as_deref());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        return runtime.block_on(sign_url_cli::run(sign_url_cli::SignRequest {
+            admin,
+            token: token.as_deref(),
+            provider,
+            stream: stream.as_deref(),
+            expires_in,
+            client: client.as_deref(),
+            path: path.as_deref(),
+            base,
+        }));
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -199,7 +262,9 @@ fn main() -> anyhow::Result<()> {
                 }
                 context::run(config, vec![Box::new(RouterRole), Box::new(CisRole)], |_| {}).await
             }
-            Command::CheckConfig { .. } | Command::Trigger { .. } => Ok(()),
+            Command::CheckConfig { .. } | Command::Trigger { .. } | Command::SignUrl { .. } => {
+                Ok(())
+            }
         }
     })
 }
@@ -222,6 +287,21 @@ async fn up(mut config: Config) -> anyhow::Result<()> {
     if config.http.advertised_url().is_none() {
         config.http.advertise = Some(context::local_url(config.http.listen));
     }
+    // Even the quickstart's admin API takes a token.
+    let generated_token = if config.admin.tokens.is_empty() {
+        let token = quickstart::admin_token(&config.node.data_dir)?;
+        config
+            .admin
+            .tokens
+            .push(streamcdn_config::AdminTokenConfig {
+                token: token.clone(),
+                role: streamcdn_config::AdminRole::Admin,
+                provider: None,
+            });
+        Some(token)
+    } else {
+        None
+    };
     let provider = config.providers[0].clone();
     let roles: Vec<Box<dyn Role>> = vec![
         Box::new(Ingest),
@@ -232,7 +312,12 @@ async fn up(mut config: Config) -> anyhow::Result<()> {
         Box::new(CisRole),
     ];
     context::run(config, roles, |ctx| {
-        quickstart::print_quickstart(&ctx.config, &provider, ctx.tls_fingerprint.as_deref())
+        quickstart::print_quickstart(
+            &ctx.config,
+            &provider,
+            ctx.tls_fingerprint.as_deref(),
+            generated_token.as_deref(),
+        )
     })
     .await
 }

@@ -14,6 +14,28 @@ const DEMO_PROVIDER_FILE: &str = "demo-provider.toml";
 
 /// The `demo` provider of a config-less `up`: generated once, then kept in the data
 /// directory so the stream key survives restarts.
+/// Where `up` keeps the admin token it generated.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// The admin token `up` uses when the configuration names none: the kept one, or a new
+/// random one written (mode 0600) to `<data_dir>/admin-token`.
+pub fn admin_token(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let token = text.trim();
+        if token.len() >= 16 {
+            return Ok(token.to_owned());
+        }
+    }
+    let bytes: [u8; 24] = rand::random();
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    crate::tls::write_atomically(&path, format!("{token}\n").as_bytes(), 0o600)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(token)
+}
+
 pub fn demo_provider(data_dir: &Path) -> anyhow::Result<ProviderConfig> {
     #[derive(serde::Deserialize, serde::Serialize)]
     struct DemoFile {
@@ -40,6 +62,7 @@ pub fn demo_provider(data_dir: &Path) -> anyhow::Result<ProviderConfig> {
         stream_key: key,
         format: None,
         archive_after: None,
+        playback_keys: Vec::new(),
     };
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -97,7 +120,12 @@ fn federation_line(config: &Config) -> String {
     )
 }
 
-pub fn print_quickstart(config: &Config, provider: &ProviderConfig, tls_fingerprint: Option<&str>) {
+pub fn print_quickstart(
+    config: &Config,
+    provider: &ProviderConfig,
+    tls_fingerprint: Option<&str>,
+    generated_token: Option<&str>,
+) {
     let rtmp_port = config.rtmp.listen.port();
     let http = local_url(config.http.listen);
     let host = "127.0.0.1";
@@ -118,6 +146,7 @@ pub fn print_quickstart(config: &Config, provider: &ProviderConfig, tls_fingerpr
          OBS  Settings > Stream > Service: Custom\n\
          \x20    Server:     rtmp://{host}:{rtmp_port}/{name}\n\
          \x20    Stream Key: mystream?key={key}\n\
+         {token_line}\
          {rtmps}\
          \x20    (Output: keyframe interval 2 s, H.264 or HEVC, AAC)\n\n\
          ffmpeg:\n\
@@ -135,7 +164,22 @@ pub fn print_quickstart(config: &Config, provider: &ProviderConfig, tls_fingerpr
          Purge (CDNI triggers, RFC 8007):\n\
          \x20    streamcdn trigger purge --admin {admin} --pattern '*/{name}/mystream/*'\n\
          {federation}\n\
-         Admin API and metrics: {admin}/api/v1/streams, {admin}/api/v1/nodes, {admin}/metrics\n",
+         Admin API and metrics: {admin}/api/v1/streams, {admin}/api/v1/nodes, {admin}/metrics\n\
+         {token}",
+        token_line = match generated_token {
+            Some(token) => format!(
+                "\x20    Admin token: {token}   (API and CLI; kept in {})\n",
+                config.node.data_dir.join(ADMIN_TOKEN_FILE).display()
+            ),
+            None => String::new(),
+        },
+        token = match generated_token {
+            Some(token) => format!(
+                "\x20    curl -H 'Authorization: Bearer {token}' {}/api/v1/streams\n",
+                local_url(config.admin.listen)
+            ),
+            None => "\x20    (send Authorization: Bearer <a token of admin.tokens>)\n".into(),
+        },
         federation = federation_line(config),
         dns_host = local_url(config.router.dns_listen)
             .trim_start_matches("http://")

@@ -31,9 +31,26 @@ pub fn command_json(operation: &str, urls: &[String], patterns: &[String]) -> se
     serde_json::json!({ "trigger": trigger })
 }
 
+/// The admin token to send: given, else `STREAMCDN_ADMIN_TOKEN`, else the one `up`
+/// generated in `./data/admin-token` (the quickstart's directory), else none.
+pub fn admin_token(given: Option<&str>) -> Option<String> {
+    given
+        .map(str::to_owned)
+        .or_else(|| std::env::var("STREAMCDN_ADMIN_TOKEN").ok())
+        .or_else(|| {
+            std::fs::read_to_string(
+                std::path::Path::new("data").join(crate::quickstart::ADMIN_TOKEN_FILE),
+            )
+            .ok()
+            .map(|t| t.trim().to_owned())
+        })
+        .filter(|t| !t.is_empty())
+}
+
 /// Runs the command; `Ok(true)` when it completed.
 pub async fn run(
     admin: &str,
+    token: Option<&str>,
     operation: &str,
     urls: &[String],
     patterns: &[String],
@@ -42,10 +59,15 @@ pub async fn run(
     let client = client();
     let admin = admin.trim_end_matches('/');
     let body = serde_json::to_vec(&command_json(operation, urls, patterns))?;
-    let headers = [(
+    let bearer: Vec<(&str, String)> = token
+        .map(|t| ("authorization", format!("Bearer {t}")))
+        .into_iter()
+        .collect();
+    let mut headers = bearer.clone();
+    headers.push((
         "content-type",
         PayloadType::Command.content_type().to_owned(),
-    )];
+    ));
     let url = format!("{admin}{TRIGGERS_PATH}");
     let started = Instant::now();
     let (status, answer_headers, answer) =
@@ -65,7 +87,8 @@ pub async fn run(
     let mut etag = String::new();
     let mut last_line = String::new();
     loop {
-        let conditional = [("if-none-match", etag.clone())];
+        let mut conditional = bearer.clone();
+        conditional.push(("if-none-match", etag.clone()));
         let (status, headers, body) = call(
             &client,
             Method::GET,
@@ -91,7 +114,7 @@ pub async fn run(
                 &client,
                 Method::GET,
                 &servers,
-                &[],
+                &bearer,
                 Vec::new(),
                 CALL_TIMEOUT,
             )

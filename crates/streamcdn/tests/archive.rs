@@ -113,7 +113,9 @@ fn one_url_plays_live_then_local_then_archived() {
 #[test]
 fn each_provider_is_archived_after_its_own_delay_which_it_can_change() {
     let providers = "[[providers]]\nname = \"fast\"\nstream_key = \"fast-key-000001\"\narchive_after = \"2s\"\n\
-         [[providers]]\nname = \"slow\"\nstream_key = \"slow-key-000001\"\narchive_after = \"1h\"\n";
+         [[providers]]\nname = \"slow\"\nstream_key = \"slow-key-000001\"\narchive_after = \"1h\"\n\
+         [[admin.tokens]]\ntoken = \"fast-token-0000000001\"\nprovider = \"fast\"\n\
+         [[admin.tokens]]\ntoken = \"slow-token-0000000001\"\nprovider = \"slow\"\n";
     let node = Node::up("archive-delays", providers);
     let ffmpeg = tool("ffmpeg");
     let fast = publish(
@@ -160,7 +162,7 @@ fn each_provider_is_archived_after_its_own_delay_which_it_can_change() {
         "slow archived before its delay"
     );
 
-    // Only slow's own key may change slow's delay.
+    // Only slow's own token may change slow's delay.
     let put = |key: &str, body: &str| {
         http_request_body(
             node.admin,
@@ -175,17 +177,22 @@ fn each_provider_is_archived_after_its_own_delay_which_it_can_change() {
         .unwrap()
     };
     assert_eq!(
-        put("fast-key-000001", r#"{"archive_after":"1s"}"#).status,
+        put("fast-token-0000000001", r#"{"archive_after":"1s"}"#).status,
         403
     );
     assert_eq!(
-        put("slow-key-000001", r#"{"archive_after":"soon"}"#).status,
+        put("slow-token-0000000001", r#"{"archive_after":"soon"}"#).status,
         400
     );
-    let unauthenticated =
-        http_request(node.admin, "GET", "/api/v1/providers/slow/settings", &[]).unwrap();
+    let unauthenticated = http_request(
+        node.admin,
+        "GET",
+        "/api/v1/providers/slow/settings",
+        &[("Authorization", "")],
+    )
+    .unwrap();
     assert_eq!(unauthenticated.status, 401);
-    let changed = put("slow-key-000001", r#"{"archive_after":"1s"}"#);
+    let changed = put("slow-token-0000000001", r#"{"archive_after":"1s"}"#);
     assert_eq!(changed.status, 200, "{}", changed.text());
     assert!(
         changed.text().contains("\"archive_after\":\"1s\""),

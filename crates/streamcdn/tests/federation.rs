@@ -170,6 +170,7 @@ fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 
 fn trigger(admin: &Node, operation: &str, args: &[String]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_streamcdn"))
+        .env("STREAMCDN_ADMIN_TOKEN", ADMIN_TOKEN)
         .args(["trigger", operation])
         .args(args)
         .args([
@@ -532,6 +533,7 @@ fn commands_reach_exactly_the_carrying_servers_across_three_participants() {
         let a_admin = format!("http://{}:{}", a.host, a.admin);
         std::thread::spawn(move || {
             Command::new(env!("CARGO_BIN_EXE_streamcdn"))
+                .env("STREAMCDN_ADMIN_TOKEN", ADMIN_TOKEN)
                 .args([
                     "trigger",
                     "purge",
@@ -588,6 +590,7 @@ fn commands_reach_exactly_the_carrying_servers_across_three_participants() {
 fn admin_post(url: &str, body: &str) -> Answer {
     let out = Command::new(tool_or("curl", "apt-get install curl"))
         .args(["-sS", "-i", "--max-time", "10", "-X", "POST", url])
+        .args(["-H", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
         .args([
             "-H",
             &format!("Content-Type: {COMMAND}"),

@@ -170,6 +170,69 @@ fn the_player_page_plays_the_stream_live_then_ended() {
     assert!(frames(&ended) > frames(&playing), "{playing} then {ended}");
 }
 
+#[test]
+fn a_signed_player_page_plays_with_hls_js() {
+    require_browser_tools(&["playwright-core"]);
+    let node = Node::up("player-signed", "");
+    let keys = br#"{"keys": ["demo-playback-key-000000000001"]}"#;
+    let set = http_request_body(
+        node.admin,
+        "PUT",
+        "/api/v1/providers/demo/playback-keys",
+        &[("Content-Type", "application/json")],
+        keys,
+    )
+    .unwrap();
+    assert_eq!(set.status, 200, "{}", set.text());
+    let minted = http_request_body(
+        node.admin,
+        "POST",
+        "/api/v1/providers/demo/signed-urls",
+        &[("Content-Type", "application/json")],
+        br#"{"stream": "signed", "expires_in": "10m", "path": ""}"#,
+    )
+    .unwrap();
+    assert_eq!(minted.status, 200, "{}", minted.text());
+    let minted: Value = serde_json::from_slice(&minted.body).unwrap();
+    let page = minted["path"].as_str().unwrap().to_owned();
+    assert!(
+        page.starts_with("/t/") && page.ends_with("/demo/signed/"),
+        "{page}"
+    );
+
+    let publisher = publish(
+        &tool("ffmpeg"),
+        &node.publish_url("demo", "signed", KEY),
+        15,
+        "h264",
+    );
+    let live = format!("{page}live.m3u8");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while http_get(node.http, &live, &[]).unwrap().status != 200 {
+        assert!(Instant::now() < deadline, "demo/signed never went live");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        http_get(node.http, "/demo/signed/", &[]).unwrap().status,
+        403
+    );
+    assert_eq!(
+        http_get(node.http, "/demo/signed/live.m3u8", &[])
+            .unwrap()
+            .status,
+        403
+    );
+
+    let browser = Browser::open(&format!("http://127.0.0.1:{}{page}", node.http));
+    let mut first_frames = None;
+    browser.wait_for("signed live playback", Duration::from_secs(40), |sample| {
+        let decoded = frames(sample);
+        let first = *first_frames.get_or_insert(decoded.max(1));
+        sample["state"] == "live" && decoded >= first + 60
+    });
+    let _ = wait_output(publisher);
+}
+
 /// What the stub router saw.
 #[derive(Debug)]
 enum Seen {

@@ -24,6 +24,7 @@ fn metric_with(node: &Node, name: &str, labels: &[&str]) -> f64 {
 
 fn trigger_cli(admin: &Node, operation: &str, urls: &[String]) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_streamcdn"))
+        .env("STREAMCDN_ADMIN_TOKEN", ADMIN_TOKEN)
         .args(["trigger", operation])
         .args(urls)
         .args([

@@ -138,6 +138,8 @@ impl Carried {
             disk,
             stale_if_error: budget.stale_if_error,
             max_ttl: record.max_ttl_secs.map(Duration::from_secs),
+            // A partner's origin does not share our deployment key.
+            tier_credential: None,
         })?)
     }
 

@@ -23,6 +23,7 @@ use streamcdn_web::{Asset, HLS_JS, RUM_JS, RUM_OBJECT, RUM_OBJECT_PATH};
 
 use super::carried::{self, CacheBudget, Carried};
 use super::control;
+use super::playback_access::{self, PlaybackAccess};
 use crate::clock::now_ms;
 use crate::context::{bind, Context, Role};
 use crate::tls::Certificates;
@@ -334,6 +335,8 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
             .unwrap_or_else(|| config.node.data_dir.join("cache"));
         (dir, config.edge.cache_disk.0)
     });
+    let key = crate::context::probe_key(&ctx.registry).await?;
+    let tier_credential = playback_access::tier_credential(&key);
     let edge = Edge::new(EdgeSettings {
         upstream,
         archive,
@@ -343,6 +346,7 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         disk,
         stale_if_error: config.edge.stale_if_error,
         max_ttl: None,
+        tier_credential: Some(tier_credential.clone()),
     })
     .context("cannot open the edge's disk cache")?;
     let listener = bind(config.http.listen, "playback (edge)").await?;
@@ -361,7 +365,6 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
             "http.advertise is not set: the node directory will not list where viewers reach this edge"
         ),
     }
-    let key = crate::context::probe_key(&ctx.registry).await?;
     let tier = match (ctx.config.edge.tier, parents.is_empty()) {
         (_, true) => control::Tier::Top,
         (EdgeTier::Mid, false) => control::Tier::Mid,
@@ -406,7 +409,11 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         .merge(probes)
         .merge(control::routes(key, edge.clone(), carried.clone()));
     ctx.spawn(carried.keep_current(ctx.shutdown()));
-    let routes = web_routes(ctx.registry.clone(), media);
+    let routes =
+        web_routes(ctx.registry.clone(), media).layer(axum::middleware::from_fn_with_state(
+            PlaybackAccess::new(ctx.registry.clone(), &tier_credential),
+            playback_access::check,
+        ));
     if let Some((addr, certificates, acceptor)) = tls {
         let tls_listener = bind(addr, "playback over TLS (edge)").await?;
         let fingerprint = certificates.fingerprint();

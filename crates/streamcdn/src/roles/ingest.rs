@@ -63,6 +63,10 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         target_duration_secs: config.hls.segment_duration.as_secs_f64(),
         live_window: config.hls.live_window,
     };
+    // The edges check signed playback URLs with the keys published here.
+    if let Err(e) = ctx.providers().publish_playback_keys().await {
+        tracing::warn!(error = %e, "cannot publish the providers' playback keys; edges keep the last ones");
+    }
     let (hub, events) = StreamHub::open(settings, ctx.providers(), store.clone(), cluster.clone())
         .await
         .with_context(|| format!("cannot recover recordings in {}", store.root().display()))?;

@@ -6,5 +6,6 @@ pub mod cis;
 pub mod control;
 pub mod edge;
 pub mod ingest;
+pub mod playback_access;
 pub mod provider_api;
 pub mod router;

@@ -12,6 +12,25 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub const KEY: &str = "test-stream-key-0001";
+/// The admin token of every generated configuration; the HTTP helpers send it unless
+/// the request names its own `Authorization` (an empty one: none at all).
+pub const ADMIN_TOKEN: &str = "test-admin-token-000000000001";
+
+/// The request's header lines: `headers`, plus the admin token unless they say
+/// otherwise; an empty value is not sent.
+fn header_lines(headers: &[(&str, &str)]) -> String {
+    let mut lines = String::new();
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+    {
+        lines.push_str(&format!("Authorization: Bearer {ADMIN_TOKEN}\r\n"));
+    }
+    for (k, v) in headers.iter().filter(|(_, v)| !v.is_empty()) {
+        lines.push_str(&format!("{k}: {v}\r\n"));
+    }
+    lines
+}
 
 /// A tool the tests need; a missing one fails the test with how to install it.
 pub fn tool(name: &str) -> PathBuf {
@@ -203,6 +222,8 @@ listen = "{host}:{http}"
 tls_listen = "{host}:{tls}"
 [admin]
 listen = "{host}:{admin}"
+[[admin.tokens]]
+token = "{ADMIN_TOKEN}"
 [router]
 dns_listen = "{host}:{dns}"
 http_listen = "{host}:{router_http}"
@@ -551,9 +572,7 @@ pub fn http_request_at(
     if !host_given {
         request.push_str("Host: 127.0.0.1\r\n");
     }
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
+    request.push_str(&header_lines(headers));
     request.push_str("\r\n");
     stream.write_all(request.as_bytes())?;
     let mut reader = BufReader::new(stream);
@@ -958,9 +977,7 @@ pub fn http_request_body(
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut request =
         format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
-    for (k, v) in &all {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
+    request.push_str(&header_lines(&all));
     request.push_str("\r\n");
     stream.write_all(request.as_bytes())?;
     stream.write_all(body)?;

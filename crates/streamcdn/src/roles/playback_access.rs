@@ -1,0 +1,172 @@
+//! Signed playback URLs at the edge (`streamcdn_access::playback`): a request for a
+//! provider with playback keys must carry a valid token (`/t/<token>/<provider>/...`),
+//! checked here with the keys the provider's servers published in the registry (read
+//! once every [`KEYS_FRESH_FOR`], never per request), and is then served as the path
+//! without the token, so every viewer shares one cached copy. Anything else is `403`,
+//! counted by reason, before the cache or an upstream is asked.
+//!
+//! Lower tiers fetch without tokens: they present the deployment's tier credential
+//! ([`TIER_HEADER`], derived from the deployment key) and are let through.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use ring::hmac;
+use streamcdn_access::playback::{self, Refusal};
+use streamcdn_registry::Registry;
+use streamcdn_router::probe::ProbeKey;
+
+use streamcdn_edge::TIER_HEADER;
+/// How long a provider's published keys are used before they are read again.
+const KEYS_FRESH_FOR: Duration = Duration::from_secs(2);
+
+/// The deployment's tier credential: what lower tiers present to their parents.
+pub fn tier_credential(key: &ProbeKey) -> String {
+    streamcdn_router::probe::sign(key, b"streamcdn tier credential v1")
+}
+
+/// A provider's playback keys, as bytes.
+type Keys = Arc<Vec<Vec<u8>>>;
+
+pub struct PlaybackAccess {
+    registry: Registry,
+    /// The credential as an HMAC key over a fixed message, so the presented one is
+    /// compared in constant time.
+    credential: hmac::Tag,
+    keys: Mutex<HashMap<String, (Instant, Keys)>>,
+}
+
+const CREDENTIAL_CONTEXT: &[u8] = b"tier";
+
+fn credential_tag(credential: &str) -> hmac::Tag {
+    hmac::sign(
+        &hmac::Key::new(hmac::HMAC_SHA256, credential.as_bytes()),
+        CREDENTIAL_CONTEXT,
+    )
+}
+
+impl PlaybackAccess {
+    pub fn new(registry: Registry, credential: &str) -> Arc<Self> {
+        Arc::new(PlaybackAccess {
+            registry,
+            credential: credential_tag(credential),
+            keys: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn is_tier(&self, presented: Option<&str>) -> bool {
+        presented.is_some_and(|p| {
+            let key = hmac::Key::new(hmac::HMAC_SHA256, p.as_bytes());
+            hmac::verify(&key, CREDENTIAL_CONTEXT, self.credential.as_ref()).is_ok()
+        })
+    }
+
+    /// The provider's playback keys (empty: open playback), from the registry at most
+    /// every [`KEYS_FRESH_FOR`]; the last known ones while it does not answer.
+    async fn keys(&self, provider: &str) -> Keys {
+        let cached = self
+            .keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(provider)
+            .cloned();
+        if let Some((read, keys)) = &cached {
+            if read.elapsed() < KEYS_FRESH_FOR {
+                return keys.clone();
+            }
+        }
+        let keys = match self.registry.playback_keys(provider).await {
+            Ok(keys) => Arc::new(keys.into_iter().map(String::into_bytes).collect()),
+            Err(e) => {
+                tracing::warn!(provider, error = %e, "cannot read playback keys; the last known apply");
+                cached.map(|(_, keys)| keys).unwrap_or_default()
+            }
+        };
+        let mut all = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        // Bounded: names come from requests.
+        if all.len() > 10_000 {
+            all.clear();
+        }
+        all.insert(provider.to_owned(), (Instant::now(), keys.clone()));
+        keys
+    }
+}
+
+fn refused(reason: Refusal) -> Response {
+    metrics::counter!("streamcdn_edge_token_checks_total", "result" => reason.label()).increment(1);
+    (StatusCode::FORBIDDEN, format!("{reason}\n")).into_response()
+}
+
+/// The first path segment, when it can name a provider.
+fn provider_of(path: &str) -> Option<&str> {
+    let name = path.strip_prefix('/')?.split('/').next()?;
+    streamcdn_urls::is_valid_name(name).then_some(name)
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Middleware in front of the edge: checks tokens, strips them.
+pub async fn check(
+    State(access): State<Arc<PlaybackAccess>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(TIER_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if access.is_tier(presented) {
+        return next.run(request).await;
+    }
+    let path = request.uri().path().to_owned();
+    match playback::split(&path) {
+        Some((token, rest)) => {
+            let Some(provider) = provider_of(rest) else {
+                return refused(Refusal::OtherStream);
+            };
+            let keys = access.keys(provider).await;
+            if !keys.is_empty() {
+                let client = request
+                    .extensions()
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|c| c.0.ip());
+                let Some(client) = client else {
+                    return refused(Refusal::OtherClient);
+                };
+                if let Err(reason) = playback::check(token, rest, &keys, client, now_secs()) {
+                    return refused(reason);
+                }
+                metrics::counter!("streamcdn_edge_token_checks_total", "result" => "ok")
+                    .increment(1);
+            }
+            // Served as the path without its token: one cached copy for every viewer.
+            let target = match request.uri().query() {
+                Some(query) => format!("{rest}?{query}"),
+                None => rest.to_owned(),
+            };
+            match target.parse::<Uri>() {
+                Ok(uri) => *request.uri_mut() = uri,
+                Err(_) => return refused(Refusal::Malformed),
+            }
+            next.run(request).await
+        }
+        None => {
+            if let Some(provider) = provider_of(&path) {
+                if !access.keys(provider).await.is_empty() {
+                    return refused(Refusal::Missing);
+                }
+            }
+            next.run(request).await
+        }
+    }
+}
