@@ -45,6 +45,8 @@ tls_listen = "off"
 listen = "off"
 [admin]
 listen = "127.0.0.1:18081"
+[[admin.tokens]]
+token = "bench-admin-token-000000000001"
 [archive]
 store = "s3"
 default_after = "1h"
@@ -64,7 +66,7 @@ STREAMCDN_LOG=info $BIN/streamcdn up --config "$DIR/streamcdn.toml" > "$DIR/logs
 PIDS+=($!)
 sleep 1
 set_after() {
-  curl -sf -X PUT -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
+  curl -sf -X PUT -H "Authorization: Bearer bench-admin-token-000000000001" -H 'Content-Type: application/json' \
     -d "{\"archive_after\":\"$1\"}" http://127.0.0.1:18081/api/v1/providers/bench/settings > /dev/null
 }
 recordings_left() { find "$DIR/data/recordings" -name journal.json 2>/dev/null | wc -l; }

@@ -82,6 +82,8 @@ listen = "$ip:$http"
 tls_listen = "off"
 [admin]
 listen = "$ip:$admin"
+[[admin.tokens]]
+token = "bench-admin-token-000000000001"
 [router]
 dns_listen = "$ip:$dns"
 http_listen = "$ip:$rhttp"
@@ -148,7 +150,9 @@ import json, sys, time, urllib.request
 a, b, want = sys.argv[1], sys.argv[2], int(sys.argv[3])
 def count(ip, port):
     try:
-        nodes = json.load(urllib.request.urlopen(f"http://{ip}:{port}/api/v1/nodes", timeout=2))
+        request = urllib.request.Request(f"http://{ip}:{port}/api/v1/nodes",
+            headers={"Authorization": "Bearer bench-admin-token-000000000001"})
+        nodes = json.load(urllib.request.urlopen(request, timeout=2))
         nodes = nodes.get("nodes", nodes) if isinstance(nodes, dict) else nodes
         return sum(1 for n in nodes if "control" in n.get("addresses", {}))
     except Exception:
@@ -175,18 +179,19 @@ python3 - "$A_ADMIN" "$ROUNDS" <<'PY'
 import http.client, json, sys, time
 admin, rounds = int(sys.argv[1]), int(sys.argv[2])
 ct = "application/cdni; ptype=ci-trigger-command"
+AUTH = {"Authorization": "Bearer bench-admin-token-000000000001"}
 def command(i):
     body = json.dumps({"trigger": {"type": "purge",
         "content.urls": [f"http://live.a.test/demo/cam/bench/{i:06d}.m4s"]}})
     c = http.client.HTTPConnection("127.0.1.1", admin, timeout=30)
     start = time.perf_counter()
-    c.request("POST", "/api/v1/triggers", body, {"Content-Type": ct})
+    c.request("POST", "/api/v1/triggers", body, {"Content-Type": ct, **AUTH})
     r = c.getresponse(); r.read()
     assert r.status == 201, r.status
     path = "/api/v1/" + r.getheader("Location").split("/api/v1/", 1)[1]
     etag = None
     while True:
-        headers = {"If-None-Match": etag} if etag else {}
+        headers = {"If-None-Match": etag, **AUTH} if etag else dict(AUTH)
         c.request("GET", path, headers=headers)
         r = c.getresponse(); text = r.read()
         if r.status == 200:
@@ -199,7 +204,7 @@ def command(i):
                 return elapsed, len(servers)
         time.sleep(0.002)
 def urlopen_servers(c, path):
-    c.request("GET", path + "/servers"); r = c.getresponse(); return r.read()
+    c.request("GET", path + "/servers", headers=AUTH); r = c.getresponse(); return r.read()
 command(0)  # warm-up: connections, the partner's deployment
 times, targets = [], None
 for i in range(1, rounds + 1):
@@ -212,6 +217,6 @@ print(f"  p50 {pct(50):.1f} ms   p90 {pct(90):.1f} ms   p99 {pct(99):.1f} ms   m
 print(f"  target p99 <= 200 ms: {'met' if pct(99) <= 200 else 'NOT met'}")
 PY
 echo "A's CIS histogram (accepted -> complete):"
-curl -s "http://127.0.1.1:$A_ADMIN/metrics" | grep -E '^streamcdn_cis_trigger_duration_seconds(_sum|_count|\{.*quantile="0.(5|99)")' || true
+curl -s -H "Authorization: Bearer bench-admin-token-000000000001" "http://127.0.1.1:$A_ADMIN/metrics" | grep -E '^streamcdn_cis_trigger_duration_seconds(_sum|_count|\{.*quantile="0.(5|99)")' || true
 echo "B's edges that ran A's commands:"
-curl -s "http://127.0.2.1:$B_ADMIN/metrics" | grep -E '^streamcdn_cis_(commands_total|triggers_finished_total)' || true
+curl -s -H "Authorization: Bearer bench-admin-token-000000000001" "http://127.0.2.1:$B_ADMIN/metrics" | grep -E '^streamcdn_cis_(commands_total|triggers_finished_total)' || true

@@ -64,6 +64,8 @@ tls_listen = "off"
 listen = "off"
 [admin]
 listen = "127.0.0.1:18081"
+[[admin.tokens]]
+token = "bench-admin-token-000000000001"
 [edge]
 cache_memory = "64MiB"
 [[providers]]
@@ -123,5 +125,5 @@ for kind in segment playlist; do
   python3 -c "print(f'$kind: streamcdn {float($R1):.0f} req/s, nginx {float($R2):.0f} req/s, ratio {float($R1)/float($R2):.2f}')"
 done
 echo "streamcdn RSS after throughput runs: $(( $(rss_kb $SC_PID) / 1024 )) MiB (edge cache_memory = 64MiB)"
-curl -s http://127.0.0.1:18081/metrics | grep -E '^streamcdn_edge_cache_bytes'
+curl -s -H "Authorization: Bearer bench-admin-token-000000000001" http://127.0.0.1:18081/metrics | grep -E '^streamcdn_edge_cache_bytes'
 echo "logs and data in $DIR"

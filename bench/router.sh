@@ -56,6 +56,8 @@ tls_listen = "off"
 listen = "off"
 [admin]
 listen = "127.0.0.1:$P_ADMIN"
+[[admin.tokens]]
+token = "bench-admin-token-000000000001"
 [router]
 dns_listen = "127.0.0.1:$P_DNS"
 http_listen = "127.0.0.1:$P_RHTTP"
@@ -188,7 +190,7 @@ done
 
 echo
 echo "streamcdn RSS: $(( $(awk '/VmRSS/{print $2}' /proc/$SC_PID/status) / 1024 )) MiB (whole \`up\`: ingest, edge, archiver, router); gdnsd RSS: $(( $(awk '/VmRSS/{print $2}' /proc/$PID_gdnsd/status) / 1024 )) MiB"
-curl -s "http://127.0.0.1:$P_ADMIN/metrics" | grep -E '^streamcdn_router_(dns_queries|dns_dropped|dns_responses|dns_truncated|decisions)_total' | grep -v ' 0$' | head -24 || true
+curl -s -H "Authorization: Bearer bench-admin-token-000000000001" "http://127.0.0.1:$P_ADMIN/metrics" | grep -E '^streamcdn_router_(dns_queries|dns_dropped|dns_responses|dns_truncated|decisions)_total' | grep -v ' 0$' | head -24 || true
 echo
 echo "== (c) reaction times in an emulated WAN (three edge sites, four client sites, two routers;"
 echo "   crates/streamcdn/tests/router_sites.rs, reprobe_after 3s, health checks every 1s)"
