@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use bytes::Bytes;
 use streamcdn_config::{ProviderConfig, SegmentFormat};
-use streamcdn_providers::{KeyError, Providers};
+use streamcdn_providers::hook_client::Hooks;
+use streamcdn_providers::hooks::{Event, Hook};
+use streamcdn_providers::{KeyError, KeyKind, Providers};
 use streamcdn_recording::{
     clock, JournalWriter, Recording, RecordingState, RecordingStore, SegmentEntry,
 };
@@ -30,6 +32,8 @@ pub enum PublishError {
     MissingKey,
     #[error("wrong stream key")]
     WrongKey,
+    #[error("refused by the provider's publish hook: {0}")]
+    Denied(String),
     #[error("stream {0} is already being published")]
     AlreadyLive(String),
     #[error("stream {0} is being published through server {1}")]
@@ -44,7 +48,8 @@ impl PublishError {
         match self {
             PublishError::UnknownProvider(_)
             | PublishError::MissingKey
-            | PublishError::WrongKey => "NetStream.Publish.Unauthorized",
+            | PublishError::WrongKey
+            | PublishError::Denied(_) => "NetStream.Publish.Unauthorized",
             PublishError::InvalidStreamName(_)
             | PublishError::AlreadyLive(_)
             | PublishError::HeldElsewhere(..) => "NetStream.Publish.BadName",
@@ -298,13 +303,23 @@ impl StreamHub {
         &self.store
     }
 
-    /// Checks a publisher's provider, stream name and key; returns the provider and
-    /// stream.
-    pub fn authorize(
+    /// This server's id in the registry.
+    pub fn node_id(&self) -> &str {
+        &self.cluster.node.id
+    }
+
+    /// The providers' HTTP hooks (notifications go through them).
+    pub fn hooks(&self) -> &Hooks {
+        self.providers.hooks()
+    }
+
+    /// Checks a publisher's provider, stream name and key (the provider's, or one of
+    /// this stream's); returns the provider, the stream and which key opened it.
+    pub async fn authorize(
         &self,
         app: &str,
         publish_name: &str,
-    ) -> Result<(ProviderConfig, StreamName), PublishError> {
+    ) -> Result<(ProviderConfig, StreamName, KeyKind), PublishError> {
         // The key may also ride on the app (`rtmp://host/provider?key=...` as the OBS
         // server, the bare stream name as the stream key).
         let (app, app_key) = split_publish_name(app);
@@ -316,31 +331,57 @@ impl StreamHub {
             return Err(PublishError::InvalidStreamName(stream.to_owned()));
         }
         let key = key.or(app_key).ok_or(PublishError::MissingKey)?;
-        let provider = self.providers.check_key(app, key).map_err(|e| match e {
-            KeyError::UnknownProvider(p) => PublishError::UnknownProvider(p),
-            KeyError::WrongKey => PublishError::WrongKey,
-        })?;
+        let (provider, kind) =
+            self.providers
+                .check_key(app, stream, key)
+                .await
+                .map_err(|e| match e {
+                    KeyError::UnknownProvider(p) => PublishError::UnknownProvider(p),
+                    KeyError::WrongKey => PublishError::WrongKey,
+                })?;
         let name = StreamName::new(&provider.name, stream)
             .ok_or_else(|| PublishError::InvalidStreamName(stream.to_owned()))?;
-        Ok((provider.clone(), name))
+        Ok((provider.clone(), name, kind))
     }
 
-    /// Authorizes a publisher and opens its recording: a new one, or the one a dead
-    /// server of the cluster was writing (continued after a discontinuity).
+    /// Authorizes a publisher (its key, then the provider's `on_publish` hook, if any)
+    /// and opens its recording: a new one, or the one a dead server of the cluster was
+    /// writing (continued after a discontinuity). Nothing is recorded for a publisher
+    /// refused.
     pub async fn begin_publish(
         &self,
         app: &str,
         publish_name: &str,
         started_at: String,
         recording_id: String,
+        client: std::net::SocketAddr,
     ) -> Result<(Arc<LiveStream>, JournalWriter), PublishError> {
-        let (provider, name) = self.authorize(app, publish_name)?;
+        let (provider, name, kind) = self.authorize(app, publish_name).await?;
         let reservation = self.reserve(&name)?;
         let resume = match self.cluster.claim(&name.provider, &name.stream).await {
             Claim::Fresh => self.resumable(&name).await,
             Claim::Continue(id) => Some(id),
             Claim::HeldBy(node) => return Err(PublishError::HeldElsewhere(name.to_string(), node)),
         };
+        // Asked last, with the slot held: a publisher refused for another reason never
+        // reaches the hook, and a second one cannot slip in while it answers.
+        let mut event = Event::new(
+            Hook::OnPublish,
+            &name.provider,
+            &name.stream,
+            resume.as_deref().unwrap_or(&recording_id),
+            started_at.clone(),
+            &started_at,
+        );
+        event.node = Some(self.cluster.node.id.clone());
+        event.client = Some(client.to_string());
+        event.key = Some(kind.name());
+        event.resumed = Some(resume.is_some());
+        if let Some(decision) = self.providers.hooks().on_publish(&event).await {
+            if !decision.allow {
+                return Err(PublishError::Denied(decision.reason.unwrap_or_default()));
+            }
+        }
         let (recording, journal) = self
             .open_journal(&provider, &name, started_at, recording_id, resume)
             .await?;
@@ -486,14 +527,22 @@ mod tests {
         registry: streamcdn_registry::Registry,
         node: &str,
     ) -> StreamHub {
+        let provider = ProviderConfig {
+            name: "p".into(),
+            stream_key: "secret-key".into(),
+            ..ProviderConfig::default()
+        };
+        test_hub_with(dir, registry, node, provider).await
+    }
+
+    async fn test_hub_with(
+        dir: std::path::PathBuf,
+        registry: streamcdn_registry::Registry,
+        node: &str,
+        provider: ProviderConfig,
+    ) -> StreamHub {
         let providers = Providers::new(
-            &[ProviderConfig {
-                name: "p".into(),
-                stream_key: "secret-key".into(),
-                format: None,
-                archive_after: None,
-                playback_keys: Vec::new(),
-            }],
+            &[provider],
             std::time::Duration::from_secs(300),
             registry.clone(),
         );
@@ -521,11 +570,15 @@ mod tests {
         StreamName::new("p", name).unwrap()
     }
 
+    fn client() -> std::net::SocketAddr {
+        ([192, 0, 2, 1], 50000).into()
+    }
+
     #[tokio::test]
     async fn keys_are_checked_and_duplicates_refused() {
         let hub = test_hub("keys", "n1").await;
         let begin = |app: &'static str, name: &'static str, id: &'static str| {
-            hub.begin_publish(app, name, "t".into(), id.into())
+            hub.begin_publish(app, name, "t".into(), id.into(), client())
         };
         assert!(matches!(
             begin("p", "s?key=nope", "r0").await,
@@ -555,6 +608,65 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn stream_keys_open_their_stream_only() {
+        let provider = ProviderConfig {
+            name: "p".into(),
+            stream_key: "secret-key".into(),
+            stream_keys: [("cam".to_owned(), "cam-only-key".to_owned())].into(),
+            ..ProviderConfig::default()
+        };
+        let registry = streamcdn_registry::Registry::memory();
+        let hub = test_hub_with(temp_dir("stream-keys"), registry, "n1", provider).await;
+        let (_, _, kind) = hub.authorize("p", "cam?key=cam-only-key").await.unwrap();
+        assert_eq!(kind, KeyKind::Stream);
+        let (_, _, kind) = hub.authorize("p?key=secret-key", "cam").await.unwrap();
+        assert_eq!(kind, KeyKind::Provider);
+        assert!(matches!(
+            hub.authorize("p", "other?key=cam-only-key").await,
+            Err(PublishError::WrongKey)
+        ));
+    }
+
+    /// A publish hook nobody answers (port 9 refuses): the publisher is refused, and
+    /// nothing is recorded, or let through, as `deny_on_timeout` says.
+    #[tokio::test]
+    async fn an_unreachable_publish_hook_refuses_or_allows_as_configured() {
+        for deny in [true, false] {
+            let dir = temp_dir(&format!("hook-{deny}"));
+            let provider = ProviderConfig {
+                name: "p".into(),
+                stream_key: "secret-key".into(),
+                hooks: Some(streamcdn_config::HooksConfig {
+                    on_publish: Some("http://127.0.0.1:9/publish".into()),
+                    deny_on_timeout: deny,
+                    ..Default::default()
+                }),
+                ..ProviderConfig::default()
+            };
+            let registry = streamcdn_registry::Registry::memory();
+            let hub = test_hub_with(dir.clone(), registry, "n1", provider).await;
+            let result = hub
+                .begin_publish("p", "s?key=secret-key", "t".into(), "r1".into(), client())
+                .await;
+            if deny {
+                let Err(PublishError::Denied(reason)) = result else {
+                    panic!("the publisher went live")
+                };
+                assert_eq!(reason, "the publish hook could not be reached");
+                assert_eq!(
+                    PublishError::Denied(reason).rtmp_code(),
+                    "NetStream.Publish.Unauthorized"
+                );
+                assert!(hub.store.ids(&stream("s")).await.is_empty());
+                assert_eq!(hub.held_streams(), 0);
+            } else {
+                assert!(result.is_ok());
+                assert_eq!(hub.store.ids(&stream("s")).await, ["r1"]);
+            }
+        }
+    }
+
+    #[tokio::test]
     async fn a_dead_servers_stream_is_continued_by_another_of_the_cluster() {
         let dir = temp_dir("takeover");
         let registry = streamcdn_registry::Registry::memory();
@@ -566,7 +678,7 @@ mod tests {
             .await
             .unwrap();
         let (live, mut journal) = a
-            .begin_publish("p", "s?key=secret-key", "t".into(), "r1".into())
+            .begin_publish("p", "s?key=secret-key", "t".into(), "r1".into(), client())
             .await
             .unwrap();
         let entry = SegmentEntry {
@@ -586,7 +698,7 @@ mod tests {
 
         // a's lease is current and its origin refuses connections: it is dead.
         let (continued, _) = b
-            .begin_publish("p", "s?key=secret-key", "t".into(), "r2".into())
+            .begin_publish("p", "s?key=secret-key", "t".into(), "r2".into(), client())
             .await
             .unwrap();
         let recording = continued.recording();
@@ -606,7 +718,7 @@ mod tests {
         for n in 0..20 {
             let name = format!("s{n}?key=secret-key");
             let (live, _journal) = hub
-                .begin_publish("p", &name, "t".into(), format!("r{n}"))
+                .begin_publish("p", &name, "t".into(), format!("r{n}"), client())
                 .await
                 .unwrap();
             assert_eq!(hub.held_streams(), 1);
@@ -623,12 +735,12 @@ mod tests {
         }
         // A retired stream's late retire does not evict a newer publish of the stream.
         let (old, _j) = hub
-            .begin_publish("p", "x?key=secret-key", "t".into(), "r1".into())
+            .begin_publish("p", "x?key=secret-key", "t".into(), "r1".into(), client())
             .await
             .unwrap();
         old.end("t".into());
         let (new, _j2) = hub
-            .begin_publish("p", "x?key=secret-key", "t".into(), "r2".into())
+            .begin_publish("p", "x?key=secret-key", "t".into(), "r2".into(), client())
             .await
             .unwrap();
         old.retire();

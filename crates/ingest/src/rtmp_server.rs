@@ -12,7 +12,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::Instrument;
 
+use streamcdn_providers::hooks::{Event, Hook};
 use streamcdn_recording::clock::{format_time, new_recording_id};
+use streamcdn_recording::Recording;
 
 use crate::hub::{split_publish_name, PublishError, StreamHub};
 use crate::publisher::Publisher;
@@ -114,6 +116,8 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let mut session = ServerSession::new(limits, std::array::from_fn(|_| rand::random()));
     let mut publisher: Option<Publisher> = None;
+    // When the current publish started, for its `on_unpublish`.
+    let mut published_at = String::new();
     let mut buf = vec![0u8; 64 * 1024];
     let result = loop {
         let read = tokio::select! {
@@ -137,12 +141,14 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
             match event {
                 SessionEvent::PublishRequested(request) => {
                     let now = SystemTime::now();
+                    published_at = format_time(now);
                     match hub
                         .begin_publish(
                             &request.app,
                             &request.name,
-                            format_time(now),
+                            published_at.clone(),
                             new_recording_id(now),
+                            peer,
                         )
                         .await
                     {
@@ -190,7 +196,7 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 SessionEvent::PublishFinished => {
                     if let Some(p) = publisher.take() {
-                        finish(p).await;
+                        finish(p, &hub, peer, &published_at).await;
                     }
                 }
                 SessionEvent::UnknownCommand(name) => {
@@ -213,23 +219,74 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     if let Some(p) = publisher.take() {
-        finish(p).await;
+        finish(p, &hub, peer, &published_at).await;
     }
     result
 }
 
-async fn finish(publisher: Publisher) {
-    let (provider, stream, segments) = publisher
-        .stream()
-        .with_recording(|r| (r.provider.clone(), r.stream.clone(), r.segments.len()));
+/// Ends a publish: `on_unpublish` at once, the recording made durable, then
+/// `on_recording_ended` (both in the background: nothing here waits for a hook).
+async fn finish(publisher: Publisher, hub: &StreamHub, peer: SocketAddr, published_at: &str) {
+    let stream = publisher.stream().clone();
+    let ended_at = format_time(SystemTime::now());
+    let mut gone = stream
+        .with_recording(|r| hook_event(Hook::OnUnpublish, r, hub, ended_at.clone(), published_at));
+    gone.client = Some(peer.to_string());
+    gone.started_at = Some(published_at.to_owned());
+    gone.ended_at = Some(ended_at);
+    gone.duration_secs = streamcdn_recording::clock::seconds_since(published_at);
+    hub.hooks().notify(gone);
+
     publisher.finish().await;
     metrics::gauge!("streamcdn_live_streams").decrement(1.0);
+    let recording = stream.recording();
     tracing::info!(
-        provider,
-        stream,
-        segments,
+        provider = recording.provider,
+        stream = recording.stream,
+        segments = recording.segments.len(),
         "publish ended; recording complete"
     );
+    let ended_at = recording.ended_at.clone().unwrap_or_default();
+    let mut ended = hook_event(
+        Hook::OnRecordingEnded,
+        &recording,
+        hub,
+        format_time(SystemTime::now()),
+        &ended_at,
+    );
+    ended.started_at = Some(recording.started_at.clone());
+    ended.ended_at = Some(ended_at);
+    ended.duration_secs = Some(recording.duration_secs());
+    ended.segments = Some(recording.segments.len() as u64);
+    ended.bytes = Some(recording.segments.iter().map(|s| s.bytes).sum());
+    ended.playback = Some(format!(
+        "/{}/{}/{}/index.m3u8",
+        recording.provider, recording.stream, recording.recording_id
+    ));
+    hub.hooks().notify(ended);
+}
+
+/// A hook's event for `recording`, from this server.
+fn hook_event(
+    hook: Hook,
+    recording: &Recording,
+    hub: &StreamHub,
+    at: String,
+    discriminator: &str,
+) -> Event {
+    let mut event = Event::new(
+        hook,
+        &recording.provider,
+        &recording.stream,
+        &recording.recording_id,
+        at,
+        discriminator,
+    );
+    event.node = recording
+        .node
+        .clone()
+        .or_else(|| Some(hub.node_id().to_owned()));
+    event
 }
 
 fn reason_label(e: &PublishError) -> &'static str {
@@ -238,6 +295,7 @@ fn reason_label(e: &PublishError) -> &'static str {
         PublishError::InvalidStreamName(_) => "invalid_stream_name",
         PublishError::MissingKey => "missing_key",
         PublishError::WrongKey => "wrong_key",
+        PublishError::Denied(_) => "denied_by_hook",
         PublishError::AlreadyLive(_) => "already_live",
         PublishError::HeldElsewhere(..) => "held_elsewhere",
         PublishError::Storage(_) => "storage",

@@ -2,7 +2,10 @@
 //! - `GET|PUT /api/v1/providers/<name>/settings`: its `archive_after`;
 //! - `GET|PUT /api/v1/providers/<name>/playback-keys`: the keys that sign its playback
 //!   URLs (GET shows their ids only), rotated by putting the new key first;
-//! - `POST /api/v1/providers/<name>/signed-urls`: mints a signed playback URL.
+//! - `POST /api/v1/providers/<name>/signed-urls`: mints a signed playback URL;
+//! - `GET /api/v1/providers/<name>/stream-keys`: the streams that have a key of their
+//!   own (key ids only), `PUT|DELETE .../stream-keys/<stream>`: sets (rotates) or
+//!   removes one; a `PUT` without a key generates one, shown in that answer only.
 //!
 //! Behind the
 //! admin API's tokens: an admin token, or a token scoped to this provider (the admin
@@ -44,6 +47,14 @@ pub fn router(providers: Providers) -> Router {
         .route(
             "/api/v1/providers/{name}/signed-urls",
             axum::routing::post(mint_url),
+        )
+        .route(
+            "/api/v1/providers/{name}/stream-keys",
+            axum::routing::get(get_stream_keys),
+        )
+        .route(
+            "/api/v1/providers/{name}/stream-keys/{stream}",
+            axum::routing::put(put_stream_key).delete(delete_stream_key),
         )
         .with_state(providers)
 }
@@ -252,13 +263,135 @@ fn authorize(
                 "send Authorization: Bearer <stream key>",
             )
         })?;
-    match providers.check_key(name, token) {
+    match providers.check_provider_key(name, token) {
         Ok(_) => Ok(()),
         Err(KeyError::UnknownProvider(_)) => Err(refuse(StatusCode::NOT_FOUND, "no such provider")),
         Err(KeyError::WrongKey) => Err(refuse(
             StatusCode::FORBIDDEN,
             "this key does not open this provider",
         )),
+    }
+}
+
+async fn get_stream_keys(
+    State(providers): State<Providers>,
+    caller: Option<Extension<Caller>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(response) = authorize(&providers, &name, &headers, caller.as_deref()) {
+        return response;
+    }
+    match providers.stream_keys(&name).await {
+        Ok(keys) => {
+            axum::Json(serde_json::json!({ "provider": name, "streams": keys })).into_response()
+        }
+        Err(e) => unavailable(&name, e),
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StreamKeyChange {
+    /// None: generate one.
+    key: Option<String>,
+}
+
+/// A new stream key: 32 characters from an alphabet without look-alikes.
+fn generate_key() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut bytes = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .expect("the system's random source");
+    // 56 symbols: the modulo's bias (256 % 56) is far below what could matter here.
+    bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect()
+}
+
+async fn put_stream_key(
+    State(providers): State<Providers>,
+    caller: Option<Extension<Caller>>,
+    Path((name, stream)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(response) = authorize(&providers, &name, &headers, caller.as_deref()) {
+        return response;
+    }
+    if !streamcdn_urls::is_valid_name(&stream) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "not a stream name (1-64 characters of A-Z a-z 0-9 - _)",
+        );
+    }
+    let change: StreamKeyChange = if body.iter().all(u8::is_ascii_whitespace) {
+        StreamKeyChange::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(c) => c,
+            Err(e) => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "expected {{\"key\": \"the new key\"}}, or no key to generate one: {e}"
+                    ),
+                )
+            }
+        }
+    };
+    let generated = change.key.is_none();
+    let key = change.key.unwrap_or_else(generate_key);
+    if let Some(problem) = streamcdn_config::stream_key_problem(&key) {
+        return refuse(StatusCode::BAD_REQUEST, &format!("key {problem}"));
+    }
+    if providers.check_provider_key(&name, &key).is_ok() {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "that is the provider's key, which opens every stream: give the stream a key of its own",
+        );
+    }
+    let key_id = crate::key_digest(&key)[..4].to_owned();
+    if let Err(e) = providers.set_stream_key(&name, &stream, Some(&key)).await {
+        return unavailable(&name, e);
+    }
+    tracing::info!(
+        provider = name,
+        stream,
+        key_id,
+        generated,
+        "stream key set through the API"
+    );
+    let mut answer = serde_json::json!({ "provider": name, "stream": stream, "key_id": key_id });
+    if generated {
+        // The one time this key is shown.
+        answer["key"] = serde_json::Value::String(key);
+    }
+    axum::Json(answer).into_response()
+}
+
+async fn delete_stream_key(
+    State(providers): State<Providers>,
+    caller: Option<Extension<Caller>>,
+    Path((name, stream)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(response) = authorize(&providers, &name, &headers, caller.as_deref()) {
+        return response;
+    }
+    match providers.set_stream_key(&name, &stream, None).await {
+        Ok(true) => {
+            tracing::info!(
+                provider = name,
+                stream,
+                "stream key removed through the API"
+            );
+            axum::Json(serde_json::json!({ "provider": name, "stream": stream, "removed": true }))
+                .into_response()
+        }
+        Ok(false) => refuse(StatusCode::NOT_FOUND, "this stream has no key of its own"),
+        Err(e) => unavailable(&name, e),
     }
 }
 

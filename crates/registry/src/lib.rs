@@ -187,6 +187,11 @@ pub struct ProviderSettings {
     /// Playback keys set through the API (they replace the configured ones).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub playback_keys: Option<Vec<String>>,
+    /// Stream keys changed through the API, by stream: the SHA-256 (hex) of the key now
+    /// in force, or `None` where the API removed the stream's key (a configured one
+    /// too). Streams not named keep their configured key. Keys themselves are not kept.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stream_keys: BTreeMap<String, Option<String>>,
 }
 
 fn access_key(provider: &str) -> String {

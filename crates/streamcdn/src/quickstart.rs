@@ -63,6 +63,8 @@ pub fn demo_provider(data_dir: &Path) -> anyhow::Result<ProviderConfig> {
         format: None,
         archive_after: None,
         playback_keys: Vec::new(),
+        stream_keys: Default::default(),
+        hooks: None,
     };
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;

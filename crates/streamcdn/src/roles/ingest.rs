@@ -79,11 +79,21 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         idle_timeout: config.rtmp.idle_timeout,
     };
     tracing::info!(rtmp = %config.rtmp.listen, origin = %config.origin.listen, "ingest listening");
+    // Once a listener's publishers have ended, their last hook notifications get the
+    // rest of the grace period.
+    let grace = config.node.shutdown_grace;
+    let drained = |server: BoxFuture<'static, ()>| {
+        let hooks = hub.hooks().clone();
+        async move {
+            server.await;
+            hooks.drain(grace).await;
+        }
+    };
     let shutdown = ctx.shutdown();
     if let Some((addr, certificates, acceptor)) = rtmps {
         let listener = bind(addr, "RTMPS").await?;
         tracing::info!(rtmps = %addr, certificate = %certificates.fingerprint(), "ingest listening for RTMPS");
-        ctx.spawn(rtmp_server::serve_wrapped(
+        ctx.spawn(drained(Box::pin(rtmp_server::serve_wrapped(
             listener,
             hub.clone(),
             rtmp_settings.clone(),
@@ -92,15 +102,15 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
                 let acceptor = acceptor.clone();
                 async move { acceptor.accept(socket).await }
             },
-        ));
+        ))));
         ctx.spawn(certificates.watch(ctx.shutdown()));
     }
-    ctx.spawn(rtmp_server::serve(
+    ctx.spawn(drained(Box::pin(rtmp_server::serve(
         rtmp,
         hub.clone(),
         rtmp_settings,
         shutdown,
-    ));
+    ))));
     ctx.serve_http(origin, streamcdn_ingest::origin::router(hub.clone()));
     let shutdown = ctx.shutdown();
     ctx.spawn(cluster::run_announcer(cluster, store, events, shutdown));
