@@ -97,6 +97,8 @@ pub struct StoredObject {
 pub struct Archive {
     store: Arc<dyn ObjectStore>,
     description: String,
+    /// `file:///dir` or `s3://bucket`: where keys are, as a URL.
+    location: String,
     pacer: Arc<Mutex<Instant>>,
 }
 
@@ -125,14 +127,20 @@ fn key(prefix: &str, name: &str) -> Result<Key> {
 
 impl Archive {
     pub fn open(settings: &StoreSettings) -> Result<Self> {
-        let (store, description): (Arc<dyn ObjectStore>, String) = match settings {
+        let (store, description, location): (Arc<dyn ObjectStore>, String, String) = match settings
+        {
             StoreSettings::Local { dir } => {
                 std::fs::create_dir_all(dir).map_err(|error| ArchiveError::Local {
                     path: dir.clone(),
                     error,
                 })?;
                 let store = object_store::local::LocalFileSystem::new_with_prefix(dir)?;
-                (Arc::new(store), format!("directory {}", dir.display()))
+                let absolute = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+                (
+                    Arc::new(store),
+                    format!("directory {}", dir.display()),
+                    format!("file://{}", absolute.display()),
+                )
             }
             StoreSettings::S3 {
                 bucket,
@@ -158,14 +166,25 @@ impl Archive {
                 }
                 let store = builder.build()?;
                 let at = endpoint.as_deref().unwrap_or("AWS");
-                (Arc::new(store), format!("s3 bucket {bucket} at {at}"))
+                (
+                    Arc::new(store),
+                    format!("s3 bucket {bucket} at {at}"),
+                    format!("s3://{bucket}"),
+                )
             }
         };
         Ok(Self {
             store,
             description,
+            location,
             pacer: Arc::new(Mutex::new(Instant::now())),
         })
+    }
+
+    /// Where the objects under `prefix` are, as a URL ending in `/`: `file:///dir/<prefix>/`
+    /// or `s3://bucket/<prefix>/`.
+    pub fn url(&self, prefix: &str) -> String {
+        format!("{}/{}/", self.location, prefix.trim_matches('/'))
     }
 
     /// An object's bytes; `None` if there is no such object.
@@ -188,7 +207,8 @@ impl Archive {
         }
     }
 
-    /// Every object under `prefix` (names relative to it), for checks and listings.
+    /// Every object under `prefix` (names relative to it; `""`: every object), for
+    /// checks and listings.
     pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
         let root = Key::parse(prefix)
             .map_err(|e| ArchiveError::Settings(format!("invalid prefix {prefix}: {e}")))?;
@@ -197,7 +217,11 @@ impl Archive {
             .into_iter()
             .filter_map(|m| {
                 let full = m.location.to_string();
-                let name = full.strip_prefix(&format!("{prefix}/"))?.to_owned();
+                let name = if prefix.is_empty() {
+                    full
+                } else {
+                    full.strip_prefix(&format!("{prefix}/"))?.to_owned()
+                };
                 Some((name, m.size))
             })
             .collect();

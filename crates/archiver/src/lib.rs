@@ -7,19 +7,25 @@
 //! 3. write the completion marker (only now may anything treat it as archived);
 //! 4. announce it `archived` in the registry and add it to the stream's
 //!    `recordings.json` in the store;
-//! 5. write `archive.json` locally, then, after the local retention, delete the copy.
+//! 5. write `archive.json` locally;
+//! 6. send the provider's `on_archived` hook, if it has one (in the background, retried
+//!    with backoff), and mark it done next to the journal (`hook-on_archived.json`)
+//!    once it is delivered or given up: it is sent again only if the archiver stopped
+//!    before that (at least once, never again after the marker);
+//! 7. after the local retention, and once the hook is done, delete the local copy.
 //!
 //! A recording whose journal changed meanwhile (its publisher came back within the
 //! window) is left local and is archived again when it ends again.
 
-use std::collections::HashMap;
-use std::path::Path;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use serde::Serialize;
 use streamcdn_archive::{Archive, StoredObject, UploadOptions};
+use streamcdn_providers::hooks::{ArchiveLocation, Event, Hook};
 use streamcdn_providers::Providers;
 use streamcdn_recording::{clock, hls, Recording, RecordingStore};
 use streamcdn_registry::{NodeRecord, Registry, StreamRecord, StreamState};
@@ -63,14 +69,18 @@ pub struct ArchiverStatus {
 
 pub type SharedStatus = Arc<Mutex<ArchiverStatus>>;
 
+/// Recordings whose `on_archived` is being sent now (so a scan does not send it twice).
+type Sending = Arc<Mutex<HashSet<PathBuf>>>;
+
 pub async fn run_archiver(
     archiver: Archiver,
     status: SharedStatus,
     mut shutdown: watch::Receiver<bool>,
 ) {
     tracing::info!(store = ?archiver.archive, "archiver running");
+    let sending = Sending::default();
     loop {
-        let pass = archiver.scan(&status);
+        let pass = archiver.scan(&status, &sending);
         tokio::select! {
             _ = pass => {}
             // An upload cut short is resumed at the next start.
@@ -84,7 +94,7 @@ pub async fn run_archiver(
 }
 
 impl Archiver {
-    async fn scan(&self, status: &SharedStatus) {
+    async fn scan(&self, status: &SharedStatus, sending: &Sending) {
         let recordings = match self.store.all().await {
             Ok(r) => r,
             Err(e) => {
@@ -96,7 +106,9 @@ impl Archiver {
         let mut delays: HashMap<String, Duration> = HashMap::new();
         for (dir, recording) in recordings {
             if self.store.is_archived(&dir).await {
-                self.remove_when_retained(&dir).await;
+                if self.archived_hook_done(&dir, &recording, sending).await {
+                    self.remove_when_retained(&dir).await;
+                }
                 continue;
             }
             let Some(ended_for) = recording
@@ -139,6 +151,9 @@ impl Archiver {
                     );
                     metrics::counter!("streamcdn_archive_recordings_total").increment(1);
                     lock(status).archived += 1;
+                    if self.archived_hook_done(&dir, &recording, sending).await {
+                        self.remove_when_retained(&dir).await;
+                    }
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -174,6 +189,10 @@ impl Archiver {
 
 fn lock(status: &SharedStatus) -> std::sync::MutexGuard<'_, ArchiverStatus> {
     status.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn lock_set(sending: &Sending) -> std::sync::MutexGuard<'_, HashSet<PathBuf>> {
+    sending.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -299,8 +318,97 @@ impl Archiver {
         self.store
             .mark_archived(dir, &clock::format_time(SystemTime::now()))
             .await?;
-        self.remove_when_retained(dir).await;
         Ok(Some(objects))
+    }
+
+    /// Whether the provider's `on_archived` is done with this archived recording (it
+    /// has none, or the hook's marker is there), so its local copy may go. If not, the
+    /// hook is sent in the background (unless it is already being sent), and its
+    /// marker written once it is delivered or given up.
+    async fn archived_hook_done(
+        &self,
+        dir: &Path,
+        recording: &Recording,
+        sending: &Sending,
+    ) -> bool {
+        let hooks = self.providers.hooks();
+        let hook = Hook::OnArchived.name();
+        if !hooks.has(&recording.provider, Hook::OnArchived)
+            || self.store.hook_done(dir, hook).await
+        {
+            return true;
+        }
+        if !lock_set(sending).insert(dir.to_owned()) {
+            return false;
+        }
+        let archived_at = self
+            .store
+            .archived_at(dir)
+            .await
+            .unwrap_or_else(|| clock::format_time(SystemTime::now()));
+        let event = self.archived_event(recording, archived_at);
+        let (hooks, store, dir, sending) = (
+            hooks.clone(),
+            self.store.clone(),
+            dir.to_owned(),
+            sending.clone(),
+        );
+        tokio::spawn(async move {
+            if let Some(delivery) = hooks.deliver(&event).await {
+                let marker = serde_json::json!({
+                    "hook": hook,
+                    "event_id": event.event_id,
+                    "outcome": delivery.outcome,
+                    "attempts": delivery.attempts,
+                    "at": clock::format_time(SystemTime::now()),
+                });
+                if let Err(e) = store.mark_hook_done(&dir, hook, &marker).await {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot mark on_archived done; it will be sent again");
+                }
+            }
+            lock_set(&sending).remove(&dir);
+        });
+        false
+    }
+
+    /// `on_archived`'s body: the recording, and where it is stored now.
+    fn archived_event(&self, recording: &Recording, archived_at: String) -> Event {
+        let mut event = Event::new(
+            Hook::OnArchived,
+            &recording.provider,
+            &recording.stream,
+            &recording.recording_id,
+            archived_at,
+            "",
+        );
+        let prefix = StreamName::new(&recording.provider, &recording.stream)
+            .and_then(|s| s.recording(&recording.recording_id))
+            .map_or_else(
+                || {
+                    format!(
+                        "{}/{}/{}",
+                        recording.provider, recording.stream, recording.recording_id
+                    )
+                },
+                |name| stored::recording_prefix(&name),
+            );
+        let url = self.archive.url(&prefix);
+        event.playback = Some(format!("/{prefix}/index.m3u8"));
+        event.archive = Some(ArchiveLocation {
+            playlist: format!(
+                "{url}{}",
+                streamcdn_urls::RecordingObject::Playlist.file_name()
+            ),
+            url,
+            prefix,
+        });
+        event.node = Some(self.node.id.clone());
+        event.started_at = Some(recording.started_at.clone());
+        event.ended_at = recording.ended_at.clone();
+        event.duration_secs = Some(recording.duration_secs());
+        event.segments = Some(recording.segments.len() as u64);
+        event.bytes = Some(recording.segments.iter().map(|s| s.bytes).sum());
+        event
     }
 
     /// Tells the edges: the registry record, and the stream's listing in the store.

@@ -17,6 +17,22 @@ use streamcdn_config::SegmentFormat;
 pub const JOURNAL_FILE: &str = "journal.json";
 /// Written by the archiver once the recording's archive is verified.
 pub const ARCHIVED_MARKER: &str = "archive.json";
+/// Written once a hook about the recording was delivered or given up
+/// (`hook-on_archived.json`), so it is never sent again.
+pub const HOOK_MARKER_PREFIX: &str = "hook-";
+
+/// The file that says `hook` (e.g. `on_archived`) is done with the recording.
+pub fn hook_marker(hook: &str) -> String {
+    format!("{HOOK_MARKER_PREFIX}{hook}.json")
+}
+
+fn is_hook_marker(name: &str) -> bool {
+    name.strip_prefix(HOOK_MARKER_PREFIX)
+        .and_then(|n| n.strip_suffix(".json"))
+        .is_some_and(|hook| {
+            !hook.is_empty() && hook.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        })
+}
 const JOURNAL_VERSION: u32 = 1;
 /// About 17 minutes of 2-second segments.
 pub const SEGMENTS_PER_PAGE: usize = 500;
@@ -294,6 +310,7 @@ pub fn repair(dir: &Path) -> std::io::Result<bool> {
         let name = entry.file_name().to_string_lossy().into_owned();
         let listed = name == JOURNAL_FILE
             || name == ARCHIVED_MARKER
+            || is_hook_marker(&name)
             || recording.contains_file(&name)
             || recording.segment_pages.contains(&name);
         if !listed {
@@ -369,6 +386,9 @@ mod tests {
         write_durable(&dir, "000000.m4s", b"abc").unwrap();
         std::fs::write(dir.join("000001.m4s"), b"half").unwrap();
         std::fs::write(dir.join(".000001.m4s.tmp"), b"half").unwrap();
+        // A hook's marker is the recording's own, not a leftover.
+        write_durable(&dir, &hook_marker("on_archived"), b"{}").unwrap();
+        std::fs::write(dir.join("hook-X1.json"), b"").unwrap();
 
         assert_eq!(recover(&root, "n1").unwrap(), 1);
         let rec = read_journal(&dir).unwrap();
@@ -379,7 +399,15 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         files.sort();
-        assert_eq!(files, ["000000.m4s", "init.mp4", "journal.json"]);
+        assert_eq!(
+            files,
+            [
+                "000000.m4s",
+                "hook-on_archived.json",
+                "init.mp4",
+                "journal.json"
+            ]
+        );
         assert_eq!(recover(&root, "n1").unwrap(), 0);
     }
 

@@ -199,6 +199,34 @@ impl RecordingStore {
         blocking(move || journal::write_durable(&dir, ARCHIVED_MARKER, marker.as_bytes())).await
     }
 
+    /// When the archiver marked the recording archived (RFC 3339), if it did.
+    pub async fn archived_at(&self, dir: &Path) -> Option<String> {
+        let marker = dir.join(ARCHIVED_MARKER);
+        let bytes = blocking(move || std::fs::read(marker)).await.ok()?;
+        let json: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        json["archived_at"].as_str().map(str::to_owned)
+    }
+
+    /// Whether `hook` (e.g. `on_archived`) is done with the recording: delivered, or
+    /// given up after its retries.
+    pub async fn hook_done(&self, dir: &Path, hook: &str) -> bool {
+        let marker = dir.join(journal::hook_marker(hook));
+        blocking(move || Ok(marker.exists())).await.unwrap_or(false)
+    }
+
+    /// Records, durably, that `hook` is done with the recording (`outcome`: what came
+    /// of it, kept for operators).
+    pub async fn mark_hook_done(
+        &self,
+        dir: &Path,
+        hook: &str,
+        outcome: &serde_json::Value,
+    ) -> std::io::Result<()> {
+        let (dir, name) = (dir.to_owned(), journal::hook_marker(hook));
+        let bytes = serde_json::to_vec_pretty(outcome).map_err(std::io::Error::other)?;
+        blocking(move || journal::write_durable(&dir, &name, &bytes)).await
+    }
+
     /// Deletes an archived recording's local copy once `retention` has passed since it
     /// was marked archived: files first, the journal last of them, the marker at the
     /// very end, so an interrupted removal is finished on the next call and no reader
