@@ -84,8 +84,10 @@ pub struct Tokens {
     tokens: Vec<Token>,
 }
 
-/// Paths anyone may read: liveness for load balancers and process supervisors.
-const OPEN_PATHS: &[&str] = &["/healthz"];
+/// Paths anyone may read: liveness for load balancers and process supervisors, and the
+/// dashboard's page and player script (no data in them: the page asks for a token
+/// before it calls the API).
+const OPEN_PATHS: &[&str] = &["/healthz", "/dashboard", "/dashboard/hls.min.js"];
 
 impl Tokens {
     pub fn new(tokens: Vec<Token>) -> Self {
@@ -145,8 +147,11 @@ impl Tokens {
     }
 }
 
+/// The admin API's OpenAPI document: any valid token reads it.
+const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+
 /// What a provider-scoped token reaches: its own settings, keys and signed URLs, and
-/// the live stream list (which its handler filters to the provider).
+/// the live stream and recording lists (which their handlers filter to the provider).
 fn provider_may(provider: &str, path: &str) -> bool {
     let own = format!("/api/v1/providers/{provider}");
     path == own
@@ -154,6 +159,9 @@ fn provider_may(provider: &str, path: &str) -> bool {
             .strip_prefix(&own)
             .is_some_and(|rest| rest.starts_with('/'))
         || path == "/api/v1/streams"
+        || path == OPENAPI_PATH
+        || path == "/api/v1/recordings"
+        || path == "/api/v1/recordings/archived"
 }
 
 #[cfg(test)]
@@ -213,6 +221,7 @@ mod tests {
         assert!(t
             .authorize("PUT", "/api/v1/providers/demo/settings", demo)
             .is_ok());
+        assert!(t.authorize("GET", OPENAPI_PATH, demo).is_ok());
         for path in [
             "/api/v1/providers/demox/settings",
             "/api/v1/providers/news/settings",

@@ -314,6 +314,41 @@ pub fn admin_router(hub: Arc<StreamHub>) -> Router {
                 axum::Json(streams)
             }),
         )
+        .route(
+            "/api/v1/recordings",
+            get(|State(hub): State<Arc<StreamHub>>, caller: Option<axum::Extension<Caller>>| async move {
+                let scope = caller.and_then(|c| c.provider.clone());
+                let store = hub.store();
+                let all = match store.all().await {
+                    Ok(all) => all,
+                    Err(e) => {
+                        return (StatusCode::SERVICE_UNAVAILABLE, format!("cannot list recordings: {e}\n"))
+                            .into_response()
+                    }
+                };
+                let mut list = Vec::new();
+                for (dir, r) in all {
+                    if scope.as_ref().is_some_and(|p| *p != r.provider) {
+                        continue;
+                    }
+                    let duration: f64 = r.segments.iter().map(|s| s.duration_secs).sum();
+                    list.push(serde_json::json!({
+                        "provider": r.provider,
+                        "stream": r.stream,
+                        "recording_id": r.recording_id,
+                        "state": r.state,
+                        "started_at": r.started_at,
+                        "ended_at": r.ended_at,
+                        "segments": r.segments.len(),
+                        "duration_secs": duration,
+                        "node": r.node,
+                        "archived": store.is_archived(&dir).await,
+                    }));
+                }
+                list.sort_by(|a, b| b["started_at"].as_str().cmp(&a["started_at"].as_str()));
+                axum::Json(list).into_response()
+            }),
+        )
         .with_state(hub)
 }
 

@@ -90,6 +90,22 @@ async fn authorize(
     }
 }
 
+/// An embedded page or script, as is; revalidated every time (the page names the
+/// script without a version).
+fn embedded(asset: &'static streamcdn_web::Asset) -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(asset.content_type),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        asset.body,
+    )
+        .into_response()
+}
+
 pub fn router(
     metrics: PrometheusHandle,
     scrape_hooks: Vec<ScrapeHook>,
@@ -111,6 +127,14 @@ pub fn router(
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/dashboard",
+            get(|| async { embedded(&streamcdn_web::DASHBOARD) }),
+        )
+        .route(
+            "/dashboard/hls.min.js",
+            get(|| async { embedded(&streamcdn_web::HLS_JS) }),
+        )
         .route(
             "/api/v1/nodes",
             get(move || {

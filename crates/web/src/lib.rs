@@ -42,6 +42,17 @@ fn fnv1a_hex(bytes: &[u8]) -> String {
 }
 
 const HLS_JS_BODY: &[u8] = include_bytes!("../assets/hls.min.js");
+const DASHBOARD_BODY: &[u8] = include_bytes!("../assets/dashboard.html");
+
+/// The operator's dashboard, served by the admin listener: one page, no data in it (it
+/// asks for an admin token, then reads the admin API and refreshes by itself).
+pub static DASHBOARD: Asset = Asset {
+    path: "/dashboard",
+    content_type: "text/html; charset=utf-8",
+    cache_control: "no-cache",
+    body: DASHBOARD_BODY,
+    digest: LazyLock::new(|| fnv1a_hex(DASHBOARD_BODY)),
+};
 const RUM_JS_BODY: &[u8] = include_bytes!("../assets/rum.js");
 
 /// hls.js 1.7.4 (Apache-2.0; see `assets/README.md`). Cached for a year: pages ask for

@@ -190,6 +190,11 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
     tracing::info!(participant = %us, store = %cis.store, resumed = effects.len(), "command invocation system ready");
     cis.run(effects);
     ctx.add_admin_routes(routes(cis.clone(), Interface::Admin));
+    ctx.add_admin_routes(
+        axum::Router::new()
+            .route("/api/v1/federation", get(federation_view))
+            .with_state(cis.clone()),
+    );
     if let (Some(addr), Some(identity)) = (config.federation.listen.addr(), &identity) {
         let acceptor = identity.acceptor()?;
         let listener = bind(addr, "federation").await?;
@@ -1433,6 +1438,42 @@ fn state_label(state: TargetState) -> &'static str {
         TargetState::Finished(Finish::Failed) => "failed",
         TargetState::Finished(Finish::Cancelled) => "cancelled",
     }
+}
+
+/// `GET /api/v1/federation`: this participant, its partners, the configurations it owns
+/// and those it carries for partners (for operators and the dashboard).
+async fn federation_view(State(cis): State<Arc<Cis>>) -> Response {
+    let carried = match cis.registry.deployments().await {
+        Ok(d) => d,
+        Err(e) => return problem(503, format!("node directory unavailable: {e}")),
+    };
+    let partners: Vec<serde_json::Value> = cis
+        .partners
+        .values()
+        .map(
+            |p| serde_json::json!({ "id": p.id.to_string(), "url": p.url, "delegate": p.delegate }),
+        )
+        .collect();
+    let own: Vec<serde_json::Value> = cis
+        .own
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "id": c.id,
+                "hostnames": c.hostnames,
+                "origin": c.origin,
+                "max_ttl_secs": c.max_ttl_secs,
+                "delegated_to": cis.partners.values().filter(|p| p.delegate.contains(&c.id)).map(|p| p.id.to_string()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({
+        "participant": cis.us.to_string(),
+        "partners": partners,
+        "configurations": own,
+        "carried": carried,
+    }))
+    .into_response()
 }
 
 /// `PUT /cdni/v1/configurations/<id>`: a partner delegates a configuration to us; we
