@@ -1422,7 +1422,18 @@ async fn servers(
     };
     let list: Vec<serde_json::Value> = trigger
         .targets()
-        .map(|(target, state)| serde_json::json!({ "server": target.0, "state": state_label(state) }))
+        .enumerate()
+        .map(|(i, (target, state))| {
+            // A partner learns how many of our servers carry its content and their
+            // tiers, not their addresses.
+            let server = match (interface, Destination::of(target)) {
+                (Interface::Federation, Some(Destination::Server { control, .. })) => {
+                    format!("{} server {}", Tier::of_address(&control).as_str(), i + 1)
+                }
+                _ => target.0.clone(),
+            };
+            serde_json::json!({ "server": server, "state": state_label(state) })
+        })
         .collect();
     axum::Json(list).into_response()
 }
