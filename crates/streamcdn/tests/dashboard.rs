@@ -132,7 +132,9 @@ fn the_dashboard_shows_a_running_deployment() {
         assert!(
             Instant::now() < deadline,
             "the recording was never archived: {}",
-            http_get(up.admin, "/api/v1/recordings/archived", &[]).unwrap().text()
+            http_get(up.admin, "/api/v1/recordings/archived", &[])
+                .unwrap()
+                .text()
         );
         std::thread::sleep(Duration::from_millis(200));
     }
