@@ -22,6 +22,10 @@ use streamcdn_registry::Registry;
 /// measured when they are read.
 pub type ScrapeHook = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
 
+/// The OpenAPI 3.1 document of the whole admin API, every role's routes (served at
+/// `/api/v1/openapi.json`; `tests/openapi.rs` runs schemathesis against it).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
 pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
@@ -150,6 +154,10 @@ pub fn router(
                     }
                 }
             }),
+        )
+        .route(
+            "/api/v1/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
         )
         .merge(roles)
         .layer(axum::middleware::from_fn_with_state(
