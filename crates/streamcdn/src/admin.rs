@@ -160,6 +160,8 @@ pub fn router(
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
         )
         .merge(roles)
+        // A role that does not run here: a 404 that says so, like the handlers' own.
+        .fallback(|| async { (StatusCode::NOT_FOUND, "no such endpoint on this server\n") })
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(tokens),
             authorize,
