@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine: installs what the tests need (ffmpeg,
 # Chromium, redis-server, HAProxy, dig, iproute2 and curl from Debian, an Enhanced-RTMP-capable ffmpeg from
-# PyPI's imageio-ffmpeg, the S3 server s3s-fs from crates.io,
+# PyPI's imageio-ffmpeg, schemathesis from PyPI, the S3 server s3s-fs from crates.io,
 # hls.js and playwright-core from npm, cargo-nextest), then runs every test in the
 # workspace. Safe to run again: installs are skipped when
 # the tools are present.
@@ -34,6 +34,13 @@ if ! python3 -c "import imageio_ffmpeg" 2>/dev/null; then
   echo "==> installing imageio-ffmpeg (ffmpeg with HEVC over Enhanced RTMP) from PyPI"
   python3 -m pip install -q imageio-ffmpeg 2>/dev/null \
     || python3 -m pip install -q --break-system-packages imageio-ffmpeg
+fi
+
+# The version tests/openapi.rs pins.
+if ! python3 -c "import sys, schemathesis; sys.exit(schemathesis.__version__ != '4.32.5')" 2>/dev/null; then
+  echo "==> installing schemathesis (checks the admin API against its OpenAPI document) from PyPI"
+  python3 -m pip install -q schemathesis==4.32.5 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages schemathesis==4.32.5
 fi
 
 if [ ! -d tests/browser/node_modules/hls.js ] || [ ! -d tests/browser/node_modules/playwright-core ]; then
