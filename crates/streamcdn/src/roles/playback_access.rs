@@ -1,14 +1,15 @@
 //! Signed playback URLs at the edge (`streamcdn_access::playback`): a request for a
 //! provider with playback keys must carry a valid token (`/t/<token>/<provider>/...`),
-//! checked here with the keys the provider's servers published in the registry (read
-//! once every [`KEYS_FRESH_FOR`], never per request), and is then served as the path
+//! checked here with the keys the provider's servers published in the registry (re-read
+//! in the background every [`KEYS_FRESH_FOR`], never on a request's path once known), and
+//! is then served as the path
 //! without the token, so every viewer shares one cached copy. Anything else is `403`,
 //! counted by reason, before the cache or an upstream is asked.
 //!
 //! Lower tiers fetch without tokens: they present the deployment's tier credential
 //! ([`TIER_HEADER`], derived from the deployment key) and are let through.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,6 +26,8 @@ use streamcdn_router::probe::ProbeKey;
 use streamcdn_edge::TIER_HEADER;
 /// How long a provider's published keys are used before they are read again.
 const KEYS_FRESH_FOR: Duration = Duration::from_secs(2);
+/// How long the first request for a provider waits for its keys.
+const FIRST_READ_WITHIN: Duration = Duration::from_secs(2);
 
 /// The deployment's tier credential: what lower tiers present to their parents.
 pub fn tier_credential(key: &ProbeKey) -> String {
@@ -40,6 +43,8 @@ pub struct PlaybackAccess {
     /// compared in constant time.
     credential: hmac::Tag,
     keys: Mutex<HashMap<String, (Instant, Keys)>>,
+    /// Providers whose keys are being re-read.
+    refreshing: Mutex<HashSet<String>>,
 }
 
 const CREDENTIAL_CONTEXT: &[u8] = b"tier";
@@ -57,6 +62,7 @@ impl PlaybackAccess {
             registry,
             credential: credential_tag(credential),
             keys: Mutex::new(HashMap::new()),
+            refreshing: Mutex::new(HashSet::new()),
         })
     }
 
@@ -67,35 +73,78 @@ impl PlaybackAccess {
         })
     }
 
-    /// The provider's playback keys (empty: open playback), from the registry at most
-    /// every [`KEYS_FRESH_FOR`]; the last known ones while it does not answer.
-    async fn keys(&self, provider: &str) -> Keys {
+    /// The provider's playback keys (empty: open playback). Known keys are answered at
+    /// once and, once older than [`KEYS_FRESH_FOR`], re-read in the background (one
+    /// read per provider at a time): a registry that is slow or down never holds a
+    /// viewer's request. Only a provider never seen waits for the registry, at most
+    /// [`FIRST_READ_WITHIN`]; `None` if it could not be read.
+    async fn keys(self: &Arc<Self>, provider: &str) -> Option<Keys> {
         let cached = self
             .keys
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(provider)
             .cloned();
-        if let Some((read, keys)) = &cached {
-            if read.elapsed() < KEYS_FRESH_FOR {
-                return keys.clone();
+        if let Some((read, keys)) = cached {
+            if read.elapsed() >= KEYS_FRESH_FOR {
+                self.refresh_in_background(provider);
             }
+            return Some(keys);
         }
-        let keys = match self.registry.playback_keys(provider).await {
-            Ok(keys) => Arc::new(keys.into_iter().map(String::into_bytes).collect()),
+        let read = tokio::time::timeout(FIRST_READ_WITHIN, self.read(provider)).await;
+        read.ok().flatten()
+    }
+
+    fn refresh_in_background(self: &Arc<Self>, provider: &str) {
+        let started = self
+            .refreshing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(provider.to_owned());
+        if !started {
+            return;
+        }
+        let (access, provider) = (self.clone(), provider.to_owned());
+        tokio::spawn(async move {
+            access.read(&provider).await;
+            access
+                .refreshing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&provider);
+        });
+    }
+
+    /// Reads the provider's keys from the registry into the cache.
+    async fn read(&self, provider: &str) -> Option<Keys> {
+        match self.registry.playback_keys(provider).await {
+            Ok(keys) => {
+                let keys: Keys = Arc::new(keys.into_iter().map(String::into_bytes).collect());
+                let mut all = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+                // Bounded: names come from requests.
+                if all.len() > 10_000 {
+                    all.clear();
+                }
+                all.insert(provider.to_owned(), (Instant::now(), keys.clone()));
+                Some(keys)
+            }
             Err(e) => {
                 tracing::warn!(provider, error = %e, "cannot read playback keys; the last known apply");
-                cached.map(|(_, keys)| keys).unwrap_or_default()
+                None
             }
-        };
-        let mut all = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        // Bounded: names come from requests.
-        if all.len() > 10_000 {
-            all.clear();
         }
-        all.insert(provider.to_owned(), (Instant::now(), keys.clone()));
-        keys
     }
+}
+
+/// The provider's keys could not be read yet: neither open nor refuse.
+fn unavailable() -> Response {
+    metrics::counter!("streamcdn_edge_token_checks_total", "result" => "keys_unavailable")
+        .increment(1);
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "cannot check access now: the registry does not answer\n",
+    )
+        .into_response()
 }
 
 fn refused(reason: Refusal) -> Response {
@@ -134,7 +183,9 @@ pub async fn check(
             let Some(provider) = provider_of(rest) else {
                 return refused(Refusal::OtherStream);
             };
-            let keys = access.keys(provider).await;
+            let Some(keys) = access.keys(provider).await else {
+                return unavailable();
+            };
             if !keys.is_empty() {
                 let client = request
                     .extensions()
@@ -162,8 +213,10 @@ pub async fn check(
         }
         None => {
             if let Some(provider) = provider_of(&path) {
-                if !access.keys(provider).await.is_empty() {
-                    return refused(Refusal::Missing);
+                match access.keys(provider).await {
+                    Some(keys) if !keys.is_empty() => return refused(Refusal::Missing),
+                    Some(_) => {}
+                    None => return unavailable(),
                 }
             }
             next.run(request).await
