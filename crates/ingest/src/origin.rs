@@ -301,6 +301,7 @@ pub fn admin_router(hub: Arc<StreamHub>) -> Router {
                             "provider": r.provider,
                             "stream": r.stream,
                             "recording_id": r.recording_id,
+                            "ingest_server": r.node,
                             "started_at": r.started_at,
                             "format": r.format,
                             "codecs": r.codecs,

@@ -1382,6 +1382,14 @@ async fn delete(
         Ok(c) => c,
         Err(refused) => return *refused,
     };
+    if view_named(&item).is_some() {
+        // A view is not a resource that can be deleted (§4.4 deletes triggers).
+        let mut refused = problem(405, "a trigger view cannot be deleted".into());
+        refused
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return refused;
+    }
     let Some(id) = trigger_named(&item) else {
         return problem(404, "no such trigger".into());
     };
