@@ -425,7 +425,7 @@ impl Default for RegistryConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     /// First path segment of publish and play URLs.
@@ -456,6 +456,20 @@ pub struct ProviderConfig {
     /// HTTP callbacks on the provider's publishes and recordings (`[providers.hooks]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hooks: Option<HooksConfig>,
+}
+
+impl std::fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the keys: configurations end up in logs and panics.
+        f.debug_struct("ProviderConfig")
+            .field("name", &self.name)
+            .field("format", &self.format)
+            .field("archive_after", &self.archive_after)
+            .field("playback_keys", &self.playback_keys.len())
+            .field("stream_keys", &self.stream_keys.keys().collect::<Vec<_>>())
+            .field("hooks", &self.hooks)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A provider's HTTP callbacks: a JSON `POST` to each URL set. `on_publish` decides
@@ -1359,6 +1373,14 @@ mod tests {
         let e = parse("[http]\nlisten = \"127.0.0.1:9000\"\ntls_listen = \"127.0.0.1:9000\"\n")
             .unwrap_err();
         assert_eq!((e.line, e.key.as_deref()), (3, Some("http.tls_listen")));
+    }
+
+    #[test]
+    fn provider_keys_never_show_in_debug_output() {
+        let text = "[[providers]]\nname = \"a\"\nstream_key = \"secret-key-0000001\"\nplayback_keys = [\"playback-secret-00001\"]\n";
+        let shown = format!("{:?}", parse(text).unwrap().providers[0]);
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("\"a\""), "{shown}");
     }
 
     #[test]
