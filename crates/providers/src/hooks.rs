@@ -1,5 +1,5 @@
 //! Publish hooks without I/O: what a call says, what an answer means, and when to try
-//! again. [`crate::hook_client`] is the HTTP shell around it.
+//! again. `hook_client` is the HTTP shell around it.
 //!
 //! - [`Event`] is the JSON body of every hook (one shape; fields a hook has no value for
 //!   are left out).
