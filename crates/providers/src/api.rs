@@ -106,14 +106,9 @@ async fn put_keys(
     if let Err(response) = authorize(&providers, &name, &headers, caller.as_deref()) {
         return response;
     }
-    let change: KeysChange = match serde_json::from_slice(&body) {
+    let change: KeysChange = match json_body(&body, "{\"keys\": [\"new key\", \"old key\"]}") {
         Ok(c) => c,
-        Err(e) => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                &format!("expected {{\"keys\": [\"new key\", \"old key\"]}}: {e}"),
-            )
-        }
+        Err(refused) => return refused,
     };
     if change.keys.len() > 2 || change.keys.iter().any(|k| k.len() < 16 || k.len() > 256) {
         return refuse(
@@ -157,14 +152,12 @@ async fn mint_url(
     if let Err(response) = authorize(&providers, &name, &headers, caller.as_deref()) {
         return response;
     }
-    let request: MintRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                &format!("expected {{\"stream\": \"cam\", \"expires_in\": \"1h\", \"client\": \"198.51.100.0/24\"}}: {e}"),
-            )
-        }
+    let request: MintRequest = match json_body(
+        &body,
+        "{\"stream\": \"cam\", \"expires_in\": \"1h\", \"client\": \"198.51.100.0/24\"}",
+    ) {
+        Ok(c) => c,
+        Err(refused) => return refused,
     };
     let lifetime = match humantime::parse_duration(&request.expires_in) {
         Ok(d) if d <= MAX_URL_LIFETIME && !d.is_zero() => d,
@@ -226,6 +219,17 @@ async fn mint_url(
         "expires": grant.expires,
     }))
     .into_response()
+}
+
+/// The request's JSON body, or a `400` saying what was `expected` and what was wrong.
+#[allow(clippy::result_large_err)] // the error is the response itself, returned at once
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], expected: &str) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|e| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            &format!("expected {expected}: {e}"),
+        )
+    })
 }
 
 fn refuse(status: StatusCode, text: &str) -> Response {
@@ -329,16 +333,12 @@ async fn put_stream_key(
     let change: StreamKeyChange = if body.iter().all(u8::is_ascii_whitespace) {
         StreamKeyChange::default()
     } else {
-        match serde_json::from_slice(&body) {
+        match json_body(
+            &body,
+            "{\"key\": \"the new key\"}, or no key to generate one",
+        ) {
             Ok(c) => c,
-            Err(e) => {
-                return refuse(
-                    StatusCode::BAD_REQUEST,
-                    &format!(
-                        "expected {{\"key\": \"the new key\"}}, or no key to generate one: {e}"
-                    ),
-                )
-            }
+            Err(refused) => return refused,
         }
     };
     let generated = change.key.is_none();
@@ -426,14 +426,9 @@ async fn put_settings(
     if let Err(response) = authorize(&providers, &name, &headers, caller.as_deref()) {
         return response;
     }
-    let change: SettingsChange = match serde_json::from_slice(&body) {
+    let change: SettingsChange = match json_body(&body, "{\"archive_after\": \"30m\"}") {
         Ok(c) => c,
-        Err(e) => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                &format!("expected {{\"archive_after\": \"30m\"}}: {e}"),
-            )
-        }
+        Err(refused) => return refused,
     };
     let after = match humantime::parse_duration(&change.archive_after) {
         Ok(d) if d <= MAX_ARCHIVE_AFTER => d,
