@@ -205,6 +205,7 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
                     &format!("{CONFIGURATIONS_PATH}/{{id}}"),
                     put(receive_configuration).delete(withdraw_configuration),
                 )
+                .layer(Extension(Interface::Federation))
                 .with_state(cis.clone()),
         );
         ctx.serve_tls(listener, federation_routes, acceptor);
@@ -1218,39 +1219,46 @@ fn routes(cis: Arc<Cis>, interface: Interface) -> axum::Router {
         .with_state(cis)
 }
 
-/// Who is calling on `interface`: on the federation listener, the partner its
-/// certificate names (anyone else gets `403` and nothing more).
-fn caller(
-    cis: &Cis,
-    interface: Interface,
-    certificate: Option<&PeerCertificate>,
-    headers: &HeaderMap,
-) -> Result<Caller, Box<Response>> {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("localhost");
-    match interface {
-        Interface::Admin => Ok(Caller {
-            who: cis.us,
-            interface,
-            base: format!("http://{host}{TRIGGERS_PATH}"),
-        }),
-        Interface::Federation => {
-            let who = certificate.and_then(|c| federation::participant_of(&c.0));
-            match who {
-                Some(who) if cis.partners.contains_key(&who) => Ok(Caller {
-                    who,
-                    interface,
-                    base: format!("https://{host}{}", federation::TRIGGERS_PATH),
-                }),
-                _ => {
-                    metrics::counter!("streamcdn_cis_commands_total", "type" => "unknown_peer")
-                        .increment(1);
-                    Err(Box::new(problem(
-                        403,
-                        "not a partner of this participant".into(),
-                    )))
+/// Who is calling: on the admin listener this participant; on the federation listener
+/// the partner its certificate names (anyone else gets `403` and nothing more). Every
+/// route of the CIS says which listener it is on with an `Interface` extension.
+impl axum::extract::FromRequestParts<Arc<Cis>> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        cis: &Arc<Cis>,
+    ) -> Result<Self, Response> {
+        let Some(interface) = parts.extensions.get::<Interface>().copied() else {
+            return Err(problem(500, "route without an interface".into()));
+        };
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("localhost");
+        match interface {
+            Interface::Admin => Ok(Caller {
+                who: cis.us,
+                interface,
+                base: format!("http://{host}{TRIGGERS_PATH}"),
+            }),
+            Interface::Federation => {
+                let who = parts
+                    .extensions
+                    .get::<PeerCertificate>()
+                    .and_then(|c| federation::participant_of(&c.0));
+                match who {
+                    Some(who) if cis.partners.contains_key(&who) => Ok(Caller {
+                        who,
+                        interface,
+                        base: format!("https://{host}{}", federation::TRIGGERS_PATH),
+                    }),
+                    _ => {
+                        metrics::counter!("streamcdn_cis_commands_total", "type" => "unknown_peer")
+                            .increment(1);
+                        Err(problem(403, "not a partner of this participant".into()))
+                    }
                 }
             }
         }
@@ -1298,15 +1306,10 @@ fn rendered(
 
 async fn command(
     State(cis): State<Arc<Cis>>,
-    Extension(interface): Extension<Interface>,
-    certificate: Option<Extension<PeerCertificate>>,
+    caller: Caller,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let caller = match caller(&cis, interface, certificate.as_deref(), &headers) {
-        Ok(c) => c,
-        Err(refused) => return *refused,
-    };
     if body.len() > MAX_COMMAND_BYTES {
         return problem(
             413,
@@ -1318,14 +1321,9 @@ async fn command(
 
 async fn collection_all(
     State(cis): State<Arc<Cis>>,
-    Extension(interface): Extension<Interface>,
-    certificate: Option<Extension<PeerCertificate>>,
+    caller: Caller,
     headers: HeaderMap,
 ) -> Response {
-    let caller = match caller(&cis, interface, certificate.as_deref(), &headers) {
-        Ok(c) => c,
-        Err(refused) => return *refused,
-    };
     let found = cis
         .lock()
         .render_collection(caller.who, View::All, &caller.base);
@@ -1348,15 +1346,10 @@ fn trigger_named(item: &str) -> Option<TriggerId> {
 
 async fn item(
     State(cis): State<Arc<Cis>>,
-    Extension(interface): Extension<Interface>,
-    certificate: Option<Extension<PeerCertificate>>,
+    caller: Caller,
     Path(item): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let caller = match caller(&cis, interface, certificate.as_deref(), &headers) {
-        Ok(c) => c,
-        Err(refused) => return *refused,
-    };
     if let Some(view) = view_named(&item) {
         let found = cis.lock().render_collection(caller.who, view, &caller.base);
         return rendered(PayloadType::Collection, found, &headers, StatusCode::OK);
@@ -1373,15 +1366,9 @@ async fn item(
 
 async fn delete(
     State(cis): State<Arc<Cis>>,
-    Extension(interface): Extension<Interface>,
-    certificate: Option<Extension<PeerCertificate>>,
+    caller: Caller,
     Path(item): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
-    let caller = match caller(&cis, interface, certificate.as_deref(), &headers) {
-        Ok(c) => c,
-        Err(refused) => return *refused,
-    };
     if view_named(&item).is_some() {
         // A view is not a resource that can be deleted (§4.4 deletes triggers).
         let mut refused = problem(405, "a trigger view cannot be deleted".into());
@@ -1411,15 +1398,9 @@ async fn delete(
 /// progress and for operators).
 async fn servers(
     State(cis): State<Arc<Cis>>,
-    Extension(interface): Extension<Interface>,
-    certificate: Option<Extension<PeerCertificate>>,
+    caller: Caller,
     Path(item): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
-    let caller = match caller(&cis, interface, certificate.as_deref(), &headers) {
-        Ok(c) => c,
-        Err(refused) => return *refused,
-    };
     let Some(id) = trigger_named(&item) else {
         return problem(404, "no such trigger".into());
     };
@@ -1434,7 +1415,7 @@ async fn servers(
         .map(|(i, (target, state))| {
             // A partner learns how many of our servers carry its content and their
             // tiers, not their addresses.
-            let server = match (interface, Destination::of(target)) {
+            let server = match (caller.interface, Destination::of(target)) {
                 (Interface::Federation, Some(Destination::Server { control, .. })) => {
                     format!("{} server {}", Tier::of_address(&control).as_str(), i + 1)
                 }
@@ -1499,20 +1480,11 @@ async fn federation_view(State(cis): State<Arc<Cis>>) -> Response {
 /// deploy it on the servers `federation.carry_on` names (`201`; `204` if unchanged).
 async fn receive_configuration(
     State(cis): State<Arc<Cis>>,
-    certificate: Option<Extension<PeerCertificate>>,
+    caller: Caller,
     Path(id): Path<String>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let peer = match caller(
-        &cis,
-        Interface::Federation,
-        certificate.as_deref(),
-        &headers,
-    ) {
-        Ok(c) => c.who,
-        Err(refused) => return *refused,
-    };
+    let peer = caller.who;
     let document = match ConfigurationDocument::parse(&body) {
         Ok(d) => d,
         Err(e) => return problem(400, format!("configuration document: {e}")),
@@ -1594,19 +1566,10 @@ async fn receive_configuration(
 /// `DELETE /cdni/v1/configurations/<id>`: the partner that delegated it withdraws it.
 async fn withdraw_configuration(
     State(cis): State<Arc<Cis>>,
-    certificate: Option<Extension<PeerCertificate>>,
+    caller: Caller,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
-    let peer = match caller(
-        &cis,
-        Interface::Federation,
-        certificate.as_deref(),
-        &headers,
-    ) {
-        Ok(c) => c.who,
-        Err(refused) => return *refused,
-    };
+    let peer = caller.who;
     let _one = cis.deploying.lock().await;
     let mut deployments = match cis.registry.deployments().await {
         Ok(d) => d,
