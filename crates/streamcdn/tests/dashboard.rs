@@ -6,82 +6,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
+use common::page::Page;
 use common::*;
-use serde_json::{json, Value};
-
-struct Dashboard {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    samples: Receiver<Value>,
-}
-
-impl Dashboard {
-    fn open(url: &str) -> Dashboard {
-        let mut child = Command::new(tool("node"))
-            .arg(browser_dir().join("dashboard.mjs"))
-            .args([url, "150"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn node");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stdin = child.stdin.take();
-        let (send, samples) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let sample =
-                    serde_json::from_str(&line).unwrap_or_else(|_| json!({ "unparsed": line }));
-                if send.send(sample).is_err() {
-                    return;
-                }
-            }
-        });
-        Dashboard {
-            child,
-            stdin,
-            samples,
-        }
-    }
-
-    fn command(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// The first sample for which `done` holds; fails after `limit` with the last one.
-    fn wait_for(&self, what: &str, limit: Duration, mut done: impl FnMut(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + limit;
-        let mut last = Value::Null;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.samples.recv_timeout(left) {
-                Ok(sample) if sample.get("refreshes").is_some() && done(&sample) => return sample,
-                Ok(sample) if sample.get("refreshes").is_some() => last = sample,
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        panic!("the dashboard never showed {what}; last sample: {last:#}");
-    }
-}
-
-impl Drop for Dashboard {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use serde_json::Value;
 
 fn text<'a>(sample: &'a Value, section: &str) -> &'a str {
     sample[section].as_str().unwrap_or_default()
@@ -157,12 +87,12 @@ fn the_dashboard_shows_a_running_deployment() {
     // Without a token the page asks for one and shows nothing.
     let url = format!("http://127.0.0.1:{}/dashboard", up.admin);
     {
-        let anonymous = Dashboard::open(&url);
+        let anonymous = Page::open("dashboard.mjs", &url);
         anonymous.wait_for("the token form", Duration::from_secs(20), |s| {
             s["login"] == true
         });
     }
-    let mut page = Dashboard::open(&format!("{url}#token={ADMIN_TOKEN}"));
+    let mut page = Page::open("dashboard.mjs", &format!("{url}#token={ADMIN_TOKEN}"));
     let up_id = format!("127.0.0.1:{}", up.origin);
     let sample = page.wait_for("the deployment's state", Duration::from_secs(40), |s| {
         text(s, "streams").contains("demo/cam")

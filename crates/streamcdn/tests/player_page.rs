@@ -8,10 +8,10 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
+use common::page::Page;
 use common::*;
 use serde_json::{json, Value};
 
@@ -19,65 +19,6 @@ use serde_json::{json, Value};
 fn web_asset(name: &str) -> Vec<u8> {
     std::fs::read(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../web/assets")).join(name))
         .unwrap()
-}
-
-/// A page open in headless Chromium, sampled twice a second by
-/// `tests/browser/watch_page.mjs` (video frames, the page's state text and errors,
-/// `window.streamcdnRum`).
-struct Browser {
-    child: Child,
-    samples: Receiver<Value>,
-}
-
-impl Browser {
-    fn open(url: &str) -> Browser {
-        let mut child = Command::new(tool("node"))
-            .arg(browser_dir().join("watch_page.mjs"))
-            .args([url, "150"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn node");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (send, samples) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let sample =
-                    serde_json::from_str(&line).unwrap_or_else(|_| json!({ "unparsed": line }));
-                if send.send(sample).is_err() {
-                    return;
-                }
-            }
-        });
-        Browser { child, samples }
-    }
-
-    /// The first sample for which `done` holds; fails after `limit` with the last one.
-    fn wait_for(&self, what: &str, limit: Duration, mut done: impl FnMut(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + limit;
-        let mut last = Value::Null;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.samples.recv_timeout(left) {
-                Ok(sample) if done(&sample) => return sample,
-                Ok(sample) => last = sample,
-                Err(_) => break,
-            }
-        }
-        panic!("the page never showed {what}; last sample: {last}");
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        // Closing stdin lets the script close Chromium; kill it if it does not.
-        drop(self.child.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn frames(sample: &Value) -> u64 {
@@ -141,7 +82,10 @@ fn the_player_page_plays_the_stream_live_then_ended() {
         "{page}"
     );
 
-    let browser = Browser::open(&format!("http://127.0.0.1:{}/demo/page/", node.http));
+    let browser = Page::open(
+        "watch_page.mjs",
+        &format!("http://127.0.0.1:{}/demo/page/", node.http),
+    );
     let mut first_frames = None;
     let playing = browser.wait_for("live playback", Duration::from_secs(40), |sample| {
         let decoded = frames(sample);
@@ -223,7 +167,10 @@ fn a_signed_player_page_plays_with_hls_js() {
         403
     );
 
-    let browser = Browser::open(&format!("http://127.0.0.1:{}{page}", node.http));
+    let browser = Page::open(
+        "watch_page.mjs",
+        &format!("http://127.0.0.1:{}{page}", node.http),
+    );
     let mut first_frames = None;
     browser.wait_for("signed live playback", Duration::from_secs(40), |sample| {
         let decoded = frames(sample);
@@ -356,7 +303,10 @@ fn rum_js_measures_the_edge_and_beacons_to_the_router() {
 
     let router = StubRouter::start(node.http);
     // Another origin than the router's, so the job is fetched cross-origin.
-    let browser = Browser::open(&format!("http://localhost:{}/operator-page", router.port));
+    let browser = Page::open(
+        "watch_page.mjs",
+        &format!("http://localhost:{}/operator-page", router.port),
+    );
     let (mut job_origin, mut resolver_asked, mut beacon) = (None, false, None);
     let deadline = Instant::now() + Duration::from_secs(40);
     while beacon.is_none() {
@@ -366,7 +316,7 @@ fn rum_js_measures_the_edge_and_beacons_to_the_router() {
             Ok(Seen::Resolver) => resolver_asked = true,
             Ok(Seen::Beacon(body)) => beacon = Some(body),
             Err(_) => {
-                let last = browser.samples.try_iter().last();
+                let last = browser.latest();
                 panic!("no beacon; the page's last sample: {last:?}");
             }
         }

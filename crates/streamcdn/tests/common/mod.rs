@@ -3,6 +3,7 @@
 //! the server exactly as written).
 #![allow(dead_code)]
 
+pub mod page;
 pub mod sites;
 pub mod wan;
 use std::io::{BufRead, BufReader, Read, Write};
