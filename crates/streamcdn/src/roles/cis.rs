@@ -368,6 +368,8 @@ struct Cis {
     carry_on: Vec<String>,
     /// When each trigger of this run was accepted, for the time to its final status.
     accepted: Mutex<HashMap<TriggerId, Instant>>,
+    /// What each unfinished trigger addresses (see [`Cis::addressed`]).
+    addressed: Mutex<HashMap<TriggerId, Arc<Vec<Addressed>>>>,
     /// Serializes changes to the deployment records.
     deploying: tokio::sync::Mutex<()>,
 }
@@ -415,6 +417,7 @@ impl Cis {
             own,
             carry_on,
             accepted: Mutex::new(HashMap::new()),
+            addressed: Mutex::new(HashMap::new()),
             deploying: tokio::sync::Mutex::new(()),
         }))
     }
@@ -519,6 +522,10 @@ impl Cis {
     }
 
     fn count_finished(&self, id: TriggerId, status: TriggerStatus, kind: &TriggerType) {
+        self.addressed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
         let status = format!("{status:?}").to_lowercase();
         let accepted = self
             .accepted
@@ -578,18 +585,9 @@ impl Cis {
             let found = state.get(owner, trigger).map_err(|_| Outcome::Cancelled)?;
             (owner, found.spec().clone(), found.cascaded_command(self.us))
         };
-        let (catalog, _) = self.catalog().await.map_err(|e| {
-            Outcome::Failed(vec![ErrorDescription::for_whole(
-                &spec,
-                ErrorCode::Ecdn,
-                Some(format!("node directory unavailable: {e}")),
-            )])
-        })?;
-        let addressed = catalog
-            .resolve(owner, &spec.references)
-            .map_err(|e| Outcome::Failed(vec![*e]))?;
+        let addressed = self.addressed(trigger, owner, &spec).await?;
         let mut share = References::default();
-        for a in &addressed {
+        for a in addressed.iter() {
             let mine = match destination {
                 Destination::Server { configuration, .. } => cache_of(a, self.us) == *configuration,
                 Destination::Partner(pid) => a.delegated_to.contains(pid),
@@ -599,6 +597,42 @@ impl Cis {
             }
         }
         Ok((spec, command, share))
+    }
+
+    /// The configurations a trigger addresses, resolved once per trigger and run (not
+    /// once per target: a purge reaches hundreds of servers), again after a restart.
+    async fn addressed(
+        &self,
+        trigger: TriggerId,
+        owner: CdnPid,
+        spec: &TriggerSpec,
+    ) -> Result<Arc<Vec<Addressed>>, Outcome> {
+        let known = self
+            .addressed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&trigger)
+            .cloned();
+        if let Some(known) = known {
+            return Ok(known);
+        }
+        let (catalog, _) = self.catalog().await.map_err(|e| {
+            Outcome::Failed(vec![ErrorDescription::for_whole(
+                spec,
+                ErrorCode::Ecdn,
+                Some(format!("node directory unavailable: {e}")),
+            )])
+        })?;
+        let addressed = Arc::new(
+            catalog
+                .resolve(owner, &spec.references)
+                .map_err(|e| Outcome::Failed(vec![*e]))?,
+        );
+        self.addressed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(trigger, addressed.clone());
+        Ok(addressed)
     }
 
     async fn send(self: &Arc<Self>, trigger: TriggerId, target: TargetId) {
@@ -1022,8 +1056,18 @@ impl Cis {
                                 return problem(503, format!("node directory unavailable: {e}"))
                             }
                         };
-                        self.lock()
-                            .accept(caller.who, spec, command.envelope, stages, now)
+                        let sends = stages.iter().any(|stage| !stage.is_empty());
+                        let id =
+                            self.lock()
+                                .accept(caller.who, spec, command.envelope, stages, now);
+                        // Kept until the trigger finishes (one with no target is done).
+                        if sends {
+                            self.addressed
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(id, Arc::new(addressed));
+                        }
+                        id
                     }
                 };
                 self.accepted
@@ -1364,11 +1408,7 @@ async fn item(
     }
 }
 
-async fn delete(
-    State(cis): State<Arc<Cis>>,
-    caller: Caller,
-    Path(item): Path<String>,
-) -> Response {
+async fn delete(State(cis): State<Arc<Cis>>, caller: Caller, Path(item): Path<String>) -> Response {
     if view_named(&item).is_some() {
         // A view is not a resource that can be deleted (§4.4 deletes triggers).
         let mut refused = problem(405, "a trigger view cannot be deleted".into());
@@ -1384,6 +1424,10 @@ async fn delete(
     match deleted {
         Ok(effects) => {
             metrics::counter!("streamcdn_cis_commands_total", "type" => "delete").increment(1);
+            cis.addressed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
             if let Err(e) = cis.persist().await {
                 return problem(500, format!("cannot keep the triggers: {e}"));
             }
