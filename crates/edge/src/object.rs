@@ -38,6 +38,13 @@ impl Policy {
                 stale_if_error: false,
                 disk: true,
             },
+            // Never changes, but is asked for only near the live edge (rfc8216bis
+            // 6.2.2: available for three target durations after it leaves the playlist).
+            ObjectKind::Part => Self {
+                max_ttl: Duration::from_secs(60),
+                stale_if_error: false,
+                disk: false,
+            },
             ObjectKind::Listing => Self {
                 max_ttl: Duration::from_secs(60),
                 stale_if_error: false,

@@ -243,6 +243,7 @@ async fn recording_file(
     let kind = match media {
         MediaKind::Init => "init",
         MediaKind::Segment => "segment",
+        MediaKind::Part => "part",
     };
     // Only names the journal lists are served, so no request can reach another path.
     let recording = load(hub, kind, name).await?;

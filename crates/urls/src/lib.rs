@@ -93,16 +93,38 @@ impl fmt::Display for RecordingName {
     }
 }
 
-/// A file of a recording's media: `init.mp4`, `init-2.mp4`, `000042.m4s`, `000042.ts`.
+/// A file of a recording's media: `init.mp4`, `init-2.mp4`, `000042.m4s`, `000042.ts`,
+/// or a partial segment of LL-HLS, `000042.3.m4s` (part 3 of segment 42).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MediaKind {
     Init,
     Segment,
+    Part,
+}
+
+/// The file name of part `part` of segment `sequence` (both count from the start of
+/// their sequence; parts from 0 in each segment).
+pub fn part_file(sequence: u64, part: u32) -> String {
+    format!("{sequence:06}.{part}.m4s")
+}
+
+/// The segment and part a part's file name names, if it is one.
+pub fn parse_part_file(file: &str) -> Option<(u64, u32)> {
+    let stem = file.strip_suffix(".m4s")?;
+    let (sequence, part) = stem.split_once('.')?;
+    let digits = |s: &str| !s.is_empty() && s.len() <= 12 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(sequence) || !digits(part) || (part.len() > 1 && part.starts_with('0')) {
+        return None;
+    }
+    Some((sequence.parse().ok()?, part.parse().ok()?))
 }
 
 impl MediaKind {
     /// What a file name is, from its extension; `None` for anything else.
     pub fn of_file(file: &str) -> Option<Self> {
+        if parse_part_file(file).is_some() {
+            return Some(Self::Part);
+        }
         let (stem, ext) = file.rsplit_once('.')?;
         if !is_valid_name(stem) {
             return None;
@@ -160,6 +182,9 @@ pub enum ObjectKind {
     Playlist,
     /// Init and media segments: never change once published.
     Segment,
+    /// A partial segment of LL-HLS: never changes once published, but is asked for
+    /// only while the stream is at the live edge, so caches keep it in memory only.
+    Part,
     /// The JSON listing of recordings.
     Listing,
     /// An HTML page rendered by the edge itself.
@@ -171,6 +196,7 @@ impl ObjectKind {
         match self {
             Self::Playlist => "playlist",
             Self::Segment => "segment",
+            Self::Part => "part",
             Self::Listing => "other",
             Self::Page => "page",
         }
@@ -271,6 +297,13 @@ impl Target {
             Self::Recording(_, RecordingObject::Multivariant | RecordingObject::Playlist) => {
                 ObjectKind::Playlist
             }
+            Self::Recording(
+                _,
+                RecordingObject::Media {
+                    kind: MediaKind::Part,
+                    ..
+                },
+            ) => ObjectKind::Part,
             Self::Recording(_, RecordingObject::Media { .. }) => ObjectKind::Segment,
             Self::PlayerPage(_) => ObjectKind::Page,
         }

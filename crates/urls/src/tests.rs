@@ -52,12 +52,23 @@ fn every_url_of_the_scheme_parses_to_its_target() {
 }
 
 #[test]
+fn part_file_names_round_trip() {
+    assert_eq!(part_file(42, 3), "000042.3.m4s");
+    assert_eq!(parse_part_file("000042.3.m4s"), Some((42, 3)));
+    assert_eq!(parse_part_file("1234567.12.m4s"), Some((1_234_567, 12)));
+    assert_eq!(parse_part_file("000042.m4s"), None);
+    assert_eq!(parse_part_file("000042.x.m4s"), None);
+}
+
+#[test]
 fn kinds_come_from_the_target() {
     let kind = |p: &str| Target::parse(p).unwrap().kind();
     assert_eq!(kind("/p/s/index.m3u8"), ObjectKind::Playlist);
     assert_eq!(kind("/p/s/r/playlist.m3u8"), ObjectKind::Playlist);
     assert_eq!(kind("/p/s/r/000001.m4s"), ObjectKind::Segment);
     assert_eq!(kind("/p/s/r/init.mp4"), ObjectKind::Segment);
+    assert_eq!(kind("/p/s/r/000001.3.m4s"), ObjectKind::Part);
+    assert_eq!(Target::parse("/p/s/r/000001.3.m4s").unwrap().label(), "part");
     assert_eq!(kind("/p/s/recordings"), ObjectKind::Listing);
     assert_eq!(Target::parse("/p/s/r/init.mp4").unwrap().label(), "init");
     assert_eq!(kind("/p/s/"), ObjectKind::Page);
@@ -122,6 +133,10 @@ fn hostile_and_unknown_paths_are_told_apart() {
         "/-p/s/index.m3u8",
         "/p/s/r/x/y",
         "/p/s/r/a.b.m4s",
+        "/p/s/r/000001.03.m4s",
+        "/p/s/r/000001..m4s",
+        "/p/s/r/000001.3.ts",
+        "/p/s/r/1.2.3.m4s",
     ] {
         assert_eq!(Target::parse(unknown), Err(UrlError::Unknown), "{unknown}");
     }
@@ -235,16 +250,20 @@ impl Gen {
             3 => Target::PlayerPage(s),
             _ => {
                 let r = s.recording(&self.name()).unwrap();
-                let object = match self.below(4) {
+                let object = match self.below(5) {
                     0 => RecordingObject::Multivariant,
                     1 => RecordingObject::Playlist,
                     2 => RecordingObject::Media {
                         file: format!("{}.mp4", self.name()),
                         kind: MediaKind::Init,
                     },
-                    _ => RecordingObject::Media {
+                    3 => RecordingObject::Media {
                         file: format!("{:06}.m4s", self.below(1_000_000)),
                         kind: MediaKind::Segment,
+                    },
+                    _ => RecordingObject::Media {
+                        file: part_file(self.below(1_000_000), self.below(30) as u32),
+                        kind: MediaKind::Part,
                     },
                 };
                 Target::Recording(r, object)
