@@ -355,9 +355,15 @@ pub struct EdgeConfig {
     pub stale_if_error: Duration,
     /// Largest object the edge caches; larger ones are streamed through.
     pub max_object_size: ByteSize,
-    /// Upstream request timeout.
+    /// Upstream request timeout. Requests an upstream holds (LL-HLS blocking playlist
+    /// reloads, parts) may take at least 40s, longer than an origin holds them.
     #[serde(with = "humantime_serde")]
     pub upstream_timeout: Duration,
+    /// Speak HTTP/2 with prior knowledge (h2c) to `parents` or, at the top tier, to the
+    /// ingest origins: one connection per upstream multiplexes every request, held
+    /// LL-HLS requests included. Every streamcdn listener accepts it; another server
+    /// named in `parents` must too.
+    pub upstream_http2: bool,
     /// `edge` serves viewers (request routers send them here); `mid` serves only the
     /// tiers below it.
     pub tier: EdgeTier,
@@ -385,6 +391,7 @@ impl Default for EdgeConfig {
             stale_if_error: Duration::from_secs(10),
             max_object_size: ByteSize(32 * 1024 * 1024),
             upstream_timeout: Duration::from_secs(10),
+            upstream_http2: false,
             tier: EdgeTier::Edge,
             capacity: 0,
         }
@@ -1508,5 +1515,14 @@ mod tests {
         assert!(e.to_string().contains("http.tls_key"), "{e}");
         let e = parse("[http]\n\ntls_key = \"k.pem\"\n").unwrap_err();
         assert_eq!((e.line, e.key.as_deref()), (3, Some("http.tls_key")));
+    }
+
+    #[test]
+    fn http2_to_upstreams_is_off_unless_asked() {
+        assert!(!parse("").unwrap().edge.upstream_http2);
+        let c = parse("[edge]\nparents = [\"http://mid:8080\"]\nupstream_http2 = true\n").unwrap();
+        assert!(c.edge.upstream_http2);
+        let e = parse("[edge]\n\nupstream_http2 = \"yes\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (3, Some("edge.upstream_http2")));
     }
 }

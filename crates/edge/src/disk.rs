@@ -17,9 +17,9 @@ use bytes::Bytes;
 use moka::notification::RemovalCause;
 use serde::{Deserialize, Serialize};
 
-use streamcdn_urls::ObjectKind;
+use streamcdn_urls::{ObjectKind, Target};
 
-use crate::object::{hash64, CachedObject, Validators};
+use crate::object::{hash64, CachedObject, Policy, Validators};
 
 const MAGIC: &[u8; 6] = b"SCDN1\n";
 const MAX_HEADER: usize = 4096;
@@ -110,7 +110,11 @@ impl DiskCache {
                 let path = file.path();
                 let header = read_header(&path).ok().flatten();
                 match header {
-                    Some((h, body_len)) if h.fresh_until > now && self.file_for(&h.key) == path => {
+                    Some((h, body_len))
+                        if h.fresh_until > now
+                            && self.file_for(&h.key) == path
+                            && belongs_on_disk(&h.key) =>
+                    {
                         let entry = DiskEntry {
                             path,
                             bytes: body_len,
@@ -152,7 +156,7 @@ impl DiskCache {
         still_current: impl Fn() -> bool + Send + 'static,
     ) {
         let remaining = object.ttl.saturating_sub(object.age());
-        if remaining < Duration::from_secs(1) {
+        if remaining < Duration::from_secs(1) || !Policy::of(object.kind).disk {
             return;
         }
         let (cache, key, object) = (self.clone(), key.to_owned(), object.clone());
@@ -230,6 +234,13 @@ impl DiskCache {
     }
 }
 
+/// Whether the object a key names is kept on disk (segments, not parts): a file left
+/// by a build with another policy is not indexed again.
+fn belongs_on_disk(key: &str) -> bool {
+    let path = key.split('?').next().unwrap_or_default();
+    Target::parse(path).is_ok_and(|target| Policy::of(target.kind()).disk)
+}
+
 fn header_string(value: Option<&HeaderValue>) -> Option<String> {
     value.and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
@@ -278,12 +289,16 @@ mod tests {
     use super::*;
 
     fn object(body: &'static [u8]) -> Arc<CachedObject> {
+        object_of(ObjectKind::Segment, body)
+    }
+
+    fn object_of(kind: ObjectKind, body: &'static [u8]) -> Arc<CachedObject> {
         Arc::new(CachedObject {
             status: StatusCode::OK,
             content_type: Some(HeaderValue::from_static("video/mp4")),
             cache_control: Some(HeaderValue::from_static("max-age=60")),
             body: Bytes::from_static(body),
-            kind: ObjectKind::Segment,
+            kind,
             born: tokio::time::Instant::now(),
             ttl: Duration::from_secs(60),
             validators: Validators::default(),
@@ -345,5 +360,41 @@ mod tests {
             .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
             .count();
         assert!(files <= 5, "{files} files left on disk");
+    }
+
+    /// Parts live in memory only: not written, and a part's file (from a build that
+    /// wrote them) is not indexed again on start.
+    #[tokio::test]
+    async fn parts_never_reach_the_disk() {
+        let dir = std::env::temp_dir().join(format!("streamcdn-disk-parts-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cache = DiskCache::open(&dir, 1 << 20).unwrap();
+        cache.store("/p/s/r/000001.m4s", &object(b"segment"), || true);
+        cache.store(
+            "/p/s/r/000002.0.m4s",
+            &object_of(ObjectKind::Part, b"part"),
+            || true,
+        );
+        settle(&cache, "/p/s/r/000001.m4s").await;
+        // Both stores ran on the blocking pool; the segment's is done, give the part's
+        // the same time.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(cache.keys(), ["/p/s/r/000001.m4s"]);
+        let part_file = cache.file_for("/p/s/r/000002.0.m4s");
+        assert!(!part_file.exists());
+        // A part written by an older build.
+        let header = FileHeader {
+            key: "/p/s/r/000002.0.m4s".into(),
+            content_type: None,
+            cache_control: None,
+            fresh_until: unix_now() + 60,
+        };
+        write_file(&part_file, &header, b"part").unwrap();
+        drop(cache);
+        let cache = DiskCache::open(&dir, 1 << 20).unwrap();
+        assert_eq!(cache.keys(), ["/p/s/r/000001.m4s"]);
+        assert!(cache.load("/p/s/r/000002.0.m4s").await.is_none());
+        assert!(!part_file.exists(), "the part's file was not removed");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

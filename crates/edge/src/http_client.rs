@@ -1,24 +1,30 @@
 //! The HTTP fetch from upstream servers, shared by the parents and the top tier: tries
 //! servers in preference order, skips the ones that just failed (passive health), and
-//! turns a response into a cacheable object by its `Cache-Control` and `Age`.
+//! turns a response into a cacheable object by its `Cache-Control` and `Age`. Speaks
+//! HTTP/1.1, or HTTP/2 with prior knowledge (h2c: one connection per upstream carries
+//! every request, held ones included).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use streamcdn_urls::ObjectKind;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use streamcdn_urls::{CacheKey, ObjectKind};
 
-use crate::object::{cacheable_ttl, CachedObject, Policy, Validators};
+use crate::lifetime;
+use crate::object::{cacheable_ttl, CachedObject, Validators};
 use crate::source::{FetchError, Revalidated};
 
 /// A failed upstream is skipped for this long (unless every one has failed).
 const DOWN_FOR: Duration = Duration::from_secs(3);
+/// An HTTP/2 connection to an upstream is pinged this often, idle or not, so a dead
+/// one is found before the requests multiplexed on it wait out their timeouts.
+const H2_KEEPALIVE: Duration = Duration::from_secs(10);
 
 /// The header carrying the deployment's tier credential upstream: parents let a lower
 /// tier through without a signed-URL token.
@@ -26,6 +32,8 @@ pub const TIER_HEADER: &str = "x-streamcdn-tier";
 
 pub struct HttpClient {
     client: Client<HttpConnector, Empty<Bytes>>,
+    /// For requests the upstream answers at once; held ones get
+    /// [`lifetime::upstream_timeout`].
     timeout: Duration,
     max_object_bytes: usize,
     /// A configuration's cache rule: nothing stays fresh here longer, whatever the
@@ -47,17 +55,15 @@ impl HttpClient {
         self
     }
 
+    /// Speaks HTTP/2 with prior knowledge (h2c) to every upstream, or HTTP/1.1.
+    pub fn with_http2(mut self, http2: bool) -> Self {
+        self.client = client(self.timeout, http2);
+        self
+    }
+
     pub fn new(timeout: Duration, max_object_bytes: u64) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        // A dead upstream on a live network refuses at once; a black hole must not
-        // hold a viewer for the whole request timeout before the next one is tried.
-        connector.set_connect_timeout(Some(timeout.min(Duration::from_secs(2))));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
         Self {
-            client,
+            client: client(timeout, false),
             timeout,
             max_object_bytes: usize::try_from(max_object_bytes).unwrap_or(usize::MAX),
             max_ttl: None,
@@ -66,18 +72,14 @@ impl HttpClient {
         }
     }
 
-    /// Fetches `path_and_query` from the first of `preference` that answers, servers
-    /// that recently failed last.
+    /// Fetches `key` from the first of `preference` that answers, servers that recently
+    /// failed last.
     pub async fn fetch(
         &self,
         preference: Vec<String>,
-        path_and_query: &str,
-        kind: ObjectKind,
+        key: &CacheKey,
     ) -> Result<CachedObject, FetchError> {
-        match self
-            .fetch_conditional(preference, path_and_query, kind, None)
-            .await?
-        {
+        match self.fetch_conditional(preference, key, None).await? {
             Revalidated::Modified(object) => Ok(*object),
             // Only a conditional request may be answered 304.
             Revalidated::NotModified { .. } => Err(FetchError::NotCacheable {
@@ -92,26 +94,23 @@ impl HttpClient {
     pub async fn fetch_conditional(
         &self,
         preference: Vec<String>,
-        path_and_query: &str,
-        kind: ObjectKind,
+        key: &CacheKey,
         validators: Option<&Validators>,
     ) -> Result<Revalidated, FetchError> {
         let order = self.healthy_first(preference);
         let mut last = FetchError::Unreachable("no upstream configured".into());
         for base in &order {
-            let outcome = self
-                .fetch_from(base, path_and_query, kind, validators)
-                .await;
+            let outcome = self.fetch_from(base, key, validators).await;
             let label = match &outcome {
                 Ok(_) => "ok",
-                Err(e) if e.try_next() => "failed",
+                Err(e) if e.try_next_for(key) => "failed",
                 Err(_) => "refused",
             };
             metrics::counter!("streamcdn_edge_upstream_fetches_total", "upstream" => base.clone(), "outcome" => label)
                 .increment(1);
             match outcome {
-                Err(e) if e.try_next() => {
-                    tracing::warn!(upstream = %base, path = path_and_query, error = %e, "upstream failed; trying the next");
+                Err(e) if e.try_next_for(key) => {
+                    tracing::warn!(upstream = %base, path = key.as_str(), error = %e, "upstream failed; trying the next");
                     self.mark(base, false);
                     last = e;
                 }
@@ -144,11 +143,12 @@ impl HttpClient {
     async fn fetch_from(
         &self,
         base: &str,
-        path_and_query: &str,
-        kind: ObjectKind,
+        key: &CacheKey,
         validators: Option<&Validators>,
     ) -> Result<Revalidated, FetchError> {
-        let uri: hyper::Uri = format!("{base}{path_and_query}")
+        let kind = key.target().kind();
+        let timeout = lifetime::upstream_timeout(key, self.timeout);
+        let uri: hyper::Uri = format!("{base}{}", key.path_and_query())
             .parse()
             .map_err(|e| FetchError::Unreachable(format!("bad upstream URI: {e}")))?;
         let mut request = hyper::Request::get(uri).header(header::USER_AGENT, "streamcdn-edge");
@@ -166,77 +166,113 @@ impl HttpClient {
         let request = request
             .body(Empty::new())
             .map_err(|e| FetchError::Unreachable(e.to_string()))?;
-        let response = tokio::time::timeout(self.timeout, self.client.request(request))
+        let response = tokio::time::timeout(timeout, self.client.request(request))
             .await
             .map_err(|_| FetchError::Timeout)?
             .map_err(|e| FetchError::Unreachable(e.to_string()))?;
         let (parts, body) = response.into_parts();
-        let body = tokio::time::timeout(
-            self.timeout,
-            Limited::new(body, self.max_object_bytes).collect(),
+        let body =
+            tokio::time::timeout(timeout, Limited::new(body, self.max_object_bytes).collect())
+                .await
+                .map_err(|_| FetchError::Timeout)?
+                .map_err(|e| {
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some()
+                    {
+                        FetchError::TooLarge
+                    } else {
+                        FetchError::Unreachable(e.to_string())
+                    }
+                })?
+                .to_bytes();
+        answer(
+            parts.status,
+            &parts.headers,
+            body,
+            kind,
+            validators.is_some(),
+            self.max_ttl,
         )
-        .await
-        .map_err(|_| FetchError::Timeout)?
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                FetchError::TooLarge
-            } else {
-                FetchError::Unreachable(e.to_string())
-            }
-        })?
-        .to_bytes();
-        let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
-        let cache_control = parts.headers.get(header::CACHE_CONTROL).cloned();
-        // A parent tier's copy has already aged; it must not stay fresh longer here.
-        let age = parts
-            .headers
-            .get(header::AGE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .map_or(Duration::ZERO, Duration::from_secs);
-        let ttl = cache_control
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .and_then(cacheable_ttl)
-            .map(|t| t.min(Policy::of(kind).max_ttl));
-        // Fresh here for what is left of the upstream's lifetime, and no longer than a
-        // configuration's cache rule allows (counted from now: the parent's age is
-        // already taken off).
-        let remaining = ttl.filter(|t| *t > age).map(|t| {
-            let left = t - age;
-            self.max_ttl.map_or(left, |cap| left.min(cap))
-        });
-        let received = Validators {
-            etag: parts.headers.get(header::ETAG).cloned(),
-            last_modified: parts.headers.get(header::LAST_MODIFIED).cloned(),
-        };
-        match (parts.status, remaining) {
-            (StatusCode::NOT_MODIFIED, Some(ttl)) if validators.is_some() => {
-                Ok(Revalidated::NotModified { ttl })
-            }
-            (StatusCode::OK, Some(ttl)) => Ok(Revalidated::Modified(Box::new(CachedObject {
-                status: StatusCode::OK,
-                content_type,
-                cache_control,
-                body,
-                kind,
-                born: tokio::time::Instant::now(),
-                ttl,
-                validators: received,
-                invalidated: Default::default(),
-            }))),
-            (StatusCode::NOT_FOUND, _) => Ok(Revalidated::Modified(Box::new(CachedObject {
-                content_type,
-                body,
-                ..CachedObject::not_found(kind)
-            }))),
-            (status, _) => Err(FetchError::NotCacheable {
-                status,
-                content_type,
-                body,
-            }),
-        }
     }
+}
+
+/// What an upstream's response becomes here: a cacheable object, a `304`'s new
+/// lifetime, or an error for what may not be cached. `max_ttl` is a configuration's
+/// cache rule.
+pub fn answer(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: Bytes,
+    kind: ObjectKind,
+    conditional: bool,
+    max_ttl: Option<Duration>,
+) -> Result<Revalidated, FetchError> {
+    let content_type = headers.get(header::CONTENT_TYPE).cloned();
+    let cache_control = headers.get(header::CACHE_CONTROL).cloned();
+    // A parent tier's copy has already aged: it is as old here (RFC 9111 §4.2.3,
+    // so our `Age` downstream adds our residence to it) and fresh only for what is
+    // left of its lifetime. The lifetime by the key and body is `lifetime::limit`'s.
+    let age = headers
+        .get(header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::ZERO, Duration::from_secs);
+    // No longer than a configuration's cache rule allows, counted from now.
+    let ttl = cache_control
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .and_then(cacheable_ttl)
+        .map(|t| max_ttl.map_or(t, |cap| t.min(age + cap)))
+        .filter(|t| *t > age);
+    let now = tokio::time::Instant::now();
+    let born = now.checked_sub(age).unwrap_or(now);
+    let received = Validators {
+        etag: headers.get(header::ETAG).cloned(),
+        last_modified: headers.get(header::LAST_MODIFIED).cloned(),
+    };
+    match (status, ttl) {
+        (StatusCode::NOT_MODIFIED, Some(ttl)) if conditional => {
+            Ok(Revalidated::NotModified { ttl, age })
+        }
+        (StatusCode::OK, Some(ttl)) => Ok(Revalidated::Modified(Box::new(CachedObject {
+            status: StatusCode::OK,
+            content_type,
+            cache_control,
+            body,
+            kind,
+            born,
+            ttl,
+            validators: received,
+            invalidated: Default::default(),
+        }))),
+        (StatusCode::NOT_FOUND, _) => Ok(Revalidated::Modified(Box::new(CachedObject {
+            content_type,
+            body,
+            ..CachedObject::not_found(kind)
+        }))),
+        (status, _) => Err(FetchError::NotCacheable {
+            status,
+            content_type,
+            body,
+        }),
+    }
+}
+
+fn client(timeout: Duration, http2: bool) -> Client<HttpConnector, Empty<Bytes>> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    // A dead upstream on a live network refuses at once; a black hole must not hold a
+    // viewer for the whole request timeout before the next one is tried.
+    connector.set_connect_timeout(Some(timeout.min(Duration::from_secs(2))));
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder.pool_idle_timeout(Duration::from_secs(30));
+    if http2 {
+        builder
+            .http2_only(true)
+            .timer(TokioTimer::new())
+            .http2_keep_alive_interval(H2_KEEPALIVE)
+            .http2_keep_alive_timeout(H2_KEEPALIVE)
+            .http2_keep_alive_while_idle(true);
+    }
+    builder.build(connector)
 }

@@ -9,7 +9,9 @@
 //!    tier for segments ([`disk`]), else the [`Source`] — parents by rendezvous hashing
 //!    ([`parents`]), or for the top tier the ingest server the registry names and
 //!    on-demand storage ([`top_tier`], [`archived`]);
-//! 4. store by the object's type and the upstream's `Cache-Control` ([`object`]);
+//! 4. store by the object's type, the upstream's `Cache-Control` and `Age`, and the
+//!    LL-HLS lifetimes ([`object`], [`lifetime`]): blocking reloads and parts are
+//!    held upstream for as long as the origin holds them, and coalesced meanwhile;
 //! 5. respond, with CORS and byte ranges for browser players ([`response`]). A playlist
 //!    whose refresh fails is served stale within the `stale_if_error` bound.
 //!
@@ -20,6 +22,7 @@ pub mod control;
 mod disk;
 mod flight;
 mod http_client;
+mod lifetime;
 mod object;
 mod parents;
 mod range;
@@ -78,6 +81,9 @@ pub struct EdgeSettings {
     /// The deployment's tier credential, presented to parents (which then need no
     /// signed-URL token from us).
     pub tier_credential: Option<String>,
+    /// Speak HTTP/2 with prior knowledge (h2c) to parents and ingest origins: one
+    /// connection per upstream multiplexes every request.
+    pub upstream_http2: bool,
 }
 
 /// The caches of an edge, whatever its source.
@@ -107,7 +113,8 @@ impl Edge {
     pub fn new(settings: EdgeSettings) -> std::io::Result<Arc<Self>> {
         let http = HttpClient::new(settings.upstream_timeout, settings.max_object_bytes)
             .with_max_ttl(settings.max_ttl)
-            .with_tier_credential(settings.tier_credential.as_deref());
+            .with_tier_credential(settings.tier_credential.as_deref())
+            .with_http2(settings.upstream_http2);
         let source: Arc<dyn Source> = match settings.upstream {
             UpstreamKind::Parents(parents) => Arc::new(Parents::new(parents, http)),
             UpstreamKind::Registry(registry) => Arc::new(TopTier::new(
@@ -178,7 +185,7 @@ impl Edge {
     /// generation) unless fresh; the stale copy, if any, comes along for
     /// stale-if-error.
     async fn lookup(
-        &self,
+        self: &Arc<Self>,
         key: &CacheKey,
     ) -> (
         Option<Arc<CachedObject>>,
@@ -194,7 +201,11 @@ impl Edge {
             self.generation.load(Ordering::SeqCst),
             key.as_str()
         );
-        let result = match self.flights.run(&flight, self.fill(key)).await {
+        let fill = {
+            let (edge, key) = (self.clone(), key.clone());
+            async move { edge.fill(&key).await }
+        };
+        let result = match self.flights.run(&flight, fill).await {
             (Ok(object), true) => Ok((object, Outcome::Miss)),
             (Ok(object), false) => Ok((object, Outcome::Coalesced)),
             (Err(error), _) => Err(error),
@@ -219,22 +230,25 @@ impl Edge {
             }
         }
         let previous = cached.filter(|o| o.status == StatusCode::OK && !o.validators.is_empty());
-        let object = match &previous {
+        let mut object = match &previous {
             Some(previous) => match self.source.revalidate(key, &previous.validators).await {
-                Ok(Revalidated::NotModified { ttl }) => {
+                Ok(Revalidated::NotModified { ttl, age }) => {
                     metrics::counter!("streamcdn_edge_revalidations_total", "outcome" => "not_modified").increment(1);
-                    Arc::new(previous.revalidated(ttl))
+                    previous.revalidated(ttl, age)
                 }
                 Ok(Revalidated::Modified(object)) => {
                     metrics::counter!("streamcdn_edge_revalidations_total", "outcome" => "modified").increment(1);
-                    Arc::from(object)
+                    *object
                 }
                 Err(e) => return Err(Arc::new(e)),
             },
-            None => Arc::new(self.source.fetch(key).await.map_err(Arc::new)?),
+            None => self.source.fetch(key).await.map_err(Arc::new)?,
         };
-        if self.generation.load(Ordering::SeqCst) != generation {
-            // A purge or invalidate landed while fetching: serve, do not store.
+        object.ttl = lifetime::limit(key, object.status, &object.body, object.ttl);
+        let object = Arc::new(object);
+        if self.generation.load(Ordering::SeqCst) != generation || !object.is_fresh() {
+            // A purge or invalidate landed while fetching, or the answer is not to be
+            // kept: serve, do not store.
             return Ok(object);
         }
         self.memory.insert(text.to_owned(), object.clone()).await;
@@ -248,7 +262,7 @@ impl Edge {
     }
 
     /// Carries out a control request (see [`control`]).
-    pub async fn control(&self, request: &ControlRequest) -> ControlReply {
+    pub async fn control(self: &Arc<Self>, request: &ControlRequest) -> ControlReply {
         let (matchers, mut errors) = control::matchers(request);
         let mut reply = ControlReply {
             trigger_id: request.trigger_id.clone(),
@@ -322,7 +336,7 @@ impl Edge {
     /// Fills each key and, for playlists, what they reference (a multivariant playlist
     /// its media playlists, those their init segment and segments). Returns how many
     /// objects are now cached and one line per failure.
-    pub async fn preposition(&self, keys: Vec<String>) -> (usize, Vec<String>) {
+    pub async fn preposition(self: &Arc<Self>, keys: Vec<String>) -> (usize, Vec<String>) {
         let mut queue: std::collections::VecDeque<String> = keys.into();
         let mut seen = std::collections::HashSet::new();
         let (mut cached, mut errors) = (0, Vec::new());
@@ -368,6 +382,9 @@ impl Edge {
 
 async fn handle(State(edge): State<Arc<Edge>>, request: Request) -> Response {
     let started = Instant::now();
+    // Whether lower tiers (`upstream_http2`) and viewers speak HTTP/2 to us.
+    metrics::counter!("streamcdn_edge_http_requests_total", "version" => version_label(request.version()))
+        .increment(1);
     let mut response = respond(&edge, request).await;
     // Every answer, errors included, must be readable by a browser player.
     cors(response.headers_mut());
@@ -376,7 +393,18 @@ async fn handle(State(edge): State<Arc<Edge>>, request: Request) -> Response {
     response
 }
 
-async fn respond(edge: &Edge, request: Request) -> Response {
+fn version_label(version: axum::http::Version) -> &'static str {
+    match version {
+        axum::http::Version::HTTP_09 => "0.9",
+        axum::http::Version::HTTP_10 => "1.0",
+        axum::http::Version::HTTP_11 => "1.1",
+        axum::http::Version::HTTP_2 => "2",
+        axum::http::Version::HTTP_3 => "3",
+        _ => "other",
+    }
+}
+
+async fn respond(edge: &Arc<Edge>, request: Request) -> Response {
     match *request.method() {
         Method::GET | Method::HEAD => {}
         Method::OPTIONS => return preflight(),
@@ -466,6 +494,8 @@ mod tests {
         },
         Missing,
         Fail,
+        /// Answers with this status, not to be cached (`400`, `503`).
+        Refuse(StatusCode),
     }
 
     /// Answers `<n>:<path and query>`, `n` counting its fetches, and records what it
@@ -510,15 +540,20 @@ mod tests {
                 match mode {
                     Mode::Serve { ttl, delay } => {
                         tokio::time::sleep(delay).await;
-                        let body = if key.as_str().ends_with("/playlist.m3u8") {
-                            MEDIA_PLAYLIST.to_owned()
-                        } else {
-                            format!("{n}:{}", key.path_and_query())
+                        let path = key.target().path();
+                        let body = match path.as_str() {
+                            "/p/ll/r/playlist.m3u8" => LL_MEDIA_PLAYLIST.to_owned(),
+                            p if p.ends_with("/playlist.m3u8") => MEDIA_PLAYLIST.to_owned(),
+                            p if p.starts_with("/p/ll/") && p.ends_with(".m3u8") => {
+                                format!("{LL_HEAD}{n}:{}", key.path_and_query())
+                            }
+                            _ => format!("{n}:{}", key.path_and_query()),
                         };
+                        let max_age = format!("public, max-age={}", ttl.as_secs());
                         Ok(CachedObject {
                             status: StatusCode::OK,
                             content_type: None,
-                            cache_control: None,
+                            cache_control: HeaderValue::try_from(max_age).ok(),
                             body: Bytes::from(body),
                             kind,
                             born: tokio::time::Instant::now(),
@@ -532,6 +567,11 @@ mod tests {
                     }
                     Mode::Missing => Ok(CachedObject::not_found(kind)),
                     Mode::Fail => Err(FetchError::Unreachable("connection refused".into())),
+                    Mode::Refuse(status) => Err(FetchError::NotCacheable {
+                        status,
+                        content_type: None,
+                        body: Bytes::from(format!("{n}:refused\n")),
+                    }),
                 }
             }
             .boxed()
@@ -554,6 +594,7 @@ mod tests {
             async {
                 Ok(Revalidated::NotModified {
                     ttl: Duration::from_secs(60),
+                    age: Duration::ZERO,
                 })
             }
             .boxed()
@@ -928,5 +969,199 @@ mod tests {
         let plain = get(&edge, "/demo/cam/20261121T120000Z-1a2b/000001.m4s").await;
         assert_eq!(plain.status, StatusCode::OK);
         assert_eq!(fake.asked().len(), 1);
+    }
+
+    /// The head of the fake's live playlists of stream `ll`: LL-HLS, parts of 1 s.
+    const LL_HEAD: &str = "#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-PART-INF:PART-TARGET=1.0\n#";
+
+    const LL_MEDIA_PLAYLIST: &str = "#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-PART-INF:PART-TARGET=1.0\n#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=3.0\n#EXT-X-MAP:URI=\"init.mp4\"\n#EXTINF:4.0,\n000001.m4s\n#EXT-X-PART:DURATION=1.0,URI=\"000002.0.m4s\",INDEPENDENT=YES\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"000002.1.m4s\"\n";
+
+    /// A cache tier whose source is another tier, through HTTP answers and headers as
+    /// they travel between tiers (`http_client::answer`), without sockets.
+    struct Tier(Arc<Edge>);
+
+    impl Source for Tier {
+        fn fetch<'a>(
+            &'a self,
+            key: &'a CacheKey,
+        ) -> BoxFuture<'a, Result<CachedObject, FetchError>> {
+            async move {
+                let request = Request::builder()
+                    .uri(key.path_and_query())
+                    .body(Body::empty())
+                    .unwrap();
+                let (parts, body) = self.0.clone().serve(request).await.into_parts();
+                let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+                let kind = key.target().kind();
+                match http_client::answer(parts.status, &parts.headers, body, kind, false, None)? {
+                    Revalidated::Modified(object) => Ok(*object),
+                    Revalidated::NotModified { .. } => unreachable!("not asked conditionally"),
+                }
+            }
+            .boxed()
+        }
+    }
+
+    /// An edge below a mid-tier over `fake`.
+    fn two_tiers(fake: &Arc<Fake>) -> (Arc<Edge>, Arc<Edge>) {
+        let mid = edge(fake);
+        let settings = CacheSettings {
+            cache_memory_bytes: 1 << 20,
+            disk: None,
+            stale_if_error: STALE_IF_ERROR,
+        };
+        let lower = Edge::with_source(settings, Arc::new(Tier(mid.clone()))).unwrap();
+        (lower, mid)
+    }
+
+    /// Identical blocking reloads and part requests, in any query order, share one
+    /// upstream request while it is held, through two tiers; the answers are then kept
+    /// longer than a non-blocking playlist would be.
+    #[tokio::test(start_paused = true)]
+    async fn held_requests_share_one_upstream_request_through_the_tiers() {
+        let fake = Fake::new(Mode::Serve {
+            ttl: Duration::from_secs(24),
+            delay: Duration::from_secs(5),
+        });
+        let (lower, _mid) = two_tiers(&fake);
+        let blocking = [
+            "/p/ll/live.m3u8?_HLS_msn=7&_HLS_part=2",
+            "/p/ll/live.m3u8?_HLS_part=2&_HLS_msn=7&player=hls.js",
+        ];
+        let part = "/p/ll/r/000007.2.m4s";
+        let spawn = |uri: String| {
+            let lower = lower.clone();
+            tokio::spawn(async move { get(&lower, &uri).await })
+        };
+        let mut requests: Vec<_> = (0..100)
+            .map(|i| match i % 3 {
+                0 => spawn(part.to_owned()),
+                i => spawn(blocking[i - 1].to_owned()),
+            })
+            .collect();
+        while fake.asked().len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        // Four seconds into the hold: newcomers join the held requests.
+        tokio::time::advance(Duration::from_secs(4)).await;
+        requests.push(spawn(part.to_owned()));
+        requests.push(spawn(blocking[1].to_owned()));
+        for request in requests {
+            let answer = request.await.unwrap();
+            assert_eq!(answer.status, StatusCode::OK);
+            assert!(
+                answer
+                    .body
+                    .ends_with(":/p/ll/live.m3u8?_HLS_msn=7&_HLS_part=2")
+                    || answer.body.ends_with(":/p/ll/r/000007.2.m4s"),
+                "{}",
+                answer.body
+            );
+        }
+        let mut asked = fake.asked();
+        asked.sort();
+        assert_eq!(
+            asked,
+            [
+                "/p/ll/live.m3u8?_HLS_msn=7&_HLS_part=2",
+                "/p/ll/r/000007.2.m4s"
+            ]
+        );
+        // A blocking answer outlives the 10 s bound of a non-blocking playlist.
+        tokio::time::advance(Duration::from_secs(15)).await;
+        let later = get(&lower, blocking[0]).await;
+        assert_eq!(later.header("x-cache"), "HIT");
+        assert_eq!(later.header("age"), "15");
+        assert_eq!(fake.asked().len(), 2);
+    }
+
+    /// `400` (too far ahead), `503` (not in time) and a part's `404` are the answer of
+    /// a moment: the same request a moment later reaches the origin again. A `503`
+    /// stays a `503` for the player.
+    #[tokio::test(start_paused = true)]
+    async fn errors_to_held_requests_are_not_kept() {
+        let fake = Fake::new(Mode::Refuse(StatusCode::BAD_REQUEST));
+        let (lower, _mid) = two_tiers(&fake);
+        let ahead = "/p/ll/live.m3u8?_HLS_msn=99";
+        assert_eq!(get(&lower, ahead).await.status, StatusCode::BAD_REQUEST);
+        fake.set(Mode::Refuse(StatusCode::SERVICE_UNAVAILABLE));
+        let late = get(&lower, ahead).await;
+        assert_eq!(late.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(late.header("cache-control"), "no-store");
+        fake.set(Mode::Missing);
+        let part = "/p/ll/r/000099.0.m4s";
+        assert_eq!(get(&lower, part).await.status, StatusCode::NOT_FOUND);
+        // The next part arrives: nothing remembered refuses it.
+        fake.set(serve(60));
+        assert_eq!(get(&lower, ahead).await.status, StatusCode::OK);
+        let arrived = get(&lower, part).await;
+        assert_eq!(
+            (arrived.status, arrived.header("x-cache")),
+            (StatusCode::OK, "MISS")
+        );
+        // One upstream request each time: a 503 after a hold is not tried elsewhere.
+        assert_eq!(fake.asked().len(), 5, "{:?}", fake.asked());
+    }
+
+    /// The non-blocking playlist of an LL-HLS stream is fresh for half a part target at
+    /// each tier, whatever the whole-second max-age says, and a tier's `Age` counts
+    /// the time spent above it.
+    #[tokio::test(start_paused = true)]
+    async fn a_live_ll_playlist_stays_fresh_for_half_a_part_per_tier() {
+        let fake = Fake::new(serve(1));
+        let (lower, mid) = two_tiers(&fake);
+        let live = "/p/ll/live.m3u8";
+        assert!(get(&lower, live).await.body.ends_with("1:/p/ll/live.m3u8"));
+        tokio::time::advance(Duration::from_millis(400)).await;
+        let hit = get(&lower, live).await;
+        assert_eq!((hit.header("x-cache"), hit.header("age")), ("HIT", "0"));
+        // Half a part target (0.5 s) has passed at both tiers: both ask again.
+        tokio::time::advance(Duration::from_millis(200)).await;
+        let refreshed = get(&lower, live).await;
+        assert_eq!(refreshed.header("x-cache"), "MISS");
+        assert!(
+            refreshed.body.ends_with("2:/p/ll/live.m3u8"),
+            "{}",
+            refreshed.body
+        );
+        assert_eq!(fake.asked().len(), 2);
+
+        // A plain playlist fresh for 2 s: a copy the mid has held for 1.5 s reaches the
+        // lower tier with `Age: 1`, so at most the lost half second is added, never a
+        // whole lifetime (the lower tier's copy would otherwise live to 3.5 s).
+        let plain = "/p/s/live.m3u8";
+        fake.set(serve(2));
+        get(&mid, plain).await;
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        let from_mid = get(&lower, plain).await;
+        assert_eq!(from_mid.header("age"), "1");
+        tokio::time::advance(Duration::from_millis(900)).await;
+        assert_eq!(get(&lower, plain).await.header("age"), "1");
+        tokio::time::advance(Duration::from_millis(200)).await;
+        let expired = get(&lower, plain).await;
+        assert_eq!(
+            expired.header("x-cache"),
+            "MISS",
+            "fresh 2.6 s after its birth"
+        );
+        assert_eq!(expired.header("age"), "0");
+    }
+
+    /// A preposition of an LL-HLS playlist brings in its init segment and segments,
+    /// never its parts or the hinted part (which the origin would hold).
+    #[tokio::test(start_paused = true)]
+    async fn preposition_leaves_parts_alone() {
+        let fake = Fake::new(serve(60));
+        let edge = edge(&fake);
+        let (cached, errors) = edge.preposition(vec!["/p/ll/r/playlist.m3u8".into()]).await;
+        assert_eq!((cached, errors.len()), (3, 0), "{errors:?}");
+        assert_eq!(
+            fake.asked(),
+            [
+                "/p/ll/r/playlist.m3u8",
+                "/p/ll/r/init.mp4",
+                "/p/ll/r/000001.m4s"
+            ]
+        );
     }
 }

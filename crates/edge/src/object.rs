@@ -26,7 +26,8 @@ pub struct Policy {
 impl Policy {
     pub fn of(kind: ObjectKind) -> Self {
         match kind {
-            // Changes about once a segment while live.
+            // Changes about once a segment (or part) while live; a blocking reload's
+            // answer is kept longer (`lifetime::limit`).
             ObjectKind::Playlist => Self {
                 max_ttl: Duration::from_secs(10),
                 stale_if_error: true,
@@ -84,9 +85,11 @@ pub struct CachedObject {
     pub cache_control: Option<HeaderValue>,
     pub body: Bytes,
     pub kind: ObjectKind,
-    /// When the object entered this cache, minus the age it already had upstream.
+    /// When the object entered this cache, minus the age it already had upstream
+    /// (whole seconds, as `Age` says): ages here are exact and add up across tiers.
     /// Tokio's clock, so tests can move it.
     pub born: Instant,
+    /// How long past `born` it is fresh.
     pub ttl: Duration,
     pub validators: Validators,
     /// Set by an invalidate command: no longer fresh, kept for revalidation.
@@ -121,15 +124,17 @@ impl CachedObject {
         self.invalidated.store(true, Ordering::Relaxed);
     }
 
-    /// The same body, confirmed by the upstream (`304`): fresh again for `ttl`.
-    pub fn revalidated(&self, ttl: Duration) -> CachedObject {
+    /// The same body, confirmed by the upstream (`304`): fresh again for `ttl` from its
+    /// birth upstream, `age` ago.
+    pub fn revalidated(&self, ttl: Duration, age: Duration) -> CachedObject {
+        let now = Instant::now();
         CachedObject {
             status: self.status,
             content_type: self.content_type.clone(),
             cache_control: self.cache_control.clone(),
             body: self.body.clone(),
             kind: self.kind,
-            born: Instant::now(),
+            born: now.checked_sub(age).unwrap_or(now),
             ttl,
             validators: self.validators.clone(),
             invalidated: AtomicBool::new(false),

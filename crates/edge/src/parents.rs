@@ -27,13 +27,7 @@ impl Parents {
 
 impl Source for Parents {
     fn fetch<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, Result<CachedObject, FetchError>> {
-        self.http
-            .fetch(
-                self.order_for(key),
-                key.path_and_query(),
-                key.target().kind(),
-            )
-            .boxed()
+        self.http.fetch(self.order_for(key), key).boxed()
     }
 
     fn revalidate<'a>(
@@ -42,12 +36,7 @@ impl Source for Parents {
         validators: &'a Validators,
     ) -> BoxFuture<'a, Result<Revalidated, FetchError>> {
         self.http
-            .fetch_conditional(
-                self.order_for(key),
-                key.path_and_query(),
-                key.target().kind(),
-                Some(validators),
-            )
+            .fetch_conditional(self.order_for(key), key, Some(validators))
             .boxed()
     }
 }

@@ -167,7 +167,10 @@ pub fn error_response(error: &FetchError, path: &str) -> Response {
             content_type,
             body,
         } => {
-            let status = if status.is_server_error() {
+            // A `503` keeps its meaning ("not now, ask again": an origin that held a
+            // blocking reload for three target durations); other upstream failures
+            // are ours to report as a bad gateway.
+            let status = if status.is_server_error() && *status != StatusCode::SERVICE_UNAVAILABLE {
                 StatusCode::BAD_GATEWAY
             } else {
                 *status

@@ -9,6 +9,7 @@ use futures::future::{BoxFuture, FutureExt};
 use streamcdn_urls::CacheKey;
 use thiserror::Error;
 
+use crate::lifetime;
 use crate::object::{CachedObject, Validators};
 
 /// Fetches the object a cache key names. A `404` is an object (cached briefly), not
@@ -34,9 +35,11 @@ pub trait Source: Send + Sync {
 /// The answer to a conditional fetch.
 #[derive(Debug)]
 pub enum Revalidated {
-    /// `304`: the cached body stands, fresh for this long.
+    /// `304`: the cached body stands, fresh for `ttl` from its birth upstream, which
+    /// was `age` ago.
     NotModified {
         ttl: Duration,
+        age: Duration,
     },
     Modified(Box<CachedObject>),
 }
@@ -74,6 +77,24 @@ impl FetchError {
             Self::TooLarge | Self::NoServer(_) | Self::Registry(_) => false,
         }
     }
+
+    /// [`Self::try_next`] for a request of `key`. A held request's `503` or `504` (or
+    /// our own timeout) comes after the upstream held it as long as it could
+    /// (rfc8216bis §6.2.5.2): the next upstream would only hold it as long again.
+    pub fn try_next_for(&self, key: &CacheKey) -> bool {
+        match self {
+            _ if !lifetime::is_held(key) => self.try_next(),
+            Self::Timeout => false,
+            Self::NotCacheable { status, .. } => {
+                status.is_server_error()
+                    && !matches!(
+                        *status,
+                        StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+                    )
+            }
+            _ => self.try_next(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -93,5 +114,27 @@ mod tests {
         assert!(!answered(StatusCode::FORBIDDEN).try_next());
         assert!(!FetchError::TooLarge.try_next());
         assert!(!FetchError::Registry("down".into()).try_next());
+    }
+
+    #[test]
+    fn a_held_requests_verdict_is_final() {
+        let answered = |status| FetchError::NotCacheable {
+            status,
+            content_type: None,
+            body: Bytes::new(),
+        };
+        let held = CacheKey::parse("/p/s/live.m3u8", Some("_HLS_msn=9")).unwrap();
+        let part = CacheKey::parse("/p/s/r/000009.2.m4s", None).unwrap();
+        let plain = CacheKey::parse("/p/s/live.m3u8", None).unwrap();
+        for key in [&held, &part] {
+            assert!(!answered(StatusCode::SERVICE_UNAVAILABLE).try_next_for(key));
+            assert!(!answered(StatusCode::GATEWAY_TIMEOUT).try_next_for(key));
+            assert!(!FetchError::Timeout.try_next_for(key));
+            assert!(answered(StatusCode::BAD_GATEWAY).try_next_for(key));
+            assert!(FetchError::Unreachable("refused".into()).try_next_for(key));
+            assert!(!answered(StatusCode::BAD_REQUEST).try_next_for(key));
+        }
+        assert!(answered(StatusCode::SERVICE_UNAVAILABLE).try_next_for(&plain));
+        assert!(FetchError::Timeout.try_next_for(&plain));
     }
 }

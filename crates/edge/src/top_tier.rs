@@ -186,15 +186,10 @@ impl TopTier {
             }
             match self
                 .http
-                .fetch_conditional(
-                    fresh.clone(),
-                    key.path_and_query(),
-                    key.target().kind(),
-                    validators,
-                )
+                .fetch_conditional(fresh.clone(), key, validators)
                 .await
             {
-                Err(e) if e.try_next() => tried.extend(fresh),
+                Err(e) if e.try_next_for(key) => tried.extend(fresh),
                 outcome => return outcome.map(FromServers::Served),
             }
         }

@@ -140,6 +140,8 @@ impl Carried {
             max_ttl: record.max_ttl_secs.map(Duration::from_secs),
             // A partner's origin does not share our deployment key.
             tier_credential: None,
+            // Nor need it speak HTTP/2 without TLS.
+            upstream_http2: false,
         })?)
     }
 

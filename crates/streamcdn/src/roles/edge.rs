@@ -347,6 +347,7 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         stale_if_error: config.edge.stale_if_error,
         max_ttl: None,
         tier_credential: Some(tier_credential.clone()),
+        upstream_http2: config.edge.upstream_http2,
     })
     .context("cannot open the edge's disk cache")?;
     let listener = bind(config.http.listen, "playback (edge)").await?;
