@@ -324,6 +324,11 @@ pub struct HlsConfig {
     /// Segments in the live playlist's sliding window.
     pub live_window: usize,
     pub format: SegmentFormat,
+    /// The part target of Low-Latency HLS: segments are muxed and written in parts of at
+    /// most this long, and fMP4 streams list them (`EXT-X-PART`). 334ms holds ten frames
+    /// at 30 fps exactly.
+    #[serde(with = "humantime_serde")]
+    pub part_duration: Duration,
 }
 
 impl Default for HlsConfig {
@@ -332,6 +337,7 @@ impl Default for HlsConfig {
             segment_duration: Duration::from_secs(2),
             live_window: 6,
             format: SegmentFormat::Fmp4,
+            part_duration: Duration::from_millis(334),
         }
     }
 }
@@ -432,7 +438,7 @@ impl Default for RegistryConfig {
     }
 }
 
-#[derive(Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     /// First path segment of publish and play URLs.
@@ -442,6 +448,10 @@ pub struct ProviderConfig {
     /// Overrides `hls.format` for this provider's streams.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<SegmentFormat>,
+    /// Low-Latency HLS for the provider's fMP4 streams (parts, blocking reload, preload
+    /// hints in the live playlist). MPEG-TS streams are always plain HLS.
+    #[serde(default = "enabled")]
+    pub low_latency: bool,
     /// How long after a stream ends its recording moves to on-demand storage
     /// (`archive.default_after` when unset). A publisher reconnecting within it
     /// continues the same recording. The provider may change it through the API.
@@ -465,12 +475,32 @@ pub struct ProviderConfig {
     pub hooks: Option<HooksConfig>,
 }
 
+fn enabled() -> bool {
+    true
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            stream_key: String::new(),
+            format: None,
+            low_latency: true,
+            archive_after: None,
+            playback_keys: Vec::new(),
+            stream_keys: BTreeMap::new(),
+            hooks: None,
+        }
+    }
+}
+
 impl std::fmt::Debug for ProviderConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the keys: configurations end up in logs and panics.
         f.debug_struct("ProviderConfig")
             .field("name", &self.name)
             .field("format", &self.format)
+            .field("low_latency", &self.low_latency)
             .field("archive_after", &self.archive_after)
             .field("playback_keys", &self.playback_keys.len())
             .field("stream_keys", &self.stream_keys.keys().collect::<Vec<_>>())
@@ -983,6 +1013,14 @@ impl Config {
         }
         if !(3..=100).contains(&hls.live_window) {
             return Err(("hls.live_window".into(), "must be between 3 and 100".into()));
+        }
+        if hls.part_duration < Duration::from_millis(100)
+            || hls.part_duration * 2 > hls.segment_duration
+        {
+            return Err((
+                "hls.part_duration".into(),
+                "must be at least 100ms and at most half of hls.segment_duration".into(),
+            ));
         }
         if self.rtmp.max_message_size.0 < 64 * 1024
             || self.rtmp.max_message_size.0 > 16 * 1024 * 1024

@@ -4,7 +4,7 @@
 //! origin then reads it from the [`RecordingStore`]), so memory is bounded by the
 //! streams live now, however many a server sees in its life.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use bytes::Bytes;
@@ -12,6 +12,7 @@ use streamcdn_config::{ProviderConfig, SegmentFormat};
 use streamcdn_providers::hook_client::Hooks;
 use streamcdn_providers::hooks::{Event, Hook};
 use streamcdn_providers::{KeyError, KeyKind, Providers};
+use streamcdn_recording::hls::{EdgePart, OpenSegment};
 use streamcdn_recording::{
     clock, JournalWriter, Recording, RecordingState, RecordingStore, SegmentEntry,
 };
@@ -63,7 +64,13 @@ pub struct HubSettings {
     pub default_format: SegmentFormat,
     pub target_duration_secs: f64,
     pub live_window: usize,
+    /// The part target of LL-HLS, and the unit in which segments are written.
+    pub part_target_secs: f64,
 }
+
+/// Segments whose parts stay known: listed for three target durations, downloadable for
+/// three more (rfc8216bis 6.2.2), and a margin.
+const SEGMENTS_WITH_PARTS: u64 = 8;
 
 /// The hub's streams. A slot is reserved while a recording is being opened, so the
 /// file work happens outside the lock and a second publisher is still refused.
@@ -79,11 +86,14 @@ fn lock(table: &Table) -> std::sync::MutexGuard<'_, HashMap<StreamName, Slot>> {
     table.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// What the origin needs of a stream: its current recording and the bytes of recent
-/// objects, which are served from memory so a segment is playable the moment it is cut.
+/// What the origin needs of a stream: its current recording, the parts of its live edge,
+/// and the bytes of what the recorder has not written yet, served from memory so a part
+/// is playable the moment it is cut.
 #[derive(Debug)]
 pub struct LiveStream {
     name: StreamName,
+    /// Whether the live playlist is LL-HLS (the provider's setting, fMP4 only).
+    low_latency: bool,
     state: RwLock<StreamState>,
     /// Bumped on every new segment and at the end, for requests that wait.
     updates: watch::Sender<u64>,
@@ -97,25 +107,128 @@ struct StreamState {
     /// Copy-on-write: readers take a cheap snapshot; a writer copies only if a snapshot
     /// is still held.
     recording: Arc<Recording>,
+    /// Init segments until written.
     hot: HashMap<String, Bytes>,
-    hot_order: Vec<String>,
+    /// Parts of the recent segments and of the open one, oldest first.
+    parts: VecDeque<StoredPart>,
+    open: Option<OpenSegment>,
+}
+
+/// A part of the live edge and where its bytes are.
+#[derive(Debug)]
+struct StoredPart {
+    part: EdgePart,
+    /// The segment file it is appended to, at `offset`.
+    file: String,
+    offset: u64,
+    len: u64,
+    /// Its bytes until the recorder has written them.
+    hot: Option<Bytes>,
+}
+
+/// A part's bytes: in memory, or a range of its segment's file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PartBytes {
+    Hot(Bytes),
+    Written { file: String, offset: u64, len: u64 },
+}
+
+/// The live edge as the playlist shows it.
+#[derive(Debug, Clone)]
+pub struct EdgeView {
+    pub recording: Arc<Recording>,
+    pub parts: Vec<EdgePart>,
+    pub open: Option<OpenSegment>,
+}
+
+impl EdgeView {
+    /// The last complete segment's sequence number, and how many parts of the next one
+    /// exist.
+    pub fn position(&self) -> (Option<u64>, u32) {
+        let last = self.recording.segments.last().map(|s| s.sequence);
+        let open_parts = self.open.as_ref().map_or(0, |o| {
+            self.parts
+                .iter()
+                .filter(|p| p.segment == o.sequence)
+                .count() as u32
+        });
+        (last, open_parts)
+    }
+
+    /// How many parts segment `sequence` has, if its parts are known.
+    pub fn parts_of(&self, sequence: u64) -> usize {
+        self.parts.iter().filter(|p| p.segment == sequence).count()
+    }
+
+    /// Whether a blocking playlist request for segment `msn` (and part `part` of it) can
+    /// be answered now (rfc8216bis 6.2.5.2), given how many parts may be asked for
+    /// ahead of the last one (the Advance Part Limit).
+    pub fn readiness(&self, msn: u64, part: Option<u64>, advance_part_limit: u64) -> Readiness {
+        let (last, open_parts) = self.position();
+        // Before the first segment completes, the open one is the first.
+        let last = last.or_else(|| self.open.as_ref().map(|o| o.sequence.saturating_sub(1)));
+        let Some(last) = last else {
+            return Readiness::Wait;
+        };
+        let open_parts = u64::from(open_parts);
+        if msn > last + 2 {
+            return Readiness::TooFarAhead;
+        }
+        match part {
+            None if msn <= last => Readiness::Ready,
+            None => Readiness::Wait,
+            // A part index past the end of a complete segment is part 0 of the next one.
+            Some(p) if msn <= last => {
+                let known = self.parts_of(msn) as u64;
+                if known == 0 || p < known || msn < last || open_parts > 0 {
+                    Readiness::Ready
+                } else {
+                    Readiness::Wait
+                }
+            }
+            Some(p) if msn == last + 1 => {
+                if p < open_parts {
+                    Readiness::Ready
+                } else if p >= open_parts + advance_part_limit {
+                    Readiness::TooFarAhead
+                } else {
+                    Readiness::Wait
+                }
+            }
+            Some(p) if p >= advance_part_limit => Readiness::TooFarAhead,
+            Some(_) => Readiness::Wait,
+        }
+    }
+}
+
+/// What to do with a blocking playlist request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    /// Hold it until the stream advances.
+    Wait,
+    /// Asks for more than the stream may reach soon: 400.
+    TooFarAhead,
 }
 
 impl LiveStream {
     fn new(
         name: StreamName,
         recording: Recording,
+        low_latency: bool,
         events: EventSender,
         table: Weak<Table>,
     ) -> Self {
         Self {
             name,
+            low_latency: low_latency && recording.format == SegmentFormat::Fmp4,
             events,
             table,
             state: RwLock::new(StreamState {
                 recording: Arc::new(recording),
                 hot: HashMap::new(),
-                hot_order: Vec::new(),
+                parts: VecDeque::new(),
+                open: None,
             }),
             updates: watch::channel(0).0,
         }
@@ -132,6 +245,50 @@ impl LiveStream {
 
     pub fn hot_object(&self, file: &str) -> Option<Bytes> {
         self.read().hot.get(file).cloned()
+    }
+
+    pub fn low_latency(&self) -> bool {
+        self.low_latency
+    }
+
+    /// The recording with its live edge, in one consistent snapshot.
+    pub fn edge(&self) -> EdgeView {
+        let state = self.read();
+        EdgeView {
+            recording: state.recording.clone(),
+            parts: state.parts.iter().map(|p| p.part.clone()).collect(),
+            open: state.open.clone(),
+        }
+    }
+
+    /// Part `index` of segment `sequence`, while it is known.
+    pub fn part(&self, sequence: u64, index: u32) -> Option<PartBytes> {
+        let state = self.read();
+        let stored = state
+            .parts
+            .iter()
+            .find(|p| p.part.segment == sequence && p.part.index == index)?;
+        Some(match &stored.hot {
+            Some(bytes) => PartBytes::Hot(bytes.clone()),
+            None => PartBytes::Written {
+                file: stored.file.clone(),
+                offset: stored.offset,
+                len: stored.len,
+            },
+        })
+    }
+
+    /// A segment whose last parts the recorder has not written yet: how many bytes of
+    /// its file are written, and the rest in memory. `None` if the file is whole.
+    pub fn unwritten_tail(&self, file: &str) -> Option<(u64, Vec<Bytes>)> {
+        let state = self.read();
+        let mut parts = state.parts.iter().filter(|p| p.file == file).peekable();
+        let mut written = 0;
+        while let Some(p) = parts.next_if(|p| p.hot.is_none()) {
+            written = p.offset + p.len;
+        }
+        let tail: Vec<Bytes> = parts.filter_map(|p| p.hot.clone()).collect();
+        (!tail.is_empty()).then_some((written, tail))
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
@@ -163,25 +320,60 @@ impl LiveStream {
         recording.resolution = resolution;
     }
 
-    pub(crate) fn add_segment(
+    /// A new part: listed and served from memory at once.
+    pub(crate) fn add_part(
         &self,
-        entry: SegmentEntry,
+        part: EdgePart,
+        file: String,
+        offset: u64,
         bytes: Bytes,
-        frame_rate: Option<f64>,
-        keep_hot: usize,
+        open: impl FnOnce() -> OpenSegment,
     ) {
+        {
+            let mut state = self.write();
+            if state.open.is_none() {
+                state.open = Some(open());
+            }
+            state.parts.push_back(StoredPart {
+                part,
+                file,
+                offset,
+                len: bytes.len() as u64,
+                hot: Some(bytes),
+            });
+        }
+        self.updates.send_modify(|n| *n += 1);
+    }
+
+    /// The recorder wrote a part: it is served from its file from now on.
+    pub(crate) fn part_written(&self, sequence: u64, index: u32) {
+        let mut state = self.write();
+        if let Some(p) = state
+            .parts
+            .iter_mut()
+            .find(|p| p.part.segment == sequence && p.part.index == index)
+        {
+            p.hot = None;
+        }
+    }
+
+    /// The open segment is complete: it enters the recording (and the playlist).
+    pub(crate) fn add_segment(&self, entry: SegmentEntry, frame_rate: Option<f64>) {
         {
             let mut state = self.write();
             let recording = Arc::make_mut(&mut state.recording);
             if recording.frame_rate.is_none() {
                 recording.frame_rate = frame_rate;
             }
-            recording.segments.push(entry.clone());
-            state.hot.insert(entry.file.clone(), bytes);
-            state.hot_order.push(entry.file);
-            let excess = state.hot_order.len().saturating_sub(keep_hot);
-            for file in state.hot_order.drain(..excess).collect::<Vec<_>>() {
-                state.hot.remove(&file);
+            let oldest_kept = entry.sequence.saturating_sub(SEGMENTS_WITH_PARTS - 1);
+            recording.segments.push(entry);
+            state.open = None;
+            while state
+                .parts
+                .front()
+                .is_some_and(|p| p.part.segment < oldest_kept)
+            {
+                state.parts.pop_front();
             }
         }
         self.updates.send_modify(|n| *n += 1);
@@ -200,13 +392,10 @@ impl LiveStream {
         let _ = self.events.send(StreamEvent::Ended(ended));
     }
 
-    /// A segment on durable storage is served from there; its memory copy only bridged
-    /// the time until it was written.
+    /// An init segment on durable storage is served from there; its memory copy only
+    /// bridged the time until it was written.
     pub(crate) fn release_object(&self, file: &str) {
-        let mut state = self.write();
-        if state.hot.remove(file).is_some() {
-            state.hot_order.retain(|f| f != file);
-        }
+        self.write().hot.remove(file);
     }
 
     /// The recorder is done with the ended recording (everything it could write is on
@@ -216,7 +405,8 @@ impl LiveStream {
         {
             let mut state = self.write();
             state.hot.clear();
-            state.hot_order.clear();
+            state.parts.clear();
+            state.open = None;
         }
         if let Some(table) = self.table.upgrade() {
             let mut streams = lock(&table);
@@ -388,6 +578,7 @@ impl StreamHub {
         let live = Arc::new(LiveStream::new(
             name,
             recording,
+            provider.low_latency,
             self.events.clone(),
             Arc::downgrade(&self.streams),
         ));
@@ -551,6 +742,7 @@ mod tests {
                 default_format: SegmentFormat::Fmp4,
                 target_duration_secs: 2.0,
                 live_window: 6,
+                part_target_secs: 0.334,
             },
             providers,
             RecordingStore::open(&dir).unwrap(),
@@ -690,7 +882,8 @@ mod tests {
             discontinuity: false,
             init: None,
         };
-        journal.add_segment(entry, b"x").unwrap();
+        journal.append_part(&entry.file, b"x").unwrap();
+        journal.add_written_segment(entry).unwrap();
         let record = a
             .cluster
             .record(&live.recording(), streamcdn_registry::StreamState::Live);
@@ -762,6 +955,7 @@ mod tests {
             let live = Arc::new(LiveStream::new(
                 name,
                 recording,
+                true,
                 events.clone(),
                 Arc::downgrade(&hub.streams),
             ));

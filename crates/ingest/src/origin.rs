@@ -13,10 +13,13 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use streamcdn_access::admin::Caller;
-use streamcdn_recording::{hls, Recording};
-use streamcdn_urls::{MediaKind, RecordingName, RecordingObject, StreamName, Target};
+use streamcdn_recording::hls::{self, LiveEdge};
+use streamcdn_recording::Recording;
+use streamcdn_urls::{
+    parse_part_file, Directives, MediaKind, RecordingName, RecordingObject, StreamName, Target,
+};
 
-use crate::hub::{LiveStream, StreamHub};
+use crate::hub::{LiveStream, PartBytes, Readiness, StreamHub};
 
 pub const PLAYLIST_CONTENT_TYPE: &str = "application/vnd.apple.mpegurl";
 /// Handlers answer early with the error response (a 404) through `?`.
@@ -29,8 +32,24 @@ pub fn router(hub: Arc<StreamHub>) -> Router {
 
 async fn serve(State(hub): State<Arc<StreamHub>>, request: Request) -> Response {
     let path = request.uri().path().to_owned();
-    let response = answer(&hub, &path).await;
+    let response = match Directives::parse(request.uri().query().unwrap_or("")) {
+        Ok(directives) => answer(&hub, &path, directives).await,
+        Err(e) => {
+            count("playlist", StatusCode::BAD_REQUEST);
+            uncached(StatusCode::BAD_REQUEST, &e.to_string())
+        }
+    };
     if_none_match(request.headers(), response)
+}
+
+/// An error answer no cache may keep: the same request may succeed a moment later.
+fn uncached(status: StatusCode, why: &str) -> Response {
+    (
+        status,
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        format!("{why}\n"),
+    )
+        .into_response()
 }
 
 /// A `200` whose `ETag` the request names becomes a `304` with the same headers: an
@@ -71,7 +90,7 @@ fn etag(parts: &[&[u8]]) -> HeaderValue {
         .unwrap_or(HeaderValue::from_static("\"0\""))
 }
 
-async fn answer(hub: &Arc<StreamHub>, path: &str) -> Response {
+async fn answer(hub: &Arc<StreamHub>, path: &str, directives: Directives) -> Response {
     let Ok(target) = Target::parse(path) else {
         count("other", StatusCode::NOT_FOUND);
         return not_found("no such object");
@@ -83,11 +102,15 @@ async fn answer(hub: &Arc<StreamHub>, path: &str) -> Response {
             Err(not_found("no such object"))
         }
         Target::StreamMultivariant(stream) => stream_multivariant(hub, stream).await,
-        Target::StreamLive(stream) => live_playlist(hub, stream).await,
+        Target::StreamLive(stream) => live_playlist(hub, stream, directives).await,
         Target::Recordings(stream) => list_recordings(hub, stream).await,
         Target::Recording(recording, object) => match object {
             RecordingObject::Multivariant => recording_multivariant(hub, recording).await,
             RecordingObject::Playlist => recording_playlist(hub, recording).await,
+            RecordingObject::Media {
+                file,
+                kind: MediaKind::Part,
+            } => part(hub, recording, file).await,
             RecordingObject::Media { file, kind } => {
                 recording_file(hub, recording, file, *kind).await
             }
@@ -176,11 +199,181 @@ async fn stream_multivariant(hub: &StreamHub, stream: &StreamName) -> Reply {
     ))
 }
 
-async fn live_playlist(hub: &StreamHub, stream: &StreamName) -> Reply {
+async fn live_playlist(hub: &StreamHub, stream: &StreamName, directives: Directives) -> Reply {
     let recording = ready_recording(hub, stream).await?;
-    let text = hls::live_playlist(&recording, hub.settings().live_window)
+    let live = hub.stream(stream).filter(|l| {
+        l.low_latency() && l.with_recording(|r| r.recording_id == recording.recording_id)
+    });
+    let Some(live) = live else {
+        let text = hls::live_playlist(&recording, hub.settings().live_window)
+            .ok_or_else(|| not_found("no such stream"))?;
+        return Ok(playlist_response(&recording, text));
+    };
+    low_latency_playlist(hub, &live, directives).await
+}
+
+/// The LL-HLS live playlist, held until it holds what `_HLS_msn`/`_HLS_part` ask for
+/// (rfc8216bis 6.2.5.2): 400 if that is too far ahead, 503 after three target
+/// durations; directives are ignored once the stream has ended.
+async fn low_latency_playlist(hub: &StreamHub, live: &LiveStream, directives: Directives) -> Reply {
+    let settings = hub.settings();
+    let part_target = settings.part_target_secs;
+    // Parts that may be asked for ahead of the last one: three seconds' worth.
+    let advance_part_limit = if part_target < 1.0 {
+        (3.0 / part_target).floor() as u64
+    } else {
+        3
+    };
+    let hold = Duration::from_secs_f64(settings.target_duration_secs * 3.0);
+    let mut updates = live.subscribe();
+    let blocking = directives.msn.is_some();
+    let view = tokio::time::timeout(hold, async {
+        loop {
+            let view = live.edge();
+            let readiness = match directives.msn {
+                Some(msn) if view.recording.is_live() => {
+                    view.readiness(msn, directives.part, advance_part_limit)
+                }
+                _ => Readiness::Ready,
+            };
+            if readiness != Readiness::Wait || updates.changed().await.is_err() {
+                return (view, readiness);
+            }
+        }
+    })
+    .await;
+    let (view, readiness) = match view {
+        Ok(pair) => pair,
+        Err(_) => {
+            count("playlist", StatusCode::SERVICE_UNAVAILABLE);
+            return Err(uncached(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the stream has not reached the requested segment or part",
+            ));
+        }
+    };
+    if readiness == Readiness::TooFarAhead {
+        count("playlist", StatusCode::BAD_REQUEST);
+        return Err(uncached(
+            StatusCode::BAD_REQUEST,
+            "_HLS_msn/_HLS_part too far ahead of the live edge",
+        ));
+    }
+    let edge = LiveEdge {
+        part_target_secs: part_target,
+        parts: &view.parts,
+        open: view.open.clone(),
+        skip: directives.skip.is_some() && view.recording.is_live(),
+    };
+    let text = hls::low_latency_playlist(&view.recording, settings.live_window, &edge)
         .ok_or_else(|| not_found("no such stream"))?;
-    Ok(playlist_response(&recording, text))
+    let mut response = playlist_response(&view.recording, text);
+    if view.recording.is_live() {
+        // rfc8216bis Appendix B.1: a blocking response for six target durations (what a
+        // request names never changes); a non-blocking one for half a target duration
+        // (our tiers keep it for half a part target: see the edge's policy).
+        let max_age = if blocking {
+            (settings.target_duration_secs * 6.0).round().max(1.0) as u64
+        } else {
+            (settings.target_duration_secs / 2.0).floor().max(1.0) as u64
+        };
+        if let Ok(value) = HeaderValue::try_from(format!("public, max-age={max_age}")) {
+            response.headers_mut().insert(header::CACHE_CONTROL, value);
+        }
+    }
+    Ok(response)
+}
+
+/// A part of the live edge: from memory until written, then from its segment's file.
+/// A part not yet cut (the preload hint) is held until it is complete.
+async fn part(hub: &StreamHub, name: &RecordingName, file: &str) -> Reply {
+    let Some((sequence, index)) = parse_part_file(file) else {
+        count("part", StatusCode::NOT_FOUND);
+        return Err(not_found("no such part"));
+    };
+    let live = hub
+        .stream(&name.stream)
+        .filter(|l| l.with_recording(|r| r.recording_id == name.id));
+    let Some(live) = live else {
+        count("part", StatusCode::NOT_FOUND);
+        return Err(not_found("no such part"));
+    };
+    let hold = Duration::from_secs_f64(hub.settings().target_duration_secs * 3.0);
+    let mut updates = live.subscribe();
+    let found = tokio::time::timeout(hold, async {
+        loop {
+            if let Some(bytes) = live.part(sequence, index) {
+                return Some(bytes);
+            }
+            // Not coming: its segment is complete (with fewer parts, or so old its parts
+            // are forgotten), it is too far ahead, or the stream ended.
+            let view = live.edge();
+            let (last, _) = view.position();
+            let next = last.map_or(1, |l| l + 1);
+            if last.is_some_and(|l| sequence <= l)
+                || sequence > next + 1
+                || !view.recording.is_live()
+            {
+                return None;
+            }
+            if updates.changed().await.is_err() {
+                return None;
+            }
+        }
+    })
+    .await;
+    let bytes = match found {
+        Ok(Some(PartBytes::Hot(bytes))) => bytes,
+        Ok(Some(PartBytes::Written { file, offset, len })) => {
+            read_range(&hub.store().dir(name).join(&file), offset, len)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(recording = %name, file, error = %e, "part unreadable");
+                    count("part", StatusCode::NOT_FOUND);
+                    not_found("part not available")
+                })?
+        }
+        Ok(None) => {
+            count("part", StatusCode::NOT_FOUND);
+            return Err(uncached(StatusCode::NOT_FOUND, "no such part"));
+        }
+        Err(_) => {
+            count("part", StatusCode::SERVICE_UNAVAILABLE);
+            return Err(uncached(StatusCode::SERVICE_UNAVAILABLE, "part not ready"));
+        }
+    };
+    count("part", StatusCode::OK);
+    let len = bytes.len().to_le_bytes();
+    let tag = etag(&[name.to_string().as_bytes(), file.as_bytes(), &len]);
+    // Never changes; wanted only near the live edge (rfc8216bis Appendix B.1: six target
+    // durations).
+    let max_age = (hub.settings().target_duration_secs * 6.0).round().max(1.0) as u64;
+    Ok((
+        [
+            (header::ETAG, tag),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(MediaKind::content_type(file)),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::try_from(format!("public, max-age={max_age}"))
+                    .unwrap_or(HeaderValue::from_static("no-cache")),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// `len` bytes of `path` from `offset`.
+async fn read_range(path: &std::path::Path, offset: u64, len: u64) -> std::io::Result<Bytes> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut file = tokio::fs::File::open(path).await?;
+    file.seek(std::io::SeekFrom::Start(offset)).await?;
+    let mut buffer = vec![0; usize::try_from(len).map_err(std::io::Error::other)?];
+    file.read_exact(&mut buffer).await?;
+    Ok(buffer.into())
 }
 
 /// A recording by name, or the 404 to answer with (counted under `kind`).
@@ -251,20 +444,31 @@ async fn recording_file(
         count(kind, StatusCode::NOT_FOUND);
         return Err(not_found("no such segment"));
     }
-    let hot = hub
+    let live = hub
         .stream(&name.stream)
-        .filter(|l| l.with_recording(|r| r.recording_id == name.id))
-        .and_then(|l| l.hot_object(file));
-    let body = match hot {
-        Some(bytes) => bytes,
-        None => match tokio::fs::read(hub.store().dir(name).join(file)).await {
-            Ok(bytes) => Bytes::from(bytes),
-            Err(e) => {
-                tracing::warn!(recording = %name, file, error = %e, "listed file unreadable");
-                count(kind, StatusCode::NOT_FOUND);
-                return Err(not_found("segment not available"));
-            }
+        .filter(|l| l.with_recording(|r| r.recording_id == name.id));
+    let path = hub.store().dir(name).join(file);
+    let body = match live.as_ref().and_then(|l| l.hot_object(file)) {
+        Some(bytes) => Ok(bytes),
+        // A segment whose last parts are still on their way to the file.
+        None => match live.and_then(|l| l.unwritten_tail(file)) {
+            Some((written, tail)) => read_range(&path, 0, written).await.map(|head| {
+                let mut whole =
+                    Vec::with_capacity(head.len() + tail.iter().map(Bytes::len).sum::<usize>());
+                whole.extend_from_slice(&head);
+                tail.iter().for_each(|t| whole.extend_from_slice(t));
+                Bytes::from(whole)
+            }),
+            None => tokio::fs::read(&path).await.map(Bytes::from),
         },
+    };
+    let body = match body {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::warn!(recording = %name, file, error = %e, "listed file unreadable");
+            count(kind, StatusCode::NOT_FOUND);
+            return Err(not_found("segment not available"));
+        }
     };
     count(kind, StatusCode::OK);
     // Never rewritten once listed: its name and size identify it.

@@ -1,5 +1,6 @@
-//! One publisher's pipeline: FLV packets → segmenter → container → the stream's
-//! in-memory view (served at once) and the recorder (made durable in the background).
+//! One publisher's pipeline: FLV packets → segmenter → container, part by part → the
+//! stream's live edge (served at once from memory) and the recorder, which appends each
+//! part to its segment's file and makes the segment durable when it is complete.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -7,13 +8,14 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use streamcdn_config::SegmentFormat;
 use streamcdn_media::flv::{self, AudioPacket, VideoPacket};
-use streamcdn_media::segmenter::{MediaSegment, Segmenter, SegmenterEvent, Tracks};
+use streamcdn_media::segmenter::{MediaPart, SegmentEnd, Segmenter, SegmenterEvent, Tracks};
 use streamcdn_media::ts::TsMuxer;
 use streamcdn_media::{fmp4, rtmp::amf0::Amf0Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use streamcdn_recording::clock::format_time;
+use streamcdn_recording::hls::{EdgePart, OpenSegment};
 use streamcdn_recording::{JournalWriter, SegmentEntry};
 
 use crate::hub::LiveStream;
@@ -24,10 +26,23 @@ enum Container {
 }
 
 enum WriteJob {
-    Init { file: String },
+    Init {
+        file: String,
+    },
+    Part {
+        file: String,
+        segment: u64,
+        index: u32,
+    },
+    /// The segment's parts are all sent: make it durable and list it.
     Segment(SegmentEntry),
-    End { ended_at: String },
+    End {
+        ended_at: String,
+    },
 }
+
+/// Recorder jobs queued before the publisher waits: about 20 s of parts.
+const RECORDER_QUEUE: usize = 64;
 
 pub struct Publisher {
     stream: Arc<LiveStream>,
@@ -36,7 +51,10 @@ pub struct Publisher {
     container: Option<Container>,
     init_file: Option<String>,
     started: SystemTime,
-    keep_hot: usize,
+    /// Bytes of the open segment so far: where its next part goes in the file.
+    segment_offset: u64,
+    /// The open segment's discontinuity, init and start, from its first part.
+    segment_discontinuity: bool,
     writer: mpsc::Sender<(WriteJob, Bytes)>,
     writer_task: Option<JoinHandle<()>>,
     warned_unsupported: bool,
@@ -47,20 +65,22 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn new(stream: Arc<LiveStream>, journal: JournalWriter, live_window: usize) -> Self {
+    pub fn new(stream: Arc<LiveStream>, journal: JournalWriter, part_target_secs: f64) -> Self {
         let target_ms = stream.with_recording(|r| (r.target_duration_secs * 1000.0) as u64);
+        let part_target_ms = (part_target_secs * 1000.0).round() as u64;
         // A continued recording resumes after its last segment, on the same timeline.
-        let (first_sequence, resumed_at_ms) = stream.with_recording(|r| {
-            let next = r.segments.last().map_or(0, |s| s.sequence + 1);
+        let (last_sequence, resumed_at_ms) = stream.with_recording(|r| {
             let elapsed: f64 = r.segments.iter().map(|s| s.duration_secs).sum();
-            (next, (elapsed * 1000.0).round() as u64)
+            (
+                r.segments.last().map(|s| s.sequence),
+                (elapsed * 1000.0).round() as u64,
+            )
         });
-        let segmenter = if first_sequence == 0 {
-            Segmenter::new(target_ms)
-        } else {
-            Segmenter::resume(target_ms, first_sequence, resumed_at_ms)
+        let segmenter = match last_sequence {
+            None => Segmenter::new(target_ms, part_target_ms),
+            Some(last) => Segmenter::resume(target_ms, part_target_ms, last + 1, resumed_at_ms),
         };
-        let (tx, rx) = mpsc::channel(16);
+        let (tx, rx) = mpsc::channel(RECORDER_QUEUE);
         let writer_task = tokio::spawn(run_recorder(journal, rx, stream.clone()));
         Self {
             format: stream.with_recording(|r| r.format),
@@ -69,9 +89,8 @@ impl Publisher {
             container: None,
             init_file: None,
             started: SystemTime::now(),
-            // Segments leave memory once durable; this bounds memory if storage falls
-            // behind.
-            keep_hot: live_window + 4,
+            segment_offset: 0,
+            segment_discontinuity: false,
             writer: tx,
             writer_task: Some(writer_task),
             warned_unsupported: false,
@@ -131,7 +150,8 @@ impl Publisher {
         for event in events {
             match event {
                 SegmenterEvent::Tracks(tracks) => self.start_tracks(tracks).await,
-                SegmenterEvent::Segment(segment) => self.emit_segment(segment).await,
+                SegmenterEvent::Part(part) => self.emit_part(part).await,
+                SegmenterEvent::SegmentEnd(end) => self.end_segment(end).await,
             }
         }
     }
@@ -171,52 +191,95 @@ impl Publisher {
         }
     }
 
-    async fn emit_segment(&mut self, segment: MediaSegment) {
-        let sequence = segment.index;
-        let bytes = match &mut self.container {
-            Some(Container::Fmp4) => match fmp4::media_segment(&segment, sequence as u32 + 1) {
-                Ok(b) => b,
-                Err(e) => return self.warn_once(&e.to_string()),
-            },
-            Some(Container::Ts(muxer)) => muxer.media_segment(&segment),
-            None => return,
-        };
+    fn segment_file(&self, sequence: u64) -> String {
         let extension = match self.format {
             SegmentFormat::Fmp4 => "m4s",
             SegmentFormat::Ts => "ts",
         };
-        let start = self.started
-            + std::time::Duration::from_millis(segment.start_ms.saturating_sub(self.resumed_at_ms));
-        let entry = SegmentEntry {
-            sequence,
-            file: format!("{sequence:06}.{extension}"),
-            duration_secs: segment.duration_secs,
-            program_date_time: format_time(start),
-            bytes: bytes.len() as u64,
-            discontinuity: segment.discontinuity,
+        format!("{sequence:06}.{extension}")
+    }
+
+    fn wall_clock(&self, start_ms: u64) -> String {
+        format_time(
+            self.started
+                + std::time::Duration::from_millis(start_ms.saturating_sub(self.resumed_at_ms)),
+        )
+    }
+
+    async fn emit_part(&mut self, part: MediaPart) {
+        let bytes = match &mut self.container {
+            Some(Container::Fmp4) => match fmp4::part(&part) {
+                Ok(b) => b,
+                Err(e) => return self.warn_once(&e.to_string()),
+            },
+            Some(Container::Ts(muxer)) => muxer.part(&part),
+            None => return,
+        };
+        let file = self.segment_file(part.segment);
+        if part.index == 0 {
+            self.segment_offset = 0;
+            self.segment_discontinuity = part.discontinuity;
+        }
+        let open = || OpenSegment {
+            sequence: part.segment,
+            program_date_time: self.wall_clock(part.start_ms),
+            discontinuity: part.discontinuity,
             init: self.init_file.clone(),
         };
-        let frame_rate = (segment.duration_secs > 0.0 && !segment.video.is_empty())
-            .then(|| (segment.video.len() as f64 / segment.duration_secs).round());
-        self.stream
-            .add_segment(entry.clone(), bytes.clone(), frame_rate, self.keep_hot);
+        let edge_part = EdgePart {
+            segment: part.segment,
+            index: part.index,
+            duration_secs: part.duration_secs,
+            independent: part.independent,
+        };
+        self.stream.add_part(
+            edge_part,
+            file.clone(),
+            self.segment_offset,
+            bytes.clone(),
+            open,
+        );
+        self.segment_offset += bytes.len() as u64;
+        metrics::counter!("streamcdn_ingest_parts_total").increment(1);
+        let job = WriteJob::Part {
+            file,
+            segment: part.segment,
+            index: part.index,
+        };
+        if self.writer.send((job, bytes)).await.is_err() {
+            tracing::error!("recorder stopped; part kept in memory only");
+        }
+    }
+
+    async fn end_segment(&mut self, end: SegmentEnd) {
+        let entry = SegmentEntry {
+            sequence: end.index,
+            file: self.segment_file(end.index),
+            duration_secs: end.duration_secs,
+            program_date_time: self.wall_clock(end.start_ms),
+            bytes: self.segment_offset,
+            discontinuity: end.discontinuity,
+            init: self.init_file.clone(),
+        };
+        let frame_rate = (end.duration_secs > 0.0 && end.video_frames > 0)
+            .then(|| (end.video_frames as f64 / end.duration_secs).round());
+        self.stream.add_segment(entry.clone(), frame_rate);
         metrics::counter!("streamcdn_ingest_segments_total").increment(1);
         if self
             .writer
-            .send((WriteJob::Segment(entry), bytes))
+            .send((WriteJob::Segment(entry), Bytes::new()))
             .await
             .is_err()
         {
-            tracing::error!("recorder stopped; segment kept in memory only");
+            tracing::error!("recorder stopped; segment not recorded");
         }
     }
 
     /// Flushes the last segment, marks the stream ended and waits until the recorder
     /// has made everything durable.
     pub async fn finish(mut self) {
-        if let Some(segment) = self.segmenter.finish() {
-            self.emit_segment(segment).await;
-        }
+        let events = self.segmenter.finish();
+        self.handle(events).await;
         let ended_at = format_time(SystemTime::now());
         self.stream.end(ended_at.clone());
         let _ = self
@@ -260,15 +323,24 @@ async fn run_recorder(
             header.resolution = resolution;
             header.frame_rate = fps;
         }
-        let written = match &job {
-            WriteJob::Segment(entry) => Some((entry.file.clone(), entry.bytes)),
+        let recorded = match &job {
+            WriteJob::Segment(entry) => Some(entry.bytes),
+            _ => None,
+        };
+        let part = match &job {
+            WriteJob::Part { segment, index, .. } => Some((*segment, *index)),
+            _ => None,
+        };
+        let init = match &job {
+            WriteJob::Init { file } => Some(file.clone()),
             _ => None,
         };
         // The writer moves into the blocking pool for the file system work and back.
         let outcome = tokio::task::spawn_blocking(move || {
             let result = match job {
                 WriteJob::Init { file } => writer.add_init(&file, &bytes),
-                WriteJob::Segment(entry) => writer.add_segment(entry, &bytes),
+                WriteJob::Part { file, .. } => writer.append_part(&file, &bytes),
+                WriteJob::Segment(entry) => writer.add_written_segment(entry),
                 WriteJob::End { ended_at } => writer.end(ended_at),
             };
             (writer, result)
@@ -279,14 +351,20 @@ async fn run_recorder(
             Ok(pair) => pair,
             Err(e) => return recorder_failed(&dir, &std::io::Error::other(e)),
         };
-        match (result, written) {
-            (Ok(()), Some((file, size))) => {
-                stream.release_object(&file);
-                metrics::counter!("streamcdn_ingest_segments_recorded_total").increment(1);
-                metrics::counter!("streamcdn_ingest_recorded_bytes_total").increment(size);
+        match result {
+            Ok(()) => {
+                if let Some((segment, index)) = part {
+                    stream.part_written(segment, index);
+                }
+                if let Some(file) = init {
+                    stream.release_object(&file);
+                }
+                if let Some(size) = recorded {
+                    metrics::counter!("streamcdn_ingest_segments_recorded_total").increment(1);
+                    metrics::counter!("streamcdn_ingest_recorded_bytes_total").increment(size);
+                }
             }
-            (Ok(()), None) => {}
-            (Err(e), _) => {
+            Err(e) => {
                 metrics::counter!("streamcdn_ingest_record_errors_total").increment(1);
                 tracing::error!(dir = %dir.display(), error = %e, "recording write failed");
             }

@@ -164,8 +164,11 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
                             );
                             metrics::gauge!("streamcdn_live_streams").increment(1.0);
                             session.accept_publish();
-                            publisher =
-                                Some(Publisher::new(stream, journal, hub.settings().live_window));
+                            publisher = Some(Publisher::new(
+                                stream,
+                                journal,
+                                hub.settings().part_target_secs,
+                            ));
                         }
                         Err(e) => {
                             // Names only: the query carries the key, which is never logged.

@@ -1,4 +1,5 @@
-//! CMAF fragmented MP4: one init segment per track set, one `moof`+`mdat` per segment.
+//! CMAF fragmented MP4: one init segment per track set, one `moof`+`mdat` per part (a
+//! CMAF chunk); a segment is its parts, the first preceded by `styp`.
 
 use bytes::Bytes;
 use mp4_atom::{
@@ -9,7 +10,7 @@ use mp4_atom::{
 use thiserror::Error;
 
 use crate::codec::{AudioConfig, VideoCodec, VideoConfig};
-use crate::segmenter::{MediaSegment, Sample, Tracks, VIDEO_TIMESCALE};
+use crate::segmenter::{MediaPart, Sample, Tracks, VIDEO_TIMESCALE};
 
 const VIDEO_TRACK: u32 = 1;
 const AUDIO_TRACK: u32 = 2;
@@ -231,8 +232,17 @@ fn traf(track_id: u32, samples: &[Sample]) -> Traf {
     }
 }
 
-/// `styp` + `moof` + `mdat` for one segment; `sequence` numbers fragments in the stream.
-pub fn media_segment(segment: &MediaSegment, sequence: u32) -> Result<Bytes, Fmp4Error> {
+/// The fragment number of a part: increasing through the stream (and across publishers
+/// of one recording, whose segment numbers continue), as `mfhd` requires.
+pub fn fragment_sequence(part: &MediaPart) -> u32 {
+    // 1024 parts per segment would take parts of 2 ms in a 2 s segment.
+    (part.segment.wrapping_mul(1024) + u64::from(part.index.min(1023)) + 1) as u32
+}
+
+/// `moof` + `mdat` for one part, preceded by `styp` when it starts a segment.
+pub fn part(part: &MediaPart) -> Result<Bytes, Fmp4Error> {
+    let sequence = fragment_sequence(part);
+    let segment = part;
     let tracks = [(VIDEO_TRACK, &segment.video), (AUDIO_TRACK, &segment.audio)];
     let mut moof = Moof {
         mfhd: Mfhd {
@@ -259,12 +269,14 @@ pub fn media_segment(segment: &MediaSegment, sequence: u32) -> Result<Bytes, Fmp
         offset += samples.iter().map(|s| s.data.len() as i32).sum::<i32>();
     }
     let mut out = Vec::with_capacity(segment.bytes + sized.len() + 64);
-    Styp {
-        major_brand: b"msdh".into(),
-        minor_version: 0,
-        compatible_brands: vec![b"msdh".into(), b"msix".into()],
+    if segment.index == 0 {
+        Styp {
+            major_brand: b"msdh".into(),
+            minor_version: 0,
+            compatible_brands: vec![b"msdh".into(), b"msix".into()],
+        }
+        .encode(&mut out)?;
     }
-    .encode(&mut out)?;
     moof.encode(&mut out)?;
     // The mdat is written here rather than through mp4_atom::Mdat, whose encoder copies
     // its body byte by byte (it was most of the ingest's CPU time).

@@ -15,7 +15,7 @@ pub fn run_ingest(input: &[u8], chunk: usize) -> usize {
         },
         [0; 1528],
     );
-    let mut segmenter = Segmenter::new(2000);
+    let mut segmenter = Segmenter::new(2000, crate::segmenter::DEFAULT_PART_TARGET_MS);
     let mut ts_muxer = None;
     let mut segments = 0;
     for piece in input.chunks(chunk.max(1)) {
@@ -44,13 +44,13 @@ pub fn run_ingest(input: &[u8], chunk: usize) -> usize {
                         let _ = fmp4::init_segment(&tracks);
                         ts_muxer = Some(ts::TsMuxer::new(tracks));
                     }
-                    SegmenterEvent::Segment(segment) => {
-                        let _ = fmp4::media_segment(&segment, 1);
+                    SegmenterEvent::Part(part) => {
+                        let _ = fmp4::part(&part);
                         if let Some(muxer) = ts_muxer.as_mut() {
-                            muxer.media_segment(&segment);
+                            muxer.part(&part);
                         }
-                        segments += 1;
                     }
+                    SegmenterEvent::SegmentEnd(_) => segments += 1,
                 }
             }
         }

@@ -1,6 +1,9 @@
-//! Turns RTMP audio/video packets into HLS segments: one timeline for both tracks,
-//! unwrapped across 32-bit wrap and rebased across jumps, cut on keyframes near the
-//! target duration.
+//! Turns RTMP audio/video packets into HLS segments made of parts: one timeline for both
+//! tracks, unwrapped across 32-bit wrap and rebased across jumps, segments cut on
+//! keyframes near the target duration, and each segment cut into parts (the partial
+//! segments of LL-HLS) of at most the part target as frames arrive, so that no more than
+//! one part's frames are ever held: a part is muxed, served and written the moment its
+//! last frame's duration is known.
 
 use bytes::Bytes;
 
@@ -12,11 +15,15 @@ pub const VIDEO_TIMESCALE: u32 = 90_000;
 const MAX_TIMESTAMP_STEP_MS: i64 = 10_000;
 /// With no video config after this much audio, the stream is audio-only.
 const AUDIO_ONLY_AFTER_MS: i64 = 2_000;
-/// A segment is cut at this size even without a keyframe, so memory stays bounded.
-const MAX_SEGMENT_BYTES: usize = 64 * 1024 * 1024;
+/// A part is cut at this size whatever its duration, so memory stays bounded.
+const MAX_PART_BYTES: usize = 64 * 1024 * 1024;
 /// What a pending frame costs besides its data (its entry, its `Bytes`), counted against
-/// `MAX_SEGMENT_BYTES`, so that a flood of empty frames is cut too (after 2^20 of them).
+/// `MAX_PART_BYTES`, so that a flood of empty frames is cut too (after 2^20 of them).
 const FRAME_OVERHEAD: usize = 64;
+/// The default part target: 334 ms holds exactly ten frames at 30 fps (and 20 at 60)
+/// with millisecond RTMP timestamps, where 333 ms would cut every other part a frame
+/// short.
+pub const DEFAULT_PART_TARGET_MS: u64 = 334;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tracks {
@@ -34,25 +41,47 @@ pub struct Sample {
     pub data: Bytes,
 }
 
+/// A part of a segment: its frames, contiguous with the previous part's. A segment is
+/// exactly its parts in order.
 #[derive(Debug, Clone, PartialEq)]
-pub struct MediaSegment {
-    /// Counts from 0 across the whole stream.
-    pub index: u64,
+pub struct MediaPart {
+    /// The segment this part belongs to (counts from the stream's first segment).
+    pub segment: u64,
+    /// Counts from 0 in each segment.
+    pub index: u32,
     /// Start on the stream's timeline, in milliseconds since its first frame.
     pub start_ms: u64,
     pub duration_secs: f64,
     pub video: Vec<Sample>,
     pub audio: Vec<Sample>,
-    /// The tracks changed before this segment (new init segment, `EXT-X-DISCONTINUITY`).
+    /// Starts with a keyframe (every part of an audio-only stream does).
+    pub independent: bool,
+    /// The first part of a segment after the tracks changed (new init segment,
+    /// `EXT-X-DISCONTINUITY`).
     pub discontinuity: bool,
+    /// Bytes of frame data.
     pub bytes: usize,
+}
+
+/// A segment is complete: the part just emitted was its last.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentEnd {
+    /// Counts from 0 (or the resumed index) across the whole stream.
+    pub index: u64,
+    /// Start on the stream's timeline, in milliseconds since its first frame.
+    pub start_ms: u64,
+    pub duration_secs: f64,
+    pub parts: u32,
+    pub video_frames: usize,
+    pub discontinuity: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SegmenterEvent {
     /// Tracks are known (at start, or changed mid-stream): write an init segment.
     Tracks(Tracks),
-    Segment(MediaSegment),
+    Part(MediaPart),
+    SegmentEnd(SegmentEnd),
 }
 
 /// Maps 32-bit RTMP millisecond timestamps onto one continuous 64-bit timeline.
@@ -93,19 +122,33 @@ struct PendingVideo {
     data: Bytes,
 }
 
+/// What the segment being cut has had so far.
+#[derive(Debug)]
+struct OpenSegment {
+    start_ms: i64,
+    parts: u32,
+    duration_secs: f64,
+    video_frames: usize,
+    discontinuity: bool,
+}
+
 #[derive(Debug)]
 pub struct Segmenter {
     target_ms: i64,
+    part_target_ms: i64,
     timeline: Timeline,
     video_config: Option<VideoConfig>,
     audio_config: Option<AudioConfig>,
     tracks: Option<Tracks>,
     tracks_changed: bool,
-    segment_start_ms: Option<i64>,
+    segment: Option<OpenSegment>,
+    part_start_ms: Option<i64>,
     pending_video: Vec<PendingVideo>,
     pending_audio: Vec<(i64, Bytes)>,
     pending_bytes: usize,
     last_video_dts_ms: Option<i64>,
+    /// The last step between video frames: how long the last frame is taken to last.
+    video_step_ms: i64,
     audio_next_sample: Option<u64>,
     first_audio_ms: Option<i64>,
     next_index: u64,
@@ -117,22 +160,28 @@ pub struct Segmenter {
 }
 
 impl Segmenter {
-    pub fn new(target_ms: u64) -> Self {
+    /// Segments of about `target_ms`, starting at index 1 (LL-HLS media sequence
+    /// numbers start at 1), in parts of at most `part_target_ms`.
+    pub fn new(target_ms: u64, part_target_ms: u64) -> Self {
+        let target_ms = target_ms.max(100) as i64;
         Self {
-            target_ms: target_ms.max(100) as i64,
+            target_ms,
+            part_target_ms: (part_target_ms.max(50) as i64).min(target_ms),
             timeline: Timeline::default(),
             video_config: None,
             audio_config: None,
             tracks: None,
             tracks_changed: false,
-            segment_start_ms: None,
+            segment: None,
+            part_start_ms: None,
             pending_video: Vec::new(),
             pending_audio: Vec::new(),
             pending_bytes: 0,
             last_video_dts_ms: None,
+            video_step_ms: 33,
             audio_next_sample: None,
             first_audio_ms: None,
-            next_index: 0,
+            next_index: 1,
             origin_ms: None,
             resume_at_ms: 0,
         }
@@ -141,12 +190,12 @@ impl Segmenter {
     /// A segmenter that continues a recording: segment indexes from `first_index`,
     /// times from `start_ms`, and a discontinuity before the first segment (new
     /// encoder, new tracks).
-    pub fn resume(target_ms: u64, first_index: u64, start_ms: u64) -> Self {
+    pub fn resume(target_ms: u64, part_target_ms: u64, first_index: u64, start_ms: u64) -> Self {
         Self {
             next_index: first_index,
             resume_at_ms: i64::try_from(start_ms).unwrap_or(i64::MAX / 2),
             tracks_changed: true,
-            ..Self::new(target_ms)
+            ..Self::new(target_ms, part_target_ms)
         }
     }
 
@@ -178,11 +227,12 @@ impl Segmenter {
                     // Segments start on this keyframe; earlier audio has no video to
                     // accompany it.
                     self.pending_audio.retain(|(t, _)| *t >= dts_ms);
+                    self.pending_bytes = self.pending_audio_bytes();
                 }
                 if self.tracks.as_ref().is_some_and(|t| t.video.is_none()) {
                     return events;
                 }
-                if self.segment_start_ms.is_none() && !keyframe {
+                if self.segment.is_none() && !keyframe {
                     return events;
                 }
                 // Decode times must increase strictly within a track.
@@ -190,10 +240,15 @@ impl Segmenter {
                     Some(last) if dts_ms <= last => last + 1,
                     _ => dts_ms,
                 };
-                if keyframe || self.pending_bytes > MAX_SEGMENT_BYTES {
-                    self.cut_if_due(dts_ms, &mut events);
+                if let Some(last) = self.last_video_dts_ms {
+                    self.video_step_ms = dts_ms - last;
                 }
-                self.segment_start_ms.get_or_insert(dts_ms);
+                let step = self.video_step_ms;
+                if keyframe {
+                    self.cut_segment_if_due(dts_ms, &mut events);
+                }
+                self.cut_part_if_due(dts_ms, step, &mut events);
+                self.open_segment(dts_ms);
                 self.last_video_dts_ms = Some(dts_ms);
                 self.pending_bytes += data.len() + FRAME_OVERHEAD;
                 self.pending_video.push(PendingVideo {
@@ -233,21 +288,37 @@ impl Segmenter {
                     let first = *self.first_audio_ms.get_or_insert(ts_ms);
                     if self.video_config.is_none() && ts_ms - first >= AUDIO_ONLY_AFTER_MS {
                         self.start_tracks(&mut events);
-                        self.segment_start_ms = self.pending_audio.first().map(|(t, _)| *t);
+                        if let Some(start) = self.pending_audio.first().map(|(t, _)| *t) {
+                            self.open_segment(start);
+                        }
                         self.pending_bytes = self.pending_audio_bytes();
+                        // The pre-roll holds several parts' worth.
+                        let frame_ms = self.audio_frame_ms().max(1);
+                        while let Some(start) = self.part_start_ms {
+                            let over = self
+                                .pending_audio
+                                .iter()
+                                .map(|(t, _)| *t)
+                                .find(|t| *t + frame_ms - start > self.part_target_ms);
+                            match over {
+                                Some(end) if end > start => self.cut_part(end, &mut events),
+                                _ => break,
+                            }
+                        }
                     }
                     return events;
                 }
                 let audio_only = self.tracks.as_ref().is_some_and(|t| t.video.is_none());
                 if audio_only {
-                    self.cut_if_due(ts_ms, &mut events);
-                    self.segment_start_ms.get_or_insert(ts_ms);
-                } else if self.pending_bytes > MAX_SEGMENT_BYTES {
+                    self.cut_segment_if_due(ts_ms, &mut events);
+                    self.cut_part_if_due(ts_ms, self.audio_frame_ms(), &mut events);
+                    self.open_segment(ts_ms);
+                } else if self.pending_bytes > MAX_PART_BYTES {
                     // Audio while the video stalls: cut, and drop audio until the next
                     // keyframe rather than hold it without bound.
-                    self.cut_if_due(ts_ms, &mut events);
+                    self.cut_segment(ts_ms, &mut events);
                 }
-                if !audio_only && self.segment_start_ms.is_none() {
+                if !audio_only && self.segment.is_none() {
                     // Video leads: audio before the first keyframe has nowhere to go.
                     return events;
                 }
@@ -258,7 +329,7 @@ impl Segmenter {
         events
     }
 
-    /// What the pending audio counts against `MAX_SEGMENT_BYTES`.
+    /// What the pending audio counts against `MAX_PART_BYTES`.
     fn pending_audio_bytes(&self) -> usize {
         self.pending_audio
             .iter()
@@ -266,10 +337,19 @@ impl Segmenter {
             .sum()
     }
 
-    /// Ends the stream: returns the last, possibly short, segment.
-    pub fn finish(&mut self) -> Option<MediaSegment> {
-        let end = self.estimated_end_ms()?;
-        self.take_segment(end)
+    fn audio_frame_ms(&self) -> i64 {
+        self.audio_config.as_ref().map_or(21, |c| {
+            i64::from(AAC_FRAME_SAMPLES) * 1000 / i64::from(c.sample_rate.max(1))
+        })
+    }
+
+    /// Ends the stream: the last part and the end of the last, possibly short, segment.
+    pub fn finish(&mut self) -> Vec<SegmenterEvent> {
+        let mut events = Vec::new();
+        if let Some(end) = self.estimated_end_ms() {
+            self.cut_segment(end, &mut events);
+        }
+        events
     }
 
     fn start_tracks(&mut self, events: &mut Vec<SegmenterEvent>) {
@@ -282,9 +362,7 @@ impl Segmenter {
     }
 
     fn restart_tracks(&mut self, events: &mut Vec<SegmenterEvent>) {
-        if let Some(segment) = self.finish() {
-            events.push(SegmenterEvent::Segment(segment));
-        }
+        events.extend(self.finish());
         self.tracks = None;
         self.tracks_changed = true;
         self.last_video_dts_ms = None;
@@ -292,41 +370,86 @@ impl Segmenter {
         self.first_audio_ms = None;
     }
 
-    fn cut_if_due(&mut self, now_ms: i64, events: &mut Vec<SegmenterEvent>) {
-        let Some(start) = self.segment_start_ms else {
+    fn open_segment(&mut self, start_ms: i64) {
+        if self.segment.is_none() {
+            self.segment = Some(OpenSegment {
+                start_ms,
+                parts: 0,
+                duration_secs: 0.0,
+                video_frames: 0,
+                discontinuity: std::mem::take(&mut self.tracks_changed),
+            });
+        }
+        self.part_start_ms.get_or_insert(start_ms);
+    }
+
+    fn cut_segment_if_due(&mut self, now_ms: i64, events: &mut Vec<SegmenterEvent>) {
+        let Some(segment) = &self.segment else {
             return;
         };
         // Encoders place keyframes on frame boundaries (60 frames at 33 ms is 1.98 s), so
         // a keyframe within a tenth of the target is close enough to cut on.
-        let due = now_ms - start >= self.target_ms - self.target_ms / 10;
-        if due || self.pending_bytes > MAX_SEGMENT_BYTES {
-            if let Some(segment) = self.take_segment(now_ms) {
-                events.push(SegmenterEvent::Segment(segment));
-            }
+        if now_ms - segment.start_ms >= self.target_ms - self.target_ms / 10 {
+            self.cut_segment(now_ms, events);
         }
+    }
+
+    /// Closes the pending part at `now_ms` if a frame lasting `step_ms` from there would
+    /// take it past the part target, or it holds too many bytes.
+    fn cut_part_if_due(&mut self, now_ms: i64, step_ms: i64, events: &mut Vec<SegmenterEvent>) {
+        let Some(start) = self.part_start_ms else {
+            return;
+        };
+        let over_target = now_ms + step_ms.max(1) - start > self.part_target_ms;
+        if over_target || self.pending_bytes > MAX_PART_BYTES {
+            self.cut_part(now_ms, events);
+        }
+    }
+
+    /// Closes the pending part and its segment at `end_ms` (exclusive).
+    fn cut_segment(&mut self, end_ms: i64, events: &mut Vec<SegmenterEvent>) {
+        self.cut_part(end_ms, events);
+        let Some(segment) = self.segment.take() else {
+            return;
+        };
+        self.part_start_ms = None;
+        if segment.parts == 0 {
+            return;
+        }
+        let origin = self.origin_ms.unwrap_or(segment.start_ms) - self.resume_at_ms;
+        let index = self.next_index;
+        self.next_index += 1;
+        events.push(SegmenterEvent::SegmentEnd(SegmentEnd {
+            index,
+            start_ms: (segment.start_ms - origin).max(0) as u64,
+            duration_secs: segment.duration_secs,
+            parts: segment.parts,
+            video_frames: segment.video_frames,
+            discontinuity: segment.discontinuity,
+        }));
     }
 
     fn estimated_end_ms(&self) -> Option<i64> {
         if let Some(last) = self.pending_video.last() {
-            let n = self.pending_video.len();
-            let step = if n >= 2 {
-                last.dts_ms - self.pending_video[n - 2].dts_ms
-            } else {
-                33
-            };
-            return Some(last.dts_ms + step.max(1));
+            return Some(last.dts_ms + self.video_step_ms.max(1));
         }
-        let (last, _) = self.pending_audio.last()?;
-        let frame_ms = self.audio_config.as_ref().map_or(21, |c| {
-            i64::from(AAC_FRAME_SAMPLES) * 1000 / i64::from(c.sample_rate)
-        });
-        Some(last + frame_ms.max(1))
+        if let Some((last, _)) = self.pending_audio.last() {
+            return Some(last + self.audio_frame_ms().max(1));
+        }
+        // Nothing pending: the segment ends where its last part did.
+        self.part_start_ms.filter(|_| self.segment.is_some())
     }
 
-    /// Closes the pending segment at `end_ms` (exclusive).
-    fn take_segment(&mut self, end_ms: i64) -> Option<MediaSegment> {
-        let start_ms = self.segment_start_ms?;
-        let origin = *self.origin_ms.get_or_insert(start_ms) - self.resume_at_ms;
+    /// Closes the pending part at `end_ms` (exclusive); audio from `end_ms` on stays for
+    /// the next part.
+    fn cut_part(&mut self, end_ms: i64, events: &mut Vec<SegmenterEvent>) {
+        let (Some(segment_start_ms), Some(start_ms)) = (
+            self.segment.as_ref().map(|s| s.start_ms),
+            self.part_start_ms,
+        ) else {
+            return;
+        };
+        let origin = *self.origin_ms.get_or_insert(segment_start_ms) - self.resume_at_ms;
         let video_frames = std::mem::take(&mut self.pending_video);
         let split = self
             .pending_audio
@@ -334,9 +457,10 @@ impl Segmenter {
             .position(|(ts, _)| *ts >= end_ms)
             .unwrap_or(self.pending_audio.len());
         let audio_frames: Vec<_> = self.pending_audio.drain(..split).collect();
+        self.pending_bytes = self.pending_audio_bytes();
+        self.part_start_ms = Some(end_ms.max(start_ms));
         if video_frames.is_empty() && audio_frames.is_empty() {
-            self.segment_start_ms = None;
-            return None;
+            return;
         }
 
         let to_90k = |ms: i64| ((ms - origin).max(0) as u64) * u64::from(VIDEO_TIMESCALE) / 1000;
@@ -387,20 +511,26 @@ impl Segmenter {
             }
             _ => 0.0,
         };
+        let independent = video.first().is_none_or(|v| v.keyframe);
         let bytes = video.iter().chain(&audio).map(|s| s.data.len()).sum();
-        self.pending_bytes = self.pending_audio_bytes();
-        self.segment_start_ms = None;
-        let index = self.next_index;
-        self.next_index += 1;
-        Some(MediaSegment {
+        let Some(segment) = self.segment.as_mut() else {
+            return;
+        };
+        let index = segment.parts;
+        segment.parts += 1;
+        segment.duration_secs += duration_secs;
+        segment.video_frames += video.len();
+        events.push(SegmenterEvent::Part(MediaPart {
+            segment: self.next_index,
             index,
             start_ms: (start_ms - origin).max(0) as u64,
             duration_secs,
             video,
             audio,
-            discontinuity: std::mem::take(&mut self.tracks_changed),
+            independent,
+            discontinuity: index == 0 && segment.discontinuity,
             bytes,
-        })
+        }));
     }
 }
 
@@ -429,19 +559,54 @@ mod tests {
         }
     }
 
-    fn run(timestamps: impl Iterator<Item = u32>) -> Vec<MediaSegment> {
-        let mut s = Segmenter::new(2000);
-        let mut segments = Vec::new();
-        s.push_video(0, VideoPacket::Config(video_config()));
-        for (i, ts) in timestamps.enumerate() {
-            for e in s.push_video(ts, frame(i % 60 == 0)) {
-                if let SegmenterEvent::Segment(seg) = e {
-                    segments.push(seg);
+    /// A segment as its parts, checked to be whole: parts numbered from 0, in one
+    /// segment, adding up to the segment's duration.
+    #[derive(Debug)]
+    struct Segment {
+        end: SegmentEnd,
+        parts: Vec<MediaPart>,
+        video: Vec<Sample>,
+        audio: Vec<Sample>,
+    }
+
+    fn segments(events: impl IntoIterator<Item = SegmenterEvent>) -> Vec<Segment> {
+        let mut out = Vec::new();
+        let mut parts: Vec<MediaPart> = Vec::new();
+        for event in events {
+            match event {
+                SegmenterEvent::Part(part) => parts.push(part),
+                SegmenterEvent::SegmentEnd(end) => {
+                    let parts = std::mem::take(&mut parts);
+                    assert_eq!(parts.len() as u32, end.parts);
+                    for (i, part) in parts.iter().enumerate() {
+                        assert_eq!((part.segment, part.index), (end.index, i as u32));
+                    }
+                    let sum: f64 = parts.iter().map(|p| p.duration_secs).sum();
+                    assert!((sum - end.duration_secs).abs() < 1e-9);
+                    let video = parts.iter().flat_map(|p| p.video.clone()).collect();
+                    let audio = parts.iter().flat_map(|p| p.audio.clone()).collect();
+                    out.push(Segment {
+                        end,
+                        parts,
+                        video,
+                        audio,
+                    });
                 }
+                SegmenterEvent::Tracks(_) => {}
             }
         }
-        segments.extend(s.finish());
-        segments
+        assert!(parts.is_empty(), "parts after the last segment end");
+        out
+    }
+
+    fn run(timestamps: impl Iterator<Item = u32>) -> Vec<Segment> {
+        let mut s = Segmenter::new(2000, DEFAULT_PART_TARGET_MS);
+        let mut events = s.push_video(0, VideoPacket::Config(video_config()));
+        for (i, ts) in timestamps.enumerate() {
+            events.extend(s.push_video(ts, frame(i % 60 == 0)));
+        }
+        events.extend(s.finish());
+        segments(events)
     }
 
     #[test]
@@ -449,31 +614,84 @@ mod tests {
         // 30 fps, keyframe every 60 frames: 2 s segments.
         let segments = run((0..300).map(|i| i * 1000 / 30));
         assert_eq!(segments.len(), 5);
+        assert_eq!(
+            segments[0].end.index, 1,
+            "media sequence numbers start at 1"
+        );
         assert_eq!(segments.iter().map(|s| s.video.len()).sum::<usize>(), 300);
         for s in &segments {
-            assert!((s.duration_secs - 2.0).abs() < 0.05, "{}", s.duration_secs);
+            assert!(
+                (s.end.duration_secs - 2.0).abs() < 0.05,
+                "{}",
+                s.end.duration_secs
+            );
             assert!(s.video[0].keyframe);
+            assert_eq!(s.end.video_frames, s.video.len());
+        }
+    }
+
+    #[test]
+    fn parts_hold_at_most_the_part_target_and_only_the_first_is_independent() {
+        let segments = run((0..300).map(|i| i * 1000 / 30));
+        for s in &segments {
+            // Ten frames of 33.3 ms in each part of a 2 s segment.
+            assert_eq!(
+                s.parts.len(),
+                6,
+                "{:?}",
+                s.parts.iter().map(|p| p.video.len()).collect::<Vec<_>>()
+            );
+            for part in &s.parts {
+                assert!(part.duration_secs <= 0.334 + 1e-9, "{}", part.duration_secs);
+                assert_eq!(part.video.len(), 10);
+                assert_eq!(part.independent, part.index == 0);
+                assert_eq!(part.independent, part.video[0].keyframe);
+            }
+        }
+        // Parts abut: each starts where the previous one ended.
+        let parts: Vec<_> = segments.iter().flat_map(|s| &s.parts).collect();
+        for pair in parts.windows(2) {
+            let end = pair[0].video[0].dts
+                + pair[0]
+                    .video
+                    .iter()
+                    .map(|v| u64::from(v.duration))
+                    .sum::<u64>();
+            assert_eq!(pair[1].video[0].dts, end);
+        }
+    }
+
+    #[test]
+    fn frames_are_released_part_by_part() {
+        // Nothing older than the current part is held: after each frame the pending
+        // frames span less than a part target.
+        let mut s = Segmenter::new(6000, 500);
+        s.push_video(0, VideoPacket::Config(video_config()));
+        for i in 0..600u32 {
+            s.push_video(i * 1000 / 30, frame(i % 180 == 0));
+            let held = s.pending_video.len();
+            assert!(held <= 15, "{held} frames held at frame {i}");
         }
     }
 
     #[test]
     fn audio_only_streams_keep_their_first_frames() {
         let asc = crate::codec::AudioConfig::parse(Bytes::from_static(&[0x12, 0x10])).unwrap();
-        let mut s = Segmenter::new(2000);
-        s.push_audio(0, AudioPacket::Config(asc));
-        let mut frames = 0;
+        let mut s = Segmenter::new(2000, DEFAULT_PART_TARGET_MS);
+        let mut events = s.push_audio(0, AudioPacket::Config(asc));
         for i in 0..431u32 {
-            for e in s.push_audio(
+            events.extend(s.push_audio(
                 i * 1024 * 1000 / 44100,
                 AudioPacket::Frame(Bytes::from_static(&[1, 2, 3])),
-            ) {
-                if let SegmenterEvent::Segment(seg) = e {
-                    frames += seg.audio.len();
-                }
-            }
+            ));
         }
-        frames += s.finish().map_or(0, |seg| seg.audio.len());
-        assert_eq!(frames, 431);
+        events.extend(s.finish());
+        let segments = segments(events);
+        assert_eq!(segments.iter().map(|s| s.audio.len()).sum::<usize>(), 431);
+        for part in segments.iter().flat_map(|s| &s.parts) {
+            assert!(part.independent);
+            assert!(part.duration_secs <= 0.334 + 1e-9, "{}", part.duration_secs);
+        }
     }
 
     #[test]
@@ -488,7 +706,7 @@ mod tests {
                 assert_eq!(s.video[0].dts, expected_dts, "segments must abut");
                 expected_dts =
                     s.video[0].dts + s.video.iter().map(|v| u64::from(v.duration)).sum::<u64>();
-                assert!(s.duration_secs > 0.0 && s.duration_secs < 3.0);
+                assert!(s.end.duration_secs > 0.0 && s.end.duration_secs < 3.0);
             }
             assert_eq!(segments.iter().map(|s| s.video.len()).sum::<usize>(), 300);
         }
@@ -496,7 +714,7 @@ mod tests {
 
     #[test]
     fn a_new_codec_configuration_starts_new_tracks_after_a_discontinuity() {
-        let mut s = Segmenter::new(2000);
+        let mut s = Segmenter::new(2000, DEFAULT_PART_TARGET_MS);
         let mut events = s.push_video(0, VideoPacket::Config(video_config()));
         for i in 0..90u32 {
             events.extend(s.push_video(i * 33, frame(i % 60 == 0)));
@@ -508,7 +726,7 @@ mod tests {
         for i in 90..200u32 {
             events.extend(s.push_video(i * 33, frame(i % 60 == 30)));
         }
-        events.extend(s.finish().map(SegmenterEvent::Segment));
+        events.extend(s.finish());
         let tracks: Vec<_> = events
             .iter()
             .filter_map(|e| match e {
@@ -517,11 +735,11 @@ mod tests {
             })
             .collect();
         assert_eq!(tracks, [1280, 640]);
-        let segments: Vec<_> = events
+        let segments: Vec<_> = segments(events)
             .iter()
-            .filter_map(|e| match e {
-                SegmenterEvent::Segment(seg) => Some((seg.discontinuity, seg.video.len())),
-                _ => None,
+            .map(|seg| {
+                assert_eq!(seg.parts[0].discontinuity, seg.end.discontinuity);
+                (seg.end.discontinuity, seg.video.len())
             })
             .collect();
         // 60 + 30 frames before the change (the second cut short by it), then a
@@ -539,7 +757,7 @@ mod tests {
         // (its inputs are too short to get there).
         let asc = crate::codec::AudioConfig::parse(Bytes::from_static(&[0x12, 0x10])).unwrap();
         for audio in [false, true] {
-            let mut s = Segmenter::new(2000);
+            let mut s = Segmenter::new(2000, DEFAULT_PART_TARGET_MS);
             s.push_video(0, VideoPacket::Config(video_config()));
             s.push_audio(0, AudioPacket::Config(asc.clone()));
             s.push_video(0, frame(true));
@@ -555,9 +773,7 @@ mod tests {
                     };
                     s.push_video(i / 1000, empty)
                 };
-                cut |= events
-                    .iter()
-                    .any(|e| matches!(e, SegmenterEvent::Segment(_)));
+                cut |= events.iter().any(|e| matches!(e, SegmenterEvent::Part(_)));
             }
             let pending = s.pending_video.len() + s.pending_audio.len();
             assert!(
@@ -569,21 +785,17 @@ mod tests {
 
     #[test]
     fn a_resumed_recording_continues_its_timeline_after_a_discontinuity() {
-        let mut segmenter = Segmenter::resume(2000, 7, 14_000);
-        let mut segments = Vec::new();
-        segmenter.push_video(500, VideoPacket::Config(video_config()));
+        let mut segmenter = Segmenter::resume(2000, DEFAULT_PART_TARGET_MS, 7, 14_000);
+        let mut events = segmenter.push_video(500, VideoPacket::Config(video_config()));
         for ms in (0..4100).step_by(100) {
-            for event in segmenter.push_video(500 + ms, frame(ms % 2000 == 0)) {
-                if let SegmenterEvent::Segment(s) = event {
-                    segments.push(s);
-                }
-            }
+            events.extend(segmenter.push_video(500 + ms, frame(ms % 2000 == 0)));
         }
-        segments.extend(segmenter.finish());
-        assert_eq!(segments[0].index, 7);
-        assert!(segments[0].discontinuity && !segments[1].discontinuity);
-        assert_eq!(segments[0].start_ms, 14_000);
+        events.extend(segmenter.finish());
+        let segments = segments(events);
+        assert_eq!(segments[0].end.index, 7);
+        assert!(segments[0].end.discontinuity && !segments[1].end.discontinuity);
+        assert_eq!(segments[0].end.start_ms, 14_000);
         assert_eq!(segments[0].video[0].dts, 14_000 * 90);
-        assert_eq!(segments[1].start_ms, 16_000);
+        assert_eq!(segments[1].end.start_ms, 16_000);
     }
 }

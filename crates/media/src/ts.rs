@@ -7,7 +7,7 @@
 use bytes::Bytes;
 
 use crate::codec::{AudioConfig, VideoCodec, VideoConfig};
-use crate::segmenter::{MediaSegment, Tracks, VIDEO_TIMESCALE};
+use crate::segmenter::{MediaPart, Tracks, VIDEO_TIMESCALE};
 
 const PACKET: usize = 188;
 const PID_PAT: u16 = 0;
@@ -33,16 +33,20 @@ impl TsMuxer {
         }
     }
 
-    pub fn media_segment(&mut self, segment: &MediaSegment) -> Bytes {
+    /// The packets of one part; a segment's first part starts with the PAT and PMT, so
+    /// every segment decodes on its own.
+    pub fn part(&mut self, segment: &MediaPart) -> Bytes {
         let mut out = Vec::with_capacity(segment.bytes + segment.bytes / 8 + 4 * PACKET);
-        let pat = psi_section(
-            0x00,
-            1,
-            &[0x00, 0x01, 0xE0 | (PID_PMT >> 8) as u8, PID_PMT as u8],
-        );
-        self.write_packets(PID_PAT, &pat, None, false, &mut out);
-        let pmt = self.pmt();
-        self.write_packets(PID_PMT, &pmt, None, false, &mut out);
+        if segment.index == 0 {
+            let pat = psi_section(
+                0x00,
+                1,
+                &[0x00, 0x01, 0xE0 | (PID_PMT >> 8) as u8, PID_PMT as u8],
+            );
+            self.write_packets(PID_PAT, &pat, None, false, &mut out);
+            let pmt = self.pmt();
+            self.write_packets(PID_PMT, &pmt, None, false, &mut out);
+        }
 
         let audio_rate = self
             .tracks
@@ -347,9 +351,11 @@ mod tests {
         for size in [1usize, 170, 171, 172, 173, 183, 184, 185, 5000] {
             let mut data = (size as u32).to_be_bytes().to_vec();
             data.extend(std::iter::repeat_n(0x41u8, size));
-            let segment = MediaSegment {
+            let segment = MediaPart {
+                segment: 1,
                 index: 0,
                 start_ms: 0,
+                independent: true,
                 duration_secs: 1.0,
                 video: vec![Sample {
                     dts: 0,
@@ -362,7 +368,7 @@ mod tests {
                 discontinuity: false,
                 bytes: size,
             };
-            let ts = muxer.media_segment(&segment);
+            let ts = muxer.part(&segment);
             assert_eq!(ts.len() % PACKET, 0, "size {size}");
             assert!(ts.chunks(PACKET).all(|p| p[0] == 0x47));
             let payload_bytes: usize = ts

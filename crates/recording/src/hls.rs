@@ -3,9 +3,10 @@
 
 use streamcdn_config::SegmentFormat;
 use streamcdn_media::playlist::{
-    render_multivariant, target_duration, MediaPlaylist, PlaylistKind, PlaylistSegment, Variant,
+    render_multivariant, target_duration, LowLatency, MediaPlaylist, PlaylistKind, PlaylistPart,
+    PlaylistSegment, Variant,
 };
-use streamcdn_urls::{relative, RecordingName, RecordingObject, StreamName, Target};
+use streamcdn_urls::{part_file, relative, RecordingName, RecordingObject, StreamName, Target};
 
 use crate::journal::Recording;
 
@@ -47,6 +48,7 @@ pub fn recording_playlist(recording: &Recording, prefix: &str) -> String {
         discontinuity_sequence: 0,
         segments: &segments,
         ended: !recording.is_live(),
+        low_latency: None,
     }
     .render()
 }
@@ -54,17 +56,134 @@ pub fn recording_playlist(recording: &Recording, prefix: &str) -> String {
 /// The sliding live window of the last `window` segments (`/<p>/<s>/live.m3u8`);
 /// `None` before the first segment.
 pub fn live_playlist(recording: &Recording, window: usize) -> Option<String> {
+    live_window(recording, window, None)
+}
+
+/// A part of the live edge, as the playlist lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdgePart {
+    pub segment: u64,
+    /// From 0 in each segment.
+    pub index: u32,
+    pub duration_secs: f64,
+    pub independent: bool,
+}
+
+/// The segment being cut, which has parts but no `EXTINF` yet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenSegment {
+    pub sequence: u64,
+    pub program_date_time: String,
+    pub discontinuity: bool,
+    pub init: Option<String>,
+}
+
+/// The live edge of an LL-HLS stream: the parts of its recent segments and of the one
+/// being cut.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveEdge<'a> {
+    pub part_target_secs: f64,
+    /// In order; parts of segments that left the window are ignored.
+    pub parts: &'a [EdgePart],
+    pub open: Option<OpenSegment>,
+    /// Leave out what a delta update may (`_HLS_skip=YES`).
+    pub skip: bool,
+}
+
+/// The LL-HLS live window: the segments of [`live_playlist`] with the parts of those in
+/// the last three target durations (rfc8216bis 6.2.2), the open segment's parts, and a
+/// preload hint for the next part.
+pub fn low_latency_playlist(
+    recording: &Recording,
+    window: usize,
+    edge: &LiveEdge,
+) -> Option<String> {
+    live_window(recording, window, Some(edge))
+}
+
+fn live_window(recording: &Recording, window: usize, edge: Option<&LiveEdge>) -> Option<String> {
     let from = recording
         .segments
         .len()
         .checked_sub(1)?
         .saturating_sub(window.max(1) - 1);
     let prefix = relative::stream_prefix(&recording.recording_id);
-    let segments = playlist_segments(recording, &prefix, from);
+    let mut segments = playlist_segments(recording, &prefix, from);
+    let target_duration_secs = target_duration(recording.target_duration_secs, &segments);
+    let parts_of = |sequence: u64| -> Vec<PlaylistPart> {
+        edge.map_or(&[][..], |e| e.parts)
+            .iter()
+            .filter(|p| p.segment == sequence)
+            .map(|p| PlaylistPart {
+                uri: format!("{prefix}{}", part_file(p.segment, p.index)),
+                duration_secs: p.duration_secs,
+                independent: p.independent,
+            })
+            .collect()
+    };
+    let open = edge.and_then(|e| e.open.as_ref()).map(|o| PlaylistSegment {
+        uri: String::new(),
+        duration_secs: 0.0,
+        program_date_time: o.program_date_time.clone(),
+        discontinuity: o.discontinuity,
+        map_uri: match recording.format {
+            SegmentFormat::Fmp4 => o.init.as_ref().map(|i| format!("{prefix}{i}")),
+            SegmentFormat::Ts => None,
+        },
+        parts: parts_of(o.sequence),
+    });
+    let low_latency = match edge {
+        Some(edge) if recording.is_live() => {
+            // Parts are listed for segments ending within three target durations of the
+            // playlist's end (the open segment's parts count towards that span).
+            let open_secs: f64 = open
+                .iter()
+                .flat_map(|o| &o.parts)
+                .map(|p| p.duration_secs)
+                .sum();
+            let mut from_end = open_secs;
+            let listed_span = 3.0 * target_duration_secs as f64;
+            for (segment, entry) in segments.iter_mut().zip(&recording.segments[from..]).rev() {
+                if from_end >= listed_span {
+                    break;
+                }
+                segment.parts = parts_of(entry.sequence);
+                from_end += segment.duration_secs;
+            }
+            // A delta update leaves out the segments that start more than CAN-SKIP-UNTIL
+            // before the end.
+            let skip_boundary = LowLatency::skip_boundary_secs(target_duration_secs);
+            let mut skipped_segments = 0;
+            if edge.skip {
+                let mut to_end: f64 =
+                    open_secs + segments.iter().map(|s| s.duration_secs).sum::<f64>();
+                for segment in &segments {
+                    if to_end <= skip_boundary {
+                        break;
+                    }
+                    skipped_segments += 1;
+                    to_end -= segment.duration_secs;
+                }
+            }
+            let hint = match &edge.open {
+                Some(o) => part_file(
+                    o.sequence,
+                    open.as_ref().map_or(0, |s| s.parts.len() as u32),
+                ),
+                None => part_file(recording.segments.last().map_or(1, |s| s.sequence + 1), 0),
+            };
+            Some((
+                edge.part_target_secs,
+                format!("{prefix}{hint}"),
+                skipped_segments,
+            ))
+        }
+        _ => None,
+    };
     Some(
         MediaPlaylist {
             kind: PlaylistKind::Live,
-            target_duration_secs: target_duration(recording.target_duration_secs, &segments),
+            target_duration_secs,
             media_sequence: recording.segments[from].sequence,
             discontinuity_sequence: recording.segments[..from]
                 .iter()
@@ -72,6 +191,12 @@ pub fn live_playlist(recording: &Recording, window: usize) -> Option<String> {
                 .count() as u64,
             segments: &segments,
             ended: !recording.is_live(),
+            low_latency: low_latency.map(|(part_target_secs, hint, skipped_segments)| LowLatency {
+                part_target_secs,
+                open: open.as_ref(),
+                preload_hint: Some(hint),
+                skipped_segments,
+            }),
         }
         .render(),
     )
@@ -117,6 +242,7 @@ fn playlist_segments(recording: &Recording, prefix: &str, from: usize) -> Vec<Pl
                 SegmentFormat::Fmp4 => s.init.as_ref().map(|i| format!("{prefix}{i}")),
                 SegmentFormat::Ts => None,
             },
+            parts: Vec::new(),
         })
         .collect()
 }

@@ -202,6 +202,10 @@ pub struct JournalWriter {
     dir: PathBuf,
     on_disk: Recording,
     page_size: usize,
+    /// The segment being written part by part: its name and open file.
+    growing: Option<(String, std::fs::File)>,
+    /// A segment a part of which could not be written: never listed.
+    broken: Option<String>,
 }
 
 impl JournalWriter {
@@ -219,6 +223,8 @@ impl JournalWriter {
             dir: dir.to_owned(),
             on_disk: recording.clone(),
             page_size: page_size.max(1),
+            growing: None,
+            broken: None,
         };
         write_journal(dir, &writer.on_disk)?;
         Ok(writer)
@@ -240,6 +246,8 @@ impl JournalWriter {
             dir: dir.to_owned(),
             on_disk,
             page_size: SEGMENTS_PER_PAGE,
+            growing: None,
+            broken: None,
         };
         Ok((recording, writer))
     }
@@ -261,9 +269,51 @@ impl JournalWriter {
         write_journal(&self.dir, &self.on_disk)
     }
 
-    /// Writes a segment durably, then the journal that lists it.
-    pub fn add_segment(&mut self, entry: SegmentEntry, bytes: &[u8]) -> std::io::Result<()> {
-        write_durable(&self.dir, &entry.file, bytes)?;
+    /// Appends a part to segment `file` (created by its first part). Not durable and not
+    /// listed until [`Self::add_written_segment`]: a crash before leaves a file no
+    /// journal names, which `repair` removes.
+    pub fn append_part(&mut self, file: &str, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        if self.broken.as_deref() == Some(file) {
+            return Err(std::io::Error::other(format!("segment {file} lost a part")));
+        }
+        if self.growing.as_ref().is_none_or(|(name, _)| name != file) {
+            self.growing = None;
+            let opened = std::fs::File::create(self.dir.join(file));
+            let opened = opened.inspect_err(|_| self.broken = Some(file.to_owned()))?;
+            self.growing = Some((file.to_owned(), opened));
+        }
+        let written = match &mut self.growing {
+            Some((_, f)) => f.write_all(bytes),
+            None => Ok(()),
+        };
+        if written.is_err() {
+            self.growing = None;
+            self.broken = Some(file.to_owned());
+        }
+        written
+    }
+
+    /// Makes the segment written by [`Self::append_part`] durable, then lists it.
+    pub fn add_written_segment(&mut self, entry: SegmentEntry) -> std::io::Result<()> {
+        match self.growing.take() {
+            Some((name, file)) if name == entry.file => {
+                file.sync_all()?;
+                std::fs::File::open(&self.dir)?.sync_all()?;
+            }
+            _ => {
+                // A segment with a part missing is not listed (and its file goes).
+                let _ = std::fs::remove_file(self.dir.join(&entry.file));
+                return Err(std::io::Error::other(format!(
+                    "segment {} is incomplete: not recorded",
+                    entry.file
+                )));
+            }
+        }
+        self.list_segment(entry)
+    }
+
+    fn list_segment(&mut self, entry: SegmentEntry) -> std::io::Result<()> {
         self.on_disk.segments.push(entry);
         if self.on_disk.segments.len() >= self.page_size {
             let page = format!("journal-{:04}.json", self.on_disk.segment_pages.len() + 1);
@@ -428,7 +478,8 @@ mod tests {
                 discontinuity: false,
                 init: None,
             };
-            writer.add_segment(entry, b"x").unwrap();
+            writer.append_part(&entry.file, b"x").unwrap();
+            writer.add_written_segment(entry).unwrap();
         }
         let on_disk = read_journal_head(&dir).unwrap();
         assert_eq!(

@@ -334,7 +334,9 @@ mod tests {
 
         let mut writer = tokio::task::spawn_blocking(move || {
             let mut writer = writer;
-            writer.add_segment(entry(0), b"x").map(|()| writer)
+            let first = entry(0);
+            writer.append_part(&first.file, b"x")?;
+            writer.add_written_segment(first).map(|()| writer)
         })
         .await
         .unwrap()
@@ -359,7 +361,8 @@ mod tests {
         let name = StreamName::new("p", "s").unwrap().recording("r1").unwrap();
         let rec = Recording::new("p", "s", "r1", SegmentFormat::Ts, "t0".into(), 2.0);
         let mut writer = store.create(rec).await.unwrap();
-        writer.add_segment(entry(0), b"x").unwrap();
+        writer.append_part(&entry(0).file, b"x").unwrap();
+        writer.add_written_segment(entry(0)).unwrap();
         writer.end("t1".into()).unwrap();
         let dir = store.dir(&name);
         assert!(!store.is_archived(&dir).await);

@@ -60,11 +60,7 @@ pub fn demo_provider(data_dir: &Path) -> anyhow::Result<ProviderConfig> {
     let provider = ProviderConfig {
         name: "demo".into(),
         stream_key: key,
-        format: None,
-        archive_after: None,
-        playback_keys: Vec::new(),
-        stream_keys: Default::default(),
-        hooks: None,
+        ..ProviderConfig::default()
     };
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;

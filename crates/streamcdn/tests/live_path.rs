@@ -56,7 +56,7 @@ fn publish_play_and_record(name: &str, ffmpeg: &Path, e: Expect<'_>) {
     );
     assert_eq!(
         tag_value(&text, "#EXT-X-MEDIA-SEQUENCE"),
-        Some("0"),
+        Some("1"),
         "{text}"
     );
     assert!(text.contains("#EXT-X-PROGRAM-DATE-TIME:20"), "{text}");
@@ -82,7 +82,7 @@ fn publish_play_and_record(name: &str, ffmpeg: &Path, e: Expect<'_>) {
         "{event}"
     );
     assert!(
-        playlist_segments(&event)[0].1.starts_with("000000."),
+        playlist_segments(&event)[0].1.starts_with("000001."),
         "{event}"
     );
 

@@ -68,7 +68,10 @@ fn kinds_come_from_the_target() {
     assert_eq!(kind("/p/s/r/000001.m4s"), ObjectKind::Segment);
     assert_eq!(kind("/p/s/r/init.mp4"), ObjectKind::Segment);
     assert_eq!(kind("/p/s/r/000001.3.m4s"), ObjectKind::Part);
-    assert_eq!(Target::parse("/p/s/r/000001.3.m4s").unwrap().label(), "part");
+    assert_eq!(
+        Target::parse("/p/s/r/000001.3.m4s").unwrap().label(),
+        "part"
+    );
     assert_eq!(kind("/p/s/recordings"), ObjectKind::Listing);
     assert_eq!(Target::parse("/p/s/r/init.mp4").unwrap().label(), "init");
     assert_eq!(kind("/p/s/"), ObjectKind::Page);

@@ -62,6 +62,7 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         default_format: config.hls.format,
         target_duration_secs: config.hls.segment_duration.as_secs_f64(),
         live_window: config.hls.live_window,
+        part_target_secs: config.hls.part_duration.as_secs_f64(),
     };
     // The edges check signed playback URLs with the keys published here.
     if let Err(e) = ctx.providers().publish_playback_keys().await {

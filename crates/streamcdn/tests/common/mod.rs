@@ -160,7 +160,8 @@ pub struct Node {
 }
 
 impl Node {
-    /// `up` with two providers: `demo` (fMP4) and `tsprov` (MPEG-TS), both keyed `KEY`.
+    /// `up` with three providers, all keyed `KEY`: `demo` (fMP4, LL-HLS), `tsprov`
+    /// (MPEG-TS) and `plain` (fMP4 without LL-HLS).
     pub fn up(name: &str, extra: &str) -> Node {
         Self::role(name, "up", extra)
     }
@@ -236,6 +237,10 @@ stream_key = "{KEY}"
 name = "tsprov"
 stream_key = "{KEY}"
 format = "ts"
+[[providers]]
+name = "plain"
+stream_key = "{KEY}"
+low_latency = false
 "#,
                 data = data.display()
             ),
