@@ -989,4 +989,58 @@ mod tests {
         assert_eq!(hub.held_streams(), 0);
         assert!(hub.reserve(&name).is_ok());
     }
+
+    #[test]
+    fn blocking_requests_wait_for_their_part_and_refuse_what_is_too_far() {
+        let mut recording = Recording::new("p", "s", "r", SegmentFormat::Fmp4, "t".into(), 2.0);
+        for sequence in 1..=5 {
+            recording.segments.push(SegmentEntry {
+                sequence,
+                file: format!("{sequence:06}.m4s"),
+                duration_secs: 2.0,
+                program_date_time: "t".into(),
+                bytes: 1,
+                discontinuity: false,
+                init: None,
+            });
+        }
+        let part = |segment, index| EdgePart {
+            segment,
+            index,
+            duration_secs: 0.334,
+            independent: index == 0,
+        };
+        let mut parts: Vec<EdgePart> = (0..6).map(|i| part(5, i)).collect();
+        parts.extend([part(6, 0), part(6, 1)]);
+        let view = EdgeView {
+            recording: Arc::new(recording),
+            parts,
+            open: Some(OpenSegment {
+                sequence: 6,
+                program_date_time: "t".into(),
+                discontinuity: false,
+                init: None,
+            }),
+        };
+        let limit = 8;
+        let cases = [
+            ((4, None), Readiness::Ready),
+            ((5, None), Readiness::Ready),
+            ((6, None), Readiness::Wait),
+            ((7, None), Readiness::Wait),
+            ((8, None), Readiness::TooFarAhead),
+            ((5, Some(3)), Readiness::Ready),
+            // Past the end of a complete segment: part 0 of the next, which exists.
+            ((5, Some(9)), Readiness::Ready),
+            ((6, Some(1)), Readiness::Ready),
+            ((6, Some(2)), Readiness::Wait),
+            ((6, Some(9)), Readiness::Wait),
+            ((6, Some(10)), Readiness::TooFarAhead),
+            ((7, Some(0)), Readiness::Wait),
+            ((7, Some(8)), Readiness::TooFarAhead),
+        ];
+        for ((msn, part), expected) in cases {
+            assert_eq!(view.readiness(msn, part, limit), expected, "{msn} {part:?}");
+        }
+    }
 }

@@ -298,4 +298,82 @@ mod tests {
         assert_eq!(summary(&ended)["playlist"], "/p/s/r1/index.m3u8");
         assert_eq!(summary(&ended)["duration_secs"], 4.0);
     }
+
+    fn edge_parts(segments: std::ops::Range<u64>, open: u32) -> Vec<EdgePart> {
+        let part = |segment, index| EdgePart {
+            segment,
+            index,
+            duration_secs: 2.0 / 6.0,
+            independent: index == 0,
+        };
+        let mut parts: Vec<EdgePart> = segments
+            .flat_map(|s| (0..6).map(move |i| part(s, i)))
+            .collect();
+        parts.extend((0..open).map(|i| part(10, i)));
+        parts
+    }
+
+    #[test]
+    fn the_low_latency_window_lists_recent_parts_the_open_segment_and_a_hint() {
+        let r = recording(10);
+        let parts = edge_parts(2..10, 2);
+        let edge = LiveEdge {
+            part_target_secs: 0.334,
+            parts: &parts,
+            open: Some(OpenSegment {
+                sequence: 10,
+                program_date_time: "2026-11-22T00:00:20.000Z".into(),
+                discontinuity: false,
+                init: Some("init.mp4".into()),
+            }),
+            skip: false,
+        };
+        let text = low_latency_playlist(&r, 10, &edge).unwrap();
+        // Parts for the last three target durations (6 s): the open segment's 0.67 s and
+        // the three segments before it (7, 8, 9); not 6.
+        for listed in [
+            "000007.5.m4s",
+            "000008.0.m4s",
+            "000009.5.m4s",
+            "000010.1.m4s",
+        ] {
+            assert!(
+                text.contains(&format!("URI=\"r1/{listed}\"")),
+                "{listed}: {text}"
+            );
+        }
+        assert!(!text.contains("000006.0.m4s"), "{text}");
+        assert!(text.ends_with("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"r1/000010.2.m4s\"\n"));
+        // A delta update skips what starts more than 12 s before the end (20.67 s in
+        // all: segments 0-4).
+        let delta = low_latency_playlist(
+            &r,
+            10,
+            &LiveEdge {
+                skip: true,
+                ..edge.clone()
+            },
+        )
+        .unwrap();
+        assert!(
+            delta.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=5\n"),
+            "{delta}"
+        );
+        assert!(!delta.contains("r1/000004.m4s") && delta.contains("r1/000005.m4s"));
+        // Just after a segment ends, the hint is the next segment's first part.
+        let closed = LiveEdge {
+            open: None,
+            ..edge.clone()
+        };
+        let text = low_latency_playlist(&r, 10, &closed).unwrap();
+        assert!(text.ends_with("URI=\"r1/000010.0.m4s\"\n"), "{text}");
+        // Ended: a plain playlist with ENDLIST.
+        let mut ended = recording(10);
+        ended.state = RecordingState::Ended;
+        let text = low_latency_playlist(&ended, 10, &edge).unwrap();
+        assert!(
+            !text.contains("#EXT-X-PART") && text.contains("#EXT-X-ENDLIST"),
+            "{text}"
+        );
+    }
 }
