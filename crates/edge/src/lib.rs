@@ -382,9 +382,6 @@ impl Edge {
 
 async fn handle(State(edge): State<Arc<Edge>>, request: Request) -> Response {
     let started = Instant::now();
-    // Whether lower tiers (`upstream_http2`) and viewers speak HTTP/2 to us.
-    metrics::counter!("streamcdn_edge_http_requests_total", "version" => version_label(request.version()))
-        .increment(1);
     let mut response = respond(&edge, request).await;
     // Every answer, errors included, must be readable by a browser player.
     cors(response.headers_mut());
@@ -429,6 +426,9 @@ async fn respond(edge: &Arc<Edge>, request: Request) -> Response {
             return plain(status, &error.to_string());
         }
     };
+    // Whether lower tiers (`upstream_http2`) and viewers speak HTTP/2 to us.
+    metrics::counter!("streamcdn_edge_http_requests_total", "version" => version_label(request.version()))
+        .increment(1);
     let kind = key.target().kind();
     let (cached, result) = edge.lookup(&key).await;
     let (object, outcome) = match result {

@@ -1,7 +1,9 @@
 //! Serving an axum router with the limits axum::serve does not expose: a cap on request
 //! head size (431 beyond it), a header read timeout, and graceful shutdown that lets
-//! in-flight requests finish. Plain listeners speak HTTP/1.1; TLS listeners HTTP/2 or
-//! HTTP/1.1 as ALPN decides, through the same per-connection service. Optionally meters
+//! in-flight requests finish. Plain listeners speak HTTP/1.1, or HTTP/2 to a client
+//! that opens with its preface (prior knowledge: lower cache tiers with
+//! `edge.upstream_http2`); TLS listeners HTTP/2 or HTTP/1.1 as ALPN decides, through
+//! the same per-connection service. Optionally meters
 //! the listener's traffic (open connections, response bytes) for the node directory's
 //! load summary.
 
@@ -28,6 +30,12 @@ use tokio_rustls::TlsAcceptor;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2 connections are pinged this often, so dead peers do not hold streams.
 const H2_KEEPALIVE: Duration = Duration::from_secs(30);
+/// Requests one HTTP/2 connection may have open at once. A lower cache tier sends all
+/// its requests to us on one connection, LL-HLS requests we hold for seconds among
+/// them (two per live stream): hyper's 200 would queue the rest behind them.
+const H2_MAX_STREAMS: u32 = 4096;
+/// What every HTTP/2 connection opens with (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// What a listener has carried: connections open now and response body bytes sent,
 /// and (for viewers) the kernel's RTT of each new connection per client prefix.
@@ -192,13 +200,14 @@ fn connection_builder(max_header_bytes: usize) -> auto::Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(H2_MAX_STREAMS)
         .keep_alive_interval(H2_KEEPALIVE);
     builder
 }
 
-/// Serves one connection, HTTP/2 or HTTP/1.1 as already decided (never by sniffing the
-/// preface, which would wait for the first bytes with no timeout), until it ends or
-/// shutdown has drained it.
+/// Serves one connection, HTTP/2 or HTTP/1.1 as already decided (never by hyper's
+/// sniffing of the preface, which would wait for the first bytes with no timeout: see
+/// [`opens_with_h2_preface`]), until it ends or shutdown has drained it.
 async fn serve_connection<I>(
     io: I,
     http2: bool,
@@ -224,6 +233,34 @@ async fn serve_connection<I>(
     };
     let connection = builder.serve_connection(TokioIo::new(io), service);
     let _ = watcher.watch(connection).await;
+}
+
+/// Whether a plain connection opens with HTTP/2's preface, from its first bytes, peeked
+/// (they stay for the protocol) within [`HEAD_TIMEOUT`]; `None` if it closed or sent
+/// nothing in time.
+async fn opens_with_h2_preface(stream: &tokio::net::TcpStream) -> Option<bool> {
+    let mut first = [0u8; H2_PREFACE.len()];
+    let decide = async {
+        loop {
+            let n = stream.peek(&mut first).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            if !H2_PREFACE.starts_with(&first[..n]) {
+                return Some(false);
+            }
+            if n == H2_PREFACE.len() {
+                return Some(true);
+            }
+            // Part of the preface (or an HTTP/1.1 "P..." method) so far: a peek would
+            // return the same bytes at once, so wait a little for the rest.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    tokio::time::timeout(HEAD_TIMEOUT, decide)
+        .await
+        .ok()
+        .flatten()
 }
 
 pub async fn serve(
@@ -266,7 +303,13 @@ pub async fn serve(
             // address; the federation listener, its certificate.
             let service = |certificate| connection_service(router, peer, certificate, metered);
             match tls {
-                None => serve_connection(stream, false, builder, service(None), watcher).await,
+                None => {
+                    let Some(http2) = opens_with_h2_preface(&stream).await else {
+                        tracing::debug!(%peer, "no request in time");
+                        return;
+                    };
+                    serve_connection(stream, http2, builder, service(None), watcher).await
+                }
                 Some(acceptor) => {
                     let stream =
                         match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(stream)).await {
@@ -297,5 +340,47 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("HTTP connections still open after the shutdown grace period");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// The server's end of a connection after the client wrote `chunks`, one by one.
+    async fn decided_after(chunks: &[&[u8]]) -> Option<bool> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let decision = tokio::spawn(async move { opens_with_h2_preface(&server).await });
+        for chunk in chunks {
+            client.write_all(chunk).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        client.shutdown().await.unwrap();
+        decision.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn plain_connections_are_told_apart_by_their_first_bytes() {
+        assert_eq!(decided_after(&[H2_PREFACE]).await, Some(true));
+        assert_eq!(
+            decided_after(&[b"PRI * HTTP/2", b".0\r\n\r\nSM\r\n\r\n"]).await,
+            Some(true)
+        );
+        assert_eq!(
+            decided_after(&[b"GET / HTTP/1.1\r\n\r\n"]).await,
+            Some(false)
+        );
+        assert_eq!(
+            decided_after(&[b"P", b"OST / HTTP/1.1\r\n"]).await,
+            Some(false)
+        );
+        assert_eq!(decided_after(&[]).await, None);
     }
 }
