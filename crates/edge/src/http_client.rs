@@ -245,11 +245,24 @@ pub fn answer(
             validators: received,
             invalidated: Default::default(),
         }))),
-        (StatusCode::NOT_FOUND, _) => Ok(Revalidated::Modified(Box::new(CachedObject {
-            content_type,
-            body,
-            ..CachedObject::not_found(kind)
-        }))),
+        (StatusCode::NOT_FOUND, _) => {
+            let missing = CachedObject::not_found(kind);
+            // Remembered briefly, unless the upstream says not at all (an origin's
+            // "not yet" to a held request is `no-store`).
+            let ttl = match cache_control.as_ref().and_then(|v| v.to_str().ok()) {
+                Some(directives) => {
+                    cacheable_ttl(directives).map_or(Duration::ZERO, |t| t.min(missing.ttl))
+                }
+                None => missing.ttl,
+            };
+            Ok(Revalidated::Modified(Box::new(CachedObject {
+                content_type,
+                cache_control: cache_control.or(missing.cache_control.clone()),
+                body,
+                ttl,
+                ..missing
+            })))
+        }
         (status, _) => Err(FetchError::NotCacheable {
             status,
             content_type,
@@ -275,4 +288,134 @@ fn client(timeout: Duration, http2: bool) -> Client<HttpConnector, Empty<Bytes>>
             .http2_keep_alive_while_idle(true);
     }
     builder.build(connector)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against a real upstream on loopback, in tokio's paused clock: the server's hold
+    //! is a tokio sleep, so the clock jumps to its end unless a timeout fires first.
+
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use http_body_util::Full;
+    use hyper_util::rt::TokioIo;
+    use hyper_util::server::conn::auto;
+
+    use super::*;
+
+    /// An upstream answering every request `status` after `hold`, with `Age: 2`;
+    /// counts connections and HTTP/2 requests.
+    struct Upstream {
+        base: String,
+        connections: Arc<AtomicUsize>,
+        http2_requests: Arc<AtomicUsize>,
+    }
+
+    async fn upstream(hold: Duration, status: StatusCode, cache_control: &'static str) -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let http2_requests = Arc::new(AtomicUsize::new(0));
+        let (counted, http2) = (connections.clone(), http2_requests.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let http2 = http2.clone();
+                let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
+                    if request.version() == hyper::Version::HTTP_2 {
+                        http2.fetch_add(1, Ordering::SeqCst);
+                    }
+                    async move {
+                        tokio::time::sleep(hold).await;
+                        let response = hyper::Response::builder()
+                            .status(status)
+                            .header(header::CACHE_CONTROL, cache_control)
+                            .header(header::AGE, "2")
+                            .body(Full::new(Bytes::from_static(b"held")))
+                            .unwrap();
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                tokio::spawn(async move {
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Upstream {
+            base,
+            connections,
+            http2_requests,
+        }
+    }
+
+    fn key(path: &str, query: Option<&str>) -> CacheKey {
+        CacheKey::parse(path, query).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn held_requests_wait_for_the_origin_and_others_do_not() {
+        let hold = Duration::from_secs(15);
+        let upstream = upstream(hold, StatusCode::OK, "public, max-age=12").await;
+        let client = HttpClient::new(Duration::from_secs(2), 1 << 20);
+        for held in [
+            key("/p/s/r/000007.2.m4s", None),
+            key("/p/s/live.m3u8", Some("_HLS_msn=7&_HLS_part=3")),
+        ] {
+            let started = tokio::time::Instant::now();
+            let object = client
+                .fetch(vec![upstream.base.clone()], &held)
+                .await
+                .unwrap_or_else(|e| panic!("{held}: {e}"));
+            assert!(started.elapsed() >= hold, "{held}");
+            assert_eq!(&object.body[..], b"held");
+            // Its age upstream counts: two seconds of its twelve are gone.
+            assert_eq!(object.age(), Duration::from_secs(2));
+            assert_eq!(object.ttl, Duration::from_secs(12));
+        }
+        let plain = key("/p/s/r/000007.m4s", None);
+        assert!(matches!(
+            client.fetch(vec![upstream.base.clone()], &plain).await,
+            Err(FetchError::Timeout)
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http2_carries_every_held_request_on_one_connection() {
+        let upstream = upstream(Duration::from_secs(5), StatusCode::OK, "max-age=12").await;
+        let client = Arc::new(HttpClient::new(Duration::from_secs(2), 1 << 20).with_http2(true));
+        let fetches: Vec<_> = (0..50)
+            .map(|part| {
+                let (client, base) = (client.clone(), upstream.base.clone());
+                tokio::spawn(async move {
+                    let key = key(&format!("/p/s/r/000007.{part}.m4s"), None);
+                    client.fetch(vec![base], &key).await.map(|o| o.body)
+                })
+            })
+            .collect();
+        for fetch in fetches {
+            assert_eq!(&fetch.await.unwrap().unwrap()[..], b"held");
+        }
+        assert_eq!(upstream.connections.load(Ordering::SeqCst), 1);
+        assert_eq!(upstream.http2_requests.load(Ordering::SeqCst), 50);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_no_store_404_is_not_remembered() {
+        let client = HttpClient::new(Duration::from_secs(2), 1 << 20);
+        let part = key("/p/s/r/000009.0.m4s", None);
+        let not_yet = upstream(Duration::ZERO, StatusCode::NOT_FOUND, "no-store").await;
+        let object = client.fetch(vec![not_yet.base], &part).await.unwrap();
+        assert_eq!(
+            (object.status, object.ttl),
+            (StatusCode::NOT_FOUND, Duration::ZERO)
+        );
+        let brief = upstream(Duration::ZERO, StatusCode::NOT_FOUND, "max-age=60").await;
+        let object = client.fetch(vec![brief.base], &part).await.unwrap();
+        assert_eq!(object.ttl, Duration::from_secs(1));
+    }
 }
