@@ -182,7 +182,7 @@ fn publish_play_and_record(name: &str, ffmpeg: &Path, e: Expect<'_>) {
         let file = dir.join(s["file"].as_str().unwrap());
         assert!(file
             .to_string_lossy()
-            .ends_with(&format!("{i:06}.{}", e.extension)));
+            .ends_with(&format!("{:06}.{}", i + 1, e.extension)));
         let bytes = std::fs::read(&file).unwrap();
         assert_eq!(bytes.len() as u64, s["bytes"].as_u64().unwrap());
         let probe_file = node.dir.join(format!(
