@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use streamcdn_urls::{CacheKey, ObjectKind};
+use streamcdn_urls::CacheKey;
 
 use crate::lifetime;
 use crate::object::{cacheable_ttl, CachedObject, Validators};
@@ -146,7 +146,6 @@ impl HttpClient {
         key: &CacheKey,
         validators: Option<&Validators>,
     ) -> Result<Revalidated, FetchError> {
-        let kind = key.target().kind();
         let timeout = lifetime::upstream_timeout(key, self.timeout);
         let uri: hyper::Uri = format!("{base}{}", key.path_and_query())
             .parse()
@@ -189,24 +188,25 @@ impl HttpClient {
             parts.status,
             &parts.headers,
             body,
-            kind,
+            key,
             validators.is_some(),
             self.max_ttl,
         )
     }
 }
 
-/// What an upstream's response becomes here: a cacheable object, a `304`'s new
-/// lifetime, or an error for what may not be cached. `max_ttl` is a configuration's
-/// cache rule.
+/// What an upstream's response to `key` becomes here: a cacheable object, a `304`'s
+/// new lifetime, or an error for what may not be cached. `max_ttl` is a
+/// configuration's cache rule.
 pub fn answer(
     status: StatusCode,
     headers: &HeaderMap,
     body: Bytes,
-    kind: ObjectKind,
+    key: &CacheKey,
     conditional: bool,
     max_ttl: Option<Duration>,
 ) -> Result<Revalidated, FetchError> {
+    let kind = key.target().kind();
     let content_type = headers.get(header::CONTENT_TYPE).cloned();
     let cache_control = headers.get(header::CACHE_CONTROL).cloned();
     // A parent tier's copy has already aged: it is as old here (RFC 9111 §4.2.3,
@@ -222,6 +222,7 @@ pub fn answer(
         .as_ref()
         .and_then(|v| v.to_str().ok())
         .and_then(cacheable_ttl)
+        .map(|t| t.min(lifetime::max_ttl(key)))
         .map(|t| max_ttl.map_or(t, |cap| t.min(age + cap)))
         .filter(|t| *t > age);
     let now = tokio::time::Instant::now();

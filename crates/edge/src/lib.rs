@@ -992,8 +992,7 @@ mod tests {
                     .unwrap();
                 let (parts, body) = self.0.clone().serve(request).await.into_parts();
                 let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-                let kind = key.target().kind();
-                match http_client::answer(parts.status, &parts.headers, body, kind, false, None)? {
+                match http_client::answer(parts.status, &parts.headers, body, key, false, None)? {
                     Revalidated::Modified(object) => Ok(*object),
                     Revalidated::NotModified { .. } => unreachable!("not asked conditionally"),
                 }

@@ -37,24 +37,27 @@ pub fn upstream_timeout(key: &CacheKey, normal: Duration) -> Duration {
     }
 }
 
-/// How long (counted from its birth upstream) a response to `key` may stay fresh here,
-/// given the `ttl` its upstream allowed; zero: not stored at all.
-pub fn limit(key: &CacheKey, status: StatusCode, body: &[u8], ttl: Duration) -> Duration {
+/// The longest an upstream's `Cache-Control` may keep a response to `key` fresh here:
+/// the policy of its kind, longer for a blocking playlist reload.
+pub fn max_ttl(key: &CacheKey) -> Duration {
     let kind = key.target().kind();
+    if kind == ObjectKind::Playlist && key.directives().msn.is_some() {
+        BLOCKING_PLAYLIST_MAX_TTL
+    } else {
+        Policy::of(kind).max_ttl
+    }
+}
+
+/// How long (counted from its birth upstream) a response to `key` may stay fresh here,
+/// whatever its source allowed (`ttl`); zero: not stored at all.
+pub fn limit(key: &CacheKey, status: StatusCode, body: &[u8], ttl: Duration) -> Duration {
     if status != StatusCode::OK {
         // A 404 to a held request means "not yet" (a part beyond the hint, a stream
         // about to start): the same request may succeed a moment later, and identical
         // requests in flight are coalesced anyway.
         return if is_held(key) { Duration::ZERO } else { ttl };
     }
-    let blocking = key.directives().msn.is_some();
-    let max_ttl = if kind == ObjectKind::Playlist && blocking {
-        BLOCKING_PLAYLIST_MAX_TTL
-    } else {
-        Policy::of(kind).max_ttl
-    };
-    let ttl = ttl.min(max_ttl);
-    if kind != ObjectKind::Playlist || blocking {
+    if key.target().kind() != ObjectKind::Playlist || key.directives().msn.is_some() {
         return ttl;
     }
     // A non-blocking LL-HLS playlist gains a part every part target. Like B.1's "half
@@ -156,21 +159,15 @@ mod tests {
             limit(&delta, ok, LL_PLAYLIST, long),
             Duration::from_micros(166_670)
         );
-        // A plain playlist keeps its upstream's lifetime, within the policy's bound.
+        // A plain playlist keeps its source's lifetime, within the policy's bound.
         let plain = b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n";
-        assert_eq!(
-            limit(&live, ok, plain, Duration::from_secs(1)),
-            Duration::from_secs(1)
-        );
-        assert_eq!(limit(&live, ok, plain, long), Duration::from_secs(10));
+        assert_eq!(limit(&live, ok, plain, long), long);
+        assert_eq!(max_ttl(&live), Duration::from_secs(10));
         // Blocking: as long as the upstream says (six target durations), past the
         // ten seconds of a non-blocking playlist.
         let blocking = key("/p/s/live.m3u8", Some("_HLS_msn=7&_HLS_part=1"));
         assert_eq!(limit(&blocking, ok, LL_PLAYLIST, long), long);
-        assert_eq!(
-            limit(&blocking, ok, LL_PLAYLIST, Duration::from_secs(3600)),
-            BLOCKING_PLAYLIST_MAX_TTL
-        );
+        assert_eq!(max_ttl(&blocking), BLOCKING_PLAYLIST_MAX_TTL);
         // Parts: never changed once complete.
         let part = key("/p/s/r/000007.1.m4s", None);
         assert_eq!(limit(&part, ok, b"moof", long), long);
