@@ -19,9 +19,9 @@ use serde_json::Value;
 
 /// How long the page measures, from the first frame it shows.
 const MEASURE_SECONDS: u64 = 60;
-/// Margin for everything before the first frame (the stream going live at the edge,
-/// Chromium starting, hls.js's first fetches).
-const PUBLISH_SECONDS: u64 = MEASURE_SECONDS + 25;
+/// Margin for everything before the first frame (four segments at the edge, Chromium
+/// starting, hls.js's first fetches); the publisher is stopped once measured.
+const PUBLISH_SECONDS: u64 = MEASURE_SECONDS + 40;
 const FPS: u64 = 30;
 
 /// stamp.py's own check, offline: the codes it draws are the wall clock of capture
@@ -95,9 +95,14 @@ fn publish_stamped(url: &str) -> Child {
 fn glass_to_glass(tiers: &TwoTiers, provider: &str, stream: &str, low_latency: bool) -> Value {
     require_browser_tools(&["playwright-core"]);
     let mut publisher = publish_stamped(&tiers.ingest.publish_url(provider, stream, KEY));
+    // A viewer joining a running stream: the edge's playlist holds four segments (hls.js
+    // starts three target durations back; from a shorter playlist it would start closer
+    // to live than any later viewer).
     let live = format!("/{provider}/{stream}/live.m3u8");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http_get(tiers.edge.http, &live, &[]).map_or(true, |r| r.status != 200) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(tiers.edge.http, &live, &[]).map_or(true, |r| {
+        r.status != 200 || playlist_segments(&r.text()).len() < 4
+    }) {
         if let Ok(Some(status)) = publisher.try_wait() {
             let out = publisher.wait_with_output().unwrap();
             panic!(
@@ -107,7 +112,7 @@ fn glass_to_glass(tiers: &TwoTiers, provider: &str, stream: &str, low_latency: b
         }
         assert!(
             Instant::now() < deadline,
-            "{live} never answered at the edge"
+            "{live} never listed four segments at the edge"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
