@@ -35,6 +35,11 @@ enum Cmd {
         streams: usize,
         #[arg(long, default_value_t = 30)]
         seconds: u64,
+        /// Spread the publishers' starts evenly over this many seconds, so their
+        /// keyframes (and segment cuts) do not all fall on the same instant, as with
+        /// independent encoders.
+        #[arg(long, default_value_t = 0.0)]
+        ramp_seconds: f64,
     },
     Delay {
         #[arg(long)]
@@ -305,14 +310,18 @@ async fn main() -> anyhow::Result<()> {
             flv,
             streams,
             seconds,
+            ramp_seconds,
         } => {
             let (tags, loop_ms) = read_flv(&flv)?;
             let tags = std::sync::Arc::new(tags);
             let mut tasks = tokio::task::JoinSet::new();
+            let stagger = Duration::from_secs_f64(ramp_seconds.max(0.0) / streams.max(1) as f64);
             for i in 0..streams {
                 let target = parse_url(&url, Some(i))?;
                 let tags = tags.clone();
+                let delay = stagger * i as u32;
                 tasks.spawn(async move {
+                    tokio::time::sleep(delay).await;
                     let (mut write, drain) = connect(&target).await?;
                     replay(&mut write, &tags, loop_ms, seconds, |_, _, _| {}).await?;
                     drop(write);
