@@ -2,8 +2,6 @@
 //! interleaved across chunk stream ids, with headers compressed against the previous
 //! message on the same chunk stream.
 
-use std::collections::HashMap;
-
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::error::RtmpError;
@@ -25,14 +23,42 @@ const MAX_CHUNK_STREAMS: usize = 64;
 
 #[derive(Debug, Default)]
 struct ChunkStreamState {
+    csid: u32,
     timestamp: u32,
     timestamp_delta: u32,
     length: u32,
     type_id: u8,
     stream_id: u32,
     extended_timestamp: bool,
-    partial: BytesMut,
+    /// The chunk payloads received so far of the message in progress, as slices of the
+    /// input (no copy until the message is whole, and memory in proportion to what the
+    /// peer sent, not to the length it announced).
+    pieces: Vec<Bytes>,
+    /// Bytes in `pieces`.
+    received: usize,
     in_progress: bool,
+}
+
+impl ChunkStreamState {
+    /// The whole payload in one exactly sized buffer, copied once.
+    fn take_payload(&mut self) -> Bytes {
+        let payload = match self.pieces.as_slice() {
+            [] => Bytes::new(),
+            // A copy even for one piece: a slice would pin the whole input buffer it
+            // was read into for as long as the frame is kept.
+            [only] => Bytes::copy_from_slice(only),
+            pieces => {
+                let mut whole = BytesMut::with_capacity(self.received);
+                for piece in pieces {
+                    whole.extend_from_slice(piece);
+                }
+                whole.freeze()
+            }
+        };
+        self.pieces.clear();
+        self.received = 0;
+        payload
+    }
 }
 
 /// Reassembles messages from chunk bytes. Call [`ChunkDecoder::decode`] until it returns
@@ -42,7 +68,9 @@ struct ChunkStreamState {
 pub struct ChunkDecoder {
     chunk_size: u32,
     max_message_len: u32,
-    streams: HashMap<u32, ChunkStreamState>,
+    /// At most [`MAX_CHUNK_STREAMS`], and a handful in practice: a linear search beats
+    /// hashing the id on every chunk.
+    streams: Vec<ChunkStreamState>,
 }
 
 impl ChunkDecoder {
@@ -50,7 +78,7 @@ impl ChunkDecoder {
         Self {
             chunk_size: 128,
             max_message_len,
-            streams: HashMap::new(),
+            streams: Vec::new(),
         }
     }
 
@@ -63,8 +91,9 @@ impl ChunkDecoder {
     }
 
     pub fn abort(&mut self, csid: u32) {
-        if let Some(state) = self.streams.get_mut(&csid) {
-            state.partial.clear();
+        if let Some(state) = self.streams.iter_mut().find(|s| s.csid == csid) {
+            state.pieces.clear();
+            state.received = 0;
             state.in_progress = false;
         }
     }
@@ -111,7 +140,8 @@ impl ChunkDecoder {
         let header = &data[pos..pos + header_len];
         pos += header_len;
 
-        if !self.streams.contains_key(&csid) {
+        let index = self.streams.iter().position(|s| s.csid == csid);
+        if index.is_none() {
             if fmt != 0 {
                 return Err(RtmpError::Protocol(format!(
                     "chunk of format {fmt} on chunk stream {csid} with no prior header"
@@ -121,7 +151,7 @@ impl ChunkDecoder {
                 return Err(RtmpError::Protocol("too many chunk streams".into()));
             }
         }
-        let prior = self.streams.get(&csid);
+        let prior = index.map(|i| &self.streams[i]);
         let in_progress = prior.is_some_and(|s| s.in_progress);
         let prior_extended = prior.is_some_and(|s| s.extended_timestamp);
 
@@ -192,7 +222,7 @@ impl ChunkDecoder {
                 limit: self.max_message_len,
             });
         }
-        let already = prior.map_or(0, |s| if in_progress { s.partial.len() } else { 0 });
+        let already = prior.map_or(0, |s| if in_progress { s.received } else { 0 });
         let remaining = length as usize - already;
         let payload_len = remaining.min(self.chunk_size as usize);
         if data.len() < pos + payload_len {
@@ -200,8 +230,15 @@ impl ChunkDecoder {
         }
 
         buf.advance(pos);
-        let payload = buf.split_to(payload_len);
-        let state = self.streams.entry(csid).or_default();
+        let piece = buf.split_to(payload_len).freeze();
+        let index = index.unwrap_or_else(|| {
+            self.streams.push(ChunkStreamState {
+                csid,
+                ..ChunkStreamState::default()
+            });
+            self.streams.len() - 1
+        });
+        let state = &mut self.streams[index];
         state.timestamp = timestamp;
         state.timestamp_delta = delta;
         state.length = length;
@@ -209,15 +246,19 @@ impl ChunkDecoder {
         state.stream_id = stream_id;
         state.extended_timestamp = extended;
         if !in_progress {
-            state.partial.clear();
+            state.pieces.clear();
+            state.received = 0;
         }
-        state.partial.extend_from_slice(&payload);
-        if state.partial.len() < length as usize {
+        if !piece.is_empty() {
+            state.received += piece.len();
+            state.pieces.push(piece);
+        }
+        if state.received < length as usize {
             state.in_progress = true;
             return Ok(Some(None));
         }
         state.in_progress = false;
-        let payload = std::mem::take(&mut state.partial).freeze();
+        let payload = state.take_payload();
         Ok(Some(Some(Message {
             type_id,
             stream_id,
@@ -286,6 +327,43 @@ mod tests {
             }
         }
         assert_eq!(got, Some(m));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn reassembles_messages_interleaved_across_chunk_streams() {
+        let video = message(1000, 40);
+        let audio = Message {
+            type_id: 8,
+            ..message(300, 41)
+        };
+        let (mut video_wire, mut audio_wire) = (Vec::new(), Vec::new());
+        encode(6, &video, 128, &mut video_wire);
+        encode(4, &audio, 128, &mut audio_wire);
+        // Full header chunk first (12 + 128 bytes), then continuation chunks (1 + 128).
+        let cut = |wire: &[u8]| -> Vec<Vec<u8>> {
+            let mut chunks = vec![wire[..140.min(wire.len())].to_vec()];
+            chunks.extend(
+                wire.get(140..)
+                    .unwrap_or_default()
+                    .chunks(129)
+                    .map(<[u8]>::to_vec),
+            );
+            chunks
+        };
+        let (video_chunks, audio_chunks) = (cut(&video_wire), cut(&audio_wire));
+        let mut wire = Vec::new();
+        for i in 0..video_chunks.len().max(audio_chunks.len()) {
+            for chunks in [&video_chunks, &audio_chunks] {
+                if let Some(chunk) = chunks.get(i) {
+                    wire.extend_from_slice(chunk);
+                }
+            }
+        }
+        let mut decoder = ChunkDecoder::new(1 << 20);
+        let mut buf = BytesMut::from(&wire[..]);
+        let got: Vec<Message> = std::iter::from_fn(|| decoder.decode(&mut buf).unwrap()).collect();
+        assert_eq!(got, vec![audio, video]);
         assert!(buf.is_empty());
     }
 

@@ -90,6 +90,8 @@ pub struct ServerSession {
     publishing: bool,
     peer_window: Option<u32>,
     received: u64,
+    /// Length of `input` when it was last processed: what lies beyond is new.
+    processed_len: usize,
     acknowledged: u64,
     random_s1: [u8; HANDSHAKE_SIZE - 8],
 }
@@ -109,14 +111,36 @@ impl ServerSession {
             publishing: false,
             peer_window: None,
             received: 0,
+            processed_len: 0,
             acknowledged: 0,
             random_s1: random,
         }
     }
 
+    /// Takes bytes read from the peer; see also [`ServerSession::input_buffer`].
     pub fn handle_input(&mut self, data: &[u8]) -> Result<(), RtmpError> {
         self.input.extend_from_slice(data);
-        self.received += data.len() as u64;
+        self.handle_buffered_input()
+    }
+
+    /// The buffer to read the socket into, with room for at least `room` more bytes,
+    /// so that bytes go from the socket to the chunk decoder without another copy.
+    /// Only append to it; then call [`ServerSession::handle_buffered_input`].
+    pub fn input_buffer(&mut self, room: usize) -> &mut BytesMut {
+        self.input.reserve(room);
+        &mut self.input
+    }
+
+    /// Processes the bytes appended to [`ServerSession::input_buffer`] since the last
+    /// call.
+    pub fn handle_buffered_input(&mut self) -> Result<(), RtmpError> {
+        self.received += self.input.len().saturating_sub(self.processed_len) as u64;
+        let result = self.process_input();
+        self.processed_len = self.input.len();
+        result
+    }
+
+    fn process_input(&mut self) -> Result<(), RtmpError> {
         loop {
             match self.phase {
                 Phase::AwaitingC0C1 => {
@@ -510,6 +534,45 @@ mod tests {
         let out = s.take_output();
         let needle = b"NetStream.Publish.Start";
         assert!(out.windows(needle.len()).any(|w| w == needle));
+    }
+
+    #[test]
+    fn reads_into_the_input_buffer_count_towards_acknowledgements() {
+        let mut s = handshaken();
+        let window = Message {
+            type_id: MSG_WINDOW_ACK_SIZE,
+            stream_id: 0,
+            timestamp: 0,
+            // Past the handshake and the first read, not past the second.
+            payload: Bytes::from(4000u32.to_be_bytes().to_vec()),
+        };
+        let mut wire = Vec::new();
+        chunk::encode(CSID_CONTROL, &window, 128, &mut wire);
+        let unknown = Message {
+            type_id: 30,
+            stream_id: 0,
+            timestamp: 0,
+            payload: Bytes::from(vec![0; 1200]),
+        };
+        chunk::encode(4, &unknown, 128, &mut wire);
+        // In two reads, as a socket would deliver them.
+        let (first, second) = wire.split_at(500);
+        for piece in [first, second] {
+            s.input_buffer(64).extend_from_slice(piece);
+            s.handle_buffered_input().unwrap();
+        }
+        let out = s.take_output();
+        let received = (1 + 2 * HANDSHAKE_SIZE + wire.len()) as u32;
+        // One acknowledgement, after the second read, of every byte received.
+        let mut ack = Vec::new();
+        let message = Message {
+            type_id: MSG_ACK,
+            stream_id: 0,
+            timestamp: 0,
+            payload: Bytes::from(received.to_be_bytes().to_vec()),
+        };
+        chunk::encode(CSID_CONTROL, &message, 128, &mut ack);
+        assert_eq!(out, ack);
     }
 
     #[test]
