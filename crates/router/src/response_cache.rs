@@ -47,16 +47,18 @@ fn key(request: &[u8], client: ClientPrefix) -> u64 {
 }
 
 impl<T: Copy> ResponseCache<T> {
-    /// The response stored for the same request bytes (but the ID) from the same prefix,
-    /// with the request's ID, and what was kept with it.
-    pub fn get(&self, request: &[u8], client: ClientPrefix) -> Option<(Vec<u8>, T)> {
+    /// Appends the response stored for the same request bytes (but the ID) from the same
+    /// prefix to `out`, with the request's ID, and returns what was kept with it.
+    pub fn get(&self, request: &[u8], client: ClientPrefix, out: &mut Vec<u8>) -> Option<T> {
         let entry = self.entries.get(&key(request, client))?;
-        if entry.client != client || request.get(2..)? != &*entry.request {
+        let (id, rest) = (request.get(..2)?, request.get(2..)?);
+        let response = entry.response.get(2..)?;
+        if entry.client != client || rest != &*entry.request {
             return None;
         }
-        let mut response = entry.response.to_vec();
-        response.get_mut(..2)?.copy_from_slice(request.get(..2)?);
-        Some((response, entry.extra))
+        out.extend_from_slice(id);
+        out.extend_from_slice(response);
+        Some(entry.extra)
     }
 
     pub fn insert(&mut self, request: &[u8], client: ClientPrefix, response: &[u8], extra: T) {
@@ -96,24 +98,35 @@ mod tests {
         let request = b"\x12\x34rest of the request".to_vec();
         cache.insert(&request, prefix("192.0.2.1"), b"\x12\x34response", 7);
 
-        let (response, extra) = cache
-            .get(b"\xab\xcdrest of the request", prefix("192.0.2.200"))
-            .unwrap();
-        assert_eq!(response, b"\xab\xcdresponse");
-        assert_eq!(extra, 7);
-        assert_eq!(
-            cache.get(b"\xab\xcdrest of the request", prefix("192.0.3.1")),
-            None
+        let mut out = b"before ".to_vec();
+        let extra = cache.get(
+            b"\xab\xcdrest of the request",
+            prefix("192.0.2.200"),
+            &mut out,
         );
         assert_eq!(
-            cache.get(b"\xab\xcdrest of the REQUEST", prefix("192.0.2.1")),
-            None
+            (out.as_slice(), extra),
+            (&b"before \xab\xcdresponse"[..], Some(7))
         );
-        assert_eq!(cache.get(b"\xab\xcd", prefix("192.0.2.1")), None);
+        for (request, client) in [
+            (&b"\xab\xcdrest of the request"[..], "192.0.3.1"),
+            (b"\xab\xcdrest of the REQUEST", "192.0.2.1"),
+            (b"\xab\xcd", "192.0.2.1"),
+        ] {
+            let mut out = Vec::new();
+            assert_eq!(cache.get(request, prefix(client), &mut out), None);
+            assert!(out.is_empty());
+        }
 
         cache.clear();
-        assert_eq!(cache.get(&request, prefix("192.0.2.1")), None);
+        assert_eq!(
+            cache.get(&request, prefix("192.0.2.1"), &mut Vec::new()),
+            None
+        );
         cache.insert(b"\x12\x34short", prefix("192.0.2.1"), b"x", 1);
-        assert_eq!(cache.get(b"\x12\x34short", prefix("192.0.2.1")), None);
+        assert_eq!(
+            cache.get(b"\x12\x34short", prefix("192.0.2.1"), &mut Vec::new()),
+            None
+        );
     }
 }

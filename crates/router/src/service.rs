@@ -261,6 +261,15 @@ struct BatchTally {
     responses: Tally,
 }
 
+/// What a UDP thread keeps between batches, its own (no lock).
+#[derive(Default)]
+struct UdpThread {
+    cache: ResponseCache<Option<Decided>>,
+    /// Prefixes asked in the current batch, recorded under one lock at its end.
+    asked: Vec<(ClientPrefix, IpAddr)>,
+    tally: BatchTally,
+}
+
 fn now_ms() -> Millis {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -749,20 +758,25 @@ impl RouterService {
         (response, decided)
     }
 
-    /// A UDP query's response: from `cache` if the same query came from the same prefix
-    /// since `view` was taken (counted and recorded as asked like any other), else made
-    /// and cached unless decided afresh.
+    /// Appends a UDP query's response to `out` (false: drop the query): from `cache` if
+    /// the same query came from the same prefix since `view` was taken (counted and
+    /// recorded as asked like any other), else made and cached unless decided afresh.
     fn respond_udp(
         &self,
         view: &View,
-        cache: &mut ResponseCache<Option<Decided>>,
+        thread: &mut UdpThread,
         request: &[u8],
         client: IpAddr,
-        asked: &mut Vec<(ClientPrefix, IpAddr)>,
-        tally: &mut BatchTally,
-    ) -> Option<Vec<u8>> {
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let UdpThread {
+            cache,
+            asked,
+            tally,
+        } = thread;
         let prefix = ClientPrefix::of(client);
-        if let Some((response, decided)) = cache.get(request, prefix) {
+        let start = out.len();
+        if let Some(decided) = cache.get(request, prefix, out) {
             tally.queries += 1;
             if let Some(decided) = decided {
                 asked.push(decided.asked(client));
@@ -770,18 +784,21 @@ impl RouterService {
                     tally.from_map[source_index(source)] += 1;
                 }
             }
-            tally.responses.count(request, &response);
-            return Some(response);
+            tally.responses.count(request, &out[start..]);
+            return true;
         }
         let (response, decided) = self.respond_in(view, request, client, Transport::Udp);
         if let Some(decided) = decided {
             asked.push(decided.asked(client));
         }
-        let response = response?;
+        let Some(response) = response else {
+            return false;
+        };
         if decided.is_none_or(|d| d.from_map.is_some()) {
             cache.insert(request, prefix, &response, decided);
         }
-        Some(response)
+        out.extend_from_slice(&response);
+        true
     }
 
     /// Rebuilds the edge set from the node directory and health checks, every
@@ -1014,10 +1031,8 @@ impl RouterService {
             return;
         }
         let mut batch = udp::Batch::default();
-        let mut responses = Vec::with_capacity(udp::BATCH);
-        let mut asked = Vec::with_capacity(udp::BATCH);
-        let mut cache = ResponseCache::default();
-        let mut tally = BatchTally::default();
+        let mut replies = udp::Replies::default();
+        let mut thread = UdpThread::default();
         let mut cached_from = self.view();
         while !*shutdown.borrow() {
             let received = match batch.recv(socket) {
@@ -1037,27 +1052,24 @@ impl RouterService {
             };
             let view = self.view();
             if !view.same(&cached_from) {
-                cache.clear();
+                thread.cache.clear();
                 cached_from = view.clone();
             }
             for i in 0..received {
                 let Some((request, peer)) = batch.request(i) else {
                     continue;
                 };
-                if let Some(response) =
-                    self.respond_udp(&view, &mut cache, request, peer, &mut asked, &mut tally)
-                {
-                    responses.push((i, response));
-                }
+                replies.add(i, |out| {
+                    self.respond_udp(&view, &mut thread, request, peer, out)
+                });
             }
-            self.counters.add(&mut tally);
-            self.responses.add(&mut tally.responses);
-            self.note_asked(asked.drain(..));
-            let failed = batch.send(socket, &responses);
+            self.counters.add(&mut thread.tally);
+            self.responses.add(&mut thread.tally.responses);
+            self.note_asked(thread.asked.drain(..));
+            let failed = batch.send(socket, &mut replies);
             if failed > 0 {
                 tracing::debug!(failed, "DNS UDP send failed");
             }
-            responses.clear();
         }
     }
 
