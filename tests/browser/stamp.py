@@ -20,8 +20,10 @@ Usage:
   stamp.py selftest [--seconds S] [--size WxH]
       runs the publisher's pipeline to a local FLV file and, from the same stamped
       frames, raw pictures read as they are made; prints JSON and exits 1 unless every
-      raw code is within one frame of the wall clock it arrived at, and every code read
-      back from the H.264 file is exactly the raw one
+      raw code is valid, increasing and never later than the wall clock it arrived at
+      (ffmpeg hands a frame out one frame after stamping it: two frames at the median),
+      nine in ten are within a frame of the 30 fps wall-clock schedule, and every code
+      read back from the H.264 file is the raw one
 """
 import argparse
 import json
@@ -222,15 +224,19 @@ def selftest(args):
     if lags and lags[len(lags) // 2] > 2 * frame_ms:
         problems.append(f"median arrival {lags[len(lags) // 2]:.1f} ms after the code: more than two frames")
     # The codes follow the wall-clock schedule of a 30 fps real-time source within a
-    # frame (after the first frames, which ffmpeg reads at once while starting).
+    # frame (after the first frames, which ffmpeg reads at once while starting). A
+    # starved ffmpeg makes a frame late and stamps it late, as it should: so nine in ten
+    # on schedule, not all.
     codes = [code for code, _ in raw]
     schedule = [(code - k * frame_ms) for k, code in enumerate(codes) if code is not None][5:]
     base = sorted(schedule)[len(schedule) // 2] if schedule else 0
-    if schedule:
-        off = [s - base for s in schedule if abs(s - base) > frame_ms]
-        if off:
-            problems.append(f"{len(off)} frames stamped more than a frame off the 30 fps wall-clock schedule: {off[:5]}")
+    off = [s - base for s in schedule if abs(s - base) > frame_ms]
+    if len(off) * 10 > len(schedule):
+        problems.append(f"{len(off)} of {len(schedule)} frames stamped more than a frame off the 30 fps "
+                        f"wall-clock schedule: {off[:5]}")
     steps = [b - a for (a, _), (b, _) in zip(raw, raw[1:]) if a is not None and b is not None]
+    if any(step <= 0 for step in steps):
+        problems.append(f"codes do not increase frame by frame: {steps}")
     if encoded != codes:
         mismatched = sum(1 for a, b in zip(encoded, codes) if a != b)
         problems.append(f"H.264 codes differ from the raw ones: {len(encoded)} vs {len(codes)} frames, "
@@ -241,6 +247,7 @@ def selftest(args):
         "lag_ms_median": lags[len(lags) // 2] if lags else None,
         "lag_ms_max": lags[-1] if lags else None,
         "schedule_ms_max_off": max((abs(s - base) for s in schedule), default=None),
+        "frames_off_schedule": len(off),
         "step_ms_min": min(steps) if steps else None,
         "step_ms_max": max(steps) if steps else None,
         "problems": problems,
