@@ -187,6 +187,8 @@ pub struct RouterService {
     registry: Registry,
     /// A sample younger than this needs no new probe (the decider's `probe_after`).
     reprobe_after_ms: Millis,
+    /// The threads serving each UDP socket.
+    udp_crews: udp::Crews,
     /// Per-query counters, looked up once: a labelled `counter!` per query costs a
     /// registry lookup each time.
     counters: QueryCounters,
@@ -348,6 +350,7 @@ impl RouterService {
             rum_window: settings.rum.window,
             rum_nonces: Mutex::default(),
             resolver_clients: Mutex::default(),
+            udp_crews: udp::Crews::default(),
             counters: QueryCounters::new(),
             responses: ResponseCounters::new(),
             client: client(),
@@ -1009,7 +1012,9 @@ impl RouterService {
 
     /// DNS over UDP until shutdown, on a blocking thread of its own: it sleeps in
     /// `recvmmsg` until queries arrive and answers each batch with one `sendmmsg`, with no
-    /// readiness polling or task wakeups per packet (see the `udp` module).
+    /// readiness polling or task wakeups per packet (see the `udp` module). Of the
+    /// threads given clones of one socket, the first waits on it and the others help
+    /// only while it falls behind (`udp::Crew`).
     pub async fn serve_udp(
         self: Arc<Self>,
         socket: std::net::UdpSocket,
@@ -1023,19 +1028,29 @@ impl RouterService {
 
     fn udp_loop(&self, socket: &std::net::UdpSocket, shutdown: &watch::Receiver<bool>) {
         // Blocking, but waking this often to see a shutdown on an idle socket.
-        let blocking = socket
+        let set_up = socket
             .set_nonblocking(false)
-            .and_then(|()| socket.set_read_timeout(Some(UDP_SHUTDOWN_CHECK)));
-        if let Err(e) = blocking {
-            tracing::error!(error = %e, "cannot set up the DNS UDP socket");
-            return;
-        }
+            .and_then(|()| socket.set_read_timeout(Some(UDP_SHUTDOWN_CHECK)))
+            .and_then(|()| self.udp_crews.join(socket));
+        let (crew, leads) = match set_up {
+            Ok(joined) => joined,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot set up the DNS UDP socket");
+                return;
+            }
+        };
         let mut batch = udp::Batch::default();
         let mut replies = udp::Replies::default();
         let mut thread = UdpThread::default();
         let mut cached_from = self.view();
+        // A helper works from a call until it finds the queue drained.
+        let mut helping = false;
         while !*shutdown.borrow() {
-            let received = match batch.recv(socket) {
+            if !leads && !helping {
+                helping = crew.wait_for_call(UDP_SHUTDOWN_CHECK);
+                continue;
+            }
+            let received = match batch.recv(socket, leads) {
                 Ok(n) => n,
                 Err(e)
                     if matches!(
@@ -1043,13 +1058,22 @@ impl RouterService {
                         ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
                     ) =>
                 {
-                    continue
+                    helping = false;
+                    continue;
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "DNS UDP receive failed");
+                    helping = false;
                     continue;
                 }
             };
+            // A full batch: more are probably queued, so one more thread is called in (a
+            // helper keeps going while its batches are full).
+            let more_queued = received == udp::BATCH;
+            if more_queued {
+                crew.call();
+            }
+            helping = more_queued;
             let view = self.view();
             if !view.same(&cached_from) {
                 thread.cache.clear();

@@ -11,9 +11,13 @@
 //! resolver that picks a new port per query gets one per message, as before. A kernel or
 //! route that refuses segmentation gets single datagrams from then on.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 /// Datagrams per system call.
 pub const BATCH: usize = 32;
@@ -102,9 +106,10 @@ struct Train {
 }
 
 impl Batch {
-    /// Waits (up to the socket's read timeout) for at least one datagram, then takes
-    /// whatever else is already queued without waiting; returns how many.
-    pub fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+    /// Waits (up to the socket's read timeout; not at all unless `wait`, failing with
+    /// `WouldBlock` then) for at least one datagram, then takes whatever else is already
+    /// queued without waiting; returns how many.
+    pub fn recv(&mut self, socket: &UdpSocket, wait: bool) -> io::Result<usize> {
         self.received = 0;
         let mut iovs: [libc::iovec; BATCH] = std::array::from_fn(|i| libc::iovec {
             iov_base: self.bufs[i].as_mut_ptr().cast(),
@@ -127,7 +132,11 @@ impl Batch {
                 socket.as_raw_fd(),
                 hdrs.as_mut_ptr(),
                 BATCH as libc::c_uint,
-                libc::MSG_WAITFORONE,
+                if wait {
+                    libc::MSG_WAITFORONE
+                } else {
+                    libc::MSG_DONTWAIT
+                },
                 std::ptr::null_mut(),
             )
         };
@@ -330,6 +339,85 @@ impl Batch {
     }
 }
 
+/// The threads serving one socket. One leads: it waits on the socket and answers every
+/// batch. The others help only while it falls behind (a full batch means more are
+/// queued): they wait here, not on the socket, and go back once the queue is drained.
+/// Several threads waiting on one socket are all woken by a burst and all but one find
+/// nothing and sleep again; and one thread at moderate load takes bigger batches, so
+/// fewer system calls and sleeps per query.
+#[derive(Default)]
+pub struct Crew {
+    led: AtomicBool,
+    helpers: Mutex<Helpers>,
+    called: Condvar,
+}
+
+#[derive(Default)]
+struct Helpers {
+    waiting: usize,
+    /// Calls not yet taken by a waiting helper.
+    calls: usize,
+}
+
+impl Crew {
+    /// Whether the thread asking leads (the first to ask does).
+    pub fn lead(&self) -> bool {
+        !self.led.swap(true, Ordering::AcqRel)
+    }
+
+    /// Wakes one waiting helper, if any is waiting and not already called.
+    pub fn call(&self) {
+        let mut helpers = self.helpers.lock().unwrap_or_else(|e| e.into_inner());
+        if helpers.waiting > helpers.calls {
+            helpers.calls += 1;
+            self.called.notify_one();
+        }
+    }
+
+    /// A helper waits up to `timeout` to be called; returns whether it was.
+    pub fn wait_for_call(&self, timeout: Duration) -> bool {
+        let mut helpers = self.helpers.lock().unwrap_or_else(|e| e.into_inner());
+        helpers.waiting += 1;
+        let (mut helpers, _) = self
+            .called
+            .wait_timeout_while(helpers, timeout, |h| h.calls == 0)
+            .unwrap_or_else(|e| e.into_inner());
+        helpers.waiting -= 1;
+        let called = helpers.calls > 0;
+        if called {
+            helpers.calls -= 1;
+        }
+        called
+    }
+}
+
+/// The crew of each socket served, by the socket's identity: clones of one socket share
+/// a crew; separate sockets (SO_REUSEPORT, or other addresses) have one each, so a
+/// thread never waits for calls while its own socket goes unread.
+#[derive(Default)]
+pub struct Crews(Mutex<HashMap<(u64, u64), Arc<Crew>>>);
+
+impl Crews {
+    /// The crew of `socket`'s thread, and whether that thread leads it.
+    pub fn join(&self, socket: &UdpSocket) -> io::Result<(Arc<Crew>, bool)> {
+        // SAFETY: `stat` is plain data; all zeros is valid, and fstat overwrites it.
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid descriptor and a `stat` to write.
+        if unsafe { libc::fstat(socket.as_raw_fd(), &mut stat) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let crew = Arc::clone(
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry((stat.st_dev, stat.st_ino))
+                .or_default(),
+        );
+        let leads = crew.lead();
+        Ok((crew, leads))
+    }
+}
+
 /// Asks the kernel to cut `hdr`'s payload into datagrams of `segment` bytes.
 fn set_segment(hdr: &mut libc::msghdr, control: &mut [u64; 4], segment: usize) {
     let segment = u16::try_from(segment).unwrap_or(u16::MAX);
@@ -388,7 +476,6 @@ fn peer_ip(storage: &libc::sockaddr_storage) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn socket() -> io::Result<UdpSocket> {
         let socket = UdpSocket::bind("127.0.0.1:0")?;
@@ -408,7 +495,7 @@ mod tests {
         let mut answered = 0;
         let mut failed = 0;
         while answered < count {
-            let n = batch.recv(server)?;
+            let n = batch.recv(server, true)?;
             for i in 0..n {
                 let (request, ip) = batch.request(i).ok_or(io::ErrorKind::InvalidData)?;
                 assert_eq!(ip, IpAddr::from([127, 0, 0, 1]));
@@ -504,5 +591,47 @@ mod tests {
         assert!(!batch.segment);
         five_answers_to_one_client(&server, &mut batch)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod crew_tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn clones_of_a_socket_share_a_crew_and_other_sockets_have_their_own() -> io::Result<()> {
+        let crews = Crews::default();
+        let socket = UdpSocket::bind("127.0.0.1:0")?;
+        let (crew, leads) = crews.join(&socket)?;
+        let (clone_crew, clone_leads) = crews.join(&socket.try_clone()?)?;
+        assert!(leads && !clone_leads);
+        assert!(Arc::ptr_eq(&crew, &clone_crew));
+        let (_, other_leads) = crews.join(&UdpSocket::bind("127.0.0.1:0")?)?;
+        assert!(other_leads);
+        Ok(())
+    }
+
+    #[test]
+    fn one_leads_and_a_helper_works_only_when_called() {
+        let crew = Arc::new(Crew::default());
+        assert!(crew.lead());
+        assert!(!crew.lead());
+        // A call with nobody waiting is not kept for later.
+        crew.call();
+        assert!(!crew.wait_for_call(Duration::from_millis(20)));
+
+        let helper = {
+            let crew = Arc::clone(&crew);
+            std::thread::spawn(move || crew.wait_for_call(Duration::from_secs(10)))
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while crew.helpers.lock().unwrap().waiting == 0 {
+            assert!(Instant::now() < deadline, "the helper never waited");
+            std::thread::yield_now();
+        }
+        crew.call();
+        assert!(helper.join().unwrap(), "the waiting helper was called");
+        assert_eq!(crew.helpers.lock().unwrap().calls, 0);
     }
 }
