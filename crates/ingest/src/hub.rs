@@ -68,6 +68,21 @@ pub struct HubSettings {
     pub part_target_secs: f64,
 }
 
+impl HubSettings {
+    /// How long a request waits for what the stream has not reached yet (a first
+    /// segment, a blocking reload, a hinted part): three target durations (rfc8216bis
+    /// 6.2.5.2).
+    pub fn hold(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.target_duration_secs * 3.0)
+    }
+
+    /// What caches may keep a blocking playlist response or a part: six target
+    /// durations (rfc8216bis Appendix B.1), in whole seconds.
+    pub fn blocking_max_age_secs(&self) -> u64 {
+        (self.target_duration_secs * 6.0).round().max(1.0) as u64
+    }
+}
+
 /// Segments whose parts stay known: listed for three target durations, downloadable for
 /// three more (rfc8216bis 6.2.2), and a margin.
 const SEGMENTS_WITH_PARTS: u64 = 8;

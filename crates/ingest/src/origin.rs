@@ -176,8 +176,7 @@ async fn wait_for_first_segment(live: &LiveStream, limit: Duration) {
 async fn ready_recording(hub: &StreamHub, stream: &StreamName) -> Result<Arc<Recording>, Response> {
     let current = match hub.stream(stream) {
         Some(live) => {
-            let wait = Duration::from_secs_f64(hub.settings().target_duration_secs * 3.0);
-            wait_for_first_segment(&live, wait).await;
+            wait_for_first_segment(&live, hub.settings().hold()).await;
             Some(live.recording())
         }
         None => hub.store().latest(stream).await,
@@ -224,7 +223,7 @@ async fn low_latency_playlist(hub: &StreamHub, live: &LiveStream, directives: Di
     } else {
         3
     };
-    let hold = Duration::from_secs_f64(settings.target_duration_secs * 3.0);
+    let hold = settings.hold();
     let mut updates = live.subscribe();
     let blocking = directives.msn.is_some();
     let view = tokio::time::timeout(hold, async {
@@ -273,7 +272,7 @@ async fn low_latency_playlist(hub: &StreamHub, live: &LiveStream, directives: Di
         // request names never changes); a non-blocking one for half a target duration
         // (our tiers keep it for half a part target: see the edge's policy).
         let max_age = if blocking {
-            (settings.target_duration_secs * 6.0).round().max(1.0) as u64
+            settings.blocking_max_age_secs()
         } else {
             (settings.target_duration_secs / 2.0).floor().max(1.0) as u64
         };
@@ -298,7 +297,7 @@ async fn part(hub: &StreamHub, name: &RecordingName, file: &str) -> Reply {
         count("part", StatusCode::NOT_FOUND);
         return Err(not_found("no such part"));
     };
-    let hold = Duration::from_secs_f64(hub.settings().target_duration_secs * 3.0);
+    let hold = hub.settings().hold();
     let mut updates = live.subscribe();
     let found = tokio::time::timeout(hold, async {
         loop {
@@ -347,7 +346,7 @@ async fn part(hub: &StreamHub, name: &RecordingName, file: &str) -> Reply {
     let tag = etag(&[name.to_string().as_bytes(), file.as_bytes(), &len]);
     // Never changes; wanted only near the live edge (rfc8216bis Appendix B.1: six target
     // durations).
-    let max_age = (hub.settings().target_duration_secs * 6.0).round().max(1.0) as u64;
+    let max_age = hub.settings().blocking_max_age_secs();
     Ok((
         [
             (header::ETAG, tag),
