@@ -165,6 +165,11 @@ pub struct RtmpConfig {
     /// A connection that sends nothing for this long is closed.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// A publisher's socket is read at most this often: data arriving meanwhile is read
+    /// at once, for fewer wake-ups per stream at the cost of at most this much latency.
+    /// `"0s"` reads as soon as data arrives.
+    #[serde(with = "humantime_serde")]
+    pub read_interval: Duration,
 }
 
 impl Default for RtmpConfig {
@@ -175,6 +180,7 @@ impl Default for RtmpConfig {
             max_connections: 1000,
             max_message_size: ByteSize(8 * 1024 * 1024),
             idle_timeout: Duration::from_secs(10),
+            read_interval: Duration::from_millis(20),
         }
     }
 }
@@ -1030,6 +1036,12 @@ impl Config {
                 "must be between 64KiB and 16MiB".into(),
             ));
         }
+        if self.rtmp.read_interval > Duration::from_millis(100) {
+            return Err((
+                "rtmp.read_interval".into(),
+                "must be at most 100ms (it adds up to that much latency)".into(),
+            ));
+        }
         if self.edge.cache_memory.0 < 1024 * 1024 {
             return Err(("edge.cache_memory".into(), "must be at least 1MiB".into()));
         }
@@ -1398,6 +1410,10 @@ mod tests {
         assert!(e.to_string().starts_with("test.toml:6:"), "{e}");
         let e = parse("[hls]\nsegment_duration = \"1h\"\n").unwrap_err();
         assert_eq!(e.line, 2);
+        let e = parse("[rtmp]\nread_interval = \"250ms\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (2, Some("rtmp.read_interval")));
+        let c = parse("[rtmp]\nread_interval = \"0s\"\n").unwrap();
+        assert!(c.rtmp.read_interval.is_zero());
     }
 
     #[test]

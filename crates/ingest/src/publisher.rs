@@ -11,38 +11,19 @@ use streamcdn_media::flv::{self, AudioPacket, VideoPacket};
 use streamcdn_media::segmenter::{MediaPart, SegmentEnd, Segmenter, SegmenterEvent, Tracks};
 use streamcdn_media::ts::TsMuxer;
 use streamcdn_media::{fmp4, rtmp::amf0::Amf0Value};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::sync::oneshot;
 
 use streamcdn_recording::clock::format_time;
 use streamcdn_recording::hls::{EdgePart, OpenSegment};
 use streamcdn_recording::{JournalWriter, SegmentEntry};
 
 use crate::hub::LiveStream;
+use crate::recorder::{Recorder, StreamRecorder, WriteJob};
 
 enum Container {
     Fmp4,
     Ts(TsMuxer),
 }
-
-enum WriteJob {
-    Init {
-        file: String,
-    },
-    Part {
-        file: String,
-        segment: u64,
-        index: u32,
-    },
-    /// The segment's parts are all sent: make it durable and list it.
-    Segment(SegmentEntry),
-    End {
-        ended_at: String,
-    },
-}
-
-/// Recorder jobs queued before the publisher waits: about 20 s of parts.
-const RECORDER_QUEUE: usize = 64;
 
 pub struct Publisher {
     stream: Arc<LiveStream>,
@@ -55,8 +36,7 @@ pub struct Publisher {
     segment_offset: u64,
     /// The open segment's discontinuity, init and start, from its first part.
     segment_discontinuity: bool,
-    writer: mpsc::Sender<(WriteJob, Bytes)>,
-    writer_task: Option<JoinHandle<()>>,
+    recorder: StreamRecorder,
     warned_unsupported: bool,
     finished: bool,
     /// Where this publisher's timeline starts in the recording (non-zero when it
@@ -65,7 +45,12 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn new(stream: Arc<LiveStream>, journal: JournalWriter, part_target_secs: f64) -> Self {
+    pub async fn new(
+        stream: Arc<LiveStream>,
+        journal: JournalWriter,
+        part_target_secs: f64,
+        recorder: &Recorder,
+    ) -> Self {
         let target_ms = stream.with_recording(|r| (r.target_duration_secs * 1000.0) as u64);
         let part_target_ms = (part_target_secs * 1000.0).round() as u64;
         // A continued recording resumes after its last segment, on the same timeline.
@@ -80,8 +65,7 @@ impl Publisher {
             None => Segmenter::new(target_ms, part_target_ms),
             Some(last) => Segmenter::resume(target_ms, part_target_ms, last + 1, resumed_at_ms),
         };
-        let (tx, rx) = mpsc::channel(RECORDER_QUEUE);
-        let writer_task = tokio::spawn(run_recorder(journal, rx, stream.clone()));
+        let recorder = recorder.open(journal, stream.clone()).await;
         Self {
             format: stream.with_recording(|r| r.format),
             stream,
@@ -91,8 +75,7 @@ impl Publisher {
             started: SystemTime::now(),
             segment_offset: 0,
             segment_discontinuity: false,
-            writer: tx,
-            writer_task: Some(writer_task),
+            recorder,
             warned_unsupported: false,
             finished: false,
             resumed_at_ms,
@@ -177,7 +160,10 @@ impl Publisher {
                         .set_tracks(Some((file.clone(), init.clone())), codecs, resolution);
                     self.init_file = Some(file.clone());
                     self.container = Some(Container::Fmp4);
-                    let _ = self.writer.send((WriteJob::Init { file }, init)).await;
+                    let job = WriteJob::Init { file, bytes: init };
+                    if !self.recorder.send(job).await {
+                        tracing::error!("recorder stopped; init segment not recorded");
+                    }
                 }
                 Err(e) => {
                     self.container = None;
@@ -245,8 +231,9 @@ impl Publisher {
             file,
             segment: part.segment,
             index: part.index,
+            bytes,
         };
-        if self.writer.send((job, bytes)).await.is_err() {
+        if !self.recorder.send(job).await {
             tracing::error!("recorder stopped; part kept in memory only");
         }
     }
@@ -265,12 +252,7 @@ impl Publisher {
             .then(|| (end.video_frames as f64 / end.duration_secs).round());
         self.stream.add_segment(entry.clone(), frame_rate);
         metrics::counter!("streamcdn_ingest_segments_total").increment(1);
-        if self
-            .writer
-            .send((WriteJob::Segment(entry), Bytes::new()))
-            .await
-            .is_err()
-        {
+        if !self.recorder.send(WriteJob::Segment(entry)).await {
             tracing::error!("recorder stopped; segment not recorded");
         }
     }
@@ -282,13 +264,10 @@ impl Publisher {
         self.handle(events).await;
         let ended_at = format_time(SystemTime::now());
         self.stream.end(ended_at.clone());
-        let _ = self
-            .writer
-            .send((WriteJob::End { ended_at }, Bytes::new()))
-            .await;
         self.finished = true;
-        if let Some(task) = self.writer_task.take() {
-            let _ = task.await;
+        let (done, recorded) = oneshot::channel();
+        if self.recorder.send(WriteJob::End { ended_at, done }).await {
+            let _ = recorded.await;
         }
     }
 }
@@ -300,84 +279,12 @@ impl Drop for Publisher {
         if !self.finished {
             let ended_at = format_time(SystemTime::now());
             self.stream.end(ended_at.clone());
-            let _ = self
-                .writer
-                .try_send((WriteJob::End { ended_at }, Bytes::new()));
-        }
-    }
-}
-
-async fn run_recorder(
-    mut writer: JournalWriter,
-    mut jobs: mpsc::Receiver<(WriteJob, Bytes)>,
-    stream: Arc<LiveStream>,
-) {
-    let dir = writer.dir().to_owned();
-    while let Some((job, bytes)) = jobs.recv().await {
-        let last = matches!(job, WriteJob::End { .. });
-        let header = writer.header();
-        if header.codecs.is_empty() || header.frame_rate.is_none() {
-            let (codecs, resolution, fps) =
-                stream.with_recording(|r| (r.codecs.clone(), r.resolution, r.frame_rate));
-            header.codecs = codecs;
-            header.resolution = resolution;
-            header.frame_rate = fps;
-        }
-        let recorded = match &job {
-            WriteJob::Segment(entry) => Some(entry.bytes),
-            _ => None,
-        };
-        let part = match &job {
-            WriteJob::Part { segment, index, .. } => Some((*segment, *index)),
-            _ => None,
-        };
-        let init = match &job {
-            WriteJob::Init { file } => Some(file.clone()),
-            _ => None,
-        };
-        // The writer moves into the blocking pool for the file system work and back.
-        let outcome = tokio::task::spawn_blocking(move || {
-            let result = match job {
-                WriteJob::Init { file } => writer.add_init(&file, &bytes),
-                WriteJob::Part { file, .. } => writer.append_part(&file, &bytes),
-                WriteJob::Segment(entry) => writer.add_written_segment(entry),
-                WriteJob::End { ended_at } => writer.end(ended_at),
-            };
-            (writer, result)
-        })
-        .await;
-        let result;
-        (writer, result) = match outcome {
-            Ok(pair) => pair,
-            Err(e) => return recorder_failed(&dir, &std::io::Error::other(e)),
-        };
-        match result {
-            Ok(()) => {
-                if let Some((segment, index)) = part {
-                    stream.part_written(segment, index);
-                }
-                if let Some(file) = init {
-                    stream.release_object(&file);
-                }
-                if let Some(size) = recorded {
-                    metrics::counter!("streamcdn_ingest_segments_recorded_total").increment(1);
-                    metrics::counter!("streamcdn_ingest_recorded_bytes_total").increment(size);
-                }
-            }
-            Err(e) => {
-                metrics::counter!("streamcdn_ingest_record_errors_total").increment(1);
-                tracing::error!(dir = %dir.display(), error = %e, "recording write failed");
+            let (done, _) = oneshot::channel();
+            if !self.recorder.try_send(WriteJob::End { ended_at, done }) {
+                tracing::error!(
+                    "recorder queue full; the ended recording stays live until repaired"
+                );
             }
         }
-        if last {
-            // Written as far as storage allowed: the stream is served from there now.
-            stream.retire();
-            break;
-        }
     }
-}
-
-fn recorder_failed(dir: &std::path::Path, e: &std::io::Error) {
-    metrics::counter!("streamcdn_ingest_record_errors_total").increment(1);
-    tracing::error!(dir = %dir.display(), error = %e, "recorder stopped; the stream is served but no longer recorded");
 }

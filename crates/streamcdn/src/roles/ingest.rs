@@ -7,6 +7,7 @@ use anyhow::{bail, Context as _};
 use futures::future::BoxFuture;
 use streamcdn_ingest::cluster::{self, Cluster};
 use streamcdn_ingest::hub::{HubSettings, StreamHub};
+use streamcdn_ingest::recorder::Recorder;
 use streamcdn_ingest::rtmp_server::{self, RtmpSettings};
 
 use crate::context::{bind, Context, Role};
@@ -78,6 +79,7 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         max_connections: config.rtmp.max_connections,
         max_message_size: config.rtmp.max_message_size.0 as u32,
         idle_timeout: config.rtmp.idle_timeout,
+        read_interval: config.rtmp.read_interval,
     };
     tracing::info!(rtmp = %config.rtmp.listen, origin = %config.origin.listen, "ingest listening");
     // Once a listener's publishers have ended, their last hook notifications get the
@@ -90,6 +92,9 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
             hooks.drain(grace).await;
         }
     };
+    // One recorder thread per core, at least two: they mostly wait on storage.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let recorder = Recorder::start(cores.max(2)).context("starting the recorder threads")?;
     let shutdown = ctx.shutdown();
     if let Some((addr, certificates, acceptor)) = rtmps {
         let listener = bind(addr, "RTMPS").await?;
@@ -97,6 +102,7 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         ctx.spawn(drained(Box::pin(rtmp_server::serve_wrapped(
             listener,
             hub.clone(),
+            recorder.clone(),
             rtmp_settings.clone(),
             ctx.shutdown(),
             move |socket| {
@@ -109,6 +115,7 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
     ctx.spawn(drained(Box::pin(rtmp_server::serve(
         rtmp,
         hub.clone(),
+        recorder,
         rtmp_settings,
         shutdown,
     ))));
