@@ -17,6 +17,9 @@
 #   env BIN: where streamcdn and rtmp-load are (default: build target/release here)
 #   env STREAMCDN_ENV: variables for streamcdn only, e.g. "MALLOC_ARENA_MAX=2" or
 #     "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2" to compare allocators
+#   env PERF_DIR: record a call-graph profile of each server over its window there
+#     (`perf report -i PERF_DIR/<load>-<n>-<server>.data`); perf's own CPU skews the
+#     machine's idle time, not the server's ticks
 # Needs: ffmpeg nginx libnginx-mod-rtmp (apt-get install ffmpeg nginx libnginx-mod-rtmp)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -153,7 +156,12 @@ measure() { # kind n server
   local gen; gen=$(load_process_pids | tr '\n' ' ')
   # shellcheck disable=SC2086
   local s0 g0 r0 i0 o0; s0=$(ticks $SERVER_PIDS); g0=$(ticks $gen); r0=$(received); i0=$(idle_ticks); o0=$(niced_ticks)
-  sleep "$WINDOW"
+  if [ -n "${PERF_DIR:-}" ]; then
+    mkdir -p "$PERF_DIR"
+    perf record -q -F 499 -g -o "$PERF_DIR/$kind-$n-$server.data" -p "$(echo $SERVER_PIDS | tr ' ' ',')" -- sleep "$WINDOW" 2>/dev/null
+  else
+    sleep "$WINDOW"
+  fi
   # shellcheck disable=SC2086
   local s1 g1 r1 i1 o1 rss hwm conns
   s1=$(ticks $SERVER_PIDS); g1=$(ticks $gen); r1=$(received); i1=$(idle_ticks); o1=$(niced_ticks)
