@@ -2,7 +2,7 @@
 # The whole test suite on a fresh Debian machine: installs what the tests need (ffmpeg,
 # Chromium, redis-server, HAProxy, dig, iproute2 and curl from Debian, an Enhanced-RTMP-capable ffmpeg from
 # PyPI's imageio-ffmpeg, schemathesis from PyPI, the S3 server s3s-fs from crates.io,
-# hls.js and playwright-core from npm, cargo-nextest), then runs every test in the
+# hls.js, Shaka Player and playwright-core from npm, cargo-nextest), then runs every test in the
 # workspace. Safe to run again: installs are skipped when
 # the tools are present.
 set -euo pipefail
@@ -43,8 +43,9 @@ if ! python3 -c "import sys, schemathesis; sys.exit(schemathesis.__version__ != 
     || python3 -m pip install -q --break-system-packages schemathesis==4.32.5
 fi
 
-if [ ! -d tests/browser/node_modules/hls.js ] || [ ! -d tests/browser/node_modules/playwright-core ]; then
-  echo "==> installing hls.js and playwright-core from npm (browser tests)"
+if [ ! -d tests/browser/node_modules/hls.js ] || [ ! -d tests/browser/node_modules/playwright-core ] \
+  || [ ! -d tests/browser/node_modules/shaka-player ]; then
+  echo "==> installing hls.js, Shaka Player and playwright-core from npm (browser tests)"
   npm install --no-package-lock --no-audit --no-fund --silent --prefix tests/browser
 fi
 

@@ -1,11 +1,12 @@
 //! Glass to glass, honestly measured: ffmpeg draws each frame's capture wall clock into
 //! the picture (`tests/browser/stamp.py`), publishes it in real time to an ingest server,
-//! and hls.js in headless Chromium plays it over HTTPS (HTTP/2) from an edge whose parent
+//! and a player in headless Chromium plays it over HTTPS (HTTP/2) from an edge whose parent
 //! is a mid-tier (two cache tiers, a Redis registry). The page (`tests/browser/glass.html`)
 //! reads the time back from every presented frame and records (when it is shown) −
 //! (when it was captured): network, segmenting, both caches, the player's buffer,
-//! decoding and the publisher's own encoding all count. hls.js may catch up to its
-//! target latency ([`CATCH_UP_RATE`]).
+//! decoding and the publisher's own encoding all count. Players: hls.js in low-latency
+//! mode, allowed to catch up to its target latency ([`CATCH_UP_RATE`]); Shaka Player in
+//! its low-latency mode, nothing else configured; hls.js without low-latency mode.
 //!
 //! Nothing here is random but the free ports.
 
@@ -25,11 +26,22 @@ const MEASURE_SECONDS: u64 = 60;
 const PUBLISH_SECONDS: u64 = MEASURE_SECONDS + 40;
 const FPS: u64 = 30;
 /// hls.js's `maxLiveSyncPlaybackRate`: how fast it may play to reach its target latency
-/// (PART-HOLD-BACK in low-latency mode, three target durations otherwise). hls.js's
-/// default, 1, never catches up: the player stays where it started, here about a second
-/// behind its target (measured 2026-11-22: median 1.97 s glass to glass, hls.latency
-/// 1.95 s against a target of 1.0 s; 1.36 s with 1.5). LL-HLS players are configured to
-/// catch up; this is that configuration, for plain HLS as well.
+/// (PART-HOLD-BACK, 1.002 s, in low-latency mode). With hls.js's default, 1, it never
+/// catches up and keeps, for the whole session, how far behind its target it started,
+/// which the server cannot correct (measured 2026-11-22 with glass.html's trace: five runs
+/// at load 4-12, medians 1.50-1.74 s; the three traced to the millisecond were 1.002 s +
+/// 0.30-0.38 s + 0.23-0.38 s):
+/// - it computes its start position from the first (non-blocking) playlist as if the last
+///   listed part had ended when the playlist arrived; it had ended up to a part earlier,
+///   plus ~65 ms from capture to a listed part (by PROGRAM-DATE-TIME: 0.30-0.38 s in those
+///   runs; 0.07-0.38 s, median 0.20 s, polling the origin itself at random times);
+/// - it begins playing only once it has loaded, one request after another, every listed
+///   part from the independent part before that position up to the newest (3-6 parts),
+///   and decoded from that keyframe to the position: 0.23-0.38 s here, of which our
+///   tiers' share is ~3 ms a part (a part missing at both tiers: 4.7 ms against 1.5 ms
+///   at the origin).
+///
+/// The player page and this test let hls.js catch up (median 1.36-1.39 s).
 const CATCH_UP_RATE: f64 = 1.5;
 
 /// stamp.py's own check, offline: the codes it draws are the wall clock of capture
@@ -98,10 +110,40 @@ fn publish_stamped(url: &str) -> Child {
         .expect("spawn stamp.py")
 }
 
+/// Who plays, as glass.html's query says it.
+#[derive(Clone, Copy, Debug)]
+enum Player {
+    /// hls.js (the edges' copy), `lowLatencyMode` on or off, catching up at
+    /// [`CATCH_UP_RATE`].
+    HlsJs { low_latency: bool },
+    /// Shaka Player (tests/browser/package.json) with `streaming.lowLatencyMode: true`.
+    ShakaLowLatency,
+}
+
+impl Player {
+    fn query(self) -> String {
+        match self {
+            Player::HlsJs { low_latency } => format!(
+                "player=hls.js&lowLatency={}&maxLiveSyncPlaybackRate={CATCH_UP_RATE}",
+                u8::from(low_latency)
+            ),
+            Player::ShakaLowLatency => "player=shaka&lowLatency=1".into(),
+        }
+    }
+
+    fn package(self) -> &'static str {
+        match self {
+            Player::HlsJs { .. } => "hls.js",
+            Player::ShakaLowLatency => "shaka-player",
+        }
+    }
+}
+
 /// Publishes `provider/stream` to the ingest server, waits for it at the edge and plays
-/// it over HTTPS from the edge; the page's final summary, printed.
-fn glass_to_glass(tiers: &TwoTiers, provider: &str, stream: &str, low_latency: bool) -> Value {
-    require_browser_tools(&["playwright-core"]);
+/// it over HTTPS from the edge; the page's final summary (without the samples and the
+/// trace, which are printed).
+fn glass_to_glass(tiers: &TwoTiers, provider: &str, stream: &str, player: Player) -> Value {
+    require_browser_tools(&["playwright-core", player.package()]);
     let mut publisher = publish_stamped(&tiers.ingest.publish_url(provider, stream, KEY));
     // A viewer joining a running stream: the edge's playlist holds four segments (hls.js
     // starts three target durations back; from a shorter playlist it would start closer
@@ -125,10 +167,10 @@ fn glass_to_glass(tiers: &TwoTiers, provider: &str, stream: &str, low_latency: b
         std::thread::sleep(Duration::from_millis(100));
     }
     let page_url = format!(
-        "https://{}:{}/__glass__.html?src=/{provider}/{stream}/index.m3u8&lowLatency={}&seconds={MEASURE_SECONDS}&maxLiveSyncPlaybackRate={CATCH_UP_RATE}",
+        "https://{}:{}/__glass__.html?src=/{provider}/{stream}/index.m3u8&seconds={MEASURE_SECONDS}&{}",
         tiers.edge.host,
         tiers.edge.tls,
-        u8::from(low_latency)
+        player.query()
     );
     let page = Page::open("glass.mjs", &page_url);
     let last = page.wait_for(
@@ -145,8 +187,19 @@ fn glass_to_glass(tiers: &TwoTiers, provider: &str, stream: &str, low_latency: b
         .as_object_mut()
         .and_then(|o| o.remove("samples"))
         .unwrap_or_default();
+    let trace = summary
+        .as_object_mut()
+        .and_then(|o| o.remove("trace"))
+        .unwrap_or_default();
+    // What the player did until it played (and a few seconds after): where its latency
+    // came from.
+    for event in trace.as_array().into_iter().flatten() {
+        if event["what"] != "second" {
+            eprintln!("trace: {event}");
+        }
+    }
     eprintln!(
-        "glass to glass, hls.js lowLatencyMode={low_latency}, {} over HTTPS from the edge \
+        "glass to glass, {player:?}, {} over HTTPS from the edge \
          (ingest {}, mid-tier {}, edge {}): median {} ms, p90 {} ms, max {} ms, min {} ms \
          over {} frames\nsummary: {summary}",
         provider,
@@ -168,7 +221,7 @@ fn glass_to_glass(tiers: &TwoTiers, provider: &str, stream: &str, low_latency: b
             .collect();
         eprintln!("latency each second (ms): {}", per_second.join(" "));
     }
-    last
+    summary
 }
 
 /// What every run must show, low latency or not: the page measured the whole time, read
@@ -197,20 +250,57 @@ fn assert_played_cleanly(last: &Value) {
     );
 }
 
+/// The player fetched parts and reloaded the playlist blocking (from what it requested).
+fn assert_used_low_latency_delivery(last: &Value) {
+    let requests = &last["requests"];
+    assert!(
+        requests["parts"].as_u64().unwrap_or(0) > 0
+            && requests["blockingReloads"].as_u64().unwrap_or(0) > 0,
+        "the player did not fetch parts with blocking playlist reloads: {last}"
+    );
+}
+
 #[test]
 fn ll_hls_through_two_tiers_over_http2_is_within_1_5_s_glass_to_glass() {
     let tiers = TwoTiers::start("g2g-ll");
-    let last = glass_to_glass(&tiers, "demo", "g2g", true);
+    let last = glass_to_glass(&tiers, "demo", "g2g", Player::HlsJs { low_latency: true });
     assert_played_cleanly(&last);
     let ll = &last["ll"];
     assert!(
         ll["partList"].as_u64().unwrap_or(0) > 0 && ll["canBlockReload"] == true,
         "hls.js did not see a low-latency playlist (parts, blocking reload): {last}"
     );
+    assert_used_low_latency_delivery(&last);
     let median = last["median"].as_u64().unwrap_or(u64::MAX);
     assert!(
         median <= 1500,
         "median glass to glass {median} ms > 1500 ms: {last}"
+    );
+}
+
+/// Shaka Player's low-latency mode, with nothing else configured, through the same tiers:
+/// parts, blocking reloads and hinted parts, no stall. Like hls.js without catch-up it
+/// starts PART-HOLD-BACK behind the first playlist's last part and stays there (its
+/// `liveSync` is off by default), so the same tune-in error is kept: measured 2026-11-22
+/// medians 1.22-1.25 s (release build) and 1.43-1.60 s (this test's debug build at load
+/// 4-7). Hence PART-HOLD-BACK plus at most a second, not 1.5 s.
+///
+/// Ignored until the origin stops hinting a part that never comes: the publisher tells
+/// the hub of a segment's last part (waking held playlist requests, whose answers hint
+/// part N.6 of the still open segment) before it tells it the segment ended; Shaka asks
+/// for that hint, gets the 404 rfc8216bis §6.2.6 allows, and stops (fatal error 1001) in
+/// about one run in six. Run it with `--ignored`.
+#[test]
+#[ignore = "the origin may hint a part past a segment's end (a race in the publisher); Shaka stops on its 404"]
+fn shaka_low_latency_through_two_tiers_over_http2_is_within_2_s_glass_to_glass() {
+    let tiers = TwoTiers::start("g2g-shaka");
+    let last = glass_to_glass(&tiers, "demo", "g2g", Player::ShakaLowLatency);
+    assert_played_cleanly(&last);
+    assert_used_low_latency_delivery(&last);
+    let median = last["median"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        median <= 2000,
+        "median glass to glass {median} ms > 2000 ms: {last}"
     );
 }
 
@@ -220,6 +310,6 @@ fn ll_hls_through_two_tiers_over_http2_is_within_1_5_s_glass_to_glass() {
 #[test]
 fn plain_hls_through_two_tiers_plays_without_stalls() {
     let tiers = TwoTiers::start("g2g-plain");
-    let last = glass_to_glass(&tiers, "demo", "g2g", false);
+    let last = glass_to_glass(&tiers, "demo", "g2g", Player::HlsJs { low_latency: false });
     assert_played_cleanly(&last);
 }
