@@ -2,6 +2,7 @@
 # Glass to glass (issue 12), three systems one after the other in one run, each with the
 # same publisher and the same page:
 #   (a) streamcdn LL-HLS: ingest -> mid-tier -> edge, played from the edge over HTTPS/HTTP/2
+#       with hls.js, then (a') hls.js catching up, then (a'') Shaka Player
 #   (b) streamcdn plain HLS: the same servers, a provider with `low_latency = false`
 #   (c) nginx + nginx-rtmp HLS (hls_fragment 2s, like streamcdn's 2 s segments), served by
 #       nginx over HTTPS/HTTP/2
@@ -10,7 +11,8 @@
 # Player: tests/browser/glass.mjs + glass.html in headless Chromium, hls.js (the copy the
 # edges serve) with its defaults (lowLatencyMode=true, no catch-up) for all three, so the
 # server is the only difference; plus (a') LL-HLS with hls.js allowed to catch up to its
-# target latency (maxLiveSyncPlaybackRate=1.5, as tests/glass_to_glass.rs plays). The page
+# target latency (maxLiveSyncPlaybackRate=1.5, as tests/glass_to_glass.rs plays) and (a'')
+# Shaka Player (tests/browser/package.json) with streaming.lowLatencyMode only. The page
 # reads the time back from every presented frame and records shown - captured, for
 # SECONDS from the first frame.
 # Usage: bench/latency.sh [SECONDS]   (default 60)
@@ -24,7 +26,9 @@ for t in ffmpeg nginx redis-server node openssl curl python3; do
 done
 [ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] || { echo "missing nginx RTMP module: apt-get install libnginx-mod-rtmp"; exit 1; }
 [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || { echo "missing Chromium: apt-get install chromium"; exit 1; }
-[ -d tests/browser/node_modules/playwright-core ] || { echo "missing playwright-core: npm install --no-package-lock --prefix tests/browser"; exit 1; }
+for p in playwright-core shaka-player; do
+  [ -d tests/browser/node_modules/$p ] || { echo "missing $p: npm install --no-package-lock --prefix tests/browser"; exit 1; }
+done
 
 cargo build --release -q -p streamcdn
 BIN=${CARGO_TARGET_DIR:-$PWD/target}/release
@@ -170,23 +174,36 @@ ll = r.get("ll") or {}
 print(f"{name:<26} median {r['median']} ms  p90 {r['p90']} ms  max {r['max']} ms  min {r['min']} ms  "
       f"frames {r['frames']} (unreadable {r['invalidFrames']}, dropped {r['dropped']})  stalls {len(r['stalls'])}  "
       f"state {r['state']}  protocols {r['protocols']}  hls.js parts {ll.get('partList', 0)} "
-      f"blocking reload {ll.get('canBlockReload', False)}  hls.latency {r['hlsLatency']:.2f} s")
+      f"blocking reload {ll.get('canBlockReload', False)}  requests {r['requests']}  "
+      f"player's latency {r['playerLatency']:.2f} s")
+# Tune-in (glass.html's trace): how far behind its last part the first media playlist was
+# (by PROGRAM-DATE-TIME, hls.js only) and how long after it arrived playback began.
+trace = r.get("trace") or []
+first = next((e for e in trace if e["what"] == "response" and e["url"].split("?")[0].endswith(".m3u8")
+              and not e["url"].endswith("index.m3u8")), None)
+playing = next((e for e in trace if e["what"] == "playing"), None)
+behind = next((e.get("edgeAgeByPdt") for e in trace if e["what"] == "playlist"), None)
+if first and playing:
+    print(f"{'':<26} tune-in: first media playlist {behind} ms behind its last part, playing "
+          f"{playing['t'] - first['start'] - first['end']} ms after it arrived")
 PY
 }
 
 echo "== glass to glass, ${MEASURE} s from the first frame each (median, p90, max over every presented frame)"
 measure "(a) streamcdn LL-HLS" "rtmp://127.0.0.1:19450/ll/lat?key=$KEY" https://127.0.0.1:18473 /ll/lat/index.m3u8 /ll/lat/live.m3u8
 measure "(a') LL-HLS, catching up" "rtmp://127.0.0.1:19450/ll/lat2?key=$KEY" https://127.0.0.1:18473 /ll/lat2/index.m3u8 /ll/lat2/live.m3u8 '&maxLiveSyncPlaybackRate=1.5'
+measure "(a'') LL-HLS, Shaka" "rtmp://127.0.0.1:19450/ll/lat3?key=$KEY" https://127.0.0.1:18473 /ll/lat3/index.m3u8 /ll/lat3/live.m3u8 '&player=shaka'
 measure "(b) streamcdn plain HLS" "rtmp://127.0.0.1:19450/plain/lat?key=$KEY" https://127.0.0.1:18473 /plain/lat/index.m3u8 /plain/lat/live.m3u8
 measure "(c) nginx-rtmp HLS" "rtmp://127.0.0.1:19460/bench/lat" https://127.0.0.1:18483 /hls/lat.m3u8 /hls/lat.m3u8
 python3 - "$DIR/results" <<'PY'
 import json, os, sys
 d = sys.argv[1]
 r = {n: json.load(open(os.path.join(d, n + ".json"))) for n in
-     ["(a) streamcdn LL-HLS", "(a') LL-HLS, catching up", "(b) streamcdn plain HLS", "(c) nginx-rtmp HLS"]}
+     ["(a) streamcdn LL-HLS", "(a') LL-HLS, catching up", "(a'') LL-HLS, Shaka", "(b) streamcdn plain HLS",
+      "(c) nginx-rtmp HLS"]}
 for q in ["median", "p90"]:
-    a, a2, b, c = (r[n][q] for n in r)
+    a, a2, a3, b, c = (r[n][q] for n in r)
     print(f"ratios of {q + 's:':<8} LL/nginx-rtmp {a / c:.2f}, LL catching up/nginx-rtmp {a2 / c:.2f}, "
-          f"plain/nginx-rtmp {b / c:.2f}, LL/plain {a / b:.2f}")
+          f"LL Shaka/nginx-rtmp {a3 / c:.2f}, plain/nginx-rtmp {b / c:.2f}, LL/plain {a / b:.2f}")
 PY
 echo "== load average at the end $(cut -d' ' -f1-3 /proc/loadavg); logs and every sample in $DIR"
