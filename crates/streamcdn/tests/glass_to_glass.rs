@@ -288,8 +288,8 @@ fn ll_hls_through_two_tiers_over_http2_is_within_1_5_s_glass_to_glass() {
 /// Ignored until the origin stops hinting a part that never comes: the publisher tells
 /// the hub of a segment's last part (waking held playlist requests, whose answers hint
 /// part N.6 of the still open segment) before it tells it the segment ended; Shaka asks
-/// for that hint, gets the 404 rfc8216bis §6.2.6 allows, and stops (fatal error 1001) in
-/// about one run in six. Run it with `--ignored`.
+/// for that hint, gets the 404 rfc8216bis §6.2.6 allows, and stops (fatal error 1001):
+/// two runs in seven. Run it with `--ignored`.
 #[test]
 #[ignore = "the origin may hint a part past a segment's end (a race in the publisher); Shaka stops on its 404"]
 fn shaka_low_latency_through_two_tiers_over_http2_is_within_2_s_glass_to_glass() {
