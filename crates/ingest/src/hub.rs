@@ -335,7 +335,9 @@ impl LiveStream {
         recording.resolution = resolution;
     }
 
-    /// A new part: listed and served from memory at once.
+    /// A new part: listed and served from memory at once. A segment's last part comes
+    /// with the segment's entry (`ends`), so that no playlist shows the segment still
+    /// open after its last part (hinting a part that never comes).
     pub(crate) fn add_part(
         &self,
         part: EdgePart,
@@ -343,6 +345,7 @@ impl LiveStream {
         offset: u64,
         bytes: Bytes,
         open: impl FnOnce() -> OpenSegment,
+        ends: Option<(SegmentEntry, Option<f64>)>,
     ) {
         {
             let mut state = self.write();
@@ -356,6 +359,9 @@ impl LiveStream {
                 len: bytes.len() as u64,
                 hot: Some(bytes),
             });
+            if let Some((entry, frame_rate)) = ends {
+                close_segment(&mut state, entry, frame_rate);
+            }
         }
         self.updates.send_modify(|n| *n += 1);
     }
@@ -372,25 +378,10 @@ impl LiveStream {
         }
     }
 
-    /// The open segment is complete: it enters the recording (and the playlist).
+    /// The open segment is complete (its last part came earlier): it enters the
+    /// recording (and the playlist).
     pub(crate) fn add_segment(&self, entry: SegmentEntry, frame_rate: Option<f64>) {
-        {
-            let mut state = self.write();
-            let recording = Arc::make_mut(&mut state.recording);
-            if recording.frame_rate.is_none() {
-                recording.frame_rate = frame_rate;
-            }
-            let oldest_kept = entry.sequence.saturating_sub(SEGMENTS_WITH_PARTS - 1);
-            recording.segments.push(entry);
-            state.open = None;
-            while state
-                .parts
-                .front()
-                .is_some_and(|p| p.part.segment < oldest_kept)
-            {
-                state.parts.pop_front();
-            }
-        }
+        close_segment(&mut self.write(), entry, frame_rate);
         self.updates.send_modify(|n| *n += 1);
     }
 
@@ -429,6 +420,25 @@ impl LiveStream {
                 streams.remove(&self.name);
             }
         }
+    }
+}
+
+/// The open segment enters the recording; parts older than the last
+/// `SEGMENTS_WITH_PARTS` segments are forgotten.
+fn close_segment(state: &mut StreamState, entry: SegmentEntry, frame_rate: Option<f64>) {
+    let recording = Arc::make_mut(&mut state.recording);
+    if recording.frame_rate.is_none() {
+        recording.frame_rate = frame_rate;
+    }
+    let oldest_kept = entry.sequence.saturating_sub(SEGMENTS_WITH_PARTS - 1);
+    recording.segments.push(entry);
+    state.open = None;
+    while state
+        .parts
+        .front()
+        .is_some_and(|p| p.part.segment < oldest_kept)
+    {
+        state.parts.pop_front();
     }
 }
 
@@ -1057,5 +1067,47 @@ mod tests {
         for ((msn, part), expected) in cases {
             assert_eq!(view.readiness(msn, part, limit), expected, "{msn} {part:?}");
         }
+    }
+
+    /// A segment's last part and its end are one update: no playlist rendered between
+    /// them shows the segment open with all its parts (hinting a part that never comes).
+    #[tokio::test]
+    async fn a_segments_last_part_closes_it_in_the_same_update() {
+        let hub = test_hub("last-part", "n1").await;
+        let (live, _journal) = hub
+            .begin_publish("p", "x?key=secret-key", "t".into(), "r1".into(), client())
+            .await
+            .unwrap();
+        let updates = live.subscribe();
+        let open = || OpenSegment {
+            sequence: 1,
+            program_date_time: "t".into(),
+            discontinuity: false,
+            init: None,
+        };
+        let part = |index| EdgePart {
+            segment: 1,
+            index,
+            duration_secs: 0.334,
+            independent: index == 0,
+        };
+        let bytes = Bytes::from_static(b"part");
+        live.add_part(part(0), "000001.m4s".into(), 0, bytes.clone(), open, None);
+        assert_eq!(live.edge().position(), (None, 1));
+        let entry = SegmentEntry {
+            sequence: 1,
+            file: "000001.m4s".into(),
+            duration_secs: 0.668,
+            program_date_time: "t".into(),
+            bytes: 8,
+            discontinuity: false,
+            init: None,
+        };
+        let before = *updates.borrow();
+        live.add_part(part(1), "000001.m4s".into(), 4, bytes, open, Some((entry, None)));
+        assert_eq!(*updates.borrow(), before + 1, "one update for the part and the end");
+        let view = live.edge();
+        assert_eq!(view.position(), (Some(1), 0), "segment 1 complete, none open");
+        assert_eq!(view.parts_of(1), 2);
     }
 }

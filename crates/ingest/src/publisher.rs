@@ -130,11 +130,26 @@ impl Publisher {
     }
 
     async fn handle(&mut self, events: Vec<SegmenterEvent>) {
-        for event in events {
+        let mut events = events.into_iter().peekable();
+        while let Some(event) = events.next() {
             match event {
                 SegmenterEvent::Tracks(tracks) => self.start_tracks(tracks).await,
-                SegmenterEvent::Part(part) => self.emit_part(part).await,
-                SegmenterEvent::SegmentEnd(end) => self.end_segment(end).await,
+                SegmenterEvent::Part(part) => {
+                    let segment = part.segment;
+                    let ends = events.next_if(
+                        |e| matches!(e, SegmenterEvent::SegmentEnd(end) if end.index == segment),
+                    );
+                    let ends = match ends {
+                        Some(SegmenterEvent::SegmentEnd(end)) => Some(end),
+                        _ => None,
+                    };
+                    self.emit_part(part, ends).await;
+                }
+                SegmenterEvent::SegmentEnd(end) => {
+                    let (entry, frame_rate) = self.segment_entry(&end);
+                    self.stream.add_segment(entry.clone(), frame_rate);
+                    self.record_segment(entry).await;
+                }
             }
         }
     }
@@ -192,7 +207,8 @@ impl Publisher {
         )
     }
 
-    async fn emit_part(&mut self, part: MediaPart) {
+    /// Muxes a part, lists it and has it written; `ends` when it is its segment's last.
+    async fn emit_part(&mut self, part: MediaPart, ends: Option<SegmentEnd>) {
         let bytes = match &mut self.container {
             Some(Container::Fmp4) => match fmp4::part(&part) {
                 Ok(b) => b,
@@ -206,6 +222,10 @@ impl Publisher {
             self.segment_offset = 0;
             self.segment_discontinuity = part.discontinuity;
         }
+        let offset = self.segment_offset;
+        self.segment_offset += bytes.len() as u64;
+        let ends = ends.map(|end| self.segment_entry(&end));
+        let entry = ends.as_ref().map(|(entry, _)| entry.clone());
         let open = || OpenSegment {
             sequence: part.segment,
             program_date_time: self.wall_clock(part.start_ms),
@@ -218,14 +238,9 @@ impl Publisher {
             duration_secs: part.duration_secs,
             independent: part.independent,
         };
-        self.stream.add_part(
-            edge_part,
-            file.clone(),
-            self.segment_offset,
-            bytes.clone(),
-            open,
-        );
-        self.segment_offset += bytes.len() as u64;
+        let (file_name, hot) = (file.clone(), bytes.clone());
+        self.stream
+            .add_part(edge_part, file_name, offset, hot, open, ends);
         metrics::counter!("streamcdn_ingest_parts_total").increment(1);
         let job = WriteJob::Part {
             file,
@@ -236,9 +251,13 @@ impl Publisher {
         if !self.recorder.send(job).await {
             tracing::error!("recorder stopped; part kept in memory only");
         }
+        if let Some(entry) = entry {
+            self.record_segment(entry).await;
+        }
     }
 
-    async fn end_segment(&mut self, end: SegmentEnd) {
+    /// The playlist entry of the segment `end` closes, and its frame rate.
+    fn segment_entry(&self, end: &SegmentEnd) -> (SegmentEntry, Option<f64>) {
         let entry = SegmentEntry {
             sequence: end.index,
             file: self.segment_file(end.index),
@@ -250,7 +269,11 @@ impl Publisher {
         };
         let frame_rate = (end.duration_secs > 0.0 && end.video_frames > 0)
             .then(|| (end.video_frames as f64 / end.duration_secs).round());
-        self.stream.add_segment(entry.clone(), frame_rate);
+        (entry, frame_rate)
+    }
+
+    /// Has the recorder make a listed segment durable and journal it.
+    async fn record_segment(&mut self, entry: SegmentEntry) {
         metrics::counter!("streamcdn_ingest_segments_total").increment(1);
         if !self.recorder.send(WriteJob::Segment(entry)).await {
             tracing::error!("recorder stopped; segment not recorded");

@@ -285,13 +285,10 @@ fn ll_hls_through_two_tiers_over_http2_is_within_1_5_s_glass_to_glass() {
 /// medians 1.22-1.25 s (release build) and 1.43-1.60 s (this test's debug build at load
 /// 4-7). Hence PART-HOLD-BACK plus at most a second, not 1.5 s.
 ///
-/// Ignored until the origin stops hinting a part that never comes: the publisher tells
-/// the hub of a segment's last part (waking held playlist requests, whose answers hint
-/// part N.6 of the still open segment) before it tells it the segment ended; Shaka asks
-/// for that hint, gets the 404 rfc8216bis §6.2.6 allows, and stops (fatal error 1001):
-/// two runs in seven. Run it with `--ignored`.
+/// Shaka requests every hinted part and stops on a 404 (fatal error 1001): it failed two
+/// runs in seven while the origin could hint part N.6 of a segment whose last part was
+/// N.5 (the hub learned of the last part before the segment's end; now one update).
 #[test]
-#[ignore = "the origin may hint a part past a segment's end (a race in the publisher); Shaka stops on its 404"]
 fn shaka_low_latency_through_two_tiers_over_http2_is_within_2_s_glass_to_glass() {
     let tiers = TwoTiers::start("g2g-shaka");
     let last = glass_to_glass(&tiers, "demo", "g2g", Player::ShakaLowLatency);
