@@ -74,6 +74,10 @@ pub async fn serve_wrapped<W, Fut, S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(settings.max_connections));
+    let pacer = ReadPacer {
+        epoch: Instant::now(),
+        interval: settings.read_interval,
+    };
     let mut sessions = tokio::task::JoinSet::new();
     loop {
         let (socket, peer) = tokio::select! {
@@ -101,7 +105,8 @@ pub async fn serve_wrapped<W, Fut, S>(
                 match tokio::time::timeout(settings.idle_timeout, wrap(socket)).await {
                     Ok(Ok(stream)) => {
                         if let Err(reason) =
-                            run_session(stream, peer, hub, recorder, settings, shutdown).await
+                            run_session((stream, peer, hub, recorder), pacer, settings, shutdown)
+                                .await
                         {
                             tracing::info!(%reason, "RTMP session closed");
                         }
@@ -125,11 +130,34 @@ pub async fn serve_wrapped<W, Fut, S>(
     while sessions.join_next().await.is_some() {}
 }
 
+/// When a publishing session reads its socket next. Data arrives about a hundred times
+/// a second at 3 Mbit/s, and each wake-up (epoll, scheduling, a read) costs more than
+/// the bytes it brings; so a session reads at most once per `interval`, what arrived
+/// meanwhile waiting in the kernel. The times are on one grid for all sessions, so a
+/// worker wakes once per tick for all of them rather than once for each.
+#[derive(Debug, Clone, Copy)]
+struct ReadPacer {
+    epoch: Instant,
+    interval: Duration,
+}
+
+impl ReadPacer {
+    /// The first tick after `last_read` (at most `interval` later); `None` reads at once.
+    fn next_read(&self, last_read: Instant) -> Option<Instant> {
+        let interval = self.interval.as_nanos();
+        if interval == 0 {
+            return None;
+        }
+        let since_epoch = last_read.saturating_duration_since(self.epoch).as_nanos();
+        let ticks = since_epoch / interval + 1;
+        let since_epoch = u64::try_from(ticks * interval).ok()?;
+        Some(self.epoch + Duration::from_nanos(since_epoch))
+    }
+}
+
 async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
-    mut socket: S,
-    peer: SocketAddr,
-    hub: Arc<StreamHub>,
-    recorder: Recorder,
+    (mut socket, peer, hub, recorder): (S, SocketAddr, Arc<StreamHub>, Recorder),
+    pacer: ReadPacer,
     settings: RtmpSettings,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), String> {
@@ -253,14 +281,13 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
                 break Err(format!("write error: {e}"));
             }
         }
-        // A publisher's socket is read at most once per `read_interval`: what arrives
-        // meanwhile waits in the kernel and comes in one read. At 3 Mbit/s data arrives
-        // ~100 times a second, and each wake-up (epoll, scheduling, a read) costs more
-        // than the bytes it brings. Not before publishing: the handshake stays prompt.
-        if publisher.is_some() && !settings.read_interval.is_zero() {
-            let next_read = last_read + settings.read_interval;
-            if Instant::now() < next_read {
-                tokio::time::sleep_until(next_read).await;
+        // A publisher's socket is read at most once per `read_interval` (see
+        // [`ReadPacer`]). Not before publishing: the handshake stays prompt.
+        if publisher.is_some() {
+            if let Some(next_read) = pacer.next_read(last_read) {
+                if Instant::now() < next_read {
+                    tokio::time::sleep_until(next_read).await;
+                }
             }
         }
         if let Some(reason) = refused {
@@ -350,5 +377,32 @@ fn reason_label(e: &PublishError) -> &'static str {
         PublishError::AlreadyLive(_) => "already_live",
         PublishError::HeldElsewhere(..) => "held_elsewhere",
         PublishError::Storage(_) => "storage",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_are_paced_on_one_grid_for_all_sessions() {
+        let epoch = Instant::now();
+        let pacer = ReadPacer {
+            epoch,
+            interval: Duration::from_millis(20),
+        };
+        let at = |ms: u64| epoch + Duration::from_millis(ms);
+        // The next tick after the last read: at most one interval later.
+        assert_eq!(pacer.next_read(at(0)), Some(at(20)));
+        assert_eq!(pacer.next_read(at(3)), Some(at(20)));
+        assert_eq!(pacer.next_read(at(20)), Some(at(40)));
+        assert_eq!(pacer.next_read(at(39)), Some(at(40)));
+        // Sessions that read at different times meet on the same tick.
+        assert_eq!(pacer.next_read(at(1)), pacer.next_read(at(19)));
+        let unpaced = ReadPacer {
+            epoch,
+            interval: Duration::ZERO,
+        };
+        assert_eq!(unpaced.next_read(at(5)), None);
     }
 }
