@@ -1104,10 +1104,25 @@ mod tests {
             init: None,
         };
         let before = *updates.borrow();
-        live.add_part(part(1), "000001.m4s".into(), 4, bytes, open, Some((entry, None)));
-        assert_eq!(*updates.borrow(), before + 1, "one update for the part and the end");
+        live.add_part(
+            part(1),
+            "000001.m4s".into(),
+            4,
+            bytes,
+            open,
+            Some((entry, None)),
+        );
+        assert_eq!(
+            *updates.borrow(),
+            before + 1,
+            "one update for the part and the end"
+        );
         let view = live.edge();
-        assert_eq!(view.position(), (Some(1), 0), "segment 1 complete, none open");
+        assert_eq!(
+            view.position(),
+            (Some(1), 0),
+            "segment 1 complete, none open"
+        );
         assert_eq!(view.parts_of(1), 2);
     }
 }
