@@ -7,6 +7,7 @@ mod context;
 mod directory;
 mod federation;
 mod http;
+mod memory;
 mod quickstart;
 mod roles;
 mod sign_url_cli;
@@ -220,6 +221,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info".into()),
         )
         .init();
+    memory::start_trimming().context("starting the memory trimming thread")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
