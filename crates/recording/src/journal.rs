@@ -34,8 +34,10 @@ fn is_hook_marker(name: &str) -> bool {
         })
 }
 const JOURNAL_VERSION: u32 = 1;
-/// About 17 minutes of 2-second segments.
-pub const SEGMENTS_PER_PAGE: usize = 500;
+/// About 3 minutes of 2-second segments: the journal is rewritten (and fsynced) after
+/// every segment, so its size is a cost paid every segment of every stream (~20 KB of
+/// JSON at most; 500 entries were up to ~100 KB a rewrite).
+pub const SEGMENTS_PER_PAGE: usize = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
