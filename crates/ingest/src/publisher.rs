@@ -145,11 +145,7 @@ impl Publisher {
                     };
                     self.emit_part(part, ends).await;
                 }
-                SegmenterEvent::SegmentEnd(end) => {
-                    let (entry, frame_rate) = self.segment_entry(&end);
-                    self.stream.add_segment(entry.clone(), frame_rate);
-                    self.record_segment(entry).await;
-                }
+                SegmenterEvent::SegmentEnd(end) => self.end_segment(end).await,
             }
         }
     }
@@ -209,13 +205,24 @@ impl Publisher {
 
     /// Muxes a part, lists it and has it written; `ends` when it is its segment's last.
     async fn emit_part(&mut self, part: MediaPart, ends: Option<SegmentEnd>) {
-        let bytes = match &mut self.container {
-            Some(Container::Fmp4) => match fmp4::part(&part) {
-                Ok(b) => b,
-                Err(e) => return self.warn_once(&e.to_string()),
-            },
-            Some(Container::Ts(muxer)) => muxer.part(&part),
-            None => return,
+        let muxed = match &mut self.container {
+            Some(Container::Fmp4) => fmp4::part(&part).map_err(|e| Some(e.to_string())),
+            Some(Container::Ts(muxer)) => Ok(muxer.part(&part)),
+            // No container (tracks the ingest cannot package): already warned.
+            None => Err(None),
+        };
+        let bytes = match muxed {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                if let Some(e) = error {
+                    self.warn_once(&e);
+                }
+                // The segment still ends (the recorder will not list it: a part is missing).
+                if let Some(end) = ends {
+                    self.end_segment(end).await;
+                }
+                return;
+            }
         };
         let file = self.segment_file(part.segment);
         if part.index == 0 {
@@ -270,6 +277,13 @@ impl Publisher {
         let frame_rate = (end.duration_secs > 0.0 && end.video_frames > 0)
             .then(|| (end.video_frames as f64 / end.duration_secs).round());
         (entry, frame_rate)
+    }
+
+    /// A segment ends after its last part was listed.
+    async fn end_segment(&mut self, end: SegmentEnd) {
+        let (entry, frame_rate) = self.segment_entry(&end);
+        self.stream.add_segment(entry.clone(), frame_rate);
+        self.record_segment(entry).await;
     }
 
     /// Has the recorder make a listed segment durable and journal it.

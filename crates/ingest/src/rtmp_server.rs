@@ -105,7 +105,7 @@ pub async fn serve_wrapped<W, Fut, S>(
                 match tokio::time::timeout(settings.idle_timeout, wrap(socket)).await {
                     Ok(Ok(stream)) => {
                         if let Err(reason) =
-                            run_session((stream, peer, hub, recorder), pacer, settings, shutdown)
+                            run_session(stream, peer, hub, recorder, pacer, settings, shutdown)
                                 .await
                         {
                             tracing::info!(%reason, "RTMP session closed");
@@ -156,7 +156,10 @@ impl ReadPacer {
 }
 
 async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
-    (mut socket, peer, hub, recorder): (S, SocketAddr, Arc<StreamHub>, Recorder),
+    mut socket: S,
+    peer: SocketAddr,
+    hub: Arc<StreamHub>,
+    recorder: Recorder,
     pacer: ReadPacer,
     settings: RtmpSettings,
     mut shutdown: watch::Receiver<bool>,
