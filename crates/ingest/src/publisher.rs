@@ -34,8 +34,6 @@ pub struct Publisher {
     started: SystemTime,
     /// Bytes of the open segment so far: where its next part goes in the file.
     segment_offset: u64,
-    /// The open segment's discontinuity, init and start, from its first part.
-    segment_discontinuity: bool,
     recorder: StreamRecorder,
     warned_unsupported: bool,
     finished: bool,
@@ -74,7 +72,6 @@ impl Publisher {
             init_file: None,
             started: SystemTime::now(),
             segment_offset: 0,
-            segment_discontinuity: false,
             recorder,
             warned_unsupported: false,
             finished: false,
@@ -227,7 +224,6 @@ impl Publisher {
         let file = self.segment_file(part.segment);
         if part.index == 0 {
             self.segment_offset = 0;
-            self.segment_discontinuity = part.discontinuity;
         }
         let offset = self.segment_offset;
         self.segment_offset += bytes.len() as u64;

@@ -55,8 +55,9 @@ enum Message {
     },
 }
 
-/// Jobs queued per thread before publishers wait: ~10 s of parts and segments of 100
-/// streams; a channel allocates its slots as they fill, not up front.
+/// Jobs queued per thread before publishers wait: ~20 s of parts and segments with 100
+/// streams on two threads (~175 jobs a second each); a channel allocates its slots as
+/// they fill, not up front.
 const QUEUE_PER_THREAD: usize = 4096;
 
 /// The recorder threads; cloned handles share them. The threads end when the last
