@@ -1,0 +1,104 @@
+//! `[edge]`: the edge and mid-tier cache — its upstreams, bounds and tier.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::checks::{http_url, Invalid};
+use crate::humantime_serde;
+use crate::units::ByteSize;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeConfig {
+    /// Parent caches (mid-tier), as `http://host:port`. Each URL goes to the parent
+    /// chosen by rendezvous hashing, then the next on failure. Empty: this is the top
+    /// tier, which finds each stream's ingest through the registry.
+    pub parents: Vec<String>,
+    /// Bound on the memory cache (bodies and keys).
+    pub cache_memory: ByteSize,
+    /// Bound on the disk cache of segments; 0 turns it off.
+    pub cache_disk: ByteSize,
+    /// Where the disk cache lives; defaults to `<node.data_dir>/cache`.
+    pub cache_dir: Option<PathBuf>,
+    /// How long past its freshness a playlist may still be served when the upstream
+    /// fails (stale-if-error); 0 turns it off.
+    #[serde(with = "humantime_serde")]
+    pub stale_if_error: Duration,
+    /// Largest object the edge caches; larger ones are streamed through.
+    pub max_object_size: ByteSize,
+    /// Upstream request timeout. Requests an upstream holds (LL-HLS blocking playlist
+    /// reloads, parts) may take at least 40s, longer than an origin holds them.
+    #[serde(with = "humantime_serde")]
+    pub upstream_timeout: Duration,
+    /// Speak HTTP/2 with prior knowledge (h2c) to `parents` or, at the top tier, to the
+    /// ingest origins: one connection per upstream multiplexes every request, held
+    /// LL-HLS requests included. Every streamcdn listener accepts it; another server
+    /// named in `parents` must too.
+    pub upstream_http2: bool,
+    /// `edge` serves viewers (request routers send them here); `mid` serves only the
+    /// tiers below it.
+    pub tier: EdgeTier,
+    /// Viewer connections this edge can take, announced in the node directory: request
+    /// routers send it fewer new viewers near it and none above it. 0: not stated (the
+    /// router's `edge_capacity` applies).
+    pub capacity: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EdgeTier {
+    #[default]
+    Edge,
+    Mid,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            parents: Vec::new(),
+            cache_memory: ByteSize(256 * 1024 * 1024),
+            cache_disk: ByteSize(4 * 1024 * 1024 * 1024),
+            cache_dir: None,
+            stale_if_error: Duration::from_secs(10),
+            max_object_size: ByteSize(32 * 1024 * 1024),
+            upstream_timeout: Duration::from_secs(10),
+            upstream_http2: false,
+            tier: EdgeTier::Edge,
+            capacity: 0,
+        }
+    }
+}
+
+impl EdgeConfig {
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
+        if self.cache_memory.0 < 1024 * 1024 {
+            return Err(("edge.cache_memory".into(), "must be at least 1MiB".into()));
+        }
+        for (i, parent) in self.parents.iter().enumerate() {
+            http_url(&format!("edge.parents[{i}]"), parent)?;
+        }
+        if self.cache_disk.0 != 0 && self.cache_disk.0 < 16 * 1024 * 1024 {
+            return Err((
+                "edge.cache_disk".into(),
+                "must be 0 (off) or at least 16MiB".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::tests::parse;
+
+    #[test]
+    fn http2_to_upstreams_is_off_unless_asked() {
+        assert!(!parse("").unwrap().edge.upstream_http2);
+        let c = parse("[edge]\nparents = [\"http://mid:8080\"]\nupstream_http2 = true\n").unwrap();
+        assert!(c.edge.upstream_http2);
+        let e = parse("[edge]\n\nupstream_http2 = \"yes\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (3, Some("edge.upstream_http2")));
+    }
+}

@@ -1,0 +1,72 @@
+//! Loading and error reporting as a whole; each section's own checks are tested in its
+//! module.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::{Config, ConfigError, Listen};
+
+pub(crate) fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("test.toml"))
+}
+
+#[test]
+fn empty_file_gives_defaults() {
+    let c = parse("").unwrap();
+    assert_eq!(c.rtmp.listen.port(), 1935);
+    assert_eq!(c.http.listen.port(), 8080);
+    assert_eq!(c.admin.listen.port(), 8081);
+    assert_eq!(c.hls.segment_duration, Duration::from_secs(2));
+}
+
+#[test]
+fn the_documented_example_is_valid() {
+    let text = include_str!("../../../examples/streamcdn.toml");
+    let c = parse(text).unwrap();
+    assert!(!c.providers.is_empty());
+}
+
+#[test]
+fn type_errors_name_line_and_key() {
+    let e = parse("[hls]\nsegment_duration = \"2s\"\nlive_window = \"six\"\n").unwrap_err();
+    assert_eq!((e.line, e.key.as_deref()), (3, Some("hls.live_window")));
+    let e = parse("[rtmp]\nlisten = \"nowhere\"\n").unwrap_err();
+    assert_eq!((e.line, e.key.as_deref()), (2, Some("rtmp.listen")));
+    let e = parse("[hls]\nsegment_length = \"2s\"\n").unwrap_err();
+    assert_eq!(e.line, 2);
+    assert!(e.to_string().contains("segment_length"), "{e}");
+}
+
+#[test]
+fn semantic_errors_name_line_and_key() {
+    let text = "[[providers]]\nname = \"a\"\nstream_key = \"secret-key-1\"\n\n[[providers]]\nname = \"a\"\nstream_key = \"secret-key-2\"\n";
+    let e = parse(text).unwrap_err();
+    assert_eq!((e.line, e.key.as_deref()), (6, Some("providers[1].name")));
+    assert!(e.to_string().starts_with("test.toml:6:"), "{e}");
+    let e = parse("[hls]\nsegment_duration = \"1h\"\n").unwrap_err();
+    assert_eq!(e.line, 2);
+    let e = parse("[rtmp]\nread_interval = \"250ms\"\n").unwrap_err();
+    assert_eq!((e.line, e.key.as_deref()), (2, Some("rtmp.read_interval")));
+    let c = parse("[rtmp]\nread_interval = \"0s\"\n").unwrap();
+    assert!(c.rtmp.read_interval.is_zero());
+}
+
+#[test]
+fn tls_listener_is_on_by_default_and_can_be_turned_off() {
+    let c = parse("").unwrap();
+    assert_eq!(c.http.tls_listen, Listen::At(([0, 0, 0, 0], 8443).into()));
+    let c = parse("[http]\ntls_listen = \"off\"\n").unwrap();
+    assert_eq!(c.http.tls_listen.addr(), None);
+    assert_eq!(c.rtmp.tls_listen, Listen::At(([0, 0, 0, 0], 1936).into()));
+    let c = parse("[rtmp]\ntls_listen = \"off\"\n").unwrap();
+    assert_eq!(c.rtmp.tls_listen.addr(), None);
+    let e = parse("[rtmp]\nlisten = \"127.0.0.1:9000\"\ntls_listen = \"127.0.0.1:9000\"\n")
+        .unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("rtmp.tls_listen"));
+    let e = parse("[http]\ntls_listen = \"\"\n").unwrap_err();
+    assert_eq!((e.line, e.key.as_deref()), (2, Some("http.tls_listen")));
+    assert!(e.to_string().contains("\"off\""), "{e}");
+    let e = parse("[http]\nlisten = \"127.0.0.1:9000\"\ntls_listen = \"127.0.0.1:9000\"\n")
+        .unwrap_err();
+    assert_eq!((e.line, e.key.as_deref()), (3, Some("http.tls_listen")));
+}
