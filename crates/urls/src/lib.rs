@@ -15,8 +15,10 @@
 //!
 //! A [`CacheKey`] is a target's path plus the query parameters that change the response
 //! (the LL-HLS delivery directives), normalized; every other parameter is ignored.
-//! [`stored`] names the objects the archiver writes for a recording.
+//! [`stored`] names the objects the archiver writes for a recording; [`internal`] the
+//! paths streamcdn serves for itself under `/_streamcdn/`.
 
+pub mod internal;
 pub mod stored;
 
 use std::fmt;
