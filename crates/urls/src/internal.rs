@@ -11,8 +11,9 @@
 //! /_streamcdn/control      edge playback listener: signed purge/invalidate commands
 //! ```
 
-/// What every internal path starts with. [`crate::is_valid_name`] accepts `_streamcdn`,
-/// so a provider of that name would have its playback URLs shadowed by these routes.
+/// What every internal path starts with. [`crate::is_valid_name`] accepts `_streamcdn`
+/// as a provider name, so these paths stay apart from the playback scheme by their shape
+/// alone: none of them parses as a [`crate::Target`] (tested below).
 pub const PREFIX: &str = "/_streamcdn/";
 
 /// hls.js, served long-cached (asked for as `?v=<digest>`). Defined today as
