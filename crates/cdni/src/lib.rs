@@ -22,7 +22,7 @@ pub mod wire;
 
 pub use collection::{AccessError, CancelReply, Collection, Rendered, View};
 pub use configuration::{Addressed, Catalog, Configuration};
-pub use pattern::PatternMatch;
+pub use pattern::{AnyHostPattern, PatternMatch};
 pub use pid::{CdnPath, CdnPid};
 pub use trigger::{Effect, Event, Outcome, TargetId, TargetState, Trigger, TriggerId};
 pub use wire::{

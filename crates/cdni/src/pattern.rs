@@ -117,32 +117,82 @@ impl PatternMatch {
     /// are refused when parsed). Time is O(|url| × |pattern| / 64): a bit-parallel
     /// automaton, no backtracking, whatever the pattern (`*a*a*a*…` included).
     pub fn matches(&self, url: &str) -> bool {
-        let Ok(tokens) = self.tokens() else {
+        let Ok(automaton) = Automaton::new(self) else {
             return false;
         };
-        let url = if self.match_query_string {
-            url
-        } else {
-            url.split_once('?').map_or(url, |(before, _)| before)
-        };
+        let url = self.without_query(url);
         // §4.8: the scheme is ignored. A pattern that names one is compared after it; a
         // pattern that does not (`*://host/...`) sees every http(s) URL as https.
         // The scheme holds no wildcard: each of its bytes is one token.
-        match (strip_http_scheme(&self.pattern), strip_http_scheme(url)) {
-            (Some(pattern_rest), Some(url_rest)) => {
-                let scheme_tokens = self.pattern.len() - pattern_rest.len();
-                run(
-                    &tokens[scheme_tokens..],
-                    url_rest.bytes(),
-                    self.case_sensitive,
-                )
-            }
+        let (mut states, rest) = match (strip_http_scheme(&self.pattern), strip_http_scheme(url)) {
+            (Some(pattern_rest), Some(url_rest)) => (
+                automaton.start_after(self.pattern.len() - pattern_rest.len()),
+                url_rest,
+            ),
             (None, Some(url_rest)) => {
-                let as_https = b"https://".iter().copied().chain(url_rest.bytes());
-                run(&tokens, as_https, self.case_sensitive)
+                let mut states = automaton.start_after(0);
+                automaton.feed_all(&mut states, b"https://".iter().copied());
+                (states, url_rest)
             }
-            (_, None) => run(&tokens, url.bytes(), self.case_sensitive),
+            (_, None) => (automaton.start_after(0), url),
+        };
+        automaton.feed_all(&mut states, rest.bytes()) && automaton.accepts(&states)
+    }
+
+    /// Compiles the pattern to match objects known by their path (and query) only, as a
+    /// cache that serves the same object under every hostname keys them: an object
+    /// matches when the pattern matches `http(s)://<some host><path>` for any host at
+    /// all. Over-matching is safe for a purge; missing an object is not (a `complete`
+    /// purge must leave nothing behind).
+    pub fn on_any_host(&self) -> Result<AnyHostPattern, PatternError> {
+        let automaton = Automaton::new(self)?;
+        let mut states = match strip_http_scheme(&self.pattern) {
+            Some(rest) => automaton.start_after(self.pattern.len() - rest.len()),
+            None => {
+                let mut states = automaton.start_after(0);
+                automaton.feed_all(&mut states, b"https://".iter().copied());
+                states
+            }
+        };
+        automaton.any_authority(&mut states);
+        Ok(AnyHostPattern {
+            match_query_string: self.match_query_string,
+            automaton,
+            after_authority: states,
+        })
+    }
+
+    fn without_query<'a>(&self, url: &'a str) -> &'a str {
+        if self.match_query_string {
+            url
+        } else {
+            url.split_once('?').map_or(url, |(before, _)| before)
         }
+    }
+}
+
+/// A pattern compiled by [`PatternMatch::on_any_host`]: matches paths (with their
+/// query) under whatever host.
+#[derive(Debug, Clone)]
+pub struct AnyHostPattern {
+    match_query_string: bool,
+    automaton: Automaton,
+    /// The automaton's states after the scheme and any authority.
+    after_authority: States,
+}
+
+impl AnyHostPattern {
+    /// Whether the object at `path_and_query` (starting with `/`) is named under some host.
+    pub fn matches(&self, path_and_query: &str) -> bool {
+        let path = if self.match_query_string {
+            path_and_query
+        } else {
+            path_and_query
+                .split_once('?')
+                .map_or(path_and_query, |(before, _)| before)
+        };
+        let mut states = self.after_authority.clone();
+        self.automaton.feed_all(&mut states, path.bytes()) && self.automaton.accepts(&states)
     }
 }
 
@@ -161,6 +211,7 @@ fn is_pchar(b: u8) -> bool {
 }
 
 /// A set of automaton states, one bit per position in the token list (plus the end).
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct States(Vec<u64>);
 
 impl States {
@@ -176,70 +227,131 @@ impl States {
     fn is_empty(&self) -> bool {
         self.0.iter().all(|&word| word == 0)
     }
-}
-
-/// Runs the automaton whose state `i` means "the first `i` tokens are matched".
-fn run(tokens: &[Token], url: impl Iterator<Item = u8>, case_sensitive: bool) -> bool {
-    let positions = tokens.len() + 1;
-    let mut stars = States::empty(positions);
-    for (i, token) in tokens.iter().enumerate() {
-        if *token == Token::AnySequence {
-            stars.set(i);
+    fn union_with(&mut self, other: &States) {
+        for (word, o) in self.0.iter_mut().zip(&other.0) {
+            *word |= o;
         }
     }
-    // Per URL byte: the tokens that consume it and advance. Built on first sight.
-    let mut advancing: Vec<Option<States>> = (0..256).map(|_| None).collect();
-    let mut current = States::empty(positions);
-    current.set(0);
-    close_over_stars(&mut current, &stars);
-    for byte in url {
-        let byte = if case_sensitive {
+}
+
+/// The pattern as a nondeterministic automaton whose state `i` means "the first `i`
+/// tokens are matched", run bit-parallel.
+#[derive(Debug, Clone)]
+struct Automaton {
+    tokens: Vec<Token>,
+    stars: States,
+    /// Per byte: the tokens that consume it and advance.
+    advancing: Vec<States>,
+    case_sensitive: bool,
+}
+
+impl Automaton {
+    fn new(pattern: &PatternMatch) -> Result<Automaton, PatternError> {
+        let tokens = pattern.tokens()?;
+        Ok(Automaton::from_tokens(tokens, pattern.case_sensitive))
+    }
+
+    fn from_tokens(tokens: Vec<Token>, case_sensitive: bool) -> Automaton {
+        let mut stars = States::empty(tokens.len() + 1);
+        for (i, token) in tokens.iter().enumerate() {
+            if *token == Token::AnySequence {
+                stars.set(i);
+            }
+        }
+        let advancing = (0..=u8::MAX)
+            .map(|byte| {
+                let mut set = States::empty(tokens.len() + 1);
+                for (i, token) in tokens.iter().enumerate() {
+                    let consumes = match *token {
+                        Token::Literal(literal) => literal == byte,
+                        Token::OnePchar => is_pchar(byte),
+                        Token::AnySequence => false,
+                    };
+                    if consumes {
+                        set.set(i);
+                    }
+                }
+                set
+            })
+            .collect();
+        Automaton {
+            tokens,
+            stars,
+            advancing,
+            case_sensitive,
+        }
+    }
+
+    /// The states with the first `matched` tokens taken as already matched.
+    fn start_after(&self, matched: usize) -> States {
+        let mut states = States::empty(self.tokens.len() + 1);
+        states.set(matched.min(self.tokens.len()));
+        self.close_over_stars(&mut states);
+        states
+    }
+
+    /// Feeds bytes; false as soon as no state is left (nothing can match any more).
+    fn feed_all(&self, states: &mut States, bytes: impl Iterator<Item = u8>) -> bool {
+        for byte in bytes {
+            *states = self.step(states, byte);
+            if states.is_empty() {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn step(&self, current: &States, byte: u8) -> States {
+        let byte = if self.case_sensitive {
             byte
         } else {
             byte.to_ascii_lowercase()
         };
-        let advance = advancing[usize::from(byte)].get_or_insert_with(|| {
-            let mut set = States::empty(positions);
-            for (i, token) in tokens.iter().enumerate() {
-                let consumes = match *token {
-                    Token::Literal(literal) => literal == byte,
-                    Token::OnePchar => is_pchar(byte),
-                    Token::AnySequence => false,
-                };
-                if consumes {
-                    set.set(i);
-                }
-            }
-            set
-        });
+        let positions = self.tokens.len() + 1;
         let star_stays = is_pchar(byte) || byte == b'/';
         let mut next = States::empty(positions);
+        let advance = &self.advancing[usize::from(byte)];
         let mut carry = 0;
         for (w, word) in next.0.iter_mut().enumerate() {
             let moved = current.0[w] & advance.0[w];
             *word = (moved << 1) | carry;
             carry = moved >> 63;
             if star_stays {
-                *word |= current.0[w] & stars.0[w];
+                *word |= current.0[w] & self.stars.0[w];
             }
         }
-        close_over_stars(&mut next, &stars);
-        if next.is_empty() {
-            return false;
-        }
-        current = next;
+        self.close_over_stars(&mut next);
+        next
     }
-    current.has(tokens.len())
-}
 
-/// A `*` may match nothing: being at a star is also being just past it. Stars never
-/// follow each other, so one step reaches every state.
-fn close_over_stars(states: &mut States, stars: &States) {
-    let mut carry = 0;
-    for (word, star) in states.0.iter_mut().zip(&stars.0) {
-        let at_star = *word & star;
-        *word |= (at_star << 1) | carry;
-        carry = at_star >> 63;
+    /// Every state reachable by reading some authority (any run of pchar bytes, which a
+    /// host, a port and userinfo all are), the empty one included.
+    fn any_authority(&self, states: &mut States) {
+        loop {
+            let before = states.clone();
+            for byte in (0..=u8::MAX).filter(|&b| is_pchar(b)) {
+                let next = self.step(&before, byte);
+                states.union_with(&next);
+            }
+            if *states == before {
+                return;
+            }
+        }
+    }
+
+    fn accepts(&self, states: &States) -> bool {
+        states.has(self.tokens.len())
+    }
+
+    /// A `*` may match nothing: being at a star is also being just past it. Stars never
+    /// follow each other, so one step reaches every state.
+    fn close_over_stars(&self, states: &mut States) {
+        let mut carry = 0;
+        for (word, star) in states.0.iter_mut().zip(&self.stars.0) {
+            let at_star = *word & star;
+            *word |= (at_star << 1) | carry;
+            carry = at_star >> 63;
+        }
     }
 }
 
@@ -384,6 +496,77 @@ mod tests {
         );
     }
 
+    #[test]
+    fn on_any_host_matches_every_shape_a_url_pattern_can_take() {
+        let any = |text: &str| pattern(text, false, false).on_any_host().unwrap();
+        let key = "/demo/s/20250301T101500Z-4f2a/000001.m4s";
+        for shape in [
+            "*://127.0.0.1:8080/demo/s/*/000001.m4s",
+            "*127.0.0.1:8080/demo/s/20250301T101500Z-4f2a/000001.m4s",
+            "http://127.0.0.1:8080/demo/s/*",
+            "https://live.example/demo/*.m4s",
+            "HTTPS://LIVE.EXAMPLE/DEMO/S/*",
+            "http://*.example/demo/*",
+            "http://*/demo/s/*/000001.m4s",
+            "*/demo/s/*",
+            "*000001.m4s",
+            "*",
+            "*://*/demo/s/????????T??????Z-????/000001.m4s",
+        ] {
+            assert!(any(shape).matches(key), "{shape:?} should name {key}");
+        }
+        for shape in [
+            "*://127.0.0.1:8080/demo/s/*/000002.m4s",
+            "http://h/demo/other/*",
+            "/demo/s/*",
+            "demo/s/*",
+            "http://h/demo/s",
+            "*://h/*.ts",
+        ] {
+            assert!(!any(shape).matches(key), "{shape:?} should not name {key}");
+        }
+        // The query is compared only with `match-query-string`.
+        let live = "/demo/s/live.m3u8?_HLS_msn=5";
+        assert!(any("*/live.m3u8").matches(live));
+        let with_query = pattern("*/live.m3u8$?_HLS_msn=5", false, true)
+            .on_any_host()
+            .unwrap();
+        assert!(with_query.matches(live));
+        assert!(!with_query.matches("/demo/s/live.m3u8"));
+        assert!(pattern("bad$", false, false).on_any_host().is_err());
+    }
+
+    #[test]
+    fn on_any_host_agrees_with_matching_under_some_host() {
+        // What `on_any_host` promises, checked against `matches` on concrete hosts.
+        let hosts = ["h", "live.example", "127.0.0.1:8080", "a.b.c:1"];
+        let paths = ["/p/s/r/000001.m4s", "/p/s/live.m3u8", "/x", "/"];
+        let shapes = [
+            "*://h/p/*",
+            "*h/p/s/*",
+            "http://*.example/*",
+            "*:8080/*",
+            "*/x",
+            "http://h/x",
+            "?://h/x",
+            "*://???/*",
+            "*.c:1/",
+            "https://h*",
+        ];
+        for shape in shapes {
+            let p = pattern(shape, false, false);
+            let compiled = p.on_any_host().unwrap();
+            for path in paths {
+                let under_some = hosts
+                    .iter()
+                    .any(|h| p.matches(&format!("http://{h}{path}")));
+                if under_some {
+                    assert!(compiled.matches(path), "{shape:?} on {path:?}");
+                }
+            }
+        }
+    }
+
     /// The definition, by recursion: exponential, for small inputs only.
     fn reference(tokens: &[Token], url: &[u8]) -> bool {
         match tokens.split_first() {
@@ -426,8 +609,11 @@ mod tests {
                 .collect();
             let p = pattern(&text, true, true);
             let Ok(tokens) = p.tokens() else { continue };
+            let automaton = Automaton::from_tokens(tokens.clone(), true);
+            let mut states = automaton.start_after(0);
+            let ran = automaton.feed_all(&mut states, url.bytes()) && automaton.accepts(&states);
             assert_eq!(
-                run(&tokens, url.bytes(), true),
+                ran,
                 reference(&tokens, url.as_bytes()),
                 "seed {seed} case {case}: {text:?} against {url:?}"
             );

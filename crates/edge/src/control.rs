@@ -4,19 +4,18 @@
 //!
 //! An edge serves every hostname of the local participant's default configuration, so
 //! its objects are keyed by path and query only. A URL names the object whose
-//! [`CacheKey`] its path and query parse to (its host is not compared). A pattern is
-//! matched (RFC 8007 §5.2.4) against `http://<host><key>`, where `<host>` is the host
-//! the pattern names when it names one literally (`https://live.example/p/*`), so such
-//! a pattern matches on every hostname; otherwise a host-less placeholder
-//! ([`ANY_HOST`]) a leading `*` matches as well as any.
+//! [`CacheKey`] its path and query parse to (its host is not compared). A pattern
+//! (RFC 8007 §5.2.4, the scheme ignored as §4.8 says) names every object it matches
+//! as `http(s)://<host><key>` for any host at all: `*://live.example:8080/p/*`,
+//! `*live.example/p/s/r/000001.m4s`, `http://*.example/p/*` and `*/p/*` all name
+//! `/p/s/r/000001.m4s`, since the edge serves that object under whatever host the
+//! pattern names. A purge reported done must leave nothing the pattern names.
 
 use serde::{Deserialize, Serialize};
-use streamcdn_cdni::PatternMatch;
+use streamcdn_cdni::{AnyHostPattern, PatternMatch};
 use streamcdn_urls::CacheKey;
 use thiserror::Error;
 
-/// The host in the URL a pattern without a literal host is matched against.
-pub const ANY_HOST: &str = "edge";
 /// Objects one preposition may bring in, playlists' references included.
 pub const MAX_PREPOSITION_OBJECTS: usize = 10_000;
 
@@ -83,14 +82,24 @@ pub enum MatcherError {
 }
 
 /// Which cached objects an operation applies to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Matcher {
     /// One object, by its cache key.
     Key(String),
     Pattern {
         pattern: PatternMatch,
-        host: String,
+        compiled: AnyHostPattern,
     },
+}
+
+impl PartialEq for Matcher {
+    fn eq(&self, other: &Matcher) -> bool {
+        match (self, other) {
+            (Matcher::Key(a), Matcher::Key(b)) => a == b,
+            (Matcher::Pattern { pattern: a, .. }, Matcher::Pattern { pattern: b, .. }) => a == b,
+            _ => false,
+        }
+    }
 }
 
 impl Matcher {
@@ -99,18 +108,17 @@ impl Matcher {
     }
 
     pub fn pattern(pattern: PatternMatch) -> Result<Matcher, MatcherError> {
-        pattern
-            .validate()
+        let compiled = pattern
+            .on_any_host()
             .map_err(|_| MatcherError::BadPattern(pattern.pattern.clone()))?;
-        let host = pattern.literal_authority().unwrap_or(ANY_HOST).to_owned();
-        Ok(Matcher::Pattern { pattern, host })
+        Ok(Matcher::Pattern { pattern, compiled })
     }
 
     /// Whether the object stored under `key` is named.
     pub fn matches(&self, key: &str) -> bool {
         match self {
             Matcher::Key(k) => k == key,
-            Matcher::Pattern { pattern, host } => pattern.matches(&format!("http://{host}{key}")),
+            Matcher::Pattern { compiled, .. } => compiled.matches(key),
         }
     }
 }
@@ -232,7 +240,7 @@ mod tests {
     }
 
     #[test]
-    fn patterns_match_the_path_whatever_the_host() {
+    fn patterns_name_objects_under_any_host() {
         let literal = Matcher::pattern(PatternMatch::new("https://live.example/p/s/*")).unwrap();
         assert!(literal.matches("/p/s/r/000001.m4s"));
         assert!(literal.matches("/p/s/live.m3u8"));
@@ -245,11 +253,16 @@ mod tests {
             query.matches("/p/s/live.m3u8?_HLS_msn=5"),
             "the query is dropped unless asked"
         );
-        let wild_host = Matcher::pattern(PatternMatch::new("http://*.example/p/*")).unwrap();
-        assert!(
-            !wild_host.matches("/p/s/index.m3u8"),
-            "a wildcard host matches literal hosts only"
-        );
+        // The edge serves its objects under every host, so these name them too.
+        for shape in [
+            "http://*.example/p/*",
+            "*://127.0.0.1:8080/p/s/*/000001.m4s",
+            "*127.0.0.1:8080/p/s/r/000001.m4s",
+        ] {
+            let m = Matcher::pattern(PatternMatch::new(shape)).unwrap();
+            assert!(m.matches("/p/s/r/000001.m4s"), "{shape}");
+            assert!(!m.matches("/q/s/r/000002.m4s"), "{shape}");
+        }
         assert!(Matcher::pattern(PatternMatch::new("bad$")).is_err());
     }
 

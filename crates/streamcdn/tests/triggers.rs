@@ -321,6 +321,97 @@ fn purge_invalidate_and_preposition_reach_every_edge() {
     );
 }
 
+/// Purges by `pattern` through the admin API and waits for `complete`.
+fn purge_pattern(up: &Node, pattern: &str) {
+    let command = serde_json_escape_pattern(pattern);
+    let created = http_request_body(
+        up.admin,
+        "POST",
+        "/api/v1/triggers",
+        &[("Content-Type", COMMAND)],
+        command.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(created.status, 201, "{pattern}: {}", created.text());
+    let location = created.header("location").unwrap().to_owned();
+    let path = format!("/api/v1/{}", location.split_once("/api/v1/").unwrap().1);
+    let status = wait_status(up, &path, "complete");
+    assert!(status.contains("\"complete\""), "{pattern}: {status}");
+}
+
+fn serde_json_escape_pattern(pattern: &str) -> String {
+    assert!(!pattern.contains(['"', '\\']), "{pattern}");
+    format!(
+        r#"{{"trigger": {{"type": "purge", "content.patterns": [{{"pattern": "{pattern}"}}]}}}}"#
+    )
+}
+
+/// RFC 8007 §5.2.4 matches a pattern against the whole URL and §4.8 ignores the scheme:
+/// whatever shape a pattern takes, a `complete` purge leaves nothing it names in any
+/// cache, and keeps what it does not name.
+#[test]
+fn every_pattern_shape_purges_what_it_names_from_every_tier() {
+    let redis = Redis::start();
+    let registry = redis.registry_toml("patterns");
+    let up = Node::up("pat-up", &registry);
+    let edge_config = format!("{registry}[edge]\nparents = [\"{}\"]\n", up.http_base());
+    let edge = Node::role("pat-edge", "edge", &edge_config);
+    let rec = recording(&up, "cam");
+    let paths = segments(&up, &rec);
+    let authority = format!("{}:{}", up.host, up.http);
+    let name = |path: &str| path.rsplit('/').next().unwrap().to_owned();
+
+    let (p0, p1, p2, init) = (&paths[0], &paths[1], &paths[2], paths.last().unwrap());
+    // (pattern, an object it names, one it does not)
+    let shapes: Vec<(String, &String, Option<&String>)> = vec![
+        (
+            format!("*://{authority}/demo/cam/*/{}", name(p0)),
+            p0,
+            Some(p1),
+        ),
+        (format!("*{authority}{p1}"), p1, Some(p0)),
+        (format!("http://{authority}{rec}/*"), p2, None),
+        (format!("https://other.example{p0}"), p0, Some(p1)),
+        (format!("http://*/demo/cam/*/{}", name(p1)), p1, Some(p0)),
+        (
+            format!("*{rec}/{}", name(p2).replace('0', "?")),
+            p2,
+            Some(p0),
+        ),
+        (
+            format!("*://{authority}{}", p0.to_uppercase()),
+            p0,
+            Some(p1),
+        ),
+        ("*/init.mp4".to_owned(), init, Some(p0)),
+    ];
+    for (pattern, named, kept) in shapes {
+        for node in [&up, &edge] {
+            for path in std::iter::once(named).chain(kept) {
+                x_cache(node, path);
+                assert_eq!(x_cache(node, path), "HIT", "{path} warm at {}", node.http);
+            }
+        }
+        purge_pattern(&up, &pattern);
+        // The top tier first (the edge's miss refills it).
+        assert_eq!(
+            x_cache(&up, named),
+            "MISS",
+            "{pattern} left {named} at the top tier"
+        );
+        assert_eq!(
+            x_cache(&edge, named),
+            "MISS",
+            "{pattern} left {named} at the edge"
+        );
+        if let Some(kept) = kept {
+            for node in [&up, &edge] {
+                assert_eq!(x_cache(node, kept), "HIT", "{pattern} purged {kept} too");
+            }
+        }
+    }
+}
+
 #[test]
 fn the_admin_api_answers_as_rfc_8007_says_and_keeps_triggers_across_restarts() {
     let mut up = Node::up("trig-api", "");
