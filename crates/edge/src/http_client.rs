@@ -232,9 +232,13 @@ pub fn answer(
         last_modified: headers.get(header::LAST_MODIFIED).cloned(),
     };
     match (status, ttl) {
-        (StatusCode::NOT_MODIFIED, Some(ttl)) if conditional => {
-            Ok(Revalidated::NotModified { ttl, age })
-        }
+        // A `304` confirms our copy even when the parent's own has no freshness left
+        // (its `Age` has reached `max-age`): the copy stands, stale, and the next
+        // request revalidates again. Not an upstream failure.
+        (StatusCode::NOT_MODIFIED, ttl) if conditional => Ok(Revalidated::NotModified {
+            ttl: ttl.unwrap_or(Duration::ZERO),
+            age,
+        }),
         (StatusCode::OK, Some(ttl)) => Ok(Revalidated::Modified(Box::new(CachedObject {
             status: StatusCode::OK,
             content_type,
@@ -403,6 +407,25 @@ mod tests {
         }
         assert_eq!(upstream.connections.load(Ordering::SeqCst), 1);
         assert_eq!(upstream.http2_requests.load(Ordering::SeqCst), 50);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_304_with_no_freshness_left_still_confirms_the_copy() {
+        let client = HttpClient::new(Duration::from_secs(2), 1 << 20);
+        let playlist = key("/p/s/live.m3u8", None);
+        // `Age: 2` against `max-age=1`: the parent's own copy is already stale.
+        let parent = upstream(Duration::ZERO, StatusCode::NOT_MODIFIED, "max-age=1").await;
+        let validators = Validators {
+            etag: Some(http::HeaderValue::from_static("\"v1\"")),
+            last_modified: None,
+        };
+        let answer = client
+            .fetch_conditional(vec![parent.base], &playlist, Some(&validators))
+            .await;
+        assert!(
+            matches!(answer, Ok(Revalidated::NotModified { ttl, .. }) if ttl == Duration::ZERO),
+            "{answer:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
