@@ -144,8 +144,11 @@ impl Recording {
         (peak, average)
     }
 
+    /// The segments' durations added up, to the microsecond: summing floats leaves
+    /// noise (`25.467000000000002`) that would otherwise show in metadata and hooks.
     pub fn duration_secs(&self) -> f64 {
-        self.segments.iter().map(|s| s.duration_secs).sum()
+        let sum: f64 = self.segments.iter().map(|s| s.duration_secs).sum();
+        (sum * 1e6).round() / 1e6
     }
 
     /// Whether `file` is part of this recording (and so may be served).
@@ -414,6 +417,36 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    #[test]
+    fn a_recordings_duration_carries_no_float_noise() {
+        let mut rec = Recording::new("p", "s", "r", SegmentFormat::Fmp4, "t0".into(), 2.0);
+        for (n, duration) in [
+            2.002, 2.002, 2.002, 2.002, 2.002, 2.002, 2.002, 2.002, 2.002, 2.002, 2.002, 2.002,
+            1.443,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            rec.segments.push(SegmentEntry {
+                sequence: n as u64,
+                file: format!("{n:06}.m4s"),
+                duration_secs: duration,
+                program_date_time: "t".into(),
+                bytes: 1,
+                discontinuity: false,
+                init: None,
+            });
+        }
+        let noisy: f64 = rec.segments.iter().map(|s| s.duration_secs).sum();
+        assert_ne!(
+            noisy.to_string(),
+            "25.467",
+            "the sum itself is noisy: {noisy}"
+        );
+        assert_eq!(rec.duration_secs().to_string(), "25.467");
+        assert_eq!(serde_json::json!(rec.duration_secs()).to_string(), "25.467");
     }
 
     #[test]
