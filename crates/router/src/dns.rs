@@ -368,8 +368,6 @@ pub fn respond(
         MessageType::Response,
         header.metadata.op_code,
     );
-    resp.metadata.recursion_desired = header.metadata.recursion_desired;
-    resp.metadata.checking_disabled = header.metadata.checking_disabled;
 
     // Checked before parsing: hickory-proto reserves room for QDCOUNT questions up front,
     // so a 12-byte request claiming 65535 of them would cost megabytes to reject.
@@ -381,6 +379,8 @@ pub fn respond(
     };
 
     if header.metadata.op_code != OpCode::Query {
+        // The header's flags mean what the opcode defines (RFC 6895 §2): for one we do
+        // not implement we echo none of them, only the id and the opcode.
         resp.metadata.response_code = ResponseCode::NotImp;
         let mut limit = udp_limit(None);
         if let Ok(req) = &parsed {
@@ -394,6 +394,10 @@ pub fn respond(
         }
         return finish(resp, size_limit(transport, limit));
     }
+
+    // RD and CD are copied into a QUERY's response (RFC 1035 §4.1.1, RFC 4035 §3.2.2).
+    resp.metadata.recursion_desired = header.metadata.recursion_desired;
+    resp.metadata.checking_disabled = header.metadata.checking_disabled;
 
     let req = match parsed {
         Ok(req) => req,
@@ -1395,6 +1399,11 @@ mod tests {
         assert_eq!(resp.metadata.response_code, ResponseCode::NotImp);
         assert_eq!(resp.metadata.op_code, OpCode::Update);
         assert!(resp.answers.is_empty());
+        // RD and CD mean nothing to an opcode we do not implement: not echoed.
+        msg.metadata.recursion_desired = true;
+        msg.metadata.checking_disabled = true;
+        let resp = ask_with(&msg, Transport::Udp, no_decide);
+        assert!(!resp.metadata.recursion_desired && !resp.metadata.checking_disabled);
         // Unknown opcode, unparsable body: still NOTIMP with the id.
         let bytes = respond(
             &[0xAB, 0xCD, 0x78, 0, 0, 1, 0, 0, 0, 0, 0, 0, 7],
@@ -1406,6 +1415,9 @@ mod tests {
         .unwrap();
         assert_eq!(&bytes[..2], &[0xAB, 0xCD]);
         assert_eq!(bytes[3] & 0x0F, 4);
+        // Only QR and the opcode among the flags; RD (bit 0 of byte 2) not echoed.
+        assert_eq!(bytes[2] & 0x01, 0);
+        assert_eq!(bytes[3] & 0x10, 0, "CD not echoed");
         assert_eq!((bytes[2] >> 3) & 0x0F, 15);
     }
 
