@@ -2,6 +2,7 @@
 //! wired together.
 
 mod admin;
+mod check_config;
 mod clock;
 mod context;
 mod directory;
@@ -120,8 +121,15 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         base: String,
     },
-    /// Validate a configuration file and report the first error with its line and key.
-    CheckConfig { file: PathBuf },
+    /// Validate a configuration file and report the first error with its line and key;
+    /// then list what the role will listen on.
+    CheckConfig {
+        file: PathBuf,
+        /// The role the file is for; default: the file's name when it names one
+        /// (`edge.toml`), else `up`.
+        #[arg(long, value_enum)]
+        role: Option<check_config::CheckedRole>,
+    },
 }
 
 fn load(config: Option<&PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<Config> {
@@ -137,17 +145,16 @@ fn load(config: Option<&PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<C
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Command::CheckConfig { file } = &cli.command {
+    if let Command::CheckConfig { file, role } = &cli.command {
         return match Config::load(file) {
             Ok(config) => {
-                println!(
-                    "{}: OK ({} provider(s), RTMP {}, playback {}, HTTPS {}, admin {})",
-                    file.display(),
-                    config.providers.len(),
-                    config.rtmp.listen,
-                    config.http.listen,
-                    config.http.tls_listen,
-                    config.admin.listen
+                let text = std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                let named = role.or_else(|| check_config::CheckedRole::from_file_name(file));
+                let role = named.unwrap_or(check_config::CheckedRole::Up);
+                print!(
+                    "{}",
+                    check_config::report(file, &text, &config, role, named.is_some())
                 );
                 Ok(())
             }
@@ -220,6 +227,8 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_env("STREAMCDN_LOG")
                 .unwrap_or_else(|_| "info".into()),
         )
+        // Colour codes only for a person at a terminal, never into a file or journald.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     memory::start_trimming().context("starting the memory trimming thread")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
