@@ -7,7 +7,9 @@
 # ffprobe (which must decode the frames), reads the admin API with the token `up`
 # generated, and stops the container, which must exit 0 (SIGTERM: a graceful stop).
 #
-# Usage: scripts/container-smoke.sh [BINARY]
+# Usage: scripts/container-smoke.sh [--base-only] [BINARY]
+#   --base-only  only make sure the base image exists (scripts/test.sh runs this before
+#           the tests, so that the bootstrap, ~1 min, is not part of any test's time)
 #   BINARY  the streamcdn binary to put in the image; default: target/release/streamcdn,
 #           else target/debug/streamcdn (under $CARGO_TARGET_DIR when set). A debug
 #           binary is stripped first (a copy), which keeps the image small.
@@ -43,6 +45,12 @@ need() {
   command -v "$1" >/dev/null || fail "\`$1\` is required: run scripts/test.sh, or \`apt-get install $2\`"
 }
 
+base_only=""
+if [ "${1:-}" = --base-only ]; then
+  base_only=yes
+  shift
+fi
+
 need podman podman
 need ffmpeg ffmpeg
 need ffprobe ffmpeg
@@ -57,7 +65,7 @@ image=localhost/streamcdn:smoke
 container=streamcdn-smoke-$$
 
 binary=${1:-}
-if [ -z "$binary" ]; then
+if [ -z "$binary" ] && [ -z "$base_only" ]; then
   target_dir=${CARGO_TARGET_DIR:-target}
   for candidate in "$target_dir/release/streamcdn" "$target_dir/debug/streamcdn"; do
     if [ -x "$candidate" ]; then
@@ -67,11 +75,11 @@ if [ -z "$binary" ]; then
   done
   [ -n "$binary" ] || fail "no streamcdn binary: run \`cargo build --release -p streamcdn\` or name one"
 fi
-[ -x "$binary" ] || fail "$binary is not an executable"
+[ -n "$base_only" ] || [ -x "$binary" ] || fail "$binary is not an executable"
 
 work=$(mktemp -d /tmp/streamcdn-container-smoke.XXXXXX)
 cleanup() {
-  podman rm -f -t 0 "$container" >/dev/null 2>&1 || true
+  podman rm -f -v -t 0 "$container" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -100,6 +108,11 @@ if ! podman image exists "$base_image"; then
   fi
   step "importing $base_cache as $base_image"
   podman import "$base_cache" "$base_image" >/dev/null
+fi
+
+if [ -n "$base_only" ]; then
+  echo "container base: $base_image"
+  exit 0
 fi
 
 # --- podman's flags on this machine ------------------------------------------------
