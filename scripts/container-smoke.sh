@@ -107,27 +107,27 @@ if ! podman image exists "$base_image"; then
     rm -rf "$work/rootfs"
   fi
   step "importing $base_cache as $base_image"
-  podman import "$base_cache" "$base_image" >/dev/null
+  podman import --quiet "$base_cache" "$base_image" >/dev/null
 fi
 
-if [ -n "$base_only" ]; then
-  echo "container base: $base_image"
-  exit 0
-fi
-
-# --- podman's flags on this machine ------------------------------------------------
+# --- podman's flags on this machine (the last ones found are tried first) ---------
+flags_cache=$cache_root/podman-flags
 if [ -n "${STREAMCDN_PODMAN_FLAGS+set}" ]; then
   read -r -a podman_flags <<<"$STREAMCDN_PODMAN_FLAGS"
 else
   nofile=$(ulimit -Hn)
   [ "$nofile" = unlimited ] && nofile=1048576
   ulimits="--ulimit nofile=$nofile:$nofile --ulimit nproc=4096:4096"
+  candidates=("" "$ulimits" "--runtime runc $ulimits")
+  [ -s "$flags_cache" ] && candidates=("$(cat "$flags_cache")" "${candidates[@]}")
   podman_flags=()
   found=""
-  for flags in "" "$ulimits" "--runtime runc $ulimits"; do
+  for flags in "${candidates[@]}"; do
     read -r -a podman_flags <<<"$flags"
     if podman run --rm "${podman_flags[@]}" "$base_image" true >"$work/try.log" 2>&1; then
       found=yes
+      mkdir -p "$cache_root"
+      echo "$flags" >"$flags_cache"
       break
     fi
     echo "    podman run ${flags:-(no flags)}: $(tail -1 "$work/try.log")"
@@ -139,13 +139,22 @@ step "podman flags: ${podman_flags[*]:-(none)}"
 # --- the image, from the prebuilt binary --------------------------------------------
 mkdir -p "$work/context/deploy/container"
 cp deploy/container/up.toml "$work/context/deploy/container/"
+build() {
+  podman build "${podman_flags[@]}" \
+    --build-arg BUILDER_IMAGE="$base_image" --build-arg RUNTIME_IMAGE="$base_image" \
+    -f Dockerfile "$@" "$work/context" >"$work/build.log" 2>&1 \
+    || { tail -30 "$work/build.log" >&2; fail "podman build failed (log above)"; }
+}
+if [ -n "$base_only" ]; then
+  # The runtime stage's own layers (apt-get, the user) are kept as the build cache.
+  step "building the Dockerfile's base stage over $base_image"
+  build --target base
+  echo "container base: $base_image"
+  exit 0
+fi
 strip -o "$work/context/streamcdn" "$binary" 2>/dev/null || cp "$binary" "$work/context/streamcdn"
 step "building $image (target runtime-prebuilt, base $base_image) from $binary"
-podman build "${podman_flags[@]}" --target runtime-prebuilt \
-  --build-arg BUILDER_IMAGE="$base_image" --build-arg RUNTIME_IMAGE="$base_image" \
-  --build-arg STREAMCDN_BINARY=streamcdn \
-  -t "$image" -f Dockerfile "$work/context" >"$work/build.log" 2>&1 \
-  || { tail -30 "$work/build.log" >&2; fail "podman build failed (log above)"; }
+build --target runtime-prebuilt --build-arg STREAMCDN_BINARY=streamcdn -t "$image"
 
 # --- run `up` with its ports published on 127.0.0.1 --------------------------------
 read -r rtmp_port http_port admin_port < <(python3 -c '
