@@ -52,16 +52,19 @@ if [ "${1:-}" = --base-only ]; then
 fi
 
 need podman podman
-need ffmpeg ffmpeg
-need ffprobe ffmpeg
-need curl curl
-need python3 python3
+if [ -z "$base_only" ]; then
+  need ffmpeg ffmpeg
+  need ffprobe ffmpeg
+  need curl curl
+  need python3 python3
+fi
 
 base_image=${STREAMCDN_BASE_IMAGE:-localhost/debian:bookworm}
 cache_root=/var/cache/streamcdn
 [ "$(id -u)" -eq 0 ] || cache_root=${XDG_CACHE_HOME:-$HOME/.cache}/streamcdn
 base_cache=${STREAMCDN_BASE_CACHE:-$cache_root/debian-bookworm-minbase.tar}
-image=localhost/streamcdn:smoke
+# Per run: suites of several checkouts may run at once.
+image=localhost/streamcdn:smoke-$$
 container=streamcdn-smoke-$$
 
 binary=${1:-}
@@ -80,6 +83,8 @@ fi
 work=$(mktemp -d /tmp/streamcdn-container-smoke.XXXXXX)
 cleanup() {
   podman rm -f -v -t 0 "$container" >/dev/null 2>&1 || true
+  # Only the binary's layer goes: the base stage's layers stay as the build cache.
+  podman rmi "$image" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
