@@ -1,7 +1,7 @@
 # streamcdn container image: one `streamcdn` binary, every role.
 #
 #   docker build -t streamcdn .                    # compiles the release binary (stage builder)
-#   docker run --rm -p 1935:1935 -p 8080:8080 -p 8081:8081 streamcdn
+#   docker run --rm -p 1935:1935 -p 8080:8080 -p 127.0.0.1:8081:8081 streamcdn
 #                                                  # `streamcdn up`: prints the stream key
 #   docker run ... streamcdn ingest --config /etc/streamcdn/ingest.toml   # any role
 #
