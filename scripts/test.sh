@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine: installs what the tests need (ffmpeg,
-# Chromium, redis-server, HAProxy, dig, iproute2 and curl from Debian, an Enhanced-RTMP-capable ffmpeg from
+# Chromium, redis-server, HAProxy, dig, iproute2, curl, podman and debootstrap from Debian, an Enhanced-RTMP-capable ffmpeg from
 # PyPI's imageio-ffmpeg, schemathesis from PyPI, the S3 server s3s-fs from crates.io,
 # hls.js, Shaka Player and playwright-core from npm, cargo-nextest), then runs every test in the
 # workspace. Safe to run again: installs are skipped when
@@ -22,6 +22,12 @@ command -v ip >/dev/null || need_apt+=(iproute2)
 command -v curl >/dev/null || need_apt+=(curl)
 # HTTPS playback: certificates made and inspected with openssl.
 command -v openssl >/dev/null || need_apt+=(openssl)
+# The container image (tests/container.rs): podman with runc (crun refuses hybrid
+# cgroups), debootstrap for its Debian base, and PyYAML to read the compose file.
+command -v podman >/dev/null || need_apt+=(podman)
+command -v runc >/dev/null || [ -x /usr/sbin/runc ] || need_apt+=(runc)
+command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need_apt+=(debootstrap)
+python3 -c "import yaml" 2>/dev/null || need_apt+=(python3-yaml)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]} from Debian"
   sudo_cmd=""
@@ -58,6 +64,10 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   echo "==> installing cargo-nextest"
   cargo install cargo-nextest --locked
 fi
+
+# The container test's Debian base: bootstrapped once (about a minute) and kept in
+# podman's store and /var/cache/streamcdn, not inside a test's time.
+scripts/container-smoke.sh --base-only || echo "==> no container base image: tests/container.rs will fail and say why"
 
 echo "==> ffmpeg: $(ffmpeg -version | head -1)"
 echo "==> $(redis-server --version | cut -d' ' -f1-3), $(/usr/sbin/haproxy -v 2>/dev/null | head -1 | cut -d' ' -f1-3)"
