@@ -14,6 +14,7 @@ mod federation;
 mod hls;
 mod http;
 mod humantime_serde;
+mod log;
 mod node;
 mod origin;
 mod providers;
@@ -34,6 +35,7 @@ pub use edge::{EdgeConfig, EdgeTier};
 pub use federation::{FederationConfig, PartnerConfig};
 pub use hls::{HlsConfig, SegmentFormat};
 pub use http::HttpConfig;
+pub use log::{LogConfig, LogFormat};
 pub use node::NodeConfig;
 pub use origin::OriginConfig;
 pub use providers::{hook_url_problem, stream_key_problem, HooksConfig, ProviderConfig};
@@ -71,6 +73,7 @@ pub struct Config {
     /// Delivery properties this participant owns besides its default configuration
     /// (which covers every other hostname it is reached by).
     pub configurations: Vec<ConfigurationConfig>,
+    pub log: LogConfig,
 }
 
 impl Config {

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::{Config, ConfigError, Listen};
+use crate::{Config, ConfigError, Listen, LogFormat};
 
 pub(crate) fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::parse(text, Path::new("test.toml"))
@@ -69,4 +69,13 @@ fn tls_listener_is_on_by_default_and_can_be_turned_off() {
     let e = parse("[http]\nlisten = \"127.0.0.1:9000\"\ntls_listen = \"127.0.0.1:9000\"\n")
         .unwrap_err();
     assert_eq!((e.line, e.key.as_deref()), (3, Some("http.tls_listen")));
+}
+
+#[test]
+fn log_format_is_text_by_default_or_json() {
+    assert_eq!(parse("").unwrap().log.format, LogFormat::Text);
+    let c = parse("[log]\nformat = \"json\"\n").unwrap();
+    assert_eq!(c.log.format, LogFormat::Json);
+    let e = parse("[log]\nformat = \"xml\"\n").unwrap_err();
+    assert_eq!((e.line, e.key.as_deref()), (2, Some("log.format")));
 }

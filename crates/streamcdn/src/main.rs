@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use streamcdn_config::{Config, RegistryBackend};
+use streamcdn_config::{Config, LogFormat, RegistryBackend};
 
 use context::Role;
 use roles::archiver::ArchiverRole;
@@ -222,14 +222,19 @@ fn main() -> anyhow::Result<()> {
             base,
         }));
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("STREAMCDN_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        // Colour codes only for a person at a terminal, never into a file or journald.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+    // The configuration first: it says how to log, and a file that does not load is
+    // reported before anything starts.
+    let config = match &cli.command {
+        Command::Up { config, data_dir } => load(config.as_ref(), data_dir.clone())?,
+        Command::Ingest { config, data_dir } | Command::Archiver { config, data_dir } => {
+            load(Some(config), data_dir.clone())?
+        }
+        Command::Edge { config } | Command::Router { config } => load(Some(config), None)?,
+        Command::CheckConfig { .. } | Command::Trigger { .. } | Command::SignUrl { .. } => {
+            return Ok(());
+        }
+    };
+    init_logging(config.log.format);
     memory::start_trimming().context("starting the memory trimming thread")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -237,9 +242,8 @@ fn main() -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Up { config, data_dir } => up(load(config.as_ref(), data_dir)?).await,
-            Command::Ingest { config, data_dir } => {
-                let config = load(Some(&config), data_dir)?;
+            Command::Up { .. } => up(config).await,
+            Command::Ingest { .. } => {
                 if config.providers.is_empty() {
                     bail!("the ingest role needs at least one [[providers]] entry in its configuration");
                 }
@@ -248,8 +252,7 @@ fn main() -> anyhow::Result<()> {
                 }
                 context::run(config, vec![Box::new(Ingest), Box::new(ProviderApi)], |_| {}).await
             }
-            Command::Edge { config } => {
-                let config = load(Some(&config), None)?;
+            Command::Edge { .. } => {
                 if config.edge.parents.is_empty()
                     && config.registry.backend == RegistryBackend::Memory
                 {
@@ -258,16 +261,14 @@ fn main() -> anyhow::Result<()> {
                 let edge = Box::new(EdgeRole::new(&config));
                 context::run(config, vec![edge], |_| {}).await
             }
-            Command::Archiver { config, data_dir } => {
-                let config = load(Some(&config), data_dir)?;
+            Command::Archiver { .. } => {
                 if config.registry.backend == RegistryBackend::Memory {
                     bail!("the archiver role shares the registry with its cluster: set registry.backend = \"redis\"");
                 }
                 let roles: Vec<Box<dyn Role>> = vec![Box::new(ArchiverRole), Box::new(ProviderApi)];
                 context::run(config, roles, |_| {}).await
             }
-            Command::Router { config } => {
-                let config = load(Some(&config), None)?;
+            Command::Router { .. } => {
                 if config.registry.backend == RegistryBackend::Memory {
                     bail!("the router finds edges in the node directory: set registry.backend = \"redis\"");
                 }
@@ -278,6 +279,20 @@ fn main() -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// Log lines to standard output, filtered by `STREAMCDN_LOG` (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STREAMCDN_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let lines = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        // Colour codes only for a person at a terminal, never into a file or journald.
+        LogFormat::Text => lines
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init(),
+        LogFormat::Json => lines.json().flatten_event(true).init(),
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]

@@ -139,7 +139,7 @@ pub fn print_quickstart(
         ),
         None => String::new(),
     };
-    println!(
+    let text = format!(
         "\nstreamcdn is up.\n\n\
          OBS  Settings > Stream > Service: Custom\n\
          \x20    Server:     rtmp://{host}:{rtmp_port}/{name}\n\
@@ -188,4 +188,11 @@ pub fn print_quickstart(
         router_http = local_url(config.router.http_listen),
         admin = local_url(config.admin.listen),
     );
+    // With JSON logs, standard output is for log lines only: the banner, for a person,
+    // goes to standard error.
+    if config.log.format == streamcdn_config::LogFormat::Json {
+        eprintln!("{text}");
+    } else {
+        println!("{text}");
+    }
 }
