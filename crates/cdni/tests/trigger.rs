@@ -379,7 +379,13 @@ fn cascaded_commands_carry_our_pid() {
         cdn_path: CdnPath::new(vec![a]),
         ..Envelope::default()
     };
-    let t = Trigger::accept(TriggerId(1), purge(), envelope, vec![], 1);
+    let t = Trigger::accept(
+        TriggerId(1),
+        purge(),
+        envelope,
+        Vec::<Vec<TargetId>>::new(),
+        1,
+    );
     let command = t.cascaded_command(b);
     assert_eq!(command.envelope.cdn_path.pids(), &[a, b]);
     assert_eq!(command.action, Action::Trigger(purge()));

@@ -71,8 +71,6 @@ const PUSH_RETRY: Duration = Duration::from_secs(1);
 const MAX_COMMAND_BYTES: usize = 1024 * 1024;
 /// The registry document holding the triggers when the registry is shared.
 const TRIGGERS_DOCUMENT: &str = "cis-triggers";
-/// Where a target that is a partner is named: `cdni:<pid>`.
-const PARTNER_TARGET: &str = "cdni:";
 
 type Client = hyper_util::client::legacy::Client<
     hyper_util::client::legacy::connect::HttpConnector,
@@ -249,7 +247,7 @@ struct Kept {
 }
 
 fn remote_key(trigger: TriggerId, target: &TargetId) -> String {
-    format!("{}|{}", trigger.0, target.0)
+    format!("{}|{target}", trigger.0)
 }
 
 impl Store {
@@ -331,17 +329,11 @@ enum Destination {
 
 impl Destination {
     fn of(target: &TargetId) -> Option<Destination> {
-        if let Some(pid) = target.0.strip_prefix(PARTNER_TARGET) {
-            return pid.parse().ok().map(Destination::Partner);
-        }
-        Some(match target.0.split_once('#') {
-            Some((control, configuration)) => Destination::Server {
-                control: control.to_owned(),
-                configuration: Some(configuration.to_owned()),
-            },
-            None => Destination::Server {
-                control: target.0.clone(),
-                configuration: None,
+        Some(match target {
+            TargetId::Partner(pid) => Destination::Partner(*pid),
+            TargetId::Server(server) => Destination::Server {
+                control: server.control.clone(),
+                configuration: server.configuration.clone(),
             },
         })
     }
@@ -948,7 +940,8 @@ impl Cis {
                 None => ids.extend(
                     nodes
                         .iter()
-                        .filter_map(|n| n.addresses.get("control").cloned()),
+                        .filter_map(|n| n.addresses.get("control"))
+                        .map(|control| TargetId::server(control, None)),
                 ),
                 Some(configuration) => {
                     let deployment = deployments
@@ -960,19 +953,15 @@ impl Cis {
                                 .iter()
                                 .filter(|n| deployment.carried_by(n))
                                 .filter_map(|n| {
-                                    n.addresses
-                                        .get("control")
-                                        .map(|control| format!("{control}#{configuration}"))
+                                    n.addresses.get("control").map(|control| {
+                                        TargetId::server(control, Some(configuration.clone()))
+                                    })
                                 }),
                         );
                     }
                 }
             }
-            ids.extend(
-                a.delegated_to
-                    .iter()
-                    .map(|p| format!("{PARTNER_TARGET}{p}")),
-            );
+            ids.extend(a.delegated_to.iter().copied().map(TargetId::Partner));
         }
         Ok(stages(ids.into_iter()))
     }
@@ -1195,20 +1184,21 @@ fn cache_of(addressed: &Addressed, us: CdnPid) -> Option<String> {
 }
 
 /// Control addresses grouped by tier, top tier first, each address once.
-fn stages(addresses: impl Iterator<Item = String>) -> Vec<Vec<TargetId>> {
-    let mut servers: Vec<(Tier, String)> =
-        addresses.map(|url| (Tier::of_address(&url), url)).collect();
-    servers.sort();
-    servers.dedup();
+fn stages(targets: impl Iterator<Item = TargetId>) -> Vec<Vec<TargetId>> {
+    let mut targets: Vec<(usize, String, TargetId)> = targets
+        .map(|target| (target.stage_rank(), target.to_string(), target))
+        .collect();
+    targets.sort();
+    targets.dedup();
     let mut stages: Vec<Vec<TargetId>> = Vec::new();
     let mut last = None;
-    for (tier, url) in servers {
-        if last != Some(tier) {
+    for (rank, _, target) in targets {
+        if last != Some(rank) {
             stages.push(Vec::new());
-            last = Some(tier);
+            last = Some(rank);
         }
         if let Some(stage) = stages.last_mut() {
-            stage.push(TargetId(url));
+            stage.push(target);
         }
     }
     stages
@@ -1463,7 +1453,7 @@ async fn servers(
                 (Interface::Federation, Some(Destination::Server { control, .. })) => {
                     format!("{} server {}", Tier::of_address(&control).as_str(), i + 1)
                 }
-                _ => target.0.clone(),
+                _ => target.to_string(),
             };
             serde_json::json!({ "server": server, "state": state_label(state) })
         })
@@ -1660,13 +1650,9 @@ mod tests {
             "http://e0/c",
             "http://e1/c?tier=edge",
         ];
-        let ids = |list: &[&str]| {
-            list.iter()
-                .map(|u| TargetId((*u).to_owned()))
-                .collect::<Vec<_>>()
-        };
+        let ids = |list: &[&str]| list.iter().map(|u| TargetId::from(*u)).collect::<Vec<_>>();
         assert_eq!(
-            stages(urls.iter().map(|u| (*u).to_owned())),
+            stages(urls.iter().map(|u| TargetId::from(*u))),
             [
                 ids(&["http://t/c?tier=top"]),
                 ids(&["http://m/c?tier=mid"]),
