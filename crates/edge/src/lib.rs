@@ -19,6 +19,7 @@
 
 mod archived;
 pub mod control;
+pub mod control_endpoint;
 mod disk;
 mod flight;
 mod http_client;

@@ -5,7 +5,6 @@ mod admin;
 mod clock;
 mod context;
 mod directory;
-mod federation;
 mod http;
 mod memory;
 mod quickstart;

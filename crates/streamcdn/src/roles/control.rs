@@ -12,53 +12,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use streamcdn_edge::control::ControlRequest;
+use streamcdn_edge::control_endpoint::{CONTROL_HEADER, CONTROL_PATH};
 use streamcdn_edge::Edge;
 use streamcdn_router::probe::{self, ProbeKey, ReplayGuard};
 
 use super::carried::Carried;
 use crate::clock::now_ms;
-
-pub const CONTROL_PATH: &str = "/_streamcdn/control";
-pub const CONTROL_HEADER: &str = "X-Streamcdn-Control";
-
-/// Where a server sits among the caches: the CIS handles the top tier first, then the
-/// mid-tier, then the edges below them, so no cache refills from one not yet handled.
-/// Announced as the `tier` query parameter of the node's `control` address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Tier {
-    Top,
-    Mid,
-    Edge,
-}
-
-impl Tier {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tier::Top => "top",
-            Tier::Mid => "mid",
-            Tier::Edge => "edge",
-        }
-    }
-
-    /// The tier a `control` address announces (an edge, if it says nothing we know).
-    pub fn of_address(url: &str) -> Tier {
-        match url
-            .split_once("tier=")
-            .map(|(_, t)| t.split('&').next().unwrap_or_default())
-        {
-            Some("top") => Tier::Top,
-            Some("mid") => Tier::Mid,
-            _ => Tier::Edge,
-        }
-    }
-}
-
-/// The signed body and its [`CONTROL_HEADER`] value.
-pub fn signed(key: &ProbeKey, request: &ControlRequest) -> anyhow::Result<(Vec<u8>, String)> {
-    let body = serde_json::to_vec(request)?;
-    let tag = probe::sign(key, &body);
-    Ok((body, tag))
-}
 
 struct Controller {
     key: ProbeKey,
@@ -146,26 +105,4 @@ async fn control_request(
         "control request done"
     );
     axum::Json(reply).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_tier_comes_from_the_control_address() {
-        assert_eq!(
-            Tier::of_address("http://a:1/_streamcdn/control?tier=top"),
-            Tier::Top
-        );
-        assert_eq!(
-            Tier::of_address("http://a:1/_streamcdn/control?tier=mid&x=1"),
-            Tier::Mid
-        );
-        assert_eq!(
-            Tier::of_address("http://a:1/_streamcdn/control"),
-            Tier::Edge
-        );
-        assert!(Tier::Top < Tier::Mid && Tier::Mid < Tier::Edge);
-    }
 }

@@ -13,7 +13,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::future::BoxFuture;
+use streamcdn_cdni::Tier;
 use streamcdn_config::EdgeTier;
+use streamcdn_edge::control_endpoint::CONTROL_PATH;
 use streamcdn_edge::{Edge, EdgeSettings, UpstreamKind};
 use streamcdn_registry::Registry;
 use streamcdn_router::probe::{self, ProbeBudget, ProbeReport, ReplayGuard, PROBE_HEADER};
@@ -367,18 +369,15 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         ),
     }
     let tier = match (ctx.config.edge.tier, parents.is_empty()) {
-        (_, true) => control::Tier::Top,
-        (EdgeTier::Mid, false) => control::Tier::Mid,
-        (EdgeTier::Edge, false) => control::Tier::Edge,
+        (_, true) => Tier::Top,
+        (EdgeTier::Mid, false) => Tier::Mid,
+        (EdgeTier::Edge, false) => Tier::Edge,
     };
     if let Some(playback) = ctx.node.addresses.get("playback").cloned() {
-        let url = format!(
-            "{}{}?tier={}",
-            playback.trim_end_matches('/'),
-            control::CONTROL_PATH,
-            tier.as_str()
-        );
-        ctx.node.addresses.insert("control".into(), url);
+        let url = format!("{}{CONTROL_PATH}", playback.trim_end_matches('/'));
+        ctx.node
+            .addresses
+            .insert("control".into(), tier.announce(&url));
     }
     let prober = Arc::new(Prober {
         key: key.clone(),
