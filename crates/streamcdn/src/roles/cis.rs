@@ -37,6 +37,7 @@ use axum::Extension;
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Full};
 use serde::{Deserialize, Serialize};
+use streamcdn_access::deployment::DeploymentKey;
 use streamcdn_cdni::collection::{trigger_id_from_url, trigger_url};
 use streamcdn_cdni::wire::{AbsoluteTime, PayloadType, References};
 use streamcdn_cdni::{
@@ -46,7 +47,6 @@ use streamcdn_cdni::{
 };
 use streamcdn_edge::control::{ControlReply, ControlRequest, Operation};
 use streamcdn_registry::{DeploymentRecord, Registry};
-use streamcdn_router::probe::ProbeKey;
 
 use super::control::{self, Tier, CONTROL_HEADER};
 use crate::clock::now_ms;
@@ -180,7 +180,7 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         us,
         store,
         ctx.registry.clone(),
-        crate::context::probe_key(&ctx.registry).await?,
+        crate::context::deployment_key(&ctx.registry).await?,
         partners,
         own,
         config.federation.carry_on.clone(),
@@ -360,7 +360,7 @@ struct Cis {
     /// finds the ones queued behind it already kept (one write for a burst of reports).
     written: tokio::sync::Mutex<u64>,
     registry: Registry,
-    key: ProbeKey,
+    key: DeploymentKey,
     client: Client,
     partners: BTreeMap<CdnPid, Partner>,
     own: Vec<OwnConfiguration>,
@@ -379,7 +379,7 @@ impl Cis {
         us: CdnPid,
         store: Store,
         registry: Registry,
-        key: ProbeKey,
+        key: DeploymentKey,
         partners: BTreeMap<CdnPid, Partner>,
         own: Vec<OwnConfiguration>,
         carry_on: Vec<String>,
