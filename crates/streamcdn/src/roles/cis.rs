@@ -92,8 +92,8 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
     } else {
         Store::File(config.node.data_dir.join("cis").join("triggers.json"))
     };
-    let key = crate::context::probe_key(&ctx.registry).await?;
-    let signer: Signer = Arc::new(move |body| streamcdn_router::probe::sign(&key, body));
+    let key = crate::context::deployment_key(&ctx.registry).await?;
+    let signer: Signer = Arc::new(move |body| streamcdn_access::deployment::sign(&key, body));
     let (service, handle) = Service::new(Settings {
         participant: participant.clone(),
         partners: partners.clone(),

@@ -1,8 +1,8 @@
 //! The edge control endpoint, `POST /_streamcdn/control` on the playback listener:
 //! the command invocation system asks an edge to purge, invalidate or preposition
-//! (`streamcdn_edge::control`). Authenticated like probe requests: an HMAC-SHA256 of
-//! the body with the deployment's key in [`CONTROL_HEADER`], a timestamp within
-//! `probe::MAX_SKEW_MS` and a nonce used once. The operations are idempotent, so a
+//! (`streamcdn_edge::control`). Authenticated like probe requests: the body signed with
+//! the deployment key (`streamcdn_access::deployment`) in [`CONTROL_HEADER`], a
+//! timestamp within `deployment::MAX_SKEW_MS` and a nonce used once. The operations are idempotent, so a
 //! command the CIS sends again (after a lost answer) does no harm.
 
 use std::sync::{Arc, Mutex};
@@ -11,22 +11,22 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use streamcdn_access::deployment::{self, DeploymentKey, ReplayGuard, SignatureError};
 use streamcdn_edge::control::ControlRequest;
 use streamcdn_edge::control_endpoint::{CONTROL_HEADER, CONTROL_PATH};
 use streamcdn_edge::Edge;
-use streamcdn_router::probe::{self, ProbeKey, ReplayGuard};
 
 use super::carried::Carried;
 use crate::clock::now_ms;
 
 struct Controller {
-    key: ProbeKey,
+    key: DeploymentKey,
     edge: Arc<Edge>,
     carried: Arc<Carried>,
     guard: Mutex<ReplayGuard>,
 }
 
-pub fn routes(key: ProbeKey, edge: Arc<Edge>, carried: Arc<Carried>) -> axum::Router {
+pub fn routes(key: DeploymentKey, edge: Arc<Edge>, carried: Arc<Carried>) -> axum::Router {
     let controller = Arc::new(Controller {
         key,
         edge,
@@ -52,14 +52,18 @@ async fn control_request(
     let now = now_ms();
     let tag = headers.get(CONTROL_HEADER).and_then(|v| v.to_str().ok());
     // Nothing unauthenticated is parsed.
-    if let Err(e) = probe::verify_signature(&controller.key, &body, tag) {
-        return refused("unauthenticated", StatusCode::UNAUTHORIZED, e.to_string());
+    if let Err(e) = deployment::verify_signature(&controller.key, &body, tag) {
+        let why = match e {
+            SignatureError::Missing => format!("no {CONTROL_HEADER} header"),
+            SignatureError::Mismatch => format!("{CONTROL_HEADER} does not match the body"),
+        };
+        return refused("unauthenticated", StatusCode::UNAUTHORIZED, why);
     }
     let request: ControlRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return refused("malformed", StatusCode::BAD_REQUEST, e.to_string()),
     };
-    if request.issued_at_ms.abs_diff(now) > probe::MAX_SKEW_MS {
+    if !deployment::within_skew(request.issued_at_ms, now) {
         let why = format!("issued at {} ms, now {now} ms", request.issued_at_ms);
         return refused("unauthenticated", StatusCode::UNAUTHORIZED, why);
     }

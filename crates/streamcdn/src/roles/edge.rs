@@ -13,12 +13,13 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::future::BoxFuture;
+use streamcdn_access::deployment::{self, DeploymentKey, ReplayGuard};
 use streamcdn_cdni::Tier;
 use streamcdn_config::EdgeTier;
 use streamcdn_edge::control_endpoint::CONTROL_PATH;
 use streamcdn_edge::{Edge, EdgeSettings, UpstreamKind};
 use streamcdn_registry::Registry;
-use streamcdn_router::probe::{self, ProbeBudget, ProbeReport, ReplayGuard, PROBE_HEADER};
+use streamcdn_router::probe::{self, ProbeBudget, ProbeReport, PROBE_HEADER};
 use streamcdn_router::service::{PROBE_PATH, SHARED_SAMPLE_TTL};
 use streamcdn_urls::{StreamName, Target};
 use streamcdn_web::{Asset, HLS_JS, RUM_JS, RUM_OBJECT, RUM_OBJECT_PATH};
@@ -36,9 +37,9 @@ const PROBE_BURST: u32 = 40;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Measures toward viewers when a router asks, if it proves it holds the deployment's
-/// probe key (and within the edge's probe budget).
+/// key (and within the edge's probe budget).
 struct Prober {
-    key: probe::ProbeKey,
+    key: DeploymentKey,
     edge: String,
     guard: Mutex<ReplayGuard>,
     budget: Mutex<ProbeBudget>,
@@ -337,8 +338,8 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
             .unwrap_or_else(|| config.node.data_dir.join("cache"));
         (dir, config.edge.cache_disk.0)
     });
-    let key = crate::context::probe_key(&ctx.registry).await?;
-    let tier_credential = playback_access::tier_credential(&key);
+    let key = crate::context::deployment_key(&ctx.registry).await?;
+    let tier_credential = deployment::tier_credential(&key);
     let edge = Edge::new(EdgeSettings {
         upstream,
         archive,
