@@ -18,6 +18,7 @@
 //! The same code runs every tier; the edge never reads ingest storage.
 
 mod archived;
+pub mod carried;
 pub mod control;
 pub mod control_endpoint;
 mod disk;

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper::http::{header, Method, StatusCode};
+use streamcdn_access::deployment::{self, DeploymentKey};
 use streamcdn_cdni::wire::PayloadType;
 use streamcdn_cdni::{parse_status, CdnPid};
 use streamcdn_edge::control::{ControlReply, ControlRequest};
@@ -56,9 +57,6 @@ pub fn now_ms() -> Millis {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
-
-/// Signs a control request's body: the value of its [`CONTROL_HEADER`].
-pub type Signer = Arc<dyn Fn(&[u8]) -> String + Send + Sync>;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -215,7 +213,8 @@ pub struct Settings {
     pub registry: Registry,
     /// This CIS in the lease: the node id and its admin address.
     pub holder: LeaseHolder,
-    pub signer: Signer,
+    /// Signs control requests.
+    pub key: DeploymentKey,
 }
 
 /// The loop's side: the state while active, and what carries out the actions.
@@ -417,9 +416,9 @@ impl Service {
                 control,
                 order,
             } => {
-                let (client, signer) = (self.client.clone(), self.settings.signer.clone());
+                let (client, key) = (self.client.clone(), self.settings.key.clone());
                 tokio::spawn(async move {
-                    let answer = control_request(&client, &signer, &control, order).await;
+                    let answer = control_request(&client, &key, &control, order).await;
                     report(Box::new(move |cis, now| {
                         cis.server_answered(trigger, target, answer, now);
                         None
@@ -496,7 +495,7 @@ impl Service {
 /// Asks one of our servers; its reply, or why there is none.
 async fn control_request(
     client: &Client,
-    signer: &Signer,
+    key: &DeploymentKey,
     url: &str,
     order: ControlOrder,
 ) -> Result<ControlReply, String> {
@@ -511,7 +510,7 @@ async fn control_request(
     };
     let body = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
     let headers = [
-        (CONTROL_HEADER, signer(&body)),
+        (CONTROL_HEADER, deployment::sign(key, &body)),
         ("content-type", "application/json".into()),
     ];
     let (status, _, answer) = call(client, Method::POST, url, &headers, body, SEND_TIMEOUT)

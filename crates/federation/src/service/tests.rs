@@ -32,7 +32,7 @@ fn settings(registry: &Registry, id: &str) -> Settings {
         store: Store::Registry(registry.clone()),
         registry: registry.clone(),
         holder: holder(id),
-        signer: Arc::new(|_| String::new()),
+        key: streamcdn_access::deployment::DeploymentKey::generate(),
     }
 }
 

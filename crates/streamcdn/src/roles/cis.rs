@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use axum::extract::Request;
 use futures::future::BoxFuture;
 use streamcdn_federation::identity::{self, participant_of, Identity};
-use streamcdn_federation::service::{Service, Settings, Signer, Store};
+use streamcdn_federation::service::{Service, Settings, Store};
 use streamcdn_federation::shared::{ApiState, PeerParticipant};
 use streamcdn_federation::state::{Interface, OwnConfiguration, Participant};
 use streamcdn_federation::{api, delegation};
@@ -93,8 +93,7 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         Store::File(config.node.data_dir.join("cis").join("triggers.json"))
     };
     let key = crate::context::deployment_key(&ctx.registry).await?;
-    let signer: Signer = Arc::new(move |body| streamcdn_access::deployment::sign(&key, body));
-    let (service, handle) = Service::new(Settings {
+    let (mut service, handle) = Service::new(Settings {
         participant: participant.clone(),
         partners: partners.clone(),
         store,
@@ -103,8 +102,10 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
             id: ctx.node.id.clone(),
             address: local_url(config.admin.listen),
         },
-        signer,
+        key,
     });
+    // Active (or standing by) before the API is served.
+    service.keep_lease().await;
     ctx.spawn(service.run(ctx.shutdown()));
     let state = ApiState::new(
         participant,

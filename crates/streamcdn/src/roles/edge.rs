@@ -16,7 +16,8 @@ use futures::future::BoxFuture;
 use streamcdn_access::deployment::{self, DeploymentKey, ReplayGuard};
 use streamcdn_cdni::Tier;
 use streamcdn_config::EdgeTier;
-use streamcdn_edge::control_endpoint::CONTROL_PATH;
+use streamcdn_edge::carried::{self, CacheBudget, Carried};
+use streamcdn_edge::control_endpoint::{self, CONTROL_PATH};
 use streamcdn_edge::{Edge, EdgeSettings, UpstreamKind};
 use streamcdn_registry::Registry;
 use streamcdn_router::probe::{self, ProbeBudget, ProbeReport, PROBE_HEADER};
@@ -24,8 +25,6 @@ use streamcdn_router::service::{PROBE_PATH, SHARED_SAMPLE_TTL};
 use streamcdn_urls::{StreamName, Target};
 use streamcdn_web::{Asset, HLS_JS, RUM_JS, RUM_OBJECT, RUM_OBJECT_PATH};
 
-use super::carried::{self, CacheBudget, Carried};
-use super::control;
 use super::playback_access::{self, PlaybackAccess};
 use crate::clock::now_ms;
 use crate::context::{bind, Context, Role};
@@ -408,7 +407,7 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
             carried::dispatch,
         ))
         .merge(probes)
-        .merge(control::routes(key, edge.clone(), carried.clone()));
+        .merge(control_endpoint::routes(key, edge.clone(), carried.clone()));
     ctx.spawn(carried.keep_current(ctx.shutdown()));
     let routes =
         web_routes(ctx.registry.clone(), media).layer(axum::middleware::from_fn_with_state(
