@@ -126,7 +126,7 @@ async fn a_standing_by_cis_names_the_active_one_and_follows_a_clean_shutdown() {
     tokio::spawn(b.run(stopped_b));
     tokio::time::sleep(Duration::from_millis(10)).await;
 
-    let (answer, kept) = a_handle.ask(|cis, now| purge(cis, now)).await.unwrap();
+    let (answer, kept) = a_handle.ask(purge).await.unwrap();
     assert!(
         matches!(answer, Answer::Status { status: 201, .. }),
         "{answer:?}"
