@@ -274,12 +274,15 @@ impl Trigger {
         self.targets.iter().map(|t| (&t.id, t.state))
     }
 
-    /// What `target` is sent: its share of the references (see [`Assignment`]).
+    /// What `target` is sent: its share of the references (see [`Assignment`]); the
+    /// whole command's for a target given none (kept before shares were).
     pub fn references_for(&self, target: &TargetId) -> Option<&References> {
-        self.targets
-            .iter()
-            .find(|t| &t.id == target)
-            .map(|t| &t.references)
+        let target = self.targets.iter().find(|t| &t.id == target)?;
+        Some(if is_default(&target.references) {
+            &self.spec.references
+        } else {
+            &target.references
+        })
     }
 
     /// The command to send a dCDN target: ours, with our PID appended to `cdn-path`.

@@ -5,7 +5,8 @@
 //! content it names (top tier, then mid-tier, then edges) and on every partner the
 //! configuration is delegated to, and reports the aggregated status.
 //!
-//! - [`state`]: the CIS as a state machine over commands, answers and `now` (no I/O).
+//! - [`state`]: the CIS as a state machine over commands, answers and `now` (no I/O);
+//!   [`participant`]: the catalog of configurations and what a command resolves to.
 //! - [`service`]: its one owner, an event loop fed by a channel; it keeps the state
 //!   (`<data_dir>/cis/triggers.json`, or the registry when it is shared), carries out
 //!   the actions (control requests to servers, calls to partners, timers), and holds
@@ -25,6 +26,7 @@ pub mod delegation;
 pub mod document;
 pub mod durable;
 pub mod identity;
+pub mod participant;
 pub mod service;
 pub mod shared;
 pub mod state;
