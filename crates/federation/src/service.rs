@@ -69,6 +69,8 @@ pub enum StoreError {
     Registry(#[from] RegistryError),
     #[error("the kept triggers are not text: {0}")]
     NotText(#[from] std::string::FromUtf8Error),
+    #[error("the file task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// Where the triggers are kept.
@@ -109,12 +111,7 @@ impl Store {
                         Err(e) => Err(io(e)),
                     }
                 });
-                read.await.unwrap_or_else(|e| {
-                    Err(StoreError::File {
-                        path: PathBuf::new(),
-                        source: std::io::Error::other(e),
-                    })
-                })
+                read.await?
             }
             Store::Registry(registry) => Ok(registry
                 .document(TRIGGERS_DOCUMENT)
@@ -132,12 +129,7 @@ impl Store {
                     crate::durable::write_atomically(&file, &json, 0o644)
                         .map_err(|source| StoreError::File { path: file, source })
                 });
-                written.await.unwrap_or_else(|e| {
-                    Err(StoreError::File {
-                        path: PathBuf::new(),
-                        source: std::io::Error::other(e),
-                    })
-                })
+                written.await?
             }
             Store::Registry(registry) => Ok(registry
                 .put_document(TRIGGERS_DOCUMENT, String::from_utf8(json)?)

@@ -143,3 +143,23 @@ async fn a_standing_by_cis_names_the_active_one_and_follows_a_clean_shutdown() {
     let (listed, _) = b_handle.ask(|cis, _| triggers(cis)).await.unwrap();
     assert_eq!(listed, 1);
 }
+
+#[tokio::test]
+async fn the_file_store_keeps_what_it_is_given() {
+    let dir = std::env::temp_dir().join(format!("streamcdn-cis-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = Store::File(dir.join("cis").join("triggers.json"));
+    assert_eq!(store.load().await.unwrap(), None, "nothing kept yet");
+    store.save(b"{\"kept\":1}".to_vec()).await.unwrap();
+    store.save(b"{\"kept\":2}".to_vec()).await.unwrap();
+    assert_eq!(
+        store.load().await.unwrap().as_deref(),
+        Some(&b"{\"kept\":2}"[..])
+    );
+    let names: Vec<_> = std::fs::read_dir(dir.join("cis"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["triggers.json"], "no temporary file left");
+    let _ = std::fs::remove_dir_all(&dir);
+}
