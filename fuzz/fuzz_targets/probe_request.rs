@@ -5,9 +5,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use streamcdn_router::decision::{Estimator, Measurements};
+use streamcdn_access::deployment::{sign, DeploymentKey, ReplayGuard, KEY_LEN, MAX_SKEW_MS};
 use streamcdn_router::probe::{
-    is_probeable, sign, verify, ProbeAuthError, ProbeKey, ProbeReport, ReplayGuard, KEY_LEN,
-    MAX_ATTEMPTS, MAX_SKEW_MS,
+    is_probeable, verify, ProbeAuthError, ProbeReport, MAX_ATTEMPTS,
 };
 
 include!("../invariants/probe_request.rs");

@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use streamcdn_access::deployment::DeploymentKey;
 use streamcdn_router::prefix::ClientPrefix;
-use streamcdn_router::probe::ProbeKey;
 use streamcdn_router::rum::{issue, BeaconGate, Claims, GateLimits, Rejection, RumScores};
 
 include!("../invariants/rum_beacon.rs");

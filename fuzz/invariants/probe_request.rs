@@ -5,13 +5,13 @@
 /// holder can send, so that everything after the tag check is reached; odd, as
 /// `header\nbody` from someone without the key, which must be refused before any parsing.
 /// Either way the rest is also read as a report. Needs `verify`, `sign`, `is_probeable`,
-/// `ProbeKey`, `ProbeReport`, `ProbeAuthError`, `ReplayGuard`, `Measurements`,
+/// `DeploymentKey`, `ProbeReport`, `ProbeAuthError`, `ReplayGuard`, `Measurements`,
 /// `Estimator`, `KEY_LEN`, `MAX_ATTEMPTS` and `MAX_SKEW_MS` in scope.
 pub fn check(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let key = ProbeKey::from_bytes([7; KEY_LEN]);
+    let key = DeploymentKey::from_bytes([7; KEY_LEN]);
     let now_ms = 1_700_000_000_000;
     let mut guard = ReplayGuard::new(4);
     if mode % 2 == 0 {

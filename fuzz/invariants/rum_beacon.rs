@@ -4,12 +4,12 @@
 /// which must never be accepted unless it carries a genuine token. Accepted results are
 /// the token's edges, once each, with finite timings, and record into scores without
 /// panicking; a beacon is accepted at most once. Needs `rum` (`BeaconGate`, `Claims`,
-/// `GateLimits`, `RumScores`, `Rejection`, `issue`), `ClientPrefix` and `ProbeKey` in scope.
+/// `GateLimits`, `RumScores`, `Rejection`, `issue`), `ClientPrefix` and `DeploymentKey` in scope.
 pub fn check(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let key = ProbeKey::from_bytes([9; 32]);
+    let key = DeploymentKey::from_bytes([9; 32]);
     let now = 1_700_000_000_000;
     let client: std::net::IpAddr = [198, 51, 100, 7].into();
     let claims = Claims {

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::pid::CdnPid;
-use crate::trigger::{Effect, Event, TargetId, Trigger, TriggerId};
+use crate::target::Assignment;
+use crate::trigger::{Effect, Event, Trigger, TriggerId};
 use crate::wire::{
     AbsoluteTime, CollectionResource, Envelope, ErrorCode, TriggerSpec, TriggerStatus,
 };
@@ -172,12 +173,12 @@ impl Collection {
     }
 
     /// Creates the trigger for an accepted command (see [`Trigger::accept`]).
-    pub fn accept(
+    pub fn accept<A: Into<Assignment>>(
         &mut self,
         owner: CdnPid,
         spec: TriggerSpec,
         envelope: Envelope,
-        stages: Vec<Vec<TargetId>>,
+        stages: Vec<Vec<A>>,
         now: AbsoluteTime,
     ) -> TriggerId {
         self.insert(owner, |id| Trigger::accept(id, spec, envelope, stages, now))

@@ -6,6 +6,7 @@
 //!   that name the field and carry the HTTP status (§4.1, §4.7).
 //! - [`pattern`]: PatternMatch (§5.2.4), linear in practice, no backtracking.
 //! - [`pid`]: CDN PIDs (`AS64496:1`) and `cdn-path` loop detection (§4.6).
+//! - [`target`]: where a trigger goes (our servers by tier, partners) and what each gets.
 //! - [`trigger`]: one trigger's state machine over its targets (§2.3, §4.3, §4.7).
 //! - [`collection`]: every uCDN's triggers, views, ETags and expiry (§3, §4.2, §4.5).
 //! - [`configuration`]: which configurations a command addresses, and `eperm`.
@@ -17,6 +18,7 @@ pub mod collection;
 pub mod configuration;
 pub mod pattern;
 pub mod pid;
+pub mod target;
 pub mod trigger;
 pub mod wire;
 
@@ -24,7 +26,8 @@ pub use collection::{AccessError, CancelReply, Collection, Rendered, View};
 pub use configuration::{Addressed, Catalog, Configuration};
 pub use pattern::{AnyHostPattern, PatternMatch};
 pub use pid::{CdnPath, CdnPid};
-pub use trigger::{Effect, Event, Outcome, TargetId, TargetState, Trigger, TriggerId};
+pub use target::{Assignment, ServerTarget, TargetId, Tier};
+pub use trigger::{Effect, Event, Outcome, TargetState, Trigger, TriggerId};
 pub use wire::{
     parse_collection, parse_command, parse_operator_command, parse_status, Action, Command,
     Envelope, ErrorCode, ErrorDescription, StatusResource, TriggerSpec, TriggerStatus, TriggerType,

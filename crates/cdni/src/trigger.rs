@@ -22,9 +22,11 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 
 use crate::pid::CdnPid;
+use crate::target::Assignment;
+pub use crate::target::TargetId;
 use crate::wire::{
-    AbsoluteTime, Action, Command, Envelope, ErrorCode, ErrorDescription, StatusResource,
-    TriggerSpec, TriggerStatus, TriggerType,
+    AbsoluteTime, Action, Command, Envelope, ErrorCode, ErrorDescription, References,
+    StatusResource, TriggerSpec, TriggerStatus, TriggerType,
 };
 
 /// Unique among all triggers a collection ever held: a status resource's URI is never
@@ -32,17 +34,6 @@ use crate::wire::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct TriggerId(pub u64);
-
-/// A server or dCDN the command must reach; what it names is the caller's business.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct TargetId(pub String);
-
-impl From<&str> for TargetId {
-    fn from(id: &str) -> Self {
-        TargetId(id.to_owned())
-    }
-}
 
 /// The longest wait between two attempts at an unreachable target.
 pub const MAX_RETRY_DELAY_SECS: u64 = 60;
@@ -144,6 +135,13 @@ struct Target {
     id: TargetId,
     stage: usize,
     state: TargetState,
+    /// What this target is sent.
+    #[serde(default, skip_serializing_if = "is_default")]
+    references: References,
+}
+
+fn is_default(references: &References) -> bool {
+    *references == References::default()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,11 +165,11 @@ impl Trigger {
     /// A trigger for an accepted command, reaching `stages` in order. With no target
     /// there is nothing to do: `complete` at once (§4.1). A type we do not support is
     /// `failed` with `eunsupported` (§5.2.2).
-    pub fn accept(
+    pub fn accept<A: Into<Assignment>>(
         id: TriggerId,
         spec: TriggerSpec,
         envelope: Envelope,
-        stages: Vec<Vec<TargetId>>,
+        stages: Vec<Vec<A>>,
         now: AbsoluteTime,
     ) -> Trigger {
         if let TriggerType::Unsupported(name) = &spec.trigger_type {
@@ -189,12 +187,17 @@ impl Trigger {
         let targets = stages
             .into_iter()
             .enumerate()
-            .flat_map(|(stage, ids)| ids.into_iter().map(move |id| (stage, id)))
-            .filter(|(_, id)| seen.insert(id.clone()))
-            .map(|(stage, id)| Target {
-                id,
+            .flat_map(|(stage, assigned)| {
+                assigned
+                    .into_iter()
+                    .map(move |assignment| (stage, assignment.into()))
+            })
+            .filter(|(_, assignment): &(usize, Assignment)| seen.insert(assignment.target.clone()))
+            .map(|(stage, assignment)| Target {
+                id: assignment.target,
                 stage,
                 state: TargetState::Queued,
+                references: assignment.references,
             })
             .collect();
         let mut trigger = Trigger::new(id, spec, envelope, targets, now);
@@ -269,6 +272,17 @@ impl Trigger {
 
     pub fn targets(&self) -> impl Iterator<Item = (&TargetId, TargetState)> {
         self.targets.iter().map(|t| (&t.id, t.state))
+    }
+
+    /// What `target` is sent: its share of the references (see [`Assignment`]); the
+    /// whole command's for a target given none (kept before shares were).
+    pub fn references_for(&self, target: &TargetId) -> Option<&References> {
+        let target = self.targets.iter().find(|t| &t.id == target)?;
+        Some(if is_default(&target.references) {
+            &self.spec.references
+        } else {
+            &target.references
+        })
     }
 
     /// The command to send a dCDN target: ours, with our PID appended to `cdn-path`.

@@ -16,7 +16,7 @@ fn purge() -> TriggerSpec {
 }
 
 fn accept(c: &mut Collection, owner: &str, targets: &[&str], now: u64) -> TriggerId {
-    let stages = vec![targets.iter().map(|&t| t.into()).collect()];
+    let stages: Vec<Vec<TargetId>> = vec![targets.iter().map(|&t| t.into()).collect()];
     c.accept(pid(owner), purge(), Envelope::default(), stages, now)
 }
 

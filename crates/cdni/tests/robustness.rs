@@ -300,7 +300,7 @@ fn mangled_and_random_input_never_panics() {
                         TriggerId(0),
                         spec.clone(),
                         command.envelope,
-                        vec![vec!["t".into()]],
+                        vec![vec![TargetId::from("t")]],
                         1,
                     );
                     trigger.on_event(Event::Start, 2);

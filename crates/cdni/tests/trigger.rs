@@ -379,8 +379,43 @@ fn cascaded_commands_carry_our_pid() {
         cdn_path: CdnPath::new(vec![a]),
         ..Envelope::default()
     };
-    let t = Trigger::accept(TriggerId(1), purge(), envelope, vec![], 1);
+    let t = Trigger::accept(
+        TriggerId(1),
+        purge(),
+        envelope,
+        Vec::<Vec<TargetId>>::new(),
+        1,
+    );
     let command = t.cascaded_command(b);
     assert_eq!(command.envelope.cdn_path.pids(), &[a, b]);
     assert_eq!(command.action, Action::Trigger(purge()));
+}
+
+#[test]
+fn each_target_is_sent_its_share_or_the_whole_command() {
+    let share: wire::References =
+        serde_json::from_value(json!({ "content.urls": ["https://e.com/a"] })).unwrap();
+    let spec: TriggerSpec = serde_json::from_value(json!({
+        "type": "purge",
+        "content.urls": ["https://e.com/a", "https://f.com/b"],
+    }))
+    .unwrap();
+    let shared = Assignment {
+        target: "e1".into(),
+        references: share.clone(),
+    };
+    let whole = Assignment::from(TargetId::from("e2"));
+    let t = Trigger::accept(
+        TriggerId(1),
+        spec.clone(),
+        Envelope::default(),
+        vec![vec![shared, whole]],
+        1,
+    );
+    assert_eq!(t.references_for(&"e1".into()), Some(&share));
+    assert_eq!(t.references_for(&"e2".into()), Some(&spec.references));
+    assert_eq!(t.references_for(&"e3".into()), None);
+    // Shares are kept with the trigger.
+    let kept: Trigger = serde_json::from_slice(&serde_json::to_vec(&t).unwrap()).unwrap();
+    assert_eq!(kept.references_for(&"e1".into()), Some(&share));
 }

@@ -68,7 +68,7 @@ fn rfc_preposition_example() {
         TriggerId(0),
         spec,
         Envelope::default(),
-        vec![vec!["edge-1".into()]],
+        vec![vec![TargetId::from("edge-1")]],
         1462351690,
     );
     let status: Value = serde_json::from_slice(&trigger.status_resource().to_json()).unwrap();
@@ -218,7 +218,7 @@ fn unknown_trigger_type_is_accepted_and_fails_with_eunsupported() {
         TriggerId(7),
         spec,
         Envelope::default(),
-        vec![vec!["edge".into()]],
+        vec![vec![TargetId::from("edge")]],
         100,
     );
     assert_eq!(trigger.status(), TriggerStatus::Failed);

@@ -18,7 +18,9 @@
 //! The same code runs every tier; the edge never reads ingest storage.
 
 mod archived;
+pub mod carried;
 pub mod control;
+pub mod control_endpoint;
 mod disk;
 mod flight;
 mod http_client;

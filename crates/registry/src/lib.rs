@@ -25,6 +25,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use error::{RegistryError, Result};
+pub use memory::ManualClock;
 
 /// One server of the deployment, as the node directory lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -233,6 +234,21 @@ impl DeploymentRecord {
 
 const DEPLOYMENTS_KEY: &str = "deployments";
 
+fn lease_key(name: &str) -> String {
+    format!("lease:{name}")
+}
+
+/// Who holds a lease (see [`Registry::hold_lease`]) and where it answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseHolder {
+    /// Unique among the contenders; the same across a holder's restarts, so a restarted
+    /// holder takes its lease back at once.
+    pub id: String,
+    /// Where the holder is reached (for the others to point callers at).
+    #[serde(default)]
+    pub address: String,
+}
+
 fn document_key(name: &str) -> String {
     format!("document:{name}")
 }
@@ -258,6 +274,13 @@ impl Registry {
     pub fn memory() -> Self {
         Self {
             backend: Backend::Memory(memory::MemoryStore::default()),
+        }
+    }
+
+    /// An in-process registry whose leases expire by `clock` (tests).
+    pub fn memory_with_clock(clock: ManualClock) -> Self {
+        Self {
+            backend: Backend::Memory(memory::MemoryStore::with_clock(clock)),
         }
     }
 
@@ -468,6 +491,36 @@ impl Registry {
 
     pub async fn put_document(&self, name: &str, text: String) -> Result<()> {
         self.put(&document_key(name), text, FOREVER).await
+    }
+
+    /// Takes the lease `name` for `ttl` if nobody holds it, or renews it if `us` does:
+    /// `None` then. Otherwise the holder, which keeps it until it lets it expire or
+    /// releases it. One process of several doing the same job uses this to be the one
+    /// that does it (the federation's command invocation system).
+    pub async fn hold_lease(
+        &self,
+        name: &str,
+        us: &LeaseHolder,
+        ttl: Duration,
+    ) -> Result<Option<LeaseHolder>> {
+        let key = lease_key(name);
+        let value = encode(us);
+        let held = match &self.backend {
+            Backend::Memory(m) => m.hold(&key, &value, ttl),
+            Backend::Redis(r) => r.hold(&key, &value, ttl).await?,
+        };
+        held.map(|text| {
+            serde_json::from_str(&text).map_err(|error| RegistryError::Malformed { key, error })
+        })
+        .transpose()
+    }
+
+    /// Gives the lease up at once if `us` holds it (a clean shutdown), so another
+    /// contender takes over without waiting for it to expire.
+    pub async fn release_lease(&self, name: &str, us: &LeaseHolder) -> Result<()> {
+        self.replace_if(&lease_key(name), &encode(us), None)
+            .await
+            .map(drop)
     }
 
     /// Whether servers of this deployment share the registry (Redis), rather than it

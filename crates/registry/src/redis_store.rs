@@ -31,6 +31,14 @@ if ARGV[2] == '' then redis.call('DEL', KEYS[1])
 else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
 return 1";
 
+/// Take a free lease or renew our own, in one round trip; the holder's value if it is
+/// someone else's.
+const HOLD: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held and held ~= ARGV[1] then return held end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false";
+
 impl RedisStore {
     pub(crate) async fn connect(url: &str, namespace: &str) -> Result<Self> {
         let client = redis::Client::open(url)?;
@@ -99,6 +107,21 @@ impl RedisStore {
             .invoke_async(&mut c)
             .await?;
         Ok(replaced == 1)
+    }
+
+    pub(crate) async fn hold(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>> {
+        let mut c = self.connection.clone();
+        Ok(Script::new(HOLD)
+            .key(self.key(key))
+            .arg(value)
+            .arg(millis(ttl))
+            .invoke_async(&mut c)
+            .await?)
     }
 
     /// Adds `id` to the sorted set `index`, scored by its lease expiry.

@@ -4,7 +4,9 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use streamcdn_registry::{Load, NodeRecord, Registry, Role, StreamRecord, StreamState};
+use streamcdn_registry::{
+    LeaseHolder, Load, ManualClock, NodeRecord, Registry, Role, StreamRecord, StreamState,
+};
 
 struct RedisServer {
     child: Child,
@@ -313,4 +315,63 @@ async fn redis_down_is_an_error_not_a_hang() {
     let started = std::time::Instant::now();
     assert!(registry.stream("p", "s").await.is_err());
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+fn holder(id: &str) -> LeaseHolder {
+    LeaseHolder {
+        id: id.into(),
+        address: format!("http://{id}"),
+    }
+}
+
+/// One holder at a time: the second waits, renewing keeps it, a release or the
+/// holder's silence (`wait` past the lease) hands it over.
+async fn one_holder_at_a_time(registry: Registry, wait: impl AsyncFn(Duration)) {
+    let ttl = Duration::from_millis(400);
+    let (a, b) = (holder("a"), holder("b"));
+    assert_eq!(registry.hold_lease("cis", &a, ttl).await.unwrap(), None);
+    assert_eq!(
+        registry.hold_lease("cis", &b, ttl).await.unwrap(),
+        Some(a.clone())
+    );
+    // Other names are other leases.
+    assert_eq!(registry.hold_lease("other", &b, ttl).await.unwrap(), None);
+    wait(ttl / 2).await;
+    assert_eq!(registry.hold_lease("cis", &a, ttl).await.unwrap(), None);
+    wait(ttl / 2 + Duration::from_millis(100)).await;
+    // Renewed: still a's.
+    assert_eq!(
+        registry.hold_lease("cis", &b, ttl).await.unwrap(),
+        Some(a.clone())
+    );
+    // a's release is a's only.
+    registry.release_lease("cis", &b).await.unwrap();
+    assert_eq!(
+        registry.hold_lease("cis", &b, ttl).await.unwrap(),
+        Some(a.clone())
+    );
+    registry.release_lease("cis", &a).await.unwrap();
+    assert_eq!(registry.hold_lease("cis", &b, ttl).await.unwrap(), None);
+    // b falls silent: a takes over once the lease expires, not before.
+    wait(ttl / 2).await;
+    assert_eq!(
+        registry.hold_lease("cis", &a, ttl).await.unwrap(),
+        Some(b.clone())
+    );
+    wait(ttl).await;
+    assert_eq!(registry.hold_lease("cis", &a, ttl).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn memory_lease_has_one_holder() {
+    let clock = ManualClock::default();
+    let registry = Registry::memory_with_clock(clock.clone());
+    one_holder_at_a_time(registry, async |by| clock.advance(by)).await;
+}
+
+#[tokio::test]
+async fn redis_lease_has_one_holder() {
+    let server = redis_server();
+    let registry = Registry::redis(&server.url, "t7").await.unwrap();
+    one_holder_at_a_time(registry, async |by| tokio::time::sleep(by).await).await;
 }

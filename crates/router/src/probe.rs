@@ -5,10 +5,10 @@
 //!   answers with a [`ProbeReport`] (JSON), which [`ProbeReport::to_measurement`] turns
 //!   into the [`Measurement`] the decision consumes.
 //! - **Authentication**: an edge must not become a packet cannon for whoever reaches its
-//!   HTTP port. The body is signed with HMAC-SHA256 under a deployment-wide [`ProbeKey`]
-//!   and the hex tag sent in [`PROBE_HEADER`]; [`verify`] checks the tag (constant time)
-//!   before parsing anything, then the timestamp (±[`MAX_SKEW_MS`]), the target, and the
-//!   nonce against a bounded [`ReplayGuard`].
+//!   HTTP port. The body is signed with the deployment key
+//!   (`streamcdn_access::deployment`) and the tag sent in [`PROBE_HEADER`]; [`verify`]
+//!   checks the tag (constant time) before parsing anything, then the timestamp (±
+//!   `MAX_SKEW_MS`), the target, and the nonce against the bounded `ReplayGuard`.
 //! - **Measurement**: [`probe`] times TCP connects (a SYN/ACK and a RST both take one
 //!   round trip) and, where the kernel allows unprivileged ping sockets, ICMP echo.
 //!   The async shells only collect per-attempt samples; [`aggregate`] (pure) turns them
@@ -18,16 +18,16 @@
 //! - **Passive**: [`tcp_info_rtt`] reads the kernel's smoothed RTT of a viewer connection
 //!   and [`PassiveRtts`] (pure, bounded) aggregates it per client prefix into reports.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::fmt;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::str::FromStr;
 use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use ring::hmac;
 use serde::{Deserialize, Serialize};
+use streamcdn_access::deployment::{
+    self, DeploymentKey, ReplayError, ReplayGuard, SignatureError, MAX_SKEW_MS,
+};
 use tokio::time::Instant;
 
 use crate::decision::{Measurement, Millis, Source};
@@ -35,15 +35,10 @@ use crate::prefix::ClientPrefix;
 
 /// The HTTP header carrying the hex HMAC-SHA256 of the request body.
 pub const PROBE_HEADER: &str = "X-Streamcdn-Probe";
-/// How far a request's `issued_at_ms` may be from the edge's clock, either way: long
-/// enough for modest clock skew, short enough that the replay guard stays small.
-pub const MAX_SKEW_MS: u64 = 30_000;
 /// Most attempts one request may ask for (each attempt sends a SYN per port).
 pub const MAX_ATTEMPTS: u8 = 5;
 /// Ports tried by [`probe`]: what a viewer's network most often answers on (or resets).
 pub const DEFAULT_PORTS: &[u16] = &[443, 80];
-/// Length of a [`ProbeKey`] in bytes (the HMAC-SHA256 block-size-safe choice).
-pub const KEY_LEN: usize = 32;
 
 // ---------------------------------------------------------------------------------------
 // Wire format
@@ -92,9 +87,9 @@ impl ProbeRequest {
     }
 
     /// The body to POST and the [`PROBE_HEADER`] value that authenticates it.
-    pub fn signed(&self, key: &ProbeKey) -> Result<(Vec<u8>, String), serde_json::Error> {
+    pub fn signed(&self, key: &DeploymentKey) -> Result<(Vec<u8>, String), serde_json::Error> {
         let body = serde_json::to_vec(self)?;
-        let tag = sign(key, &body);
+        let tag = deployment::sign(key, &body);
         Ok((body, tag))
     }
 }
@@ -215,101 +210,6 @@ impl ProbeReport {
 // Authentication
 // ---------------------------------------------------------------------------------------
 
-/// The deployment's shared probe key: 32 random bytes, kept in the registry as hex.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ProbeKey([u8; KEY_LEN]);
-
-/// Never prints the secret (configs and errors get logged).
-impl fmt::Debug for ProbeKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ProbeKey(..)")
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum KeyError {
-    #[error("probe key must be {expected} hex digits, got {got} characters")]
-    Length { expected: usize, got: usize },
-    #[error("probe key is not hex")]
-    NotHex,
-}
-
-impl ProbeKey {
-    /// A new random key (from the thread's OS-seeded CSPRNG).
-    pub fn generate() -> Self {
-        Self(rand::random())
-    }
-
-    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
-        Self(bytes)
-    }
-
-    /// Lowercase hex, 64 digits: the form stored in the registry.
-    pub fn to_hex(&self) -> String {
-        to_hex(&self.0)
-    }
-
-    pub fn from_hex(text: &str) -> Result<Self, KeyError> {
-        let text = text.trim();
-        if text.len() != KEY_LEN * 2 {
-            return Err(KeyError::Length {
-                expected: KEY_LEN * 2,
-                got: text.len(),
-            });
-        }
-        let bytes = from_hex(text).ok_or(KeyError::NotHex)?;
-        let bytes: [u8; KEY_LEN] = bytes.try_into().map_err(|_| KeyError::NotHex)?;
-        Ok(Self(bytes))
-    }
-
-    fn hmac(&self) -> hmac::Key {
-        hmac::Key::new(hmac::HMAC_SHA256, &self.0)
-    }
-}
-
-impl FromStr for ProbeKey {
-    type Err = KeyError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::from_hex(s)
-    }
-}
-
-fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
-}
-
-fn from_hex(text: &str) -> Option<Vec<u8>> {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
-    }
-    let bytes = text.as_bytes();
-    if !bytes.len().is_multiple_of(2) {
-        return None;
-    }
-    bytes
-        .chunks_exact(2)
-        .map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?))
-        .collect()
-}
-
-/// The [`PROBE_HEADER`] value for `body`: lowercase hex HMAC-SHA256. Signs any bytes, so
-/// the same scheme can authenticate reports an edge pushes (see [`verify_signature`]).
-pub fn sign(key: &ProbeKey, body: &[u8]) -> String {
-    to_hex(hmac::sign(&key.hmac(), body).as_ref())
-}
-
 /// Why a probe request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProbeAuthError {
@@ -336,6 +236,24 @@ pub enum ProbeAuthError {
     ReplayGuardFull,
 }
 
+impl From<SignatureError> for ProbeAuthError {
+    fn from(e: SignatureError) -> Self {
+        match e {
+            SignatureError::Missing => Self::MissingSignature,
+            SignatureError::Mismatch => Self::BadSignature,
+        }
+    }
+}
+
+impl From<ReplayError> for ProbeAuthError {
+    fn from(e: ReplayError) -> Self {
+        match e {
+            ReplayError::Replayed(nonce) => Self::Replayed(nonce),
+            ReplayError::Full => Self::ReplayGuardFull,
+        }
+    }
+}
+
 impl ProbeAuthError {
     /// The HTTP status the edge answers with.
     pub fn status(&self) -> u16 {
@@ -353,18 +271,6 @@ impl ProbeAuthError {
     }
 }
 
-/// Checks only the tag of `body` (constant time). For bodies other than probe requests;
-/// [`verify`] does this first.
-pub fn verify_signature(
-    key: &ProbeKey,
-    body: &[u8],
-    header: Option<&str>,
-) -> Result<(), ProbeAuthError> {
-    let header = header.ok_or(ProbeAuthError::MissingSignature)?;
-    let tag = from_hex(header.trim()).ok_or(ProbeAuthError::BadSignature)?;
-    hmac::verify(&key.hmac(), body, &tag).map_err(|_| ProbeAuthError::BadSignature)
-}
-
 /// Whether an edge may aim packets at `ip`. Loopback is allowed (test sites live in
 /// 127.0.0.0/8); unspecified, multicast and broadcast are not: they would probe this
 /// host or many hosts at once.
@@ -380,19 +286,19 @@ pub fn is_probeable(ip: IpAddr) -> bool {
 /// that would be served take room in `guard`). The returned target is canonical
 /// (IPv4-mapped IPv6 as IPv4).
 pub fn verify(
-    key: &ProbeKey,
+    key: &DeploymentKey,
     body: &[u8],
     header: Option<&str>,
     now_ms: u64,
     guard: &mut ReplayGuard,
 ) -> Result<ProbeRequest, ProbeAuthError> {
-    verify_signature(key, body, header)?;
+    deployment::verify_signature(key, body, header)?;
     let mut request: ProbeRequest =
         serde_json::from_slice(body).map_err(|e| ProbeAuthError::Malformed(e.to_string()))?;
     if !(1..=MAX_ATTEMPTS).contains(&request.attempts) {
         return Err(ProbeAuthError::BadAttempts(request.attempts));
     }
-    if request.issued_at_ms.abs_diff(now_ms) > MAX_SKEW_MS {
+    if !deployment::within_skew(request.issued_at_ms, now_ms) {
         return Err(ProbeAuthError::Stale {
             issued_at_ms: request.issued_at_ms,
             now_ms,
@@ -410,74 +316,6 @@ pub fn verify(
     }
     guard.admit(request.nonce, request.issued_at_ms, now_ms)?;
     Ok(request)
-}
-
-/// Nonces of accepted requests, each kept until its request would be stale anyway
-/// (`issued_at + MAX_SKEW_MS`). Bounded: when full of live nonces it refuses new
-/// requests rather than forget one (forgetting would allow its replay). Only key holders
-/// can add entries, so filling it takes a flood of genuine requests.
-#[derive(Debug, Clone)]
-pub struct ReplayGuard {
-    /// nonce → expiry (ms).
-    seen: HashMap<u64, u64>,
-    by_expiry: BTreeSet<(u64, u64)>,
-    capacity: usize,
-}
-
-impl Default for ReplayGuard {
-    /// Room for ~270 requests a second over the 60 s window, far above any probe budget.
-    fn default() -> Self {
-        Self::new(16_384)
-    }
-}
-
-impl ReplayGuard {
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            seen: HashMap::new(),
-            by_expiry: BTreeSet::new(),
-            capacity: capacity.max(1),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.seen.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
-    }
-
-    fn prune(&mut self, now_ms: u64) {
-        while let Some(&(expiry, nonce)) = self.by_expiry.first() {
-            if expiry >= now_ms {
-                break;
-            }
-            self.by_expiry.pop_first();
-            self.seen.remove(&nonce);
-        }
-    }
-
-    /// Admits a nonce of a request issued at `issued_at_ms` (already checked for
-    /// skew), or refuses a replay; for any signed request, not only probes.
-    pub fn admit(
-        &mut self,
-        nonce: u64,
-        issued_at_ms: u64,
-        now_ms: u64,
-    ) -> Result<(), ProbeAuthError> {
-        self.prune(now_ms);
-        if self.seen.contains_key(&nonce) {
-            return Err(ProbeAuthError::Replayed(nonce));
-        }
-        if self.seen.len() >= self.capacity {
-            return Err(ProbeAuthError::ReplayGuardFull);
-        }
-        let expiry = issued_at_ms.saturating_add(MAX_SKEW_MS);
-        self.seen.insert(nonce, expiry);
-        self.by_expiry.insert((expiry, nonce));
-        Ok(())
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -913,6 +751,7 @@ impl PassiveRtts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use streamcdn_access::deployment::{sign, KEY_LEN};
 
     const NOW: u64 = 1_700_000_000_000;
 
@@ -920,8 +759,8 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn key() -> ProbeKey {
-        ProbeKey::from_bytes([7; KEY_LEN])
+    fn key() -> DeploymentKey {
+        DeploymentKey::from_bytes([7; KEY_LEN])
     }
 
     fn request(target: &str) -> ProbeRequest {
@@ -972,7 +811,7 @@ mod tests {
     #[test]
     fn wrong_key_is_refused() {
         let (body, tag) = request("192.0.2.10").signed(&key()).unwrap();
-        let other = ProbeKey::generate();
+        let other = DeploymentKey::generate();
         assert_ne!(other, key());
         let mut guard = ReplayGuard::default();
         let err = verify(&other, &body, Some(&tag), NOW, &mut guard).unwrap_err();
@@ -1134,24 +973,6 @@ mod tests {
                 Err(ProbeAuthError::BadAttempts(attempts))
             );
         }
-    }
-
-    #[test]
-    fn key_hex_round_trip() {
-        let k = ProbeKey::generate();
-        let hex = k.to_hex();
-        assert_eq!(hex.len(), 64);
-        assert_eq!(ProbeKey::from_hex(&hex).unwrap(), k);
-        assert_eq!(hex.parse::<ProbeKey>().unwrap(), k);
-        assert_eq!(ProbeKey::from_hex(&hex.to_uppercase()).unwrap(), k);
-        assert!(matches!(
-            ProbeKey::from_hex("abcd"),
-            Err(KeyError::Length { .. })
-        ));
-        assert_eq!(ProbeKey::from_hex(&"g".repeat(64)), Err(KeyError::NotHex));
-        assert_eq!(ProbeKey::from_hex(&"é".repeat(32)), Err(KeyError::NotHex));
-        assert_ne!(ProbeKey::generate(), k);
-        assert_eq!(format!("{k:?}"), "ProbeKey(..)");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::decision::{Millis, RumScore};
 use crate::prefix::ClientPrefix;
-use crate::probe::{self, ProbeKey};
+use streamcdn_access::deployment::{self, DeploymentKey};
 
 /// Bytes of the test object an edge serves at `/_streamcdn/rum/object`; a successful
 /// download must report exactly this many.
@@ -51,27 +51,27 @@ pub struct Claims {
 
 /// `hex(claims JSON) "." hex(HMAC-SHA256)`: opaque to the browser, checkable by any
 /// router of the deployment.
-pub fn issue(key: &ProbeKey, claims: &Claims) -> String {
+pub fn issue(key: &DeploymentKey, claims: &Claims) -> String {
     // Serializing plain fields cannot fail; an empty token would simply be refused.
     let body = serde_json::to_vec(claims).unwrap_or_default();
     format!("{}.{}", to_hex(&body), sign(key, &body))
 }
 
-fn sign(key: &ProbeKey, body: &[u8]) -> String {
+fn sign(key: &DeploymentKey, body: &[u8]) -> String {
     let mut message = Vec::with_capacity(TOKEN_CONTEXT.len() + body.len());
     message.extend_from_slice(TOKEN_CONTEXT);
     message.extend_from_slice(body);
-    probe::sign(key, &message)
+    deployment::sign(key, &message)
 }
 
 /// The claims of a token whose signature holds (expiry is checked by the caller).
-pub fn open(key: &ProbeKey, token: &str) -> Result<Claims, Rejection> {
+pub fn open(key: &DeploymentKey, token: &str) -> Result<Claims, Rejection> {
     let (body_hex, tag) = token.split_once('.').ok_or(Rejection::MalformedToken)?;
     let body = from_hex(body_hex).ok_or(Rejection::MalformedToken)?;
     let mut message = Vec::with_capacity(TOKEN_CONTEXT.len() + body.len());
     message.extend_from_slice(TOKEN_CONTEXT);
     message.extend_from_slice(&body);
-    probe::verify_signature(key, &message, Some(tag)).map_err(|_| Rejection::BadSignature)?;
+    deployment::verify_signature(key, &message, Some(tag)).map_err(|_| Rejection::BadSignature)?;
     serde_json::from_slice(&body).map_err(|_| Rejection::MalformedToken)
 }
 
@@ -295,7 +295,7 @@ impl BeaconGate {
     /// last the token's single use, so that a refused beacon does not burn its token.
     pub fn check(
         &mut self,
-        key: &ProbeKey,
+        key: &DeploymentKey,
         body: &[u8],
         sender: IpAddr,
         now: Millis,
@@ -466,8 +466,8 @@ mod tests {
 
     const NOW: Millis = 1_700_000_000_000;
 
-    fn key() -> ProbeKey {
-        ProbeKey::from_hex(&"ab".repeat(32)).unwrap()
+    fn key() -> DeploymentKey {
+        DeploymentKey::from_hex(&"ab".repeat(32)).unwrap()
     }
 
     fn client() -> IpAddr {
@@ -522,7 +522,7 @@ mod tests {
     fn forged_expired_and_misdirected_beacons_are_refused() {
         let mut gate = gate();
         let results = [result("e1", 40.0)];
-        let other_key = ProbeKey::from_hex(&"cd".repeat(32)).unwrap();
+        let other_key = DeploymentKey::from_hex(&"cd".repeat(32)).unwrap();
         let forged = issue(&other_key, &claims(2));
         assert_eq!(
             gate.check(&key(), &beacon(&forged, &results), client(), NOW),

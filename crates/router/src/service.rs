@@ -26,11 +26,12 @@ use crate::decision::{
 use crate::dns::{self, Answer, Transport, Zone};
 use crate::map::{History, RoutingMap};
 use crate::prefix::{ClientPrefix, StaticMap};
-use crate::probe::{ProbeKey, ProbeReport, ProbeRequest, PROBE_HEADER};
+use crate::probe::{ProbeReport, ProbeRequest, PROBE_HEADER};
 use crate::response_cache::ResponseCache;
 use crate::responses::{ResponseCounters, Tally};
 use crate::rum::{self, BeaconGate, GateLimits, RumScores};
 use crate::udp;
+use streamcdn_access::deployment::DeploymentKey;
 
 /// A DNS-over-TCP client that sends nothing for this long is disconnected (RFC 7766
 /// suggests seconds, not minutes).
@@ -65,7 +66,7 @@ pub struct Settings {
     pub edge_capacity: Option<u64>,
     pub health_interval: Duration,
     /// The deployment's key that edges check on probe requests.
-    pub probe_key: ProbeKey,
+    pub deployment_key: DeploymentKey,
     /// Where edges are listed and measurements are shared between routers.
     pub registry: Registry,
     pub rum: RumSettings,
@@ -181,7 +182,7 @@ pub struct RouterService {
     history: Mutex<History>,
     /// Prefixes asked about, with when they last were and the last address asking.
     asked: Mutex<HashMap<ClientPrefix, (Millis, IpAddr)>>,
-    probe_key: ProbeKey,
+    deployment_key: DeploymentKey,
     /// When each prefix was last sent to probing.
     probed: Mutex<HashMap<ClientPrefix, Millis>>,
     registry: Registry,
@@ -338,7 +339,7 @@ impl RouterService {
             map: RwLock::default(),
             history: Mutex::default(),
             asked: Mutex::default(),
-            probe_key: settings.probe_key,
+            deployment_key: settings.deployment_key,
             probed: Mutex::default(),
             registry: settings.registry,
             recorded: Mutex::default(),
@@ -541,7 +542,7 @@ impl RouterService {
         });
         metrics::counter!("streamcdn_router_rum_jobs_total").increment(1);
         serde_json::json!({
-            "token": rum::issue(&self.probe_key, &claims),
+            "token": rum::issue(&self.deployment_key, &claims),
             "targets": targets,
             "resolver_url": resolver_url,
             "beacon": RUM_BEACON_PATH,
@@ -556,7 +557,7 @@ impl RouterService {
             .beacons
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .check(&self.probe_key, body, sender, now);
+            .check(&self.deployment_key, body, sender, now);
         let accepted = match checked {
             Ok(accepted) => accepted,
             Err(rejection) => {
@@ -886,7 +887,7 @@ impl RouterService {
     /// Asks every healthy edge to probe each client, and records what they report.
     async fn probe_clients(self: Arc<Self>, clients: Vec<IpAddr>) {
         let edges = self.edges();
-        let (key, http) = (&self.probe_key, &self.client);
+        let (key, http) = (&self.deployment_key, &self.client);
         let now = now_ms();
         let mut asks = Vec::new();
         for client in clients {
@@ -1290,7 +1291,7 @@ const MAX_REPORT_BYTES: usize = 64 * 1024;
 /// POSTs a signed probe request to an edge and reads its report.
 async fn ask_probe(
     client: &Client,
-    key: &ProbeKey,
+    key: &DeploymentKey,
     playback: &str,
     request: &ProbeRequest,
 ) -> Result<ProbeReport, String> {

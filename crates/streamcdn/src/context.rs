@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use axum::Router;
 use futures::future::BoxFuture;
+use streamcdn_access::deployment::DeploymentKey;
 use streamcdn_archive::{Archive, StoreSettings};
 use streamcdn_config::{ArchiveStore, Config, RegistryBackend};
 use streamcdn_providers::Providers;
@@ -82,16 +83,17 @@ fn local_authority(addr: SocketAddr) -> String {
     format!("{host}:{}", addr.port())
 }
 
-/// The deployment's probe key, shared by routers and edges through the registry (the
-/// first server to ask generates it).
-pub async fn probe_key(registry: &Registry) -> anyhow::Result<streamcdn_router::probe::ProbeKey> {
-    let candidate = streamcdn_router::probe::ProbeKey::generate().to_hex();
+/// The deployment key, shared by every server through the registry (the first server to
+/// ask generates it). Stored under the name `probe`, its first use, so deployments keep
+/// their key across upgrades.
+pub async fn deployment_key(registry: &Registry) -> anyhow::Result<DeploymentKey> {
+    let candidate = DeploymentKey::generate().to_hex();
     let stored = registry
         .shared_secret("probe", &candidate)
         .await
-        .context("cannot read the deployment's probe key from the registry")?;
-    streamcdn_router::probe::ProbeKey::from_hex(&stored)
-        .map_err(|e| anyhow::anyhow!("the registry's probe key is corrupt: {e}"))
+        .context("cannot read the deployment key from the registry")?;
+    DeploymentKey::from_hex(&stored)
+        .map_err(|e| anyhow::anyhow!("the registry's deployment key is corrupt: {e}"))
 }
 
 async fn open_registry(config: &Config) -> anyhow::Result<Registry> {

@@ -6,7 +6,6 @@ mod check_config;
 mod clock;
 mod context;
 mod directory;
-mod federation;
 mod http;
 mod memory;
 mod quickstart;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::bail;
 use axum::http::{Method, StatusCode};
 
-use crate::roles::cis::{call, client};
+use streamcdn_federation::call::{call, client};
 
 pub struct SignRequest<'a> {
     pub admin: &'a str,

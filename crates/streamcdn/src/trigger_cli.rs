@@ -9,7 +9,8 @@ use axum::http::{header, Method, StatusCode};
 use streamcdn_cdni::wire::PayloadType;
 use streamcdn_cdni::{parse_status, TriggerStatus};
 
-use crate::roles::cis::{call, client, TRIGGERS_PATH};
+use streamcdn_federation::call::{call, client};
+use streamcdn_federation::shared::TRIGGERS_PATH;
 
 const POLL_EVERY: Duration = Duration::from_millis(25);
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);

@@ -311,6 +311,8 @@ fn purge_invalidate_and_preposition_reach_every_edge() {
     assert_eq!(forged.status, 401);
     let unsigned = http_request_body(edge.http, "POST", "/_streamcdn/control", &[], body).unwrap();
     assert_eq!(unsigned.status, 401);
+    let why = String::from_utf8_lossy(&unsigned.body);
+    assert!(why.contains("X-Streamcdn-Control"), "{why}");
     assert_eq!(
         metric_with(
             &edge,

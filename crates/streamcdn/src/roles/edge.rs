@@ -13,16 +13,18 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::future::BoxFuture;
+use streamcdn_access::deployment::{self, DeploymentKey, ReplayGuard};
+use streamcdn_cdni::Tier;
 use streamcdn_config::EdgeTier;
+use streamcdn_edge::carried::{self, CacheBudget, Carried};
+use streamcdn_edge::control_endpoint::{self, CONTROL_PATH};
 use streamcdn_edge::{Edge, EdgeSettings, UpstreamKind};
 use streamcdn_registry::Registry;
-use streamcdn_router::probe::{self, ProbeBudget, ProbeReport, ReplayGuard, PROBE_HEADER};
+use streamcdn_router::probe::{self, ProbeBudget, ProbeReport, PROBE_HEADER};
 use streamcdn_router::service::{PROBE_PATH, SHARED_SAMPLE_TTL};
 use streamcdn_urls::{StreamName, Target};
 use streamcdn_web::{Asset, HLS_JS, RUM_JS, RUM_OBJECT, RUM_OBJECT_PATH};
 
-use super::carried::{self, CacheBudget, Carried};
-use super::control;
 use super::playback_access::{self, PlaybackAccess};
 use crate::clock::now_ms;
 use crate::context::{bind, Context, Role};
@@ -34,9 +36,9 @@ const PROBE_BURST: u32 = 40;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Measures toward viewers when a router asks, if it proves it holds the deployment's
-/// probe key (and within the edge's probe budget).
+/// key (and within the edge's probe budget).
 struct Prober {
-    key: probe::ProbeKey,
+    key: DeploymentKey,
     edge: String,
     guard: Mutex<ReplayGuard>,
     budget: Mutex<ProbeBudget>,
@@ -335,8 +337,8 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
             .unwrap_or_else(|| config.node.data_dir.join("cache"));
         (dir, config.edge.cache_disk.0)
     });
-    let key = crate::context::probe_key(&ctx.registry).await?;
-    let tier_credential = playback_access::tier_credential(&key);
+    let key = crate::context::deployment_key(&ctx.registry).await?;
+    let tier_credential = deployment::tier_credential(&key);
     let edge = Edge::new(EdgeSettings {
         upstream,
         archive,
@@ -367,18 +369,15 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         ),
     }
     let tier = match (ctx.config.edge.tier, parents.is_empty()) {
-        (_, true) => control::Tier::Top,
-        (EdgeTier::Mid, false) => control::Tier::Mid,
-        (EdgeTier::Edge, false) => control::Tier::Edge,
+        (_, true) => Tier::Top,
+        (EdgeTier::Mid, false) => Tier::Mid,
+        (EdgeTier::Edge, false) => Tier::Edge,
     };
     if let Some(playback) = ctx.node.addresses.get("playback").cloned() {
-        let url = format!(
-            "{}{}?tier={}",
-            playback.trim_end_matches('/'),
-            control::CONTROL_PATH,
-            tier.as_str()
-        );
-        ctx.node.addresses.insert("control".into(), url);
+        let url = format!("{}{CONTROL_PATH}", playback.trim_end_matches('/'));
+        ctx.node
+            .addresses
+            .insert("control".into(), tier.announce(&url));
     }
     let prober = Arc::new(Prober {
         key: key.clone(),
@@ -408,7 +407,7 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
             carried::dispatch,
         ))
         .merge(probes)
-        .merge(control::routes(key, edge.clone(), carried.clone()));
+        .merge(control_endpoint::routes(key, edge.clone(), carried.clone()));
     ctx.spawn(carried.keep_current(ctx.shutdown()));
     let routes =
         web_routes(ctx.registry.clone(), media).layer(axum::middleware::from_fn_with_state(

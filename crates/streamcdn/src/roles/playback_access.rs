@@ -7,7 +7,7 @@
 //! counted by reason, before the cache or an upstream is asked.
 //!
 //! Lower tiers fetch without tokens: they present the deployment's tier credential
-//! ([`TIER_HEADER`], derived from the deployment key) and are let through.
+//! ([`TIER_HEADER`], `streamcdn_access::deployment::tier_credential`) and are let through.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -21,18 +21,12 @@ use axum::response::{IntoResponse, Response};
 use ring::hmac;
 use streamcdn_access::playback::{self, Refusal};
 use streamcdn_registry::Registry;
-use streamcdn_router::probe::ProbeKey;
 
 use streamcdn_edge::TIER_HEADER;
 /// How long a provider's published keys are used before they are read again.
 const KEYS_FRESH_FOR: Duration = Duration::from_secs(2);
 /// How long the first request for a provider waits for its keys.
 const FIRST_READ_WITHIN: Duration = Duration::from_secs(2);
-
-/// The deployment's tier credential: what lower tiers present to their parents.
-pub fn tier_credential(key: &ProbeKey) -> String {
-    streamcdn_router::probe::sign(key, b"streamcdn tier credential v1")
-}
 
 /// A provider's playback keys, as bytes.
 type Keys = Arc<Vec<Vec<u8>>>;

@@ -122,7 +122,7 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         },
         edge_capacity: (config.edge_capacity > 0).then_some(config.edge_capacity),
         health_interval: config.health_interval,
-        probe_key: crate::context::probe_key(&ctx.registry).await?,
+        deployment_key: crate::context::deployment_key(&ctx.registry).await?,
         registry: ctx.registry.clone(),
     })
     .map_err(|e| anyhow!("router: {e}"))?;

@@ -1,73 +1,44 @@
 //! The edge control endpoint, `POST /_streamcdn/control` on the playback listener:
-//! the command invocation system asks an edge to purge, invalidate or preposition
-//! (`streamcdn_edge::control`). Authenticated like probe requests: an HMAC-SHA256 of
-//! the body with the deployment's key in [`CONTROL_HEADER`], a timestamp within
-//! `probe::MAX_SKEW_MS` and a nonce used once. The operations are idempotent, so a
-//! command the CIS sends again (after a lost answer) does no harm.
+//! the command invocation system asks a cache to purge, invalidate or preposition
+//! ([`crate::control`]). Authenticated like probe requests: the body signed with the
+//! deployment key (`streamcdn_access::deployment`) in [`CONTROL_HEADER`], a timestamp
+//! within `deployment::MAX_SKEW_MS` and a nonce used once. The operations are
+//! idempotent, so a command the CIS sends again (after a lost answer) does no harm.
+//! Each cache announces the endpoint in the node directory as its `control` address,
+//! with its tier (`streamcdn_cdni::Tier::announce`); a request naming a partner's
+//! configuration goes to that configuration's cache ([`crate::carried`]).
 
 use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use streamcdn_edge::control::ControlRequest;
-use streamcdn_edge::Edge;
-use streamcdn_router::probe::{self, ProbeKey, ReplayGuard};
+use streamcdn_access::deployment::{self, DeploymentKey, ReplayGuard, SignatureError};
 
-use super::carried::Carried;
-use crate::clock::now_ms;
+use crate::carried::Carried;
+use crate::control::ControlRequest;
+use crate::Edge;
 
 pub const CONTROL_PATH: &str = "/_streamcdn/control";
 pub const CONTROL_HEADER: &str = "X-Streamcdn-Control";
 
-/// Where a server sits among the caches: the CIS handles the top tier first, then the
-/// mid-tier, then the edges below them, so no cache refills from one not yet handled.
-/// Announced as the `tier` query parameter of the node's `control` address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Tier {
-    Top,
-    Mid,
-    Edge,
-}
-
-impl Tier {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tier::Top => "top",
-            Tier::Mid => "mid",
-            Tier::Edge => "edge",
-        }
-    }
-
-    /// The tier a `control` address announces (an edge, if it says nothing we know).
-    pub fn of_address(url: &str) -> Tier {
-        match url
-            .split_once("tier=")
-            .map(|(_, t)| t.split('&').next().unwrap_or_default())
-        {
-            Some("top") => Tier::Top,
-            Some("mid") => Tier::Mid,
-            _ => Tier::Edge,
-        }
-    }
-}
-
-/// The signed body and its [`CONTROL_HEADER`] value.
-pub fn signed(key: &ProbeKey, request: &ControlRequest) -> anyhow::Result<(Vec<u8>, String)> {
-    let body = serde_json::to_vec(request)?;
-    let tag = probe::sign(key, &body);
-    Ok((body, tag))
+/// The deployment's clock: Unix milliseconds.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 struct Controller {
-    key: ProbeKey,
+    key: DeploymentKey,
     edge: Arc<Edge>,
     carried: Arc<Carried>,
     guard: Mutex<ReplayGuard>,
 }
 
-pub fn routes(key: ProbeKey, edge: Arc<Edge>, carried: Arc<Carried>) -> axum::Router {
+pub fn routes(key: DeploymentKey, edge: Arc<Edge>, carried: Arc<Carried>) -> axum::Router {
     let controller = Arc::new(Controller {
         key,
         edge,
@@ -93,14 +64,18 @@ async fn control_request(
     let now = now_ms();
     let tag = headers.get(CONTROL_HEADER).and_then(|v| v.to_str().ok());
     // Nothing unauthenticated is parsed.
-    if let Err(e) = probe::verify_signature(&controller.key, &body, tag) {
-        return refused("unauthenticated", StatusCode::UNAUTHORIZED, e.to_string());
+    if let Err(e) = deployment::verify_signature(&controller.key, &body, tag) {
+        let why = match e {
+            SignatureError::Missing => format!("no {CONTROL_HEADER} header"),
+            SignatureError::Mismatch => format!("{CONTROL_HEADER} does not match the body"),
+        };
+        return refused("unauthenticated", StatusCode::UNAUTHORIZED, why);
     }
     let request: ControlRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return refused("malformed", StatusCode::BAD_REQUEST, e.to_string()),
     };
-    if request.issued_at_ms.abs_diff(now) > probe::MAX_SKEW_MS {
+    if !deployment::within_skew(request.issued_at_ms, now) {
         let why = format!("issued at {} ms, now {now} ms", request.issued_at_ms);
         return refused("unauthenticated", StatusCode::UNAUTHORIZED, why);
     }
@@ -146,26 +121,4 @@ async fn control_request(
         "control request done"
     );
     axum::Json(reply).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_tier_comes_from_the_control_address() {
-        assert_eq!(
-            Tier::of_address("http://a:1/_streamcdn/control?tier=top"),
-            Tier::Top
-        );
-        assert_eq!(
-            Tier::of_address("http://a:1/_streamcdn/control?tier=mid&x=1"),
-            Tier::Mid
-        );
-        assert_eq!(
-            Tier::of_address("http://a:1/_streamcdn/control"),
-            Tier::Edge
-        );
-        assert!(Tier::Top < Tier::Mid && Tier::Mid < Tier::Edge);
-    }
 }

@@ -12,10 +12,23 @@ use std::time::Duration;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use streamcdn_edge::{Edge, EdgeSettings, UpstreamKind};
-use streamcdn_registry::{DeploymentRecord, NodeRecord, Registry};
+use streamcdn_registry::{DeploymentRecord, NodeRecord, Registry, RegistryError};
+use thiserror::Error;
+
+use crate::{Edge, EdgeSettings, UpstreamKind};
 
 pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Error)]
+pub enum CarriedError {
+    #[error("cannot read the deployments: {0}")]
+    Registry(#[from] RegistryError),
+    #[error("cannot open the disk cache of configuration {configuration}: {source}")]
+    Disk {
+        configuration: String,
+        source: std::io::Error,
+    },
+}
 
 /// How each carried configuration's cache is sized, from the server's own settings.
 #[derive(Clone)]
@@ -81,7 +94,7 @@ impl Carried {
     }
 
     /// Brings the carried caches in line with the deployment records.
-    pub async fn refresh(&self) -> anyhow::Result<()> {
+    pub async fn refresh(&self) -> Result<(), CarriedError> {
         let _one = self.refreshing.lock().await;
         let wanted: Vec<DeploymentRecord> = self
             .registry
@@ -125,11 +138,11 @@ impl Carried {
         Ok(())
     }
 
-    fn build(&self, record: &DeploymentRecord) -> anyhow::Result<Arc<Edge>> {
+    fn build(&self, record: &DeploymentRecord) -> Result<Arc<Edge>, CarriedError> {
         let budget = &self.budget;
         let disk = (budget.disk_bytes > 0)
             .then(|| (budget.dir.join(&record.configuration), budget.disk_bytes));
-        Ok(Edge::new(EdgeSettings {
+        Edge::new(EdgeSettings {
             upstream: UpstreamKind::Parents(vec![record.origin.trim_end_matches('/').to_owned()]),
             archive: None,
             cache_memory_bytes: budget.memory_bytes,
@@ -142,14 +155,18 @@ impl Carried {
             tier_credential: None,
             // Nor need it speak HTTP/2 without TLS.
             upstream_http2: false,
-        })?)
+        })
+        .map_err(|source| CarriedError::Disk {
+            configuration: record.configuration.clone(),
+            source,
+        })
     }
 
     /// Re-reads the deployments every [`REFRESH_EVERY`] until shutdown.
     pub async fn keep_current(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         loop {
             if let Err(e) = self.refresh().await {
-                tracing::warn!(error = %e, "cannot read the deployments");
+                tracing::warn!(error = %e, "cannot carry the deployments");
             }
             tokio::select! {
                 _ = tokio::time::sleep(REFRESH_EVERY) => {}
