@@ -14,24 +14,26 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde::Serialize;
+use streamcdn_access::deployment::DeploymentKey;
 use streamcdn_registry::{NodeRecord, Registry, Role};
+use streamcdn_routing::decision::{
+    Decider, DeciderConfig, Decision, DecisionSource, EdgeState, Measurements, Millis, RumScore,
+};
+use streamcdn_routing::dns::{self, Answer, Transport, Zone};
+use streamcdn_routing::map::{History, RoutingMap};
+use streamcdn_routing::prefix::{ClientPrefix, StaticMap};
+use streamcdn_routing::probe::{
+    ProbeReport, ProbeRequest, PROBE_HEADER, PROBE_PATH, SHARED_SAMPLE_TTL,
+};
+use streamcdn_routing::rum::{self, BeaconGate, GateLimits, RumScores};
 use streamcdn_urls::{Target, UrlError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
-use crate::decision::{
-    Decider, DeciderConfig, Decision, DecisionSource, EdgeState, Measurements, Millis, RumScore,
-};
-use crate::dns::{self, Answer, Transport, Zone};
-use crate::map::{History, RoutingMap};
-use crate::prefix::{ClientPrefix, StaticMap};
-use crate::probe::{ProbeReport, ProbeRequest, PROBE_HEADER};
 use crate::response_cache::ResponseCache;
 use crate::responses::{ResponseCounters, Tally};
-use crate::rum::{self, BeaconGate, GateLimits, RumScores};
 use crate::udp;
-use streamcdn_access::deployment::DeploymentKey;
 
 /// A DNS-over-TCP client that sends nothing for this long is disconnected (RFC 7766
 /// suggests seconds, not minutes).
@@ -53,10 +55,6 @@ const PROBE_ATTEMPTS: u8 = 3;
 type ClientsBehind = HashMap<ClientPrefix, (u32, Millis)>;
 /// Client prefixes remembered behind one resolver prefix, at most.
 const MAX_CLIENTS_PER_RESOLVER: usize = 256;
-/// Measurements shared through the registry are kept as long as the decision uses them.
-pub const SHARED_SAMPLE_TTL: Duration = Duration::from_secs(300);
-/// The path on an edge's playback listener that takes signed probe requests.
-pub const PROBE_PATH: &str = "/_streamcdn/probe";
 
 pub struct Settings {
     pub zone: Zone,
@@ -324,7 +322,9 @@ async fn check_health(client: &Client, playback: &str) -> bool {
 }
 
 impl RouterService {
-    pub fn new(settings: Settings) -> Result<Arc<Self>, crate::decision::DecisionError> {
+    pub fn new(
+        settings: Settings,
+    ) -> Result<Arc<Self>, streamcdn_routing::decision::DecisionError> {
         let reprobe_after_ms =
             u64::try_from(settings.decider.probe_after.as_millis()).unwrap_or(u64::MAX);
         Ok(Arc::new(Self {
@@ -487,13 +487,14 @@ impl RouterService {
         let prefix = ClientPrefix::of(client);
         let decision = self.preview(prefix);
         let edges = self.edges();
-        let mut candidates: Vec<&crate::decision::CandidateScore> = decision
+        let mut candidates: Vec<&streamcdn_routing::decision::CandidateScore> = decision
             .explain
             .iter()
             .filter(|c| c.excluded.is_none() && edges.playback.contains_key(&c.edge))
             .collect();
         candidates.sort_by(|a, b| {
-            let score = |c: &crate::decision::CandidateScore| c.score.unwrap_or(f64::INFINITY);
+            let score =
+                |c: &streamcdn_routing::decision::CandidateScore| c.score.unwrap_or(f64::INFINITY);
             score(a)
                 .total_cmp(&score(b))
                 .then_with(|| a.edge.cmp(&b.edge))
