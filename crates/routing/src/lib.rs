@@ -15,6 +15,8 @@
 //!   they are believed, per-prefix medians over distinct clients.
 //! - [`probe`]: the probe requests the router sends edges and the reports they answer
 //!   with (the edges' side is `streamcdn-probe-agent`).
+//! - [`state`]: `RouterState`, every table the router keeps and all its policy
+//!   (resolver → client mapping, probe selection, report dedup, RUM jobs), over `now`.
 
 pub mod decision;
 pub mod dns;
@@ -22,3 +24,4 @@ pub mod map;
 pub mod prefix;
 pub mod probe;
 pub mod rum;
+pub mod state;
