@@ -13,8 +13,8 @@ use serde::Serialize;
 use streamcdn_access::deployment::DeploymentKey;
 
 use crate::decision::{
-    CandidateScore, Decider, DeciderConfig, Decision, DecisionError, EdgeState, Measurements,
-    Millis, RumScore,
+    CandidateScore, Decider, DeciderConfig, Decision, DecisionError, EdgeState, Inputs,
+    Measurements, Millis, RumScore,
 };
 use crate::map::{History, MapEntry, RoutingMap, Version};
 use crate::prefix::{ClientPrefix, StaticMap};
@@ -299,20 +299,17 @@ impl RouterState {
             .iter()
             .filter_map(|e| Some((e.id.clone(), self.rum.score(measured, &e.id, now)?)))
             .collect();
-        let decide = if remember {
-            Decider::decide
-        } else {
-            Decider::preview
+        let inputs = Inputs {
+            edges: &self.edges.states,
+            measurements: &self.measurements,
+            rum: &rum,
+            static_map: &self.static_map,
         };
-        let mut decision = decide(
-            &mut self.decider,
-            measured,
-            &self.edges.states,
-            &self.measurements,
-            &rum,
-            &self.static_map,
-            now,
-        );
+        let mut decision = if remember {
+            self.decider.decide(measured, &inputs, now)
+        } else {
+            self.decider.preview(measured, &inputs, now)
+        };
         if let Some(clients) = behind {
             decision.prefix = client;
             decision.scope_len = client.len();
