@@ -4,11 +4,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use streamcdn_routing::decision::{Estimator, Measurements};
 use streamcdn_access::deployment::{sign, DeploymentKey, ReplayGuard, KEY_LEN, MAX_SKEW_MS};
-use streamcdn_routing::probe::{
-    is_probeable, verify, ProbeAuthError, ProbeReport, MAX_ATTEMPTS,
-};
+use streamcdn_routing::decision::{Estimator, Measurements};
+use streamcdn_routing::probe::{is_probeable, verify, ProbeAuthError, ProbeReport, MAX_ATTEMPTS};
 
 include!("../invariants/probe_request.rs");
 
