@@ -599,27 +599,32 @@ impl RouterService {
                 return Vec::new();
             }
         };
-        let mut state = self.state();
-        let mut found = Vec::new();
+        // Parsed before the state is locked: only the recording holds it.
+        let mut rum = Vec::new();
+        let mut reports = Vec::new();
         for text in samples {
             if let Ok(shared) = serde_json::from_str::<SharedRum>(&text) {
-                state.record_shared_rum(
-                    prefix,
-                    &shared.rum_edge,
-                    shared.client,
-                    shared.at_ms,
-                    shared.cost_ms,
-                );
-                continue;
+                rum.push(shared);
+            } else if let Ok(report) = serde_json::from_str::<ProbeReport>(&text) {
+                if report.prefix == prefix {
+                    reports.push(report);
+                }
             }
-            let Ok(report) = serde_json::from_str::<ProbeReport>(&text) else {
-                continue;
-            };
-            if report.prefix != prefix {
-                continue;
-            }
+        }
+        let mut state = self.state();
+        for shared in rum {
+            state.record_shared_rum(
+                prefix,
+                &shared.rum_edge,
+                shared.client,
+                shared.at_ms,
+                shared.cost_ms,
+            );
+        }
+        let mut found = Vec::new();
+        for report in reports {
             if state.record_report(&report) != ReportOutcome::NoAnswer {
-                found.push((report.edge.clone(), report.measured_at_ms));
+                found.push((report.edge, report.measured_at_ms));
             }
         }
         found
