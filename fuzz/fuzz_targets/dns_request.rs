@@ -1,4 +1,4 @@
-//! The router's DNS responder (`streamcdn_router::dns::respond`); what it asserts is in
+//! The router's DNS responder (`streamcdn_routing::dns::respond`); what it asserts is in
 //! `fuzz/invariants/dns_request.rs`, shared with the corpus replay test.
 #![no_main]
 
@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hickory_proto::op::Message;
 use libfuzzer_sys::fuzz_target;
-use streamcdn_router::dns::{respond, Answer, Query, Transport, Zone};
+use streamcdn_routing::dns::{respond, Answer, Query, Transport, Zone};
 
 include!("../invariants/dns_request.rs");
 

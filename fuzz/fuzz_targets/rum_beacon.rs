@@ -1,11 +1,11 @@
-//! Beacons from browsers (`streamcdn_router::rum::BeaconGate::check`); what it asserts is
+//! Beacons from browsers (`streamcdn_routing::rum::BeaconGate::check`); what it asserts is
 //! in `fuzz/invariants/rum_beacon.rs`, shared with the corpus replay test.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use streamcdn_access::deployment::DeploymentKey;
-use streamcdn_router::prefix::ClientPrefix;
-use streamcdn_router::rum::{issue, BeaconGate, Claims, GateLimits, Rejection, RumScores};
+use streamcdn_routing::prefix::ClientPrefix;
+use streamcdn_routing::rum::{issue, BeaconGate, Claims, GateLimits, Rejection, RumScores};
 
 include!("../invariants/rum_beacon.rs");
 

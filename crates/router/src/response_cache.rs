@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use crate::prefix::ClientPrefix;
+use streamcdn_routing::prefix::ClientPrefix;
 
 /// Responses kept at most; a full cache starts over (a flood of distinct queries only
 /// costs it its hits).

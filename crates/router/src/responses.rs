@@ -225,7 +225,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::dns::{self, Answer, Transport, Zone};
+    use streamcdn_routing::dns::{self, Answer, Transport, Zone};
 
     /// Hands out counters it can read back, by name and labels.
     #[derive(Default)]

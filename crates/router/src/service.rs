@@ -1,12 +1,13 @@
 //! The router as a running service: the thin async shell around [`dns::respond`] and
-//! [`Decider::decide`]. It keeps the set of edges current from the node directory and
-//! its own health checks, answers DNS over UDP and TCP, and redirects HTTP requests.
+//! [`RouterState`], which owns every table and all the routing policy. It keeps the set
+//! of edges current from the node directory and its own health checks, answers DNS over
+//! UDP and TCP, redirects HTTP requests, asks edges to probe, and shares measurements
+//! through the registry.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{ConnectInfo, Query as UrlQuery, Request, State};
@@ -14,24 +15,28 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde::Serialize;
+use streamcdn_access::deployment::DeploymentKey;
 use streamcdn_registry::{NodeRecord, Registry, Role};
+use streamcdn_routing::decision::{
+    DeciderConfig, Decision, DecisionError, DecisionSource, EdgeState, Millis,
+};
+use streamcdn_routing::dns::{self, Answer, Transport, Zone};
+use streamcdn_routing::prefix::{ClientPrefix, StaticMap};
+use streamcdn_routing::probe::{
+    ProbeReport, ProbeRequest, PROBE_HEADER, PROBE_PATH, SHARED_SAMPLE_TTL,
+};
+use streamcdn_routing::rum::{self, RUM_BEACON_PATH, RUM_JOB_PATH};
+use streamcdn_routing::state::{
+    Edges, KnownEdge, ReportOutcome, RouterState, RumJob, RumSettings, View,
+};
 use streamcdn_urls::{Target, UrlError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
-use crate::decision::{
-    Decider, DeciderConfig, Decision, DecisionSource, EdgeState, Measurements, Millis, RumScore,
-};
-use crate::dns::{self, Answer, Transport, Zone};
-use crate::map::{History, RoutingMap};
-use crate::prefix::{ClientPrefix, StaticMap};
-use crate::probe::{ProbeReport, ProbeRequest, PROBE_HEADER};
 use crate::response_cache::ResponseCache;
 use crate::responses::{ResponseCounters, Tally};
-use crate::rum::{self, BeaconGate, GateLimits, RumScores};
 use crate::udp;
-use streamcdn_access::deployment::DeploymentKey;
 
 /// A DNS-over-TCP client that sends nothing for this long is disconnected (RFC 7766
 /// suggests seconds, not minutes).
@@ -40,23 +45,9 @@ const MAX_TCP_CLIENTS: usize = 512;
 /// How long a UDP thread waits on an idle socket before looking for a shutdown.
 const UDP_SHUTDOWN_CHECK: Duration = Duration::from_millis(200);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
-/// A prefix nobody asked about for this long leaves the routing map.
-const PREFIX_IDLE_MS: Millis = 10 * 60 * 1000;
-/// Prefixes the router keeps in its map, at most.
-const MAX_PREFIXES: usize = 65_536;
-/// A prefix is probed again no sooner than this.
-const PROBE_EVERY_MS: Millis = 10_000;
-/// Prefixes sent to probing per round, at most (the edges' budgets bound the rest).
-const PROBES_PER_ROUND: usize = 32;
 const PROBE_ATTEMPTS: u8 = 3;
-/// Client prefixes seen behind one resolver prefix: sightings and when last seen.
-type ClientsBehind = HashMap<ClientPrefix, (u32, Millis)>;
-/// Client prefixes remembered behind one resolver prefix, at most.
-const MAX_CLIENTS_PER_RESOLVER: usize = 256;
-/// Measurements shared through the registry are kept as long as the decision uses them.
-pub const SHARED_SAMPLE_TTL: Duration = Duration::from_secs(300);
-/// The path on an edge's playback listener that takes signed probe requests.
-pub const PROBE_PATH: &str = "/_streamcdn/probe";
+/// Prefixes decided per hold of the state's lock in a round.
+const DECISIONS_PER_LOCK: usize = 256;
 
 pub struct Settings {
     pub zone: Zone,
@@ -70,85 +61,6 @@ pub struct Settings {
     /// Where edges are listed and measurements are shared between routers.
     pub registry: Registry,
     pub rum: RumSettings,
-}
-
-/// How real-user measurements are trusted.
-#[derive(Debug, Clone, Copy)]
-pub struct RumSettings {
-    /// A prefix's RUM score for an edge needs this many distinct client addresses...
-    pub min_clients: usize,
-    /// ...that reported within this window.
-    pub window: Duration,
-    pub limits: GateLimits,
-}
-
-impl Default for RumSettings {
-    fn default() -> Self {
-        Self {
-            min_clients: 3,
-            window: Duration::from_secs(600),
-            limits: GateLimits::default(),
-        }
-    }
-}
-
-/// The path, on the router's HTTP listener, of measurement jobs for browsers.
-pub const RUM_JOB_PATH: &str = "/_streamcdn/rum/job";
-/// The path, on the router's HTTP listener, that takes their beacons.
-pub const RUM_BEACON_PATH: &str = "/_streamcdn/rum/beacon";
-/// The test object on every edge's playback listener.
-pub const RUM_OBJECT_PATH: &str = "/_streamcdn/rum/object";
-
-/// An edge as the router knows it: its state for the decision and where it plays.
-#[derive(Debug, Clone, Serialize)]
-pub struct KnownEdge {
-    #[serde(flatten)]
-    pub state: EdgeStateView,
-    pub playback: String,
-}
-
-/// [`EdgeState`] in a form the API can show.
-#[derive(Debug, Clone, Serialize)]
-pub struct EdgeStateView {
-    pub id: String,
-    pub site: String,
-    pub addrs: Vec<IpAddr>,
-    pub healthy: bool,
-    pub viewer_connections: u64,
-    pub capacity: Option<u64>,
-}
-
-impl From<&EdgeState> for EdgeStateView {
-    fn from(e: &EdgeState) -> Self {
-        Self {
-            id: e.id.clone(),
-            site: e.site.clone(),
-            addrs: e.addrs.clone(),
-            healthy: e.healthy,
-            viewer_connections: e.viewer_connections,
-            capacity: e.capacity,
-        }
-    }
-}
-
-#[derive(Default)]
-struct Edges {
-    states: Vec<EdgeState>,
-    playback: HashMap<String, String>,
-}
-
-/// The routing map and edges a batch of queries is answered from: read once per batch,
-/// not per query.
-#[derive(Clone)]
-struct View {
-    map: Arc<RoutingMap>,
-    edges: Arc<Edges>,
-}
-
-impl View {
-    fn same(&self, other: &View) -> bool {
-        Arc::ptr_eq(&self.map, &other.map) && Arc::ptr_eq(&self.edges, &other.edges)
-    }
 }
 
 /// What answering a delivery-name query decided: the prefix is recorded as asked, and a
@@ -170,24 +82,15 @@ impl Decided {
 
 pub struct RouterService {
     zone: Zone,
-    static_map: StaticMap,
     edge_capacity: Option<u64>,
     health_interval: Duration,
-    /// Replaced whole by each directory pass, so a query sees one consistent set.
-    edges: RwLock<Arc<Edges>>,
-    decider: Mutex<Decider>,
-    measurements: Mutex<Measurements>,
-    /// The answers in force, rebuilt each round and replaced whole.
-    map: RwLock<Arc<RoutingMap>>,
-    history: Mutex<History>,
-    /// Prefixes asked about, with when they last were and the last address asking.
-    asked: Mutex<HashMap<ClientPrefix, (Millis, IpAddr)>>,
     deployment_key: DeploymentKey,
-    /// When each prefix was last sent to probing.
-    probed: Mutex<HashMap<ClientPrefix, Millis>>,
     registry: Registry,
-    /// A sample younger than this needs no new probe (the decider's `probe_after`).
-    reprobe_after_ms: Millis,
+    /// How long shared RUM samples are kept in the registry.
+    rum_window: Duration,
+    /// Every table and all the routing policy; each step holds the lock briefly (a
+    /// batch of queries reads a `View` of the map and edges without it).
+    state: Mutex<RouterState>,
     /// The threads serving each UDP socket.
     udp_crews: udp::Crews,
     /// Per-query counters, looked up once: a labelled `counter!` per query costs a
@@ -196,17 +99,6 @@ pub struct RouterService {
     /// Responses by query type and result.
     responses: ResponseCounters,
     client: Client,
-    /// The newest report recorded per prefix and edge.
-    recorded: Mutex<HashMap<(ClientPrefix, String), Millis>>,
-    /// Browsers' download times per prefix and edge, from accepted beacons.
-    rum: Mutex<RumScores>,
-    beacons: Mutex<BeaconGate>,
-    rum_window: Duration,
-    /// Nonces of measurement jobs, with the client prefix each was issued to and when it
-    /// expires: a query for `<nonce>.rum.<zone>` tells which resolver that client uses.
-    rum_nonces: Mutex<HashMap<u64, (ClientPrefix, Millis)>>,
-    /// Per resolver prefix, the client prefixes seen behind it: sightings, last seen.
-    resolver_clients: Mutex<HashMap<ClientPrefix, ClientsBehind>>,
 }
 
 struct QueryCounters {
@@ -324,33 +216,21 @@ async fn check_health(client: &Client, playback: &str) -> bool {
 }
 
 impl RouterService {
-    pub fn new(settings: Settings) -> Result<Arc<Self>, crate::decision::DecisionError> {
-        let reprobe_after_ms =
-            u64::try_from(settings.decider.probe_after.as_millis()).unwrap_or(u64::MAX);
+    pub fn new(settings: Settings) -> Result<Arc<Self>, DecisionError> {
+        let state = RouterState::new(
+            &settings.zone.origin.to_ascii(),
+            settings.static_map,
+            settings.decider,
+            settings.rum,
+        )?;
         Ok(Arc::new(Self {
-            reprobe_after_ms,
-            decider: Mutex::new(Decider::new(settings.decider)?),
-            measurements: Mutex::new(Measurements::default()),
+            state: Mutex::new(state),
             zone: settings.zone,
-            static_map: settings.static_map,
             edge_capacity: settings.edge_capacity,
             health_interval: settings.health_interval,
-            edges: RwLock::default(),
-            map: RwLock::default(),
-            history: Mutex::default(),
-            asked: Mutex::default(),
             deployment_key: settings.deployment_key,
-            probed: Mutex::default(),
             registry: settings.registry,
-            recorded: Mutex::default(),
-            rum: Mutex::new(RumScores::new(
-                u64::try_from(settings.rum.window.as_millis()).unwrap_or(u64::MAX),
-                settings.rum.min_clients,
-            )),
-            beacons: Mutex::new(BeaconGate::new(settings.rum.limits)),
             rum_window: settings.rum.window,
-            rum_nonces: Mutex::default(),
-            resolver_clients: Mutex::default(),
             udp_crews: udp::Crews::default(),
             counters: QueryCounters::new(),
             responses: ResponseCounters::new(),
@@ -362,191 +242,34 @@ impl RouterService {
         &self.zone
     }
 
-    fn edges(&self) -> Arc<Edges> {
-        self.edges.read().unwrap_or_else(|e| e.into_inner()).clone()
+    /// The routing state, for one short step.
+    fn state(&self) -> MutexGuard<'_, RouterState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The map and edges in force, for answering a batch of queries.
+    fn view(&self) -> View {
+        self.state().view()
     }
 
     /// The edges the router knows now, with their health.
     pub fn known_edges(&self) -> Vec<KnownEdge> {
-        let edges = self.edges();
-        edges
-            .states
-            .iter()
-            .map(|s| KnownEdge {
-                state: s.into(),
-                playback: edges.playback.get(&s.id).cloned().unwrap_or_default(),
-            })
-            .collect()
-    }
-
-    /// The decision for a client prefix now (remembered for its hysteresis).
-    pub fn decide(&self, client: ClientPrefix) -> Decision {
-        self.decide_as(client, true)
+        self.state().known_edges()
     }
 
     /// What the decision for a client prefix would be now, remembering nothing (for
-    /// `explain` and measurement jobs).
+    /// `explain`).
     pub fn preview(&self, client: ClientPrefix) -> Decision {
-        self.decide_as(client, false)
+        self.state().preview(client, now_ms())
     }
 
-    fn decide_as(&self, client: ClientPrefix, remember: bool) -> Decision {
-        let edges = self.edges();
-        let now = now_ms();
-        // A resolver's prefix is decided by the clients measured behind it.
-        let behind = self.clients_behind(client, now);
-        let measured = behind.unwrap_or(client);
-        let rum: HashMap<String, RumScore> = {
-            let scores = self.rum.lock().unwrap_or_else(|e| e.into_inner());
-            edges
-                .states
-                .iter()
-                .filter_map(|e| Some((e.id.clone(), scores.score(measured, &e.id, now)?)))
-                .collect()
-        };
-        let measurements = self.measurements.lock().unwrap_or_else(|e| e.into_inner());
-        let decide = if remember {
-            Decider::decide
-        } else {
-            Decider::preview
-        };
-        let mut decision = decide(
-            &mut self.decider.lock().unwrap_or_else(|e| e.into_inner()),
-            measured,
-            &edges.states,
-            &measurements,
-            &rum,
-            &self.static_map,
-            now,
-        );
-        if let Some(clients) = behind {
-            decision.prefix = client;
-            decision.scope_len = client.len();
-            decision.measured_as = Some(clients);
-        }
-        decision
-    }
-
-    /// The client prefix seen most often behind the resolver prefix `resolver` within
-    /// the RUM window, if it is another prefix.
-    fn clients_behind(&self, resolver: ClientPrefix, now: Millis) -> Option<ClientPrefix> {
-        let window = u64::try_from(self.rum_window.as_millis()).unwrap_or(u64::MAX);
-        let table = self
-            .resolver_clients
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        table
-            .get(&resolver)?
-            .iter()
-            .filter(|(_, (_, last))| now.saturating_sub(*last) <= window)
-            .max_by_key(|(prefix, (count, _))| (*count, std::cmp::Reverse(**prefix)))
-            .map(|(prefix, _)| *prefix)
-            .filter(|prefix| *prefix != resolver)
-    }
-
-    /// A query for a measurement name: the resolver that sent it serves the client the
-    /// name's job was issued to.
-    fn note_measurement(&self, label: &[u8], resolver: IpAddr) {
-        let Some(nonce) = std::str::from_utf8(label)
-            .ok()
-            .and_then(|text| u64::from_str_radix(text, 16).ok())
-        else {
-            return;
-        };
-        let now = now_ms();
-        let client = {
-            let nonces = self.rum_nonces.lock().unwrap_or_else(|e| e.into_inner());
-            match nonces.get(&nonce) {
-                Some((client, expires)) if *expires >= now => *client,
-                _ => return,
-            }
-        };
-        let resolver = ClientPrefix::of(resolver);
-        let mut table = self
-            .resolver_clients
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if table.len() >= MAX_PREFIXES && !table.contains_key(&resolver) {
-            return;
-        }
-        let behind = table.entry(resolver).or_default();
-        if behind.len() >= MAX_CLIENTS_PER_RESOLVER && !behind.contains_key(&client) {
-            return;
-        }
-        let slot = behind.entry(client).or_insert((0, now));
-        slot.0 = slot.0.saturating_add(1);
-        slot.1 = now;
-        metrics::counter!("streamcdn_router_rum_resolver_sightings_total").increment(1);
-    }
-
-    /// A measurement job for the browser at `client`: every healthy edge (best first,
-    /// at most [`rum::MAX_TARGETS`]) to download the test object from, under a token
-    /// for this client only.
-    pub fn rum_job(&self, client: IpAddr) -> serde_json::Value {
-        let client = client.to_canonical();
-        let prefix = ClientPrefix::of(client);
-        let decision = self.preview(prefix);
-        let edges = self.edges();
-        let mut candidates: Vec<&crate::decision::CandidateScore> = decision
-            .explain
-            .iter()
-            .filter(|c| c.excluded.is_none() && edges.playback.contains_key(&c.edge))
-            .collect();
-        candidates.sort_by(|a, b| {
-            let score = |c: &crate::decision::CandidateScore| c.score.unwrap_or(f64::INFINITY);
-            score(a)
-                .total_cmp(&score(b))
-                .then_with(|| a.edge.cmp(&b.edge))
-        });
-        candidates.truncate(rum::MAX_TARGETS);
-        let nonce: u64 = rand::random();
-        let claims = rum::Claims {
-            client,
-            prefix,
-            edges: candidates.iter().map(|c| c.edge.clone()).collect(),
-            nonce,
-            expires_ms: now_ms().saturating_add(rum::TOKEN_TTL_MS),
-        };
-        {
-            let mut nonces = self.rum_nonces.lock().unwrap_or_else(|e| e.into_inner());
-            let now = now_ms();
-            if nonces.len() >= MAX_PREFIXES {
-                nonces.retain(|_, (_, expires)| *expires >= now);
-            }
-            if nonces.len() < MAX_PREFIXES {
-                nonces.insert(nonce, (prefix, claims.expires_ms));
-            }
-        }
-        let targets: Vec<serde_json::Value> = candidates
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| {
-                let base = edges.playback.get(&c.edge)?;
-                let url = format!("{base}{RUM_OBJECT_PATH}?n={nonce:016x}-{i}");
-                Some(serde_json::json!({ "edge": c.edge, "url": url }))
-            })
-            .collect();
-        // The same test object through a name only this job uses: its DNS query shows
-        // the router which resolver this client uses.
-        let port = candidates
-            .first()
-            .and_then(|c| edges.playback.get(&c.edge))
-            .and_then(|base| base.rsplit_once(':'))
-            .and_then(|(_, port)| port.parse::<u16>().ok());
-        let zone = self.zone.origin.to_ascii();
-        let resolver_url = port.map(|port| {
-            format!(
-                "http://{nonce:016x}.rum.{}:{port}{RUM_OBJECT_PATH}?n={nonce:016x}-r",
-                zone.trim_end_matches('.')
-            )
-        });
+    /// A measurement job for the browser at `client`, under a token for it only.
+    pub fn rum_job(&self, client: IpAddr) -> RumJob {
+        let job = self
+            .state()
+            .rum_job(&self.deployment_key, client, rand::random(), now_ms());
         metrics::counter!("streamcdn_router_rum_jobs_total").increment(1);
-        serde_json::json!({
-            "token": rum::issue(&self.deployment_key, &claims),
-            "targets": targets,
-            "resolver_url": resolver_url,
-            "beacon": RUM_BEACON_PATH,
-        })
+        job
     }
 
     /// Checks a beacon from `sender` and, if it holds, records its results (and files
@@ -554,10 +277,8 @@ impl RouterService {
     pub async fn rum_beacon(&self, body: &[u8], sender: IpAddr) -> Result<(), rum::Rejection> {
         let now = now_ms();
         let checked = self
-            .beacons
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .check(&self.deployment_key, body, sender, now);
+            .state()
+            .rum_beacon(&self.deployment_key, body, sender, now);
         let accepted = match checked {
             Ok(accepted) => accepted,
             Err(rejection) => {
@@ -569,10 +290,6 @@ impl RouterService {
         };
         metrics::counter!("streamcdn_router_rum_beacons_total", "result" => "accepted")
             .increment(1);
-        self.rum
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .record_beacon(&accepted, now);
         for result in &accepted.results {
             let shared = SharedRum {
                 rum_edge: result.edge.clone(),
@@ -595,32 +312,17 @@ impl RouterService {
         Ok(())
     }
 
-    /// The map and edges in force, for answering a batch of queries.
-    fn view(&self) -> View {
-        View {
-            map: self.map.read().unwrap_or_else(|e| e.into_inner()).clone(),
-            edges: self.edges(),
-        }
-    }
-
     /// Records prefixes asked about (with the address asking), under one lock for a batch.
     fn note_asked(&self, asked: impl IntoIterator<Item = (ClientPrefix, IpAddr)>) {
-        let now = now_ms();
-        let mut table = self.asked.lock().unwrap_or_else(|e| e.into_inner());
-        for (prefix, client) in asked {
-            // A full table takes no new prefix until the next round drops idle ones:
-            // looking for the oldest here would cost a scan per query, on the path a
-            // flood of spoofed subnets takes. The prefix is still answered, decided afresh.
-            if table.len() < MAX_PREFIXES || table.contains_key(&prefix) {
-                table.insert(prefix, (now, client));
-            }
-        }
+        self.state().note_asked(asked, now_ms());
     }
 
     /// The answer to a delivery-name query, and what was decided.
     fn answer(&self, view: &View, query: &dns::Query<'_>) -> (Answer, Decided) {
         if let (Some(label), None) = (query.measurement, query.ecs) {
-            self.note_measurement(label, query.client);
+            if self.state().note_measurement(label, query.client, now_ms()) {
+                metrics::counter!("streamcdn_router_rum_resolver_sightings_total").increment(1);
+            }
         }
         let prefix = match query.ecs {
             Some((addr, len)) => {
@@ -629,16 +331,12 @@ impl RouterService {
             None => ClientPrefix::of(query.client),
         };
         let (ids, scope_len, from_map) = self.route(view, prefix);
-        let addrs = ids
-            .iter()
-            .filter_map(|id| view.edges.states.iter().find(|e| &e.id == id))
-            .flat_map(|e| e.addrs.iter().copied())
-            .collect();
         let decided = Decided {
             prefix,
             ecs_addr: query.ecs.map(|(addr, _)| addr),
             from_map,
         };
+        let addrs = view.addrs(&ids);
         (Answer { addrs, scope_len }, decided)
     }
 
@@ -649,14 +347,7 @@ impl RouterService {
         view: &'v View,
         prefix: ClientPrefix,
     ) -> (Cow<'v, [String]>, u8, Option<DecisionSource>) {
-        let serving = |id: &String| view.edges.states.iter().any(|e| &e.id == id && e.healthy);
-        // An edge that failed since the map was built is not answered until the next
-        // round: the prefix is decided afresh.
-        match view
-            .map
-            .get(&prefix)
-            .filter(|e| e.edges.iter().all(serving))
-        {
+        match view.lookup(&prefix) {
             Some(entry) => {
                 self.counters.answered_from_map(entry.source).increment(1);
                 (
@@ -666,7 +357,7 @@ impl RouterService {
                 )
             }
             None => {
-                let d = self.decide(prefix);
+                let d = self.state().decide(prefix, now_ms());
                 metrics::counter!("streamcdn_router_decisions_total", "source" => d.source.as_str(), "from" => "fresh")
                     .increment(1);
                 (Cow::Owned(d.edges), d.scope_len, None)
@@ -675,57 +366,31 @@ impl RouterService {
     }
 
     /// Decides every prefix asked about recently and replaces the map if an answer
-    /// changed. Returns the clients to probe: for prefixes whose decision wants
-    /// measurements and that were not sent to probing lately, the last address asking.
-    pub fn rebuild_map(&self) -> Vec<IpAddr> {
+    /// changed. Returns the clients to probe.
+    fn rebuild_map(&self) -> Vec<IpAddr> {
         let now = now_ms();
-        let prefixes: Vec<(ClientPrefix, IpAddr)> = {
-            let mut asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
-            asked.retain(|_, (t, _)| now.saturating_sub(*t) < PREFIX_IDLE_MS);
-            asked.iter().map(|(p, (_, ip))| (*p, *ip)).collect()
-        };
-        let decisions: Vec<Decision> = prefixes.iter().map(|(p, _)| self.decide(*p)).collect();
-        let mut wants_probe = Vec::new();
-        {
-            let mut probed = self.probed.lock().unwrap_or_else(|e| e.into_inner());
-            probed.retain(|_, t| now.saturating_sub(*t) < PROBE_EVERY_MS);
-            for (decision, (prefix, client)) in decisions.iter().zip(&prefixes) {
-                if decision.needs_probe
-                    && wants_probe.len() < PROBES_PER_ROUND
-                    && !probed.contains_key(prefix)
-                {
-                    probed.insert(*prefix, now);
-                    wants_probe.push(*client);
-                }
-            }
+        let asked = self.state().asked_recently(now);
+        // In chunks: queries that miss the map wait for the lock at most one chunk.
+        let mut decisions = Vec::with_capacity(asked.len());
+        for chunk in asked.chunks(DECISIONS_PER_LOCK) {
+            let mut state = self.state();
+            decisions.extend(chunk.iter().map(|(prefix, _)| state.decide(*prefix, now)));
         }
-        let current = self.map.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let (next, version) = current.next(decisions, now);
-        if let Some(version) = version {
+        let round = self.state().finish_round(&asked, decisions, now);
+        if let Some(version) = round.version {
             tracing::info!(
                 version = version.version,
                 changed = version.changed,
                 "routing map replaced"
             );
             metrics::gauge!("streamcdn_router_map_version").set(version.version as f64);
-            self.history
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(version);
         }
-        *self.map.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
-        wants_probe
+        round.probe
     }
 
     /// The map in force and the history of its versions.
     pub fn map_snapshot(&self) -> serde_json::Value {
-        let map = self.map.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let history = self
-            .history
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        serde_json::json!({ "map": &*map, "history": history })
+        self.state().map_snapshot()
     }
 
     /// The response to one DNS message, or `None` to drop it.
@@ -862,60 +527,39 @@ impl RouterService {
         metrics::gauge!("streamcdn_router_edges", "state" => "healthy").set(healthy as f64);
         metrics::gauge!("streamcdn_router_edges", "state" => "unhealthy")
             .set((edges.states.len() - healthy) as f64);
-        let previous = std::mem::replace(
-            &mut *self.edges.write().unwrap_or_else(|e| e.into_inner()),
-            Arc::new(edges),
-        );
-        let now = self.edges();
-        for edge in &now.states {
-            let before = previous
-                .states
-                .iter()
-                .find(|p| p.id == edge.id)
-                .map(|p| p.healthy);
-            if before != Some(edge.healthy) {
-                tracing::info!(
-                    edge = edge.id,
-                    site = edge.site,
-                    healthy = edge.healthy,
-                    "edge state"
-                );
-            }
+        for edge in self.state().set_edges(edges) {
+            tracing::info!(
+                edge = edge.id,
+                site = edge.site,
+                healthy = edge.healthy,
+                "edge state"
+            );
         }
     }
 
-    /// Asks every healthy edge to probe each client, and records what they report.
+    /// Asks the healthy edges without a recent sample to probe each client, and records
+    /// what they report.
     async fn probe_clients(self: Arc<Self>, clients: Vec<IpAddr>) {
-        let edges = self.edges();
         let (key, http) = (&self.deployment_key, &self.client);
         let now = now_ms();
         let mut asks = Vec::new();
         for client in clients {
-            let prefix = ClientPrefix::of(client);
             // What other routers (and edges' passive samples) already measured counts:
             // only the edges without a recent sample are asked.
-            let shared = self.pull_shared(prefix).await;
-            for edge in edges.states.iter().filter(|e| e.healthy) {
-                if shared.iter().any(|(id, at)| {
-                    id == &edge.id && now.saturating_sub(*at) < self.reprobe_after_ms
-                }) {
-                    continue;
-                }
-                let Some(playback) = edges.playback.get(&edge.id) else {
-                    continue;
-                };
-                let request = ProbeRequest::new(client, PROBE_ATTEMPTS, now).for_edge(&edge.id);
+            let shared = self.pull_shared(ClientPrefix::of(client)).await;
+            for (edge, playback) in self.state().edges_to_probe(&shared, now) {
+                let request = ProbeRequest::new(client, PROBE_ATTEMPTS, now).for_edge(&edge);
                 asks.push(async move {
-                    let report = ask_probe(http, key, playback, &request).await;
-                    (request, edge.id.clone(), report)
+                    let report = ask_probe(http, key, &playback, &request).await;
+                    (request, edge, report)
                 });
             }
         }
         for (request, edge, report) in futures::future::join_all(asks).await {
             let outcome = match report {
                 Ok(report) if report.answers(&request) && report.edge == edge => {
-                    let outcome = self.record_report(&report);
-                    if outcome == "measured" {
+                    let outcome = self.state().record_report(&report);
+                    if outcome == ReportOutcome::Measured {
                         metrics::histogram!("streamcdn_router_probe_rtt_seconds")
                             .record(report.rtt_ms.unwrap_or_default() / 1000.0);
                         if let Ok(json) = serde_json::to_string(&report) {
@@ -933,7 +577,7 @@ impl RouterService {
                             }
                         }
                     }
-                    outcome
+                    outcome.as_str()
                 }
                 Ok(_) => "mismatched",
                 Err(e) => {
@@ -942,37 +586,6 @@ impl RouterService {
                 }
             };
             metrics::counter!("streamcdn_router_probes_total", "outcome" => outcome).increment(1);
-        }
-    }
-
-    /// Records a report once (a report pulled again from the registry is not counted
-    /// twice). Returns what happened, for the metrics.
-    fn record_report(&self, report: &ProbeReport) -> &'static str {
-        let Ok(measurement) = report.to_measurement() else {
-            return "no_answer";
-        };
-        {
-            let mut recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
-            let key = (report.prefix, report.edge.clone());
-            if recorded
-                .get(&key)
-                .is_some_and(|at| *at >= report.measured_at_ms)
-            {
-                return "known";
-            }
-            if recorded.len() >= MAX_PREFIXES * 4 {
-                recorded.clear();
-            }
-            recorded.insert(key, report.measured_at_ms);
-        }
-        match self
-            .measurements
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .record(report.prefix, measurement)
-        {
-            Ok(()) => "measured",
-            Err(_) => "invalid",
         }
     }
 
@@ -986,26 +599,32 @@ impl RouterService {
                 return Vec::new();
             }
         };
-        let mut found = Vec::new();
+        // Parsed before the state is locked: only the recording holds it.
+        let mut rum = Vec::new();
+        let mut reports = Vec::new();
         for text in samples {
             if let Ok(shared) = serde_json::from_str::<SharedRum>(&text) {
-                self.rum.lock().unwrap_or_else(|e| e.into_inner()).record(
-                    prefix,
-                    &shared.rum_edge,
-                    shared.client,
-                    shared.at_ms,
-                    shared.cost_ms,
-                );
-                continue;
+                rum.push(shared);
+            } else if let Ok(report) = serde_json::from_str::<ProbeReport>(&text) {
+                if report.prefix == prefix {
+                    reports.push(report);
+                }
             }
-            let Ok(report) = serde_json::from_str::<ProbeReport>(&text) else {
-                continue;
-            };
-            if report.prefix != prefix {
-                continue;
-            }
-            if self.record_report(&report) != "no_answer" {
-                found.push((report.edge.clone(), report.measured_at_ms));
+        }
+        let mut state = self.state();
+        for shared in rum {
+            state.record_shared_rum(
+                prefix,
+                &shared.rum_edge,
+                shared.client,
+                shared.at_ms,
+                shared.cost_ms,
+            );
+        }
+        let mut found = Vec::new();
+        for report in reports {
+            if state.record_report(&report) != ReportOutcome::NoAnswer {
+                found.push((report.edge, report.measured_at_ms));
             }
         }
         found

@@ -161,7 +161,7 @@ impl Context {
             scrape_hooks: Vec::new(),
             metrics: admin::install_metrics()?,
             playback: Arc::new(Traffic::with_passive_rtts(
-                streamcdn_router::probe::PassiveRtts::new(
+                streamcdn_probe_agent::PassiveRtts::new(
                     PASSIVE_PREFIXES,
                     PASSIVE_SAMPLES,
                     PASSIVE_MAX_AGE,

@@ -43,12 +43,12 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub struct Traffic {
     open_connections: AtomicU64,
     bytes_out: AtomicU64,
-    passive_rtts: Option<std::sync::Mutex<streamcdn_router::probe::PassiveRtts>>,
+    passive_rtts: Option<std::sync::Mutex<streamcdn_probe_agent::PassiveRtts>>,
 }
 
 impl Traffic {
     /// A meter that also records each connection's handshake RTT per client prefix.
-    pub fn with_passive_rtts(rtts: streamcdn_router::probe::PassiveRtts) -> Self {
+    pub fn with_passive_rtts(rtts: streamcdn_probe_agent::PassiveRtts) -> Self {
         Self {
             passive_rtts: Some(std::sync::Mutex::new(rtts)),
             ..Self::default()
@@ -60,7 +60,7 @@ impl Traffic {
         &self,
         edge: &str,
         now_ms: u64,
-    ) -> Vec<streamcdn_router::probe::ProbeReport> {
+    ) -> Vec<streamcdn_routing::probe::ProbeReport> {
         match &self.passive_rtts {
             Some(rtts) => rtts
                 .lock()
@@ -75,8 +75,8 @@ impl Traffic {
             return;
         };
         // Right after accept the kernel's estimate is the handshake's round trip.
-        if let Some(rtt) = streamcdn_router::probe::tcp_info_rtt(stream) {
-            let prefix = streamcdn_router::prefix::ClientPrefix::of(peer.ip());
+        if let Some(rtt) = streamcdn_probe_agent::tcp_info_rtt(stream) {
+            let prefix = streamcdn_routing::prefix::ClientPrefix::of(peer.ip());
             rtts.lock().unwrap_or_else(|e| e.into_inner()).record(
                 prefix,
                 rtt,

@@ -19,9 +19,9 @@ use streamcdn_config::EdgeTier;
 use streamcdn_edge::carried::{self, CacheBudget, Carried};
 use streamcdn_edge::control_endpoint::{self, CONTROL_PATH};
 use streamcdn_edge::{Edge, EdgeSettings, UpstreamKind};
+use streamcdn_probe_agent::ProbeBudget;
 use streamcdn_registry::Registry;
-use streamcdn_router::probe::{self, ProbeBudget, ProbeReport, PROBE_HEADER};
-use streamcdn_router::service::{PROBE_PATH, SHARED_SAMPLE_TTL};
+use streamcdn_routing::probe::{self, PROBE_HEADER, PROBE_PATH, SHARED_SAMPLE_TTL};
 use streamcdn_urls::{StreamName, Target};
 use streamcdn_web::{Asset, HLS_JS, RUM_JS, RUM_OBJECT, RUM_OBJECT_PATH};
 
@@ -109,10 +109,11 @@ async fn probe_request(
         metrics::counter!("streamcdn_edge_probes_total", "outcome" => "over_budget").increment(1);
         return (StatusCode::TOO_MANY_REQUESTS, "probe budget exhausted\n").into_response();
     }
-    let outcome = probe::probe(request.target, request.attempts, PROBE_TIMEOUT).await;
+    let outcome =
+        streamcdn_probe_agent::probe(request.target, request.attempts, PROBE_TIMEOUT).await;
     metrics::counter!("streamcdn_edge_probes_total", "outcome" => outcome.method.as_str())
         .increment(1);
-    axum::Json(ProbeReport::new(&prober.edge, &request, &outcome, now_ms())).into_response()
+    axum::Json(outcome.report(&prober.edge, &request, now_ms())).into_response()
 }
 
 /// How long the router found in the node directory is trusted before looking again.

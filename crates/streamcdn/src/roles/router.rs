@@ -7,11 +7,12 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context as _};
 use futures::future::BoxFuture;
 use streamcdn_config::RouterConfig;
-use streamcdn_router::decision::{DeciderConfig, Weights};
-use streamcdn_router::dns::Zone;
-use streamcdn_router::prefix::StaticMap;
-use streamcdn_router::rum::GateLimits;
-use streamcdn_router::service::{RouterService, RumSettings, Settings};
+use streamcdn_router::service::{RouterService, Settings};
+use streamcdn_routing::decision::{DeciderConfig, Weights};
+use streamcdn_routing::dns::Zone;
+use streamcdn_routing::prefix::StaticMap;
+use streamcdn_routing::rum::GateLimits;
+use streamcdn_routing::state::RumSettings;
 
 use streamcdn_web::RUM_JS;
 

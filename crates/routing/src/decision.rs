@@ -591,6 +591,16 @@ pub struct Decision {
     pub explain: Vec<CandidateScore>,
 }
 
+/// What a decision is made from, besides the prefix and the time.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    pub edges: &'a [EdgeState],
+    pub measurements: &'a Measurements,
+    /// The prefix's real-user scores by edge id.
+    pub rum: &'a HashMap<String, RumScore>,
+    pub static_map: &'a StaticMap,
+}
+
 struct Remembered {
     edge: String,
     at: Millis,
@@ -654,48 +664,85 @@ impl Decider {
         }
     }
 
-    /// `rum`: the prefix's real-user scores by edge id.
-    /// The measured choice is remembered for the prefix's hysteresis.
-    pub fn decide(
-        &mut self,
-        client: ClientPrefix,
-        edges: &[EdgeState],
-        measurements: &Measurements,
-        rum: &HashMap<String, RumScore>,
-        static_map: &StaticMap,
-        now: Millis,
-    ) -> Decision {
-        self.decide_inner(client, edges, measurements, rum, static_map, now, true)
+    /// The decision for `client`; the measured choice is remembered for the prefix's
+    /// hysteresis.
+    pub fn decide(&mut self, client: ClientPrefix, inputs: &Inputs<'_>, now: Millis) -> Decision {
+        self.decide_as(client, inputs, now, true)
     }
 
     /// What [`Decider::decide`] would answer now, remembering nothing: for explaining
     /// and for measurement jobs, which must not move a prefix's answer.
-    pub fn preview(
-        &mut self,
-        client: ClientPrefix,
-        edges: &[EdgeState],
-        measurements: &Measurements,
-        rum: &HashMap<String, RumScore>,
-        static_map: &StaticMap,
-        now: Millis,
-    ) -> Decision {
-        self.decide_inner(client, edges, measurements, rum, static_map, now, false)
+    pub fn preview(&mut self, client: ClientPrefix, inputs: &Inputs<'_>, now: Millis) -> Decision {
+        self.decide_as(client, inputs, now, false)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn decide_inner(
+    /// Measured first, then the static map, then the least loaded edge.
+    fn decide_as(
         &mut self,
         client: ClientPrefix,
-        edges: &[EdgeState],
-        measurements: &Measurements,
-        rum: &HashMap<String, RumScore>,
-        static_map: &StaticMap,
+        inputs: &Inputs<'_>,
         now: Millis,
         remember: bool,
     ) -> Decision {
+        let (cands, rum_used) = self.candidates(client, inputs, now);
+        let probe_after = ms(self.config.probe_after);
+        let needs_probe = cands
+            .iter()
+            .any(|c| c.eligible() && c.estimate.is_none_or(|e| e.newest_age_ms > probe_after));
+        let explain: Vec<CandidateScore> = cands.iter().map(explain_one).collect();
+        let answers = self.config.answers;
+        let decision = |edges: Vec<String>, source, scope_len, reason| Decision {
+            prefix: client,
+            edges: edges.into_iter().take(answers).collect(),
+            source,
+            scope_len,
+            needs_probe,
+            rum_used,
+            measured_as: None,
+            reason,
+            explain,
+        };
+
+        let eligible: Vec<&Candidate<'_>> = cands.iter().filter(|c| c.eligible()).collect();
+        if eligible.is_empty() {
+            return decision(
+                Vec::new(),
+                DecisionSource::NoHealthyEdge,
+                0,
+                Reason::NoHealthyEdge,
+            );
+        }
+        let by_load = least_loaded_order(&eligible);
+        if let Some((ranked, reason)) = self.measured(client, &eligible, &by_load, now, remember) {
+            return decision(ranked, DecisionSource::Measured, client.len(), reason);
+        }
+        match static_choice(client, inputs.static_map, &by_load) {
+            Ok((ranked, scope_len, reason)) => {
+                decision(ranked, DecisionSource::StaticMap, scope_len, reason)
+            }
+            // Least loaded. The choice does not depend on the client, but it is scoped to
+            // the client's prefix all the same: with scope 0 a resolver would serve this
+            // stopgap to every prefix for a TTL, hiding measured answers for the others.
+            Err(map_site) => decision(
+                by_load.iter().map(|c| c.edge.id.clone()).collect(),
+                DecisionSource::LeastLoaded,
+                client.len(),
+                Reason::LeastLoaded { map_site },
+            ),
+        }
+    }
+
+    /// Every input edge as a candidate, excluded or scored; and whether RUM counted.
+    fn candidates<'a>(
+        &self,
+        client: ClientPrefix,
+        inputs: &Inputs<'a>,
+        now: Millis,
+    ) -> (Vec<Candidate<'a>>, bool) {
         let cfg = &self.config;
         let mut seen = HashSet::new();
-        let mut cands: Vec<Candidate<'_>> = edges
+        let mut cands: Vec<Candidate<'a>> = inputs
+            .edges
             .iter()
             .map(|edge| {
                 let load_factor = edge
@@ -710,8 +757,10 @@ impl Decider {
                 };
                 Candidate {
                     edge,
-                    estimate: measurements.estimate(client, &edge.id, now, &cfg.estimator),
-                    rum: rum.get(&edge.id).copied(),
+                    estimate: inputs
+                        .measurements
+                        .estimate(client, &edge.id, now, &cfg.estimator),
+                    rum: inputs.rum.get(&edge.id).copied(),
                     load_factor,
                     contributions: Contributions::default(),
                     score: None,
@@ -759,37 +808,20 @@ impl Decider {
                 c.score = Some(sum * self.load_multiplier(c.load_factor));
             }
         }
+        (cands, rum_used)
+    }
 
-        let probe_after = ms(self.config.probe_after);
-        let needs_probe = cands
-            .iter()
-            .any(|c| c.eligible() && c.estimate.is_none_or(|e| e.newest_age_ms > probe_after));
-        let explain: Vec<CandidateScore> = cands.iter().map(explain_one).collect();
-        let answers = self.config.answers;
-        let decision = |edges: Vec<String>, source, scope_len, reason| Decision {
-            prefix: client,
-            edges: edges.into_iter().take(answers).collect(),
-            source,
-            scope_len,
-            needs_probe,
-            rum_used,
-            measured_as: None,
-            reason,
-            explain,
-        };
-
-        let eligible: Vec<&Candidate<'_>> = cands.iter().filter(|c| c.eligible()).collect();
-        if eligible.is_empty() {
-            return decision(
-                Vec::new(),
-                DecisionSource::NoHealthyEdge,
-                0,
-                Reason::NoHealthyEdge,
-            );
-        }
-        let by_load = least_loaded_order(&eligible);
-
-        // 1. Measured.
+    /// The measured answer, if any eligible edge has a score: the best, unless the
+    /// previous choice is within hysteresis or near-equal edges share the prefixes;
+    /// then the other measured edges by score, then unmeasured ones by load.
+    fn measured(
+        &mut self,
+        client: ClientPrefix,
+        eligible: &[&Candidate<'_>],
+        by_load: &[&Candidate<'_>],
+        now: Millis,
+        remember: bool,
+    ) -> Option<(Vec<String>, Reason)> {
         let mut measured: Vec<(&Candidate<'_>, f64)> = eligible
             .iter()
             .filter_map(|c| c.score.map(|s| (*c, s)))
@@ -798,114 +830,107 @@ impl Decider {
             a.1.total_cmp(&b.1)
                 .then_with(|| a.0.edge.id.cmp(&b.0.edge.id))
         });
-        if let Some(&(best, best_score)) = measured.first() {
-            let band = best_score
-                + (best_score * self.config.near_equal).max(ms_f64(self.config.near_equal_min));
-            let near: Vec<(&str, f64)> = measured
-                .iter()
-                .filter(|(_, s)| *s <= band)
-                .map(|(c, s)| (c.edge.id.as_str(), *s))
-                .collect();
-            let max_age = ms(self.config.estimator.max_age);
-            let previous = self
-                .last
-                .get(&client)
-                .filter(|r| now.saturating_sub(r.at) <= max_age)
-                .and_then(|r| measured.iter().find(|(c, _)| c.edge.id == r.edge))
-                .map(|(c, s)| (c.edge.id.as_str(), *s));
-            let spread = || {
-                if near.len() > 1 {
+        let &(best, best_score) = measured.first()?;
+        let band = best_score
+            + (best_score * self.config.near_equal).max(ms_f64(self.config.near_equal_min));
+        let near: Vec<(&str, f64)> = measured
+            .iter()
+            .filter(|(_, s)| *s <= band)
+            .map(|(c, s)| (c.edge.id.as_str(), *s))
+            .collect();
+        let max_age = ms(self.config.estimator.max_age);
+        let previous = self
+            .last
+            .get(&client)
+            .filter(|r| now.saturating_sub(r.at) <= max_age)
+            .and_then(|r| measured.iter().find(|(c, _)| c.edge.id == r.edge))
+            .map(|(c, s)| (c.edge.id.as_str(), *s));
+        let spread = || {
+            if near.len() > 1 {
+                (
+                    rendezvous(&client, &near),
+                    Reason::Spread {
+                        among: near.iter().map(|(id, _)| (*id).to_owned()).collect(),
+                    },
+                )
+            } else {
+                (best.edge.id.as_str(), Reason::Best)
+            }
+        };
+        let (chosen, reason) = match previous {
+            Some((prev, _)) if prev == best.edge.id => (prev, Reason::Best),
+            Some((prev, prev_score)) => {
+                let gain = prev_score - best_score;
+                let worth_it = gain > prev_score * self.config.hysteresis_ratio
+                    && gain > ms_f64(self.config.hysteresis_min);
+                if prev_score <= band || !worth_it {
                     (
-                        rendezvous(&client, &near),
-                        Reason::Spread {
-                            among: near.iter().map(|(id, _)| (*id).to_owned()).collect(),
+                        prev,
+                        Reason::Kept {
+                            best: best.edge.id.clone(),
                         },
                     )
                 } else {
-                    (best.edge.id.as_str(), Reason::Best)
+                    spread()
                 }
-            };
-            let (chosen, reason) = match previous {
-                Some((prev, _)) if prev == best.edge.id => (prev, Reason::Best),
-                Some((prev, prev_score)) => {
-                    let gain = prev_score - best_score;
-                    let worth_it = gain > prev_score * self.config.hysteresis_ratio
-                        && gain > ms_f64(self.config.hysteresis_min);
-                    if prev_score <= band || !worth_it {
-                        (
-                            prev,
-                            Reason::Kept {
-                                best: best.edge.id.clone(),
-                            },
-                        )
-                    } else {
-                        spread()
-                    }
-                }
-                None => spread(),
-            };
-            let chosen = chosen.to_owned();
-            if remember {
-                let slot = self.last.touch(client, || Remembered {
-                    edge: String::new(),
-                    at: now,
-                });
-                slot.edge.clone_from(&chosen);
-                slot.at = now;
             }
-            // Then the other measured edges by score, then unmeasured ones by load.
-            let rest_measured = measured.iter().map(|(c, _)| c.edge.id.as_str());
-            let unmeasured = by_load
-                .iter()
-                .filter(|c| c.score.is_none())
-                .map(|c| c.edge.id.as_str());
-            let mut ranked = vec![chosen.clone()];
-            ranked.extend(
-                rest_measured
-                    .chain(unmeasured)
-                    .filter(|id| *id != chosen)
-                    .map(str::to_owned),
-            );
-            return decision(ranked, DecisionSource::Measured, client.len(), reason);
+            None => spread(),
+        };
+        let chosen = chosen.to_owned();
+        if remember {
+            let slot = self.last.touch(client, || Remembered {
+                edge: String::new(),
+                at: now,
+            });
+            slot.edge.clone_from(&chosen);
+            slot.at = now;
         }
-
-        // 2. Static map: independent of the client within the map's scope, so ties are
-        // broken by id, not by client.
-        let mut map_site = None;
-        if let Some(m) = static_map.lookup(&client) {
-            let in_site: Vec<String> = by_load
-                .iter()
-                .filter(|c| c.edge.site == m.site)
-                .map(|c| c.edge.id.clone())
-                .collect();
-            if !in_site.is_empty() {
-                let mut ranked = in_site;
-                ranked.extend(
-                    by_load
-                        .iter()
-                        .filter(|c| c.edge.site != m.site)
-                        .map(|c| c.edge.id.clone()),
-                );
-                let reason = Reason::StaticMap {
-                    cidr: m.cidr,
-                    site: m.site.to_owned(),
-                };
-                return decision(ranked, DecisionSource::StaticMap, m.scope_len, reason);
-            }
-            map_site = Some(m.site.to_owned());
-        }
-
-        // 3. Least loaded. The choice does not depend on the client, but it is scoped to
-        // the client's prefix all the same: with scope 0 a resolver would serve this
-        // stopgap to every prefix for a TTL, hiding measured answers for the others.
-        let ranked = by_load.iter().map(|c| c.edge.id.clone()).collect();
-        decision(
-            ranked,
-            DecisionSource::LeastLoaded,
-            client.len(),
-            Reason::LeastLoaded { map_site },
-        )
+        let rest_measured = measured.iter().map(|(c, _)| c.edge.id.as_str());
+        let unmeasured = by_load
+            .iter()
+            .filter(|c| c.score.is_none())
+            .map(|c| c.edge.id.as_str());
+        let mut ranked = vec![chosen.clone()];
+        ranked.extend(
+            rest_measured
+                .chain(unmeasured)
+                .filter(|id| *id != chosen)
+                .map(str::to_owned),
+        );
+        Some((ranked, reason))
     }
+}
+
+/// The static map's answer: the edges of the client's mapped site first (by load), then
+/// the others; independent of the client within the map's scope, so ties are broken by
+/// id, not by client. `Err` with the mapped site, if any, when no eligible edge is in it.
+fn static_choice(
+    client: ClientPrefix,
+    static_map: &StaticMap,
+    by_load: &[&Candidate<'_>],
+) -> Result<(Vec<String>, u8, Reason), Option<String>> {
+    let Some(m) = static_map.lookup(&client) else {
+        return Err(None);
+    };
+    let mut ranked: Vec<String> = by_load
+        .iter()
+        .filter(|c| c.edge.site == m.site)
+        .map(|c| c.edge.id.clone())
+        .collect();
+    if ranked.is_empty() {
+        return Err(Some(m.site.to_owned()));
+    }
+    ranked.extend(
+        by_load
+            .iter()
+            .filter(|c| c.edge.site != m.site)
+            .map(|c| c.edge.id.clone()),
+    );
+    let reason = Reason::StaticMap {
+        cidr: m.cidr,
+        site: m.site.to_owned(),
+    };
+    Ok((ranked, m.scope_len, reason))
 }
 
 fn explain_one(c: &Candidate<'_>) -> CandidateScore {
@@ -1049,7 +1074,16 @@ mod tests {
         let mut d = decider();
         let map = StaticMap::new();
         for (p, want) in [(a, "e1"), (b, "e2"), (c, "e3")] {
-            let got = d.decide(p, &edges3(), &store, &HashMap::new(), &map, T0 + 1_000);
+            let got = d.decide(
+                p,
+                &Inputs {
+                    edges: &edges3(),
+                    measurements: &store,
+                    rum: &HashMap::new(),
+                    static_map: &map,
+                },
+                T0 + 1_000,
+            );
             assert_eq!(got.edges, vec![want.to_owned()], "{p}");
             assert_eq!(got.source, DecisionSource::Measured);
             assert_eq!(got.scope_len, 24);
@@ -1063,7 +1097,16 @@ mod tests {
             ..DeciderConfig::default()
         })
         .unwrap();
-        let got = d.decide(b, &edges3(), &store, &HashMap::new(), &map, T0 + 1_000);
+        let got = d.decide(
+            b,
+            &Inputs {
+                edges: &edges3(),
+                measurements: &store,
+                rum: &HashMap::new(),
+                static_map: &map,
+            },
+            T0 + 1_000,
+        );
         assert_eq!(got.edges, ["e2", "e3", "e1"]);
     }
 
@@ -1080,16 +1123,27 @@ mod tests {
             ..DeciderConfig::default()
         })
         .unwrap();
-        let got = d.decide(p, &edges, &store, &HashMap::new(), &map, T0);
+        let got = d.decide(
+            p,
+            &Inputs {
+                edges: &edges,
+                measurements: &store,
+                rum: &HashMap::new(),
+                static_map: &map,
+            },
+            T0,
+        );
         assert_eq!(got.edges, ["e2", "e3"]);
         assert_eq!(got.explain[0].excluded, Some("unhealthy"));
         // Nor from the fallbacks: the map's site has only the unhealthy edge.
         let got = d.decide(
             p,
-            &edges,
-            &Measurements::default(),
-            &HashMap::new(),
-            &map,
+            &Inputs {
+                edges: &edges,
+                measurements: &Measurements::default(),
+                rum: &HashMap::new(),
+                static_map: &map,
+            },
             T0,
         );
         assert_eq!(got.source, DecisionSource::LeastLoaded);
@@ -1103,7 +1157,16 @@ mod tests {
         assert_eq!(got.edges.len(), 2);
         // None healthy: nothing to answer.
         edges.iter_mut().for_each(|e| e.healthy = false);
-        let got = d.decide(p, &edges, &store, &HashMap::new(), &map, T0);
+        let got = d.decide(
+            p,
+            &Inputs {
+                edges: &edges,
+                measurements: &store,
+                rum: &HashMap::new(),
+                static_map: &map,
+            },
+            T0,
+        );
         assert!(got.edges.is_empty());
         assert_eq!(got.source, DecisionSource::NoHealthyEdge);
         assert!(!got.needs_probe);
@@ -1136,14 +1199,32 @@ mod tests {
         assert!(store.fresh_for(mapped, T0 + 1_000, d.config().estimator.max_age));
         assert!(!store.fresh_for(mapped, later, d.config().estimator.max_age));
 
-        let got = d.decide(mapped, &edges, &store, &HashMap::new(), &map, later);
+        let got = d.decide(
+            mapped,
+            &Inputs {
+                edges: &edges,
+                measurements: &store,
+                rum: &HashMap::new(),
+                static_map: &map,
+            },
+            later,
+        );
         assert_eq!(got.edges, ["e2"]);
         assert_eq!(got.source, DecisionSource::StaticMap);
         assert_eq!(got.scope_len, 16);
         assert!(got.needs_probe);
         assert!(got.explain.iter().all(|c| c.estimate_rtt_ms.is_none()));
 
-        let got = d.decide(unmapped, &edges, &store, &HashMap::new(), &map, later);
+        let got = d.decide(
+            unmapped,
+            &Inputs {
+                edges: &edges,
+                measurements: &store,
+                rum: &HashMap::new(),
+                static_map: &map,
+            },
+            later,
+        );
         assert_eq!(got.edges, ["e3"]);
         assert_eq!(got.source, DecisionSource::LeastLoaded);
         assert_eq!(got.scope_len, 24);
@@ -1156,7 +1237,16 @@ mod tests {
             &[("e1", 10), ("e2", 40), ("e3", 80)],
             later,
         );
-        let got = d.decide(unmapped, &edges, &store, &HashMap::new(), &map, later + 10);
+        let got = d.decide(
+            unmapped,
+            &Inputs {
+                edges: &edges,
+                measurements: &store,
+                rum: &HashMap::new(),
+                static_map: &map,
+            },
+            later + 10,
+        );
         assert_eq!(
             (got.edges[0].as_str(), got.source),
             ("e1", DecisionSource::Measured)
@@ -1165,10 +1255,12 @@ mod tests {
         // Samples older than probe_after (but not stale) ask for a re-probe.
         let got = d.decide(
             unmapped,
-            &edges,
-            &store,
-            &HashMap::new(),
-            &map,
+            &Inputs {
+                edges: &edges,
+                measurements: &store,
+                rum: &HashMap::new(),
+                static_map: &map,
+            },
             later + 61_000,
         );
         assert_eq!(got.source, DecisionSource::Measured);
@@ -1188,20 +1280,24 @@ mod tests {
         };
         let got = d.decide(
             p,
-            &edges,
-            &at(&[("e1", 10), ("e2", 20)]),
-            &HashMap::new(),
-            &map,
+            &Inputs {
+                edges: &edges,
+                measurements: &at(&[("e1", 10), ("e2", 20)]),
+                rum: &HashMap::new(),
+                static_map: &map,
+            },
             T0,
         );
         assert_eq!(got.edges, ["e1"]);
         // e2 is better by 4 ms (17 %): under the 5 ms floor.
         let got = d.decide(
             p,
-            &edges,
-            &at(&[("e1", 24), ("e2", 20)]),
-            &HashMap::new(),
-            &map,
+            &Inputs {
+                edges: &edges,
+                measurements: &at(&[("e1", 24), ("e2", 20)]),
+                rum: &HashMap::new(),
+                static_map: &map,
+            },
             T0,
         );
         assert_eq!(got.edges, ["e1"]);
@@ -1209,20 +1305,24 @@ mod tests {
         // e2 is better by 8 ms but only 12.5 %.
         let got = d.decide(
             p,
-            &edges,
-            &at(&[("e1", 64), ("e2", 56)]),
-            &HashMap::new(),
-            &map,
+            &Inputs {
+                edges: &edges,
+                measurements: &at(&[("e1", 64), ("e2", 56)]),
+                rum: &HashMap::new(),
+                static_map: &map,
+            },
             T0,
         );
         assert_eq!(got.edges, ["e1"]);
         // Better by 20 ms (50 %): switch.
         let got = d.decide(
             p,
-            &edges,
-            &at(&[("e1", 40), ("e2", 20)]),
-            &HashMap::new(),
-            &map,
+            &Inputs {
+                edges: &edges,
+                measurements: &at(&[("e1", 40), ("e2", 20)]),
+                rum: &HashMap::new(),
+                static_map: &map,
+            },
             T0,
         );
         assert_eq!(got.edges, ["e2"]);
@@ -1230,20 +1330,24 @@ mod tests {
         // And it sticks to e2 the same way.
         let got = d.decide(
             p,
-            &edges,
-            &at(&[("e1", 18), ("e2", 20)]),
-            &HashMap::new(),
-            &map,
+            &Inputs {
+                edges: &edges,
+                measurements: &at(&[("e1", 18), ("e2", 20)]),
+                rum: &HashMap::new(),
+                static_map: &map,
+            },
             T0,
         );
         assert_eq!(got.edges, ["e2"]);
         // A fresh decider (no memory) would take e1 outright.
         let got = decider().decide(
             p,
-            &edges,
-            &at(&[("e1", 10), ("e2", 20)]),
-            &HashMap::new(),
-            &map,
+            &Inputs {
+                edges: &edges,
+                measurements: &at(&[("e1", 10), ("e2", 20)]),
+                rum: &HashMap::new(),
+                static_map: &map,
+            },
             T0,
         );
         assert_eq!(got.edges, ["e1"]);
@@ -1271,11 +1375,29 @@ mod tests {
         record_all(&mut store, p, &[("e1", 10), ("e2", 40), ("e3", 80)], T0);
         let map = StaticMap::new();
         let mut d = decider();
-        let before = d.decide(p, &edges3(), &store, &HashMap::new(), &map, T0);
+        let before = d.decide(
+            p,
+            &Inputs {
+                edges: &edges3(),
+                measurements: &store,
+                rum: &HashMap::new(),
+                static_map: &map,
+            },
+            T0,
+        );
         assert_eq!(before.edges[0], "e1");
         assert!(!before.rum_used);
         let browsers = rum(&[("e1", 2600.0), ("e2", 170.0), ("e3", 330.0)]);
-        let after = d.decide(p, &edges3(), &store, &browsers, &map, T0);
+        let after = d.decide(
+            p,
+            &Inputs {
+                edges: &edges3(),
+                measurements: &store,
+                rum: &browsers,
+                static_map: &map,
+            },
+            T0,
+        );
         assert_eq!(after.edges, ["e2"]);
         assert!(after.rum_used);
         let e2 = &after.explain[1];
@@ -1291,7 +1413,16 @@ mod tests {
             ..DeciderConfig::default()
         })
         .unwrap();
-        let got = probes_only.decide(p, &edges3(), &store, &browsers, &map, T0);
+        let got = probes_only.decide(
+            p,
+            &Inputs {
+                edges: &edges3(),
+                measurements: &store,
+                rum: &browsers,
+                static_map: &map,
+            },
+            T0,
+        );
         assert_eq!(got.edges[0], "e1");
         assert!(!got.rum_used);
     }
@@ -1304,7 +1435,16 @@ mod tests {
         let map = StaticMap::new();
         // e3 has no RUM score: comparing e1/e2 with RUM against e3 without would favour e3.
         let partial = rum(&[("e1", 2600.0), ("e2", 170.0)]);
-        let got = decider().decide(p, &edges3(), &store, &partial, &map, T0);
+        let got = decider().decide(
+            p,
+            &Inputs {
+                edges: &edges3(),
+                measurements: &store,
+                rum: &partial,
+                static_map: &map,
+            },
+            T0,
+        );
         assert!(!got.rum_used);
         assert_eq!(got.edges[0], "e1");
         assert_eq!(got.explain[0].contributions.rum, None);
@@ -1312,11 +1452,29 @@ mod tests {
         // An unhealthy edge without RUM does not block it.
         let mut edges = edges3();
         edges[2].healthy = false;
-        let got = decider().decide(p, &edges, &store, &partial, &map, T0);
+        let got = decider().decide(
+            p,
+            &Inputs {
+                edges: &edges,
+                measurements: &store,
+                rum: &partial,
+                static_map: &map,
+            },
+            T0,
+        );
         assert!(got.rum_used);
         assert_eq!(got.edges[0], "e2");
         // RUM alone, without probes, is a measurement too.
-        let got = decider().decide(p, &edges, &Measurements::default(), &partial, &map, T0);
+        let got = decider().decide(
+            p,
+            &Inputs {
+                edges: &edges,
+                measurements: &Measurements::default(),
+                rum: &partial,
+                static_map: &map,
+            },
+            T0,
+        );
         assert_eq!(got.source, DecisionSource::Measured);
         assert_eq!(got.edges[0], "e2");
     }
@@ -1328,10 +1486,28 @@ mod tests {
         record_all(&mut store, p, &[("e1", 10), ("e2", 40)], T0);
         let map = StaticMap::new();
         let mut d = decider();
-        let preview = d.preview(p, &edges3(), &store, &HashMap::new(), &map, T0);
+        let preview = d.preview(
+            p,
+            &Inputs {
+                edges: &edges3(),
+                measurements: &store,
+                rum: &HashMap::new(),
+                static_map: &map,
+            },
+            T0,
+        );
         assert_eq!(preview.edges[0], "e1");
         assert_eq!(d.remembered(), 0);
-        d.decide(p, &edges3(), &store, &HashMap::new(), &map, T0);
+        d.decide(
+            p,
+            &Inputs {
+                edges: &edges3(),
+                measurements: &store,
+                rum: &HashMap::new(),
+                static_map: &map,
+            },
+            T0,
+        );
         assert_eq!(d.remembered(), 1);
     }
 
@@ -1355,27 +1531,74 @@ mod tests {
         let mut edges = edges3();
         edges[0].capacity = Some(100);
         edges[0].viewer_connections = 100;
-        let got = decider().decide(p, &edges, &store, &HashMap::new(), &map, T0);
+        let got = decider().decide(
+            p,
+            &Inputs {
+                edges: &edges,
+                measurements: &store,
+                rum: &HashMap::new(),
+                static_map: &map,
+            },
+            T0,
+        );
         assert_eq!(got.edges, ["e2"]);
         assert_eq!(got.explain[0].excluded, Some("over capacity"));
         // Near its capacity (90 %): demoted ×1.5 to 15 ms, behind e2's 12 ms (out of its 10 % band).
         edges[0].viewer_connections = 90;
-        let got = decider().decide(p, &edges, &store, &HashMap::new(), &map, T0);
+        let got = decider().decide(
+            p,
+            &Inputs {
+                edges: &edges,
+                measurements: &store,
+                rum: &HashMap::new(),
+                static_map: &map,
+            },
+            T0,
+        );
         assert_eq!(got.edges, ["e2"]);
         assert!((got.explain[0].score.unwrap() - 15.0).abs() < 1e-9);
         // Under the soft limit: not demoted.
         edges[0].viewer_connections = 50;
-        let got = decider().decide(p, &edges, &store, &HashMap::new(), &map, T0);
+        let got = decider().decide(
+            p,
+            &Inputs {
+                edges: &edges,
+                measurements: &store,
+                rum: &HashMap::new(),
+                static_map: &map,
+            },
+            T0,
+        );
         assert_eq!(got.edges, ["e1"]);
         // A remembered choice does not keep a full edge either.
         let mut d = decider();
         assert_eq!(
-            d.decide(p, &edges, &store, &HashMap::new(), &map, T0).edges,
+            d.decide(
+                p,
+                &Inputs {
+                    edges: &edges,
+                    measurements: &store,
+                    rum: &HashMap::new(),
+                    static_map: &map
+                },
+                T0
+            )
+            .edges,
             ["e1"]
         );
         edges[0].viewer_connections = 120;
         assert_eq!(
-            d.decide(p, &edges, &store, &HashMap::new(), &map, T0).edges,
+            d.decide(
+                p,
+                &Inputs {
+                    edges: &edges,
+                    measurements: &store,
+                    rum: &HashMap::new(),
+                    static_map: &map
+                },
+                T0
+            )
+            .edges,
             ["e2"]
         );
         // Every edge full: still answered, with the best score.
@@ -1383,7 +1606,16 @@ mod tests {
             e.capacity = Some(10);
             e.viewer_connections = 12;
         }
-        let got = decider().decide(p, &edges, &store, &HashMap::new(), &map, T0);
+        let got = decider().decide(
+            p,
+            &Inputs {
+                edges: &edges,
+                measurements: &store,
+                rum: &HashMap::new(),
+                static_map: &map,
+            },
+            T0,
+        );
         assert_eq!(got.edges, ["e1"]);
         assert!(got.explain.iter().all(|c| c.excluded.is_none()));
     }
@@ -1401,7 +1633,16 @@ mod tests {
             let mut e1 = 0;
             for &p in &prefixes {
                 record_all(&mut store, p, rtts, T0);
-                let got = d.decide(p, &edges, &store, &HashMap::new(), &map, T0);
+                let got = d.decide(
+                    p,
+                    &Inputs {
+                        edges: &edges,
+                        measurements: &store,
+                        rum: &HashMap::new(),
+                        static_map: &map,
+                    },
+                    T0,
+                );
                 if got.edges[0] == "e1" {
                     e1 += 1;
                 }
@@ -1423,7 +1664,16 @@ mod tests {
         store.record(p, sample("e1", 10, 0.2, T0)).unwrap();
         store.record(p, sample("e2", 20, 0.0, T0)).unwrap();
         let edges = vec![edge("e1", "s1"), edge("e2", "s2")];
-        let got = decider().decide(p, &edges, &store, &HashMap::new(), &StaticMap::new(), T0);
+        let got = decider().decide(
+            p,
+            &Inputs {
+                edges: &edges,
+                measurements: &store,
+                rum: &HashMap::new(),
+                static_map: &StaticMap::new(),
+            },
+            T0,
+        );
         assert_eq!(got.edges, ["e2"]);
         // 10 ms × (1 + 10 × 0.2) = 30 ms.
         assert!((got.explain[0].score.unwrap() - 30.0).abs() < 1e-4);
@@ -1489,7 +1739,16 @@ mod tests {
                 .record(p, sample("e1", 10, 0.0, T0 + u64::from(i)))
                 .unwrap();
             if i % 50 == 0 {
-                d.decide(p, &edges, &store, &HashMap::new(), &map, T0 + u64::from(i));
+                d.decide(
+                    p,
+                    &Inputs {
+                        edges: &edges,
+                        measurements: &store,
+                        rum: &HashMap::new(),
+                        static_map: &map,
+                    },
+                    T0 + u64::from(i),
+                );
             }
         }
         let limit = store.limits().max_prefixes;
