@@ -79,7 +79,9 @@ enum Command {
         /// RFC 8007 patterns (`*`, `?`, `$` escapes), e.g. `*/demo/cam/*.m4s`.
         #[arg(long = "pattern")]
         patterns: Vec<String>,
-        /// The admin API of the server running the CIS (`up` or `router`).
+        /// An admin API: the CIS's (`up` or `router`), or any server's of the
+        /// deployment, whose node directory leads to it (a standby CIS names the active
+        /// one).
         #[arg(long, default_value = "http://127.0.0.1:8081")]
         admin: String,
         /// Admin bearer token; default `$STREAMCDN_ADMIN_TOKEN`, else `./data/admin-token`

@@ -9,8 +9,9 @@ use axum::http::{header, Method, StatusCode};
 use streamcdn_cdni::wire::PayloadType;
 use streamcdn_cdni::{parse_status, TriggerStatus};
 
-use streamcdn_federation::call::{call, client};
-use streamcdn_federation::shared::TRIGGERS_PATH;
+use streamcdn_federation::call::{call, client, Client};
+use streamcdn_federation::shared::{ACTIVE_CIS_HEADER, TRIGGERS_PATH};
+use streamcdn_registry::{NodeRecord, Role};
 
 const POLL_EVERY: Duration = Duration::from_millis(25);
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -69,10 +70,13 @@ pub async fn run(
         "content-type",
         PayloadType::Command.content_type().to_owned(),
     ));
+    let admin = find_cis(&client, admin, &bearer).await?;
     let url = format!("{admin}{TRIGGERS_PATH}");
     let started = Instant::now();
     let (status, answer_headers, answer) =
-        call(&client, Method::POST, &url, &headers, body, CALL_TIMEOUT).await?;
+        call(&client, Method::POST, &url, &headers, body, CALL_TIMEOUT)
+            .await
+            .with_context(|| format!("cannot send the command to {url}"))?;
     if status != StatusCode::CREATED {
         bail!(
             "{url} refused the command: {status}: {}",
@@ -98,7 +102,8 @@ pub async fn run(
             Vec::new(),
             CALL_TIMEOUT,
         )
-        .await?;
+        .await
+        .with_context(|| format!("cannot follow the trigger at {location}"))?;
         if status == StatusCode::OK {
             etag = headers
                 .get(header::ETAG)
@@ -119,7 +124,8 @@ pub async fn run(
                 Vec::new(),
                 CALL_TIMEOUT,
             )
-            .await?;
+            .await
+            .with_context(|| format!("cannot read the servers' states at {servers}"))?;
             let list: Vec<serde_json::Value> = serde_json::from_slice(&list).unwrap_or_default();
             let done = list
                 .iter()
@@ -161,9 +167,127 @@ pub async fn run(
     }
 }
 
+/// What one admin API says to the trigger API.
+enum CisAnswer {
+    /// It is the active CIS.
+    Active,
+    /// A CIS standing by, naming the active one's admin API.
+    StandingBy(String),
+    /// No CIS there (an ingest's, edge's or archiver's admin API).
+    NotACis,
+}
+
+async fn ask_cis(
+    client: &Client,
+    admin: &str,
+    bearer: &[(&str, String)],
+) -> anyhow::Result<CisAnswer> {
+    let url = format!("{admin}{TRIGGERS_PATH}");
+    let (status, headers, body) = call(client, Method::GET, &url, bearer, Vec::new(), CALL_TIMEOUT)
+        .await
+        .with_context(|| {
+            format!("cannot reach the admin API at {admin} (asked {url}); --admin names the admin API of a server running `up` or `router`")
+        })?;
+    match status {
+        StatusCode::OK => Ok(CisAnswer::Active),
+        StatusCode::NOT_FOUND => Ok(CisAnswer::NotACis),
+        StatusCode::SERVICE_UNAVAILABLE => match headers
+            .get(ACTIVE_CIS_HEADER)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(active) => Ok(CisAnswer::StandingBy(active.trim_end_matches('/').to_owned())),
+            None => bail!("{url} answered {status}: {}", String::from_utf8_lossy(&body).trim()),
+        },
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => bail!(
+            "{url} answered {status}: give an admin token (--token, $STREAMCDN_ADMIN_TOKEN or ./data/admin-token)"
+        ),
+        _ => bail!("{url} answered {status}: {}", String::from_utf8_lossy(&body).trim()),
+    }
+}
+
+/// The admin API of the active CIS: `admin` itself, the active one a standby names, or
+/// (when `admin` runs no CIS, like an ingest's) a router found in its node directory.
+async fn find_cis(
+    client: &Client,
+    admin: &str,
+    bearer: &[(&str, String)],
+) -> anyhow::Result<String> {
+    match ask_cis(client, admin, bearer).await? {
+        CisAnswer::Active => return Ok(admin.to_owned()),
+        CisAnswer::StandingBy(active) => {
+            println!("{admin} stands by; the active CIS is {active}");
+            return Ok(active);
+        }
+        CisAnswer::NotACis => {}
+    }
+    let url = format!("{admin}/api/v1/nodes");
+    let (status, _, body) = call(client, Method::GET, &url, bearer, Vec::new(), CALL_TIMEOUT)
+        .await
+        .with_context(|| format!("cannot read the node directory at {url}"))?;
+    if status != StatusCode::OK {
+        bail!("{admin} runs no CIS, and {url} answered {status}: name the CIS's admin API with --admin");
+    }
+    let nodes: Vec<NodeRecord> = serde_json::from_slice(&body)
+        .with_context(|| format!("{url} did not answer a node list"))?;
+    let candidates = cis_candidates(&nodes);
+    for candidate in &candidates {
+        let found = match ask_cis(client, candidate, bearer).await {
+            Ok(CisAnswer::Active) => candidate.clone(),
+            Ok(CisAnswer::StandingBy(active)) => active,
+            Ok(CisAnswer::NotACis) | Err(_) => continue,
+        };
+        println!("{admin} runs no CIS; found the CIS at {found} in its node directory");
+        return Ok(found);
+    }
+    bail!(
+        "{admin} runs no CIS and none of the routers in its node directory answered ({}): name the CIS's admin API with --admin",
+        if candidates.is_empty() { "none listed with an admin address".to_owned() } else { candidates.join(", ") }
+    )
+}
+
+/// The admin APIs of the servers that run a CIS (`router`, `up`), as announced.
+fn cis_candidates(nodes: &[NodeRecord]) -> Vec<String> {
+    nodes
+        .iter()
+        .filter(|n| n.roles.contains(&Role::Router))
+        .filter_map(|n| n.addresses.get("admin"))
+        .map(|a| a.trim_end_matches('/').to_owned())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routers_with_an_admin_address_are_the_cis_candidates() {
+        let node = |id: &str, roles: Vec<Role>, admin: Option<&str>| NodeRecord {
+            id: id.into(),
+            cluster: "c".into(),
+            origin: String::new(),
+            roles,
+            site: String::new(),
+            addresses: admin
+                .map(|a| [("admin".to_owned(), a.to_owned())].into())
+                .unwrap_or_default(),
+            load: Default::default(),
+            capacity: None,
+        };
+        let nodes = [
+            node("ingest", vec![Role::Ingest], Some("http://10.0.0.1:8081")),
+            node("router", vec![Role::Router], Some("http://10.0.0.2:8081/")),
+            node("hidden", vec![Role::Router], None),
+            node(
+                "up",
+                vec![Role::Ingest, Role::Edge, Role::Router],
+                Some("http://10.0.0.3:8081"),
+            ),
+        ];
+        assert_eq!(
+            cis_candidates(&nodes),
+            ["http://10.0.0.2:8081", "http://10.0.0.3:8081"]
+        );
+    }
 
     #[test]
     fn commands_parse_as_the_cis_reads_them() {

@@ -1,13 +1,23 @@
 //! The binary's `roles/` wire library crates together, and no role's files use another
-//! role's service crate: only `roles/router.rs` uses the router's (`streamcdn_router`).
+//! role's crate: only `roles/router.rs` uses the router's (`streamcdn_router`), only
+//! `roles/cis.rs` the federation's, only the edge's files the edge's, and so on.
 //! The edge side measures with `streamcdn_probe_agent`, speaks the probe wire format of
 //! `streamcdn_routing` and signs with `streamcdn_access::deployment`.
 
 use std::fs;
 use std::path::Path;
 
-/// A role's service crate and the files of `roles/` that may use it.
-const ROLE_CRATES: &[(&str, &[&str])] = &[("streamcdn_router", &["router.rs"])];
+/// A role's own library crate and the files of `roles/` that may use it: each role's
+/// wiring uses its own, never another role's.
+const ROLE_CRATES: &[(&str, &[&str])] = &[
+    ("streamcdn_router", &["router.rs"]),
+    ("streamcdn_federation", &["cis.rs"]),
+    ("streamcdn_ingest", &["ingest.rs"]),
+    ("streamcdn_archiver", &["archiver.rs"]),
+    // The edge role: its cache, its signed playback and its measuring agent.
+    ("streamcdn_edge", &["edge.rs", "playback_access.rs"]),
+    ("streamcdn_probe_agent", &["edge.rs"]),
+];
 
 /// `file:line` of every use of a role crate that `file` may not use. Comment lines and
 /// longer names (metrics such as `streamcdn_router_probes_total`) do not count.
@@ -71,4 +81,9 @@ fn an_edge_file_using_the_router_crate_is_caught() {
     let fine = "// streamcdn_router is the router's\nlet m = \"streamcdn_router_probes_total\";\nuse streamcdn_routing::probe;\n";
     assert!(violations("edge.rs", fine).is_empty());
     assert!(violations("router.rs", edge).is_empty());
+    let ingest_reaching_into_the_cis = "use streamcdn_federation::call::client;\n";
+    assert_eq!(
+        violations("ingest.rs", ingest_reaching_into_the_cis),
+        ["roles/ingest.rs:1: uses streamcdn_federation"]
+    );
 }

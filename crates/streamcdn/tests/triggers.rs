@@ -387,6 +387,33 @@ fn every_pattern_shape_purges_what_it_names_from_every_tier() {
         ),
         ("*/init.mp4".to_owned(), init, Some(p0)),
     ];
+    // The CLI pointed at a server that runs no CIS (the edge) finds it through the
+    // node directory; an admin API that is not there is named in the error.
+    let (output, _) = run_trigger(&edge, "purge", &[up.play_url(p0)]);
+    let stdout = assert_complete(&output, 2);
+    let cis = format!("http://{}:{}", up.host, up.admin);
+    assert!(
+        stdout.contains(&format!("found the CIS at {cis}")),
+        "{stdout}"
+    );
+    let nowhere = Command::new(env!("CARGO_BIN_EXE_streamcdn"))
+        .env("STREAMCDN_ADMIN_TOKEN", ADMIN_TOKEN)
+        .args([
+            "trigger",
+            "purge",
+            &up.play_url(p0),
+            "--admin",
+            "http://127.0.0.1:9",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&nowhere.stderr);
+    assert!(!nowhere.status.success());
+    assert!(
+        stderr.contains("cannot reach the admin API at http://127.0.0.1:9"),
+        "{stderr}"
+    );
+
     for (pattern, named, kept) in shapes {
         for node in [&up, &edge] {
             for path in std::iter::once(named).chain(kept) {
