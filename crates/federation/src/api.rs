@@ -56,8 +56,17 @@ fn rendered(
     if let Ok(etag) = HeaderValue::try_from(found.etag) {
         headers.insert(header::ETAG, etag);
     }
+    // RFC 8007 §4: a status resource says how long a poller may reuse it. A trigger
+    // moves in milliseconds, so a second; `If-None-Match` makes each poll after it cheap.
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(STATUS_CACHE_CONTROL),
+    );
     response
 }
+
+/// The `Cache-Control` of trigger status resources and collections.
+pub const STATUS_CACHE_CONTROL: &str = "max-age=1";
 
 fn answered(answer: Answer, kept: Result<(), String>) -> Response {
     if let Err(e) = kept {

@@ -496,6 +496,8 @@ fn the_admin_api_answers_as_rfc_8007_says_and_keeps_triggers_across_restarts() {
         status.header("content-type"),
         Some("application/cdni; ptype=ci-trigger-status")
     );
+    // RFC 8007 §4: how long a poller may reuse the answer.
+    assert_eq!(status.header("cache-control"), Some("max-age=1"));
     let etag = status.header("etag").unwrap().to_owned();
     let again = http_request_at(
         &up.host,
@@ -507,7 +509,10 @@ fn the_admin_api_answers_as_rfc_8007_says_and_keeps_triggers_across_restarts() {
     .unwrap();
     assert_eq!(again.status, 304);
 
+    assert_eq!(again.header("cache-control"), Some("max-age=1"));
+
     let collection = http_request_at(&up.host, up.admin, "GET", "/api/v1/triggers", &[]).unwrap();
+    assert_eq!(collection.header("cache-control"), Some("max-age=1"));
     assert!(
         collection.text().contains("\"coll-active\""),
         "{}",
