@@ -41,10 +41,17 @@ fn trigger_cli(admin: &Node, operation: &str, urls: &[String]) -> std::process::
 
 /// Posts a purge of `path` to the admin API; the trigger's URL and path.
 fn post_purge(up: &Node, path: &str) -> (String, String) {
-    let command = format!(
-        r#"{{"trigger": {{"type": "purge", "content.urls": ["{}"]}}}}"#,
-        up.play_url(path)
-    );
+    post_command(
+        up,
+        &format!(
+            r#"{{"trigger": {{"type": "purge", "content.urls": ["{}"]}}}}"#,
+            up.play_url(path)
+        ),
+    )
+}
+
+/// Posts a trigger command to the admin API; the trigger's URL and path.
+fn post_command(up: &Node, command: &str) -> (String, String) {
     let created = http_request_body(
         up.admin,
         "POST",
@@ -53,7 +60,7 @@ fn post_purge(up: &Node, path: &str) -> (String, String) {
         command.as_bytes(),
     )
     .unwrap();
-    assert_eq!(created.status, 201, "{}", created.text());
+    assert_eq!(created.status, 201, "{command}: {}", created.text());
     let location = created.header("location").unwrap().to_owned();
     let path = format!("/api/v1/{}", location.split_once("/api/v1/").unwrap().1);
     (location, path)
@@ -325,27 +332,15 @@ fn purge_invalidate_and_preposition_reach_every_edge() {
 
 /// Purges by `pattern` through the admin API and waits for `complete`.
 fn purge_pattern(up: &Node, pattern: &str) {
-    let command = serde_json_escape_pattern(pattern);
-    let created = http_request_body(
-        up.admin,
-        "POST",
-        "/api/v1/triggers",
-        &[("Content-Type", COMMAND)],
-        command.as_bytes(),
-    )
-    .unwrap();
-    assert_eq!(created.status, 201, "{pattern}: {}", created.text());
-    let location = created.header("location").unwrap().to_owned();
-    let path = format!("/api/v1/{}", location.split_once("/api/v1/").unwrap().1);
+    assert!(!pattern.contains(['"', '\\']), "{pattern}");
+    let (_, path) = post_command(
+        up,
+        &format!(
+            r#"{{"trigger": {{"type": "purge", "content.patterns": [{{"pattern": "{pattern}"}}]}}}}"#
+        ),
+    );
     let status = wait_status(up, &path, "complete");
     assert!(status.contains("\"complete\""), "{pattern}: {status}");
-}
-
-fn serde_json_escape_pattern(pattern: &str) -> String {
-    assert!(!pattern.contains(['"', '\\']), "{pattern}");
-    format!(
-        r#"{{"trigger": {{"type": "purge", "content.patterns": [{{"pattern": "{pattern}"}}]}}}}"#
-    )
 }
 
 /// RFC 8007 §5.2.4 matches a pattern against the whole URL and §4.8 ignores the scheme:
