@@ -8,6 +8,7 @@ mod directory;
 mod federation;
 mod http;
 mod memory;
+mod peers;
 mod quickstart;
 mod roles;
 mod sign_url_cli;
