@@ -136,18 +136,23 @@ pub async fn count_viewers(
 ) -> Response {
     let viewer = matches!(*request.method(), Method::GET | Method::HEAD)
         && !request.headers().contains_key(TIER_HEADER);
-    let stream = viewer.then(|| watched(request.uri().path())).flatten();
-    let client = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| {
+    let watching = viewer
+        .then(|| watched(request.uri().path()))
+        .flatten()
+        .and_then(|stream| {
+            let address = request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()?
+                .0
+                .ip();
             let agent = request.headers().get(header::USER_AGENT);
-            viewers
+            let client = viewers
                 .hasher
-                .hash_one((c.0.ip(), agent.map(|a| a.as_bytes())))
+                .hash_one((address, agent.map(|a| a.as_bytes())));
+            Some((stream, client))
         });
     let response = next.run(request).await;
-    if let (Some(stream), Some(client)) = (stream, client) {
+    if let Some((stream, client)) = watching {
         if response.status().is_success() {
             let now = viewers.now_ms();
             viewers

@@ -193,3 +193,121 @@ impl Overview {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use axum::extract::Request;
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use streamcdn_access::admin::{Role as TokenRole, Token, Tokens};
+    use streamcdn_registry::Role;
+
+    use super::*;
+
+    fn node(id: &str, roles: &[Role], admin: Option<String>) -> NodeRecord {
+        NodeRecord {
+            id: id.into(),
+            cluster: "c1".into(),
+            origin: String::new(),
+            roles: roles.to_vec(),
+            site: "s1".into(),
+            addresses: admin
+                .map(|a| BTreeMap::from([("admin".to_owned(), a)]))
+                .unwrap_or_default(),
+            load: Default::default(),
+            capacity: None,
+        }
+    }
+
+    /// An ingest's admin API that lets in only `key`'s peers (and a token nobody sends).
+    async fn ingest_admin(key: PeerKey) -> String {
+        let tokens = Arc::new(
+            Tokens::new(vec![Token::new("unused", TokenRole::Admin, None)]).with_peers(key),
+        );
+        let app = axum::Router::new()
+            .route(
+                "/api/v1/streams",
+                axum::routing::get(|| async {
+                    axum::Json(serde_json::json!([{"provider": "demo", "stream": "cam"}]))
+                }),
+            )
+            .route(
+                "/api/v1/recordings",
+                axum::routing::get(|| async { axum::Json(serde_json::json!([])) }),
+            )
+            .layer(axum::middleware::from_fn(
+                move |request: Request, next: axum::middleware::Next| {
+                    let tokens = tokens.clone();
+                    async move {
+                        let authorization = request
+                            .headers()
+                            .get(AUTHORIZATION)
+                            .and_then(|v| v.to_str().ok());
+                        match tokens.authorize("GET", request.uri().path(), authorization, now_ms())
+                        {
+                            Ok(_) => next.run(request).await,
+                            Err(_) => StatusCode::UNAUTHORIZED.into_response(),
+                        }
+                    }
+                },
+            ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    #[tokio::test]
+    async fn servers_are_read_as_peers_and_the_silent_ones_are_listed() {
+        let key = PeerKey::new(b"deployment");
+        let live = ingest_admin(key.clone()).await;
+        // Another deployment's key: every request to it is refused.
+        let foreign = ingest_admin(PeerKey::new(b"another deployment")).await;
+        // A port nothing listens on.
+        let dead = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", listener.local_addr().unwrap())
+        };
+        let registry = Registry::memory();
+        let lease = Duration::from_secs(30);
+        for n in [
+            node("ingest-1", &[Role::Ingest], Some(live.clone())),
+            node("ingest-2", &[Role::Ingest], Some(foreign)),
+            node("ingest-3", &[Role::Ingest], Some(dead)),
+            node("edge-1", &[Role::Edge], None),
+            node("mid-1", &[Role::MidTier], None),
+        ] {
+            registry.register_node(&n, lease).await.unwrap();
+        }
+        let overview = Overview::new(registry, "here".into(), "http://127.0.0.1:1".into(), key);
+        let started = std::time::Instant::now();
+        let doc = overview.deployment().await.unwrap();
+        assert!(
+            started.elapsed() < REQUEST_TIMEOUT * 2,
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(doc.streams.len(), 1);
+        assert_eq!(doc.streams[0]["server"], "ingest-1");
+        let failed: Vec<(&str, Option<Part>)> = doc
+            .unreachable
+            .iter()
+            .map(|u| (u.server.as_str(), u.part))
+            .collect();
+        assert_eq!(
+            failed,
+            vec![
+                ("edge-1", None),
+                ("ingest-2", Some(Part::Streams)),
+                ("ingest-2", Some(Part::Recordings)),
+                ("ingest-3", Some(Part::Streams)),
+                ("ingest-3", Some(Part::Recordings)),
+            ]
+        );
+        let refused = &doc.unreachable[1];
+        assert!(refused.error.contains("401"), "{refused:?}");
+        assert_eq!(doc.nodes.len(), 5);
+    }
+}

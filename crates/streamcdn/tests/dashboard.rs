@@ -84,6 +84,16 @@ fn the_dashboard_shows_a_running_deployment() {
     .unwrap();
     assert_eq!(created.status, 201, "{}", created.text());
 
+    // `up` says where the dashboard is.
+    assert!(
+        up.log_text().contains(&format!(
+            "Dashboard (the whole deployment): http://127.0.0.1:{}/dashboard",
+            up.admin
+        )),
+        "{}",
+        up.log_text()
+    );
+
     // Without a token the page asks for one and shows nothing.
     let url = format!("http://127.0.0.1:{}/dashboard", up.admin);
     {
