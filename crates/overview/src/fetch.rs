@@ -18,7 +18,7 @@ use streamcdn_access::admin::PeerKey;
 use streamcdn_registry::{NodeRecord, Registry, RegistryError};
 
 use crate::document::{assemble, Answer, Deployment, Unreachable};
-use crate::sources::{parts_of, trigger_paths, Part};
+use crate::sources::{parts_of, trigger_paths, Part, SERVER_HEADER};
 
 /// How long one server has to answer one request: a server slower than this is listed
 /// as unreachable rather than holding the whole view up.
@@ -94,8 +94,8 @@ impl Overview {
         }
         let results = join_all(asks.iter().map(|(node, admin, part)| async move {
             let body = match part {
-                Part::Triggers => self.triggers(admin).await,
-                _ => self.get(admin, part.path()).await,
+                Part::Triggers => self.triggers(&node.id, admin).await,
+                _ => self.get(&node.id, admin, part.path()).await,
             };
             (node, admin, *part, body)
         }))
@@ -138,13 +138,15 @@ impl Overview {
     }
 
     /// The CIS's newest triggers, each `{id, status, servers}`.
-    async fn triggers(&self, admin: &str) -> Result<Value, String> {
-        let collection = self.get(admin, Part::Triggers.path()).await?;
+    async fn triggers(&self, server: &str, admin: &str) -> Result<Value, String> {
+        let collection = self.get(server, admin, Part::Triggers.path()).await?;
         let paths = trigger_paths(&collection, TRIGGERS_SHOWN);
         let triggers = join_all(paths.iter().map(|path| async move {
             let servers_path = format!("{path}/servers");
-            let (status, servers) =
-                tokio::join!(self.get(admin, path), self.get(admin, &servers_path));
+            let (status, servers) = tokio::join!(
+                self.get(server, admin, path),
+                self.get(server, admin, &servers_path)
+            );
             // A trigger gone between the two rounds (expired) is left out.
             let status = status.ok()?;
             let id = path.rsplit('/').next().unwrap_or_default();
@@ -158,8 +160,9 @@ impl Overview {
         Ok(Value::Array(triggers.into_iter().flatten().collect()))
     }
 
-    /// `GET admin+path` as a peer, within [`REQUEST_TIMEOUT`]: the JSON body of a `200`.
-    async fn get(&self, admin: &str, path: &str) -> Result<Value, String> {
+    /// `GET admin+path` as a peer, within [`REQUEST_TIMEOUT`]: the JSON body of a `200`
+    /// from `server` itself.
+    async fn get(&self, server: &str, admin: &str, path: &str) -> Result<Value, String> {
         let url = format!("{admin}{path}");
         let request = hyper::Request::get(&url)
             .header(AUTHORIZATION, self.key.authorization("GET", path, now_ms()))
@@ -173,6 +176,18 @@ impl Overview {
                 .await
                 .map_err(|e| error_chain(&e))?;
             let status = response.status();
+            let answered_by = response
+                .headers()
+                .get(SERVER_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("a server that does not say")
+                .to_owned();
+            if answered_by != server {
+                return Err(format!(
+                    "answered by {answered_by}: this address does not reach {server} from here \
+                     (make its admin.listen an address the other servers reach)"
+                ));
+            }
             let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
                 .collect()
                 .await
@@ -221,8 +236,9 @@ mod tests {
         }
     }
 
-    /// An ingest's admin API that lets in only `key`'s peers (and a token nobody sends).
-    async fn ingest_admin(key: PeerKey) -> String {
+    /// An ingest's admin API, naming itself `id`, that lets in only `key`'s peers (and a
+    /// token nobody sends).
+    async fn ingest_admin(id: &str, key: PeerKey) -> String {
         let tokens = Arc::new(
             Tokens::new(vec![Token::new("unused", TokenRole::Admin, None)]).with_peers(key),
         );
@@ -253,6 +269,7 @@ mod tests {
                     }
                 },
             ));
+        let app = crate::api::name_the_server(app, id);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -262,9 +279,9 @@ mod tests {
     #[tokio::test]
     async fn servers_are_read_as_peers_and_the_silent_ones_are_listed() {
         let key = PeerKey::new(b"deployment");
-        let live = ingest_admin(key.clone()).await;
+        let live = ingest_admin("ingest-1", key.clone()).await;
         // Another deployment's key: every request to it is refused.
-        let foreign = ingest_admin(PeerKey::new(b"another deployment")).await;
+        let foreign = ingest_admin("ingest-2", PeerKey::new(b"another deployment")).await;
         // A port nothing listens on.
         let dead = {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -277,6 +294,8 @@ mod tests {
             node("ingest-2", &[Role::Ingest], Some(foreign)),
             node("ingest-3", &[Role::Ingest], Some(dead)),
             node("edge-1", &[Role::Edge], None),
+            // Announces ingest-1's address (a loopback address seen from elsewhere).
+            node("ingest-4", &[Role::Ingest], Some(live.clone())),
             node("mid-1", &[Role::MidTier], None),
         ] {
             registry.register_node(&n, lease).await.unwrap();
@@ -304,10 +323,17 @@ mod tests {
                 ("ingest-2", Some(Part::Recordings)),
                 ("ingest-3", Some(Part::Streams)),
                 ("ingest-3", Some(Part::Recordings)),
+                ("ingest-4", Some(Part::Streams)),
+                ("ingest-4", Some(Part::Recordings)),
             ]
+        );
+        let misdirected = doc.unreachable.last().unwrap();
+        assert!(
+            misdirected.error.contains("answered by ingest-1"),
+            "{misdirected:?}"
         );
         let refused = &doc.unreachable[1];
         assert!(refused.error.contains("401"), "{refused:?}");
-        assert_eq!(doc.nodes.len(), 5);
+        assert_eq!(doc.nodes.len(), 6);
     }
 }

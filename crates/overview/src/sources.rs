@@ -4,6 +4,11 @@ use serde::Serialize;
 use serde_json::Value;
 use streamcdn_registry::Role;
 
+/// The id (in the node directory) of the server that answered an admin request. The
+/// view checks it, so an admin address that reaches another server than the one that
+/// announced it (a loopback address seen from another host) is reported, not believed.
+pub const SERVER_HEADER: &str = "x-streamcdn-server";
+
 /// One part of the deployment, as one server's admin API answers it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
