@@ -114,6 +114,8 @@ pub fn assemble(
     for answer in of(Part::Viewers) {
         let counts: Vec<EdgeViewers> =
             serde_json::from_value(answer.body.clone()).unwrap_or_default();
+        // An edge that answered with no viewers has 0, not "unknown".
+        by_edge.entry(&answer.server).or_default();
         for count in counts {
             *by_edge.entry(&answer.server).or_default() += count.viewers;
             let entry = viewers
@@ -281,6 +283,7 @@ mod tests {
                 Part::Viewers,
                 json!([{"provider": "demo", "stream": "cam", "viewers": 3}]),
             ),
+            answer("edge-c", Part::Viewers, json!([])),
             answer("ingest-2", Part::Streams, json!([])),
             answer(
                 "ingest-1",
@@ -339,6 +342,7 @@ mod tests {
             node("edge-a", &[Role::Edge]),
             node("edge-b", &[Role::Edge]),
             node("ingest-1", &[Role::Ingest]),
+            node("edge-c", &[Role::Edge]),
             node("mid", &[Role::MidTier]),
         ];
         let unreachable = vec![Unreachable {
@@ -402,6 +406,8 @@ mod tests {
         assert_eq!(by_id("edge-a")["viewers"], 3);
         assert_eq!(by_id("edge-b")["healthy"], false);
         assert_eq!(by_id("mid").get("healthy"), None);
+        assert_eq!(by_id("edge-c")["viewers"], 0);
+        assert_eq!(by_id("mid").get("viewers"), None);
         assert_eq!(
             d.archive,
             vec![json!({"archived": 1, "failures": 0, "waiting": [], "server": "archiver"})]
