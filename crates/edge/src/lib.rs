@@ -31,6 +31,7 @@ mod range;
 mod response;
 mod source;
 mod top_tier;
+pub mod viewers;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

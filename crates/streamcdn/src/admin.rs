@@ -70,6 +70,7 @@ async fn authorize(
         request.method().as_str(),
         request.uri().path(),
         authorization,
+        crate::clock::now_ms(),
     ) {
         Ok(caller) => {
             if let Some(caller) = caller {
@@ -93,6 +94,11 @@ async fn authorize(
         }
     }
 }
+
+/// The admin root: leads a browser (at once) and a person (a link) to the dashboard.
+const ROOT_PAGE: &str = "<!doctype html>\n<meta http-equiv=\"refresh\" content=\"0; url=/dashboard\">\n\
+<title>streamcdn admin</title>\n<p>streamcdn admin API: the <a href=\"/dashboard\">dashboard</a> shows the whole \
+deployment; the API is described at /api/v1/openapi.json.</p>\n";
 
 /// An embedded page or script, as is; revalidated every time (the page names the
 /// script without a version).
@@ -130,6 +136,7 @@ pub fn router(
                 }
             }),
         )
+        .route("/", get(|| async { axum::response::Html(ROOT_PAGE) }))
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/dashboard",

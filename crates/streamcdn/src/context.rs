@@ -334,13 +334,24 @@ pub async fn run(
             .addresses
             .insert("admin".into(), local_url(ctx.config.admin.listen));
     }
+    // Every admin listener shows the whole deployment, read from the other servers'.
+    let peers = streamcdn_access::admin::PeerKey::of_deployment(&deployment_key(&ctx.registry).await?);
+    ctx.add_admin_routes(streamcdn_overview::api::admin_router(
+        streamcdn_overview::fetch::Overview::new(
+            ctx.registry.clone(),
+            ctx.node.id.clone(),
+            local_url(ctx.config.admin.listen),
+            peers.clone(),
+        ),
+    ));
     let admin = admin::router(
         ctx.metrics.clone(),
         std::mem::take(&mut ctx.scrape_hooks),
         ctx.registry.clone(),
         std::mem::take(&mut ctx.admin_routes),
-        tokens,
+        tokens.with_peers(peers),
     );
+    let admin = streamcdn_overview::api::name_the_server(admin, &ctx.node.id);
     ctx.serve_http(admin_listener, admin);
     let (stop_directory, stopped) = oneshot::channel();
     let directory = tokio::spawn(directory::announce(

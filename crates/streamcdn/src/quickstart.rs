@@ -162,7 +162,8 @@ pub fn print_quickstart(
          Purge (CDNI triggers, RFC 8007):\n\
          \x20    streamcdn trigger purge --admin {admin} --pattern '*/{name}/mystream/*'\n\
          {federation}\n\
-         Admin API and metrics: {admin}/api/v1/streams, {admin}/api/v1/nodes, {admin}/metrics\n\
+         Dashboard (the whole deployment): {admin}/dashboard{dashboard_token}\n\
+         Admin API and metrics: {admin}/api/v1/deployment, {admin}/api/v1/streams, {admin}/metrics\n\
          {token}",
         token_line = match generated_token {
             Some(token) => format!(
@@ -177,6 +178,10 @@ pub fn print_quickstart(
                 local_url(config.admin.listen)
             ),
             None => "\x20    (send Authorization: Bearer <a token of admin.tokens>)\n".into(),
+        },
+        dashboard_token = match generated_token {
+            Some(token) => format!("#token={token}"),
+            None => String::new(),
         },
         federation = federation_line(config),
         dns_host = local_url(config.router.dns_listen)

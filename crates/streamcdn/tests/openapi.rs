@@ -27,16 +27,19 @@ const READER: &str = "openapi-reader-token-0001";
 const DEMO: &str = "openapi-demo-token-000001";
 
 /// The admin routes that need no token.
-const OPEN: &[&str] = &["/healthz", "/dashboard", "/dashboard/hls.min.js"];
+const OPEN: &[&str] = &["/", "/healthz", "/dashboard", "/dashboard/hls.min.js"];
 
 /// Every admin route, as `METHOD path` in the document's terms.
 const OPERATIONS: &[&str] = &[
+    "GET /",
     "GET /healthz",
     "GET /dashboard",
     "GET /dashboard/hls.min.js",
     "GET /metrics",
     "GET /api/v1/openapi.json",
     "GET /api/v1/nodes",
+    "GET /api/v1/deployment",
+    "GET /api/v1/viewers",
     "GET /api/v1/streams",
     "GET /api/v1/recordings",
     "GET /api/v1/recordings/archived",

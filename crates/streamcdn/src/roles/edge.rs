@@ -410,8 +410,14 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         .merge(probes)
         .merge(control_endpoint::routes(key, edge.clone(), carried.clone()));
     ctx.spawn(carried.keep_current(ctx.shutdown()));
-    let routes =
-        web_routes(ctx.registry.clone(), media).layer(axum::middleware::from_fn_with_state(
+    let viewers = streamcdn_edge::viewers::Viewers::new();
+    ctx.add_admin_routes(streamcdn_edge::viewers::admin_router(viewers.clone()));
+    let routes = web_routes(ctx.registry.clone(), media)
+        .layer(axum::middleware::from_fn_with_state(
+            viewers,
+            streamcdn_edge::viewers::count_viewers,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             PlaybackAccess::new(ctx.registry.clone(), &tier_credential),
             playback_access::check,
         ));
