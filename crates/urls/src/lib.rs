@@ -16,8 +16,10 @@
 //! A [`CacheKey`] is a target's path plus the query parameters that change the response
 //! (the LL-HLS delivery directives), normalized; every other parameter is ignored.
 //! [`stored`] names the objects the archiver writes for a recording; [`internal`] the
-//! paths streamcdn serves for itself under `/_streamcdn/`.
+//! paths streamcdn serves for itself under `/_streamcdn/`; [`conditional`] answers
+//! conditional requests the same way on every server.
 
+pub mod conditional;
 pub mod internal;
 pub mod stored;
 

@@ -211,10 +211,7 @@ pub(crate) fn asset_response(
     let cached = request
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|tag| tag.trim() == etag || tag.trim() == "*")
-        });
+        .is_some_and(|tags| streamcdn_urls::conditional::if_none_match(tags, &etag));
     let mut response = if cached {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
