@@ -25,8 +25,6 @@ use streamcdn_config::{Config, FederationConfig};
 use thiserror::Error;
 use tokio_rustls::TlsAcceptor;
 
-use crate::durable::write_atomically;
-
 /// Why the identity cannot be set up: what was being done (naming the setting or
 /// file), and the cause.
 #[derive(Debug, Error)]
@@ -136,7 +134,7 @@ fn generate(federation: &FederationConfig, dir: &Path) -> Result<Files, Identity
         (&files.cert, cert.pem(), 0o644),
         (&files.ca, ca_cert.pem(), 0o644),
     ] {
-        write_atomically(path, pem.as_bytes(), mode)
+        streamcdn_support::durable::write_with_mode(path, pem.as_bytes(), mode)
             .doing(|| format!("writing {}", path.display()))?;
     }
     tracing::info!(dir = %dir.display(), participant = %federation.participant, "generated a federation CA and certificate");

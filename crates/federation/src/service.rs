@@ -126,7 +126,7 @@ impl Store {
             Store::File(file) => {
                 let file = file.clone();
                 let written = tokio::task::spawn_blocking(move || {
-                    crate::durable::write_atomically(&file, &json, 0o644)
+                    streamcdn_support::durable::write_with_mode(&file, &json, 0o644)
                         .map_err(|source| StoreError::File { path: file, source })
                 });
                 written.await?

@@ -3,7 +3,6 @@
 //! from a resolver whose `Arc` is swapped when the files change, so new connections get
 //! a renewed certificate without a restart; a bad new pair is logged and the old kept.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -14,6 +13,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use streamcdn_config::HttpConfig;
+use streamcdn_support::durable::write_with_mode;
 use thiserror::Error;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -193,22 +193,6 @@ fn url_host(url: &str) -> Option<String> {
     (!host.is_empty()).then(|| host.to_owned())
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename, so a crash never
-/// leaves half a key; `mode` applies from creation.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let temp = path.with_extension("pem.tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
-    #[cfg(not(unix))]
-    let _ = mode;
-    let mut file = options.open(&temp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temp, path)
-}
-
 /// `<data_dir>/tls/cert.pem` and `key.pem`, generated on the first start and kept
 /// after (delete them to generate a new pair).
 fn generated(http: &HttpConfig, data_dir: &Path) -> Result<CertFiles, CertError> {
@@ -237,8 +221,8 @@ fn generated(http: &HttpConfig, data_dir: &Path) -> Result<CertFiles, CertError>
         .map_err(|e| failed(e.to_string()))?;
     std::fs::create_dir_all(&dir).map_err(|e| failed(e.to_string()))?;
     // The key first: a certificate on disk always has its key beside it.
-    write_atomically(&files.key, key.serialize_pem().as_bytes(), 0o600)
-        .and_then(|()| write_atomically(&files.cert, cert.pem().as_bytes(), 0o644))
+    write_with_mode(&files.key, key.serialize_pem().as_bytes(), 0o600)
+        .and_then(|()| write_with_mode(&files.cert, cert.pem().as_bytes(), 0o644))
         .map_err(|e| failed(e.to_string()))?;
     tracing::info!(dir = %dir.display(), "generated a self-signed TLS certificate");
     Ok(files)
