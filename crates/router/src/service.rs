@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Query as UrlQuery, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -29,6 +29,7 @@ use streamcdn_routing::rum::{self, RUM_BEACON_PATH, RUM_JOB_PATH};
 use streamcdn_routing::state::{
     Edges, KnownEdge, ReportOutcome, RouterState, RumJob, RumSettings, View,
 };
+use streamcdn_support::clock::now_ms;
 use streamcdn_urls::{Target, UrlError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -163,12 +164,6 @@ struct UdpThread {
     /// Prefixes asked in the current batch, recorded under one lock at its end.
     asked: Vec<(ClientPrefix, IpAddr)>,
     tally: BatchTally,
-}
-
-fn now_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The address in an `http://host:port` playback URL, if the host is an IP address (a

@@ -22,11 +22,11 @@ use streamcdn_edge::{Edge, EdgeSettings, UpstreamKind};
 use streamcdn_probe_agent::ProbeBudget;
 use streamcdn_registry::Registry;
 use streamcdn_routing::probe::{self, PROBE_HEADER, PROBE_PATH, SHARED_SAMPLE_TTL};
+use streamcdn_support::clock::now_ms;
 use streamcdn_urls::{StreamName, Target};
 use streamcdn_web::{Asset, HLS_JS, RUM_JS, RUM_OBJECT, RUM_OBJECT_PATH};
 
 use super::playback_access::{self, PlaybackAccess};
-use crate::clock::now_ms;
 use crate::context::{bind, Context, Role};
 use crate::tls::Certificates;
 

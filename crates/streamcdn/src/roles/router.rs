@@ -53,12 +53,7 @@ fn zone(config: &RouterConfig) -> anyhow::Result<Zone> {
         .map_err(|e| anyhow!("router: {e}"))?;
     zone.ttl = u32::try_from(config.ttl.as_secs()).unwrap_or(u32::MAX);
     // Restarts are the only way the zone's fixed data changes.
-    zone.serial = u32::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_secs()),
-    )
-    .unwrap_or(1);
+    zone.serial = u32::try_from(streamcdn_support::clock::now_secs().max(1)).unwrap_or(1);
     Ok(zone)
 }
 
