@@ -22,6 +22,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use streamcdn_cdni::CdnPid;
 use streamcdn_config::{Config, FederationConfig};
+use streamcdn_support::http_client::ClientOptions;
 use thiserror::Error;
 use tokio_rustls::TlsAcceptor;
 
@@ -236,20 +237,16 @@ impl Identity {
             .with_custom_certificate_verifier(verifier)
             .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
             .doing(|| "federation.cert and federation.key".to_owned())?;
-        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_secs(2)));
+        let options = ClientOptions::new()
+            .under_tls()
+            .connect_timeout(Duration::from_secs(2))
+            .keep_idle_for(Duration::from_secs(30));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()
             .enable_http1()
-            .wrap_connector(http);
-        Ok(
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(30))
-                .build(connector),
-        )
+            .wrap_connector(options.connector());
+        Ok(options.builder().build(connector))
     }
 }
 

@@ -30,6 +30,7 @@ use streamcdn_routing::state::{
     Edges, KnownEdge, ReportOutcome, RouterState, RumJob, RumSettings, View,
 };
 use streamcdn_support::clock::now_ms;
+use streamcdn_support::http_client::ClientOptions;
 use streamcdn_urls::{Target, UrlError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -184,14 +185,11 @@ type Client = hyper_util::client::legacy::Client<
 >;
 
 fn client() -> Client {
-    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(HEALTH_TIMEOUT));
     // No idle connections kept: edges count open connections as viewers, and a pooled
     // check connection per router would sit in every edge's load.
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_max_idle_per_host(0)
-        .build(connector)
+    ClientOptions::new()
+        .connect_timeout(HEALTH_TIMEOUT)
+        .client()
 }
 
 /// Whether the edge at `playback` answers HTTP within the timeout with anything but a
