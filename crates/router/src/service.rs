@@ -31,6 +31,7 @@ use streamcdn_routing::state::{
 };
 use streamcdn_support::clock::now_ms;
 use streamcdn_support::http_client::ClientOptions;
+use streamcdn_urls::authority::Authority;
 use streamcdn_urls::{Target, UrlError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -170,12 +171,8 @@ struct UdpThread {
 /// The address in an `http://host:port` playback URL, if the host is an IP address (a
 /// DNS answer needs one).
 fn playback_addr(url: &str) -> Option<IpAddr> {
-    let authority = url.strip_prefix("http://")?.split('/').next()?;
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next()?,
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    host.parse().ok()
+    let authority = Authority::parse(url).filter(|a| a.scheme == "http")?;
+    authority.host.parse().ok()
 }
 
 /// The router's HTTP client, for edge health checks and probe requests.

@@ -14,6 +14,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use streamcdn_config::HttpConfig;
 use streamcdn_support::durable::write_with_mode;
+use streamcdn_urls::authority::Authority;
 use thiserror::Error;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -185,12 +186,7 @@ fn generated_names(http: &HttpConfig) -> Vec<String> {
 
 /// The host of `scheme://host[:port][/...]`, without IPv6 brackets.
 fn url_host(url: &str) -> Option<String> {
-    let authority = url.split_once("://")?.1.split('/').next()?;
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split_once(']')?.0,
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    (!host.is_empty()).then(|| host.to_owned())
+    Authority::parse(url).map(|authority| authority.host.to_owned())
 }
 
 /// `<data_dir>/tls/cert.pem` and `key.pem`, generated on the first start and kept

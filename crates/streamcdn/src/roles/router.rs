@@ -13,6 +13,7 @@ use streamcdn_routing::dns::Zone;
 use streamcdn_routing::prefix::StaticMap;
 use streamcdn_routing::rum::GateLimits;
 use streamcdn_routing::state::RumSettings;
+use streamcdn_urls::authority::Authority;
 
 use streamcdn_web::RUM_JS;
 
@@ -84,11 +85,9 @@ fn routing_url(config: &streamcdn_config::Config) -> Option<String> {
         return Some(format!("http://{}", router.http_listen));
     }
     let playback = config.http.advertised_url()?;
-    let authority = playback.strip_prefix("http://")?.split('/').next()?;
-    let host = match authority.rsplit_once(':') {
-        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
-        _ => authority,
-    };
+    let host = Authority::parse(&playback)
+        .filter(|a| a.scheme == "http")?
+        .host_in_url();
     Some(format!("http://{host}:{}", router.http_listen.port()))
 }
 
