@@ -19,8 +19,8 @@ use streamcdn_access::deployment::{self, DeploymentKey, ReplayGuard, SignatureEr
 use crate::carried::Carried;
 use crate::control::ControlRequest;
 use crate::Edge;
+use streamcdn_urls::internal::CONTROL_PATH;
 
-pub const CONTROL_PATH: &str = "/_streamcdn/control";
 pub const CONTROL_HEADER: &str = "X-Streamcdn-Control";
 
 struct Controller {

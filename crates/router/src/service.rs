@@ -22,16 +22,15 @@ use streamcdn_routing::decision::{
 };
 use streamcdn_routing::dns::{self, Answer, Transport, Zone};
 use streamcdn_routing::prefix::{ClientPrefix, StaticMap};
-use streamcdn_routing::probe::{
-    ProbeReport, ProbeRequest, PROBE_HEADER, PROBE_PATH, SHARED_SAMPLE_TTL,
-};
-use streamcdn_routing::rum::{self, RUM_BEACON_PATH, RUM_JOB_PATH};
+use streamcdn_routing::probe::{ProbeReport, ProbeRequest, PROBE_HEADER, SHARED_SAMPLE_TTL};
+use streamcdn_routing::rum;
 use streamcdn_routing::state::{
     Edges, KnownEdge, ReportOutcome, RouterState, RumJob, RumSettings, View,
 };
 use streamcdn_support::clock::now_ms;
 use streamcdn_support::http_client::ClientOptions;
 use streamcdn_urls::authority::Authority;
+use streamcdn_urls::internal::{PROBE_PATH, RUM_BEACON_PATH, RUM_JOB_PATH};
 use streamcdn_urls::{Target, UrlError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
