@@ -122,12 +122,9 @@ impl Rendered {
     }
 
     /// Whether an `If-None-Match` header names this representation (weak comparison,
-    /// RFC 7232 §3.2): then the answer is `304`.
+    /// RFC 9110 §13.1.2): then the answer is `304`.
     pub fn is_current(&self, if_none_match: &str) -> bool {
-        if_none_match
-            .split(',')
-            .map(str::trim)
-            .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == self.etag)
+        streamcdn_urls::conditional::if_none_match(if_none_match, &self.etag)
     }
 }
 

@@ -5,6 +5,7 @@
 //! the `http`/`https` scheme (§4.8).
 
 use serde::{Deserialize, Serialize};
+use streamcdn_urls::authority::Authority;
 use thiserror::Error;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -356,26 +357,10 @@ impl Automaton {
 }
 
 /// The host of an absolute http(s) URL, lowercase and without a port.
+/// An IPv6 literal keeps its brackets.
 pub fn host_of(url: &str) -> Option<String> {
-    let lower = url
-        .get(..8)
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_default();
-    let rest = if lower.starts_with("https://") {
-        url.get(8..)?
-    } else if lower.starts_with("http://") {
-        url.get(7..)?
-    } else {
-        return None;
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = match host.strip_prefix('[') {
-        // An IPv6 literal keeps its brackets.
-        Some(v6) => format!("[{}]", v6.split(']').next().unwrap_or_default()),
-        None => host.split(':').next().unwrap_or_default().to_owned(),
-    };
-    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+    let authority = Authority::parse(url).filter(Authority::is_http)?;
+    Some(authority.host_in_url().to_ascii_lowercase())
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@
 //! configuration goes to that configuration's cache ([`crate::carried`]).
 
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -20,16 +19,9 @@ use streamcdn_access::deployment::{self, DeploymentKey, ReplayGuard, SignatureEr
 use crate::carried::Carried;
 use crate::control::ControlRequest;
 use crate::Edge;
+use streamcdn_urls::internal::CONTROL_PATH;
 
-pub const CONTROL_PATH: &str = "/_streamcdn/control";
 pub const CONTROL_HEADER: &str = "X-Streamcdn-Control";
-
-/// The deployment's clock: Unix milliseconds.
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 struct Controller {
     key: DeploymentKey,
@@ -61,7 +53,7 @@ async fn control_request(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let now = now_ms();
+    let now = streamcdn_support::clock::now_ms();
     let tag = headers.get(CONTROL_HEADER).and_then(|v| v.to_str().ok());
     // Nothing unauthenticated is parsed.
     if let Err(e) = deployment::verify_signature(&controller.key, &body, tag) {

@@ -10,13 +10,14 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::http::{HeaderValue, StatusCode};
 use bytes::Bytes;
 use moka::notification::RemovalCause;
 use serde::{Deserialize, Serialize};
 
+use streamcdn_support::clock::now_secs;
 use streamcdn_urls::{ObjectKind, Target};
 
 use crate::object::{hash64, CachedObject, Policy, Validators};
@@ -64,12 +65,6 @@ pub struct DiskCache {
     index: moka::sync::Cache<String, DiskEntry>,
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 impl DiskCache {
     /// Opens (creating) the cache directory and indexes what a previous run left.
     pub fn open(dir: &Path, max_bytes: u64) -> std::io::Result<Arc<Self>> {
@@ -101,7 +96,7 @@ impl DiskCache {
 
     fn reindex(&self) -> std::io::Result<(usize, usize)> {
         let (mut kept, mut removed) = (0, 0);
-        let now = unix_now();
+        let now = now_secs();
         for shard in std::fs::read_dir(&self.dir)?.flatten() {
             let Ok(files) = std::fs::read_dir(shard.path()) else {
                 continue;
@@ -165,7 +160,7 @@ impl DiskCache {
                 key: key.clone(),
                 content_type: header_string(object.content_type.as_ref()),
                 cache_control: header_string(object.cache_control.as_ref()),
-                fresh_until: unix_now() + remaining.as_secs(),
+                fresh_until: now_secs() + remaining.as_secs(),
             };
             let path = cache.file_for(&key);
             match write_file(&path, &header, &object.body) {
@@ -209,7 +204,7 @@ impl DiskCache {
             self.index.invalidate(key);
             return None;
         };
-        let ttl = Duration::from_secs(header.fresh_until.saturating_sub(unix_now()));
+        let ttl = Duration::from_secs(header.fresh_until.saturating_sub(now_secs()));
         if ttl.is_zero() {
             // Expired (a cache rule shorter than the object's own lifetime): the
             // source is asked again, never a stale copy served as fresh.
@@ -387,7 +382,7 @@ mod tests {
             key: "/p/s/r/000002.0.m4s".into(),
             content_type: None,
             cache_control: None,
-            fresh_until: unix_now() + 60,
+            fresh_until: now_secs() + 60,
         };
         write_file(&part_file, &header, b"part").unwrap();
         drop(cache);

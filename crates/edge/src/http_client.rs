@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use streamcdn_support::http_client::ClientOptions;
 use streamcdn_urls::CacheKey;
 
 use crate::lifetime;
@@ -277,22 +277,15 @@ pub fn answer(
 }
 
 fn client(timeout: Duration, http2: bool) -> Client<HttpConnector, Empty<Bytes>> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
     // A dead upstream on a live network refuses at once; a black hole must not hold a
     // viewer for the whole request timeout before the next one is tried.
-    connector.set_connect_timeout(Some(timeout.min(Duration::from_secs(2))));
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder.pool_idle_timeout(Duration::from_secs(30));
-    if http2 {
-        builder
-            .http2_only(true)
-            .timer(TokioTimer::new())
-            .http2_keep_alive_interval(H2_KEEPALIVE)
-            .http2_keep_alive_timeout(H2_KEEPALIVE)
-            .http2_keep_alive_while_idle(true);
+    let options = ClientOptions::new()
+        .connect_timeout(timeout.min(Duration::from_secs(2)))
+        .keep_idle_for(Duration::from_secs(30));
+    match http2 {
+        true => options.http2(H2_KEEPALIVE).client(),
+        false => options.client(),
     }
-    builder.build(connector)
 }
 
 #[cfg(test)]
@@ -305,7 +298,7 @@ mod tests {
     use std::sync::Arc;
 
     use http_body_util::Full;
-    use hyper_util::rt::TokioIo;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::server::conn::auto;
 
     use super::*;

@@ -146,10 +146,7 @@ fn not_modified(object: &CachedObject, request: &HeaderMap) -> bool {
         else {
             return false;
         };
-        let weak = |t: &str| t.trim().trim_start_matches("W/").to_owned();
-        return tags
-            .split(',')
-            .any(|t| t.trim() == "*" || weak(t) == weak(etag));
+        return streamcdn_urls::conditional::if_none_match(tags, etag);
     }
     match (
         text(header::IF_MODIFIED_SINCE),

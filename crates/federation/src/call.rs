@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::http::{HeaderMap, Method, StatusCode};
+use streamcdn_support::http_client::ClientOptions;
 use thiserror::Error;
 
 pub type Client = hyper_util::client::legacy::Client<
@@ -16,12 +17,9 @@ pub type Client = hyper_util::client::legacy::Client<
 /// The plain HTTP client. No idle connections kept: edges count open connections as
 /// viewers.
 pub fn client() -> Client {
-    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_max_idle_per_host(0)
-        .build(connector)
+    ClientOptions::new()
+        .connect_timeout(Duration::from_secs(2))
+        .client()
 }
 
 #[derive(Debug, Error)]

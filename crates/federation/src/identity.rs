@@ -22,10 +22,9 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use streamcdn_cdni::CdnPid;
 use streamcdn_config::{Config, FederationConfig};
+use streamcdn_support::http_client::ClientOptions;
 use thiserror::Error;
 use tokio_rustls::TlsAcceptor;
-
-use crate::durable::write_atomically;
 
 /// Why the identity cannot be set up: what was being done (naming the setting or
 /// file), and the cause.
@@ -136,7 +135,7 @@ fn generate(federation: &FederationConfig, dir: &Path) -> Result<Files, Identity
         (&files.cert, cert.pem(), 0o644),
         (&files.ca, ca_cert.pem(), 0o644),
     ] {
-        write_atomically(path, pem.as_bytes(), mode)
+        streamcdn_support::durable::write_with_mode(path, pem.as_bytes(), mode)
             .doing(|| format!("writing {}", path.display()))?;
     }
     tracing::info!(dir = %dir.display(), participant = %federation.participant, "generated a federation CA and certificate");
@@ -238,20 +237,16 @@ impl Identity {
             .with_custom_certificate_verifier(verifier)
             .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
             .doing(|| "federation.cert and federation.key".to_owned())?;
-        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_secs(2)));
+        let options = ClientOptions::new()
+            .under_tls()
+            .connect_timeout(Duration::from_secs(2))
+            .keep_idle_for(Duration::from_secs(30));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()
             .enable_http1()
-            .wrap_connector(http);
-        Ok(
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(30))
-                .build(connector),
-        )
+            .wrap_connector(options.connector());
+        Ok(options.builder().build(connector))
     }
 }
 

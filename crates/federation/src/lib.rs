@@ -18,13 +18,11 @@
 //! - [`identity`]: the participant's mutual-TLS identity and the partners' clients.
 //! - [`document`]: the RFC 8006-shaped configuration document exchanged on delegation.
 //! - [`call`]: the plain HTTP client of the CIS and the `trigger` CLI.
-//! - [`durable`]: crash-safe file writes.
 
 pub mod api;
 pub mod call;
 pub mod delegation;
 pub mod document;
-pub mod durable;
 pub mod identity;
 pub mod participant;
 pub mod service;

@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use hyper::http::{header, Method, StatusCode};
 use streamcdn_access::deployment::{self, DeploymentKey};
@@ -26,6 +26,7 @@ use streamcdn_cdni::{parse_status, CdnPid};
 use streamcdn_edge::control::{ControlReply, ControlRequest};
 use streamcdn_edge::control_endpoint::CONTROL_HEADER;
 use streamcdn_registry::{LeaseHolder, Registry, RegistryError};
+use streamcdn_support::clock::now_ms;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -50,13 +51,6 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(120);
 pub const PARTNER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Jobs taken before the state is kept and the callers answered.
 const BATCH: usize = 256;
-
-/// The deployment's clock.
-pub fn now_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -126,7 +120,7 @@ impl Store {
             Store::File(file) => {
                 let file = file.clone();
                 let written = tokio::task::spawn_blocking(move || {
-                    crate::durable::write_atomically(&file, &json, 0o644)
+                    streamcdn_support::durable::write_with_mode(&file, &json, 0o644)
                         .map_err(|source| StoreError::File { path: file, source })
                 });
                 written.await?

@@ -65,11 +65,7 @@ fn if_none_match(request: &axum::http::HeaderMap, response: Response) -> Respons
     let (Some(tags), Some(etag), StatusCode::OK) = (tags, etag, response.status()) else {
         return response;
     };
-    let weak = |t: &str| t.trim().trim_start_matches("W/").to_owned();
-    if !tags
-        .split(',')
-        .any(|t| t.trim() == "*" || weak(t) == weak(etag))
-    {
+    if !streamcdn_urls::conditional::if_none_match(tags, etag) {
         return response;
     }
     count("not_modified", StatusCode::NOT_MODIFIED);

@@ -4,7 +4,7 @@
 //! the newest [`TRIGGERS_SHOWN`] statuses and their servers.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::join_all;
@@ -12,10 +12,11 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper::header::{AUTHORIZATION, USER_AGENT};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use streamcdn_access::admin::PeerKey;
 use streamcdn_registry::{NodeRecord, Registry, RegistryError};
+use streamcdn_support::clock::now_ms;
+use streamcdn_support::http_client::ClientOptions;
 
 use crate::document::{assemble, Answer, Deployment, Unreachable};
 use crate::sources::{parts_of, trigger_paths, Part, SERVER_HEADER};
@@ -39,12 +40,6 @@ pub struct Overview {
     client: Client<HttpConnector, Empty<Bytes>>,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// An error and its sources, one line (hyper's own says only "client error").
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -59,14 +54,18 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 impl Overview {
     pub fn new(registry: Registry, server: String, own_admin: String, key: PeerKey) -> Arc<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(REQUEST_TIMEOUT));
+        // Idle connections kept as hyper's pool does by default: the dashboard asks the
+        // same servers every two seconds.
+        let client = ClientOptions::new()
+            .connect_timeout(REQUEST_TIMEOUT)
+            .keep_idle_for(Duration::from_secs(90))
+            .client();
         Arc::new(Overview {
             registry,
             server,
             own_admin: own_admin.trim_end_matches('/').to_owned(),
             key,
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client,
         })
     }
 

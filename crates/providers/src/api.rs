@@ -188,9 +188,7 @@ async fn mint_url(
             "signed URLs are off for this provider: set playback_keys first",
         );
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = streamcdn_support::clock::now_secs();
     let grant = Grant {
         expires: now + lifetime.as_secs(),
         provider: name.clone(),

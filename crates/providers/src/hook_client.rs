@@ -13,8 +13,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{CONTENT_TYPE, USER_AGENT};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use streamcdn_config::{HooksConfig, ProviderConfig};
+use streamcdn_support::http_client::ClientOptions;
 use tokio::sync::Notify;
 
 use crate::hooks::{self, Answer, Event, Hook, PublishDecision, Step};
@@ -109,13 +109,9 @@ impl Reply {
 
 impl Hooks {
     pub fn new(providers: &[ProviderConfig]) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        // One connection per call: hooks are rare, and a hook server need not keep
-        // connections alive.
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(0)
-            .build(connector);
+        // One connection per call (no idle one kept): hooks are rare, and a hook server
+        // need not keep connections alive.
+        let client = ClientOptions::new().client();
         Self {
             client,
             by_provider: Arc::new(

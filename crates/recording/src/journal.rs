@@ -8,11 +8,11 @@
 //! (`journal-0001.json`, ...), itself written durably before the journal names it.
 //! [`read_journal`] reassembles the whole list.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use streamcdn_config::SegmentFormat;
+use streamcdn_support::durable;
 
 pub const JOURNAL_FILE: &str = "journal.json";
 /// Written by the archiver once the recording's archive is verified.
@@ -161,22 +161,11 @@ pub fn recording_dir(root: &Path, provider: &str, stream: &str, recording_id: &s
     root.join(provider).join(stream).join(recording_id)
 }
 
-/// Writes `bytes` to `dir/name` durably: temp file, fsync, rename.
-pub fn write_durable(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, dir.join(name))?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
 /// Writes the journal as it stands on disk: `on_disk.segments` are the entries after
 /// `on_disk.segment_pages`.
 fn write_journal(dir: &Path, on_disk: &Recording) -> std::io::Result<()> {
     let json = serde_json::to_vec_pretty(on_disk).map_err(std::io::Error::other)?;
-    write_durable(dir, JOURNAL_FILE, &json)
+    durable::write(&dir.join(JOURNAL_FILE), &json)
 }
 
 /// The journal file alone (page entries not merged): enough for state and identity.
@@ -269,7 +258,7 @@ impl JournalWriter {
 
     /// Writes an init segment durably, then the journal that names it.
     pub fn add_init(&mut self, file: &str, bytes: &[u8]) -> std::io::Result<()> {
-        write_durable(&self.dir, file, bytes)?;
+        durable::write(&self.dir.join(file), bytes)?;
         self.on_disk.inits.push(file.to_owned());
         write_journal(&self.dir, &self.on_disk)
     }
@@ -323,7 +312,7 @@ impl JournalWriter {
             let page = format!("journal-{:04}.json", self.on_disk.segment_pages.len() + 1);
             let json =
                 serde_json::to_vec_pretty(&self.on_disk.segments).map_err(std::io::Error::other)?;
-            write_durable(&self.dir, &page, &json)?;
+            durable::write(&self.dir.join(&page), &json)?;
             self.on_disk.segment_pages.push(page);
             self.on_disk.segments.clear();
         }
@@ -466,12 +455,12 @@ mod tests {
             init: Some("init.mp4".into()),
         });
         write_journal(&dir, &rec).unwrap();
-        write_durable(&dir, "init.mp4", b"ini").unwrap();
-        write_durable(&dir, "000000.m4s", b"abc").unwrap();
+        durable::write(&dir.join("init.mp4"), b"ini").unwrap();
+        durable::write(&dir.join("000000.m4s"), b"abc").unwrap();
         std::fs::write(dir.join("000001.m4s"), b"half").unwrap();
         std::fs::write(dir.join(".000001.m4s.tmp"), b"half").unwrap();
         // A hook's marker is the recording's own, not a leftover.
-        write_durable(&dir, &hook_marker("on_archived"), b"{}").unwrap();
+        durable::write(&dir.join(hook_marker("on_archived")), b"{}").unwrap();
         std::fs::write(dir.join("hook-X1.json"), b"").unwrap();
 
         assert_eq!(recover(&root, "n1").unwrap(), 1);

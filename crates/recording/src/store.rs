@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use streamcdn_support::durable;
 use streamcdn_urls::{RecordingName, StreamName};
 
 use crate::journal::{self, JournalWriter, Recording, ARCHIVED_MARKER, JOURNAL_FILE};
@@ -196,7 +197,7 @@ impl RecordingStore {
     pub async fn mark_archived(&self, dir: &Path, archived_at: &str) -> std::io::Result<()> {
         let dir = dir.to_owned();
         let marker = serde_json::json!({ "archived_at": archived_at }).to_string();
-        blocking(move || journal::write_durable(&dir, ARCHIVED_MARKER, marker.as_bytes())).await
+        blocking(move || durable::write(&dir.join(ARCHIVED_MARKER), marker.as_bytes())).await
     }
 
     /// When the archiver marked the recording archived (RFC 3339), if it did.
@@ -224,7 +225,7 @@ impl RecordingStore {
     ) -> std::io::Result<()> {
         let (dir, name) = (dir.to_owned(), journal::hook_marker(hook));
         let bytes = serde_json::to_vec_pretty(outcome).map_err(std::io::Error::other)?;
-        blocking(move || journal::write_durable(&dir, &name, &bytes)).await
+        blocking(move || durable::write(&dir.join(name), &bytes)).await
     }
 
     /// Deletes an archived recording's local copy once `retention` has passed since it

@@ -1,10 +1,11 @@
 //! The Redis backend: string keys with `PX` expiry for records, and a sorted set per
 //! cluster and one for the whole directory (scored by lease expiry) as indexes of servers.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
+use streamcdn_support::clock::now_ms;
 
 use crate::error::Result;
 
@@ -16,12 +17,6 @@ pub(crate) struct RedisStore {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
-}
-
-fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, millis)
 }
 
 /// Compare-and-set in one round trip, so two servers cannot interleave.
@@ -127,7 +122,7 @@ impl RedisStore {
     /// Adds `id` to the sorted set `index`, scored by its lease expiry.
     pub(crate) async fn add_member(&self, index: &str, id: &str, ttl: Duration) -> Result<()> {
         let mut c = self.connection.clone();
-        let now = now_millis();
+        let now = now_ms();
         let set = self.key(index);
         redis::pipe()
             .zadd(&set, id, now + millis(ttl))
@@ -145,7 +140,7 @@ impl RedisStore {
         let set = self.key(index);
         // The node keys decide who is alive; the score only trims the candidates, with
         // slack for clock differences between servers.
-        let since = now_millis().saturating_sub(60_000);
+        let since = now_ms().saturating_sub(60_000);
         Ok(c.zrangebyscore(&set, since, "+inf").await?)
     }
 }

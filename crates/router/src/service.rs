@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Query as UrlQuery, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -22,13 +22,15 @@ use streamcdn_routing::decision::{
 };
 use streamcdn_routing::dns::{self, Answer, Transport, Zone};
 use streamcdn_routing::prefix::{ClientPrefix, StaticMap};
-use streamcdn_routing::probe::{
-    ProbeReport, ProbeRequest, PROBE_HEADER, PROBE_PATH, SHARED_SAMPLE_TTL,
-};
-use streamcdn_routing::rum::{self, RUM_BEACON_PATH, RUM_JOB_PATH};
+use streamcdn_routing::probe::{ProbeReport, ProbeRequest, PROBE_HEADER, SHARED_SAMPLE_TTL};
+use streamcdn_routing::rum;
 use streamcdn_routing::state::{
     Edges, KnownEdge, ReportOutcome, RouterState, RumJob, RumSettings, View,
 };
+use streamcdn_support::clock::now_ms;
+use streamcdn_support::http_client::ClientOptions;
+use streamcdn_urls::authority::Authority;
+use streamcdn_urls::internal::{PROBE_PATH, RUM_BEACON_PATH, RUM_JOB_PATH};
 use streamcdn_urls::{Target, UrlError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -165,21 +167,11 @@ struct UdpThread {
     tally: BatchTally,
 }
 
-fn now_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// The address in an `http://host:port` playback URL, if the host is an IP address (a
 /// DNS answer needs one).
 fn playback_addr(url: &str) -> Option<IpAddr> {
-    let authority = url.strip_prefix("http://")?.split('/').next()?;
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next()?,
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    host.parse().ok()
+    let authority = Authority::parse(url).filter(|a| a.scheme == "http")?;
+    authority.host.parse().ok()
 }
 
 /// The router's HTTP client, for edge health checks and probe requests.
@@ -189,14 +181,11 @@ type Client = hyper_util::client::legacy::Client<
 >;
 
 fn client() -> Client {
-    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(HEALTH_TIMEOUT));
     // No idle connections kept: edges count open connections as viewers, and a pooled
     // check connection per router would sit in every edge's load.
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_max_idle_per_host(0)
-        .build(connector)
+    ClientOptions::new()
+        .connect_timeout(HEALTH_TIMEOUT)
+        .client()
 }
 
 /// Whether the edge at `playback` answers HTTP within the timeout with anything but a

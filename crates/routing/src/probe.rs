@@ -2,7 +2,7 @@
 //! (`streamcdn-probe-agent`), without I/O.
 //!
 //! - **Wire format**: the router POSTs a [`ProbeRequest`] (JSON) to an edge's
-//!   [`PROBE_PATH`]; the edge answers with a [`ProbeReport`] (JSON), which
+//!   `streamcdn_urls::internal::PROBE_PATH`; the edge answers with a [`ProbeReport`] (JSON), which
 //!   [`ProbeReport::to_measurement`] turns into the [`Measurement`] the decision consumes.
 //!   Edges also share reports of real viewer connections through the registry.
 //! - **Authentication**: an edge must not become a packet cannon for whoever reaches its
@@ -22,8 +22,6 @@ use streamcdn_access::deployment::{
 use crate::decision::{Measurement, Source};
 use crate::prefix::ClientPrefix;
 
-/// The path on an edge's playback listener that takes signed probe requests.
-pub const PROBE_PATH: &str = "/_streamcdn/probe";
 /// Measurements shared through the registry are kept as long as the decision uses them.
 pub const SHARED_SAMPLE_TTL: Duration = Duration::from_secs(300);
 /// The HTTP header carrying the hex HMAC-SHA256 of the request body.

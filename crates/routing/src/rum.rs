@@ -21,12 +21,6 @@ use crate::decision::{Millis, RumScore};
 use crate::prefix::ClientPrefix;
 use streamcdn_access::deployment::{self, DeploymentKey};
 
-/// The path, on the router's HTTP listener, of measurement jobs for browsers.
-pub const RUM_JOB_PATH: &str = "/_streamcdn/rum/job";
-/// The path, on the router's HTTP listener, that takes their beacons.
-pub const RUM_BEACON_PATH: &str = "/_streamcdn/rum/beacon";
-/// The test object on every edge's playback listener (`streamcdn_web` serves it there).
-pub const RUM_OBJECT_PATH: &str = "/_streamcdn/rum/object";
 /// Bytes of the test object an edge serves at `/_streamcdn/rum/object`; a successful
 /// download must report exactly this many.
 pub const TEST_OBJECT_BYTES: u64 = 64 * 1024;

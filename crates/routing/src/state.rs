@@ -12,6 +12,8 @@ use std::time::Duration;
 use serde::Serialize;
 use streamcdn_access::deployment::DeploymentKey;
 
+use streamcdn_urls::internal::{RUM_BEACON_PATH, RUM_OBJECT_PATH};
+
 use crate::decision::{
     CandidateScore, Decider, DeciderConfig, Decision, DecisionError, EdgeState, Inputs,
     Measurements, Millis, RumScore,
@@ -19,9 +21,7 @@ use crate::decision::{
 use crate::map::{History, MapEntry, RoutingMap, Version};
 use crate::prefix::{ClientPrefix, StaticMap};
 use crate::probe::ProbeReport;
-use crate::rum::{
-    self, Accepted, BeaconGate, GateLimits, Rejection, RumScores, RUM_BEACON_PATH, RUM_OBJECT_PATH,
-};
+use crate::rum::{self, Accepted, BeaconGate, GateLimits, Rejection, RumScores};
 
 /// A prefix nobody asked about for this long leaves the routing map.
 const PREFIX_IDLE_MS: Millis = 10 * 60 * 1000;

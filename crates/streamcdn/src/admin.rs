@@ -70,7 +70,7 @@ async fn authorize(
         request.method().as_str(),
         request.uri().path(),
         authorization,
-        crate::clock::now_ms(),
+        streamcdn_support::clock::now_ms(),
     ) {
         Ok(caller) => {
             if let Some(caller) = caller {

@@ -335,7 +335,8 @@ pub async fn run(
             .insert("admin".into(), local_url(ctx.config.admin.listen));
     }
     // Every admin listener shows the whole deployment, read from the other servers'.
-    let peers = streamcdn_access::admin::PeerKey::of_deployment(&deployment_key(&ctx.registry).await?);
+    let peers =
+        streamcdn_access::admin::PeerKey::of_deployment(&deployment_key(&ctx.registry).await?);
     ctx.add_admin_routes(streamcdn_overview::api::admin_router(
         streamcdn_overview::fetch::Overview::new(
             ctx.registry.clone(),

@@ -58,7 +58,7 @@ impl LoadMeter {
                 }
                 _ => 0.0,
             },
-            measured_at_ms: crate::clock::now_ms(),
+            measured_at_ms: streamcdn_support::clock::now_ms(),
         };
         (self.last_at, self.last_bytes, self.last_cpu) = (now, bytes, cpu);
         load

@@ -80,7 +80,7 @@ impl Traffic {
             rtts.lock().unwrap_or_else(|e| e.into_inner()).record(
                 prefix,
                 rtt,
-                crate::clock::now_ms(),
+                streamcdn_support::clock::now_ms(),
             );
         }
     }

@@ -3,7 +3,6 @@
 
 mod admin;
 mod check_config;
-mod clock;
 mod context;
 mod directory;
 mod http;

@@ -31,7 +31,7 @@ pub fn admin_token(data_dir: &Path) -> anyhow::Result<String> {
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-    crate::tls::write_atomically(&path, format!("{token}\n").as_bytes(), 0o600)
+    streamcdn_support::durable::write_with_mode(&path, format!("{token}\n").as_bytes(), 0o600)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(token)
 }

@@ -3,7 +3,6 @@
 //! from a resolver whose `Arc` is swapped when the files change, so new connections get
 //! a renewed certificate without a restart; a bad new pair is logged and the old kept.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -14,6 +13,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use streamcdn_config::HttpConfig;
+use streamcdn_support::durable::write_with_mode;
+use streamcdn_urls::authority::Authority;
 use thiserror::Error;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -185,28 +186,7 @@ fn generated_names(http: &HttpConfig) -> Vec<String> {
 
 /// The host of `scheme://host[:port][/...]`, without IPv6 brackets.
 fn url_host(url: &str) -> Option<String> {
-    let authority = url.split_once("://")?.1.split('/').next()?;
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split_once(']')?.0,
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    (!host.is_empty()).then(|| host.to_owned())
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename, so a crash never
-/// leaves half a key; `mode` applies from creation.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let temp = path.with_extension("pem.tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
-    #[cfg(not(unix))]
-    let _ = mode;
-    let mut file = options.open(&temp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temp, path)
+    Authority::parse(url).map(|authority| authority.host.to_owned())
 }
 
 /// `<data_dir>/tls/cert.pem` and `key.pem`, generated on the first start and kept
@@ -237,8 +217,8 @@ fn generated(http: &HttpConfig, data_dir: &Path) -> Result<CertFiles, CertError>
         .map_err(|e| failed(e.to_string()))?;
     std::fs::create_dir_all(&dir).map_err(|e| failed(e.to_string()))?;
     // The key first: a certificate on disk always has its key beside it.
-    write_atomically(&files.key, key.serialize_pem().as_bytes(), 0o600)
-        .and_then(|()| write_atomically(&files.cert, cert.pem().as_bytes(), 0o644))
+    write_with_mode(&files.key, key.serialize_pem().as_bytes(), 0o600)
+        .and_then(|()| write_with_mode(&files.cert, cert.pem().as_bytes(), 0o644))
         .map_err(|e| failed(e.to_string()))?;
     tracing::info!(dir = %dir.display(), "generated a self-signed TLS certificate");
     Ok(files)

@@ -16,39 +16,39 @@
 /// alone: none of them parses as a [`crate::Target`] (tested below).
 pub const PREFIX: &str = "/_streamcdn/";
 
-/// hls.js, served long-cached (asked for as `?v=<digest>`). Defined today as
+/// hls.js, served long-cached (asked for as `?v=<digest>`). Also written as
 /// `streamcdn_web::HLS_JS.path`; routed by the edge role (`streamcdn/src/roles/edge.rs`)
 /// and named in player pages (`web::player_page`). (The admin dashboard serves the same
 /// file at its own `/dashboard/hls.min.js`.)
 pub const HLS_JS_PATH: &str = "/_streamcdn/hls.min.js";
 
-/// rum.js, the real-user measurement script operators embed. Defined today as
+/// rum.js, the real-user measurement script operators embed. Also written as
 /// `streamcdn_web::RUM_JS.path`; routed by the edge role (`roles/edge.rs`) and the router
 /// role (`roles/router.rs`); `web/assets/rum.js` documents it.
 pub const RUM_JS_PATH: &str = "/_streamcdn/rum.js";
 
-/// The test object rum.js downloads from each candidate edge. Defined today twice, as
-/// `streamcdn_web::RUM_OBJECT_PATH` (routed by `roles/edge.rs`) and
-/// `streamcdn_router::service::RUM_OBJECT_PATH` (written into jobs by the router).
+/// The test object rum.js downloads from each candidate edge: routed by the edge role
+/// (`roles/edge.rs`, the body is `streamcdn_web::RUM_OBJECT`), written into jobs by
+/// `routing::state`.
 pub const RUM_OBJECT_PATH: &str = "/_streamcdn/rum/object";
 
-/// Measurement jobs for browsers, on the router's HTTP listener. Defined today as
-/// `streamcdn_router::service::RUM_JOB_PATH`; `web/assets/rum.js` fetches it.
+/// Measurement jobs for browsers, on the router's HTTP listener (routed by
+/// `router::service`); `web/assets/rum.js` fetches it.
 pub const RUM_JOB_PATH: &str = "/_streamcdn/rum/job";
 
-/// The browsers' beacons, on the router's HTTP listener. Defined today as
-/// `streamcdn_router::service::RUM_BEACON_PATH` (routed there and named in each job).
+/// The browsers' beacons, on the router's HTTP listener (routed by `router::service`,
+/// named in each job by `routing::state`).
 pub const RUM_BEACON_PATH: &str = "/_streamcdn/rum/beacon";
 
-/// Signed probe requests from the router, on an edge's playback listener. Defined today
-/// as `streamcdn_router::service::PROBE_PATH`; the router sends to it, the edge role
-/// (`roles/edge.rs`) routes it.
+/// Signed probe requests from the router, on an edge's playback listener: the router
+/// (`router::service`) sends to it, the edge role (`roles/edge.rs`) routes it;
+/// `routing::probe` is their wire format.
 pub const PROBE_PATH: &str = "/_streamcdn/probe";
 
-/// Signed control commands (purge, invalidate) on an edge's playback listener. Defined
-/// today as `CONTROL_PATH` in the binary's `roles/control.rs` (routed there and by
-/// `roles/edge.rs`, which also announces `<playback>/_streamcdn/control?tier=<tier>` as
-/// the server's `control` address for the CIS); `edge::control` describes its body.
+/// Signed control commands (purge, invalidate) on an edge's playback listener: routed
+/// by `edge::control_endpoint`; the edge role (`roles/edge.rs`) announces
+/// `<playback>/_streamcdn/control?tier=<tier>` as the server's `control` address for
+/// the CIS; `edge::control` describes its body.
 pub const CONTROL_PATH: &str = "/_streamcdn/control";
 
 #[cfg(test)]

@@ -16,8 +16,12 @@
 //! A [`CacheKey`] is a target's path plus the query parameters that change the response
 //! (the LL-HLS delivery directives), normalized; every other parameter is ignored.
 //! [`stored`] names the objects the archiver writes for a recording; [`internal`] the
-//! paths streamcdn serves for itself under `/_streamcdn/`.
+//! paths streamcdn serves for itself under `/_streamcdn/`; [`conditional`] answers
+//! conditional requests the same way on every server; [`authority`] takes the host and
+//! port out of absolute URLs.
 
+pub mod authority;
+pub mod conditional;
 pub mod internal;
 pub mod stored;
 

@@ -75,8 +75,6 @@ pub static RUM_JS: Asset = Asset {
     digest: LazyLock::new(|| fnv1a_hex(RUM_JS_BODY)),
 };
 
-/// What rum.js downloads from each candidate edge and times.
-pub const RUM_OBJECT_PATH: &str = "/_streamcdn/rum/object";
 /// Large enough for the transfer time to show a path's bandwidth, small enough to cost
 /// a viewer nothing.
 pub const RUM_OBJECT_BYTES: usize = 64 * 1024;

@@ -17,16 +17,17 @@ use streamcdn_access::deployment::{self, DeploymentKey, ReplayGuard};
 use streamcdn_cdni::Tier;
 use streamcdn_config::EdgeTier;
 use streamcdn_edge::carried::{self, CacheBudget, Carried};
-use streamcdn_edge::control_endpoint::{self, CONTROL_PATH};
+use streamcdn_edge::control_endpoint;
 use streamcdn_edge::{Edge, EdgeSettings, UpstreamKind};
 use streamcdn_probe_agent::ProbeBudget;
 use streamcdn_registry::Registry;
-use streamcdn_routing::probe::{self, PROBE_HEADER, PROBE_PATH, SHARED_SAMPLE_TTL};
+use streamcdn_routing::probe::{self, PROBE_HEADER, SHARED_SAMPLE_TTL};
+use streamcdn_support::clock::now_ms;
+use streamcdn_urls::internal::{CONTROL_PATH, PROBE_PATH, RUM_OBJECT_PATH};
 use streamcdn_urls::{StreamName, Target};
-use streamcdn_web::{Asset, HLS_JS, RUM_JS, RUM_OBJECT, RUM_OBJECT_PATH};
+use streamcdn_web::{Asset, HLS_JS, RUM_JS, RUM_OBJECT};
 
 use super::playback_access::{self, PlaybackAccess};
-use crate::clock::now_ms;
 use crate::context::{bind, Context, Role};
 use crate::tls::Certificates;
 
@@ -211,10 +212,7 @@ pub(crate) fn asset_response(
     let cached = request
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|tag| tag.trim() == etag || tag.trim() == "*")
-        });
+        .is_some_and(|tags| streamcdn_urls::conditional::if_none_match(tags, &etag));
     let mut response = if cached {
         StatusCode::NOT_MODIFIED.into_response()
     } else {

@@ -152,12 +152,6 @@ fn provider_of(path: &str) -> Option<&str> {
     streamcdn_urls::is_valid_name(name).then_some(name)
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// Middleware in front of the edge: checks tokens, strips them.
 pub async fn check(
     State(access): State<Arc<PlaybackAccess>>,
@@ -188,7 +182,13 @@ pub async fn check(
                 let Some(client) = client else {
                     return refused(Refusal::OtherClient);
                 };
-                if let Err(reason) = playback::check(token, rest, &keys, client, now_secs()) {
+                if let Err(reason) = playback::check(
+                    token,
+                    rest,
+                    &keys,
+                    client,
+                    streamcdn_support::clock::now_secs(),
+                ) {
                     return refused(reason);
                 }
                 metrics::counter!("streamcdn_edge_token_checks_total", "result" => "ok")

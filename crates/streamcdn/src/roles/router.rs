@@ -13,6 +13,7 @@ use streamcdn_routing::dns::Zone;
 use streamcdn_routing::prefix::StaticMap;
 use streamcdn_routing::rum::GateLimits;
 use streamcdn_routing::state::RumSettings;
+use streamcdn_urls::authority::Authority;
 
 use streamcdn_web::RUM_JS;
 
@@ -53,12 +54,7 @@ fn zone(config: &RouterConfig) -> anyhow::Result<Zone> {
         .map_err(|e| anyhow!("router: {e}"))?;
     zone.ttl = u32::try_from(config.ttl.as_secs()).unwrap_or(u32::MAX);
     // Restarts are the only way the zone's fixed data changes.
-    zone.serial = u32::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_secs()),
-    )
-    .unwrap_or(1);
+    zone.serial = u32::try_from(streamcdn_support::clock::now_secs().max(1)).unwrap_or(1);
     Ok(zone)
 }
 
@@ -89,11 +85,9 @@ fn routing_url(config: &streamcdn_config::Config) -> Option<String> {
         return Some(format!("http://{}", router.http_listen));
     }
     let playback = config.http.advertised_url()?;
-    let authority = playback.strip_prefix("http://")?.split('/').next()?;
-    let host = match authority.rsplit_once(':') {
-        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
-        _ => authority,
-    };
+    let host = Authority::parse(&playback)
+        .filter(|a| a.scheme == "http")?
+        .host_in_url();
     Some(format!("http://{host}:{}", router.http_listen.port()))
 }
 
