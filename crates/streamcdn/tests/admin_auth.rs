@@ -150,24 +150,49 @@ fn bare_config(dir: &std::path::Path, admin: &str) -> std::path::PathBuf {
 #[test]
 fn up_generates_a_token_and_an_open_api_stays_on_loopback() {
     let dir = temp_dir("admin-generated");
-    let admin_port = free_port();
-    let config = bare_config(&dir, &format!("127.0.0.1:{admin_port}"));
-    let start = || {
+    let errors = dir.join("stderr.log");
+    let start = |config: &std::path::Path| {
         Command::new(env!("CARGO_BIN_EXE_streamcdn"))
             .args(["up", "--config"])
-            .arg(&config)
+            .arg(config)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&errors).unwrap())
             .spawn()
             .unwrap()
     };
     let token_file = dir.join("data").join("admin-token");
-    let up = start();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http_request(admin_port, "GET", "/healthz", &[("Authorization", "")]).is_err() {
-        assert!(Instant::now() < deadline, "up did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Free ports are picked before `up` binds them: a test starting beside this one may
+    // take one first, and `up` then exits; such a start is tried again on other ports.
+    let mut attempts = 0;
+    let (up, admin_port, config) = loop {
+        attempts += 1;
+        let admin_port = free_port();
+        let config = bare_config(&dir, &format!("127.0.0.1:{admin_port}"));
+        let mut up = start(&config);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let exited = loop {
+            if http_request(admin_port, "GET", "/healthz", &[("Authorization", "")]).is_ok() {
+                break None;
+            }
+            if let Ok(Some(status)) = up.try_wait() {
+                break Some(status);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "up did not start within 20 s:\n{}",
+                std::fs::read_to_string(&errors).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let Some(status) = exited else {
+            break (up, admin_port, config);
+        };
+        let stderr = std::fs::read_to_string(&errors).unwrap_or_default();
+        assert!(
+            attempts < 3 && stderr.contains("cannot listen"),
+            "up exited ({status}):\n{stderr}"
+        );
+    };
     let token = std::fs::read_to_string(&token_file)
         .unwrap()
         .trim()
@@ -203,7 +228,7 @@ fn up_generates_a_token_and_an_open_api_stays_on_loopback() {
         "up does not print the token beside the stream key:\n{stdout}"
     );
     // Kept across restarts.
-    let mut again = start();
+    let mut again = start(&config);
     while http_request(admin_port, "GET", "/healthz", &[("Authorization", "")]).is_err() {
         std::thread::sleep(Duration::from_millis(50));
     }
