@@ -1,7 +1,7 @@
 //! The command invocation system as a state machine, without I/O: callers' commands,
 //! the answers of servers and partners, and timers go in with `now`; answers and
 //! [`Action`]s (what to send, when to wake) come out. One owner holds it
-//! ([`crate::service`]); nothing here knows about sockets, tasks, files or the clock.
+//! (the `service` module); nothing here knows about sockets, tasks, files or the clock.
 //!
 //! A command is resolved against a [`World`] (what the registry said when it came):
 //! the configurations it addresses (`cdni::Catalog`, `eperm` otherwise), the servers

@@ -16,7 +16,7 @@ use serde_json::Value;
 use streamcdn_access::admin::PeerKey;
 use streamcdn_registry::{NodeRecord, Registry, RegistryError};
 use streamcdn_support::clock::now_ms;
-use streamcdn_support::http_client::ClientOptions;
+use streamcdn_support::http_client::{error_chain, ClientOptions};
 
 use crate::document::{assemble, Answer, Deployment, Unreachable};
 use crate::sources::{parts_of, trigger_paths, Part, SERVER_HEADER};
@@ -38,18 +38,6 @@ pub struct Overview {
     own_admin: String,
     key: PeerKey,
     client: Client<HttpConnector, Empty<Bytes>>,
-}
-
-/// An error and its sources, one line (hyper's own says only "client error").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }
 
 impl Overview {
@@ -268,7 +256,7 @@ mod tests {
                     }
                 },
             ));
-        let app = crate::api::name_the_server(app, id);
+        let app = crate::sources::name_the_server(app, id);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });

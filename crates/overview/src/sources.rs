@@ -90,6 +90,23 @@ pub fn trigger_paths(collection: &Value, limit: usize) -> Vec<String> {
         .collect()
 }
 
+/// `admin` with [`SERVER_HEADER`] on every answer.
+pub fn name_the_server(admin: axum::Router, server: &str) -> axum::Router {
+    let Ok(name) = axum::http::HeaderValue::try_from(server) else {
+        return admin;
+    };
+    admin.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let name = name.clone();
+            async move {
+                let mut response = next.run(request).await;
+                response.headers_mut().insert(SERVER_HEADER, name);
+                response
+            }
+        },
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use hyper::header::{CONTENT_TYPE, USER_AGENT};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use streamcdn_config::{HooksConfig, ProviderConfig};
-use streamcdn_support::http_client::ClientOptions;
+use streamcdn_support::http_client::{error_chain, ClientOptions};
 use tokio::sync::Notify;
 
 use crate::hooks::{self, Answer, Event, Hook, PublishDecision, Step};
@@ -64,18 +64,6 @@ pub struct Delivery {
     /// `delivered`, `rejected` or `failed` (see [`hooks::Step`]).
     pub outcome: &'static str,
     pub attempts: u32,
-}
-
-/// An error and its sources, one line (hyper's own says only "client error").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }
 
 /// What one call brought back.

@@ -352,7 +352,7 @@ pub async fn run(
         std::mem::take(&mut ctx.admin_routes),
         tokens.with_peers(peers),
     );
-    let admin = streamcdn_overview::api::name_the_server(admin, &ctx.node.id);
+    let admin = streamcdn_overview::sources::name_the_server(admin, &ctx.node.id);
     ctx.serve_http(admin_listener, admin);
     let (stop_directory, stopped) = oneshot::channel();
     let directory = tokio::spawn(directory::announce(
