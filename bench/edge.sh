@@ -25,8 +25,9 @@ trap cleanup EXIT
 mkdir -p "$DIR/logs" "$DIR/shared" "$DIR/ncache"
 chmod 777 "$DIR" "$DIR/ncache"
 HZ=$(getconf CLK_TCK)
-ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
-hwm_kb() { local t=0; for p in "$@"; do t=$((t + $(awk '/VmHWM/{print $2}' /proc/$p/status))); done; echo $t; }
+# CPU ticks of one process; empty once it has exited.
+ticks_of() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null; }
+hwm_kb() { local t=0 k; for p in "$@"; do k=$(awk '/VmHWM/{print $2}' "/proc/$p/status" 2>/dev/null); t=$((t + ${k:-0})); done; echo $t; }
 
 echo "== source: 60 s of 640x360p30 H.264 at 1 Mbit/s + AAC, keyframe every 2 s"
 ffmpeg -loglevel error -f lavfi -i testsrc2=size=640x360:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 \
@@ -143,12 +144,15 @@ LOAD=$!
 sleep 8
 viewers_run() { # name port pids...
   local name=$1 port=$2; shift 2
-  local before after
-  before=$(ticks "$@")
+  # Only processes that live through the whole window count: nginx's cache loader, a
+  # child of its master, exits during the run.
+  local -A before=()
+  local p t used=0
+  for p in "$@"; do t=$(ticks_of "$p"); [ -n "$t" ] && before[$p]=$t; done
   $BIN/hls-viewers --url "http://127.0.0.1:$port/bench/live-0/index.m3u8" --viewers 1000 --duration 30s --ramp 5s > "$DIR/logs/viewers-$name.json" 2> "$DIR/logs/viewers-$name.err"
-  after=$(ticks "$@")
+  for p in "${!before[@]}"; do t=$(ticks_of "$p"); [ -n "$t" ] && used=$((used + t - before[$p])); done
   local cpu
-  cpu=$(echo "($after - $before) / $HZ / 35" | bc -l | cut -c1-4)
+  cpu=$(echo "$used / $HZ / 35" | bc -l | cut -c1-4)
   echo "$name: $cpu cores busy on average, peak RSS $(( $(hwm_kb "$@") / 1024 )) MiB; viewers: $(tr -d '\n ' < "$DIR/logs/viewers-$name.json" | grep -o '"segments":[0-9]*\|"bytes":[0-9]*\|"errors":[0-9]*\|"stalls":[0-9]*' | tr '\n' ' ')"
 }
 viewers_run "streamcdn edge" 18080 $EDGE
