@@ -10,8 +10,10 @@
 //!
 //! The summary (JSON on stdout) is what tests and benchmarks read: segments, bytes,
 //! errors, stalls and their total and longest time, the longest wait between two
-//! segments, and segments skipped because the live window moved past them.
+//! segments, and segments skipped because the live window moved past them. SIGINT ends
+//! every viewer at once and still prints the summary.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,9 +48,20 @@ struct Cli {
     /// share one pool (fewer connections than viewers).
     #[arg(long)]
     own_connections: bool,
+    /// A failed request is tried again this many times, 500 ms apart, before it counts
+    /// as an error (hls.js retries segment and playlist loads the same way).
+    #[arg(long, default_value_t = 0)]
+    retries: u32,
 }
 
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// Set on SIGINT: every viewer stops as if its time were up, and the summary is printed.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+fn watching(deadline: Instant) -> bool {
+    Instant::now() < deadline && !INTERRUPTED.load(Ordering::Relaxed)
+}
 
 #[derive(Debug, Default, Serialize)]
 struct Summary {
@@ -57,6 +70,10 @@ struct Summary {
     segments: u64,
     bytes: u64,
     errors: u64,
+    /// Requests that failed and then succeeded when tried again (`--retries`).
+    retried: u64,
+    /// Viewers that joined a live playlist and later saw it end (`#EXT-X-ENDLIST`).
+    live_ended: u64,
     stalls: u64,
     stall_seconds: f64,
     max_stall_seconds: f64,
@@ -140,7 +157,9 @@ fn parse_media(base: &str, text: &str) -> anyhow::Result<MediaPlaylist> {
 
 struct Viewer {
     client: HttpClient,
+    retries: u32,
     errors: u64,
+    retried: u64,
     playlists: u64,
     segments: u64,
     bytes: u64,
@@ -148,7 +167,32 @@ struct Viewer {
 
 impl Viewer {
     async fn get(&mut self, url: &str) -> Option<Bytes> {
-        let outcome = async {
+        let mut attempt = 0;
+        loop {
+            let outcome = self.try_get(url).await;
+            match outcome {
+                Ok(body) => {
+                    self.bytes += body.len() as u64;
+                    self.retried += u64::from(attempt > 0);
+                    return Some(body);
+                }
+                Err(_) if attempt < self.retries => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => {
+                    if self.errors == 0 {
+                        eprintln!("viewer error on {url}: {e:#}");
+                    }
+                    self.errors += 1;
+                    return None;
+                }
+            }
+        }
+    }
+
+    async fn try_get(&self, url: &str) -> anyhow::Result<Bytes> {
+        async {
             let uri: hyper::Uri = url.parse()?;
             let response = tokio::time::timeout(
                 Duration::from_secs(10),
@@ -163,20 +207,7 @@ impl Viewer {
             }
             anyhow::Ok(body)
         }
-        .await;
-        match outcome {
-            Ok(body) => {
-                self.bytes += body.len() as u64;
-                Some(body)
-            }
-            Err(e) => {
-                if self.errors == 0 {
-                    eprintln!("viewer error on {url}: {e}");
-                }
-                self.errors += 1;
-                None
-            }
-        }
+        .await
     }
 
     async fn media_playlist(&mut self, url: &str) -> Option<MediaPlaylist> {
@@ -197,7 +228,9 @@ impl Viewer {
 async fn watch(client: HttpClient, url: String, cli: Arc<Cli>, summary: Arc<Mutex<Summary>>) {
     let mut viewer = Viewer {
         client,
+        retries: cli.retries,
         errors: 0,
+        retried: 0,
         playlists: 0,
         segments: 0,
         bytes: 0,
@@ -205,7 +238,7 @@ async fn watch(client: HttpClient, url: String, cli: Arc<Cli>, summary: Arc<Mute
     let deadline = Instant::now() + cli.duration;
     // The multivariant playlist names the media playlist; a media playlist is used as is.
     let mut media_url = url.clone();
-    while Instant::now() < deadline {
+    while watching(deadline) {
         if let Some(body) = viewer.get(&url).await {
             viewer.playlists += 1;
             let text = String::from_utf8_lossy(&body);
@@ -229,15 +262,21 @@ async fn watch(client: HttpClient, url: String, cli: Arc<Cli>, summary: Arc<Mute
     let mut max_gap = 0.0f64;
     let mut skipped = 0u64;
     let mut finished = false;
+    let mut joined_live = false;
+    let mut live_ended = false;
     let playhead = |started: Option<Instant>, stall_total: f64| {
         started.map_or(0.0, |s| s.elapsed().as_secs_f64() - stall_total)
     };
 
-    while Instant::now() < deadline {
+    while watching(deadline) {
         let Some(playlist) = viewer.media_playlist(&media_url).await else {
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
         };
+        if next.is_none() {
+            joined_live = !playlist.ended;
+        }
+        live_ended |= joined_live && playlist.ended;
         let from = *next.get_or_insert_with(|| {
             if playlist.ended {
                 playlist.segments.first().map_or(0, |s| s.sequence)
@@ -257,7 +296,7 @@ async fn watch(client: HttpClient, url: String, cli: Arc<Cli>, summary: Arc<Mute
         let mut got_new = false;
         let wanted = next.unwrap_or(0);
         for segment in playlist.segments.iter().filter(|s| s.sequence >= wanted) {
-            if Instant::now() >= deadline {
+            if !watching(deadline) {
                 break;
             }
             if segment.map.is_some() && segment.map != current_map {
@@ -327,6 +366,8 @@ async fn watch(client: HttpClient, url: String, cli: Arc<Cli>, summary: Arc<Mute
     s.segments += viewer.segments;
     s.bytes += viewer.bytes;
     s.errors += viewer.errors;
+    s.retried += viewer.retried;
+    s.live_ended += u64::from(live_ended);
     s.stalls += stalls;
     s.stall_seconds += stall_total;
     s.max_stall_seconds = s.max_stall_seconds.max(max_stall);
@@ -352,6 +393,11 @@ async fn main() -> anyhow::Result<()> {
             .build(connector);
         client
     };
+    tokio::spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            INTERRUPTED.store(true, Ordering::Relaxed);
+        }
+    });
     let shared = new_client();
     let summary = Arc::new(Mutex::new(Summary::default()));
     let mut tasks = Vec::with_capacity(cli.viewers);

@@ -822,6 +822,12 @@ pub fn wait_listening(host: &str, port: u16, what: &str) {
 
 /// The viewer load generator (`bench/hls-viewers`), built with the workspace.
 pub fn hls_viewers(urls: &[String], viewers: usize, seconds: u32) -> Child {
+    hls_viewers_with(urls, viewers, seconds, &[])
+}
+
+/// [`hls_viewers`] with more of its options (`--retries 3`); SIGINT ends it early with
+/// its summary.
+pub fn hls_viewers_with(urls: &[String], viewers: usize, seconds: u32, extra: &[&str]) -> Child {
     let exe = Path::new(env!("CARGO_BIN_EXE_streamcdn")).with_file_name("hls-viewers");
     assert!(
         exe.is_file(),
@@ -835,6 +841,7 @@ pub fn hls_viewers(urls: &[String], viewers: usize, seconds: u32) -> Child {
     command
         .args(["--viewers", &viewers.to_string()])
         .args(["--duration", &format!("{seconds}s")])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -975,14 +982,27 @@ pub fn http_request_body(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<HttpResponse> {
+    http_request_body_at("127.0.0.1", port, method, path, headers, body)
+}
+
+/// [`http_request_body`] to a node on its own loopback address.
+pub fn http_request_body_at(
+    host: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<HttpResponse> {
     let length = body.len().to_string();
     let mut all: Vec<(&str, &str)> = headers.to_vec();
     all.push(("Content-Length", &length));
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let ip: std::net::IpAddr = host.parse().map_err(std::io::Error::other)?;
+    let addr = SocketAddr::new(ip, port);
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut request =
-        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     request.push_str(&header_lines(&all));
     request.push_str("\r\n");
     stream.write_all(request.as_bytes())?;

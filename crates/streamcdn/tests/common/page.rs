@@ -20,9 +20,14 @@ pub struct Page {
 impl Page {
     /// Runs `tests/browser/<script>` on `url` for at most 150 s.
     pub fn open(script: &str, url: &str) -> Page {
+        Self::open_for(script, url, 150)
+    }
+
+    /// [`Page::open`] for at most `seconds`.
+    pub fn open_for(script: &str, url: &str, seconds: u32) -> Page {
         let mut child = Command::new(tool("node"))
             .arg(browser_dir().join(script))
-            .args([url, "150"])
+            .args([url, &seconds.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -56,6 +61,11 @@ impl Page {
     /// The newest sample printed so far, if any (without waiting).
     pub fn latest(&self) -> Option<Value> {
         self.samples.try_iter().last()
+    }
+
+    /// Every sample printed since the last call (without waiting).
+    pub fn samples(&self) -> Vec<Value> {
+        self.samples.try_iter().collect()
     }
 
     /// The first sample for which `done` holds; fails after `limit` with the last one.
