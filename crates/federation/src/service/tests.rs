@@ -76,7 +76,7 @@ async fn one_cis_is_active_and_another_takes_over_when_it_dies() {
         matches!(answer, Answer::Status { status: 201, .. }),
         "{answer:?}"
     );
-    a.settle(Vec::new()).await;
+    a.settle().await;
 
     // a renews in time: b keeps waiting.
     for _ in 0..5 {
@@ -105,7 +105,7 @@ async fn one_cis_is_active_and_another_takes_over_when_it_dies() {
         panic!("not accepted");
     };
     assert_eq!(location.as_deref(), Some("http://admin/api/v1/triggers/1"));
-    b.settle(Vec::new()).await;
+    b.settle().await;
 
     // a comes back (it was cut off, not dead): it finds b active and stands by.
     a.keep_lease().await;
