@@ -27,10 +27,9 @@ use std::time::Duration;
 
 use hyper::http::{header, Method, StatusCode};
 use streamcdn_access::deployment::{self, DeploymentKey};
+use streamcdn_cdni::control::{ControlReply, ControlRequest, CONTROL_HEADER};
 use streamcdn_cdni::wire::PayloadType;
 use streamcdn_cdni::{parse_status, CdnPid};
-use streamcdn_edge::control::{ControlReply, ControlRequest};
-use streamcdn_edge::control_endpoint::CONTROL_HEADER;
 use streamcdn_registry::{LeaseHolder, Registry, RegistryError};
 use streamcdn_support::clock::now_ms;
 use thiserror::Error;

@@ -16,13 +16,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use streamcdn_cdni::collection::{trigger_url, DEFAULT_STALE_AFTER_SECS};
+use streamcdn_cdni::control::{ControlReply, Operation};
 use streamcdn_cdni::wire::{AbsoluteTime, References};
 use streamcdn_cdni::{
     parse_command, parse_operator_command, Action as CdniAction, CdnPid, Collection, Command,
     Effect, ErrorCode, ErrorDescription, Event, Outcome, Rendered, StatusResource, TargetId,
     TargetState, TriggerId, TriggerStatus, TriggerType, View,
 };
-use streamcdn_edge::control::{ControlReply, Operation};
 use thiserror::Error;
 
 pub use crate::participant::{OwnConfiguration, Participant, World};
