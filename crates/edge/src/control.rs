@@ -13,6 +13,7 @@
 
 use streamcdn_cdni::control::{ControlRequest, Operation};
 use streamcdn_cdni::{AnyHostPattern, PatternMatch};
+use streamcdn_urls::authority::Authority;
 use streamcdn_urls::CacheKey;
 use thiserror::Error;
 
@@ -98,11 +99,9 @@ pub fn matchers(request: &ControlRequest) -> (Vec<Matcher>, Vec<String>) {
 
 /// The cache key an absolute URL (or a bare path) names.
 pub fn cache_key(url: &str) -> Result<CacheKey, MatcherError> {
-    let path_and_query = match url.split_once("://") {
-        Some((scheme, rest))
-            if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
-        {
-            rest.find('/').map(|slash| &rest[slash..])
+    let path_and_query = match Authority::parse(url) {
+        Some(absolute) if absolute.is_http() => {
+            absolute.rest.starts_with('/').then_some(absolute.rest)
         }
         Some(_) => None,
         None => url.starts_with('/').then_some(url),

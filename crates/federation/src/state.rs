@@ -23,6 +23,7 @@ use streamcdn_cdni::{
     Effect, ErrorCode, ErrorDescription, Event, Outcome, Rendered, StatusResource, TargetId,
     TargetState, TriggerId, TriggerStatus, TriggerType, View,
 };
+use streamcdn_urls::authority::Authority;
 use thiserror::Error;
 
 pub use crate::participant::{OwnConfiguration, Participant, World};
@@ -749,10 +750,11 @@ fn state_label(state: TargetState) -> &'static str {
     }
 }
 
-/// The absolute URL's path (or the text itself if it has no scheme).
+/// The absolute URL's path and query (or the text itself if it is not absolute).
 pub fn path_of(url: &str) -> &str {
-    match url.split_once("://") {
-        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+    match Authority::parse(url) {
+        Some(absolute) if absolute.rest.starts_with('/') => absolute.rest,
+        Some(_) => "/",
         None => url,
     }
 }
