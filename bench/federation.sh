@@ -11,14 +11,20 @@
 # Target: p99 <= 200 ms (Fastly and Cloudflare advertise ~150 ms global purge, with no
 # completion report at all).
 # Usage: bench/federation.sh [ROUNDS] [EDGES]   (needs: redis-server openssl python3)
+#   STREAMCDN_BIN=path/to/streamcdn runs that binary instead of building this checkout's
+#   (to compare two commits back to back on one machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-100}
 EDGES=${2:-100}
 for t in redis-server openssl python3 curl; do command -v $t >/dev/null || { echo "missing $t: apt-get install redis-server openssl python3 curl"; exit 1; }; done
 
-cargo build --release -q -p streamcdn
-BIN=$PWD/target/release/streamcdn
+if [ -n "${STREAMCDN_BIN:-}" ]; then
+  BIN=$(realpath "$STREAMCDN_BIN")
+else
+  cargo build --release -q -p streamcdn
+  BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/streamcdn
+fi
 DIR=$(mktemp -d /tmp/streamcdn-federation-bench.XXXX)
 PIDS=()
 cleanup() { kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$DIR"; }
@@ -218,5 +224,6 @@ print(f"  target p99 <= 200 ms: {'met' if pct(99) <= 200 else 'NOT met'}")
 PY
 echo "A's CIS histogram (accepted -> complete):"
 curl -s -H "Authorization: Bearer bench-admin-token-000000000001" "http://127.0.1.1:$A_ADMIN/metrics" | grep -E '^streamcdn_cis_trigger_duration_seconds(_sum|_count|\{.*quantile="0.(5|99)")' || true
+echo "A's kept triggers (registry document): $(redis-cli -p "$P_REDIS" strlen bench-a:document:cis-triggers 2>/dev/null || echo '?') bytes"
 echo "B's edges that ran A's commands:"
 curl -s -H "Authorization: Bearer bench-admin-token-000000000001" "http://127.0.2.1:$B_ADMIN/metrics" | grep -E '^streamcdn_cis_(commands_total|triggers_finished_total)' || true

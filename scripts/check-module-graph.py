@@ -34,6 +34,13 @@ Cargo.toml, minus `exclude`):
   is `x::tests`), files under a `tests/` directory of src, and modules declared
   under `#[cfg(test)]` may depend on anything (their `use super::*` is not a circle)
   and are left out of the circle search.
+* With `--strict`, as the architecture review's check does, two more kinds of
+  reference count: intra-doc links (`[`crate::a::B`]`, `[text](super::x)`,
+  `[name]: self::y` in `///` and `//!` comments, outside code blocks, resolved from
+  the module the comment is in like a path in code), and test code, whose modules
+  then are nodes like any other, an inline `mod tests { ... }` of its own beside its
+  file (`x::tests`): a test module of `b` that uses `a` while `a` uses `b` is no
+  circle, but `a` -> `b::tests` -> `a` is.
 
 Circles are the strongly connected components with more than one module. For
 each, the script prints the modules, one shortest circle through them, and for
@@ -45,6 +52,7 @@ one, 2 on usage errors.
     scripts/check-module-graph.py                  # whole workspace
     scripts/check-module-graph.py --crate media    # one crate (package name, dir name or path)
     scripts/check-module-graph.py --crate edge --dot | dot -Tsvg > edge.svg
+    scripts/check-module-graph.py --strict         # doc links and test code count too
     scripts/check-module-graph.py --root /some/other/workspace
 
 Python 3.11+, standard library only.
@@ -171,6 +179,8 @@ class Target:
     name: str  # "lib"; "main" (src/main.rs, no lib); "bin" (src/main.rs next to a lib); "bin NAME"
     files: dict[Mod, str] = field(default_factory=dict)  # module -> path relative to root
     test_mods: set[Mod] = field(default_factory=set)
+    # inline test modules, nodes of their own with --strict
+    inline_tests: set[Mod] = field(default_factory=set)
     # (from, to) -> list of (file, line, in_test_code)
     edges: dict[tuple[Mod, Mod], list[tuple[str, int, bool]]] = field(default_factory=dict)
 
@@ -300,6 +310,35 @@ def read(path: str) -> str:
 # ---------------------------------------------------------------------------
 # Scanning one file for references.
 
+_DOC_LINE = re.compile(r"\s*//[/!](?!/)(.*)$")
+# `[text](dest)`, `[text][dest]`, `[dest]: ...` and `[dest]`, the destination a path
+_DOC_LINK = re.compile(
+    r"\[(?P<text>[^\[\]]*)\](?:\((?P<inline>[^()\s]*)\)|\[(?P<ref>[^\[\]]*)\]|(?P<def>:))?"
+)
+_DOC_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:::[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def _doc_link_paths(body: str) -> list[list[str]]:
+    """The paths intra-doc links on one doc line point at (rustdoc's forms)."""
+    out = []
+    for m in _DOC_LINK.finditer(body):
+        if m.group("inline") is not None:
+            dest = m.group("inline")
+        elif m.group("ref"):
+            dest = m.group("ref")
+        else:
+            dest = m.group("text")
+        if m.group("def") and m.group("text"):
+            # `[name]: path` defines a link: its destination follows
+            rest = body[m.end():].strip().split()
+            dest = rest[0] if rest else ""
+        dest = dest.strip().strip("`")
+        dest = re.sub(r"^(?:struct|enum|union|trait|type|mod|module|fn|method|macro|const|static|field|variant|value|prim|primitive|derive|tymethod)@", "", dest)
+        dest = re.sub(r"(?:\(\)|!)$", "", dest)
+        if _DOC_PATH.fullmatch(dest):
+            out.append(dest.split("::"))
+    return out
+
 
 @dataclass
 class Scope:
@@ -388,13 +427,15 @@ class FileScan:
         self.t, self.mod, self.path = target, mod, path
         self.abs = os.path.join(root, path)
         src = read(self.abs)
+        self.src = src
         self.lines = src.splitlines()
         self.toks = tokenize(src)
         self.scopes: list[Scope] = []
         self.scope_of: list[int] = []
         self.inline: set[Mod] = set()
         self.aliases: dict[tuple[Mod, str], Mod] = {}
-        self.refs: list[tuple[Mod, int, bool]] = []  # (target module path, line, in test code)
+        # (target module path, line, in test code, module the reference is written in)
+        self.refs: list[tuple[Mod, int, bool, Mod]] = []
 
     # which scope each token is in; inline modules; cfg(test) file modules
     def scan_scopes(self) -> None:
@@ -486,7 +527,7 @@ class FileScan:
                     s.pop()
                 m = self.absolute(s, scope.mod)
                 if m is not None:
-                    self.refs.append((m, line, scope.test))
+                    self.refs.append((m, line, scope.test, scope.mod))
         # then paths in code
         skip = set()
         for a, b in use_spans:
@@ -514,8 +555,37 @@ class FileScan:
             scope = self.scopes[self.scope_of[i]]
             m = self.absolute(segs, scope.mod)
             if m is not None:
-                self.refs.append((m, toks[j - 1].line, scope.test))
+                self.refs.append((m, toks[j - 1].line, scope.test, scope.mod))
             i = j
+
+    def scan_doc_links(self) -> None:
+        """Intra-doc links in `///` and `//!` comments (outside code blocks), as refs."""
+        lines_of_tokens = [t.line for t in self.toks]
+        fenced = False
+        for number, text in enumerate(self.lines, start=1):
+            m = _DOC_LINE.match(text)
+            if not m:
+                fenced = False if not text.strip() else fenced
+                continue
+            body = m.group(1)
+            if body.lstrip().startswith(("```", "~~~")):
+                fenced = not fenced
+                continue
+            if fenced:
+                continue
+            paths = [p for p in _doc_link_paths(body)]
+            if not paths:
+                continue
+            # the module the comment is in: that of the next token (the documented
+            # item, or the module body an inner `//!` comment opens)
+            k = bisect.bisect_left(lines_of_tokens, number)
+            if k >= len(self.toks):
+                k = len(self.toks) - 1
+            scope = self.scopes[self.scope_of[k]] if self.toks else self.scopes[0]
+            for segs in paths:
+                target = self.absolute(segs, scope.mod)
+                if target is not None:
+                    self.refs.append((target, number, scope.test, scope.mod))
 
     def resolve(self, m: Mod) -> Mod:
         """The deepest module FILE along an absolute path."""
@@ -524,8 +594,16 @@ class FileScan:
                 return m[:k]
         return ()
 
+    def test_node(self, scope: Mod) -> Mod:
+        """The inline test module (outermost) `scope` is in, else this file's module."""
+        for k in range(len(self.mod) + 1, len(scope) + 1):
+            inner = scope[:k]
+            if inner in self.inline and any(x.mod == inner and x.test for x in self.scopes):
+                return inner
+        return self.mod
 
-def build(target: Target, root: str) -> list[str]:
+
+def build(target: Target, root: str, strict: bool = False) -> list[str]:
     """Scan every file of a target and fill in its edges. Returns warnings."""
     warnings = []
     scans = []
@@ -541,12 +619,17 @@ def build(target: Target, root: str) -> list[str]:
     for s in scans:
         s.scopes[0].test = is_test_mod(target, s.mod)
         s.scan_refs()
-        for ref, line, in_test in s.refs:
+        if strict:
+            s.scan_doc_links()
+        for ref, line, in_test, scope in s.refs:
+            src = s.test_node(scope) if strict else s.mod
+            if src != s.mod:
+                target.inline_tests.add(src)
             dst = s.resolve(ref)
-            if dst == s.mod:
+            if dst == src:
                 continue
             in_test = in_test or is_test_mod(target, s.mod)
-            target.edges.setdefault((s.mod, dst), []).append((s.path, line, in_test))
+            target.edges.setdefault((src, dst), []).append((s.path, line, in_test))
     return warnings
 
 
@@ -554,11 +637,13 @@ def build(target: Target, root: str) -> list[str]:
 # Circles.
 
 
-def dependency_edges(t: Target) -> dict[Mod, set[Mod]]:
-    """Edges that count: not from test code, not between test modules."""
-    graph: dict[Mod, set[Mod]] = {m: set() for m in t.files if not is_test_mod(t, m)}
+def dependency_edges(t: Target, strict: bool = False) -> dict[Mod, set[Mod]]:
+    """Edges that count: not from test code, not between test modules (with `strict`,
+    every edge)."""
+    nodes = set(t.files) | (t.inline_tests if strict else set())
+    graph: dict[Mod, set[Mod]] = {m: set() for m in nodes if strict or not is_test_mod(t, m)}
     for (a, b), sites in t.edges.items():
-        if a in graph and b in graph and any(not in_test for _f, _l, in_test in sites):
+        if a in graph and b in graph and any(strict or not in_test for _f, _l, in_test in sites):
             graph[a].add(b)
     return graph
 
@@ -632,8 +717,8 @@ def shortest_circle(graph: dict[Mod, set[Mod]], comp: list[Mod]) -> list[Mod]:
     return comp
 
 
-def example(root: str, sites: list[tuple[str, int, bool]]) -> str:
-    path, line, _ = min((s for s in sites if not s[2]), key=lambda s: (s[0], s[1]))
+def example(root: str, sites: list[tuple[str, int, bool]], strict: bool = False) -> str:
+    path, line, _ = min((s for s in sites if strict or not s[2]), key=lambda s: (s[0], s[1]))
     try:
         text = read(os.path.join(root, path)).splitlines()[line - 1].strip()
     except (OSError, IndexError):
@@ -643,8 +728,8 @@ def example(root: str, sites: list[tuple[str, int, bool]]) -> str:
     return f"{path}:{line}  {text}"
 
 
-def report(t: Target, root: str, out) -> int:
-    graph = dependency_edges(t)
+def report(t: Target, root: str, out, strict: bool = False) -> int:
+    graph = dependency_edges(t, strict)
     comps = strongly_connected(graph)
     for comp in comps:
         names = ", ".join(mod_name(m) for m in comp)
@@ -653,12 +738,12 @@ def report(t: Target, root: str, out) -> int:
         members = set(comp)
         for a in comp:
             for b in sorted(graph[a] & members):
-                print(f"  {mod_name(a)} -> {mod_name(b)}: {example(root, t.edges[(a, b)])}", file=out)
+                print(f"  {mod_name(a)} -> {mod_name(b)}: {example(root, t.edges[(a, b)], strict)}", file=out)
     return len(comps)
 
 
-def dot(t: Target) -> str:
-    graph = dependency_edges(t)
+def dot(t: Target, strict: bool = False) -> str:
+    graph = dependency_edges(t, strict)
     in_circle = {m for comp in strongly_connected(graph) for m in comp}
     q = lambda m: '"' + mod_name(m) + '"'  # noqa: E731
     out = [f'digraph "{t.label}" {{', "  rankdir=LR;", '  node [shape=box, fontname="monospace"];']
@@ -689,6 +774,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", default=default_root, help="workspace root (default: %(default)s)")
     ap.add_argument("--crate", help="check one crate: package name, member dir name or path")
     ap.add_argument("--dot", action="store_true", help="print the module graph(s) in Graphviz form")
+    ap.add_argument(
+        "--strict",
+        action="store_true",
+        help="count intra-doc links and test code too (the architecture review's check)",
+    )
     args = ap.parse_args(argv)
 
     root = os.path.abspath(args.root)
@@ -712,17 +802,17 @@ def main(argv: list[str] | None = None) -> int:
     targets: list[Target] = []
     for member in members:
         for t in targets_of(root, member):
-            for w in build(t, root):
+            for w in build(t, root, args.strict):
                 print(w, file=sys.stderr)
             targets.append(t)
 
     # with --dot, stdout is the graph only and the circles go to stderr
     out = sys.stderr if args.dot else sys.stdout
     if args.dot:
-        print("\n\n".join(dot(t) for t in targets))
+        print("\n\n".join(dot(t, args.strict) for t in targets))
     circles, bad = 0, []
     for t in targets:
-        found = report(t, root, out)
+        found = report(t, root, out, args.strict)
         circles += found
         if found:
             bad.append(t.where)

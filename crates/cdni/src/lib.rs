@@ -10,12 +10,14 @@
 //! - [`trigger`]: one trigger's state machine over its targets (§2.3, §4.3, §4.7).
 //! - [`collection`]: every uCDN's triggers, views, ETags and expiry (§3, §4.2, §4.5).
 //! - [`configuration`]: which configurations a command addresses, and `eperm`.
+//! - [`control`]: the control request the CIS sends its own servers, and their reply.
 //!
 //! The HTTP/mTLS service around it (federation listener, admin API, edge control
 //! endpoint, persistence, timers) lives elsewhere and only moves bytes and effects.
 
 pub mod collection;
 pub mod configuration;
+pub mod control;
 pub mod pattern;
 pub mod pid;
 pub mod target;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use streamcdn_cdni::Tier;
 
 use crate::checks::{http_url, Invalid};
 use crate::humantime_serde;
@@ -72,6 +73,17 @@ impl Default for EdgeConfig {
 }
 
 impl EdgeConfig {
+    /// Where this cache sits among the tiers (`cdni::Tier`, the one definition: the CIS
+    /// stages commands by it and the cache announces it): the top tier without
+    /// `parents` (it fills from the ingest origins), else as `tier` says.
+    pub fn cache_tier(&self) -> Tier {
+        match (self.tier, self.parents.is_empty()) {
+            (_, true) => Tier::Top,
+            (EdgeTier::Mid, false) => Tier::Mid,
+            (EdgeTier::Edge, false) => Tier::Edge,
+        }
+    }
+
     pub(crate) fn validate(&self) -> Result<(), Invalid> {
         if self.cache_memory.0 < 1024 * 1024 {
             return Err(("edge.cache_memory".into(), "must be at least 1MiB".into()));
@@ -91,7 +103,20 @@ impl EdgeConfig {
 
 #[cfg(test)]
 mod tests {
+    use streamcdn_cdni::Tier;
+
     use crate::tests::parse;
+
+    #[test]
+    fn a_cache_without_parents_is_the_top_tier() {
+        assert_eq!(parse("").unwrap().edge.cache_tier(), Tier::Top);
+        let parents = "[edge]\nparents = [\"http://mid:8080\"]\n";
+        assert_eq!(parse(parents).unwrap().edge.cache_tier(), Tier::Edge);
+        let mid = format!("{parents}tier = \"mid\"\n");
+        assert_eq!(parse(&mid).unwrap().edge.cache_tier(), Tier::Mid);
+        let top_mid = "[edge]\ntier = \"mid\"\n";
+        assert_eq!(parse(top_mid).unwrap().edge.cache_tier(), Tier::Top);
+    }
 
     #[test]
     fn http2_to_upstreams_is_off_unless_asked() {

@@ -11,63 +11,14 @@
 //! `/p/s/r/000001.m4s`, since the edge serves that object under whatever host the
 //! pattern names. A purge reported done must leave nothing the pattern names.
 
-use serde::{Deserialize, Serialize};
+use streamcdn_cdni::control::{ControlRequest, Operation};
 use streamcdn_cdni::{AnyHostPattern, PatternMatch};
+use streamcdn_urls::authority::Authority;
 use streamcdn_urls::CacheKey;
 use thiserror::Error;
 
 /// Objects one preposition may bring in, playlists' references included.
 pub const MAX_PREPOSITION_OBJECTS: usize = 10_000;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Operation {
-    Purge,
-    Invalidate,
-    Preposition,
-}
-
-impl Operation {
-    pub fn label(self) -> &'static str {
-        match self {
-            Operation::Purge => "purge",
-            Operation::Invalidate => "invalidate",
-            Operation::Preposition => "preposition",
-        }
-    }
-}
-
-/// The body of `POST /_streamcdn/control` (signed like probe requests).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ControlRequest {
-    #[serde(rename = "trigger-id")]
-    pub trigger_id: String,
-    #[serde(rename = "type")]
-    pub operation: Operation,
-    #[serde(default)]
-    pub urls: Vec<String>,
-    #[serde(default)]
-    pub patterns: Vec<PatternMatch>,
-    /// The partner configuration the objects belong to; none: the local default.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub configuration: Option<String>,
-    /// Freshness and single use, checked by the endpoint's replay guard.
-    pub issued_at_ms: u64,
-    pub nonce: u64,
-}
-
-/// What the edge did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ControlReply {
-    #[serde(rename = "trigger-id")]
-    pub trigger_id: String,
-    pub purged: usize,
-    pub invalidated: usize,
-    pub prepositioned: usize,
-    /// One line per URL that could not be acted upon.
-    #[serde(default)]
-    pub errors: Vec<String>,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum MatcherError {
@@ -148,11 +99,9 @@ pub fn matchers(request: &ControlRequest) -> (Vec<Matcher>, Vec<String>) {
 
 /// The cache key an absolute URL (or a bare path) names.
 pub fn cache_key(url: &str) -> Result<CacheKey, MatcherError> {
-    let path_and_query = match url.split_once("://") {
-        Some((scheme, rest))
-            if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
-        {
-            rest.find('/').map(|slash| &rest[slash..])
+    let path_and_query = match Authority::parse(url) {
+        Some(absolute) if absolute.is_http() => {
+            absolute.rest.starts_with('/').then_some(absolute.rest)
         }
         Some(_) => None,
         None => url.starts_with('/').then_some(url),

@@ -1,7 +1,7 @@
 //! The edge control endpoint, `POST /_streamcdn/control` on the playback listener:
 //! the command invocation system asks a cache to purge, invalidate or preposition
 //! ([`crate::control`]). Authenticated like probe requests: the body signed with the
-//! deployment key (`streamcdn_access::deployment`) in [`CONTROL_HEADER`], a timestamp
+//! deployment key (`streamcdn_access::deployment`) in `CONTROL_HEADER`, a timestamp
 //! within `deployment::MAX_SKEW_MS` and a nonce used once. The operations are
 //! idempotent, so a command the CIS sends again (after a lost answer) does no harm.
 //! Each cache announces the endpoint in the node directory as its `control` address,
@@ -17,11 +17,9 @@ use axum::response::{IntoResponse, Response};
 use streamcdn_access::deployment::{self, DeploymentKey, ReplayGuard, SignatureError};
 
 use crate::carried::Carried;
-use crate::control::ControlRequest;
 use crate::Edge;
+use streamcdn_cdni::control::{ControlRequest, CONTROL_HEADER};
 use streamcdn_urls::internal::CONTROL_PATH;
-
-pub const CONTROL_HEADER: &str = "X-Streamcdn-Control";
 
 struct Controller {
     key: DeploymentKey,

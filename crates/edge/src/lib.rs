@@ -47,7 +47,7 @@ use streamcdn_registry::Registry;
 use streamcdn_urls::{CacheKey, UrlError};
 
 use archived::ArchivedSource;
-use control::{ControlReply, ControlRequest, Matcher, Operation};
+use control::Matcher;
 use disk::DiskCache;
 use flight::Flights;
 use http_client::HttpClient;
@@ -58,6 +58,7 @@ use object::{ObjectExpiry, Policy};
 use parents::Parents;
 use response::{cors, error_response, object_response, plain, Outcome};
 pub use source::{FetchError, Revalidated, Source};
+use streamcdn_cdni::control::{ControlReply, ControlRequest, Operation};
 use top_tier::TopTier;
 
 /// Where a tier fills from.

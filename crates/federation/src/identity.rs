@@ -22,6 +22,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use streamcdn_cdni::CdnPid;
 use streamcdn_config::{Config, FederationConfig};
+use streamcdn_support::certs;
 use streamcdn_support::http_client::ClientOptions;
 use thiserror::Error;
 use tokio_rustls::TlsAcceptor;
@@ -103,41 +104,21 @@ fn generate(federation: &FederationConfig, dir: &Path) -> Result<Files, Identity
         return Ok(files);
     }
     std::fs::create_dir_all(dir).doing(|| format!("creating {}", dir.display()))?;
-    let generating = || "generating the federation CA and certificate".to_owned();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).doing(generating)?;
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name = rcgen::DistinguishedName::new();
-    ca_params.distinguished_name.push(
-        rcgen::DnType::CommonName,
-        format!("streamcdn federation CA of {}", federation.participant),
-    );
-    let ca_key = rcgen::KeyPair::generate().doing(generating)?;
-    let ca_cert = ca_params.self_signed(&ca_key).doing(generating)?;
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).into();
-    if let Some(addr) = federation
+    let listening = federation
         .listen
         .addr()
         .filter(|a| !a.ip().is_unspecified())
-    {
-        names.push(addr.ip().to_string());
-    }
-    let mut params = rcgen::CertificateParams::new(names).doing(generating)?;
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(
-        rcgen::DnType::CommonName,
-        federation.participant.to_string(),
-    );
-    let key = rcgen::KeyPair::generate().doing(generating)?;
-    let cert = params.signed_by(&key, &issuer).doing(generating)?;
-    for (path, pem, mode) in [
-        (&files.key, key.serialize_pem(), 0o600),
-        (&files.cert, cert.pem(), 0o644),
-        (&files.ca, ca_cert.pem(), 0o644),
-    ] {
-        streamcdn_support::durable::write_with_mode(path, pem.as_bytes(), mode)
-            .doing(|| format!("writing {}", path.display()))?;
-    }
+        .map(|a| a.ip().to_string());
+    let (ca, pair) = certs::signed_by_new_ca(
+        &format!("streamcdn federation CA of {}", federation.participant),
+        &federation.participant.to_string(),
+        certs::names_with(listening),
+    )
+    .doing(|| "generating the federation CA and certificate".to_owned())?;
+    // Each names the file it could not write.
+    pair.write(&files.cert, &files.key)
+        .and_then(|()| certs::write(&files.ca, &ca, 0o644))
+        .map_err(|e| invalid(e.to_string()))?;
     tracing::info!(dir = %dir.display(), participant = %federation.participant, "generated a federation CA and certificate");
     Ok(files)
 }

@@ -94,7 +94,7 @@ impl Participant {
         let mut assign = |target: TargetId, references: &References| {
             shares.entry(target).or_default().extend(references);
         };
-        let control = |n: &NodeRecord| n.addresses.get("control").cloned();
+        let control = |n: &NodeRecord| n.addresses.control.clone();
         for a in addressed {
             match self.cache_of(a) {
                 None => {

@@ -1,8 +1,14 @@
 //! The one owner of the CIS state: an event loop holding the [`Cis`] (`&mut`), fed by
 //! a channel. API requests and the results of what the loop sent out arrive as jobs
-//! run on the state with `now`; after each batch the loop keeps the state (if it
-//! changed) before it answers the callers and carries out the actions (control
-//! requests, calls to partners, timers), whose results come back as jobs again.
+//! run on the state with `now`. The state is kept (to a file or the registry) by one
+//! write at a time beside the loop, which goes on taking jobs meanwhile: the next write
+//! takes every change made during the one before. A request that changed the state
+//! (a command, a cancel, a delete) is answered, and what it started is sent, only once
+//! a write holding its change has finished: a trigger is kept before it is
+//! acknowledged or acted on. Reads are answered at once, and what the results of
+//! earlier actions lead to (the next tier's control requests, polls, retries) is sent
+//! at once: after a crash, the kept state sends again what had not been kept as done,
+//! and every operation sent is idempotent.
 //!
 //! **One CIS per participant.** Every `router` (and `up`) runs a CIS; they contend for
 //! the participant's lease in the registry ([`LEASE_NAME`], [`LEASE_TTL`], renewed
@@ -21,10 +27,9 @@ use std::time::Duration;
 
 use hyper::http::{header, Method, StatusCode};
 use streamcdn_access::deployment::{self, DeploymentKey};
+use streamcdn_cdni::control::{ControlReply, ControlRequest, CONTROL_HEADER};
 use streamcdn_cdni::wire::PayloadType;
 use streamcdn_cdni::{parse_status, CdnPid};
-use streamcdn_edge::control::{ControlReply, ControlRequest};
-use streamcdn_edge::control_endpoint::CONTROL_HEADER;
 use streamcdn_registry::{LeaseHolder, Registry, RegistryError};
 use streamcdn_support::clock::now_ms;
 use thiserror::Error;
@@ -49,7 +54,7 @@ pub const PARTNER_TRIGGERS_PATH: &str = "/cdni/v1/triggers";
 const SEND_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long one call to a partner may take.
 pub const PARTNER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Jobs taken before the state is kept and the callers answered.
+/// Jobs taken before a write of the state is started (if none is under way).
 const BATCH: usize = 256;
 
 #[derive(Debug, Error)]
@@ -145,6 +150,22 @@ pub enum Mode {
 type Deliver = Box<dyn FnOnce(Result<(), String>) + Send>;
 type Job = Box<dyn FnOnce(&mut Cis, Millis) -> Option<Deliver> + Send>;
 
+/// A request that changed the state: its answer and the actions it led to, held until
+/// a write holding its change has finished.
+struct Held {
+    /// [`Cis::changes`] after the request.
+    changes: u64,
+    deliver: Option<Deliver>,
+    actions: Vec<Action>,
+}
+
+/// The write of the state under way.
+struct Keeping {
+    /// [`Cis::changes`] when the state written was taken.
+    changes: u64,
+    write: tokio::task::JoinHandle<Result<(), StoreError>>,
+}
+
 enum Message {
     /// From the API: answered `Err(Standby)` when not active.
     Request(Job, oneshot::Sender<Mode>),
@@ -165,8 +186,9 @@ impl Handle {
         self.mode.borrow().clone()
     }
 
-    /// Runs `job` on the state; its result once the state is kept (`Err` inside if
-    /// keeping it failed), or the mode if this CIS is not active.
+    /// Runs `job` on the state; its result (if the job changed the state, once the
+    /// state is kept; `Err` inside if keeping it failed), or the mode if this CIS is not
+    /// active.
     pub async fn ask<R: Send + 'static>(
         &self,
         job: impl FnOnce(&mut Cis, Millis) -> R + Send + 'static,
@@ -182,7 +204,7 @@ impl Handle {
         if self.sender.send(Message::Request(job, refused)).is_err() {
             return Err(Mode::Standby(None));
         }
-        // Refused (the job is dropped with it), or answered once the state is kept.
+        // Refused (the job is dropped with it), or answered.
         tokio::select! {
             biased;
             Ok(mode) = standby => Err(mode),
@@ -215,6 +237,8 @@ pub struct Service {
     sender: mpsc::UnboundedSender<Message>,
     receiver: mpsc::UnboundedReceiver<Message>,
     client: Client,
+    keeping: Option<Keeping>,
+    held: Vec<Held>,
 }
 
 impl Service {
@@ -234,6 +258,8 @@ impl Service {
             sender,
             receiver,
             client: client(),
+            keeping: None,
+            held: Vec::new(),
         };
         (service, handle)
     }
@@ -279,6 +305,10 @@ impl Service {
     }
 
     async fn take_over(&mut self) {
+        // A write of an earlier run lands before the state is read back.
+        if let Some(keeping) = self.keeping.take() {
+            let _ = outcome(keeping.write.await);
+        }
         let opened = match self.settings.store.load().await {
             Ok(kept) => Cis::open(self.settings.participant.clone(), kept.as_deref())
                 .map_err(|e: StateError| e.to_string()),
@@ -301,36 +331,46 @@ impl Service {
         self.epoch += 1;
         self.cis = Some(cis);
         self.mode.send_replace(Mode::Active);
-        self.settle(Vec::new()).await;
+        self.settle().await;
     }
 
     fn stand_by(&mut self, holder: Option<LeaseHolder>) {
         if self.cis.take().is_some() {
             self.epoch += 1;
         }
+        // Their callers are told this CIS stands by; what they started is not sent.
+        self.held.clear();
         self.mode.send_replace(Mode::Standby(holder));
     }
 
-    /// Serves until `shutdown`, then gives the lease up.
+    /// Serves until `shutdown`, then keeps the state and gives the lease up.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut lease = tokio::time::interval(LEASE_RENEW);
         lease.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let write = self.keeping.as_mut().map(|keeping| &mut keeping.write);
+            let written = async move {
+                match write {
+                    Some(write) => outcome(write.await),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = lease.tick() => self.keep_lease().await,
+                result = written => self.written(result),
                 Some(message) = self.receiver.recv() => {
-                    let mut delivers = Vec::new();
-                    self.handle(message, &mut delivers);
-                    while delivers.len() < BATCH {
+                    self.handle(message);
+                    for _ in 1..BATCH {
                         let Ok(message) = self.receiver.try_recv() else { break };
-                        self.handle(message, &mut delivers);
+                        self.handle(message);
                     }
-                    self.settle(delivers).await;
+                    self.keep();
                 }
                 _ = shutdown.changed() => break,
             }
         }
         if self.cis.is_some() {
+            self.settle().await;
             if let Err(e) = self
                 .settings
                 .registry
@@ -342,44 +382,101 @@ impl Service {
         }
     }
 
-    fn handle(&mut self, message: Message, delivers: &mut Vec<Deliver>) {
+    /// Runs one job: a request that changed the state waits for it to be kept; anything
+    /// else is answered, and what it led to carried out, at once.
+    fn handle(&mut self, message: Message) {
         let now = now_ms();
-        match message {
-            Message::Request(job, refused) => match self.cis.as_mut() {
-                Some(cis) => delivers.extend(job(cis, now)),
-                None => {
+        let (job, request) = match message {
+            Message::Request(job, refused) => {
+                if self.cis.is_none() {
                     let _ = refused.send(self.mode());
+                    return;
                 }
-            },
-            Message::Result(epoch, job) => {
-                if let (true, Some(cis)) = (epoch == self.epoch, self.cis.as_mut()) {
-                    delivers.extend(job(cis, now));
-                }
+                (job, true)
             }
-        }
-    }
-
-    /// Keeps the state if it changed, answers the callers, carries out the actions.
-    pub async fn settle(&mut self, delivers: Vec<Deliver>) {
+            Message::Result(epoch, job) if epoch == self.epoch => (job, false),
+            Message::Result(..) => return,
+        };
         let Some(cis) = self.cis.as_mut() else {
             return;
         };
-        let kept = match cis.snapshot(now_ms()) {
-            Some(json) => self.settings.store.save(json).await.map_err(|e| {
-                tracing::error!(error = %e, "cannot keep the triggers");
-                e.to_string()
-            }),
-            None => Ok(()),
-        };
-        for deliver in delivers {
-            deliver(kept.clone());
+        let before = cis.changes();
+        let deliver = job(cis, now);
+        let changes = cis.changes();
+        let actions: Vec<Action> = std::iter::from_fn(|| cis.poll_action()).collect();
+        if request && changes != before {
+            self.held.push(Held {
+                changes,
+                deliver,
+                actions,
+            });
+            return;
         }
-        let mut actions = Vec::new();
-        if let Some(cis) = self.cis.as_mut() {
-            while let Some(action) = cis.poll_action() {
-                actions.push(action);
+        if let Some(deliver) = deliver {
+            deliver(Ok(()));
+        }
+        for action in actions {
+            self.carry_out(action);
+        }
+    }
+
+    /// Starts writing the state if it changed and no write is under way.
+    fn keep(&mut self) {
+        if self.keeping.is_some() {
+            return;
+        }
+        let Some(cis) = self.cis.as_mut() else {
+            return;
+        };
+        let changes = cis.changes();
+        let Some(json) = cis.snapshot(now_ms()) else {
+            return;
+        };
+        let store = self.settings.store.clone();
+        self.keeping = Some(Keeping {
+            changes,
+            write: tokio::spawn(async move { store.save(json).await }),
+        });
+    }
+
+    /// The write under way has finished: the requests it holds are answered and what
+    /// they started is carried out; the next write takes what changed meanwhile.
+    fn written(&mut self, result: Result<(), String>) {
+        let Some(keeping) = self.keeping.take() else {
+            return;
+        };
+        let (ready, waiting) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|held| held.changes <= keeping.changes);
+        self.held = waiting;
+        for held in ready {
+            if let Some(deliver) = held.deliver {
+                deliver(result.clone());
+            }
+            for action in held.actions {
+                self.carry_out(action);
             }
         }
+        self.keep();
+    }
+
+    /// Keeps the state now (after the write under way), answers every request waiting
+    /// for it and carries out every action due.
+    pub async fn settle(&mut self) {
+        loop {
+            if self.keeping.is_none() {
+                self.keep();
+            }
+            let Some(keeping) = self.keeping.as_mut() else {
+                break;
+            };
+            let result = outcome((&mut keeping.write).await);
+            self.written(result);
+        }
+        let actions: Vec<Action> = match self.cis.as_mut() {
+            Some(cis) => std::iter::from_fn(|| cis.poll_action()).collect(),
+            None => Vec::new(),
+        };
         for action in actions {
             self.carry_out(action);
         }
@@ -476,6 +573,15 @@ impl Service {
             }
         }
     }
+}
+
+/// How a write of the state ended (logged when it failed).
+fn outcome(written: Result<Result<(), StoreError>, tokio::task::JoinError>) -> Result<(), String> {
+    let result = written.map_err(StoreError::from).and_then(|kept| kept);
+    result.map_err(|e| {
+        tracing::error!(error = %e, "cannot keep the triggers");
+        e.to_string()
+    })
 }
 
 /// Asks one of our servers; its reply, or why there is none.

@@ -16,13 +16,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use streamcdn_cdni::collection::{trigger_url, DEFAULT_STALE_AFTER_SECS};
+use streamcdn_cdni::control::{ControlReply, Operation};
 use streamcdn_cdni::wire::{AbsoluteTime, References};
 use streamcdn_cdni::{
     parse_command, parse_operator_command, Action as CdniAction, CdnPid, Collection, Command,
     Effect, ErrorCode, ErrorDescription, Event, Outcome, Rendered, StatusResource, TargetId,
     TargetState, TriggerId, TriggerStatus, TriggerType, View,
 };
-use streamcdn_edge::control::{ControlReply, Operation};
+use streamcdn_urls::authority::Authority;
 use thiserror::Error;
 
 pub use crate::participant::{OwnConfiguration, Participant, World};
@@ -163,12 +164,19 @@ pub enum StateError {
 }
 
 /// What is kept: the triggers, and the status resource each partner gave us.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Kept {
     collection: Collection,
     /// `<trigger>|<target>` → the partner's status resource URL.
     #[serde(default)]
     remote: BTreeMap<String, String>,
+}
+
+/// [`Kept`], borrowed from the state for writing.
+#[derive(Serialize)]
+struct KeptRef<'a> {
+    collection: &'a Collection,
+    remote: &'a BTreeMap<String, String>,
 }
 
 fn remote_key(trigger: TriggerId, target: &TargetId) -> String {
@@ -191,8 +199,10 @@ pub struct Cis {
     /// When each trigger of this run was accepted, for the time to its final status.
     accepted: HashMap<TriggerId, Millis>,
     actions: VecDeque<Action>,
-    /// Changed since [`Cis::snapshot`].
-    dirty: bool,
+    /// Changes made to what is kept, counted ([`Cis::changes`]).
+    changes: u64,
+    /// The count the last [`Cis::snapshot`] took.
+    snapshot_at: u64,
 }
 
 impl Cis {
@@ -219,7 +229,8 @@ impl Cis {
             polls: HashMap::new(),
             accepted: HashMap::new(),
             actions: VecDeque::new(),
-            dirty: false,
+            changes: 0,
+            snapshot_at: 0,
         })
     }
 
@@ -245,18 +256,30 @@ impl Cis {
         self.actions.pop_front()
     }
 
+    /// How many changes were made to what is kept so far: a caller whose job moved it
+    /// waits for a [`Cis::snapshot`] taken at this count or later to be kept.
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
     /// The state to keep, if it changed since the last call (finished triggers past
-    /// `staleresourcetime` are dropped first).
+    /// `staleresourcetime` are dropped first). Written straight from the state, not
+    /// through a `serde_json::Value`: the document holds every trigger of the day.
     pub fn snapshot(&mut self, now: Millis) -> Option<Vec<u8>> {
-        if !std::mem::take(&mut self.dirty) {
+        if self.snapshot_at == self.changes {
             return None;
         }
+        self.snapshot_at = self.changes;
         self.collection.expire(secs(now));
-        let kept = serde_json::json!({
-            "collection": &self.collection,
-            "remote": &self.remote,
-        });
-        serde_json::to_vec(&kept).ok()
+        serde_json::to_vec(&KeptRef {
+            collection: &self.collection,
+            remote: &self.remote,
+        })
+        .ok()
+    }
+
+    fn changed(&mut self) {
+        self.changes += 1;
     }
 
     /// A command from `caller` (`POST` to the collection).
@@ -299,7 +322,7 @@ impl Cis {
                     .cancel(caller.who, &paths, caller.path, secs(now))
                 {
                     Ok(reply) => {
-                        self.dirty = true;
+                        self.changed();
                         let status = reply.http_status();
                         self.carry_out(reply.effects, now);
                         problem(status, "cancelled")
@@ -341,9 +364,10 @@ impl Cis {
                     }
                 };
                 self.accepted.insert(id, now);
-                self.dirty = true;
-                // Nothing goes out before the shell has kept the state (it keeps it
-                // before it carries out any action): a crash loses nothing.
+                self.changed();
+                // Nothing a command starts goes out before the shell has kept the
+                // state holding it (it holds a request's actions until then): a crash
+                // loses nothing that was acknowledged.
                 self.on_event(id, Event::Start, now);
                 let Ok(rendered) = self.collection.render_status(caller.who, id) else {
                     return problem(500, "the trigger vanished");
@@ -362,7 +386,7 @@ impl Cis {
         match self.collection.delete(caller.who, id, secs(now)) {
             Ok(effects) => {
                 metrics::counter!("streamcdn_cis_commands_total", "type" => "delete").increment(1);
-                self.dirty = true;
+                self.changed();
                 self.carry_out(effects, now);
                 Answer::Done
             }
@@ -467,7 +491,7 @@ impl Cis {
                     .increment(1);
                 self.remote
                     .insert(remote_key(trigger, &target), location.clone());
-                self.dirty = true;
+                self.changed();
                 self.follow(trigger, target, partner, location, None, Duration::ZERO);
             }
             PartnerAnswer::Refused(description) => {
@@ -585,7 +609,7 @@ impl Cis {
         let effects = self.collection.on_event(id, event, secs(now));
         let after = status(&self.collection);
         // Targets' states changed if nothing else did.
-        self.dirty = true;
+        self.changed();
         if let (Some((was, _)), Some((is, kind))) = (before, after) {
             if !was.is_final() && is.is_final() {
                 self.count_finished(id, is, &kind, now);
@@ -613,7 +637,7 @@ impl Cis {
     fn carry_out(&mut self, effects: Vec<Effect>, now: Millis) {
         // A target's state changes with every effect: what is kept changed.
         if !effects.is_empty() {
-            self.dirty = true;
+            self.changed();
         }
         for effect in effects {
             match effect {
@@ -726,10 +750,11 @@ fn state_label(state: TargetState) -> &'static str {
     }
 }
 
-/// The absolute URL's path (or the text itself if it has no scheme).
+/// The absolute URL's path and query (or the text itself if it is not absolute).
 pub fn path_of(url: &str) -> &str {
-    match url.split_once("://") {
-        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+    match Authority::parse(url) {
+        Some(absolute) if absolute.rest.starts_with('/') => absolute.rest,
+        Some(_) => "/",
         None => url,
     }
 }

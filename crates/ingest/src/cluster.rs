@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use streamcdn_recording::{Recording, RecordingStore};
 use streamcdn_registry::{NodeRecord, Registry, StreamRecord, StreamState};
+use streamcdn_urls::authority::Authority;
 use tokio::sync::watch;
 
 use crate::events::{StreamEvent, StreamEvents};
@@ -96,16 +97,14 @@ impl Cluster {
     }
 }
 
-/// Whether something accepts TCP connections at an `http://host:port` origin.
+/// Whether something accepts TCP connections at an `http://host[:port]` origin.
 async fn reachable(origin: &str) -> bool {
-    let authority = origin
-        .strip_prefix("http://")
-        .unwrap_or(origin)
-        .split('/')
-        .next()
-        .unwrap_or_default();
+    let Some(authority) = Authority::parse(origin) else {
+        return false;
+    };
+    let address = (authority.host, authority.port.unwrap_or(80));
     matches!(
-        tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(authority)).await,
+        tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(address)).await,
         Ok(Ok(_))
     )
 }

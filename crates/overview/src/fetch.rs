@@ -120,7 +120,8 @@ impl Overview {
             return Some(self.own_admin.clone());
         }
         node.addresses
-            .get("admin")
+            .admin
+            .as_ref()
             .map(|a| a.trim_end_matches('/').to_owned())
     }
 
@@ -198,13 +199,11 @@ impl Overview {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use axum::extract::Request;
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
     use streamcdn_access::admin::{Role as TokenRole, Token, Tokens};
-    use streamcdn_registry::Role;
+    use streamcdn_registry::{NodeAddresses, Role};
 
     use super::*;
 
@@ -215,9 +214,10 @@ mod tests {
             origin: String::new(),
             roles: roles.to_vec(),
             site: "s1".into(),
-            addresses: admin
-                .map(|a| BTreeMap::from([("admin".to_owned(), a)]))
-                .unwrap_or_default(),
+            addresses: NodeAddresses {
+                admin,
+                ..NodeAddresses::default()
+            },
             load: Default::default(),
             capacity: None,
         }

@@ -5,7 +5,7 @@
 //! one, else the default), which playback keys sign its URLs (likewise; published in
 //! the registry for the edges, which check tokens without asking anyone), and its HTTP
 //! hooks ([`hooks`], [`hook_client`]). The ingest, the archiver and the providers' API
-//! ([`api`]) all ask here.
+//! (the `api` module, which depends on this one) all ask here.
 
 pub mod api;
 pub mod hook_client;

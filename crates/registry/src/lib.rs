@@ -43,16 +43,49 @@ pub struct NodeRecord {
     /// Where the server is, for routing viewers (defaults to the cluster name).
     #[serde(default)]
     pub site: String,
-    /// The server's public endpoints: `playback` (`http://host:port` viewers and lower
-    /// tiers use), `rtmp`, `admin`.
+    /// Where the server is reached, by what for.
     #[serde(default)]
-    pub addresses: BTreeMap<String, String>,
+    pub addresses: NodeAddresses,
     #[serde(default)]
     pub load: Load,
     /// Viewer connections the server can take, as its operator configured; `None`:
     /// not stated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<u64>,
+}
+
+/// Where a server is reached, one field per endpoint a role announces (each `None`
+/// where the server has no such endpoint, or listens on an unspecified address).
+///
+/// On the wire a JSON object of strings, as the records have always held it (a map
+/// keyed by these names); a key this version does not know is kept in `other` and
+/// written back, so servers of two versions read each other's records during a
+/// rolling upgrade.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddresses {
+    /// `http://host:port` of the playback listener, which viewers and lower tiers use
+    /// (edge role, `http.advertise`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playback: Option<String>,
+    /// The cache's control endpoint, with its tier (`cdni::Tier::announce`:
+    /// `<playback>/_streamcdn/control?tier=top|mid|edge`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<String>,
+    /// The ingest origin, `http://host:port` (ingest role).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// The admin API, `http://host:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
+    /// The authoritative DNS listener, `ip:port` (router role).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<String>,
+    /// The router's HTTP base URL, where players' measurements go (router role).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<String>,
+    /// Keys this version does not know (written by another), kept as they are.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, String>,
 }
 
 /// What a server does; a process may have several roles (`streamcdn up` has them all).
@@ -90,7 +123,7 @@ impl NodeRecord {
             origin: origin.to_owned(),
             roles: vec![Role::Ingest],
             site: cluster.to_owned(),
-            addresses: BTreeMap::new(),
+            addresses: NodeAddresses::default(),
             load: Load::default(),
             capacity: None,
         }
@@ -603,5 +636,55 @@ impl Registry {
             StreamState::Archived => Vec::new(),
         };
         Ok(Location { record, origins })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node record as servers wrote it before the addresses were typed: a string map,
+    /// here with a key this version does not know.
+    const STRING_MAP_RECORD: &str = r#"{"id":"edge-1","cluster":"c1","origin":"",
+        "roles":["edge"],"site":"paris",
+        "addresses":{"control":"http://10.0.0.1:8080/_streamcdn/control?tier=edge",
+            "playback":"http://10.0.0.1:8080","rtmp":"rtmp://10.0.0.1:1935"},
+        "load":{"viewer_connections":3,"egress_bytes_per_sec":0,"cpu":0.5,"measured_at_ms":1}}"#;
+
+    #[test]
+    fn records_of_either_version_read_each_other() {
+        let record: NodeRecord = serde_json::from_str(STRING_MAP_RECORD).unwrap();
+        let addresses = &record.addresses;
+        assert_eq!(addresses.playback.as_deref(), Some("http://10.0.0.1:8080"));
+        assert_eq!(
+            addresses.control.as_deref(),
+            Some("http://10.0.0.1:8080/_streamcdn/control?tier=edge")
+        );
+        assert_eq!((&addresses.admin, &addresses.origin), (&None, &None));
+        assert_eq!(
+            addresses.other,
+            BTreeMap::from([("rtmp".to_owned(), "rtmp://10.0.0.1:1935".to_owned())])
+        );
+        assert_eq!(record.load.viewer_connections, 3);
+
+        // What this version writes is the map an older server reads: every key, no nulls.
+        let written = serde_json::to_value(&record).unwrap();
+        let as_map: BTreeMap<String, String> =
+            serde_json::from_value(written["addresses"].clone()).unwrap();
+        let old: serde_json::Value = serde_json::from_str(STRING_MAP_RECORD).unwrap();
+        let old_map: BTreeMap<String, String> =
+            serde_json::from_value(old["addresses"].clone()).unwrap();
+        assert_eq!(as_map, old_map);
+        let again: NodeRecord = serde_json::from_value(written).unwrap();
+        assert_eq!(again, record);
+
+        // A record without addresses (an archiver's) has none.
+        let bare = r#"{"id":"a","cluster":"c1"}"#;
+        let bare: NodeRecord = serde_json::from_str(bare).unwrap();
+        assert_eq!(bare.addresses, NodeAddresses::default());
+        assert_eq!(
+            serde_json::to_value(&bare.addresses).unwrap(),
+            serde_json::json!({})
+        );
     }
 }

@@ -75,8 +75,7 @@ async fn the_directory_lists_every_server(registry: Registry) {
         capacity: Some(500),
         ..node("edge-1", "c1")
     };
-    edge.addresses
-        .insert("playback".into(), "http://127.0.0.9:8080".into());
+    edge.addresses.playback = Some("http://127.0.0.9:8080".into());
     edge.load = Load {
         viewer_connections: 12,
         egress_bytes_per_sec: 3_000_000,

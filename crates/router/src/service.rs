@@ -491,7 +491,7 @@ impl RouterService {
 
     async fn refresh(&self, nodes: &[NodeRecord]) {
         let checks = nodes.iter().map(|node| async move {
-            let playback = node.addresses.get("playback")?.clone();
+            let playback = node.addresses.playback.clone()?;
             let healthy = check_health(&self.client, &playback).await;
             let state = EdgeState {
                 id: node.id.clone(),

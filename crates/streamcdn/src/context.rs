@@ -330,9 +330,7 @@ pub async fn run(
     }
     let admin_listener = bind(ctx.config.admin.listen, "the admin API").await?;
     if !ctx.config.admin.listen.ip().is_unspecified() {
-        ctx.node
-            .addresses
-            .insert("admin".into(), local_url(ctx.config.admin.listen));
+        ctx.node.addresses.admin = Some(local_url(ctx.config.admin.listen));
     }
     // Every admin listener shows the whole deployment, read from the other servers'.
     let peers =

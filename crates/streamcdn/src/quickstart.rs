@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use streamcdn_config::{Config, ProviderConfig};
+use streamcdn_urls::authority::Authority;
 use streamcdn_urls::{StreamName, Target};
 
 use crate::context::{local_https_url, local_url};
@@ -184,10 +185,8 @@ pub fn print_quickstart(
             None => String::new(),
         },
         federation = federation_line(config),
-        dns_host = local_url(config.router.dns_listen)
-            .trim_start_matches("http://")
-            .rsplit_once(':')
-            .map_or("127.0.0.1", |(h, _)| h),
+        dns_host = Authority::parse(&local_url(config.router.dns_listen))
+            .map_or_else(|| "127.0.0.1".to_owned(), |a| a.host_in_url()),
         dns_port = config.router.dns_listen.port(),
         delivery = config.router.delivery,
         router_http = local_url(config.router.http_listen),

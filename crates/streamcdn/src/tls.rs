@@ -13,7 +13,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use streamcdn_config::HttpConfig;
-use streamcdn_support::durable::write_with_mode;
+use streamcdn_support::certs;
 use streamcdn_urls::authority::Authority;
 use thiserror::Error;
 use tokio::sync::watch;
@@ -169,19 +169,13 @@ impl CertFiles {
 /// The names a generated certificate is valid for: loopback, and the hosts viewers are
 /// told to use (`http.advertise`, and `http.tls_listen` when it is a specific address).
 fn generated_names(http: &HttpConfig) -> Vec<String> {
-    let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).into();
     let advertised = http.advertise.as_deref().and_then(url_host);
     let listening = http
         .tls_listen
         .addr()
         .filter(|a| !a.ip().is_unspecified())
         .map(|a| a.ip().to_string());
-    for name in advertised.into_iter().chain(listening) {
-        if !names.contains(&name) {
-            names.push(name);
-        }
-    }
-    names
+    certs::names_with(advertised.into_iter().chain(listening))
 }
 
 /// The host of `scheme://host[:port][/...]`, without IPv6 brackets.
@@ -205,20 +199,10 @@ fn generated(http: &HttpConfig, data_dir: &Path) -> Result<CertFiles, CertError>
         dir: dir.clone(),
         message,
     };
-    let mut params =
-        rcgen::CertificateParams::new(generated_names(http)).map_err(|e| failed(e.to_string()))?;
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "streamcdn self-signed");
-    let key = rcgen::KeyPair::generate().map_err(|e| failed(e.to_string()))?;
-    let cert = params
-        .self_signed(&key)
+    let pair = certs::self_signed("streamcdn self-signed", generated_names(http))
         .map_err(|e| failed(e.to_string()))?;
     std::fs::create_dir_all(&dir).map_err(|e| failed(e.to_string()))?;
-    // The key first: a certificate on disk always has its key beside it.
-    write_with_mode(&files.key, key.serialize_pem().as_bytes(), 0o600)
-        .and_then(|()| write_with_mode(&files.cert, cert.pem().as_bytes(), 0o644))
+    pair.write(&files.cert, &files.key)
         .map_err(|e| failed(e.to_string()))?;
     tracing::info!(dir = %dir.display(), "generated a self-signed TLS certificate");
     Ok(files)

@@ -250,7 +250,7 @@ fn cis_candidates(nodes: &[NodeRecord]) -> Vec<String> {
     nodes
         .iter()
         .filter(|n| n.roles.contains(&Role::Router))
-        .filter_map(|n| n.addresses.get("admin"))
+        .filter_map(|n| n.addresses.admin.as_ref())
         .map(|a| a.trim_end_matches('/').to_owned())
         .collect()
 }
@@ -258,6 +258,7 @@ fn cis_candidates(nodes: &[NodeRecord]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use streamcdn_registry::NodeAddresses;
 
     #[test]
     fn routers_with_an_admin_address_are_the_cis_candidates() {
@@ -267,9 +268,10 @@ mod tests {
             origin: String::new(),
             roles,
             site: String::new(),
-            addresses: admin
-                .map(|a| [("admin".to_owned(), a.to_owned())].into())
-                .unwrap_or_default(),
+            addresses: NodeAddresses {
+                admin: admin.map(str::to_owned),
+                ..NodeAddresses::default()
+            },
             load: Default::default(),
             capacity: None,
         };

@@ -32,6 +32,26 @@ fn run_checker(root: Option<&Path>) -> Output {
     }
 }
 
+/// [`run_checker`] with `--strict`: intra-doc links and test code count too, as in the
+/// architecture review's check.
+fn run_strict_checker(root: Option<&Path>) -> Output {
+    let workspace = workspace_root();
+    let script = workspace.join("scripts/check-module-graph.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script).arg("--strict").current_dir(&workspace);
+    if let Some(root) = root {
+        cmd.arg("--root").arg(root);
+    }
+    match cmd.output() {
+        Ok(out) => out,
+        Err(e) if e.kind() == ErrorKind::NotFound => panic!(
+            "python3 is not installed, and the module graph check needs it: \
+             install it with `apt-get install python3` (Debian/Ubuntu) and run the test again"
+        ),
+        Err(e) => panic!("could not run python3 {}: {e}", script.display()),
+    }
+}
+
 fn describe(out: &Output) -> String {
     format!(
         "{}\n--- stdout ---\n{}--- stderr ---\n{}",
@@ -193,4 +213,50 @@ fn checker_fails_on_a_circle_and_only_on_one() {
         "{}",
         describe(&out)
     );
+}
+
+#[test]
+fn workspace_module_graphs_have_no_circles_counting_doc_links_and_tests() {
+    let out = run_strict_checker(None);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "scripts/check-module-graph.py --strict found modules that refer to each other in a \
+         circle through a doc link or test code; write the link as plain `code`, or move \
+         what both sides need into a module of its own:\n{}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn a_doc_link_closes_a_circle_only_for_the_strict_checker() {
+    let linked = fake_workspace(false);
+    let beta = linked.0.join("crates/fake/src/beta.rs");
+    let text = fs::read_to_string(&beta).unwrap();
+    let text = text.replace(
+        "pub struct X;",
+        "pub struct X;\n\n/// Made by [`crate::alpha::make`].\npub struct W;",
+    );
+    fs::write(&beta, text).unwrap();
+
+    let out = run_checker(Some(&linked.0));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let out = run_strict_checker(Some(&linked.0));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the doc link beta -> alpha closes alpha -> beta:\n{}",
+        describe(&out)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("circle between 2 modules: alpha, beta") && stdout.contains("beta.rs:7"),
+        "{}",
+        describe(&out)
+    );
+
+    // Test code is a module of its own: beta's tests using alpha is no circle.
+    let acyclic = fake_workspace(false);
+    let out = run_strict_checker(Some(&acyclic.0));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
 }

@@ -15,8 +15,9 @@
 //!
 //! A [`CacheKey`] is a target's path plus the query parameters that change the response
 //! (the LL-HLS delivery directives), normalized; every other parameter is ignored.
-//! [`stored`] names the objects the archiver writes for a recording; [`internal`] the
-//! paths streamcdn serves for itself under `/_streamcdn/`; [`conditional`] answers
+//! `stored` names the objects the archiver writes for a recording; `internal` the
+//! paths streamcdn serves for itself under `/_streamcdn/` (both build on this module's
+//! names, so it does not link them); [`conditional`] answers
 //! conditional requests the same way on every server; [`authority`] takes the host and
 //! port out of absolute URLs.
 

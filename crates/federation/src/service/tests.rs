@@ -76,7 +76,7 @@ async fn one_cis_is_active_and_another_takes_over_when_it_dies() {
         matches!(answer, Answer::Status { status: 201, .. }),
         "{answer:?}"
     );
-    a.settle(Vec::new()).await;
+    a.settle().await;
 
     // a renews in time: b keeps waiting.
     for _ in 0..5 {
@@ -105,7 +105,7 @@ async fn one_cis_is_active_and_another_takes_over_when_it_dies() {
         panic!("not accepted");
     };
     assert_eq!(location.as_deref(), Some("http://admin/api/v1/triggers/1"));
-    b.settle(Vec::new()).await;
+    b.settle().await;
 
     // a comes back (it was cut off, not dead): it finds b active and stands by.
     a.keep_lease().await;
@@ -161,5 +161,37 @@ async fn the_file_store_keeps_what_it_is_given() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names, ["triggers.json"], "no temporary file left");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_command_waits_for_its_write_and_a_read_for_none() {
+    let dir = std::env::temp_dir().join(format!("streamcdn-cis-held-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let registry = Registry::memory();
+    let mut settings = settings(&registry, "a");
+    settings.store = Store::File(dir.join("cis").join("triggers.json"));
+    let (service, handle) = Service::new(settings);
+    let (_stop, stopped) = watch::channel(false);
+    tokio::spawn(service.run(stopped));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(handle.mode(), Mode::Active);
+
+    let (answer, kept) = handle.ask(purge).await.unwrap();
+    assert!(matches!(answer, Answer::Status { status: 201, .. }));
+    assert_eq!(kept, Ok(()), "answered once its write ended");
+    assert!(dir.join("cis/triggers.json").exists());
+
+    // The directory becomes a file: every write fails from now on.
+    std::fs::remove_dir_all(dir.join("cis")).unwrap();
+    std::fs::write(dir.join("cis"), b"in the way").unwrap();
+    let (answer, kept) = handle.ask(purge).await.unwrap();
+    assert!(matches!(answer, Answer::Status { status: 201, .. }));
+    let failed = kept.expect_err("the command's write failed, and its caller is told");
+    assert!(failed.contains("triggers.json"), "{failed}");
+    // A read changes nothing: answered at once, with nothing to keep.
+    let (listed, kept) = handle.ask(|cis, _| triggers(cis)).await.unwrap();
+    assert_eq!((listed, kept), (2, Ok(())));
+    let _ = std::fs::remove_file(dir.join("cis"));
     let _ = std::fs::remove_dir_all(&dir);
 }

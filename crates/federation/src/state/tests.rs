@@ -23,7 +23,7 @@ fn pid(text: &str) -> CdnPid {
 
 fn node(id: &str, control: &str) -> NodeRecord {
     let mut node = NodeRecord::ingest(id, "c1", "");
-    node.addresses.insert("control".into(), control.into());
+    node.addresses.control = Some(control.into());
     node
 }
 

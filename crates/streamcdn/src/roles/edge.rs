@@ -14,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::future::BoxFuture;
 use streamcdn_access::deployment::{self, DeploymentKey, ReplayGuard};
-use streamcdn_cdni::Tier;
 use streamcdn_config::EdgeTier;
 use streamcdn_edge::carried::{self, CacheBudget, Carried};
 use streamcdn_edge::control_endpoint;
@@ -147,7 +146,7 @@ impl Web {
             Ok(nodes) => nodes
                 .into_iter()
                 .filter(|node| node.roles.contains(&streamcdn_registry::Role::Router))
-                .find_map(|node| node.addresses.get("routing").cloned()),
+                .find_map(|node| node.addresses.routing),
             Err(e) => {
                 tracing::debug!(error = %e, "cannot look up routers; keeping the last one");
                 cached.and_then(|(_, url)| url)
@@ -360,23 +359,17 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
     ctx.node.capacity = (config.edge.capacity > 0).then_some(config.edge.capacity);
     match config.http.advertised_url() {
         Some(url) => {
-            ctx.node.addresses.insert("playback".into(), url);
+            ctx.node.addresses.playback = Some(url);
         }
         None => tracing::warn!(
             listen = %config.http.listen,
             "http.advertise is not set: the node directory will not list where viewers reach this edge"
         ),
     }
-    let tier = match (ctx.config.edge.tier, parents.is_empty()) {
-        (_, true) => Tier::Top,
-        (EdgeTier::Mid, false) => Tier::Mid,
-        (EdgeTier::Edge, false) => Tier::Edge,
-    };
-    if let Some(playback) = ctx.node.addresses.get("playback").cloned() {
+    let tier = ctx.config.edge.cache_tier();
+    if let Some(playback) = &ctx.node.addresses.playback {
         let url = format!("{}{CONTROL_PATH}", playback.trim_end_matches('/'));
-        ctx.node
-            .addresses
-            .insert("control".into(), tier.announce(&url));
+        ctx.node.addresses.control = Some(tier.announce(&url));
     }
     let prober = Arc::new(Prober {
         key: key.clone(),

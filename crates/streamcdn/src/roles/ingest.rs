@@ -45,7 +45,7 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         );
     };
     ctx.node.origin = origin.clone();
-    ctx.node.addresses.insert("origin".into(), origin);
+    ctx.node.addresses.origin = Some(origin);
     let cluster = Cluster {
         registry: ctx.registry.clone(),
         node: ctx.node.clone(),

@@ -128,12 +128,10 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
     tracing::info!(dns = %config.dns_listen, http = %config.http_listen, zone = config.zone, delivery = config.delivery, "router listening");
     // Listed only where it is a real address (0.0.0.0 says nothing of where to reach it).
     if !config.dns_listen.ip().is_unspecified() {
-        ctx.node
-            .addresses
-            .insert("dns".into(), config.dns_listen.to_string());
+        ctx.node.addresses.dns = Some(config.dns_listen.to_string());
     }
     if let Some(url) = routing_url(&ctx.config) {
-        ctx.node.addresses.insert("routing".into(), url);
+        ctx.node.addresses.routing = Some(url);
     }
     ctx.spawn(Arc::clone(&service).watch_edges(ctx.shutdown()));
     for socket in udp {
