@@ -16,6 +16,7 @@ pub fn run_ingest(input: &[u8], chunk: usize) -> usize {
         [0; 1528],
     );
     let mut segmenter = Segmenter::new(2000, crate::segmenter::DEFAULT_PART_TARGET_MS);
+    let mut front_end = flv::FlvFrontEnd::default();
     let mut ts_muxer = None;
     let mut segments = 0;
     for piece in input.chunks(chunk.max(1)) {
@@ -29,11 +30,14 @@ pub fn run_ingest(input: &[u8], chunk: usize) -> usize {
                     continue;
                 }
                 SessionEvent::Video { timestamp, data } => match flv::parse_video(&data) {
-                    Ok(packet) => segmenter.push_video(timestamp, packet),
+                    Ok(packet) => match front_end.video(timestamp, packet) {
+                        Some(input) => segmenter.push(input),
+                        None => continue,
+                    },
                     Err(_) => continue,
                 },
                 SessionEvent::Audio { timestamp, data } => match flv::parse_audio(&data) {
-                    Ok(packet) => segmenter.push_audio(timestamp, packet),
+                    Ok(packet) => segmenter.push(front_end.audio(timestamp, packet)),
                     Err(_) => continue,
                 },
                 _ => continue,
