@@ -117,8 +117,16 @@ mod tests {
         assert_eq!(t.map(near_wrap), 0);
         assert_eq!(t.map(near_wrap + 3000), 3000);
         assert_eq!(t.map(3000), 6000, "33-bit wrap");
-        assert_eq!(t.map(1000), 4000, "small steps back are real (B-frames, interleaving)");
-        assert_eq!(t.map(1_000_000_000), 7000, "a jump carries on by the last forward step");
+        assert_eq!(
+            t.map(1000),
+            4000,
+            "small steps back are real (B-frames, interleaving)"
+        );
+        assert_eq!(
+            t.map(1_000_000_000),
+            7000,
+            "a jump carries on by the last forward step"
+        );
         assert_eq!(t.map(1_000_003_000), 10_000);
         assert_eq!(t.last(), 10_000);
     }

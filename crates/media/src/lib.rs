@@ -4,7 +4,7 @@
 //! The ingest path is a protocol's front end → `input` (the one input shape: codec
 //! configurations and access units on one 90 kHz timeline) → `segmenter` (keyframe cuts,
 //! parts) → `fmp4` or `ts` (container) → `playlist` (HLS text). Front ends: `rtmp`
-//! (session) → `flv` (tag bodies, `FlvFrontEnd`).
+//! (session) → `flv` (tag bodies, `FlvFrontEnd`); `ts_demux` (MPEG-TS, `TsDemuxer`).
 
 mod bits;
 pub mod codec;
@@ -17,3 +17,4 @@ pub mod playlist;
 pub mod rtmp;
 pub mod segmenter;
 pub mod ts;
+pub mod ts_demux;

@@ -452,8 +452,7 @@ impl Segmenter {
             for (pts, data) in audio_frames {
                 // Count samples for exact AAC timing; resync only if the publisher's
                 // clock drifts by more than a couple of frames.
-                let from_clock =
-                    (pts - origin).max(0) as u64 * rate / u64::from(VIDEO_TIMESCALE);
+                let from_clock = (pts - origin).max(0) as u64 * rate / u64::from(VIDEO_TIMESCALE);
                 let dts = match self.audio_next_sample {
                     Some(next) if next.abs_diff(from_clock) <= 2 * u64::from(AAC_FRAME_SAMPLES) => {
                         next
