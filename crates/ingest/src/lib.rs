@@ -7,7 +7,7 @@
 //! HTTP; [`cluster`] decides when this server may take over a stream from a dead one
 //! and announces the hub's [`events`] in the registry.
 //!
-//! Modules depend one way: `rtmp_server` → `publisher` → `recorder` → `hub` → `cluster`
+//! Modules depend one way: `rtmp_server` → `publish` → `publisher` → `recorder` → `hub` → `cluster`
 //! → `events`;
 //! `origin` → `hub`.
 
@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod events;
 pub mod hub;
 pub mod origin;
+mod publish;
 pub mod publisher;
 pub mod recorder;
 pub mod rtmp_server;
