@@ -32,6 +32,9 @@ fn corrupted_streams_never_panic() {
     for round in 0..3000 {
         let mut input = STREAMS[round % 2].to_vec();
         for _ in 0..1 + next() % 16 {
+            if input.is_empty() {
+                break;
+            }
             let at = (next() as usize) % input.len();
             match next() % 5 {
                 0 => input[at] = next() as u8,
