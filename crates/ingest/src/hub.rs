@@ -538,14 +538,25 @@ impl StreamHub {
         // The key may also ride on the app (`rtmp://host/provider?key=...` as the OBS
         // server, the bare stream name as the stream key).
         let (app, app_key) = split_publish_name(app);
+        let (stream, key) = split_publish_name(publish_name);
+        self.authorize_stream(app, stream, key.or(app_key)).await
+    }
+
+    /// Checks a publisher's key for `provider`'s `stream`, named apart as every protocol
+    /// but RTMP names them.
+    pub async fn authorize_stream(
+        &self,
+        app: &str,
+        stream: &str,
+        key: Option<&str>,
+    ) -> Result<(ProviderConfig, StreamName, KeyKind), PublishError> {
         if self.providers.get(app).is_none() {
             return Err(PublishError::UnknownProvider(app.to_owned()));
         }
-        let (stream, key) = split_publish_name(publish_name);
         if !is_valid_name(stream) {
             return Err(PublishError::InvalidStreamName(stream.to_owned()));
         }
-        let key = key.or(app_key).ok_or(PublishError::MissingKey)?;
+        let key = key.ok_or(PublishError::MissingKey)?;
         let (provider, kind) =
             self.providers
                 .check_key(app, stream, key)
@@ -571,7 +582,36 @@ impl StreamHub {
         recording_id: String,
         client: std::net::SocketAddr,
     ) -> Result<(Arc<LiveStream>, JournalWriter), PublishError> {
-        let (provider, name, kind) = self.authorize(app, publish_name).await?;
+        let authorized = self.authorize(app, publish_name).await?;
+        self.open_publish(authorized, started_at, recording_id, client)
+            .await
+    }
+
+    /// [`StreamHub::begin_publish`] for protocols that name the provider, the stream and
+    /// the key apart (MPEG-TS over HTTP, SRT).
+    pub async fn begin_publish_stream(
+        &self,
+        provider: &str,
+        stream: &str,
+        key: Option<&str>,
+        started_at: String,
+        recording_id: String,
+        client: std::net::SocketAddr,
+    ) -> Result<(Arc<LiveStream>, JournalWriter), PublishError> {
+        let authorized = self.authorize_stream(provider, stream, key).await?;
+        self.open_publish(authorized, started_at, recording_id, client)
+            .await
+    }
+
+    /// The rest of `begin_publish` once the key is checked: the slot, the takeover
+    /// decision, the `on_publish` hook, the recording.
+    async fn open_publish(
+        &self,
+        (provider, name, kind): (ProviderConfig, StreamName, KeyKind),
+        started_at: String,
+        recording_id: String,
+        client: std::net::SocketAddr,
+    ) -> Result<(Arc<LiveStream>, JournalWriter), PublishError> {
         let reservation = self.reserve(&name)?;
         let resume = match self.cluster.claim(&name.provider, &name.stream).await {
             Claim::Fresh => self.resumable(&name).await,

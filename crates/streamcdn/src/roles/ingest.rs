@@ -1,4 +1,4 @@
-//! The ingest role: RTMP in, the HTTP origin out, recordings on local storage, streams
+//! The ingest role: RTMP in (and MPEG-TS uploaded to the origin), the HTTP origin out, recordings on local storage, streams
 //! announced in the registry.
 
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use streamcdn_ingest::cluster::{self, Cluster};
 use streamcdn_ingest::hub::{HubSettings, StreamHub};
 use streamcdn_ingest::recorder::Recorder;
 use streamcdn_ingest::rtmp_server::{self, RtmpSettings};
+use streamcdn_ingest::ts_upload;
 
 use crate::context::{bind, Context, Role};
 use crate::tls::Certificates;
@@ -112,6 +113,12 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         ))));
         ctx.spawn(certificates.watch(ctx.shutdown()));
     }
+    let uploads = ts_upload::router(
+        hub.clone(),
+        recorder.clone(),
+        rtmp_settings.idle_timeout,
+        ctx.shutdown(),
+    );
     ctx.spawn(drained(Box::pin(rtmp_server::serve(
         rtmp,
         hub.clone(),
@@ -119,7 +126,10 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         rtmp_settings,
         shutdown,
     ))));
-    ctx.serve_http(origin, streamcdn_ingest::origin::router(hub.clone()));
+    ctx.serve_http(
+        origin,
+        streamcdn_ingest::origin::router(hub.clone()).merge(uploads),
+    );
     let shutdown = ctx.shutdown();
     ctx.spawn(cluster::run_announcer(cluster, store, events, shutdown));
     ctx.add_admin_routes(streamcdn_ingest::origin::admin_router(hub));
