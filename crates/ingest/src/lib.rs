@@ -1,4 +1,4 @@
-//! The ingest role: RTMP publishers in, HLS out over HTTP, every segment recorded.
+//! The ingest role: RTMP (and SRT) publishers in, HLS out over HTTP, every segment recorded.
 //!
 //! [`rtmp_server`] is the socket shell around the sans-IO session in `streamcdn-media`;
 //! [`hub::StreamHub`] owns stream state; [`publisher::Publisher`] runs one stream's
@@ -9,7 +9,7 @@
 //!
 //! Modules depend one way: `rtmp_server` → `publisher` → `recorder` → `hub` → `cluster`
 //! → `events`;
-//! `origin` → `hub`.
+//! `origin` → `hub`; `srt_server` → `hub` (the SRT transport is `streamcdn-srt`).
 
 pub mod cluster;
 pub mod events;
@@ -18,3 +18,4 @@ pub mod origin;
 pub mod publisher;
 pub mod recorder;
 pub mod rtmp_server;
+pub mod srt_server;
