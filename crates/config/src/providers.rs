@@ -176,7 +176,7 @@ pub(crate) fn validate(providers: &[ProviderConfig]) -> Result<(), Invalid> {
         }
         validate_stream_keys(i, p)?;
         if let Some(passphrase) = &p.srt_passphrase {
-            if !crate::SRT_PASSPHRASE_LEN.contains(&passphrase.len()) {
+            if !crate::srt::SRT_PASSPHRASE_LEN.contains(&passphrase.len()) {
                 return Err((
                     format!("providers[{i}].srt_passphrase"),
                     format!(

@@ -14,7 +14,7 @@ use srt_protocol::packet::{
 };
 use srt_protocol::settings::KeySettings;
 
-use crate::Refusal;
+use crate::gate::Refusal;
 
 /// What a caller's conclusion handshake says about its encryption.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,7 +23,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::guard::{self, CallerCrypto, ToListener};
-use crate::{Gate, Publication, PublishRequest, Refusal, SrtSettings};
+use crate::gate::{Gate, Publication, Refusal, SrtSettings};
+use crate::stream_id::PublishRequest;
 
 /// Chunks (SRT payloads of up to 1316 bytes) a publication may have in flight to its
 /// consumer: about a second at 10 Mbit/s.
@@ -108,8 +109,8 @@ impl SrtServer {
                 Action::RequestAccess(session, request) => {
                     // One decision per caller, taken in its own task: the listener waits
                     // for nothing while a gate (a hook) thinks.
-                    if !awaiting.contains_key(&session) {
-                        awaiting.insert(session, None);
+                    if let std::collections::hash_map::Entry::Vacant(slot) = awaiting.entry(session) {
+                        slot.insert(None);
                         let crypto = handshakes.remove(&session);
                         tasks.spawn(decide(
                             gate.clone(),

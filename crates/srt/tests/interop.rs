@@ -363,7 +363,7 @@ async fn wrong_keys_passphrases_and_modes_are_refused_at_the_handshake() {
         (format!("streamid=#!::r=nobody/cam,m=publish,s={KEY}&{good}"), REFUSED_BY_US),
         (format!("streamid=#!::r=demo/cam,m=request,s={KEY}&{good}"), REFUSED_BY_US),
         (format!("streamid=demo&{good}"), REFUSED_BY_US),
-        (format!("{good}"), REFUSED_BY_US),
+        (good.clone(), REFUSED_BY_US),
         (
             format!("streamid=demo/cam?key={KEY}&passphrase=not-the-passphrase"),
             "Incorrect passphrase",
