@@ -2,9 +2,13 @@
 //! provider's passphrase) over the transport in `streamcdn-srt`, and the consumer of
 //! what it admits.
 //!
-//! Seam: an admitted publication is `provider/stream` and its MPEG-TS bytes in order.
-//! Until the MPEG-TS demuxer's publisher lands (issue #22, part 1), [`consume`] only
-//! counts those bytes and says so in the log: nothing is recorded yet.
+//! Seam: an admitted publication is `provider/stream`, its key and its MPEG-TS bytes in
+//! order. Until the MPEG-TS publisher lands (issue #22, part 1: branch `media-ts`,
+//! `ts_ingest::TsPublisher`), `drain` only counts those bytes and says so in the log:
+//! nothing is recorded yet. Wiring it: `TsPublisher::begin(&hub, &recorder,
+//! TsPublishRequest { provider, stream, key, client: peer, protocol: "srt" })`, then
+//! `push` each chunk and `finish`; a refusal there (hook, claim) drops the publication,
+//! which closes the caller's connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -107,12 +107,14 @@ pub trait Gate: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Admission, Refusal>> + Send;
 }
 
-/// An admitted publisher: `provider/stream` (its key already checked, so not kept) and
-/// its payload, the MPEG-TS bytes in the order sent; `chunks` ends when it leaves.
-#[derive(Debug)]
+/// An admitted publisher: `provider/stream` and its payload, the MPEG-TS bytes in the
+/// order sent; `chunks` ends when it leaves (dropping it ends the connection).
 pub struct Publication {
     pub provider: String,
     pub stream: String,
+    /// The key it presented, which the gate accepted: for a consumer that opens the
+    /// stream through the same checks (hooks, claims), as any other publisher does.
+    pub key: Option<String>,
     pub peer: SocketAddr,
     pub chunks: mpsc::Receiver<Bytes>,
 }

@@ -315,6 +315,7 @@ async fn run_connection(
     let publication = Publication {
         provider: request.provider.clone(),
         stream: request.stream.clone(),
+        key: request.key.clone(),
         peer,
         chunks: receiver,
     };
