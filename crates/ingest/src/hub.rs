@@ -539,31 +539,32 @@ impl StreamHub {
         // server, the bare stream name as the stream key).
         let (app, app_key) = split_publish_name(app);
         let (stream, key) = split_publish_name(publish_name);
-        self.authorize_key(app, stream, key.or(app_key)).await
+        self.authorize_stream(app, stream, key.or(app_key)).await
     }
 
-    /// [`Self::authorize`] with the provider, stream and key apart (as SRT names them).
-    pub async fn authorize_key(
+    /// Checks a publisher's key for `provider`'s `stream`, named apart as every protocol
+    /// but RTMP names them.
+    pub async fn authorize_stream(
         &self,
-        provider: &str,
+        app: &str,
         stream: &str,
         key: Option<&str>,
     ) -> Result<(ProviderConfig, StreamName, KeyKind), PublishError> {
-        if self.providers.get(provider).is_none() {
-            return Err(PublishError::UnknownProvider(provider.to_owned()));
+        if self.providers.get(app).is_none() {
+            return Err(PublishError::UnknownProvider(app.to_owned()));
         }
         if !is_valid_name(stream) {
             return Err(PublishError::InvalidStreamName(stream.to_owned()));
         }
         let key = key.ok_or(PublishError::MissingKey)?;
-        let (provider, kind) = self
-            .providers
-            .check_key(provider, stream, key)
-            .await
-            .map_err(|e| match e {
-                KeyError::UnknownProvider(p) => PublishError::UnknownProvider(p),
-                KeyError::WrongKey => PublishError::WrongKey,
-            })?;
+        let (provider, kind) =
+            self.providers
+                .check_key(app, stream, key)
+                .await
+                .map_err(|e| match e {
+                    KeyError::UnknownProvider(p) => PublishError::UnknownProvider(p),
+                    KeyError::WrongKey => PublishError::WrongKey,
+                })?;
         let name = StreamName::new(&provider.name, stream)
             .ok_or_else(|| PublishError::InvalidStreamName(stream.to_owned()))?;
         Ok((provider.clone(), name, kind))

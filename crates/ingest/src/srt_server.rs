@@ -34,7 +34,7 @@ impl Gate for IngestGate {
     ) -> Result<Admission, Refusal> {
         let authorized = self
             .hub
-            .authorize_key(&request.provider, &request.stream, request.key.as_deref())
+            .authorize_stream(&request.provider, &request.stream, request.key.as_deref())
             .await;
         let (provider, name, _) = authorized.map_err(|e| {
             tracing::warn!(provider = request.provider, stream = request.stream, %peer, error = %e, "SRT publish refused");
