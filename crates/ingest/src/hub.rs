@@ -582,7 +582,36 @@ impl StreamHub {
         recording_id: String,
         client: std::net::SocketAddr,
     ) -> Result<(Arc<LiveStream>, JournalWriter), PublishError> {
-        let (provider, name, kind) = self.authorize(app, publish_name).await?;
+        let authorized = self.authorize(app, publish_name).await?;
+        self.open_publish(authorized, started_at, recording_id, client)
+            .await
+    }
+
+    /// [`StreamHub::begin_publish`] for protocols that name the provider, the stream and
+    /// the key apart (MPEG-TS over HTTP, SRT).
+    pub async fn begin_publish_stream(
+        &self,
+        provider: &str,
+        stream: &str,
+        key: Option<&str>,
+        started_at: String,
+        recording_id: String,
+        client: std::net::SocketAddr,
+    ) -> Result<(Arc<LiveStream>, JournalWriter), PublishError> {
+        let authorized = self.authorize_stream(provider, stream, key).await?;
+        self.open_publish(authorized, started_at, recording_id, client)
+            .await
+    }
+
+    /// The rest of `begin_publish` once the key is checked: the slot, the takeover
+    /// decision, the `on_publish` hook, the recording.
+    async fn open_publish(
+        &self,
+        (provider, name, kind): (ProviderConfig, StreamName, KeyKind),
+        started_at: String,
+        recording_id: String,
+        client: std::net::SocketAddr,
+    ) -> Result<(Arc<LiveStream>, JournalWriter), PublishError> {
         let reservation = self.reserve(&name)?;
         let resume = match self.cluster.claim(&name.provider, &name.stream).await {
             Claim::Fresh => self.resumable(&name).await,

@@ -1,4 +1,5 @@
-//! One publisher's pipeline: FLV packets → segmenter → container, part by part → the
+//! One publisher's pipeline: the media input (from FLV packets, or from whatever front end
+//! the protocol has) → segmenter → container, part by part → the
 //! stream's live edge (served at once from memory) and the recorder, which appends each
 //! part to its segment's file and makes the segment durable when it is complete.
 
@@ -7,7 +8,8 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use streamcdn_config::SegmentFormat;
-use streamcdn_media::flv::{self, AudioPacket, VideoPacket};
+use streamcdn_media::flv::{self, AudioPacket, FlvFrontEnd, VideoPacket};
+use streamcdn_media::input::MediaInput;
 use streamcdn_media::segmenter::{MediaPart, SegmentEnd, Segmenter, SegmenterEvent, Tracks};
 use streamcdn_media::ts::TsMuxer;
 use streamcdn_media::{fmp4, rtmp::amf0::Amf0Value};
@@ -28,6 +30,8 @@ enum Container {
 pub struct Publisher {
     stream: Arc<LiveStream>,
     segmenter: Segmenter,
+    /// RTMP's front end, used by `on_video` and `on_audio`.
+    flv: FlvFrontEnd,
     format: SegmentFormat,
     container: Option<Container>,
     init_file: Option<String>,
@@ -68,6 +72,7 @@ impl Publisher {
             format: stream.with_recording(|r| r.format),
             stream,
             segmenter,
+            flv: FlvFrontEnd::default(),
             container: None,
             init_file: None,
             started: SystemTime::now(),
@@ -86,8 +91,9 @@ impl Publisher {
     pub async fn on_video(&mut self, timestamp: u32, data: Bytes) {
         match flv::parse_video(&data) {
             Ok(packet @ (VideoPacket::Config(_) | VideoPacket::Frame { .. })) => {
-                let events = self.segmenter.push_video(timestamp, packet);
-                self.handle(events).await;
+                if let Some(input) = self.flv.video(timestamp, packet) {
+                    self.push(input).await;
+                }
             }
             Ok(_) => {}
             Err(e) => self.warn_once(&e.to_string()),
@@ -97,11 +103,17 @@ impl Publisher {
     pub async fn on_audio(&mut self, timestamp: u32, data: Bytes) {
         match flv::parse_audio(&data) {
             Ok(packet @ (AudioPacket::Config(_) | AudioPacket::Frame(_))) => {
-                let events = self.segmenter.push_audio(timestamp, packet);
-                self.handle(events).await;
+                let input = self.flv.audio(timestamp, packet);
+                self.push(input).await;
             }
             Err(e) => self.warn_once(&e.to_string()),
         }
+    }
+
+    /// One input of the media pipeline, from any protocol's front end.
+    pub async fn push(&mut self, input: MediaInput) {
+        let events = self.segmenter.push(input);
+        self.handle(events).await;
     }
 
     pub fn on_metadata(&mut self, metadata: &[(String, Amf0Value)]) {

@@ -2,13 +2,10 @@
 //! provider's passphrase) over the transport in `streamcdn-srt`, and the consumer of
 //! what it admits.
 //!
-//! Seam: an admitted publication is `provider/stream`, its key and its MPEG-TS bytes in
-//! order. Until the MPEG-TS publisher lands (issue #22, part 1: branch `media-ts`,
-//! `ts_ingest::TsPublisher`), `drain` only counts those bytes and says so in the log:
-//! nothing is recorded yet. Wiring it: `TsPublisher::begin(&hub, &recorder,
-//! TsPublishRequest { provider, stream, key, client: peer, protocol: "srt" })`, then
-//! `push` each chunk and `finish`; a refusal there (hook, claim) drops the publication,
-//! which closes the caller's connection.
+//! Each admitted publication (provider, stream, key, its MPEG-TS bytes in order) is
+//! published through [`TsPublisher`], as every MPEG-TS protocol is: a refusal there (the
+//! provider's hook, another server holding the stream) drops it, which closes the
+//! caller's connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +16,8 @@ pub use streamcdn_srt::{SrtError, SrtServer, SrtSettings};
 use tokio::sync::{mpsc, watch};
 
 use crate::hub::{PublishError, StreamHub};
+use crate::recorder::Recorder;
+use crate::ts_ingest::{TsPublishRequest, TsPublisher};
 
 /// Admits an SRT caller as the RTMP path admits a publisher: a known provider, a valid
 /// stream name, a key that opens it, and the stream not live already.
@@ -69,24 +68,31 @@ fn refusal(e: &PublishError) -> Refusal {
 pub async fn serve(
     server: SrtServer,
     hub: Arc<StreamHub>,
+    recorder: Recorder,
     settings: SrtSettings,
     shutdown: watch::Receiver<bool>,
 ) {
     let (publications, admitted) = mpsc::channel(16);
-    let gate = Arc::new(IngestGate { hub });
+    let gate = Arc::new(IngestGate { hub: hub.clone() });
     tokio::join!(
         server.serve(gate, settings, publications, shutdown),
-        consume(admitted)
+        consume(admitted, hub, recorder)
     );
 }
 
 /// Takes what the SRT listener admits until it stops.
-async fn consume(mut publications: mpsc::Receiver<Publication>) {
+async fn consume(
+    mut publications: mpsc::Receiver<Publication>,
+    hub: Arc<StreamHub>,
+    recorder: Recorder,
+) {
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             publication = publications.recv() => match publication {
-                Some(publication) => { tasks.spawn(drain(publication)); }
+                Some(publication) => {
+                    tasks.spawn(publish(publication, hub.clone(), recorder.clone()));
+                }
                 None => break,
             },
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -95,21 +101,21 @@ async fn consume(mut publications: mpsc::Receiver<Publication>) {
     while tasks.join_next().await.is_some() {}
 }
 
-async fn drain(mut publication: Publication) {
-    tracing::warn!(
-        provider = publication.provider,
-        stream = publication.stream,
-        peer = %publication.peer,
-        "SRT publisher admitted, but MPEG-TS is not published yet (the TS demuxer is not wired): its bytes are counted and dropped"
-    );
-    let mut bytes = 0u64;
+async fn publish(mut publication: Publication, hub: Arc<StreamHub>, recorder: Recorder) {
+    let request = TsPublishRequest {
+        provider: &publication.provider,
+        stream: &publication.stream,
+        key: publication.key.as_deref(),
+        client: publication.peer,
+        protocol: "srt",
+    };
+    // Refusals are logged and counted by `begin`; dropping the publication closes the
+    // connection.
+    let Ok(mut publisher) = TsPublisher::begin(&hub, &recorder, request).await else {
+        return;
+    };
     while let Some(chunk) = publication.chunks.recv().await {
-        bytes += chunk.len() as u64;
+        publisher.push(&chunk).await;
     }
-    tracing::info!(
-        provider = publication.provider,
-        stream = publication.stream,
-        bytes,
-        "SRT publisher left"
-    );
+    publisher.finish().await;
 }

@@ -32,6 +32,119 @@ impl VideoConfig {
             VideoCodec::H265 => parse_hvcc(record),
         }
     }
+
+    /// The configuration of an Annex B stream (MPEG-TS) from the parameter sets it sent in
+    /// band (NAL units without start codes; H.264: SPS then PPS, H.265: VPS, SPS, PPS),
+    /// as a decoder configuration record with 4-byte NAL lengths, which is what the
+    /// TS front end writes.
+    pub fn from_parameter_sets(codec: VideoCodec, sets: &[Bytes]) -> Result<Self, FlvError> {
+        let record = match codec {
+            VideoCodec::H264 => avcc_record(sets)?,
+            VideoCodec::H265 => hvcc_record(sets)?,
+        };
+        Self::parse(codec, Bytes::from(record))
+    }
+}
+
+fn nal_type(codec: VideoCodec, nal: &[u8]) -> Option<u8> {
+    let header = *nal.first()?;
+    Some(match codec {
+        VideoCodec::H264 => header & 0x1f,
+        VideoCodec::H265 => (header >> 1) & 0x3f,
+    })
+}
+
+fn push_nal(record: &mut Vec<u8>, nal: &[u8]) -> Result<(), FlvError> {
+    let len = u16::try_from(nal.len())
+        .map_err(|_| FlvError::InvalidConfig("parameter set over 64 KiB"))?;
+    record.extend_from_slice(&len.to_be_bytes());
+    record.extend_from_slice(nal);
+    Ok(())
+}
+
+/// ISO/IEC 14496-15 5.3.3.1: AVCDecoderConfigurationRecord.
+fn avcc_record(sets: &[Bytes]) -> Result<Vec<u8>, FlvError> {
+    let of_type = |t| {
+        sets.iter()
+            .filter(move |n| nal_type(VideoCodec::H264, n) == Some(t))
+            .take(31)
+    };
+    let sps = of_type(7)
+        .next()
+        .filter(|sps| sps.len() >= 4)
+        .ok_or(FlvError::InvalidConfig("H.264 stream without SPS"))?;
+    let mut record = vec![1, sps[1], sps[2], sps[3], 0xFF];
+    record.push(0xE0 | of_type(7).count() as u8);
+    for nal in of_type(7) {
+        push_nal(&mut record, nal)?;
+    }
+    record.push(of_type(8).count() as u8);
+    for nal in of_type(8) {
+        push_nal(&mut record, nal)?;
+    }
+    Ok(record)
+}
+
+/// ISO/IEC 14496-15 8.3.3.1: HEVCDecoderConfigurationRecord.
+fn hvcc_record(sets: &[Bytes]) -> Result<Vec<u8>, FlvError> {
+    let sps = sets
+        .iter()
+        .find(|n| nal_type(VideoCodec::H265, n) == Some(33))
+        .ok_or(FlvError::InvalidConfig("H.265 stream without SPS"))?;
+    let missing = FlvError::InvalidConfig("H.265 SPS truncated");
+    // After the 2-byte NAL header: sps_video_parameter_set_id(4),
+    // sps_max_sub_layers_minus1(3), sps_temporal_id_nesting_flag(1), then the general
+    // profile_tier_level: 12 bytes.
+    let rbsp = crate::bits::unescape_rbsp(sps.get(2..).ok_or(missing.clone())?);
+    let header = rbsp.get(..13).ok_or(missing.clone())?;
+    let format = h265_sps_format(sps).ok_or(missing)?;
+    let sub_layers = (header[0] >> 1) & 0x07;
+    let temporal_id_nested = header[0] & 1;
+    let mut record = vec![1];
+    record.extend_from_slice(&header[1..13]);
+    record.extend_from_slice(&[
+        0xF0,
+        0x00,
+        0xFC,
+        0xFC | (format.chroma_format & 0x03),
+        0xF8 | (format.bit_depth_luma_minus8 & 0x07),
+        0xF8 | (format.bit_depth_chroma_minus8 & 0x07),
+        0,
+        0,
+        ((sub_layers + 1) << 3) | (temporal_id_nested << 2) | 0x03,
+    ]);
+    let arrays: Vec<u8> = [32u8, 33, 34]
+        .into_iter()
+        .filter(|t| {
+            sets.iter()
+                .any(|n| nal_type(VideoCodec::H265, n) == Some(*t))
+        })
+        .collect();
+    record.push(arrays.len() as u8);
+    for t in arrays {
+        let nals: Vec<&Bytes> = sets
+            .iter()
+            .filter(|n| nal_type(VideoCodec::H265, n) == Some(t))
+            .take(usize::from(u16::MAX))
+            .collect();
+        record.push(0x80 | t);
+        record.extend_from_slice(&(nals.len() as u16).to_be_bytes());
+        for nal in nals {
+            push_nal(&mut record, nal)?;
+        }
+    }
+    Ok(record)
+}
+
+/// The AudioSpecificConfig (ISO/IEC 14496-3 1.6.2.1) an ADTS header describes:
+/// `profile` is the ADTS profile (object type - 1).
+pub fn asc_from_adts(profile: u8, sample_rate_index: u8, channels: u8) -> Bytes {
+    let object_type = (profile & 0x03) + 1;
+    let (rate, channels) = (sample_rate_index & 0x0f, channels & 0x0f);
+    Bytes::from(vec![
+        (object_type << 3) | (rate >> 1),
+        ((rate & 1) << 7) | (channels << 3),
+    ])
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -216,6 +329,19 @@ fn h264_sps_resolution(nal: &[u8]) -> Option<(u16, u16)> {
 
 /// Width and height from an H.265 SPS NAL unit (ITU-T H.265 7.3.2.2).
 fn h265_sps_resolution(nal: &[u8]) -> Option<(u16, u16)> {
+    h265_sps_format(nal).map(|f| (f.width, f.height))
+}
+
+/// What an hvcC record needs from an H.265 SPS besides its profile, tier and level.
+struct H265Format {
+    width: u16,
+    height: u16,
+    chroma_format: u8,
+    bit_depth_luma_minus8: u8,
+    bit_depth_chroma_minus8: u8,
+}
+
+fn h265_sps_format(nal: &[u8]) -> Option<H265Format> {
     let rbsp = crate::bits::unescape_rbsp(nal.get(2..)?);
     let mut b = BitReader::new(&rbsp);
     b.skip(4)?;
@@ -254,7 +380,15 @@ fn h265_sps_resolution(nal: &[u8]) -> Option<(u16, u16)> {
         width = width.checked_sub(sub_w * (l + r))?;
         height = height.checked_sub(sub_h * (t + bo))?;
     }
-    Some((u16::try_from(width).ok()?, u16::try_from(height).ok()?))
+    let bit_depth_luma_minus8 = u8::try_from(b.ue()?).ok()?;
+    let bit_depth_chroma_minus8 = u8::try_from(b.ue()?).ok()?;
+    Some(H265Format {
+        width: u16::try_from(width).ok()?,
+        height: u16::try_from(height).ok()?,
+        chroma_format: u8::try_from(chroma_format).ok()?,
+        bit_depth_luma_minus8,
+        bit_depth_chroma_minus8,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -4,6 +4,55 @@ use bytes::Bytes;
 
 use crate::codec::{AudioConfig, VideoCodec, VideoConfig};
 pub use crate::error::FlvError;
+use crate::input::{AudioFrame, MediaInput, Timeline, VideoFrame, TICKS_PER_MS};
+
+/// An RTMP timestamp step larger than this (either way) is a discontinuity, not real time.
+const MAX_TIMESTAMP_STEP_MS: i64 = 10_000;
+
+/// The RTMP front end of the media pipeline: FLV packets with their 32-bit millisecond
+/// timestamps (one clock for audio and video) become [`MediaInput`] on one continuous
+/// timeline.
+#[derive(Debug)]
+pub struct FlvFrontEnd {
+    timeline: Timeline,
+}
+
+impl Default for FlvFrontEnd {
+    fn default() -> Self {
+        Self {
+            timeline: Timeline::new(32, MAX_TIMESTAMP_STEP_MS),
+        }
+    }
+}
+
+impl FlvFrontEnd {
+    /// A video packet; every packet moves the timeline, even those with nothing to input.
+    pub fn video(&mut self, timestamp: u32, packet: VideoPacket) -> Option<MediaInput> {
+        let dts = self.timeline.map(u64::from(timestamp)) * TICKS_PER_MS;
+        match packet {
+            VideoPacket::Config(config) => Some(MediaInput::VideoConfig(config)),
+            VideoPacket::Frame {
+                keyframe,
+                composition_offset,
+                data,
+            } => Some(MediaInput::Video(VideoFrame {
+                dts,
+                composition_offset: composition_offset.saturating_mul(TICKS_PER_MS as i32),
+                keyframe,
+                data,
+            })),
+            VideoPacket::EndOfSequence | VideoPacket::Ignored => None,
+        }
+    }
+
+    pub fn audio(&mut self, timestamp: u32, packet: AudioPacket) -> MediaInput {
+        let pts = self.timeline.map(u64::from(timestamp)) * TICKS_PER_MS;
+        match packet {
+            AudioPacket::Config(config) => MediaInput::AudioConfig(config),
+            AudioPacket::Frame(data) => MediaInput::Audio(AudioFrame { pts, data }),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum VideoPacket {

@@ -1,9 +1,69 @@
-//! The whole network-input path of an ingest in one function, for fuzzing and
-//! robustness tests: RTMP bytes → session → FLV → segmenter → fMP4 and TS muxers.
+//! The whole network-input path of an ingest in one function per protocol, for fuzzing
+//! and robustness tests: RTMP bytes → session → FLV, or MPEG-TS bytes → demuxer; then
+//! segmenter → fMP4 and TS muxers.
 
 use crate::rtmp::{ServerSession, SessionEvent, SessionLimits};
 use crate::segmenter::{Segmenter, SegmenterEvent};
+use crate::ts_demux::TsDemuxer;
 use crate::{flv, fmp4, ts};
+
+/// Feeds MPEG-TS `input` in `chunk`-sized pieces to the demuxer and packages whatever
+/// media comes out. Returns how many segments were produced. Must never panic, whatever
+/// the input.
+pub fn run_ts_ingest(input: &[u8], chunk: usize) -> usize {
+    let mut demuxer = TsDemuxer::default();
+    let mut packager = Packager::default();
+    for piece in input.chunks(chunk.max(1)) {
+        for media in demuxer.push(piece) {
+            let events = packager.segmenter.push(media);
+            packager.package(events);
+        }
+    }
+    for media in demuxer.finish() {
+        let events = packager.segmenter.push(media);
+        packager.package(events);
+    }
+    let events = packager.segmenter.finish();
+    packager.package(events);
+    packager.segments
+}
+
+/// The segmenter and both muxers, as the ingest runs them.
+struct Packager {
+    segmenter: Segmenter,
+    ts_muxer: Option<ts::TsMuxer>,
+    segments: usize,
+}
+
+impl Default for Packager {
+    fn default() -> Self {
+        Self {
+            segmenter: Segmenter::new(2000, crate::segmenter::DEFAULT_PART_TARGET_MS),
+            ts_muxer: None,
+            segments: 0,
+        }
+    }
+}
+
+impl Packager {
+    fn package(&mut self, events: Vec<SegmenterEvent>) {
+        for event in events {
+            match event {
+                SegmenterEvent::Tracks(tracks) => {
+                    let _ = fmp4::init_segment(&tracks);
+                    self.ts_muxer = Some(ts::TsMuxer::new(tracks));
+                }
+                SegmenterEvent::Part(part) => {
+                    let _ = fmp4::part(&part);
+                    if let Some(muxer) = self.ts_muxer.as_mut() {
+                        muxer.part(&part);
+                    }
+                }
+                SegmenterEvent::SegmentEnd(_) => self.segments += 1,
+            }
+        }
+    }
+}
 
 /// Feeds `input` in `chunk`-sized reads to a server session that accepts any publish,
 /// and packages whatever media comes out. Returns how many segments were produced.
@@ -15,46 +75,35 @@ pub fn run_ingest(input: &[u8], chunk: usize) -> usize {
         },
         [0; 1528],
     );
-    let mut segmenter = Segmenter::new(2000, crate::segmenter::DEFAULT_PART_TARGET_MS);
-    let mut ts_muxer = None;
-    let mut segments = 0;
+    let mut front_end = flv::FlvFrontEnd::default();
+    let mut packager = Packager::default();
     for piece in input.chunks(chunk.max(1)) {
         if session.handle_input(piece).is_err() {
             break;
         }
         while let Some(event) = session.poll_event() {
-            let events = match event {
+            let media = match event {
                 SessionEvent::PublishRequested(_) => {
                     session.accept_publish();
                     continue;
                 }
                 SessionEvent::Video { timestamp, data } => match flv::parse_video(&data) {
-                    Ok(packet) => segmenter.push_video(timestamp, packet),
+                    Ok(packet) => match front_end.video(timestamp, packet) {
+                        Some(media) => media,
+                        None => continue,
+                    },
                     Err(_) => continue,
                 },
                 SessionEvent::Audio { timestamp, data } => match flv::parse_audio(&data) {
-                    Ok(packet) => segmenter.push_audio(timestamp, packet),
+                    Ok(packet) => front_end.audio(timestamp, packet),
                     Err(_) => continue,
                 },
                 _ => continue,
             };
-            for event in events {
-                match event {
-                    SegmenterEvent::Tracks(tracks) => {
-                        let _ = fmp4::init_segment(&tracks);
-                        ts_muxer = Some(ts::TsMuxer::new(tracks));
-                    }
-                    SegmenterEvent::Part(part) => {
-                        let _ = fmp4::part(&part);
-                        if let Some(muxer) = ts_muxer.as_mut() {
-                            muxer.part(&part);
-                        }
-                    }
-                    SegmenterEvent::SegmentEnd(_) => segments += 1,
-                }
-            }
+            let events = packager.segmenter.push(media);
+            packager.package(events);
         }
         let _ = session.take_output();
     }
-    segments
+    packager.segments
 }

@@ -1,5 +1,5 @@
-//! Turns RTMP audio/video packets into HLS segments made of parts: one timeline for both
-//! tracks, unwrapped across 32-bit wrap and rebased across jumps, segments cut on
+//! Turns the media pipeline's input (codec configurations and access units on one 90 kHz
+//! timeline, from any protocol's front end) into HLS segments made of parts: segments cut on
 //! keyframes near the target duration, and each segment cut into parts (the partial
 //! segments of LL-HLS) of at most the part target as frames arrive, so that no more than
 //! one part's frames are ever held: a part is muxed, served and written the moment its
@@ -8,13 +8,11 @@
 use bytes::Bytes;
 
 use crate::codec::{AudioConfig, VideoConfig, AAC_FRAME_SAMPLES};
-use crate::flv::{AudioPacket, VideoPacket};
+use crate::input::{AudioFrame, MediaInput, VideoFrame, TICKS_PER_MS};
 
-pub const VIDEO_TIMESCALE: u32 = 90_000;
-/// A timestamp step larger than this (either way) is a discontinuity, not real time.
-const MAX_TIMESTAMP_STEP_MS: i64 = 10_000;
-/// With no video config after this much audio, the stream is audio-only.
-const AUDIO_ONLY_AFTER_MS: i64 = 2_000;
+pub const VIDEO_TIMESCALE: u32 = crate::input::TIMESCALE;
+/// With no video config after this much audio (in ticks), the stream is audio-only.
+const AUDIO_ONLY_AFTER: i64 = 2_000 * TICKS_PER_MS;
 /// A part is cut at this size whatever its duration, so memory stays bounded.
 const MAX_PART_BYTES: usize = 64 * 1024 * 1024;
 /// What a pending frame costs besides its data (its entry, its `Bytes`), counted against
@@ -84,40 +82,10 @@ pub enum SegmenterEvent {
     SegmentEnd(SegmentEnd),
 }
 
-/// Maps 32-bit RTMP millisecond timestamps onto one continuous 64-bit timeline.
-#[derive(Debug, Default)]
-struct Timeline {
-    last_in: Option<u32>,
-    last_out: i64,
-    last_forward_step: i64,
-}
-
-impl Timeline {
-    fn map(&mut self, ts: u32) -> i64 {
-        let Some(last_in) = self.last_in else {
-            self.last_in = Some(ts);
-            return 0;
-        };
-        // Wrapping difference handles the 2^32 ms wrap; a huge step is a publisher
-        // restart or clock jump, so we carry on from where the timeline was.
-        let step = i64::from(ts.wrapping_sub(last_in) as i32);
-        self.last_in = Some(ts);
-        if step.abs() <= MAX_TIMESTAMP_STEP_MS {
-            self.last_out += step;
-            if step > 0 {
-                self.last_forward_step = step;
-            }
-        } else {
-            self.last_out += self.last_forward_step;
-        }
-        self.last_out
-    }
-}
-
 #[derive(Debug)]
 struct PendingVideo {
-    dts_ms: i64,
-    composition_offset_ms: i32,
+    dts: i64,
+    composition_offset: i32,
     keyframe: bool,
     data: Bytes,
 }
@@ -125,7 +93,7 @@ struct PendingVideo {
 /// What the segment being cut has had so far.
 #[derive(Debug)]
 struct OpenSegment {
-    start_ms: i64,
+    start: i64,
     parts: u32,
     duration_secs: f64,
     video_frames: usize,
@@ -134,29 +102,29 @@ struct OpenSegment {
 
 #[derive(Debug)]
 pub struct Segmenter {
-    target_ms: i64,
-    part_target_ms: i64,
-    timeline: Timeline,
+    /// Durations and times below are in ticks of the input's timescale.
+    target: i64,
+    part_target: i64,
     video_config: Option<VideoConfig>,
     audio_config: Option<AudioConfig>,
     tracks: Option<Tracks>,
     tracks_changed: bool,
     segment: Option<OpenSegment>,
-    part_start_ms: Option<i64>,
+    part_start: Option<i64>,
     pending_video: Vec<PendingVideo>,
     pending_audio: Vec<(i64, Bytes)>,
     pending_bytes: usize,
-    last_video_dts_ms: Option<i64>,
+    last_video_dts: Option<i64>,
     /// The last step between video frames: how long the last frame is taken to last.
-    video_step_ms: i64,
+    video_step: i64,
     audio_next_sample: Option<u64>,
-    first_audio_ms: Option<i64>,
+    first_audio: Option<i64>,
     next_index: u64,
     /// Timeline origin, so segment times start near 0 even if the first frame is late.
-    origin_ms: Option<i64>,
+    origin: Option<i64>,
     /// Where this publisher's timeline starts on the recording's: non-zero when it
     /// continues a recording, so decode times keep increasing across publishers.
-    resume_at_ms: i64,
+    resume_at: i64,
 }
 
 impl Segmenter {
@@ -165,25 +133,24 @@ impl Segmenter {
     pub fn new(target_ms: u64, part_target_ms: u64) -> Self {
         let target_ms = target_ms.max(100) as i64;
         Self {
-            target_ms,
-            part_target_ms: (part_target_ms.max(50) as i64).min(target_ms),
-            timeline: Timeline::default(),
+            target: target_ms * TICKS_PER_MS,
+            part_target: (part_target_ms.max(50) as i64).min(target_ms) * TICKS_PER_MS,
             video_config: None,
             audio_config: None,
             tracks: None,
             tracks_changed: false,
             segment: None,
-            part_start_ms: None,
+            part_start: None,
             pending_video: Vec::new(),
             pending_audio: Vec::new(),
             pending_bytes: 0,
-            last_video_dts_ms: None,
-            video_step_ms: 33,
+            last_video_dts: None,
+            video_step: 33 * TICKS_PER_MS,
             audio_next_sample: None,
-            first_audio_ms: None,
+            first_audio: None,
             next_index: 1,
-            origin_ms: None,
-            resume_at_ms: 0,
+            origin: None,
+            resume_at: 0,
         }
     }
 
@@ -193,17 +160,19 @@ impl Segmenter {
     pub fn resume(target_ms: u64, part_target_ms: u64, first_index: u64, start_ms: u64) -> Self {
         Self {
             next_index: first_index,
-            resume_at_ms: i64::try_from(start_ms).unwrap_or(i64::MAX / 2),
+            resume_at: i64::try_from(start_ms)
+                .unwrap_or(i64::MAX / 2)
+                .saturating_mul(TICKS_PER_MS),
             tracks_changed: true,
             ..Self::new(target_ms, part_target_ms)
         }
     }
 
-    pub fn push_video(&mut self, timestamp: u32, packet: VideoPacket) -> Vec<SegmenterEvent> {
+    /// Takes one input of the pipeline, from whichever protocol's front end.
+    pub fn push(&mut self, input: MediaInput) -> Vec<SegmenterEvent> {
         let mut events = Vec::new();
-        let dts_ms = self.timeline.map(timestamp);
-        match packet {
-            VideoPacket::Config(config) => {
+        match input {
+            MediaInput::VideoConfig(config) => {
                 if self.video_config.as_ref() != Some(&config) {
                     self.video_config = Some(config);
                     if self.tracks.is_some() {
@@ -211,63 +180,7 @@ impl Segmenter {
                     }
                 }
             }
-            VideoPacket::Frame {
-                keyframe,
-                composition_offset,
-                data,
-            } => {
-                if self.video_config.is_none() {
-                    return events;
-                }
-                if self.tracks.is_none() {
-                    if !keyframe {
-                        return events;
-                    }
-                    self.start_tracks(&mut events);
-                    // Segments start on this keyframe; earlier audio has no video to
-                    // accompany it.
-                    self.pending_audio.retain(|(t, _)| *t >= dts_ms);
-                    self.pending_bytes = self.pending_audio_bytes();
-                }
-                if self.tracks.as_ref().is_some_and(|t| t.video.is_none()) {
-                    return events;
-                }
-                if self.segment.is_none() && !keyframe {
-                    return events;
-                }
-                // Decode times must increase strictly within a track.
-                let dts_ms = match self.last_video_dts_ms {
-                    Some(last) if dts_ms <= last => last + 1,
-                    _ => dts_ms,
-                };
-                if let Some(last) = self.last_video_dts_ms {
-                    self.video_step_ms = dts_ms - last;
-                }
-                let step = self.video_step_ms;
-                if keyframe {
-                    self.cut_segment_if_due(dts_ms, &mut events);
-                }
-                self.cut_part_if_due(dts_ms, step, &mut events);
-                self.open_segment(dts_ms);
-                self.last_video_dts_ms = Some(dts_ms);
-                self.pending_bytes += data.len() + FRAME_OVERHEAD;
-                self.pending_video.push(PendingVideo {
-                    dts_ms,
-                    composition_offset_ms: composition_offset,
-                    keyframe,
-                    data,
-                });
-            }
-            VideoPacket::EndOfSequence | VideoPacket::Ignored => {}
-        }
-        events
-    }
-
-    pub fn push_audio(&mut self, timestamp: u32, packet: AudioPacket) -> Vec<SegmenterEvent> {
-        let mut events = Vec::new();
-        let ts_ms = self.timeline.map(timestamp);
-        match packet {
-            AudioPacket::Config(config) => {
+            MediaInput::AudioConfig(config) => {
                 if self.audio_config.as_ref() != Some(&config) {
                     self.audio_config = Some(config);
                     if self.tracks.is_some() {
@@ -275,58 +188,113 @@ impl Segmenter {
                     }
                 }
             }
-            AudioPacket::Frame(data) => {
-                if self.audio_config.is_none() {
-                    return events;
-                }
-                if self.tracks.is_none() {
-                    // Pre-roll: kept until we know whether video is coming, so an
-                    // audio-only stream loses nothing; bounded to twice the wait.
-                    self.pending_audio.push((ts_ms, data));
-                    self.pending_audio
-                        .retain(|(t, _)| ts_ms - *t <= 2 * AUDIO_ONLY_AFTER_MS);
-                    let first = *self.first_audio_ms.get_or_insert(ts_ms);
-                    if self.video_config.is_none() && ts_ms - first >= AUDIO_ONLY_AFTER_MS {
-                        self.start_tracks(&mut events);
-                        if let Some(start) = self.pending_audio.first().map(|(t, _)| *t) {
-                            self.open_segment(start);
-                        }
-                        self.pending_bytes = self.pending_audio_bytes();
-                        // The pre-roll holds several parts' worth.
-                        let frame_ms = self.audio_frame_ms().max(1);
-                        while let Some(start) = self.part_start_ms {
-                            let over = self
-                                .pending_audio
-                                .iter()
-                                .map(|(t, _)| *t)
-                                .find(|t| *t + frame_ms - start > self.part_target_ms);
-                            match over {
-                                Some(end) if end > start => self.cut_part(end, &mut events),
-                                _ => break,
-                            }
-                        }
-                    }
-                    return events;
-                }
-                let audio_only = self.tracks.as_ref().is_some_and(|t| t.video.is_none());
-                if audio_only {
-                    self.cut_segment_if_due(ts_ms, &mut events);
-                    self.cut_part_if_due(ts_ms, self.audio_frame_ms(), &mut events);
-                    self.open_segment(ts_ms);
-                } else if self.pending_bytes > MAX_PART_BYTES {
-                    // Audio while the video stalls: cut, and drop audio until the next
-                    // keyframe rather than hold it without bound.
-                    self.cut_segment(ts_ms, &mut events);
-                }
-                if !audio_only && self.segment.is_none() {
-                    // Video leads: audio before the first keyframe has nowhere to go.
-                    return events;
-                }
-                self.pending_bytes += data.len() + FRAME_OVERHEAD;
-                self.pending_audio.push((ts_ms, data));
-            }
+            MediaInput::Video(frame) => self.push_video(frame, &mut events),
+            MediaInput::Audio(frame) => self.push_audio(frame, &mut events),
         }
         events
+    }
+
+    fn push_video(&mut self, frame: VideoFrame, events: &mut Vec<SegmenterEvent>) {
+        let VideoFrame {
+            dts,
+            composition_offset,
+            keyframe,
+            data,
+        } = frame;
+        if self.video_config.is_none() {
+            return;
+        }
+        if self.tracks.is_none() {
+            if !keyframe {
+                return;
+            }
+            self.start_tracks(events);
+            // Segments start on this keyframe; earlier audio has no video to
+            // accompany it.
+            self.pending_audio.retain(|(t, _)| *t >= dts);
+            self.pending_bytes = self.pending_audio_bytes();
+        }
+        if self.tracks.as_ref().is_some_and(|t| t.video.is_none()) {
+            return;
+        }
+        if self.segment.is_none() && !keyframe {
+            return;
+        }
+        // Decode times must increase strictly within a track (by a millisecond,
+        // the finest step RTMP has).
+        let dts = match self.last_video_dts {
+            Some(last) if dts <= last => last + TICKS_PER_MS,
+            _ => dts,
+        };
+        if let Some(last) = self.last_video_dts {
+            self.video_step = dts - last;
+        }
+        let step = self.video_step;
+        if keyframe {
+            self.cut_segment_if_due(dts, events);
+        }
+        self.cut_part_if_due(dts, step, events);
+        self.open_segment(dts);
+        self.last_video_dts = Some(dts);
+        self.pending_bytes += data.len() + FRAME_OVERHEAD;
+        self.pending_video.push(PendingVideo {
+            dts,
+            composition_offset,
+            keyframe,
+            data,
+        });
+    }
+
+    fn push_audio(&mut self, frame: AudioFrame, events: &mut Vec<SegmenterEvent>) {
+        let AudioFrame { pts, data } = frame;
+        if self.audio_config.is_none() {
+            return;
+        }
+        if self.tracks.is_none() {
+            // Pre-roll: kept until we know whether video is coming, so an
+            // audio-only stream loses nothing; bounded to twice the wait.
+            self.pending_audio.push((pts, data));
+            self.pending_audio
+                .retain(|(t, _)| pts - *t <= 2 * AUDIO_ONLY_AFTER);
+            let first = *self.first_audio.get_or_insert(pts);
+            if self.video_config.is_none() && pts - first >= AUDIO_ONLY_AFTER {
+                self.start_tracks(events);
+                if let Some(start) = self.pending_audio.first().map(|(t, _)| *t) {
+                    self.open_segment(start);
+                }
+                self.pending_bytes = self.pending_audio_bytes();
+                // The pre-roll holds several parts' worth.
+                let frame = self.audio_frame_ticks().max(1);
+                while let Some(start) = self.part_start {
+                    let over = self
+                        .pending_audio
+                        .iter()
+                        .map(|(t, _)| *t)
+                        .find(|t| *t + frame - start > self.part_target);
+                    match over {
+                        Some(end) if end > start => self.cut_part(end, events),
+                        _ => break,
+                    }
+                }
+            }
+            return;
+        }
+        let audio_only = self.tracks.as_ref().is_some_and(|t| t.video.is_none());
+        if audio_only {
+            self.cut_segment_if_due(pts, events);
+            self.cut_part_if_due(pts, self.audio_frame_ticks(), events);
+            self.open_segment(pts);
+        } else if self.pending_bytes > MAX_PART_BYTES {
+            // Audio while the video stalls: cut, and drop audio until the next
+            // keyframe rather than hold it without bound.
+            self.cut_segment(pts, events);
+        }
+        if !audio_only && self.segment.is_none() {
+            // Video leads: audio before the first keyframe has nowhere to go.
+            return;
+        }
+        self.pending_bytes += data.len() + FRAME_OVERHEAD;
+        self.pending_audio.push((pts, data));
     }
 
     /// What the pending audio counts against `MAX_PART_BYTES`.
@@ -337,16 +305,18 @@ impl Segmenter {
             .sum()
     }
 
-    fn audio_frame_ms(&self) -> i64 {
+    fn audio_frame_ticks(&self) -> i64 {
+        // In whole milliseconds, as RTMP timestamps step (and as the segmenter has always
+        // estimated it: RTMP streams are cut exactly as before).
         self.audio_config.as_ref().map_or(21, |c| {
             i64::from(AAC_FRAME_SAMPLES) * 1000 / i64::from(c.sample_rate.max(1))
-        })
+        }) * TICKS_PER_MS
     }
 
     /// Ends the stream: the last part and the end of the last, possibly short, segment.
     pub fn finish(&mut self) -> Vec<SegmenterEvent> {
         let mut events = Vec::new();
-        if let Some(end) = self.estimated_end_ms() {
+        if let Some(end) = self.estimated_end() {
             self.cut_segment(end, &mut events);
         }
         events
@@ -365,63 +335,63 @@ impl Segmenter {
         events.extend(self.finish());
         self.tracks = None;
         self.tracks_changed = true;
-        self.last_video_dts_ms = None;
+        self.last_video_dts = None;
         self.audio_next_sample = None;
-        self.first_audio_ms = None;
+        self.first_audio = None;
     }
 
-    fn open_segment(&mut self, start_ms: i64) {
+    fn open_segment(&mut self, start: i64) {
         if self.segment.is_none() {
             self.segment = Some(OpenSegment {
-                start_ms,
+                start,
                 parts: 0,
                 duration_secs: 0.0,
                 video_frames: 0,
                 discontinuity: std::mem::take(&mut self.tracks_changed),
             });
         }
-        self.part_start_ms.get_or_insert(start_ms);
+        self.part_start.get_or_insert(start);
     }
 
-    fn cut_segment_if_due(&mut self, now_ms: i64, events: &mut Vec<SegmenterEvent>) {
+    fn cut_segment_if_due(&mut self, now: i64, events: &mut Vec<SegmenterEvent>) {
         let Some(segment) = &self.segment else {
             return;
         };
         // Encoders place keyframes on frame boundaries (60 frames at 33 ms is 1.98 s), so
         // a keyframe within a tenth of the target is close enough to cut on.
-        if now_ms - segment.start_ms >= self.target_ms - self.target_ms / 10 {
-            self.cut_segment(now_ms, events);
+        if now - segment.start >= self.target - self.target / 10 {
+            self.cut_segment(now, events);
         }
     }
 
-    /// Closes the pending part at `now_ms` if a frame lasting `step_ms` from there would
+    /// Closes the pending part at `now` if a frame lasting `step` from there would
     /// take it past the part target, or it holds too many bytes.
-    fn cut_part_if_due(&mut self, now_ms: i64, step_ms: i64, events: &mut Vec<SegmenterEvent>) {
-        let Some(start) = self.part_start_ms else {
+    fn cut_part_if_due(&mut self, now: i64, step: i64, events: &mut Vec<SegmenterEvent>) {
+        let Some(start) = self.part_start else {
             return;
         };
-        let over_target = now_ms + step_ms.max(1) - start > self.part_target_ms;
+        let over_target = now + step.max(1) - start > self.part_target;
         if over_target || self.pending_bytes > MAX_PART_BYTES {
-            self.cut_part(now_ms, events);
+            self.cut_part(now, events);
         }
     }
 
-    /// Closes the pending part and its segment at `end_ms` (exclusive).
-    fn cut_segment(&mut self, end_ms: i64, events: &mut Vec<SegmenterEvent>) {
-        self.cut_part(end_ms, events);
+    /// Closes the pending part and its segment at `end` (exclusive).
+    fn cut_segment(&mut self, end: i64, events: &mut Vec<SegmenterEvent>) {
+        self.cut_part(end, events);
         let Some(segment) = self.segment.take() else {
             return;
         };
-        self.part_start_ms = None;
+        self.part_start = None;
         if segment.parts == 0 {
             return;
         }
-        let origin = self.origin_ms.unwrap_or(segment.start_ms) - self.resume_at_ms;
+        let origin = self.origin.unwrap_or(segment.start) - self.resume_at;
         let index = self.next_index;
         self.next_index += 1;
         events.push(SegmenterEvent::SegmentEnd(SegmentEnd {
             index,
-            start_ms: (segment.start_ms - origin).max(0) as u64,
+            start_ms: ((segment.start - origin).max(0) / TICKS_PER_MS) as u64,
             duration_secs: segment.duration_secs,
             parts: segment.parts,
             video_frames: segment.video_frames,
@@ -429,49 +399,48 @@ impl Segmenter {
         }));
     }
 
-    fn estimated_end_ms(&self) -> Option<i64> {
+    fn estimated_end(&self) -> Option<i64> {
         if let Some(last) = self.pending_video.last() {
-            return Some(last.dts_ms + self.video_step_ms.max(1));
+            return Some(last.dts + self.video_step.max(1));
         }
         if let Some((last, _)) = self.pending_audio.last() {
-            return Some(last + self.audio_frame_ms().max(1));
+            return Some(last + self.audio_frame_ticks().max(1));
         }
         // Nothing pending: the segment ends where its last part did.
-        self.part_start_ms.filter(|_| self.segment.is_some())
+        self.part_start.filter(|_| self.segment.is_some())
     }
 
-    /// Closes the pending part at `end_ms` (exclusive); audio from `end_ms` on stays for
+    /// Closes the pending part at `end` (exclusive); audio from `end` on stays for
     /// the next part.
-    fn cut_part(&mut self, end_ms: i64, events: &mut Vec<SegmenterEvent>) {
-        let (Some(segment_start_ms), Some(start_ms)) = (
-            self.segment.as_ref().map(|s| s.start_ms),
-            self.part_start_ms,
-        ) else {
+    fn cut_part(&mut self, end: i64, events: &mut Vec<SegmenterEvent>) {
+        let (Some(segment_start), Some(start)) =
+            (self.segment.as_ref().map(|s| s.start), self.part_start)
+        else {
             return;
         };
-        let origin = *self.origin_ms.get_or_insert(segment_start_ms) - self.resume_at_ms;
+        let origin = *self.origin.get_or_insert(segment_start) - self.resume_at;
         let video_frames = std::mem::take(&mut self.pending_video);
         let split = self
             .pending_audio
             .iter()
-            .position(|(ts, _)| *ts >= end_ms)
+            .position(|(ts, _)| *ts >= end)
             .unwrap_or(self.pending_audio.len());
         let audio_frames: Vec<_> = self.pending_audio.drain(..split).collect();
         self.pending_bytes = self.pending_audio_bytes();
-        self.part_start_ms = Some(end_ms.max(start_ms));
+        self.part_start = Some(end.max(start));
         if video_frames.is_empty() && audio_frames.is_empty() {
             return;
         }
 
-        let to_90k = |ms: i64| ((ms - origin).max(0) as u64) * u64::from(VIDEO_TIMESCALE) / 1000;
+        let to_90k = |t: i64| (t - origin).max(0) as u64;
         let mut video = Vec::with_capacity(video_frames.len());
         for (i, frame) in video_frames.iter().enumerate() {
-            let next_ms = video_frames.get(i + 1).map_or(end_ms, |f| f.dts_ms);
-            let dts = to_90k(frame.dts_ms);
+            let next = video_frames.get(i + 1).map_or(end, |f| f.dts);
+            let dts = to_90k(frame.dts);
             video.push(Sample {
                 dts,
-                duration: (to_90k(next_ms).saturating_sub(dts)).max(1) as u32,
-                composition_offset: frame.composition_offset_ms.saturating_mul(90),
+                duration: (to_90k(next).saturating_sub(dts)).max(1) as u32,
+                composition_offset: frame.composition_offset,
                 keyframe: frame.keyframe,
                 data: frame.data.clone(),
             });
@@ -480,10 +449,10 @@ impl Segmenter {
         let mut audio = Vec::with_capacity(audio_frames.len());
         if let Some(config) = &self.audio_config {
             let rate = u64::from(config.sample_rate);
-            for (ts_ms, data) in audio_frames {
+            for (pts, data) in audio_frames {
                 // Count samples for exact AAC timing; resync only if the publisher's
                 // clock drifts by more than a couple of frames.
-                let from_clock = (ts_ms - origin).max(0) as u64 * rate / 1000;
+                let from_clock = (pts - origin).max(0) as u64 * rate / u64::from(VIDEO_TIMESCALE);
                 let dts = match self.audio_next_sample {
                     Some(next) if next.abs_diff(from_clock) <= 2 * u64::from(AAC_FRAME_SAMPLES) => {
                         next
@@ -523,7 +492,7 @@ impl Segmenter {
         events.push(SegmenterEvent::Part(MediaPart {
             segment: self.next_index,
             index,
-            start_ms: (start_ms - origin).max(0) as u64,
+            start_ms: ((start - origin).max(0) / TICKS_PER_MS) as u64,
             duration_secs,
             video,
             audio,
@@ -538,6 +507,38 @@ impl Segmenter {
 mod tests {
     use super::*;
     use crate::codec::VideoCodec;
+    use crate::flv::{AudioPacket, FlvFrontEnd, VideoPacket};
+
+    /// The segmenter behind the RTMP front end, as the ingest drives it.
+    struct Rtmp {
+        segmenter: Segmenter,
+        front_end: FlvFrontEnd,
+    }
+
+    fn rtmp(segmenter: Segmenter) -> Rtmp {
+        Rtmp {
+            segmenter,
+            front_end: FlvFrontEnd::default(),
+        }
+    }
+
+    impl Rtmp {
+        fn push_video(&mut self, timestamp: u32, packet: VideoPacket) -> Vec<SegmenterEvent> {
+            match self.front_end.video(timestamp, packet) {
+                Some(input) => self.segmenter.push(input),
+                None => Vec::new(),
+            }
+        }
+
+        fn push_audio(&mut self, timestamp: u32, packet: AudioPacket) -> Vec<SegmenterEvent> {
+            let input = self.front_end.audio(timestamp, packet);
+            self.segmenter.push(input)
+        }
+
+        fn finish(&mut self) -> Vec<SegmenterEvent> {
+            self.segmenter.finish()
+        }
+    }
 
     fn video_config() -> VideoConfig {
         VideoConfig {
@@ -600,7 +601,7 @@ mod tests {
     }
 
     fn run(timestamps: impl Iterator<Item = u32>) -> Vec<Segment> {
-        let mut s = Segmenter::new(2000, DEFAULT_PART_TARGET_MS);
+        let mut s = rtmp(Segmenter::new(2000, DEFAULT_PART_TARGET_MS));
         let mut events = s.push_video(0, VideoPacket::Config(video_config()));
         for (i, ts) in timestamps.enumerate() {
             events.extend(s.push_video(ts, frame(i % 60 == 0)));
@@ -665,11 +666,11 @@ mod tests {
     fn frames_are_released_part_by_part() {
         // Nothing older than the current part is held: after each frame the pending
         // frames span less than a part target.
-        let mut s = Segmenter::new(6000, 500);
+        let mut s = rtmp(Segmenter::new(6000, 500));
         s.push_video(0, VideoPacket::Config(video_config()));
         for i in 0..600u32 {
             s.push_video(i * 1000 / 30, frame(i % 180 == 0));
-            let held = s.pending_video.len();
+            let held = s.segmenter.pending_video.len();
             assert!(held <= 15, "{held} frames held at frame {i}");
         }
     }
@@ -677,7 +678,7 @@ mod tests {
     #[test]
     fn audio_only_streams_keep_their_first_frames() {
         let asc = crate::codec::AudioConfig::parse(Bytes::from_static(&[0x12, 0x10])).unwrap();
-        let mut s = Segmenter::new(2000, DEFAULT_PART_TARGET_MS);
+        let mut s = rtmp(Segmenter::new(2000, DEFAULT_PART_TARGET_MS));
         let mut events = s.push_audio(0, AudioPacket::Config(asc));
         for i in 0..431u32 {
             events.extend(s.push_audio(
@@ -714,7 +715,7 @@ mod tests {
 
     #[test]
     fn a_new_codec_configuration_starts_new_tracks_after_a_discontinuity() {
-        let mut s = Segmenter::new(2000, DEFAULT_PART_TARGET_MS);
+        let mut s = rtmp(Segmenter::new(2000, DEFAULT_PART_TARGET_MS));
         let mut events = s.push_video(0, VideoPacket::Config(video_config()));
         for i in 0..90u32 {
             events.extend(s.push_video(i * 33, frame(i % 60 == 0)));
@@ -757,7 +758,7 @@ mod tests {
         // (its inputs are too short to get there).
         let asc = crate::codec::AudioConfig::parse(Bytes::from_static(&[0x12, 0x10])).unwrap();
         for audio in [false, true] {
-            let mut s = Segmenter::new(2000, DEFAULT_PART_TARGET_MS);
+            let mut s = rtmp(Segmenter::new(2000, DEFAULT_PART_TARGET_MS));
             s.push_video(0, VideoPacket::Config(video_config()));
             s.push_audio(0, AudioPacket::Config(asc.clone()));
             s.push_video(0, frame(true));
@@ -775,7 +776,7 @@ mod tests {
                 };
                 cut |= events.iter().any(|e| matches!(e, SegmenterEvent::Part(_)));
             }
-            let pending = s.pending_video.len() + s.pending_audio.len();
+            let pending = s.segmenter.pending_video.len() + s.segmenter.pending_audio.len();
             assert!(
                 cut && pending < 1 << 20,
                 "audio {audio}: {pending} frames pending"
@@ -785,7 +786,7 @@ mod tests {
 
     #[test]
     fn a_resumed_recording_continues_its_timeline_after_a_discontinuity() {
-        let mut segmenter = Segmenter::resume(2000, DEFAULT_PART_TARGET_MS, 7, 14_000);
+        let mut segmenter = rtmp(Segmenter::resume(2000, DEFAULT_PART_TARGET_MS, 7, 14_000));
         let mut events = segmenter.push_video(500, VideoPacket::Config(video_config()));
         for ms in (0..4100).step_by(100) {
             events.extend(segmenter.push_video(500 + ms, frame(ms % 2000 == 0)));

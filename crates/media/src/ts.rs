@@ -215,7 +215,7 @@ fn psi_section(table_id: u8, id: u16, body: &[u8]) -> Vec<u8> {
     payload
 }
 
-fn crc32_mpeg2(data: &[u8]) -> u32 {
+pub(crate) fn crc32_mpeg2(data: &[u8]) -> u32 {
     let mut crc = 0xFFFF_FFFFu32;
     for &byte in data {
         crc ^= u32::from(byte) << 24;

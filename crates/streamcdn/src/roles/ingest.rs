@@ -1,4 +1,4 @@
-//! The ingest role: RTMP and SRT in, the HTTP origin out, recordings on local storage, streams
+//! The ingest role: RTMP and SRT in (and MPEG-TS uploaded to the origin), the HTTP origin out, recordings on local storage, streams
 //! announced in the registry.
 
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use streamcdn_ingest::hub::{HubSettings, StreamHub};
 use streamcdn_ingest::recorder::Recorder;
 use streamcdn_ingest::rtmp_server::{self, RtmpSettings};
 use streamcdn_ingest::srt_server::{self, SrtServer, SrtSettings};
+use streamcdn_ingest::ts_upload;
 
 use crate::context::{bind, Context, Role};
 use crate::tls::Certificates;
@@ -125,10 +126,17 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         ctx.spawn(drained(Box::pin(srt_server::serve(
             srt,
             hub.clone(),
+            recorder.clone(),
             srt_settings,
             ctx.shutdown(),
         ))));
     }
+    let uploads = ts_upload::router(
+        hub.clone(),
+        recorder.clone(),
+        rtmp_settings.idle_timeout,
+        ctx.shutdown(),
+    );
     ctx.spawn(drained(Box::pin(rtmp_server::serve(
         rtmp,
         hub.clone(),
@@ -136,7 +144,10 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         rtmp_settings,
         shutdown,
     ))));
-    ctx.serve_http(origin, streamcdn_ingest::origin::router(hub.clone()));
+    ctx.serve_http(
+        origin,
+        streamcdn_ingest::origin::router(hub.clone()).merge(uploads),
+    );
     let shutdown = ctx.shutdown();
     ctx.spawn(cluster::run_announcer(cluster, store, events, shutdown));
     ctx.add_admin_routes(streamcdn_ingest::origin::admin_router(hub));
