@@ -86,7 +86,10 @@ fn srt_section_and_passphrases_are_checked() {
     assert_eq!(c.srt.listen, Listen::At(([0, 0, 0, 0], 8890).into()));
     assert_eq!(c.srt.latency, Duration::from_millis(200));
     let c = parse("[srt]\nlisten = \"off\"\nlatency = \"1s\"\n").unwrap();
-    assert_eq!((c.srt.listen.addr(), c.srt.latency), (None, Duration::from_secs(1)));
+    assert_eq!(
+        (c.srt.listen.addr(), c.srt.latency),
+        (None, Duration::from_secs(1))
+    );
     let e = parse("[srt]\nlatency = \"5ms\"\n").unwrap_err();
     assert_eq!((e.line, e.key.as_deref()), (2, Some("srt.latency")));
     let e = parse("[srt]\nmax_connections = 0\n").unwrap_err();

@@ -118,4 +118,3 @@ pub struct Publication {
     pub peer: SocketAddr,
     pub chunks: mpsc::Receiver<Bytes>,
 }
-

@@ -43,14 +43,17 @@ pub(crate) fn to_listener(packet: &Packet) -> ToListener {
     let ControlTypes::Handshake(shake) = &control.control_type else {
         return ToListener::Other;
     };
-    let (ShakeType::Conclusion, HandshakeVsInfo::V5(info)) = (shake.shake_type, &shake.info)
-    else {
+    let (ShakeType::Conclusion, HandshakeVsInfo::V5(info)) = (shake.shake_type, &shake.info) else {
         return ToListener::Other;
     };
     match &info.ext_km {
         None => ToListener::Conclusion(CallerCrypto::Clear),
         Some(SrtControlPacket::KeyRefreshRequest(km)) => {
-            let keys = if km.key_flags == KeyFlags::EVEN | KeyFlags::ODD { 2 } else { 1 };
+            let keys = if km.key_flags == KeyFlags::EVEN | KeyFlags::ODD {
+                2
+            } else {
+                1
+            };
             // RFC 3394 key wrap adds 8 bytes to what it wraps.
             let length = km.wrapped_keys.len().saturating_sub(8) / keys;
             ToListener::Conclusion(CallerCrypto::Encrypted(length))
@@ -128,9 +131,13 @@ mod tests {
             Err(Refusal::Unsecure)
         );
         // libsrt's default pbkeylen: size 0 in the handshake, 16-byte keys.
-        let keys = key_settings(KeySize::Unspecified, aes(16), pass()).unwrap().unwrap();
+        let keys = key_settings(KeySize::Unspecified, aes(16), pass())
+            .unwrap()
+            .unwrap();
         assert_eq!(keys.key_size, KeySize::Unspecified);
-        let keys = key_settings(KeySize::AES256, aes(32), pass()).unwrap().unwrap();
+        let keys = key_settings(KeySize::AES256, aes(32), pass())
+            .unwrap()
+            .unwrap();
         assert_eq!(keys.key_size, KeySize::AES256);
         assert_eq!(
             key_settings(KeySize::AES128, aes(32), pass()),

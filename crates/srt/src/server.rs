@@ -22,8 +22,8 @@ use srt_protocol::statistics::SocketStatistics;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::guard::{self, CallerCrypto, ToListener};
 use crate::gate::{Gate, Publication, Refusal, SrtSettings};
+use crate::guard::{self, CallerCrypto, ToListener};
 use crate::stream_id::PublishRequest;
 
 /// Chunks (SRT payloads of up to 1316 bytes) a publication may have in flight to its
@@ -109,7 +109,8 @@ impl SrtServer {
                 Action::RequestAccess(session, request) => {
                     // One decision per caller, taken in its own task: the listener waits
                     // for nothing while a gate (a hook) thinks.
-                    if let std::collections::hash_map::Entry::Vacant(slot) = awaiting.entry(session) {
+                    if let std::collections::hash_map::Entry::Vacant(slot) = awaiting.entry(session)
+                    {
                         slot.insert(None);
                         let crypto = handshakes.remove(&session);
                         tasks.spawn(decide(
@@ -240,19 +241,28 @@ async fn decide<G: Gate>(
 ) {
     let peer = session.0;
     let decision = async {
-        let asked = PublishRequest::parse(request.stream_id.as_ref().map(|s| s.as_str()))
-            .map_err(|e| {
+        let asked =
+            PublishRequest::parse(request.stream_id.as_ref().map(|s| s.as_str())).map_err(|e| {
                 tracing::info!(%peer, error = %e, "SRT caller refused: bad streamid");
                 (None, Refusal::from(&e))
             })?;
         let refuse = |refusal| (Some(asked.clone()), refusal);
-        let permit = permits.clone().try_acquire_owned().map_err(|_| refuse(Refusal::Overload))?;
+        let permit = permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| refuse(Refusal::Overload))?;
         let admission = gate.admit(&asked, peer).await.map_err(refuse)?;
         // Not seen (forgotten in a flood): refused rather than guessed.
         let crypto = crypto.ok_or_else(|| refuse(Refusal::BadRequest))?;
-        let keys = guard::key_settings(request.key_size, crypto, admission.passphrase)
-            .map_err(refuse)?;
-        Ok((keys, Admitted { request: asked, permit }))
+        let keys =
+            guard::key_settings(request.key_size, crypto, admission.passphrase).map_err(refuse)?;
+        Ok((
+            keys,
+            Admitted {
+                request: asked,
+                permit,
+            },
+        ))
     };
     let response = match decision.await {
         Ok((keys, admitted)) => (AccessControlResponse::Accepted(keys), Some(admitted)),
@@ -263,7 +273,10 @@ async fn decide<G: Gate>(
                 metrics::counter!("streamcdn_srt_refused_total", "reason" => refusal.label())
                     .increment(1);
             }
-            (AccessControlResponse::Rejected(refusal.reject_reason()), None)
+            (
+                AccessControlResponse::Rejected(refusal.reject_reason()),
+                None,
+            )
         }
     };
     let _ = responses.send((session, response)).await;
@@ -391,15 +404,26 @@ impl Reported {
                 *reported = total;
             }
         }
-        add("streamcdn_srt_received_bytes_total", &mut self.bytes, stats.rx_bytes);
-        add("streamcdn_srt_lost_packets_total", &mut self.lost, stats.rx_loss_data);
+        add(
+            "streamcdn_srt_received_bytes_total",
+            &mut self.bytes,
+            stats.rx_bytes,
+        );
+        add(
+            "streamcdn_srt_lost_packets_total",
+            &mut self.lost,
+            stats.rx_loss_data,
+        );
         add(
             "streamcdn_srt_retransmitted_packets_total",
             &mut self.retransmitted,
             stats.rx_retransmit_data,
         );
-        add("streamcdn_srt_dropped_packets_total", &mut self.dropped, stats.rx_dropped_data);
-        metrics::histogram!("streamcdn_srt_rtt_seconds")
-            .record(stats.rx_average_rtt.as_secs_f64());
+        add(
+            "streamcdn_srt_dropped_packets_total",
+            &mut self.dropped,
+            stats.rx_dropped_data,
+        );
+        metrics::histogram!("streamcdn_srt_rtt_seconds").record(stats.rx_average_rtt.as_secs_f64());
     }
 }

@@ -59,7 +59,9 @@ const ACCESS_CONTROL: &str = "#!::";
 impl PublishRequest {
     /// Reads a caller's `streamid` (`None` when it sent none).
     pub fn parse(stream_id: Option<&str>) -> Result<PublishRequest, StreamIdError> {
-        let text = stream_id.filter(|s| !s.is_empty()).ok_or(StreamIdError::Missing)?;
+        let text = stream_id
+            .filter(|s| !s.is_empty())
+            .ok_or(StreamIdError::Missing)?;
         if text.len() > MAX_STREAM_ID {
             return Err(StreamIdError::TooLong);
         }

@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use streamcdn_srt::{Admission, Gate, Publication, PublishRequest, Refusal, SrtServer, SrtSettings};
+use streamcdn_srt::{
+    Admission, Gate, Publication, PublishRequest, Refusal, SrtServer, SrtSettings,
+};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -110,7 +112,11 @@ async fn relay(target: SocketAddr, loss: f64, rtt: Duration) -> (u16, Arc<RelayS
         let (rng, stats) = (rng.clone(), stats.clone());
         move || {
             let dropped = rng.lock().unwrap().random_bool(loss);
-            let counter = if dropped { &stats.dropped } else { &stats.forwarded };
+            let counter = if dropped {
+                &stats.dropped
+            } else {
+                &stats.forwarded
+            };
             counter.fetch_add(1, Ordering::Relaxed);
             !dropped
         }
@@ -177,9 +183,26 @@ fn temp_dir(name: &str) -> PathBuf {
 /// ffmpeg encoding `seconds` of a test picture in real time to MPEG-TS.
 fn ffmpeg(seconds: u32) -> Command {
     let mut ffmpeg = Command::new(tool("ffmpeg", "ffmpeg"));
-    ffmpeg.args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i"]);
+    ffmpeg.args([
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+    ]);
     ffmpeg.arg(format!("testsrc=size=320x240:rate=25:duration={seconds}"));
-    ffmpeg.args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-b:v", "1M"]);
+    ffmpeg.args([
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "25",
+        "-b:v",
+        "1M",
+    ]);
     ffmpeg
 }
 
@@ -209,15 +232,15 @@ async fn run(command: Command) -> Output {
 
 /// Every byte of the first publication, once its caller has left.
 async fn received(listener: &mut Listener) -> (Publication, Vec<u8>) {
-    let mut publication = tokio::time::timeout(Duration::from_secs(30), listener.publications.recv())
-        .await
-        .expect("no publisher was admitted within 30 s")
-        .expect("listener stopped");
-    let mut bytes = Vec::new();
-    while let Some(chunk) =
-        tokio::time::timeout(Duration::from_secs(30), publication.chunks.recv())
+    let mut publication =
+        tokio::time::timeout(Duration::from_secs(30), listener.publications.recv())
             .await
-            .expect("the publication did not end within 30 s of its last bytes")
+            .expect("no publisher was admitted within 30 s")
+            .expect("listener stopped");
+    let mut bytes = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(30), publication.chunks.recv())
+        .await
+        .expect("the publication did not end within 30 s of its last bytes")
     {
         bytes.extend_from_slice(&chunk);
     }
@@ -234,8 +257,15 @@ fn assert_same_bytes(sent: &[u8], got: &[u8], stats: &RelayStats) {
         sent.len(),
         got.len()
     );
-    assert!(sent.len() > 100_000, "ffmpeg sent only {} bytes", sent.len());
-    assert!(dropped > 0, "the relay dropped nothing: the test proves nothing");
+    assert!(
+        sent.len() > 100_000,
+        "ffmpeg sent only {} bytes",
+        sent.len()
+    );
+    assert!(
+        dropped > 0,
+        "the relay dropped nothing: the test proves nothing"
+    );
     let first_difference = sent.iter().zip(got).position(|(a, b)| a != b);
     assert_eq!(
         (got.len(), first_difference),
@@ -259,7 +289,10 @@ async fn publish_through_loss_with_ffmpeg(passphrase: Option<&str>, options: &st
         "ffmpeg failed: {}",
         String::from_utf8_lossy(&ffmpeg.stderr)
     );
-    assert_eq!((publication.provider.as_str(), publication.stream.as_str()), ("demo", "cam"));
+    assert_eq!(
+        (publication.provider.as_str(), publication.stream.as_str()),
+        ("demo", "cam")
+    );
     assert_same_bytes(&std::fs::read(&sent).unwrap(), &got, &stats);
 }
 
@@ -305,10 +338,11 @@ async fn srt_live_transmit_relays_a_stream_with_aes_128_through_loss() {
         .kill_on_drop(true);
     let client = shell.spawn().expect("spawn sh");
     let group = client.id().expect("the shell's pid");
-    let mut publication = tokio::time::timeout(Duration::from_secs(30), listener.publications.recv())
-        .await
-        .expect("srt-live-transmit was not admitted within 30 s")
-        .expect("listener stopped");
+    let mut publication =
+        tokio::time::timeout(Duration::from_secs(30), listener.publications.recv())
+            .await
+            .expect("srt-live-transmit was not admitted within 30 s")
+            .expect("listener stopped");
     assert_eq!(publication.stream, "cam");
     // srt-live-transmit 1.5 never sends its last read before the end of its input
     // (libsrt to libsrt alike): the bytes are complete once within one read of the end.
@@ -332,9 +366,14 @@ async fn srt_live_transmit_relays_a_stream_with_aes_128_through_loss() {
             got.extend_from_slice(&chunk);
         }
     }
-    let _ = Command::new("kill").args(["-TERM", "--", &format!("-{group}")]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", "--", &format!("-{group}")])
+        .status();
     let out = client.wait_with_output().await.expect("the shell's output");
-    eprintln!("srt-live-transmit: {}", String::from_utf8_lossy(&out.stderr));
+    eprintln!(
+        "srt-live-transmit: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let sent = std::fs::read(&sent).unwrap();
     assert_same_bytes(&sent[..got.len().min(sent.len())], &got, &stats);
 }
@@ -345,7 +384,10 @@ async fn refused_ffmpeg(listener: &Listener, query: &str) -> String {
     command.args(["-f", "mpegts", &format!("srt://{}?{query}", listener.addr)]);
     let ffmpeg = run(command).await;
     let stderr = String::from_utf8_lossy(&ffmpeg.stderr).into_owned();
-    assert!(!ffmpeg.status.success(), "ffmpeg published with {query}: {stderr}");
+    assert!(
+        !ffmpeg.status.success(),
+        "ffmpeg published with {query}: {stderr}"
+    );
     stderr
 }
 
@@ -358,10 +400,22 @@ async fn wrong_keys_passphrases_and_modes_are_refused_at_the_handshake() {
     let mut listener = listen(Some(PASSPHRASE)).await;
     let good = format!("passphrase={PASSPHRASE}");
     let cases = [
-        (format!("streamid=#!::r=demo/cam,m=publish,s=wrong-key-000&{good}"), REFUSED_BY_US),
-        (format!("streamid=#!::r=demo/cam,m=publish&{good}"), REFUSED_BY_US),
-        (format!("streamid=#!::r=nobody/cam,m=publish,s={KEY}&{good}"), REFUSED_BY_US),
-        (format!("streamid=#!::r=demo/cam,m=request,s={KEY}&{good}"), REFUSED_BY_US),
+        (
+            format!("streamid=#!::r=demo/cam,m=publish,s=wrong-key-000&{good}"),
+            REFUSED_BY_US,
+        ),
+        (
+            format!("streamid=#!::r=demo/cam,m=publish&{good}"),
+            REFUSED_BY_US,
+        ),
+        (
+            format!("streamid=#!::r=nobody/cam,m=publish,s={KEY}&{good}"),
+            REFUSED_BY_US,
+        ),
+        (
+            format!("streamid=#!::r=demo/cam,m=request,s={KEY}&{good}"),
+            REFUSED_BY_US,
+        ),
         (format!("streamid=demo&{good}"), REFUSED_BY_US),
         (good.clone(), REFUSED_BY_US),
         (
@@ -372,7 +426,10 @@ async fn wrong_keys_passphrases_and_modes_are_refused_at_the_handshake() {
             format!("streamid=demo/cam?key={KEY}&passphrase=not-the-passphrase&pbkeylen=32"),
             "Incorrect passphrase",
         ),
-        (format!("streamid=demo/cam?key={KEY}"), "Password required or unexpected"),
+        (
+            format!("streamid=demo/cam?key={KEY}"),
+            "Password required or unexpected",
+        ),
     ];
     for (query, printed) in &cases {
         let stderr = refused_ffmpeg(&listener, query).await;
@@ -385,7 +442,10 @@ async fn wrong_keys_passphrases_and_modes_are_refused_at_the_handshake() {
     let clear = listen(None).await;
     let query = format!("streamid=demo/cam?key={KEY}&passphrase={PASSPHRASE}");
     let stderr = refused_ffmpeg(&clear, &query).await;
-    assert!(stderr.contains("Password required or unexpected"), "{stderr}");
+    assert!(
+        stderr.contains("Password required or unexpected"),
+        "{stderr}"
+    );
     assert!(
         listener.publications.try_recv().is_err(),
         "a refused caller was published"
@@ -419,8 +479,11 @@ async fn garbage_on_the_port_is_ignored() {
         "srt://{}?streamid=demo/cam?key={KEY}&linger=5",
         listener.addr
     );
-    let (ffmpeg, (_, got)) =
-        tokio::join!(run(ffmpeg_tee(&sent, &url, 2)), received(&mut listener));
-    assert!(ffmpeg.status.success(), "{}", String::from_utf8_lossy(&ffmpeg.stderr));
+    let (ffmpeg, (_, got)) = tokio::join!(run(ffmpeg_tee(&sent, &url, 2)), received(&mut listener));
+    assert!(
+        ffmpeg.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ffmpeg.stderr)
+    );
     assert_eq!(got, std::fs::read(&sent).unwrap());
 }

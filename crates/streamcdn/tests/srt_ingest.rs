@@ -21,9 +21,27 @@ const PASSPHRASE: &str = "a-passphrase-for-srt";
 fn ffmpeg_srt(url: &str, seconds: u32) -> Command {
     let mut ffmpeg = Command::new(tool("ffmpeg"));
     ffmpeg
-        .args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i"])
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
         .arg(format!("testsrc=size=320x240:rate=25:duration={seconds}"))
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-f", "mpegts", url])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "25",
+            "-f",
+            "mpegts",
+            url,
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -96,11 +114,10 @@ fn srt_publishers_are_admitted_or_refused_at_the_handshake_and_counted() {
     wait_metric(&node, "streamcdn_srt_received_bytes_total", 100_000.0);
 
     // Refused at the handshake, with the reason libsrt prints.
-    let wrong_key = refused(&format!("{srt}?streamid=#!::r=demo/other,m=publish,s=wrong-key-123"));
-    assert!(
-        wrong_key.contains("rejection reason"),
-        "{wrong_key}"
-    );
+    let wrong_key = refused(&format!(
+        "{srt}?streamid=#!::r=demo/other,m=publish,s=wrong-key-123"
+    ));
+    assert!(wrong_key.contains("rejection reason"), "{wrong_key}");
     let wrong_passphrase = refused(&format!(
         "{srt}?streamid=secure/other?key={KEY}&passphrase=not-the-passphrase"
     ));
@@ -130,7 +147,9 @@ fn srt_publishers_are_admitted_or_refused_at_the_handshake_and_counted() {
     let socket = std::net::UdpSocket::bind((node.host.as_str(), 0)).unwrap();
     for len in 1..=15u8 {
         let datagram: Vec<u8> = (0..len).map(|i| i.wrapping_mul(37) ^ len).collect();
-        socket.send_to(&datagram, (node.host.as_str(), node.srt)).unwrap();
+        socket
+            .send_to(&datagram, (node.host.as_str(), node.srt))
+            .unwrap();
     }
     wait_metric(&node, "streamcdn_srt_garbage_packets_total", 15.0);
 
@@ -144,7 +163,11 @@ fn srt_publishers_are_admitted_or_refused_at_the_handshake_and_counted() {
     let again = ffmpeg_srt(&format!("{srt}?streamid=demo/cam2?key={KEY}"), 1)
         .output()
         .expect("run ffmpeg");
-    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
 }
 
 /// A delay line: datagrams leave through `send` in arrival order once due.
