@@ -171,7 +171,9 @@ fn srt_publishers_are_admitted_or_refused_at_the_handshake_and_counted() {
 }
 
 /// A delay line: datagrams leave through `send` in arrival order once due.
-fn delay_line(send: impl Fn(&[u8]) + Send + 'static) -> std::sync::mpsc::Sender<(Instant, Vec<u8>)> {
+fn delay_line(
+    send: impl Fn(&[u8]) + Send + 'static,
+) -> std::sync::mpsc::Sender<(Instant, Vec<u8>)> {
     let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
     std::thread::spawn(move || {
         for (due, datagram) in rx {
@@ -219,7 +221,11 @@ fn lossy_relay(target: std::net::SocketAddr, loss: f64, one_way: Duration, seed:
             let mut buf = [0u8; 2048];
             while let Ok((n, from)) = front.recv_from(&mut buf) {
                 *client.lock().unwrap() = Some(from);
-                if keep() && to_server.send((Instant::now() + one_way, buf[..n].to_vec())).is_err() {
+                if keep()
+                    && to_server
+                        .send((Instant::now() + one_way, buf[..n].to_vec()))
+                        .is_err()
+                {
                     return;
                 }
             }
@@ -228,7 +234,11 @@ fn lossy_relay(target: std::net::SocketAddr, loss: f64, one_way: Duration, seed:
     std::thread::spawn(move || {
         let mut buf = [0u8; 2048];
         while let Ok(n) = back.recv(&mut buf) {
-            if keep() && to_client.send((Instant::now() + one_way, buf[..n].to_vec())).is_err() {
+            if keep()
+                && to_client
+                    .send((Instant::now() + one_way, buf[..n].to_vec()))
+                    .is_err()
+            {
                 return;
             }
         }
@@ -263,7 +273,11 @@ fn srt_through_loss_plays_live_and_is_recorded_whole() {
         .expect("spawn ffmpeg");
     let deadline = Instant::now() + Duration::from_secs(15);
     while http_get(node.http, "/demo/cam/live.m3u8", &[]).map_or(true, |r| r.status != 200) {
-        assert!(Instant::now() < deadline, "never live:\n{}", node.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "never live:\n{}",
+            node.log_text()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let live_url = node.play_url("/demo/cam/index.m3u8");
