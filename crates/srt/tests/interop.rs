@@ -337,7 +337,7 @@ async fn srt_live_transmit_relays_a_stream_with_aes_128_through_loss() {
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let client = shell.spawn().expect("spawn sh");
-    let group = client.id().expect("the shell's pid");
+    let group = ProcessGroup(client.id().expect("the shell's pid"));
     let mut publication =
         tokio::time::timeout(Duration::from_secs(30), listener.publications.recv())
             .await
@@ -366,9 +366,7 @@ async fn srt_live_transmit_relays_a_stream_with_aes_128_through_loss() {
             got.extend_from_slice(&chunk);
         }
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", "--", &format!("-{group}")])
-        .status();
+    drop(group);
     let out = client.wait_with_output().await.expect("the shell's output");
     eprintln!(
         "srt-live-transmit: {}",
@@ -376,6 +374,18 @@ async fn srt_live_transmit_relays_a_stream_with_aes_128_through_loss() {
     );
     let sent = std::fs::read(&sent).unwrap();
     assert_same_bytes(&sent[..got.len().min(sent.len())], &got, &stats);
+}
+
+/// A process group started by the test, ended (SIGTERM) when dropped, even when the
+/// test fails: killing the shell alone would leave its pipeline running.
+struct ProcessGroup(u32);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{}", self.0)])
+            .status();
+    }
 }
 
 /// ffmpeg's attempt to publish with `query` after the address; its stderr.
