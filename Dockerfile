@@ -47,9 +47,9 @@ COPY deploy/container/up.toml /etc/streamcdn/up.toml
 VOLUME /var/lib/streamcdn
 WORKDIR /var/lib/streamcdn
 USER streamcdn
-# RTMP, RTMPS, HTTP playback, HTTPS playback, admin API, router HTTP, router DNS; a
+# RTMP, RTMPS, SRT, HTTP playback, HTTPS playback, admin API, router HTTP, router DNS; a
 # role's configuration decides which it listens on.
-EXPOSE 1935 1936 8080 8443 8081 8082 5353/tcp 5353/udp
+EXPOSE 1935 1936 8890/udp 8080 8443 8081 8082 5353/tcp 5353/udp
 ENTRYPOINT ["/usr/local/bin/streamcdn"]
 CMD ["up", "--config", "/etc/streamcdn/up.toml"]
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine: installs what the tests need (ffmpeg,
-# Chromium, redis-server, HAProxy, dig, iproute2, curl, podman and debootstrap from Debian, an Enhanced-RTMP-capable ffmpeg from
+# srt-live-transmit from srt-tools, Chromium, redis-server, HAProxy, dig, iproute2, curl, podman and debootstrap from Debian, an Enhanced-RTMP-capable ffmpeg from
 # PyPI's imageio-ffmpeg, schemathesis from PyPI, the S3 server s3s-fs from crates.io,
 # hls.js, Shaka Player and playwright-core from npm, cargo-nextest), then runs every test in the
 # workspace. Safe to run again: installs are skipped when
@@ -16,6 +16,8 @@ command -v node >/dev/null || need_apt+=(nodejs npm)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null || need_apt+=(haproxy)
 command -v dig >/dev/null || need_apt+=(bind9-dnsutils)
+# SRT interop: libsrt's own client (ffmpeg's is the other).
+command -v srt-live-transmit >/dev/null || need_apt+=(srt-tools)
 command -v dnsmasq >/dev/null || need_apt+=(dnsmasq-base)
 # The multi-site tests: network namespaces (ip) and requests inside them (curl).
 command -v ip >/dev/null || need_apt+=(iproute2)

@@ -21,6 +21,7 @@ mod providers;
 mod registry;
 mod router;
 mod rtmp;
+mod srt;
 mod units;
 
 use std::path::{Path, PathBuf};
@@ -42,6 +43,7 @@ pub use providers::{hook_url_problem, stream_key_problem, HooksConfig, ProviderC
 pub use registry::{RegistryBackend, RegistryConfig};
 pub use router::{NameserverConfig, RouterConfig, RoutingWeights, RumConfig};
 pub use rtmp::RtmpConfig;
+pub use srt::{SrtConfig, SRT_PASSPHRASE_LEN};
 pub use units::{ByteSize, Listen};
 
 #[derive(Debug, Error)]
@@ -60,6 +62,7 @@ pub struct ConfigError {
 pub struct Config {
     pub node: NodeConfig,
     pub rtmp: RtmpConfig,
+    pub srt: SrtConfig,
     pub origin: OriginConfig,
     pub http: HttpConfig,
     pub admin: AdminConfig,
@@ -124,6 +127,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), (String, String)> {
         self.hls.validate()?;
         self.rtmp.validate()?;
+        self.srt.validate()?;
         self.edge.validate()?;
         self.origin.validate()?;
         self.http.validate()?;

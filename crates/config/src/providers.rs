@@ -42,6 +42,10 @@ pub struct ProviderConfig {
     /// opens every stream of the provider. Changed at runtime through the providers' API.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub stream_keys: BTreeMap<String, String>,
+    /// SRT publishers of this provider must encrypt (AES, any key length) with this
+    /// passphrase (10-79 characters; libsrt's `passphrase`). None: no encryption.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srt_passphrase: Option<String>,
     /// HTTP callbacks on the provider's publishes and recordings (`[providers.hooks]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hooks: Option<HooksConfig>,
@@ -61,6 +65,7 @@ impl Default for ProviderConfig {
             archive_after: None,
             playback_keys: Vec::new(),
             stream_keys: BTreeMap::new(),
+            srt_passphrase: None,
             hooks: None,
         }
     }
@@ -170,6 +175,17 @@ pub(crate) fn validate(providers: &[ProviderConfig]) -> Result<(), Invalid> {
             ));
         }
         validate_stream_keys(i, p)?;
+        if let Some(passphrase) = &p.srt_passphrase {
+            if !crate::srt::SRT_PASSPHRASE_LEN.contains(&passphrase.len()) {
+                return Err((
+                    format!("providers[{i}].srt_passphrase"),
+                    format!(
+                        "must be 10-79 characters (SRT's passphrase), not {}",
+                        passphrase.len()
+                    ),
+                ));
+            }
+        }
         if let Some(hooks) = &p.hooks {
             validate_hooks(i, hooks)?;
         }

@@ -79,3 +79,25 @@ fn log_format_is_text_by_default_or_json() {
     let e = parse("[log]\nformat = \"xml\"\n").unwrap_err();
     assert_eq!((e.line, e.key.as_deref()), (2, Some("log.format")));
 }
+
+#[test]
+fn srt_section_and_passphrases_are_checked() {
+    let c = parse("").unwrap();
+    assert_eq!(c.srt.listen, Listen::At(([0, 0, 0, 0], 8890).into()));
+    assert_eq!(c.srt.latency, Duration::from_millis(200));
+    let c = parse("[srt]\nlisten = \"off\"\nlatency = \"1s\"\n").unwrap();
+    assert_eq!(
+        (c.srt.listen.addr(), c.srt.latency),
+        (None, Duration::from_secs(1))
+    );
+    let e = parse("[srt]\nlatency = \"5ms\"\n").unwrap_err();
+    assert_eq!((e.line, e.key.as_deref()), (2, Some("srt.latency")));
+    let e = parse("[srt]\nmax_connections = 0\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("srt.max_connections"));
+    let provider = "[[providers]]\nname = \"a\"\nstream_key = \"secret-key-0000001\"\n";
+    let c = parse(&format!("{provider}srt_passphrase = \"ten-chars!\"\n")).unwrap();
+    assert_eq!(c.providers[0].srt_passphrase.as_deref(), Some("ten-chars!"));
+    let e = parse(&format!("{provider}srt_passphrase = \"short\"\n")).unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("providers[0].srt_passphrase"));
+    assert!(e.message.contains("10-79 characters"), "{}", e.message);
+}

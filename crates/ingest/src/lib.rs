@@ -1,5 +1,5 @@
-//! The ingest role: RTMP and MPEG-TS publishers in, HLS out over HTTP, every segment
-//! recorded.
+//! The ingest role: RTMP, MPEG-TS (over HTTP and SRT) publishers in, HLS out over HTTP,
+//! every segment recorded.
 //!
 //! [`rtmp_server`] is the socket shell around the sans-IO session in `streamcdn-media`;
 //! [`ts_ingest::TsPublisher`] publishes a transport stream (the entry point of every
@@ -12,7 +12,8 @@
 //!
 //! Modules depend one way: `ts_upload` → `ts_ingest`; `rtmp_server` and `ts_ingest` →
 //! `publish` → `publisher` → `recorder` → `hub` → `cluster` → `events`;
-//! `origin` → `hub`.
+//! `origin` → `hub`; `srt_server` → `ts_ingest` (the SRT
+//! transport is `streamcdn-srt`).
 
 pub mod cluster;
 pub mod events;
@@ -22,5 +23,6 @@ mod publish;
 pub mod publisher;
 pub mod recorder;
 pub mod rtmp_server;
+pub mod srt_server;
 pub mod ts_ingest;
 pub mod ts_upload;

@@ -65,6 +65,7 @@ fn listeners(role: CheckedRole, config: &Config) -> Vec<Listener> {
     if ingest {
         add("RTMP", "rtmp.listen", Listen::At(config.rtmp.listen));
         add("RTMPS", "rtmp.tls_listen", config.rtmp.tls_listen);
+        add("SRT (UDP)", "srt.listen", config.srt.listen);
         add(
             "HTTP origin",
             "origin.listen",

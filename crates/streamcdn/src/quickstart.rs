@@ -140,6 +140,20 @@ pub fn print_quickstart(
         ),
         None => String::new(),
     };
+    let srt = match config.srt.listen.addr() {
+        Some(addr) => format!(
+            "SRT (MPEG-TS, caller mode; OBS: this srt:// URL as the Server, no Stream Key):\n\
+             \x20    ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440 \\\n\
+             \x20      -c:v libx264 -preset veryfast -tune zerolatency -g 60 -b:v 3M -c:a aac \\\n\
+             \x20      -f mpegts 'srt://{host}:{port}?streamid=#!::r={name}/mystream,m=publish,s={key}{passphrase}'\n\n",
+            port = addr.port(),
+            passphrase = match &provider.srt_passphrase {
+                Some(passphrase) => format!("&passphrase={passphrase}"),
+                None => String::new(),
+            },
+        ),
+        None => String::new(),
+    };
     let text = format!(
         "\nstreamcdn is up.\n\n\
          OBS  Settings > Stream > Service: Custom\n\
@@ -152,6 +166,7 @@ pub fn print_quickstart(
          \x20    ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440 \\\n\
          \x20      -c:v libx264 -preset veryfast -tune zerolatency -g 60 -b:v 3M -c:a aac \\\n\
          \x20      -f flv 'rtmp://{host}:{rtmp_port}/{name}/mystream?key={key}'\n\n\
+         {srt}\
          Play:\n\
          \x20    {http}{playlist}\n\
          \x20    (ffplay, VLC, Safari, or any hls.js player)\n\

@@ -1,4 +1,4 @@
-//! The ingest role: RTMP in (and MPEG-TS uploaded to the origin), the HTTP origin out, recordings on local storage, streams
+//! The ingest role: RTMP and SRT in (and MPEG-TS uploaded to the origin), the HTTP origin out, recordings on local storage, streams
 //! announced in the registry.
 
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use streamcdn_ingest::cluster::{self, Cluster};
 use streamcdn_ingest::hub::{HubSettings, StreamHub};
 use streamcdn_ingest::recorder::Recorder;
 use streamcdn_ingest::rtmp_server::{self, RtmpSettings};
+use streamcdn_ingest::srt_server::{self, SrtServer, SrtSettings};
 use streamcdn_ingest::ts_upload;
 
 use crate::context::{bind, Context, Role};
@@ -82,7 +83,15 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         idle_timeout: config.rtmp.idle_timeout,
         read_interval: config.rtmp.read_interval,
     };
-    tracing::info!(rtmp = %config.rtmp.listen, origin = %config.origin.listen, "ingest listening");
+    let srt_settings = SrtSettings {
+        latency: config.srt.latency,
+        max_connections: config.srt.max_connections,
+    };
+    let srt = match config.srt.listen.addr() {
+        Some(addr) => Some(SrtServer::bind(addr).await?),
+        None => None,
+    };
+    tracing::info!(rtmp = %config.rtmp.listen, srt = %config.srt.listen, origin = %config.origin.listen, "ingest listening");
     // Once a listener's publishers have ended, their last hook notifications get the
     // rest of the grace period.
     let grace = config.node.shutdown_grace;
@@ -112,6 +121,15 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
             },
         ))));
         ctx.spawn(certificates.watch(ctx.shutdown()));
+    }
+    if let Some(srt) = srt {
+        ctx.spawn(drained(Box::pin(srt_server::serve(
+            srt,
+            hub.clone(),
+            recorder.clone(),
+            srt_settings,
+            ctx.shutdown(),
+        ))));
     }
     let uploads = ts_upload::router(
         hub.clone(),

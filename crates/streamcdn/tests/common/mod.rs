@@ -149,6 +149,8 @@ pub struct Node {
     pub tls: u16,
     /// RTMPS (RTMP over TLS).
     pub rtmps: u16,
+    /// SRT (UDP).
+    pub srt: u16,
     pub origin: u16,
     pub admin: u16,
     /// The router's DNS (UDP and TCP) and HTTP redirect ports.
@@ -197,7 +199,7 @@ impl Node {
     ) -> Node {
         let dir = temp_dir(name);
         let (http, tls, origin, admin) = (free_port(), free_port(), free_port(), free_port());
-        let rtmps = free_port();
+        let (rtmps, srt) = (free_port(), free_dual_port());
         let (dns, router_http) = (free_dual_port(), free_port());
         // A test that sets up federation says where it listens.
         let federation = if extra.contains("[federation]") {
@@ -217,6 +219,8 @@ shutdown_grace = "5s"
 [rtmp]
 listen = "{host}:{rtmp}"
 tls_listen = "{host}:{rtmps}"
+[srt]
+listen = "{host}:{srt}"
 [origin]
 listen = "{host}:{origin}"
 [http]
@@ -254,6 +258,7 @@ low_latency = false
             http,
             tls,
             rtmps,
+            srt,
             origin,
             admin,
             dns,

@@ -102,6 +102,8 @@ site = "{site}"
 [rtmp]
 listen = "{addr}:1935"
 tls_listen = "{addr}:1936"
+[srt]
+listen = "{addr}:8890"
 [origin]
 listen = "{addr}:8088"
 [http]

@@ -1,0 +1,121 @@
+//! SRT publishers: the ingest's [`Gate`] (stream keys checked as for RTMP, the
+//! provider's passphrase) over the transport in `streamcdn-srt`, and the consumer of
+//! what it admits.
+//!
+//! Each admitted publication (provider, stream, key, its MPEG-TS bytes in order) is
+//! published through [`TsPublisher`], as every MPEG-TS protocol is: a refusal there (the
+//! provider's hook, another server holding the stream) drops it, which closes the
+//! caller's connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use streamcdn_recording::Recording;
+use streamcdn_srt::{Admission, Gate, Publication, PublishRequest, Refusal};
+pub use streamcdn_srt::{SrtError, SrtServer, SrtSettings};
+use tokio::sync::{mpsc, watch};
+
+use crate::hub::{PublishError, StreamHub};
+use crate::recorder::Recorder;
+use crate::ts_ingest::{TsPublishRequest, TsPublisher};
+
+/// Admits an SRT caller as the RTMP path admits a publisher: a known provider, a valid
+/// stream name, a key that opens it, and the stream not live already.
+pub struct IngestGate {
+    pub hub: Arc<StreamHub>,
+}
+
+impl Gate for IngestGate {
+    async fn admit(
+        &self,
+        request: &PublishRequest,
+        peer: SocketAddr,
+    ) -> Result<Admission, Refusal> {
+        let authorized = self
+            .hub
+            .authorize_stream(&request.provider, &request.stream, request.key.as_deref())
+            .await;
+        let (provider, name, _) = authorized.map_err(|e| {
+            tracing::warn!(provider = request.provider, stream = request.stream, %peer, error = %e, "SRT publish refused");
+            refusal(&e)
+        })?;
+        if self
+            .hub
+            .stream(&name)
+            .is_some_and(|s| s.with_recording(Recording::is_live))
+        {
+            tracing::warn!(stream = %name, %peer, "SRT publish refused: already live");
+            return Err(Refusal::Conflict);
+        }
+        Ok(Admission {
+            passphrase: provider.srt_passphrase,
+        })
+    }
+}
+
+fn refusal(e: &PublishError) -> Refusal {
+    match e {
+        PublishError::UnknownProvider(_) => Refusal::NotFound,
+        PublishError::InvalidStreamName(_) => Refusal::BadRequest,
+        PublishError::MissingKey => Refusal::Unauthorized,
+        PublishError::WrongKey | PublishError::Denied(_) => Refusal::Forbidden,
+        PublishError::AlreadyLive(_) | PublishError::HeldElsewhere(..) => Refusal::Conflict,
+        PublishError::Storage(_) => Refusal::Internal,
+    }
+}
+
+/// Serves SRT publishers on `server` until `shutdown` flips to true.
+pub async fn serve(
+    server: SrtServer,
+    hub: Arc<StreamHub>,
+    recorder: Recorder,
+    settings: SrtSettings,
+    shutdown: watch::Receiver<bool>,
+) {
+    let (publications, admitted) = mpsc::channel(16);
+    let gate = Arc::new(IngestGate { hub: hub.clone() });
+    tokio::join!(
+        server.serve(gate, settings, publications, shutdown),
+        consume(admitted, hub, recorder)
+    );
+}
+
+/// Takes what the SRT listener admits until it stops.
+async fn consume(
+    mut publications: mpsc::Receiver<Publication>,
+    hub: Arc<StreamHub>,
+    recorder: Recorder,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            publication = publications.recv() => match publication {
+                Some(publication) => {
+                    tasks.spawn(publish(publication, hub.clone(), recorder.clone()));
+                }
+                None => break,
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn publish(mut publication: Publication, hub: Arc<StreamHub>, recorder: Recorder) {
+    let request = TsPublishRequest {
+        provider: &publication.provider,
+        stream: &publication.stream,
+        key: publication.key.as_deref(),
+        client: publication.peer,
+        protocol: "srt",
+    };
+    // Refusals are logged and counted by `begin`; dropping the publication closes the
+    // connection.
+    let Ok(mut publisher) = TsPublisher::begin(&hub, &recorder, request).await else {
+        return;
+    };
+    while let Some(chunk) = publication.chunks.recv().await {
+        publisher.push(&chunk).await;
+    }
+    publisher.finish().await;
+}

@@ -1,0 +1,120 @@
+//! The policy's types: what the listener is told ([`SrtSettings`]), who decides
+//! ([`Gate`]), how a caller is refused ([`Refusal`], mapped to SRT rejection codes) and
+//! what an admitted one yields ([`Publication`]).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use srt_protocol::packet::{CoreRejectReason, RejectReason, ServerRejectReason};
+use tokio::sync::mpsc;
+
+use crate::stream_id::{PublishRequest, StreamIdError};
+
+#[derive(Debug, Clone)]
+pub struct SrtSettings {
+    /// Receive latency (TSBPD): how long SRT may spend recovering a lost packet. The
+    /// larger of this and the caller's is used.
+    pub latency: Duration,
+    pub max_connections: usize,
+}
+
+/// Why a caller is refused; each is an SRT rejection code the caller reports (ffmpeg
+/// and `srt-live-transmit` print it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The streamid does not name a publication (`SRT_REJX_BAD_REQUEST`, 1400).
+    BadRequest,
+    /// No stream key (`SRT_REJX_UNAUTHORIZED`, 1401).
+    Unauthorized,
+    /// Too many publishers on this server (`SRT_REJX_OVERLOAD`, 1402).
+    Overload,
+    /// A wrong stream key, or the provider's hook said no (`SRT_REJX_FORBIDDEN`, 1403).
+    Forbidden,
+    /// No such provider (`SRT_REJX_NOTFOUND`, 1404).
+    NotFound,
+    /// Not `m=publish` (`SRT_REJX_BAD_MODE`, 1405).
+    BadMode,
+    /// The stream is live already (`SRT_REJX_CONFLICT`, 1409).
+    Conflict,
+    /// One side encrypts and the other does not (`SRT_REJ_UNSECURE`, as libsrt
+    /// answers it).
+    Unsecure,
+    /// The caller's key material does not match the provider's passphrase or its own
+    /// key length (`SRT_REJ_BADSECRET`).
+    BadSecret,
+    /// This server cannot take it (`SRT_REJX_ISE`, 1500).
+    Internal,
+}
+
+impl Refusal {
+    pub(crate) fn reject_reason(self) -> RejectReason {
+        use ServerRejectReason as S;
+        match self {
+            Refusal::BadRequest => S::BadRequest.into(),
+            Refusal::Unauthorized => S::Unauthorized.into(),
+            Refusal::Overload => S::Overload.into(),
+            Refusal::Forbidden => S::Forbidden.into(),
+            Refusal::NotFound => S::Notfound.into(),
+            Refusal::BadMode => S::BadMode.into(),
+            Refusal::Conflict => S::Conflict.into(),
+            Refusal::Unsecure => CoreRejectReason::Unsecure.into(),
+            Refusal::BadSecret => CoreRejectReason::BadSecret.into(),
+            Refusal::Internal => S::InternalServerError.into(),
+        }
+    }
+
+    /// The `reason` label of `streamcdn_srt_refused_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::BadRequest => "bad_request",
+            Refusal::Unauthorized => "missing_key",
+            Refusal::Overload => "overload",
+            Refusal::Forbidden => "forbidden",
+            Refusal::NotFound => "unknown_provider",
+            Refusal::BadMode => "bad_mode",
+            Refusal::Conflict => "already_live",
+            Refusal::Unsecure => "unsecure",
+            Refusal::BadSecret => "passphrase",
+            Refusal::Internal => "internal",
+        }
+    }
+}
+
+impl From<&StreamIdError> for Refusal {
+    fn from(e: &StreamIdError) -> Refusal {
+        if e.is_unsupported_mode() {
+            Refusal::BadMode
+        } else {
+            Refusal::BadRequest
+        }
+    }
+}
+
+/// Admitted: the passphrase the caller must encrypt with (the provider's), if any.
+#[derive(Debug, Clone, Default)]
+pub struct Admission {
+    pub passphrase: Option<String>,
+}
+
+/// Decides, during the handshake, whether a caller may publish what it asked for.
+pub trait Gate: Send + Sync + 'static {
+    fn admit(
+        &self,
+        request: &PublishRequest,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Result<Admission, Refusal>> + Send;
+}
+
+/// An admitted publisher: `provider/stream` and its payload, the MPEG-TS bytes in the
+/// order sent; `chunks` ends when it leaves (dropping it ends the connection).
+pub struct Publication {
+    pub provider: String,
+    pub stream: String,
+    /// The key it presented, which the gate accepted: for a consumer that opens the
+    /// stream through the same checks (hooks, claims), as any other publisher does.
+    pub key: Option<String>,
+    pub peer: SocketAddr,
+    pub chunks: mpsc::Receiver<Bytes>,
+}
