@@ -133,7 +133,7 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         let missing = own.write(&dir.join("no/cert.pem"), &dir.join("no/key.pem"));
-        let e = missing.err().expect("no such directory").to_string();
+        let e = missing.expect_err("no such directory").to_string();
         assert!(e.starts_with("writing ") && e.contains("no/key.pem"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
