@@ -17,6 +17,7 @@ use streamcdn_providers::hooks::{Event, Hook};
 use streamcdn_recording::clock::{format_time, new_recording_id};
 use streamcdn_recording::Recording;
 
+use crate::cluster::recording_ended_event;
 use crate::hub::{split_publish_name, PublishError, StreamHub};
 use crate::publisher::Publisher;
 use crate::recorder::Recorder;
@@ -39,21 +40,38 @@ pub struct RtmpSettings {
     pub read_interval: Duration,
 }
 
-/// Accepts publishers until `shutdown` flips to true, then lets open sessions finish
-/// their segments and returns.
+/// When the server is asked to stop: `drain` flips to true first (the listener closes
+/// at once, so the load balancer's health check sends new publishers elsewhere; open
+/// sessions are asked to reconnect where the client supports it), then `shutdown`
+/// (every session still open is closed).
+#[derive(Debug, Clone)]
+pub struct Stop {
+    pub drain: watch::Receiver<bool>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Stop {
+    fn draining(&self) -> bool {
+        *self.drain.borrow()
+    }
+}
+
+/// Accepts publishers until the server drains, then lets open sessions go on until
+/// their publishers leave or shutdown, and returns. A publish that ends while the
+/// server drains is interrupted, not ended (see [`Publisher::interrupt`]).
 pub async fn serve(
     listener: TcpListener,
     hub: Arc<StreamHub>,
     recorder: Recorder,
     settings: RtmpSettings,
-    shutdown: watch::Receiver<bool>,
+    stop: Stop,
 ) {
     serve_wrapped(
         listener,
         hub,
         recorder,
         settings,
-        shutdown,
+        stop,
         |socket| async move { Ok::<_, std::io::Error>(socket) },
     )
     .await;
@@ -66,7 +84,7 @@ pub async fn serve_wrapped<W, Fut, S>(
     hub: Arc<StreamHub>,
     recorder: Recorder,
     settings: RtmpSettings,
-    mut shutdown: watch::Receiver<bool>,
+    stop: Stop,
     wrap: W,
 ) where
     W: Fn(TcpStream) -> Fut + Clone + Send + 'static,
@@ -79,7 +97,12 @@ pub async fn serve_wrapped<W, Fut, S>(
         interval: settings.read_interval,
     };
     let mut sessions = tokio::task::JoinSet::new();
+    let mut drain = stop.drain.clone();
+    let mut shutdown = stop.shutdown.clone();
     loop {
+        if stop.draining() {
+            break;
+        }
         let (socket, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -89,6 +112,7 @@ pub async fn serve_wrapped<W, Fut, S>(
                     continue;
                 }
             },
+            Ok(()) = drain.changed() => continue,
             _ = shutdown.changed() => break,
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
@@ -96,7 +120,7 @@ pub async fn serve_wrapped<W, Fut, S>(
             continue;
         };
         let _ = socket.set_nodelay(true);
-        let (hub, settings, shutdown) = (hub.clone(), settings.clone(), shutdown.clone());
+        let (hub, settings, stop) = (hub.clone(), settings.clone(), stop.clone());
         let recorder = recorder.clone();
         let wrap = wrap.clone();
         sessions.spawn(
@@ -105,7 +129,7 @@ pub async fn serve_wrapped<W, Fut, S>(
                 match tokio::time::timeout(settings.idle_timeout, wrap(socket)).await {
                     Ok(Ok(stream)) => {
                         if let Err(reason) =
-                            run_session(stream, peer, hub, recorder, pacer, settings, shutdown)
+                            run_session(stream, peer, hub, recorder, pacer, settings, stop)
                                 .await
                         {
                             tracing::info!(%reason, "RTMP session closed");
@@ -126,6 +150,14 @@ pub async fn serve_wrapped<W, Fut, S>(
             .instrument(tracing::info_span!("rtmp", %peer)),
         );
         while sessions.try_join_next().is_some() {}
+    }
+    // Closed now: connections are refused, and the load balancer's check fails.
+    drop(listener);
+    if stop.draining() {
+        tracing::info!(
+            sessions = sessions.len(),
+            "draining: no new publishers; asking the open sessions to reconnect elsewhere"
+        );
     }
     while sessions.join_next().await.is_some() {}
 }
@@ -162,8 +194,11 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
     recorder: Recorder,
     pacer: ReadPacer,
     settings: RtmpSettings,
-    mut shutdown: watch::Receiver<bool>,
+    stop: Stop,
 ) -> Result<(), String> {
+    let (mut drain, mut shutdown) = (stop.drain.clone(), stop.shutdown.clone());
+    // Whether this session has been asked to reconnect (or the drain has been seen).
+    let mut told_to_go = false;
     let limits = SessionLimits {
         max_message_len: settings.max_message_size,
     };
@@ -179,6 +214,26 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
     tokio::pin!(idle);
     let mut last_read = Instant::now();
     let result = loop {
+        if !told_to_go && stop.draining() {
+            told_to_go = true;
+            if publisher.is_some()
+                && session.request_reconnect("the server is being restarted; reconnect to go on")
+            {
+                metrics::counter!("streamcdn_rtmp_reconnect_requests_total").increment(1);
+                tracing::info!("asked the publisher to reconnect (Enhanced RTMP reconnect request)");
+                let out = session.take_output();
+                if let Err(e) = socket.write_all(&out).await {
+                    break Err(format!("write error: {e}"));
+                }
+            } else if publisher.is_some() {
+                tracing::info!(
+                    "the publisher cannot be asked to reconnect; it stays until node.drain_timeout"
+                );
+            } else {
+                // Not publishing (yet): nothing to lose, and this server takes no new one.
+                break Ok(());
+            }
+        }
         let read = tokio::select! {
             read = socket.read_buf(session.input_buffer(READ_ROOM)) => read,
             () = &mut idle => {
@@ -189,6 +244,7 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
                 idle.as_mut().reset(quiet_until);
                 continue;
             }
+            Ok(()) = drain.changed(), if !told_to_go => continue,
             _ = shutdown.changed() => break Ok(()),
         };
         let n = match read {
@@ -267,7 +323,7 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 SessionEvent::PublishFinished => {
                     if let Some(p) = publisher.take() {
-                        finish(p, &hub, peer, &published_at).await;
+                        finish(p, &hub, peer, &published_at, stop.draining()).await;
                     }
                 }
                 SessionEvent::UnknownCommand(name) => {
@@ -300,14 +356,23 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
     };
     bytes_in.increment(bytes_in_unreported);
     if let Some(p) = publisher.take() {
-        finish(p, &hub, peer, &published_at).await;
+        finish(p, &hub, peer, &published_at, stop.draining()).await;
     }
     result
 }
 
 /// Ends a publish: `on_unpublish` at once, the recording made durable, then
 /// `on_recording_ended` (both in the background: nothing here waits for a hook).
-async fn finish(publisher: Publisher, hub: &StreamHub, peer: SocketAddr, published_at: &str) {
+/// On a server being drained (`interrupted`), the recording is made durable but not
+/// ended: no `on_recording_ended`; another server continues it, or the cluster ends it
+/// once its reconnect window has passed.
+async fn finish(
+    publisher: Publisher,
+    hub: &StreamHub,
+    peer: SocketAddr,
+    published_at: &str,
+    interrupted: bool,
+) {
     let stream = publisher.stream().clone();
     let ended_at = format_time(SystemTime::now());
     let mut gone = stream
@@ -318,6 +383,20 @@ async fn finish(publisher: Publisher, hub: &StreamHub, peer: SocketAddr, publish
     gone.duration_secs = streamcdn_recording::clock::seconds_since(published_at);
     hub.hooks().notify(gone);
 
+    if interrupted {
+        publisher.interrupt().await;
+        metrics::gauge!("streamcdn_live_streams").decrement(1.0);
+        metrics::counter!("streamcdn_ingest_streams_interrupted_total").increment(1);
+        let recording = stream.recording();
+        tracing::info!(
+            provider = recording.provider,
+            stream = recording.stream,
+            recording = recording.recording_id,
+            segments = recording.segments.len(),
+            "publish interrupted by the drain; the recording stays live for another server to continue"
+        );
+        return;
+    }
     publisher.finish().await;
     metrics::gauge!("streamcdn_live_streams").decrement(1.0);
     let recording = stream.recording();
@@ -327,24 +406,8 @@ async fn finish(publisher: Publisher, hub: &StreamHub, peer: SocketAddr, publish
         segments = recording.segments.len(),
         "publish ended; recording complete"
     );
-    let ended_at = recording.ended_at.clone().unwrap_or_default();
-    let mut ended = hook_event(
-        Hook::OnRecordingEnded,
-        &recording,
-        hub,
-        format_time(SystemTime::now()),
-        &ended_at,
-    );
-    ended.started_at = Some(recording.started_at.clone());
-    ended.ended_at = Some(ended_at);
-    ended.duration_secs = Some(recording.duration_secs());
-    ended.segments = Some(recording.segments.len() as u64);
-    ended.bytes = Some(recording.segments.iter().map(|s| s.bytes).sum());
-    ended.playback = Some(format!(
-        "/{}/{}/{}/index.m3u8",
-        recording.provider, recording.stream, recording.recording_id
-    ));
-    hub.hooks().notify(ended);
+    hub.hooks()
+        .notify(recording_ended_event(&recording, hub.node_id()));
 }
 
 /// A hook's event for `recording`, from this server.

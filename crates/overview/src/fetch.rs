@@ -220,6 +220,7 @@ mod tests {
                 .unwrap_or_default(),
             load: Default::default(),
             capacity: None,
+            draining: false,
         }
     }
 

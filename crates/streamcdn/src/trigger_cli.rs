@@ -272,6 +272,7 @@ mod tests {
                 .unwrap_or_default(),
             load: Default::default(),
             capacity: None,
+            draining: false,
         };
         let nodes = [
             node("ingest", vec![Role::Ingest], Some("http://10.0.0.1:8081")),
