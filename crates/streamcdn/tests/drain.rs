@@ -290,10 +290,11 @@ fn sigterm_of_the_holding_ingest_interrupts_the_stream_and_the_other_continues_i
         10,
         "h264",
     );
-    let exited = wait_exited(
+    wait_exited(
         &mut cluster.ingests[0],
         Duration::from_secs(DRAIN_TIMEOUT_SECS + 5),
     );
+    let exited = terminated.elapsed();
     wait_until("the other server to hold the stream", Duration::from_secs(10), || {
         cluster.holds(1, stream)
     });
