@@ -484,9 +484,15 @@ pub async fn run(
 
     let mut drain_requested = ctx.drain.subscribe();
     tokio::select! {
+        // A drain through the API ends tasks at once (a listener closed): not a failure.
+        biased;
         _ = shutdown_signal() => {}
         _ = drain_requested.wait_for(|d| *d) => {}
-        Some(_) = ctx.tasks.join_next() => bail!("a server stopped unexpectedly"),
+        Some(_) = ctx.tasks.join_next() => {
+            if !*ctx.drain.borrow() {
+                bail!("a server stopped unexpectedly");
+            }
+        }
     }
     drain(&mut ctx).await;
     tracing::info!("shutting down: finishing segments in progress and open requests");
