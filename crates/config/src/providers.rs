@@ -193,8 +193,7 @@ pub(crate) fn validate(providers: &[ProviderConfig]) -> Result<(), Invalid> {
                 "must be at least 8 characters, without & ? / or spaces".into(),
             ));
         }
-        if !(Duration::from_secs(1)..=Duration::from_secs(24 * 3600))
-            .contains(&p.reconnect_window)
+        if !(Duration::from_secs(1)..=Duration::from_secs(24 * 3600)).contains(&p.reconnect_window)
         {
             return Err((
                 format!("providers[{i}].reconnect_window"),

@@ -77,7 +77,9 @@ impl Drain {
             };
             let quiet = now >= self.last_request_ms.load(Ordering::Relaxed) + ms(VIEWERS_QUIET);
             if left_routers && quiet {
-                tracing::info!("edge drained: routers no longer name it and its viewers have moved");
+                tracing::info!(
+                    "edge drained: routers no longer name it and its viewers have moved"
+                );
                 return;
             }
             tokio::time::sleep(POLL).await;

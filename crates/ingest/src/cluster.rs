@@ -75,7 +75,12 @@ impl Cluster {
         loop {
             match self.claim_once(provider, stream).await {
                 Err(holder) if waited.elapsed() < HANDOFF_WAIT => {
-                    tracing::debug!(provider, stream, holder, "waiting for a draining server to let the stream go");
+                    tracing::debug!(
+                        provider,
+                        stream,
+                        holder,
+                        "waiting for a draining server to let the stream go"
+                    );
                     tokio::time::sleep(HANDOFF_POLL).await;
                 }
                 Err(holder) => return Claim::HeldBy(holder),
@@ -437,7 +442,11 @@ async fn end_if_abandoned(
     {
         Ok(Some(r)) if r.recording_id == recording.recording_id => match r.state {
             StreamState::Interrupted => {
-                match cluster.registry.transition(&r, &ended, ENDED_RECORD_TTL).await {
+                match cluster
+                    .registry
+                    .transition(&r, &ended, ENDED_RECORD_TTL)
+                    .await
+                {
                     Ok(won) => won,
                     Err(_) => return,
                 }
@@ -467,7 +476,10 @@ async fn end_if_abandoned(
             if let Ok(now_ended) = store.load_dir(dir.to_owned()).await {
                 if let Err(e) = cluster
                     .registry
-                    .announce_recording(&cluster.record(&now_ended, StreamState::Ended), ENDED_RECORD_TTL)
+                    .announce_recording(
+                        &cluster.record(&now_ended, StreamState::Ended),
+                        ENDED_RECORD_TTL,
+                    )
                     .await
                 {
                     tracing::warn!(error = %e, "cannot announce the ended recording");

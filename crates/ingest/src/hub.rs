@@ -411,9 +411,7 @@ impl LiveStream {
     /// Tells the announcer, once the interrupted recording is durable, that another
     /// server may take it.
     pub(crate) fn report_interrupted(&self) {
-        let _ = self
-            .events
-            .send(StreamEvent::Interrupted(self.recording()));
+        let _ = self.events.send(StreamEvent::Interrupted(self.recording()));
     }
 
     /// An init segment on durable storage is served from there; its memory copy only

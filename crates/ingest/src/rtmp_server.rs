@@ -129,8 +129,7 @@ pub async fn serve_wrapped<W, Fut, S>(
                 match tokio::time::timeout(settings.idle_timeout, wrap(socket)).await {
                     Ok(Ok(stream)) => {
                         if let Err(reason) =
-                            run_session(stream, peer, hub, recorder, pacer, settings, stop)
-                                .await
+                            run_session(stream, peer, hub, recorder, pacer, settings, stop).await
                         {
                             tracing::info!(%reason, "RTMP session closed");
                         }
@@ -220,7 +219,9 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
                 && session.request_reconnect("the server is being restarted; reconnect to go on")
             {
                 metrics::counter!("streamcdn_rtmp_reconnect_requests_total").increment(1);
-                tracing::info!("asked the publisher to reconnect (Enhanced RTMP reconnect request)");
+                tracing::info!(
+                    "asked the publisher to reconnect (Enhanced RTMP reconnect request)"
+                );
                 let out = session.take_output();
                 if let Err(e) = socket.write_all(&out).await {
                     break Err(format!("write error: {e}"));

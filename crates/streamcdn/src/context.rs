@@ -317,15 +317,17 @@ async fn drain(ctx: &mut Context) {
     metrics::gauge!("streamcdn_draining").set(1.0);
     let started = tokio::time::Instant::now();
     let roles: Vec<&str> = ctx.drain_waits.iter().map(|(role, _)| *role).collect();
-    tracing::info!(?roles, timeout_secs = timeout.as_secs_f64(), "draining: taking nothing new, handing over what this server has");
-    let waits = futures::future::join_all(
-        std::mem::take(&mut ctx.drain_waits)
-            .into_iter()
-            .map(|(role, wait)| async move {
-                wait.await;
-                tracing::info!(role, "drained");
-            }),
+    tracing::info!(
+        ?roles,
+        timeout_secs = timeout.as_secs_f64(),
+        "draining: taking nothing new, handing over what this server has"
     );
+    let waits = futures::future::join_all(std::mem::take(&mut ctx.drain_waits).into_iter().map(
+        |(role, wait)| async move {
+            wait.await;
+            tracing::info!(role, "drained");
+        },
+    ));
     // Tasks that end now (a listener closed by the drain) are expected.
     let tasks = async {
         while ctx.tasks.join_next().await.is_some() {}
@@ -378,12 +380,7 @@ fn drain_route(ctx: &Context) -> Router {
                 "drain_timeout_secs": timeout.as_secs_f64(),
                 "shutdown_grace_secs": grace.as_secs_f64(),
             });
-            async move {
-                (
-                    axum::http::StatusCode::ACCEPTED,
-                    axum::Json(body),
-                )
-            }
+            async move { (axum::http::StatusCode::ACCEPTED, axum::Json(body)) }
         }),
     )
 }

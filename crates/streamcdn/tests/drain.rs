@@ -79,7 +79,12 @@ impl Hooks {
     }
 
     fn count(&self, path: &str) -> usize {
-        self.0.lock().unwrap().iter().filter(|(p, _)| p == path).count()
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == path)
+            .count()
     }
 }
 
@@ -210,7 +215,9 @@ fn poll_live(edge_host: String, edge_port: u16, path: String, stop: Arc<AtomicBo
                     (None, _) => {}
                 }
             }
-            Ok(r) => seen.errors.push(format!("{} {}", r.status, r.text().trim())),
+            Ok(r) => seen
+                .errors
+                .push(format!("{} {}", r.status, r.text().trim())),
             Err(e) => seen.errors.push(e.to_string()),
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -226,13 +233,18 @@ fn start_poller(edge: &Node, stream: &str) -> (Arc<AtomicBool>, std::thread::Joi
         format!("/{PROVIDER}/{stream}/live.m3u8"),
     );
     let flag = stop.clone();
-    (stop, std::thread::spawn(move || poll_live(host, port, path, flag)))
+    (
+        stop,
+        std::thread::spawn(move || poll_live(host, port, path, flag)),
+    )
 }
 
 fn wait_playable(edge: &Node, path: &str) {
-    wait_until(&format!("{path} on the edge"), Duration::from_secs(20), || {
-        http_request_at(&edge.host, edge.http, "GET", path, &[]).is_ok_and(|r| r.status == 200)
-    });
+    wait_until(
+        &format!("{path} on the edge"),
+        Duration::from_secs(20),
+        || http_request_at(&edge.host, edge.http, "GET", path, &[]).is_ok_and(|r| r.status == 200),
+    );
 }
 
 fn wait_exited(node: &mut Node, within: Duration) -> Duration {
@@ -295,9 +307,11 @@ fn sigterm_of_the_holding_ingest_interrupts_the_stream_and_the_other_continues_i
         Duration::from_secs(DRAIN_TIMEOUT_SECS + 5),
     );
     let exited = terminated.elapsed();
-    wait_until("the other server to hold the stream", Duration::from_secs(10), || {
-        cluster.holds(1, stream)
-    });
+    wait_until(
+        "the other server to hold the stream",
+        Duration::from_secs(10),
+        || cluster.holds(1, stream),
+    );
     let continued_at = terminated.elapsed();
     // Long enough for the new server's segments to reach the poller.
     std::thread::sleep(Duration::from_secs(6));
@@ -344,7 +358,10 @@ fn sigterm_of_the_holding_ingest_interrupts_the_stream_and_the_other_continues_i
     assert_eq!(journal["recording_id"], recording_id.as_str());
     let segments = journal["segments"].as_array().unwrap();
     for (i, s) in segments.iter().enumerate() {
-        assert_eq!(s["sequence"].as_u64(), segments[0]["sequence"].as_u64().map(|f| f + i as u64));
+        assert_eq!(
+            s["sequence"].as_u64(),
+            segments[0]["sequence"].as_u64().map(|f| f + i as u64)
+        );
     }
     let resumed: Vec<u64> = segments
         .iter()
@@ -362,7 +379,10 @@ fn sigterm_of_the_holding_ingest_interrupts_the_stream_and_the_other_continues_i
         drained_log.contains("publish interrupted by the drain"),
         "{drained_log}"
     );
-    assert!(!drained_log.contains("publish ended; recording complete"), "{drained_log}");
+    assert!(
+        !drained_log.contains("publish ended; recording complete"),
+        "{drained_log}"
+    );
 }
 
 #[test]
@@ -391,7 +411,10 @@ fn a_publisher_that_never_comes_back_ends_after_the_reconnect_window_once() {
     sigterm(&cluster.ingests[0]);
     let _ = wait_output(publisher);
     let interrupted = Instant::now();
-    wait_exited(&mut cluster.ingests[0], Duration::from_secs(DRAIN_TIMEOUT_SECS + 5));
+    wait_exited(
+        &mut cluster.ingests[0],
+        Duration::from_secs(DRAIN_TIMEOUT_SECS + 5),
+    );
     // A rolling restart: the drained server comes back; both servers now sweep.
     cluster.ingests[0].start();
     wait_until("EXT-X-ENDLIST", window + Duration::from_secs(20), || {
@@ -447,12 +470,16 @@ fn redirect_target(router: &Node) -> String {
     let Ok(mut s) = std::net::TcpStream::connect((router.host.as_str(), router.router_http)) else {
         return String::new();
     };
-    let _ = s.write_all(b"GET /demo/cam/index.m3u8 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let _ =
+        s.write_all(b"GET /demo/cam/index.m3u8 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     let mut response = String::new();
     let _ = s.read_to_string(&mut response);
     response
         .lines()
-        .find_map(|l| l.strip_prefix("location: ").or_else(|| l.strip_prefix("Location: ")))
+        .find_map(|l| {
+            l.strip_prefix("location: ")
+                .or_else(|| l.strip_prefix("Location: "))
+        })
         .unwrap_or_default()
         .to_owned()
 }
@@ -462,7 +489,14 @@ fn a_drained_edge_leaves_the_routers_answers_before_it_closes() {
     let redis = Redis::start();
     let registry = redis.registry_toml("drain-edge");
     let net = loopback_net();
-    let router = Node::role_on("de-router", "router", &format!("{net}.1"), free_port(), None, &registry);
+    let router = Node::role_on(
+        "de-router",
+        "router",
+        &format!("{net}.1"),
+        free_port(),
+        None,
+        &registry,
+    );
     let mut edges: Vec<Node> = (2..=3)
         .map(|i| {
             Node::role_with_node(
@@ -477,15 +511,25 @@ fn a_drained_edge_leaves_the_routers_answers_before_it_closes() {
         })
         .collect();
     // Both edges known: answers name each in turn or by load; wait for the first.
-    wait_until("the router to know both edges", Duration::from_secs(15), || {
-        let r = http_request_at(&router.host, router.admin, "GET", "/api/v1/routing/edges", &[])
+    wait_until(
+        "the router to know both edges",
+        Duration::from_secs(15),
+        || {
+            let r = http_request_at(
+                &router.host,
+                router.admin,
+                "GET",
+                "/api/v1/routing/edges",
+                &[],
+            )
             .unwrap();
-        let known: serde_json::Value = serde_json::from_str(&r.text()).unwrap_or_default();
-        known
-            .as_array()
-            .is_some_and(|a| a.iter().filter(|e| e["healthy"] == true).count() == 2)
-            && edges.iter().any(|e| e.host == dns_answer(&router))
-    });
+            let known: serde_json::Value = serde_json::from_str(&r.text()).unwrap_or_default();
+            known
+                .as_array()
+                .is_some_and(|a| a.iter().filter(|e| e["healthy"] == true).count() == 2)
+                && edges.iter().any(|e| e.host == dns_answer(&router))
+        },
+    );
     let chosen = edges
         .iter()
         .position(|e| e.host == dns_answer(&router))
@@ -496,7 +540,11 @@ fn a_drained_edge_leaves_the_routers_answers_before_it_closes() {
     // until the edge closes.
     let viewer_stop = Arc::new(AtomicBool::new(false));
     let viewer = {
-        let (host, port, stop) = (drained_host.clone(), edges[chosen].http, viewer_stop.clone());
+        let (host, port, stop) = (
+            drained_host.clone(),
+            edges[chosen].http,
+            viewer_stop.clone(),
+        );
         std::thread::spawn(move || {
             let mut served = 0u32;
             while !stop.load(Ordering::Relaxed) {
@@ -530,8 +578,12 @@ fn a_drained_edge_leaves_the_routers_answers_before_it_closes() {
     let mut last_named = None;
     let mut closed = None;
     while closed.is_none() {
-        assert!(drained.elapsed() < Duration::from_secs(15), "the drained edge never closed");
-        let serving = std::net::TcpStream::connect((drained_host.as_str(), edges[chosen].http)).is_ok();
+        assert!(
+            drained.elapsed() < Duration::from_secs(15),
+            "the drained edge never closed"
+        );
+        let serving =
+            std::net::TcpStream::connect((drained_host.as_str(), edges[chosen].http)).is_ok();
         if !serving {
             closed = Some(drained.elapsed());
             break;

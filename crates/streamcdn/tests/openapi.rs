@@ -374,7 +374,10 @@ fn the_openapi_document_is_true() {
     let body: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
     let schema = &document["components"]["schemas"]["Drain"];
     for key in schema["required"].as_array().unwrap() {
-        assert!(body.get(key.as_str().unwrap()).is_some(), "{key} missing: {body}");
+        assert!(
+            body.get(key.as_str().unwrap()).is_some(),
+            "{key} missing: {body}"
+        );
     }
     assert_eq!(body["started"], true, "{body}");
     assert_eq!(body["draining"], true, "{body}");
