@@ -72,15 +72,19 @@ pub type SharedStatus = Arc<Mutex<ArchiverStatus>>;
 /// Recordings whose `on_archived` is being sent now (so a scan does not send it twice).
 type Sending = Arc<Mutex<HashSet<PathBuf>>>;
 
+/// Archives until shutdown. Once `drain` flips, no new recording is started (the one
+/// in progress goes on until shutdown; one cut short is resumed by the next archiver,
+/// nothing counting as archived before its completion marker).
 pub async fn run_archiver(
     archiver: Archiver,
     status: SharedStatus,
+    drain: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     tracing::info!(store = ?archiver.archive, "archiver running");
     let sending = Sending::default();
     loop {
-        let pass = archiver.scan(&status, &sending);
+        let pass = archiver.scan(&status, &sending, &drain);
         tokio::select! {
             _ = pass => {}
             // An upload cut short is resumed at the next start.
@@ -94,7 +98,7 @@ pub async fn run_archiver(
 }
 
 impl Archiver {
-    async fn scan(&self, status: &SharedStatus, sending: &Sending) {
+    async fn scan(&self, status: &SharedStatus, sending: &Sending, drain: &watch::Receiver<bool>) {
         let recordings = match self.store.all().await {
             Ok(r) => r,
             Err(e) => {
@@ -133,6 +137,10 @@ impl Archiver {
             );
             if ended_for < delay.as_secs_f64() {
                 waiting.push(name);
+                continue;
+            }
+            if *drain.borrow() {
+                tracing::info!(recording = name, "draining: left for the next archiver");
                 continue;
             }
             lock(status).in_progress = Some(name.clone());

@@ -39,7 +39,9 @@ pub use http::HttpConfig;
 pub use log::{LogConfig, LogFormat};
 pub use node::NodeConfig;
 pub use origin::OriginConfig;
-pub use providers::{hook_url_problem, stream_key_problem, HooksConfig, ProviderConfig};
+pub use providers::{
+    hook_url_problem, stream_key_problem, HooksConfig, ProviderConfig, DEFAULT_RECONNECT_WINDOW,
+};
 pub use registry::{RegistryBackend, RegistryConfig};
 pub use router::{NameserverConfig, RouterConfig, RoutingWeights, RumConfig};
 pub use rtmp::RtmpConfig;

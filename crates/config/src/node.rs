@@ -16,6 +16,11 @@ pub struct NodeConfig {
     /// Time allowed on shutdown for in-flight segments and requests.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// On SIGTERM or `POST /api/v1/drain`, the longest the server keeps serving what it
+    /// has (publishers, viewers, an upload) while taking nothing new, before it stops
+    /// (then `shutdown_grace` for what is in flight).
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
     /// This server's name in the registry; defaults to its origin's `host:port`.
     pub id: Option<String>,
     /// Ingest servers that share `data_dir` (one directory or a shared mount) form a
@@ -37,6 +42,7 @@ impl Default for NodeConfig {
         Self {
             data_dir: PathBuf::from("./data"),
             shutdown_grace: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(10),
             id: None,
             cluster: "default".into(),
             site: None,
@@ -47,6 +53,12 @@ impl Default for NodeConfig {
 impl NodeConfig {
     pub(crate) fn validate(&self) -> Result<(), Invalid> {
         registry_name("node.cluster", &self.cluster)?;
+        if self.drain_timeout > Duration::from_secs(3600) {
+            return Err((
+                "node.drain_timeout".into(),
+                "must be at most 1h (0s stops at once)".into(),
+            ));
+        }
         if let Some(id) = &self.id {
             registry_name("node.id", id)?;
         }

@@ -33,6 +33,16 @@ pub struct ProviderConfig {
         with = "humantime_serde::option"
     )]
     pub archive_after: Option<Duration>,
+    /// How long a stream interrupted by the drain of its ingest server (a restart, an
+    /// upgrade) stays live, without `EXT-X-ENDLIST`, for its publisher to come back
+    /// through another server of the cluster; then it ends as if the publisher had
+    /// stopped. Default 30s.
+    #[serde(
+        default = "default_reconnect_window",
+        skip_serializing_if = "is_default_reconnect_window",
+        with = "humantime_serde"
+    )]
+    pub reconnect_window: Duration,
     /// Signed playback URLs (`/t/<token>/<provider>/...`): with keys, every playback
     /// request for this provider needs a token signed with one of them (the first signs
     /// new URLs; a second stays valid while rotating). None: playback is open.
@@ -55,6 +65,18 @@ fn enabled() -> bool {
     true
 }
 
+/// The default `reconnect_window`: OBS retries after 2 s, doubling; 30 s covers its
+/// first four tries.
+pub const DEFAULT_RECONNECT_WINDOW: Duration = Duration::from_secs(30);
+
+fn default_reconnect_window() -> Duration {
+    DEFAULT_RECONNECT_WINDOW
+}
+
+fn is_default_reconnect_window(window: &Duration) -> bool {
+    *window == DEFAULT_RECONNECT_WINDOW
+}
+
 impl Default for ProviderConfig {
     fn default() -> Self {
         Self {
@@ -63,6 +85,7 @@ impl Default for ProviderConfig {
             format: None,
             low_latency: true,
             archive_after: None,
+            reconnect_window: DEFAULT_RECONNECT_WINDOW,
             playback_keys: Vec::new(),
             stream_keys: BTreeMap::new(),
             srt_passphrase: None,
@@ -79,6 +102,7 @@ impl std::fmt::Debug for ProviderConfig {
             .field("format", &self.format)
             .field("low_latency", &self.low_latency)
             .field("archive_after", &self.archive_after)
+            .field("reconnect_window", &self.reconnect_window)
             .field("playback_keys", &self.playback_keys.len())
             .field("stream_keys", &self.stream_keys.keys().collect::<Vec<_>>())
             .field("hooks", &self.hooks)
@@ -172,6 +196,13 @@ pub(crate) fn validate(providers: &[ProviderConfig]) -> Result<(), Invalid> {
             return Err((
                 format!("providers[{i}].stream_key"),
                 "must be at least 8 characters, without & ? / or spaces".into(),
+            ));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(24 * 3600)).contains(&p.reconnect_window)
+        {
+            return Err((
+                format!("providers[{i}].reconnect_window"),
+                "must be between 1s and 24h".into(),
             ));
         }
         validate_stream_keys(i, p)?;

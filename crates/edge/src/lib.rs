@@ -22,6 +22,7 @@ pub mod carried;
 pub mod control;
 pub mod control_endpoint;
 mod disk;
+pub mod drain;
 mod flight;
 mod http_client;
 mod lifetime;

@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use streamcdn_providers::hooks::{Event, Hook};
+use streamcdn_providers::Providers;
 use streamcdn_recording::{Recording, RecordingStore};
 use streamcdn_registry::{NodeRecord, Registry, StreamRecord, StreamState};
 use streamcdn_urls::authority::Authority;
@@ -22,6 +24,12 @@ pub const ENDED_RECORD_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// cluster only after this long without a new segment, so a publisher reconnecting
 /// through the load balancer can still continue it.
 const ORPHAN_GRACE: Duration = Duration::from_secs(60);
+/// Storage is swept for orphans and expired interruptions this often.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// A publisher reconnecting while the server that holds its stream is being drained
+/// waits at most this long for that server to make the recording durable and let go.
+const HANDOFF_WAIT: Duration = Duration::from_secs(5);
+const HANDOFF_POLL: Duration = Duration::from_millis(100);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Ended recordings on the cluster's storage are announced again this often, well
 /// within [`ENDED_RECORD_TTL`], and at start (the in-process registry starts empty).
@@ -59,29 +67,64 @@ impl Cluster {
     }
 
     /// Decides whether this server may take a publisher of `provider/stream`. A record
-    /// naming another server is only overridden when that server is dead: its lease is
-    /// gone or its origin refuses connections (killed, its lease not yet expired).
+    /// naming another server is only overridden when that server is dead (its lease is
+    /// gone or its origin refuses connections: killed, its lease not yet expired) or
+    /// has let the stream go while being drained (an `interrupted` record). A publisher
+    /// that comes while its server is still draining waits for it to let go.
     pub async fn claim(&self, provider: &str, stream: &str) -> Claim {
+        let waited = tokio::time::Instant::now();
+        loop {
+            match self.claim_once(provider, stream).await {
+                Err(holder) if waited.elapsed() < HANDOFF_WAIT => {
+                    tracing::debug!(
+                        provider,
+                        stream,
+                        holder,
+                        "waiting for a draining server to let the stream go"
+                    );
+                    tokio::time::sleep(HANDOFF_POLL).await;
+                }
+                Err(holder) => return Claim::HeldBy(holder),
+                Ok(claim) => return claim,
+            }
+        }
+    }
+
+    /// One look at the registry: the claim, or `Err(holder)` while a server being
+    /// drained still holds the stream.
+    async fn claim_once(&self, provider: &str, stream: &str) -> Result<Claim, String> {
         let record = match self.registry.stream(provider, stream).await {
             Ok(Some(record)) => record,
-            Ok(None) => return Claim::Fresh,
+            Ok(None) => return Ok(Claim::Fresh),
             Err(e) => {
                 // Publishing must not depend on the registry being up; announcing
                 // catches up when it is back.
                 tracing::warn!(error = %e, "registry unavailable; starting a new recording");
-                return Claim::Fresh;
+                return Ok(Claim::Fresh);
             }
         };
-        if record.state != StreamState::Live || record.node == self.node.id {
-            return Claim::Fresh;
+        if record.state == StreamState::Interrupted && record.cluster == self.node.cluster {
+            tracing::info!(
+                provider,
+                stream,
+                drained = record.node,
+                recording = record.recording_id,
+                "continuing a stream interrupted by the drain of its server"
+            );
+            return Ok(Claim::Continue(record.recording_id));
         }
-        let alive = match self.registry.node(&record.node).await {
-            Ok(Some(node)) => reachable(&node.origin).await,
-            Ok(None) => false,
-            Err(_) => reachable(&record.origin).await,
+        if record.state != StreamState::Live || record.node == self.node.id {
+            return Ok(Claim::Fresh);
+        }
+        let (alive, draining) = match self.registry.node(&record.node).await {
+            Ok(Some(node)) => (reachable(&node.origin).await, node.draining),
+            Ok(None) => (false, false),
+            Err(_) => (reachable(&record.origin).await, false),
         };
-        if alive {
-            Claim::HeldBy(record.node)
+        if alive && draining && record.cluster == self.node.cluster {
+            Err(record.node)
+        } else if alive {
+            Ok(Claim::HeldBy(record.node))
         } else if record.cluster == self.node.cluster {
             tracing::info!(
                 provider,
@@ -90,11 +133,35 @@ impl Cluster {
                 recording = record.recording_id,
                 "taking over a stream from a dead server"
             );
-            Claim::Continue(record.recording_id)
+            Ok(Claim::Continue(record.recording_id))
         } else {
-            Claim::Fresh
+            Ok(Claim::Fresh)
         }
     }
+}
+
+/// `on_recording_ended` for `recording`, as the server `node` sends it.
+pub fn recording_ended_event(recording: &Recording, node: &str) -> Event {
+    let ended_at = recording.ended_at.clone().unwrap_or_default();
+    let mut event = Event::new(
+        Hook::OnRecordingEnded,
+        &recording.provider,
+        &recording.stream,
+        &recording.recording_id,
+        streamcdn_recording::clock::format_time(std::time::SystemTime::now()),
+        &ended_at,
+    );
+    event.node = recording.node.clone().or_else(|| Some(node.to_owned()));
+    event.started_at = Some(recording.started_at.clone());
+    event.ended_at = Some(ended_at);
+    event.duration_secs = Some(recording.duration_secs());
+    event.segments = Some(recording.segments.len() as u64);
+    event.bytes = Some(recording.segments.iter().map(|s| s.bytes).sum());
+    event.playback = Some(format!(
+        "/{}/{}/{}/index.m3u8",
+        recording.provider, recording.stream, recording.recording_id
+    ));
+    event
 }
 
 /// Whether something accepts TCP connections at an `http://host[:port]` origin.
@@ -127,12 +194,15 @@ struct Announced {
 
 impl Announced {
     fn apply(&mut self, event: StreamEvent) {
-        let (StreamEvent::Live(r) | StreamEvent::Ended(r)) = event;
+        let (StreamEvent::Live(r) | StreamEvent::Ended(r) | StreamEvent::Interrupted(r)) = event;
         self.current.insert(key_of(&r), r);
     }
 
-    fn any_live(&self) -> bool {
-        self.current.values().any(|r| r.is_live())
+    /// Whether a stream still has its publisher here (not ended, not interrupted).
+    fn any_publishing(&self) -> bool {
+        self.current
+            .values()
+            .any(|r| r.is_live() && r.interrupted_at.is_none())
     }
 }
 
@@ -140,6 +210,7 @@ impl Announced {
 pub async fn run_announcer(
     cluster: Cluster,
     store: RecordingStore,
+    providers: Providers,
     mut events: StreamEvents,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -160,12 +231,12 @@ pub async fn run_announcer(
             }
         }
         sync_streams(&cluster, &mut announced).await;
-        if last_sweep.elapsed() > ORPHAN_GRACE / 2 {
+        if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = tokio::time::Instant::now();
-            sweep_orphans(&cluster, &store).await;
+            sweep_orphans(&cluster, &store, &providers).await;
         }
         tokio::select! {
-            _ = tokio::time::sleep(refresh) => {}
+            _ = tokio::time::sleep(refresh.min(SWEEP_EVERY)) => {}
             Some(event) = events.recv() => {
                 announced.apply(event);
                 while let Ok(event) = events.try_recv() {
@@ -177,7 +248,7 @@ pub async fn run_announcer(
     }
     // Publishers are being finished by the RTMP server; announce their end as it comes.
     let grace = tokio::time::Instant::now() + Duration::from_secs(5);
-    while announced.any_live() {
+    while announced.any_publishing() {
         match tokio::time::timeout_at(grace, events.recv()).await {
             Ok(Some(event)) => announced.apply(event),
             Ok(None) | Err(_) => break,
@@ -191,7 +262,28 @@ pub async fn run_announcer(
 async fn sync_streams(cluster: &Cluster, announced: &mut Announced) {
     let mut done = Vec::new();
     for (key, recording) in &announced.current {
-        let result = if recording.is_live() {
+        let interrupted = recording.is_live() && recording.interrupted_at.is_some();
+        let result = if interrupted {
+            // Another server may take it now, without waiting for a lease to expire.
+            let next = cluster.record(recording, StreamState::Interrupted);
+            let outcome = match announced.live.get(key) {
+                Some(previous) => cluster
+                    .registry
+                    .transition(previous, &next, ENDED_RECORD_TTL)
+                    .await
+                    .map(drop),
+                None => cluster.registry.announce(&next, ENDED_RECORD_TTL).await,
+            };
+            if outcome.is_ok() {
+                tracing::info!(
+                    provider = key.0,
+                    stream = key.1,
+                    "announced the stream interrupted: another server of the cluster may continue it"
+                );
+                done.push(key.clone());
+            }
+            outcome
+        } else if recording.is_live() {
             let record = cluster.record(recording, StreamState::Live);
             let outcome = cluster.registry.announce(&record, cluster.lease).await;
             if outcome.is_ok() {
@@ -271,13 +363,17 @@ async fn announce_stored(
     Ok(ended.len())
 }
 
-/// Ends recordings of this cluster whose server died and whose publisher never came
-/// back, so they do not look live forever.
-async fn sweep_orphans(cluster: &Cluster, store: &RecordingStore) {
+/// Ends recordings of this cluster whose server died, or was drained, and whose
+/// publisher never came back, so they do not look live forever.
+async fn sweep_orphans(cluster: &Cluster, store: &RecordingStore, providers: &Providers) {
     let Ok(recordings) = store.all().await else {
         return;
     };
     for (dir, recording) in recordings {
+        if recording.is_live() && recording.interrupted_at.is_some() {
+            end_if_abandoned(cluster, store, providers, &dir, &recording).await;
+            continue;
+        }
         let Some(owner) = recording
             .node
             .clone()
@@ -319,5 +415,213 @@ async fn sweep_orphans(cluster: &Cluster, store: &RecordingStore) {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot repair an orphaned recording")
             }
         }
+    }
+}
+
+/// Ends a recording interrupted by a drain once its provider's reconnect window has
+/// passed with no publisher back: its record turns `ended` (compare-and-set, so of the
+/// servers of the cluster that notice, one does it), then its journal, then
+/// `on_recording_ended`, once.
+async fn end_if_abandoned(
+    cluster: &Cluster,
+    store: &RecordingStore,
+    providers: &Providers,
+    dir: &std::path::Path,
+    recording: &Recording,
+) {
+    let window = providers.reconnect_window(&recording.provider);
+    if store.quiet_for(dir).await.is_none_or(|q| q <= window) {
+        return;
+    }
+    let ended = cluster.record(recording, StreamState::Ended);
+    let won = match cluster
+        .registry
+        .stream(&recording.provider, &recording.stream)
+        .await
+    {
+        Ok(Some(r)) if r.recording_id == recording.recording_id => match r.state {
+            StreamState::Interrupted => {
+                match cluster
+                    .registry
+                    .transition(&r, &ended, ENDED_RECORD_TTL)
+                    .await
+                {
+                    Ok(won) => won,
+                    Err(_) => return,
+                }
+            }
+            // Continued (its journal is being reopened), or ended by another server
+            // of the cluster a moment ago: not ours to end.
+            _ => return,
+        },
+        // No record (a registry that lost it), or one of a newer recording: the
+        // journal decides alone.
+        Ok(_) => true,
+        Err(_) => return,
+    };
+    if !won {
+        return;
+    }
+    match store.repair(dir).await {
+        Ok(true) => {
+            metrics::counter!("streamcdn_ingest_interruptions_expired_total").increment(1);
+            tracing::info!(
+                provider = recording.provider,
+                stream = recording.stream,
+                recording = recording.recording_id,
+                window_secs = window.as_secs_f64(),
+                "no publisher came back within the reconnect window; the recording is ended"
+            );
+            if let Ok(now_ended) = store.load_dir(dir.to_owned()).await {
+                if let Err(e) = cluster
+                    .registry
+                    .announce_recording(
+                        &cluster.record(&now_ended, StreamState::Ended),
+                        ENDED_RECORD_TTL,
+                    )
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot announce the ended recording");
+                }
+                providers
+                    .hooks()
+                    .notify(recording_ended_event(&now_ended, &cluster.node.id));
+            }
+        }
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot end an interrupted recording")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use streamcdn_config::{ProviderConfig, SegmentFormat};
+    use streamcdn_recording::{JournalWriter, SegmentEntry};
+
+    const LEASE: Duration = Duration::from_secs(10);
+
+    fn member(registry: &Registry, id: &str, origin: &str) -> Cluster {
+        Cluster {
+            registry: registry.clone(),
+            node: NodeRecord::ingest(id, "c", origin),
+            lease: LEASE,
+        }
+    }
+
+    fn recording(id: &str) -> Recording {
+        let mut r = Recording::new("p", "s", id, SegmentFormat::Fmp4, "t0".into(), 2.0);
+        r.node = Some("a".into());
+        r
+    }
+
+    #[tokio::test]
+    async fn a_stream_a_draining_server_lets_go_is_continued_at_once() {
+        let registry = Registry::memory();
+        // `a` is alive (its origin accepts connections) and draining.
+        let origin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = member(
+            &registry,
+            "a",
+            &format!("http://{}", origin.local_addr().unwrap()),
+        );
+        let b = member(&registry, "b", "http://127.0.0.1:9");
+        let mut draining = a.node.clone();
+        draining.draining = true;
+        registry.register_node(&draining, LEASE).await.unwrap();
+        let live = a.record(&recording("r1"), StreamState::Live);
+        registry.announce(&live, LEASE).await.unwrap();
+
+        // A publisher at `b` waits while `a` makes the recording durable and lets go.
+        let letting_go = {
+            let (registry, live) = (registry.clone(), live.clone());
+            let interrupted = a.record(&recording("r1"), StreamState::Interrupted);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                assert!(registry
+                    .transition(&live, &interrupted, LEASE)
+                    .await
+                    .unwrap());
+            })
+        };
+        let asked = tokio::time::Instant::now();
+        assert_eq!(b.claim("p", "s").await, Claim::Continue("r1".into()));
+        assert!(asked.elapsed() >= Duration::from_millis(300));
+        assert!(asked.elapsed() < HANDOFF_WAIT);
+        letting_go.await.unwrap();
+        // The drained server itself, restarted, continues it as well.
+        assert_eq!(a.claim("p", "s").await, Claim::Continue("r1".into()));
+        // A live server that is not draining keeps its stream.
+        registry.announce(&live, LEASE).await.unwrap();
+        registry.register_node(&a.node, LEASE).await.unwrap();
+        assert_eq!(b.claim("p", "s").await, Claim::HeldBy("a".into()));
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_interruption_is_ended_once_by_whichever_server_sweeps_first() {
+        let root = std::env::temp_dir().join(format!("streamcdn-abandoned-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let store = RecordingStore::open(&root).unwrap();
+        let registry = Registry::memory();
+        let (a, b) = (
+            member(&registry, "a", "http://127.0.0.1:9"),
+            member(&registry, "b", "http://127.0.0.1:9"),
+        );
+        let provider = ProviderConfig {
+            name: "p".into(),
+            stream_key: "secret-key".into(),
+            reconnect_window: Duration::ZERO,
+            ..ProviderConfig::default()
+        };
+        let providers = Providers::new(&[provider], Duration::from_secs(300), registry.clone());
+        let mut writer = store.create(recording("r1")).await.unwrap();
+        writer.append_part("000000.m4s", b"abc").unwrap();
+        writer
+            .add_written_segment(SegmentEntry {
+                sequence: 1,
+                file: "000000.m4s".into(),
+                duration_secs: 2.0,
+                program_date_time: "t1".into(),
+                bytes: 3,
+                discontinuity: false,
+                init: None,
+            })
+            .unwrap();
+        writer.interrupt("t2".into()).unwrap();
+        registry
+            .announce(&a.record(&recording("r1"), StreamState::Interrupted), LEASE)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (dir, seen) = store.all().await.unwrap().pop().unwrap();
+        assert!(seen.is_live() && seen.interrupted_at.is_some());
+
+        // Both servers saw it interrupted; `b` sweeps first.
+        end_if_abandoned(&b, &store, &providers, &dir, &seen).await;
+        end_if_abandoned(&a, &store, &providers, &dir, &seen).await;
+        let record = registry.stream("p", "s").await.unwrap().unwrap();
+        assert_eq!(record.state, StreamState::Ended);
+        assert_eq!(record.node, "b", "the first sweeper's end stands");
+        let ended = store.load_dir(dir.clone()).await.unwrap();
+        assert!(!ended.is_live());
+        assert_eq!(ended.ended_at.as_deref(), Some("t1"));
+
+        // Within the window nothing is ended.
+        let patient = Providers::new(
+            &[ProviderConfig {
+                name: "p".into(),
+                stream_key: "secret-key".into(),
+                ..ProviderConfig::default()
+            }],
+            Duration::from_secs(300),
+            registry.clone(),
+        );
+        let (_, mut writer) = JournalWriter::reopen(&dir, "b").unwrap();
+        writer.interrupt("t3".into()).unwrap();
+        let again = store.load_dir(dir.clone()).await.unwrap();
+        end_if_abandoned(&a, &store, &patient, &dir, &again).await;
+        assert!(store.load_dir(dir).await.unwrap().is_live());
     }
 }

@@ -1,5 +1,5 @@
 //! What the hub tells the rest of the ingest (the registry announcer) about streams:
-//! a recording went live, a recording ended. Consumers hold a receiver, not the hub.
+//! a recording went live, ended, or was interrupted by a drain. Consumers hold a receiver, not the hub.
 
 use std::sync::Arc;
 
@@ -12,6 +12,9 @@ pub enum StreamEvent {
     Live(Arc<Recording>),
     /// The recording's publisher stopped; the recording is as it ended.
     Ended(Arc<Recording>),
+    /// The publisher left while this server was being drained: the recording is durable
+    /// and stays live (`interrupted_at` set) for another server to continue.
+    Interrupted(Arc<Recording>),
 }
 
 /// The hub's events, in the order they happened. Unbounded: one event per publish

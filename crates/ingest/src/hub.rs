@@ -398,6 +398,22 @@ impl LiveStream {
         let _ = self.events.send(StreamEvent::Ended(ended));
     }
 
+    /// The publisher left a server being drained: the recording stays live, marked
+    /// interrupted (no playlist of it ends), until another server continues it.
+    pub(crate) fn mark_interrupted(&self, at: String) {
+        {
+            let mut state = self.write();
+            Arc::make_mut(&mut state.recording).interrupted_at = Some(at);
+        }
+        self.updates.send_modify(|n| *n += 1);
+    }
+
+    /// Tells the announcer, once the interrupted recording is durable, that another
+    /// server may take it.
+    pub(crate) fn report_interrupted(&self) {
+        let _ = self.events.send(StreamEvent::Interrupted(self.recording()));
+    }
+
     /// An init segment on durable storage is served from there; its memory copy only
     /// bridged the time until it was written.
     pub(crate) fn release_object(&self, file: &str) {

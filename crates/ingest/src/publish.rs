@@ -9,15 +9,21 @@ use streamcdn_providers::hooks::{Event, Hook};
 use streamcdn_recording::clock::format_time;
 use streamcdn_recording::Recording;
 
+use crate::cluster::recording_ended_event;
 use crate::hub::{PublishError, StreamHub};
 use crate::publisher::Publisher;
 
-/// Ends a publish that `hub` began at `published_at` for `peer`.
+/// Ends a publish that `hub` began at `published_at` for `peer`: `on_unpublish` at once,
+/// the recording made durable, then `on_recording_ended` (hooks go out in the
+/// background). On a server being drained (`interrupted`), the recording is made durable
+/// but not ended: no `on_recording_ended`; another server continues it, or the cluster
+/// ends it once its reconnect window has passed.
 pub(crate) async fn finish(
     publisher: Publisher,
     hub: &StreamHub,
     peer: SocketAddr,
     published_at: &str,
+    interrupted: bool,
 ) {
     let stream = publisher.stream().clone();
     let ended_at = format_time(SystemTime::now());
@@ -29,6 +35,20 @@ pub(crate) async fn finish(
     gone.duration_secs = streamcdn_recording::clock::seconds_since(published_at);
     hub.hooks().notify(gone);
 
+    if interrupted {
+        publisher.interrupt().await;
+        metrics::gauge!("streamcdn_live_streams").decrement(1.0);
+        metrics::counter!("streamcdn_ingest_streams_interrupted_total").increment(1);
+        let recording = stream.recording();
+        tracing::info!(
+            provider = recording.provider,
+            stream = recording.stream,
+            recording = recording.recording_id,
+            segments = recording.segments.len(),
+            "publish interrupted by the drain; the recording stays live for another server to continue"
+        );
+        return;
+    }
     publisher.finish().await;
     metrics::gauge!("streamcdn_live_streams").decrement(1.0);
     let recording = stream.recording();
@@ -38,24 +58,8 @@ pub(crate) async fn finish(
         segments = recording.segments.len(),
         "publish ended; recording complete"
     );
-    let ended_at = recording.ended_at.clone().unwrap_or_default();
-    let mut ended = hook_event(
-        Hook::OnRecordingEnded,
-        &recording,
-        hub,
-        format_time(SystemTime::now()),
-        &ended_at,
-    );
-    ended.started_at = Some(recording.started_at.clone());
-    ended.ended_at = Some(ended_at);
-    ended.duration_secs = Some(recording.duration_secs());
-    ended.segments = Some(recording.segments.len() as u64);
-    ended.bytes = Some(recording.segments.iter().map(|s| s.bytes).sum());
-    ended.playback = Some(format!(
-        "/{}/{}/{}/index.m3u8",
-        recording.provider, recording.stream, recording.recording_id
-    ));
-    hub.hooks().notify(ended);
+    hub.hooks()
+        .notify(recording_ended_event(&recording, hub.node_id()));
 }
 
 /// A hook's event for `recording`, from this server.

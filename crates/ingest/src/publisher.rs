@@ -317,6 +317,24 @@ impl Publisher {
     }
 }
 
+impl Publisher {
+    /// Like [`Self::finish`], but the recording stays live, marked interrupted: the
+    /// publisher left a server being drained and continues through another. The last
+    /// segment is flushed and durable before the registry hears of it.
+    pub async fn interrupt(mut self) {
+        let events = self.segmenter.finish();
+        self.handle(events).await;
+        let at = format_time(SystemTime::now());
+        self.stream.mark_interrupted(at.clone());
+        self.finished = true;
+        let (done, recorded) = oneshot::channel();
+        if self.recorder.send(WriteJob::Interrupt { at, done }).await {
+            let _ = recorded.await;
+        }
+        self.stream.report_interrupted();
+    }
+}
+
 impl Drop for Publisher {
     fn drop(&mut self) {
         // A publisher dropped without `finish` (its task was cancelled) must not leave

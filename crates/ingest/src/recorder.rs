@@ -41,6 +41,12 @@ pub(crate) enum WriteJob {
         ended_at: String,
         done: oneshot::Sender<()>,
     },
+    /// The publisher left a server being drained: the journal says interrupted (still
+    /// live), then `done`.
+    Interrupt {
+        at: String,
+        done: oneshot::Sender<()>,
+    },
 }
 
 enum Message {
@@ -154,7 +160,7 @@ fn run(mut messages: mpsc::Receiver<Message>) {
                 streams.insert(id, (writer, stream));
             }
             Message::Job { id, job } => {
-                let ended = matches!(job, WriteJob::End { .. });
+                let ended = matches!(job, WriteJob::End { .. } | WriteJob::Interrupt { .. });
                 if let Some((writer, stream)) = streams.get_mut(&id) {
                     write(writer, stream, job);
                 }
@@ -197,6 +203,12 @@ fn write(writer: &mut JournalWriter, stream: &Arc<LiveStream>, job: WriteJob) {
         WriteJob::End { ended_at, done } => {
             let result = writer.end(ended_at);
             // Written as far as storage allowed: the stream is served from there now.
+            stream.retire();
+            let _ = done.send(());
+            result
+        }
+        WriteJob::Interrupt { at, done } => {
+            let result = writer.interrupt(at);
             stream.retire();
             let _ = done.send(());
             result

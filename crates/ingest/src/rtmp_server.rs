@@ -38,21 +38,38 @@ pub struct RtmpSettings {
     pub read_interval: Duration,
 }
 
-/// Accepts publishers until `shutdown` flips to true, then lets open sessions finish
-/// their segments and returns.
+/// When the server is asked to stop: `drain` flips to true first (the listener closes
+/// at once, so the load balancer's health check sends new publishers elsewhere; open
+/// sessions are asked to reconnect where the client supports it), then `shutdown`
+/// (every session still open is closed).
+#[derive(Debug, Clone)]
+pub struct Stop {
+    pub drain: watch::Receiver<bool>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Stop {
+    fn draining(&self) -> bool {
+        *self.drain.borrow()
+    }
+}
+
+/// Accepts publishers until the server drains, then lets open sessions go on until
+/// their publishers leave or shutdown, and returns. A publish that ends while the
+/// server drains is interrupted, not ended (see [`Publisher::interrupt`]).
 pub async fn serve(
     listener: TcpListener,
     hub: Arc<StreamHub>,
     recorder: Recorder,
     settings: RtmpSettings,
-    shutdown: watch::Receiver<bool>,
+    stop: Stop,
 ) {
     serve_wrapped(
         listener,
         hub,
         recorder,
         settings,
-        shutdown,
+        stop,
         |socket| async move { Ok::<_, std::io::Error>(socket) },
     )
     .await;
@@ -65,7 +82,7 @@ pub async fn serve_wrapped<W, Fut, S>(
     hub: Arc<StreamHub>,
     recorder: Recorder,
     settings: RtmpSettings,
-    mut shutdown: watch::Receiver<bool>,
+    stop: Stop,
     wrap: W,
 ) where
     W: Fn(TcpStream) -> Fut + Clone + Send + 'static,
@@ -78,7 +95,12 @@ pub async fn serve_wrapped<W, Fut, S>(
         interval: settings.read_interval,
     };
     let mut sessions = tokio::task::JoinSet::new();
+    let mut drain = stop.drain.clone();
+    let mut shutdown = stop.shutdown.clone();
     loop {
+        if stop.draining() {
+            break;
+        }
         let (socket, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -88,6 +110,7 @@ pub async fn serve_wrapped<W, Fut, S>(
                     continue;
                 }
             },
+            Ok(()) = drain.changed() => continue,
             _ = shutdown.changed() => break,
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
@@ -95,7 +118,7 @@ pub async fn serve_wrapped<W, Fut, S>(
             continue;
         };
         let _ = socket.set_nodelay(true);
-        let (hub, settings, shutdown) = (hub.clone(), settings.clone(), shutdown.clone());
+        let (hub, settings, stop) = (hub.clone(), settings.clone(), stop.clone());
         let recorder = recorder.clone();
         let wrap = wrap.clone();
         sessions.spawn(
@@ -104,8 +127,7 @@ pub async fn serve_wrapped<W, Fut, S>(
                 match tokio::time::timeout(settings.idle_timeout, wrap(socket)).await {
                     Ok(Ok(stream)) => {
                         if let Err(reason) =
-                            run_session(stream, peer, hub, recorder, pacer, settings, shutdown)
-                                .await
+                            run_session(stream, peer, hub, recorder, pacer, settings, stop).await
                         {
                             tracing::info!(%reason, "RTMP session closed");
                         }
@@ -125,6 +147,14 @@ pub async fn serve_wrapped<W, Fut, S>(
             .instrument(tracing::info_span!("rtmp", %peer)),
         );
         while sessions.try_join_next().is_some() {}
+    }
+    // Closed now: connections are refused, and the load balancer's check fails.
+    drop(listener);
+    if stop.draining() {
+        tracing::info!(
+            sessions = sessions.len(),
+            "draining: no new publishers; asking the open sessions to reconnect elsewhere"
+        );
     }
     while sessions.join_next().await.is_some() {}
 }
@@ -161,8 +191,11 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
     recorder: Recorder,
     pacer: ReadPacer,
     settings: RtmpSettings,
-    mut shutdown: watch::Receiver<bool>,
+    stop: Stop,
 ) -> Result<(), String> {
+    let (mut drain, mut shutdown) = (stop.drain.clone(), stop.shutdown.clone());
+    // Whether this session has been asked to reconnect (or the drain has been seen).
+    let mut told_to_go = false;
     let limits = SessionLimits {
         max_message_len: settings.max_message_size,
     };
@@ -178,6 +211,28 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
     tokio::pin!(idle);
     let mut last_read = Instant::now();
     let result = loop {
+        if !told_to_go && stop.draining() {
+            told_to_go = true;
+            if publisher.is_some()
+                && session.request_reconnect("the server is being restarted; reconnect to go on")
+            {
+                metrics::counter!("streamcdn_rtmp_reconnect_requests_total").increment(1);
+                tracing::info!(
+                    "asked the publisher to reconnect (Enhanced RTMP reconnect request)"
+                );
+                let out = session.take_output();
+                if let Err(e) = socket.write_all(&out).await {
+                    break Err(format!("write error: {e}"));
+                }
+            } else if publisher.is_some() {
+                tracing::info!(
+                    "the publisher cannot be asked to reconnect; it stays until node.drain_timeout"
+                );
+            } else {
+                // Not publishing (yet): nothing to lose, and this server takes no new one.
+                break Ok(());
+            }
+        }
         let read = tokio::select! {
             read = socket.read_buf(session.input_buffer(READ_ROOM)) => read,
             () = &mut idle => {
@@ -188,6 +243,7 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
                 idle.as_mut().reset(quiet_until);
                 continue;
             }
+            Ok(()) = drain.changed(), if !told_to_go => continue,
             _ = shutdown.changed() => break Ok(()),
         };
         let n = match read {
@@ -266,7 +322,7 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 SessionEvent::PublishFinished => {
                     if let Some(p) = publisher.take() {
-                        finish(p, &hub, peer, &published_at).await;
+                        finish(p, &hub, peer, &published_at, stop.draining()).await;
                     }
                 }
                 SessionEvent::UnknownCommand(name) => {
@@ -299,13 +355,11 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
     };
     bytes_in.increment(bytes_in_unreported);
     if let Some(p) = publisher.take() {
-        finish(p, &hub, peer, &published_at).await;
+        finish(p, &hub, peer, &published_at, stop.draining()).await;
     }
     result
 }
 
-/// Ends a publish: `on_unpublish` at once, the recording made durable, then
-/// `on_recording_ended` (both in the background: nothing here waits for a hook).
 #[cfg(test)]
 mod tests {
     use super::*;

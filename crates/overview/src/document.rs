@@ -255,6 +255,7 @@ mod tests {
             addresses: Default::default(),
             load: Default::default(),
             capacity: None,
+            draining: false,
         }
     }
 

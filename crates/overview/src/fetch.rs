@@ -220,6 +220,7 @@ mod tests {
             },
             load: Default::default(),
             capacity: None,
+            draining: false,
         }
     }
 

@@ -278,6 +278,14 @@ impl Providers {
         Ok(had)
     }
 
+    /// How long a stream of `provider` interrupted by a drain waits for its publisher.
+    pub fn reconnect_window(&self, provider: &str) -> Duration {
+        self.get(provider)
+            .map_or(streamcdn_config::DEFAULT_RECONNECT_WINDOW, |p| {
+                p.reconnect_window
+            })
+    }
+
     /// The delay the configuration gives `provider` (before any change through the API).
     pub fn configured_archive_after(&self, provider: &str) -> Duration {
         self.get(provider)

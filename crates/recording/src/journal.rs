@@ -77,6 +77,12 @@ pub struct Recording {
     pub started_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<String>,
+    /// Set while the recording is live but has no publisher because its server was
+    /// drained: the last segment is durable and the recording waits to be continued
+    /// (or ended once its reconnect window has passed). A restart of the server does
+    /// not end it, as it would one a crash left live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interrupted_at: Option<String>,
     pub target_duration_secs: f64,
     pub codecs: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -111,6 +117,7 @@ impl Recording {
             state: RecordingState::Live,
             started_at,
             ended_at: None,
+            interrupted_at: None,
             target_duration_secs,
             codecs: Vec::new(),
             resolution: None,
@@ -233,6 +240,7 @@ impl JournalWriter {
         for r in [&mut recording, &mut on_disk] {
             r.state = RecordingState::Live;
             r.ended_at = None;
+            r.interrupted_at = None;
             r.node = Some(node.to_owned());
         }
         write_journal(dir, &on_disk)?;
@@ -324,6 +332,13 @@ impl JournalWriter {
         self.on_disk.ended_at = Some(ended_at);
         write_journal(&self.dir, &self.on_disk)
     }
+
+    /// The publisher left a server being drained: the recording stays live, marked
+    /// interrupted, for another server to continue (see [`Recording::interrupted_at`]).
+    pub fn interrupt(&mut self, at: String) -> std::io::Result<()> {
+        self.on_disk.interrupted_at = Some(at);
+        write_journal(&self.dir, &self.on_disk)
+    }
 }
 
 /// After a crash of server `node`: marks the recordings it left `live` as ended at
@@ -338,6 +353,10 @@ pub fn recover(root: &Path, node: &str) -> std::io::Result<usize> {
             continue;
         };
         if head.node.as_deref().is_some_and(|n| n != node) {
+            continue;
+        }
+        // Left open by a drain, not a crash: continued or ended by the cluster.
+        if head.is_live() && head.interrupted_at.is_some() {
             continue;
         }
         repaired += usize::from(repair(&dir)?);
@@ -365,6 +384,7 @@ pub fn repair(dir: &Path) -> std::io::Result<bool> {
         return Ok(false);
     }
     on_disk.state = RecordingState::Ended;
+    on_disk.interrupted_at = None;
     on_disk.ended_at = Some(recording.segments.last().map_or_else(
         || recording.started_at.clone(),
         |s| s.program_date_time.clone(),
@@ -482,6 +502,48 @@ mod tests {
             ]
         );
         assert_eq!(recover(&root, "n1").unwrap(), 0);
+    }
+
+    #[test]
+    fn a_recording_interrupted_by_a_drain_survives_recovery_until_continued() {
+        let root = temp_dir("interrupted");
+        let dir = recording_dir(&root, "p", "s", "r1");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut rec = Recording::new("p", "s", "r1", SegmentFormat::Fmp4, "t0".into(), 2.0);
+        rec.node = Some("n1".into());
+        let mut writer = JournalWriter::create(&dir, &rec).unwrap();
+        writer.append_part("000000.m4s", b"abc").unwrap();
+        writer
+            .add_written_segment(SegmentEntry {
+                sequence: 0,
+                file: "000000.m4s".into(),
+                duration_secs: 1.2,
+                program_date_time: "t1".into(),
+                bytes: 3,
+                discontinuity: false,
+                init: None,
+            })
+            .unwrap();
+        writer.interrupt("t2".into()).unwrap();
+        // The drained server restarts: not a crash, the recording stays live.
+        assert_eq!(recover(&root, "n1").unwrap(), 0);
+        let head = read_journal_head(&dir).unwrap();
+        assert!(head.is_live());
+        assert_eq!(head.interrupted_at.as_deref(), Some("t2"));
+        // Another server continues it: live, no longer interrupted, its writer.
+        let (continued, _writer) = JournalWriter::reopen(&dir, "n2").unwrap();
+        assert!(continued.is_live() && continued.interrupted_at.is_none());
+        assert_eq!(continued.segments.len(), 1);
+        assert!(read_journal_head(&dir).unwrap().interrupted_at.is_none());
+        // Interrupted again and never continued: ending it clears the mark.
+        let (_, mut writer) = JournalWriter::reopen(&dir, "n2").unwrap();
+        writer.interrupt("t3".into()).unwrap();
+        assert!(repair(&dir).unwrap());
+        let ended = read_journal(&dir).unwrap();
+        assert_eq!(ended.state, RecordingState::Ended);
+        assert_eq!(ended.ended_at.as_deref(), Some("t1"));
+        assert!(ended.interrupted_at.is_none());
+        assert!(!repair(&dir).unwrap(), "ended once");
     }
 
     #[test]

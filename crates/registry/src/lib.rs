@@ -52,6 +52,10 @@ pub struct NodeRecord {
     /// not stated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<u64>,
+    /// Being drained (SIGTERM or `POST /api/v1/drain`): it takes nothing new (no
+    /// publisher, no viewer the router could send elsewhere) and stops soon.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 /// Where a server is reached, one field per endpoint a role announces (each `None`
@@ -126,6 +130,7 @@ impl NodeRecord {
             addresses: NodeAddresses::default(),
             load: Load::default(),
             capacity: None,
+            draining: false,
         }
     }
 }
@@ -134,6 +139,10 @@ impl NodeRecord {
 #[serde(rename_all = "lowercase")]
 pub enum StreamState {
     Live,
+    /// Its server was drained while the publisher was live: the recording is durable up
+    /// to its last segment and stays open (no end, no archiving) for the publisher to
+    /// continue it on another server of the cluster, until its reconnect window passes.
+    Interrupted,
     Ended,
     /// In on-demand storage, complete and verified: served from there, not by a server.
     Archived,
@@ -627,10 +636,11 @@ impl Registry {
                 .map(|n| vec![n.origin])
                 .unwrap_or_default(),
             // Any server of the cluster reads the recording from shared storage; the
-            // announcing one first, so a single-server cluster behaves as before.
-            StreamState::Ended => {
+            // announcing one first, so a single-server cluster behaves as before, and
+            // servers being drained last.
+            StreamState::Ended | StreamState::Interrupted => {
                 let mut nodes = self.cluster_nodes(&record.cluster).await?;
-                nodes.sort_by_key(|n| n.id != record.node);
+                nodes.sort_by_key(|n| (n.draining, n.id != record.node));
                 nodes.into_iter().map(|n| n.origin).collect()
             }
             StreamState::Archived => Vec::new(),

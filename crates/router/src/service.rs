@@ -489,10 +489,36 @@ impl RouterService {
         }
     }
 
+    /// Resolves once another router of the deployment, not draining itself, is in the
+    /// node directory to answer in this one's place: a draining router answers until
+    /// then (or until its server's `drain_timeout`). With no other router at all there
+    /// is nobody to wait for.
+    pub async fn handed_over(self: Arc<Self>, us: String) {
+        loop {
+            if let Ok(nodes) = self.registry.nodes().await {
+                let mut others = nodes
+                    .iter()
+                    .filter(|n| n.roles.contains(&Role::Router) && n.id != us)
+                    .peekable();
+                if others.peek().is_none() {
+                    return;
+                }
+                if others.any(|n| !n.draining) {
+                    tracing::info!("router drained: another router answers");
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     async fn refresh(&self, nodes: &[NodeRecord]) {
         let checks = nodes.iter().map(|node| async move {
             let playback = node.addresses.playback.clone()?;
-            let healthy = check_health(&self.client, &playback).await;
+            // A draining edge is named no more (and its health check fails, which tells
+            // it routers have seen it go).
+            let answers = check_health(&self.client, &playback).await;
+            let healthy = answers && !node.draining;
             let state = EdgeState {
                 id: node.id.clone(),
                 site: node.site.clone(),

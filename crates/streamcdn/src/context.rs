@@ -41,6 +41,9 @@ pub trait Role: Send {
     fn start<'a>(self: Box<Self>, ctx: &'a mut Context) -> BoxFuture<'a, anyhow::Result<()>>;
 }
 
+/// What a role waits for, once the server drains, before it may stop.
+type DrainWait = BoxFuture<'static, ()>;
+
 /// What every role starts with, and what it leaves for the others.
 pub struct Context {
     pub config: Config,
@@ -48,6 +51,10 @@ pub struct Context {
     /// This server as the node directory lists it; roles add their addresses.
     pub node: NodeRecord,
     shutdown: watch::Sender<bool>,
+    /// Flips to `true` first when the server is asked to stop (SIGTERM, `POST
+    /// /api/v1/drain`): roles take nothing new and hand over what they have.
+    drain: watch::Sender<bool>,
+    drain_waits: Vec<(&'static str, DrainWait)>,
     tasks: JoinSet<()>,
     admin_routes: Router,
     scrape_hooks: Vec<ScrapeHook>,
@@ -150,12 +157,15 @@ impl Context {
             addresses: Default::default(),
             load: Default::default(),
             capacity: None,
+            draining: false,
         };
         Ok(Self {
             registry: open_registry(&config).await?,
             node,
             config,
             shutdown: watch::channel(false).0,
+            drain: watch::channel(false).0,
+            drain_waits: Vec::new(),
             tasks: JoinSet::new(),
             admin_routes: Router::new(),
             scrape_hooks: Vec::new(),
@@ -175,6 +185,21 @@ impl Context {
     /// Flips to `true` when the server shuts down.
     pub fn shutdown(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
+    }
+
+    /// Flips to `true` when the server starts draining, before shutdown.
+    pub fn draining(&self) -> watch::Receiver<bool> {
+        self.drain.subscribe()
+    }
+
+    /// Once the server drains, it stops when `handed_over` has resolved for every role
+    /// that registered one (or after `node.drain_timeout`). `role` names it in logs.
+    pub fn on_drain(
+        &mut self,
+        role: &'static str,
+        handed_over: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        self.drain_waits.push((role, Box::pin(handed_over)));
     }
 
     /// Runs `task` until shutdown; a task that ends early stops the server.
@@ -284,6 +309,93 @@ impl Context {
     }
 }
 
+/// The drain: announced, then each role's hand-over awaited within `node.drain_timeout`;
+/// a second signal cuts it short.
+async fn drain(ctx: &mut Context) {
+    let timeout = ctx.config.node.drain_timeout;
+    ctx.drain.send_replace(true);
+    metrics::gauge!("streamcdn_draining").set(1.0);
+    let started = tokio::time::Instant::now();
+    let roles: Vec<&str> = ctx.drain_waits.iter().map(|(role, _)| *role).collect();
+    tracing::info!(
+        ?roles,
+        timeout_secs = timeout.as_secs_f64(),
+        "draining: taking nothing new, handing over what this server has"
+    );
+    let waits = futures::future::join_all(std::mem::take(&mut ctx.drain_waits).into_iter().map(
+        |(role, wait)| async move {
+            wait.await;
+            tracing::info!(role, "drained");
+        },
+    ));
+    // Tasks that end now (a listener closed by the drain) are expected.
+    let tasks = async {
+        while ctx.tasks.join_next().await.is_some() {}
+        std::future::pending::<()>().await
+    };
+    let outcome = tokio::select! {
+        _ = waits => "every role handed over",
+        _ = tokio::time::sleep(timeout) => "node.drain_timeout elapsed",
+        _ = shutdown_signal() => "a second signal",
+        () = tasks => "the roles' tasks ended",
+    };
+    metrics::histogram!("streamcdn_drain_duration_seconds").record(started.elapsed().as_secs_f64());
+    tracing::info!(
+        outcome,
+        secs = started.elapsed().as_secs_f64(),
+        "drain over"
+    );
+}
+
+/// `POST /api/v1/drain` (admin): starts the drain (as SIGTERM does; the process exits
+/// once drained) and answers what it started.
+fn drain_route(ctx: &Context) -> Router {
+    use axum::routing::post;
+    let drain = ctx.drain.clone();
+    let node = ctx.node.clone();
+    let timeout = ctx.config.node.drain_timeout;
+    let grace = ctx.config.node.shutdown_grace;
+    Router::new().route(
+        "/api/v1/drain",
+        post(move || {
+            let started = drain.send_if_modified(|draining| !std::mem::replace(draining, true));
+            if started {
+                tracing::info!("drain requested through the admin API");
+            }
+            let roles: Vec<serde_json::Value> = node
+                .roles
+                .iter()
+                .map(|role| {
+                    serde_json::json!({
+                        "role": role,
+                        "drain": drain_action(*role),
+                    })
+                })
+                .collect();
+            let body = serde_json::json!({
+                "node": node.id,
+                "started": started,
+                "draining": true,
+                "roles": roles,
+                "drain_timeout_secs": timeout.as_secs_f64(),
+                "shutdown_grace_secs": grace.as_secs_f64(),
+            });
+            async move { (axum::http::StatusCode::ACCEPTED, axum::Json(body)) }
+        }),
+    )
+}
+
+/// What a drain does for `role`, as `POST /api/v1/drain` reports it.
+fn drain_action(role: streamcdn_registry::Role) -> &'static str {
+    use streamcdn_registry::Role as R;
+    match role {
+        R::Ingest => "RTMP listener closed (the load balancer's check fails); publishers asked to reconnect (Enhanced RTMP) or closed after drain_timeout; their streams interrupted, not ended, for another server to continue",
+        R::Edge | R::MidTier => "announced draining and /healthz 503, so routers stop naming it; viewers served until they have moved or drain_timeout",
+        R::Archiver => "no new upload; the current one finishes within drain_timeout or is abandoned for the next archiver",
+        R::Router => "announced draining; answers until another router can take over or drain_timeout",
+    }
+}
+
 /// Resolves when SIGINT or SIGTERM arrives.
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -306,10 +418,11 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-/// Starts `roles` in order, then serves until SIGINT/SIGTERM: stops accepting, lets the
-/// roles finish (segments in progress, open requests) within `node.shutdown_grace`,
-/// and withdraws the server from the node directory last. `started` runs once every
-/// role serves.
+/// Starts `roles` in order, then serves until SIGINT/SIGTERM or `POST /api/v1/drain`:
+/// drains (announced as draining, each role takes nothing new and hands over what it
+/// has, within `node.drain_timeout`), stops accepting, lets the roles finish (segments
+/// in progress, open requests) within `node.shutdown_grace`, and withdraws the server
+/// from the node directory last. `started` runs once every role serves.
 pub async fn run(
     config: Config,
     roles: Vec<Box<dyn Role>>,
@@ -343,6 +456,7 @@ pub async fn run(
             peers.clone(),
         ),
     ));
+    ctx.add_admin_routes(drain_route(&ctx));
     let admin = admin::router(
         ctx.metrics.clone(),
         std::mem::take(&mut ctx.scrape_hooks),
@@ -358,14 +472,24 @@ pub async fn run(
         ctx.node.clone(),
         ctx.config.registry.lease,
         ctx.playback.clone(),
+        ctx.drain.subscribe(),
         stopped,
     ));
     started(&ctx);
 
+    let mut drain_requested = ctx.drain.subscribe();
     tokio::select! {
+        // A drain through the API ends tasks at once (a listener closed): not a failure.
+        biased;
         _ = shutdown_signal() => {}
-        Some(_) = ctx.tasks.join_next() => bail!("a server stopped unexpectedly"),
+        _ = drain_requested.wait_for(|d| *d) => {}
+        Some(_) = ctx.tasks.join_next() => {
+            if !*ctx.drain.borrow() {
+                bail!("a server stopped unexpectedly");
+            }
+        }
     }
+    drain(&mut ctx).await;
     tracing::info!("shutting down: finishing segments in progress and open requests");
     let _ = ctx.shutdown.send(true);
     let grace = ctx.config.node.shutdown_grace + Duration::from_secs(1);

@@ -1,12 +1,14 @@
 //! This process in the node directory: its leased record (roles, site, addresses) with
 //! a load summary measured between refreshes, renewed every third of the lease until
-//! the process has drained, then withdrawn.
+//! the process has drained, then withdrawn. A drain is announced at once (`draining`),
+//! so routers stop sending viewers and other ingest servers know the stream's holder is
+//! letting go.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use streamcdn_registry::{Load, NodeRecord, Registry};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::http::Traffic;
 
@@ -72,17 +74,20 @@ pub async fn announce(
     mut node: NodeRecord,
     lease: Duration,
     playback: Arc<Traffic>,
+    mut draining: watch::Receiver<bool>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut meter = LoadMeter::new(playback);
     tracing::info!(node = node.id, roles = ?node.roles, site = node.site, "announcing this server in the node directory");
     loop {
         node.load = meter.measure();
+        node.draining = *draining.borrow_and_update();
         if let Err(e) = registry.register_node(&node, lease).await {
             tracing::warn!(error = %e, "cannot renew this server's lease in the node directory");
         }
         tokio::select! {
             _ = tokio::time::sleep(lease / 3) => {}
+            Ok(()) = draining.changed() => {}
             _ = &mut stop => break,
         }
     }

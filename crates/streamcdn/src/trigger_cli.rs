@@ -274,6 +274,7 @@ mod tests {
             },
             load: Default::default(),
             capacity: None,
+            draining: false,
         };
         let nodes = [
             node("ingest", vec![Role::Ingest], Some("http://10.0.0.1:8081")),

@@ -273,14 +273,16 @@ fn every_server_role_has_a_unit_that_runs_it() {
             "{name}: the binary handles no reload signal (certificates reload by themselves)"
         );
         let loaded = Config::load(&example).unwrap_or_else(|e| panic!("{e}"));
-        // `context::run` waits shutdown_grace + 1 s for the roles, then up to 3 s for the
-        // node record's withdrawal.
+        // `context::run` drains for up to drain_timeout, waits shutdown_grace + 1 s for
+        // the roles, then up to 3 s for the node record's withdrawal.
         let grace = loaded.node.shutdown_grace;
+        let drain = loaded.node.drain_timeout;
         let stop = time_span(unit.one("Service", "TimeoutStopSec"));
         assert!(
-            stop > grace + Duration::from_secs(4),
-            "{name}: TimeoutStopSec {stop:?} leaves no room after node.shutdown_grace \
-             {grace:?} (+1 s for the roles, +3 s to leave the node directory)"
+            stop > drain + grace + Duration::from_secs(4),
+            "{name}: TimeoutStopSec {stop:?} leaves no room after node.drain_timeout \
+             {drain:?} and node.shutdown_grace {grace:?} (+1 s for the roles, +3 s to leave \
+             the node directory)"
         );
         assert_eq!(unit.one("Service", "StateDirectory"), "streamcdn", "{name}");
         let data_dir = &loaded.node.data_dir;

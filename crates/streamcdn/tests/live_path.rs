@@ -325,8 +325,16 @@ fn coalesces_concurrent_misses_into_one_origin_fetch() {
 }
 
 #[test]
-fn graceful_shutdown_finishes_the_segment_in_progress() {
-    let mut node = Node::up("shutdown", "");
+fn sigterm_drains_flushing_the_segment_in_progress_and_interrupting_the_recording() {
+    let mut node = Node::role_with_node(
+        "shutdown",
+        "up",
+        "127.0.0.1",
+        free_port(),
+        None,
+        "drain_timeout = \"2s\"",
+        "",
+    );
     let publisher = publish(
         &tool("ffmpeg"),
         &node.publish_url("demo", "bye", KEY),
@@ -347,9 +355,12 @@ fn graceful_shutdown_finishes_the_segment_in_progress() {
     let dir = node.recordings("demo", "bye").pop().unwrap();
     let journal: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("journal.json")).unwrap()).unwrap();
-    assert_eq!(journal["state"], "ended");
+    // A drain, not an end: ffmpeg cannot be asked to reconnect, so it was closed after
+    // node.drain_timeout, and the recording waits for it to come back.
+    assert_eq!(journal["state"], "live", "{journal}");
+    assert!(journal["interrupted_at"].is_string(), "{journal}");
     let segments = journal["segments"].as_array().unwrap();
-    // Two whole segments and the partial one in progress at the signal.
+    // Two whole segments and the partial one in progress when the publisher was closed.
     assert!(segments.len() >= 3, "{segments:?}");
     let last = segments.last().unwrap();
     assert!(
@@ -359,6 +370,8 @@ fn graceful_shutdown_finishes_the_segment_in_progress() {
     for s in segments {
         assert!(dir.join(s["file"].as_str().unwrap()).is_file());
     }
+    let log = node.log_text();
+    assert!(log.contains("publish interrupted by the drain"), "{log}");
 }
 
 #[test]

@@ -94,7 +94,12 @@ pub struct ServerSession {
     processed_len: usize,
     acknowledged: u64,
     random_s1: [u8; HANDSHAKE_SIZE - 8],
+    /// The client's `connect` said it handles Enhanced RTMP's reconnect request.
+    reconnect_capable: bool,
 }
+
+/// Enhanced RTMP v2's `capsEx` bit for `NetConnection.Connect.ReconnectRequest`.
+const CAPS_EX_RECONNECT: u32 = 0x01;
 
 impl ServerSession {
     /// `random` fills the server's handshake packet; pass fresh random bytes.
@@ -114,6 +119,7 @@ impl ServerSession {
             processed_len: 0,
             acknowledged: 0,
             random_s1: random,
+            reconnect_capable: false,
         }
     }
 
@@ -204,6 +210,40 @@ impl ServerSession {
         );
     }
 
+    /// Whether the client announced support for Enhanced RTMP's reconnect request
+    /// (`capsEx` in `connect`).
+    pub fn supports_reconnect_request(&self) -> bool {
+        self.reconnect_capable
+    }
+
+    /// Asks the client to reconnect (Enhanced RTMP v2, `NetConnection onStatus` with
+    /// `NetConnection.Connect.ReconnectRequest`), to the same `tcUrl`: a load balancer
+    /// in front sends it to another server. The session keeps processing what the
+    /// client sends until it disconnects. False (and nothing sent) if the client did
+    /// not announce support.
+    pub fn request_reconnect(&mut self, description: &str) -> bool {
+        if !self.reconnect_capable {
+            return false;
+        }
+        self.send_command(
+            0,
+            &[
+                Amf0Value::String("onStatus".into()),
+                Amf0Value::Number(0.0),
+                Amf0Value::Null,
+                object(&[
+                    ("level", Amf0Value::String("status".into())),
+                    (
+                        "code",
+                        Amf0Value::String("NetConnection.Connect.ReconnectRequest".into()),
+                    ),
+                    ("description", Amf0Value::String(description.into())),
+                ]),
+            ],
+        );
+        true
+    }
+
     /// Refuses the pending publish with an `onStatus` error; the caller should then flush
     /// the output and close the connection.
     pub fn reject_publish(&mut self, code: &str, description: &str) {
@@ -292,6 +332,13 @@ impl ServerSession {
                     .trim_end_matches('/')
                     .to_owned();
                 self.app = Some(app);
+                let caps_ex = values
+                    .get(2)
+                    .and_then(|o| o.property("capsEx"))
+                    .and_then(Amf0Value::as_number)
+                    .filter(|n| n.is_finite() && *n >= 0.0 && *n <= f64::from(u32::MAX))
+                    .map_or(0, |n| n as u32);
+                self.reconnect_capable = caps_ex & CAPS_EX_RECONNECT != 0;
                 self.send(
                     CSID_CONTROL,
                     MSG_WINDOW_ACK_SIZE,
@@ -315,6 +362,11 @@ impl ServerSession {
                         object(&[
                             ("fmsVer", Amf0Value::String("FMS/3,0,1,123".into())),
                             ("capabilities", Amf0Value::Number(31.0)),
+                            // What we support of what the client offered (E-RTMP v2).
+                            (
+                                "capsEx",
+                                Amf0Value::Number(f64::from(caps_ex & CAPS_EX_RECONNECT)),
+                            ),
                         ]),
                         object(&[
                             ("level", Amf0Value::String("status".into())),
@@ -534,6 +586,59 @@ mod tests {
         let out = s.take_output();
         let needle = b"NetStream.Publish.Start";
         assert!(out.windows(needle.len()).any(|w| w == needle));
+    }
+
+    fn connected(properties: &[(&str, Amf0Value)]) -> ServerSession {
+        let mut s = handshaken();
+        let mut props = vec![("app", Amf0Value::String("demo".into()))];
+        props.extend(properties.iter().cloned());
+        s.handle_input(&command(
+            &[
+                Amf0Value::String("connect".into()),
+                Amf0Value::Number(1.0),
+                object(&props),
+            ],
+            0,
+        ))
+        .unwrap();
+        s
+    }
+
+    fn contains(haystack: &[u8], needle: &str) -> bool {
+        haystack
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+    }
+
+    #[test]
+    fn a_reconnect_request_goes_only_to_clients_that_announced_support() {
+        const CODE: &str = "NetConnection.Connect.ReconnectRequest";
+        // capsEx with the reconnect bit (and others we do not do): asked, and the
+        // connect answer says which of the offered capabilities we support.
+        let mut s = connected(&[("capsEx", Amf0Value::Number(7.0))]);
+        assert!(s.supports_reconnect_request());
+        let answer = s.take_output();
+        assert!(contains(&answer, "capsEx"));
+        assert!(s.request_reconnect("the server is restarting"));
+        let out = s.take_output();
+        assert!(contains(&out, CODE) && contains(&out, "the server is restarting"));
+
+        // Legacy clients, other bits only, and garbage are never asked.
+        for caps in [
+            None,
+            Some(Amf0Value::Number(2.0)),
+            Some(Amf0Value::Number(f64::NAN)),
+            Some(Amf0Value::Number(-1.0)),
+            Some(Amf0Value::Number(1e300)),
+            Some(Amf0Value::String("1".into())),
+        ] {
+            let props: Vec<(&str, Amf0Value)> = caps.into_iter().map(|c| ("capsEx", c)).collect();
+            let mut s = connected(&props);
+            s.take_output();
+            assert!(!s.supports_reconnect_request());
+            assert!(!s.request_reconnect("bye"));
+            assert!(!contains(&s.take_output(), CODE));
+        }
     }
 
     #[test]

@@ -95,8 +95,20 @@ impl Role for ArchiverRole {
             let status = SharedStatus::default();
             ctx.add_admin_routes(status_router(status.clone()));
             ctx.add_admin_routes(archived_router(archiver.archive.clone()));
-            let shutdown = ctx.shutdown();
-            ctx.spawn(run_archiver(archiver, status, shutdown));
+            let (drain, shutdown) = (ctx.draining(), ctx.shutdown());
+            // Drained once no upload is in progress (none starts after the drain).
+            let uploading = status.clone();
+            ctx.on_drain("archiver", async move {
+                while uploading
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .in_progress
+                    .is_some()
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            });
+            ctx.spawn(run_archiver(archiver, status, drain, shutdown));
             Ok(())
         })
     }

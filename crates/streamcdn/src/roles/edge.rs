@@ -412,6 +412,13 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
             PlaybackAccess::new(ctx.registry.clone(), &tier_credential),
             playback_access::check,
         ));
+    // Outermost: a drained edge's /healthz fails whatever else would answer it.
+    let drain = streamcdn_edge::drain::Drain::new(ctx.draining());
+    let routes = routes.layer(axum::middleware::from_fn_with_state(
+        drain.clone(),
+        streamcdn_edge::drain::layer,
+    ));
+    ctx.on_drain("edge", drain.handed_over());
     if let Some((addr, certificates, acceptor)) = tls {
         let tls_listener = bind(addr, "playback over TLS (edge)").await?;
         let fingerprint = certificates.fingerprint();

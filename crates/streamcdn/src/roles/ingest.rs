@@ -105,7 +105,11 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
     // One recorder thread per core, at least two: they mostly wait on storage.
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let recorder = Recorder::start(cores.max(2)).context("starting the recorder threads")?;
-    let shutdown = ctx.shutdown();
+    let rtmp_stop = rtmp_server::Stop {
+        drain: ctx.draining(),
+        shutdown: ctx.shutdown(),
+    };
+    let rtmps_stop = rtmp_stop.clone();
     if let Some((addr, certificates, acceptor)) = rtmps {
         let listener = bind(addr, "RTMPS").await?;
         tracing::info!(rtmps = %addr, certificate = %certificates.fingerprint(), "ingest listening for RTMPS");
@@ -114,7 +118,7 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
             hub.clone(),
             recorder.clone(),
             rtmp_settings.clone(),
-            ctx.shutdown(),
+            rtmps_stop,
             move |socket| {
                 let acceptor = acceptor.clone();
                 async move { acceptor.accept(socket).await }
@@ -142,14 +146,28 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         hub.clone(),
         recorder,
         rtmp_settings,
-        shutdown,
+        rtmp_stop,
     ))));
+    // Drained once every publisher has gone (reconnected elsewhere) and its recording
+    // is durable and announced interrupted.
+    let held = hub.clone();
+    ctx.on_drain("ingest", async move {
+        while held.held_streams() > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
     ctx.serve_http(
         origin,
         streamcdn_ingest::origin::router(hub.clone()).merge(uploads),
     );
     let shutdown = ctx.shutdown();
-    ctx.spawn(cluster::run_announcer(cluster, store, events, shutdown));
+    ctx.spawn(cluster::run_announcer(
+        cluster,
+        store,
+        ctx.providers(),
+        events,
+        shutdown,
+    ));
     ctx.add_admin_routes(streamcdn_ingest::origin::admin_router(hub));
     Ok(())
 }

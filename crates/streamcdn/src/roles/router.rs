@@ -134,6 +134,10 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         ctx.node.addresses.routing = Some(url);
     }
     ctx.spawn(Arc::clone(&service).watch_edges(ctx.shutdown()));
+    ctx.on_drain(
+        "router",
+        Arc::clone(&service).handed_over(ctx.node.id.clone()),
+    );
     for socket in udp {
         ctx.spawn(Arc::clone(&service).serve_udp(socket, ctx.shutdown()));
     }
