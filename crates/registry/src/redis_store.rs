@@ -134,7 +134,9 @@ impl RedisStore {
         F: Fn(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        Ok(self.inner.link.run(op).await?)
+        // Boxed: the callers' futures nest deep enough already (async layouts of the
+        // roles' handlers hit the compiler's query depth otherwise).
+        Ok(Box::pin(self.inner.link.run(op)).await?)
     }
 
     pub(crate) async fn put(&self, key: &str, value: String, ttl: Duration) -> Result<()> {
