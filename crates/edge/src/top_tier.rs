@@ -1,7 +1,8 @@
 //! The top tier's source: the ingest server the registry names for a stream or
 //! recording, and on-demand storage for what is archived (and for what no server has
 //! any more). Registry answers are cached briefly; while the registry is unreachable,
-//! streams go on being served from where they last were.
+//! and for a lease after it comes back (when "not found" may only mean "not yet
+//! re-announced"), streams go on being served from where they last were.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,6 +42,11 @@ pub struct TopTier {
 enum FromServers {
     Served(Revalidated),
     NotThere(Option<StreamRecord>),
+}
+
+/// Whether a registry answer says where to fetch from: a server, or on-demand storage.
+fn names_a_server(found: Option<&Location>) -> bool {
+    found.is_some_and(|l| !l.origins.is_empty() || l.record.state == StreamState::Archived)
 }
 
 /// What the registry is asked about for `target`, as a cache key: the stream
@@ -109,6 +115,10 @@ impl TopTier {
             {
                 Err(FetchError::NoServer(key.to_string()))
             }
+            // A registry that came back less than a lease ago may not know the stream
+            // yet (its ingest re-announces within a second): not a 404, which caches
+            // and players would take for "gone".
+            None if self.registry.settling() => Err(FetchError::NoServer(key.to_string())),
             None => Ok(CachedObject::not_found(kind)),
         }
     }
@@ -243,6 +253,18 @@ impl TopTier {
             }
         }
         match self.resolved.try_get_with(lookup_key.clone(), lookup).await {
+            Ok(found) if self.registry.settling() && !names_a_server(found.as_deref()) => {
+                // Not found, or found without its server, by a registry that came back
+                // less than a lease ago: the ingests may not have re-announced yet, so
+                // the last known location is trusted over it until then.
+                match self.last_known_for(&lookup_key, target).await {
+                    Some(known) if !known.origins.is_empty() => {
+                        tracing::info!(path = %key, "the registry came back and does not place this stream yet; using where it was");
+                        Ok(Some(known))
+                    }
+                    _ => Ok(found),
+                }
+            }
             Ok(found) => {
                 if let Some(location) = &found {
                     self.last_known.insert(lookup_key, location.clone()).await;
