@@ -45,8 +45,8 @@ enum Resolver {
     Sentinel(Box<SentinelClient>),
 }
 
+/// What commands read: held only for a moment, never while connecting.
 struct State {
-    resolver: Resolver,
     /// The connection in use and its number; `None` while down.
     connection: Option<(u64, MultiplexedConnection)>,
     generation: u64,
@@ -59,7 +59,9 @@ struct State {
 }
 
 pub(crate) struct Link {
-    state: Mutex<State>,
+    state: std::sync::Mutex<State>,
+    /// Held while connecting, so one caller connects and the others wait for it.
+    resolver: Mutex<Resolver>,
     config: AsyncConnectionConfig,
     continuity: watch::Sender<Continuity>,
     description: String,
@@ -116,14 +118,14 @@ impl Link {
             }
         };
         Ok(Self {
-            state: Mutex::new(State {
-                resolver,
+            state: std::sync::Mutex::new(State {
                 connection: None,
                 generation: 0,
                 run_id: None,
                 lost: false,
                 marker: None,
             }),
+            resolver: Mutex::new(resolver),
             config: AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(CONNECT_TIMEOUT))
                 .set_response_timeout(Some(RESPONSE_TIMEOUT)),
@@ -151,22 +153,29 @@ impl Link {
         }
     }
 
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The connection in use, or an error at once while the registry is down (the
     /// background check reconnects; waiting here would hold every caller).
     async fn current(&self) -> RedisResult<(u64, MultiplexedConnection)> {
-        let state = self.state.lock().await;
-        match &state.connection {
-            Some((generation, c)) => Ok((*generation, c.clone())),
-            None if state.generation == 0 => {
-                drop(state);
-                self.reconnect().await
+        let never_connected = {
+            let state = self.state();
+            if let Some((generation, c)) = &state.connection {
+                return Ok((*generation, c.clone()));
             }
-            None => Err(down(&self.description)),
+            state.generation == 0
+        };
+        if never_connected {
+            self.reconnect().await
+        } else {
+            Err(down(&self.description))
         }
     }
 
     async fn lose(&self, generation: u64, error: &RedisError) {
-        let mut state = self.state.lock().await;
+        let mut state = self.state();
         if state
             .connection
             .as_ref()
@@ -181,12 +190,12 @@ impl Link {
     /// A working connection: the current one if another caller reconnected meanwhile,
     /// else a new one to the master (asking the sentinels which server that is).
     async fn reconnect(&self) -> RedisResult<(u64, MultiplexedConnection)> {
-        let mut state = self.state.lock().await;
-        if let Some((generation, c)) = &state.connection {
+        let mut resolver = self.resolver.lock().await;
+        if let Some((generation, c)) = &self.state().connection {
             return Ok((*generation, c.clone()));
         }
         let connecting = async {
-            let client = match &mut state.resolver {
+            let client = match &mut *resolver {
                 Resolver::Server(client) => client.clone(),
                 Resolver::Sentinel(sentinel) => sentinel.async_get_client().await?,
             };
@@ -204,6 +213,7 @@ impl Link {
                 Ok(outcome) => outcome?,
                 Err(_) => return Err(down(&self.description)),
             };
+        let mut state = self.state();
         state.generation += 1;
         state.connection = Some((state.generation, connection.clone()));
         let other_server = state.run_id.is_some() && state.run_id != run_id;
@@ -254,7 +264,7 @@ impl Link {
             .await;
         match read {
             Ok((marker,)) => {
-                let mut state = self.state.lock().await;
+                let mut state = self.state();
                 if state.marker.is_some() && state.marker != marker {
                     self.came_back("the registry lost its data (flushed, or restarted empty)");
                 }

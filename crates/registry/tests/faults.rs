@@ -1,12 +1,14 @@
 //! The Redis registry across faults, with real servers: a restart without persistence,
 //! a flush, and a Sentinel failover after `kill -9` of the primary.
 
+// Shared with the end-to-end tests, which use all of it.
+#[allow(dead_code)]
 #[path = "../../streamcdn/tests/common/redis_set.rs"]
 mod redis_set;
 
 use std::time::{Duration, Instant};
 
-use redis_set::{redis_cli, RedisProcess, RedisSet};
+use redis_set::{redis_cli, RedisProcess, Sentinels};
 use streamcdn_registry::{ProviderSettings, Registry};
 use tokio::sync::watch;
 
@@ -113,8 +115,7 @@ async fn a_flushed_registry_is_noticed() {
 /// replica, writes work again, and what was set before is still there.
 #[tokio::test]
 async fn the_registry_follows_a_sentinel_failover() {
-    let dir = temp_dir("sentinel");
-    let mut set = RedisSet::start(&dir);
+    let mut set = Sentinels::start();
     let registry = Registry::redis(&set.url(), "t").await.unwrap();
     registry
         .set_provider_settings("p", &settings(4321))
@@ -141,7 +142,7 @@ async fn the_registry_follows_a_sentinel_failover() {
     let mut continuity = registry.continuity();
     let old_master = set.master_port();
 
-    set.servers[0].kill9();
+    set.kill_primary();
     let killed = Instant::now();
     let mut i = 1;
     let mut failures = 0;
@@ -156,6 +157,7 @@ async fn the_registry_follows_a_sentinel_failover() {
     eprintln!(
         "failover: writes failed for {recovered:?} ({failures} failed writes), comeback seen {noticed:?} later"
     );
+    assert!(set.promoted());
     assert_ne!(set.master_port(), old_master);
     assert_eq!(set.master_port(), Some(set.servers[1].port));
     assert!(killed.elapsed() < Duration::from_secs(30));
@@ -167,6 +169,4 @@ async fn the_registry_follows_a_sentinel_failover() {
         registry.stream("p", "s").await.unwrap().unwrap().recording_id,
         format!("r{i}")
     );
-    drop(set);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,10 +1,11 @@
 //! Redis servers and sentinels on loopback for the registry's fault tests: a primary
 //! with a replica watched by three sentinels (`appendonly yes`, as the README asks),
-//! or one server that snapshots. Standard library only: the registry crate's tests
-//! include this file too.
+//! or one server killed and started again on its files. Standard library only: the
+//! registry crate's tests include this file too.
 
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -114,14 +115,35 @@ impl Drop for RedisProcess {
     }
 }
 
-/// A primary, a replica and three sentinels watching them as [`MASTER_SET`].
-pub struct RedisSet {
+/// A primary, a replica and three sentinels watching them as [`MASTER_SET`], their
+/// files in a directory of their own (removed on drop).
+pub struct Sentinels {
+    /// The primary first, then the replica.
     pub servers: Vec<RedisProcess>,
     pub sentinels: Vec<RedisProcess>,
+    /// The primary's port when the set started.
+    first_primary: u16,
+    dir: PathBuf,
 }
 
-impl RedisSet {
-    pub fn start(dir: &Path) -> Self {
+impl Drop for Sentinels {
+    fn drop(&mut self) {
+        self.servers.clear();
+        self.sentinels.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Sentinels {
+    pub fn start() -> Self {
+        static SETS: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "streamcdn-sentinels-{}-{}",
+            std::process::id(),
+            SETS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let dir = dir.as_path();
         let primary = RedisProcess::server(&dir.join("primary"), &["--appendonly", "yes"]);
         let primary_port = primary.port.to_string();
         let replica = RedisProcess::server(
@@ -154,8 +176,10 @@ impl RedisSet {
             })
             .collect();
         let set = Self {
+            first_primary: primary.port,
             servers: vec![primary, replica],
             sentinels,
+            dir: dir.to_owned(),
         };
         set.wait_ready();
         set
@@ -200,6 +224,26 @@ impl RedisSet {
             .map(|s| format!("127.0.0.1:{}", s.port))
             .collect();
         format!("redis+sentinel://{}/{MASTER_SET}", hosts.join(","))
+    }
+
+    /// The `[registry]` table that points a node at the set (lease 3 s, as
+    /// [`super::Redis::registry_toml`]).
+    pub fn registry_toml(&self, namespace: &str) -> String {
+        format!(
+            "[registry]\nbackend = \"redis\"\nurl = \"{}\"\nnamespace = \"{namespace}\"\nlease = \"3s\"\n",
+            self.url()
+        )
+    }
+
+    /// `kill -9` of the primary the set started with.
+    pub fn kill_primary(&mut self) {
+        self.servers[0].kill9();
+    }
+
+    /// Whether the sentinels name another master than the one the set started with.
+    pub fn promoted(&self) -> bool {
+        self.master_port()
+            .is_some_and(|port| port != self.first_primary)
     }
 
     /// The master's port as the sentinels name it now.
