@@ -253,12 +253,22 @@ impl TopTier {
             }
         }
         match self.resolved.try_get_with(lookup_key.clone(), lookup).await {
-            Ok(found) if self.registry.settling() && !names_a_server(found.as_deref()) => {
-                // Not found, or found without its server, by a registry that came back
-                // less than a lease ago: the ingests may not have re-announced yet, so
-                // the last known location is trusted over it until then.
-                match self.last_known_for(&lookup_key, target).await {
-                    Some(known) if !known.origins.is_empty() => {
+            Ok(found) if !names_a_server(found.as_deref()) => {
+                // A stream that was somewhere and is nowhere now. If the registry came
+                // back less than a lease ago, the ingests may not have re-announced
+                // yet, so the last known location is trusted over it until then. A
+                // registry flushed since the last background check has not been seen
+                // to come back yet: it is checked now.
+                let known = self
+                    .known_location(&lookup_key, target)
+                    .await
+                    .filter(|k| !k.origins.is_empty());
+                if known.is_some() && !self.registry.settling() {
+                    self.registry.recheck().await;
+                }
+                match known {
+                    Some(known) if self.registry.settling() => {
+                        metrics::counter!("streamcdn_edge_registry_fallbacks_total").increment(1);
                         tracing::info!(path = %key, "the registry came back and does not place this stream yet; using where it was");
                         Ok(Some(known))
                     }
@@ -290,10 +300,19 @@ impl TopTier {
         }
     }
 
+    /// [`Self::known_location`], counted as a fallback.
+    async fn last_known_for(&self, lookup_key: &str, target: &Target) -> Option<Arc<Location>> {
+        let found = self.known_location(lookup_key, target).await;
+        if found.is_some() {
+            metrics::counter!("streamcdn_edge_registry_fallbacks_total").increment(1);
+        }
+        found
+    }
+
     /// Where `lookup_key` was last found; a recording never looked up is where its
     /// stream's current recording was, if it is that one.
-    async fn last_known_for(&self, lookup_key: &str, target: &Target) -> Option<Arc<Location>> {
-        let found = match self.last_known.get(lookup_key).await {
+    async fn known_location(&self, lookup_key: &str, target: &Target) -> Option<Arc<Location>> {
+        match self.last_known.get(lookup_key).await {
             Some(location) => Some(location),
             None => match target.recording() {
                 Some(r) => self
@@ -303,11 +322,7 @@ impl TopTier {
                     .filter(|l| l.record.recording_id == r.id),
                 None => None,
             },
-        };
-        if found.is_some() {
-            metrics::counter!("streamcdn_edge_registry_fallbacks_total").increment(1);
         }
-        found
     }
 }
 

@@ -33,7 +33,9 @@ pub enum AddressError {
     Scheme(String),
     #[error("{url:?}: {reason}")]
     Server { url: String, reason: String },
-    #[error("names no sentinel: write redis+sentinel://host:26379,host:26379,host:26379/<master set>")]
+    #[error(
+        "names no sentinel: write redis+sentinel://host:26379,host:26379,host:26379/<master set>"
+    )]
     NoSentinel,
     #[error("sentinel {0:?} is not host[:port] (an IPv6 address goes in brackets: [::1]:26379)")]
     SentinelHost(String),
@@ -145,14 +147,12 @@ fn parse_host(sentinel: &str) -> Result<(String, u16), AddressError> {
     }
     let port = match port {
         None => SENTINEL_PORT,
-        Some(port) => port
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| AddressError::SentinelPort {
+        Some(port) => port.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+            AddressError::SentinelPort {
                 sentinel: sentinel.to_owned(),
                 port: port.to_owned(),
-            })?,
+            }
+        })?,
     };
     Ok((host.to_owned(), port))
 }
@@ -246,14 +246,29 @@ mod tests {
     #[test]
     fn garbage_never_panics() {
         let pieces = [
-            "redis+sentinel://", "redis://", "[", "]", ":", "/", ",", "@", "%", "a", "1",
-            "65536", "::", "?", "",
+            "redis+sentinel://",
+            "redis://",
+            "[",
+            "]",
+            ":",
+            "/",
+            ",",
+            "@",
+            "%",
+            "a",
+            "1",
+            "65536",
+            "::",
+            "?",
+            "",
         ];
         let mut seed = 7u64;
         for _ in 0..5000 {
             let mut url = String::new();
             for _ in 0..6 {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 url.push_str(pieces[(seed >> 33) as usize % pieces.len()]);
             }
             let _ = RedisAddress::parse(&url);

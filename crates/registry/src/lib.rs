@@ -328,6 +328,15 @@ impl Registry {
         self.continuity.subscribe()
     }
 
+    /// Checks now, rather than at the next background check (every 500 ms), whether
+    /// the registry came back (lost its data, or is another server): before believing
+    /// that something known is gone.
+    pub async fn recheck(&self) {
+        if let Backend::Redis(r) = &self.backend {
+            r.recheck().await;
+        }
+    }
+
     /// Whether the registry came back less than a lease ago: the ingests may not have
     /// re-announced yet, so its "no such stream" (or "its server is gone") is not
     /// trusted over where a stream was last found.
@@ -537,7 +546,8 @@ impl Registry {
 
     /// Replaces the deployment list (written by the participant's one CIS).
     pub async fn set_deployments(&self, deployments: &[DeploymentRecord]) -> Result<()> {
-        self.put_durable(DEPLOYMENTS_KEY, encode(&deployments)).await
+        self.put_durable(DEPLOYMENTS_KEY, encode(&deployments))
+            .await
     }
 
     /// A document a role keeps for the whole deployment (the CIS's triggers when the
@@ -608,7 +618,8 @@ impl Registry {
         provider: &str,
         settings: &ProviderSettings,
     ) -> Result<()> {
-        self.put_durable(&provider_key(provider), encode(settings)).await
+        self.put_durable(&provider_key(provider), encode(settings))
+            .await
     }
 
     /// The stream's current record, whatever its state.

@@ -90,7 +90,10 @@ impl Link {
         continuity: watch::Sender<Continuity>,
     ) -> RedisResult<Self> {
         let (resolver, description) = match address {
-            RedisAddress::Server(url) => (Resolver::Server(redis::Client::open(url.as_str())?), url.clone()),
+            RedisAddress::Server(url) => (
+                Resolver::Server(redis::Client::open(url.as_str())?),
+                url.clone(),
+            ),
             RedisAddress::Sentinel {
                 sentinels,
                 master_set,
@@ -110,10 +113,14 @@ impl Link {
                 if let Some(password) = password {
                     builder = builder.set_client_to_redis_password(password);
                 }
-                let hosts: Vec<String> = sentinels.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+                let hosts: Vec<String> =
+                    sentinels.iter().map(|(h, p)| format!("{h}:{p}")).collect();
                 (
                     Resolver::Sentinel(Box::new(builder.build()?)),
-                    format!("master set {master_set} of the sentinels {}", hosts.join(",")),
+                    format!(
+                        "master set {master_set} of the sentinels {}",
+                        hosts.join(",")
+                    ),
                 )
             }
         };
@@ -208,11 +215,11 @@ impl Link {
                 .await?;
             Ok::<_, RedisError>((connection, run_id(&info)))
         };
-        let (connection, run_id) =
-            match tokio::time::timeout(CONNECT_TIMEOUT * 3, connecting).await {
-                Ok(outcome) => outcome?,
-                Err(_) => return Err(down(&self.description)),
-            };
+        let (connection, run_id) = match tokio::time::timeout(CONNECT_TIMEOUT * 3, connecting).await
+        {
+            Ok(outcome) => outcome?,
+            Err(_) => return Err(down(&self.description)),
+        };
         let mut state = self.state();
         state.generation += 1;
         state.connection = Some((state.generation, connection.clone()));
@@ -254,7 +261,11 @@ impl Link {
                 let fresh = fresh.clone();
                 async move {
                     redis::pipe()
-                        .set_options(key, fresh, SetOptions::default().conditional_set(ExistenceCheck::NX))
+                        .set_options(
+                            key,
+                            fresh,
+                            SetOptions::default().conditional_set(ExistenceCheck::NX),
+                        )
                         .ignore()
                         .get(key)
                         .query_async::<(Option<String>,)>(&mut c)

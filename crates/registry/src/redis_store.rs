@@ -121,6 +121,11 @@ impl RedisStore {
         Ok(store)
     }
 
+    /// The background check, now (see [`Link::check`]).
+    pub(crate) async fn recheck(&self) {
+        self.inner.link.check().await;
+    }
+
     fn key(&self, key: &str) -> String {
         format!("{}:{key}", self.inner.namespace)
     }
@@ -156,7 +161,7 @@ impl RedisStore {
         let (counter, numbers) = (self.key(DURABLE_COUNTER), self.key(DURABLE_NUMBERS));
         let number: u64 = self
             .run(|mut c| {
-                                let mut invocation = PUT_DURABLE.key(&key);
+                let mut invocation = PUT_DURABLE.key(&key);
                 invocation.key(&counter).key(&numbers).arg(&value);
                 async move { invocation.invoke_async(&mut c).await }
             })
@@ -207,7 +212,7 @@ impl RedisStore {
         for (key, value, number) in lost {
             let put_back: i64 = self
                 .run(|mut c| {
-                                        let mut invocation = REASSERT.key(&key);
+                    let mut invocation = REASSERT.key(&key);
                     invocation
                         .key(&counter)
                         .key(&numbers)
@@ -268,7 +273,7 @@ impl RedisStore {
         let key = self.key(key);
         let replaced: i64 = self
             .run(|mut c| {
-                                let mut invocation = REPLACE_IF.key(&key);
+                let mut invocation = REPLACE_IF.key(&key);
                 invocation.arg(expected).arg(&value).arg(ttl);
                 async move { invocation.invoke_async(&mut c).await }
             })
@@ -284,7 +289,7 @@ impl RedisStore {
     ) -> Result<Option<String>> {
         let key = self.key(key);
         self.run(|mut c| {
-                        let mut invocation = HOLD.key(&key);
+            let mut invocation = HOLD.key(&key);
             invocation.arg(value).arg(millis(ttl));
             async move { invocation.invoke_async(&mut c).await }
         })

@@ -13,10 +13,8 @@ use streamcdn_registry::{ProviderSettings, Registry};
 use tokio::sync::watch;
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "streamcdn-registry-{name}-{}",
-        std::process::id()
-    ));
+    let dir =
+        std::env::temp_dir().join(format!("streamcdn-registry-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -74,12 +72,16 @@ async fn a_registry_restarted_empty_is_noticed_and_settings_put_back() {
     let noticed = next_comeback(&mut continuity, Duration::from_secs(3)).await;
     eprintln!("restart noticed after {noticed:?}");
     assert!(registry.settling());
-    wait_for("the setting to be put back", Duration::from_secs(3), async || {
-        registry
-            .provider_settings("p")
-            .await
-            .is_ok_and(|s| s.archive_after_ms == Some(1234))
-    })
+    wait_for(
+        "the setting to be put back",
+        Duration::from_secs(3),
+        async || {
+            registry
+                .provider_settings("p")
+                .await
+                .is_ok_and(|s| s.archive_after_ms == Some(1234))
+        },
+    )
     .await;
     // A later write wins over what an older server would put back.
     registry
@@ -89,7 +91,11 @@ async fn a_registry_restarted_empty_is_noticed_and_settings_put_back() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(!registry.settling(), "settling lasts one lease");
     assert_eq!(
-        registry.provider_settings("p").await.unwrap().archive_after_ms,
+        registry
+            .provider_settings("p")
+            .await
+            .unwrap()
+            .archive_after_ms,
         Some(99)
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -146,12 +152,16 @@ async fn the_registry_follows_a_sentinel_failover() {
     let killed = Instant::now();
     let mut i = 1;
     let mut failures = 0;
-    let recovered = wait_for("writes to work again", Duration::from_secs(30), async || {
-        i += 1;
-        let ok = registry.announce(&record(i), lease).await.is_ok();
-        failures += u32::from(!ok);
-        ok
-    })
+    let recovered = wait_for(
+        "writes to work again",
+        Duration::from_secs(30),
+        async || {
+            i += 1;
+            let ok = registry.announce(&record(i), lease).await.is_ok();
+            failures += u32::from(!ok);
+            ok
+        },
+    )
     .await;
     let noticed = next_comeback(&mut continuity, Duration::from_secs(1)).await;
     eprintln!(
@@ -162,11 +172,20 @@ async fn the_registry_follows_a_sentinel_failover() {
     assert_eq!(set.master_port(), Some(set.servers[1].port));
     assert!(killed.elapsed() < Duration::from_secs(30));
     assert_eq!(
-        registry.provider_settings("p").await.unwrap().archive_after_ms,
+        registry
+            .provider_settings("p")
+            .await
+            .unwrap()
+            .archive_after_ms,
         Some(4321)
     );
     assert_eq!(
-        registry.stream("p", "s").await.unwrap().unwrap().recording_id,
+        registry
+            .stream("p", "s")
+            .await
+            .unwrap()
+            .unwrap()
+            .recording_id,
         format!("r{i}")
     );
 }
