@@ -5,8 +5,8 @@
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// The master set the sentinels watch.
@@ -148,7 +148,13 @@ impl Sentinels {
         let primary_port = primary.port.to_string();
         let replica = RedisProcess::server(
             &dir.join("replica"),
-            &["--appendonly", "yes", "--replicaof", "127.0.0.1", &primary_port],
+            &[
+                "--appendonly",
+                "yes",
+                "--replicaof",
+                "127.0.0.1",
+                &primary_port,
+            ],
         );
         let sentinels = (0..3)
             .map(|i| {
@@ -168,11 +174,7 @@ impl Sentinels {
                     ),
                 )
                 .unwrap();
-                RedisProcess::start(
-                    "redis-sentinel",
-                    port,
-                    vec![config.display().to_string()],
-                )
+                RedisProcess::start("redis-sentinel", port, vec![config.display().to_string()])
             })
             .collect();
         let set = Self {
