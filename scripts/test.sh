@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine: installs what the tests need (ffmpeg,
-# srt-live-transmit from srt-tools, Chromium, redis-server, HAProxy, dig, iproute2, curl, podman and debootstrap from Debian, an Enhanced-RTMP-capable ffmpeg from
+# srt-live-transmit from srt-tools, Chromium, redis-server, redis-sentinel, HAProxy, dig, iproute2, curl, podman and debootstrap from Debian, an Enhanced-RTMP-capable ffmpeg from
 # PyPI's imageio-ffmpeg, schemathesis from PyPI, the S3 server s3s-fs from crates.io,
 # hls.js, Shaka Player and playwright-core from npm, cargo-nextest), then runs every test in the
 # workspace. Safe to run again: installs are skipped when
@@ -14,6 +14,8 @@ command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v node >/dev/null || need_apt+=(nodejs npm)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+# The replicated registry's tests run Redis Sentinel.
+command -v redis-sentinel >/dev/null || need_apt+=(redis-sentinel)
 [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null || need_apt+=(haproxy)
 command -v dig >/dev/null || need_apt+=(bind9-dnsutils)
 # SRT interop: libsrt's own client (ffmpeg's is the other).

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use streamcdn_registry::RedisAddress;
 
 use crate::checks::{registry_name, Invalid};
 use crate::humantime_serde;
@@ -21,7 +22,9 @@ pub enum RegistryBackend {
 #[serde(deny_unknown_fields, default)]
 pub struct RegistryConfig {
     pub backend: RegistryBackend,
-    /// `redis://host:port/db` for the Redis backend.
+    /// For the Redis backend: `redis://host:port/db` (one server), or
+    /// `redis+sentinel://host:26379,host:26379,host:26379/<master set>[/db]` (the master
+    /// of a set that Redis Sentinel watches, followed across failovers).
     pub url: String,
     /// Prefix of every key, so deployments can share a Redis server.
     pub namespace: String,
@@ -46,13 +49,9 @@ impl RegistryConfig {
         if !(Duration::from_secs(2)..=Duration::from_secs(300)).contains(&self.lease) {
             return Err(("registry.lease".into(), "must be between 2s and 5m".into()));
         }
-        if self.backend == RegistryBackend::Redis
-            && !(self.url.starts_with("redis://") || self.url.starts_with("rediss://"))
-        {
-            return Err((
-                "registry.url".into(),
-                format!("{:?} is not a redis:// URL", self.url),
-            ));
+        if self.backend == RegistryBackend::Redis {
+            RedisAddress::parse(&self.url)
+                .map_err(|e| ("registry.url".to_owned(), e.to_string()))?;
         }
         registry_name("registry.namespace", &self.namespace)
     }

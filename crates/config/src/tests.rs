@@ -101,3 +101,22 @@ fn srt_section_and_passphrases_are_checked() {
     assert_eq!(e.key.as_deref(), Some("providers[0].srt_passphrase"));
     assert!(e.message.contains("10-79 characters"), "{}", e.message);
 }
+
+#[test]
+fn registry_urls_are_checked_before_anything_connects() {
+    let with_url = |url: &str| {
+        parse(&format!(
+            "[registry]\nbackend = \"redis\"\nurl = \"{url}\"\n"
+        ))
+    };
+    let c = with_url("redis+sentinel://10.0.0.1:26379,10.0.0.2:26379,10.0.0.3/streamcdn").unwrap();
+    assert!(c.registry.url.starts_with("redis+sentinel://"));
+    with_url("redis://127.0.0.1:6379/0").unwrap();
+    let e = with_url("redis+sentinel://10.0.0.1:26379,10.0.0.2:26379").unwrap_err();
+    assert_eq!((e.line, e.key.as_deref()), (3, Some("registry.url")));
+    assert!(e.to_string().contains("master set"), "{e}");
+    let e = with_url("redis+sentinel://10.0.0.1:2637x/m").unwrap_err();
+    assert!(e.to_string().contains("\"2637x\""), "{e}");
+    let e = with_url("http://10.0.0.1/").unwrap_err();
+    assert!(e.to_string().contains("redis+sentinel://"), "{e}");
+}

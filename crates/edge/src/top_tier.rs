@@ -1,7 +1,8 @@
 //! The top tier's source: the ingest server the registry names for a stream or
 //! recording, and on-demand storage for what is archived (and for what no server has
 //! any more). Registry answers are cached briefly; while the registry is unreachable,
-//! streams go on being served from where they last were.
+//! and for a lease after it comes back (when "not found" may only mean "not yet
+//! re-announced"), streams go on being served from where they last were.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,6 +42,11 @@ pub struct TopTier {
 enum FromServers {
     Served(Revalidated),
     NotThere(Option<StreamRecord>),
+}
+
+/// Whether a registry answer says where to fetch from: a server, or on-demand storage.
+fn names_a_server(found: Option<&Location>) -> bool {
+    found.is_some_and(|l| !l.origins.is_empty() || l.record.state == StreamState::Archived)
 }
 
 /// What the registry is asked about for `target`, as a cache key: the stream
@@ -109,6 +115,10 @@ impl TopTier {
             {
                 Err(FetchError::NoServer(key.to_string()))
             }
+            // A registry that came back less than a lease ago may not know the stream
+            // yet (its ingest re-announces within a second): not a 404, which caches
+            // and players would take for "gone".
+            None if self.registry.settling() => Err(FetchError::NoServer(key.to_string())),
             None => Ok(CachedObject::not_found(kind)),
         }
     }
@@ -243,6 +253,28 @@ impl TopTier {
             }
         }
         match self.resolved.try_get_with(lookup_key.clone(), lookup).await {
+            Ok(found) if !names_a_server(found.as_deref()) => {
+                // A stream that was somewhere and is nowhere now. If the registry came
+                // back less than a lease ago, the ingests may not have re-announced
+                // yet, so the last known location is trusted over it until then. A
+                // registry flushed since the last background check has not been seen
+                // to come back yet: it is checked now.
+                let known = self
+                    .known_location(&lookup_key, target)
+                    .await
+                    .filter(|k| !k.origins.is_empty());
+                if known.is_some() && !self.registry.settling() {
+                    self.registry.recheck().await;
+                }
+                match known {
+                    Some(known) if self.registry.settling() => {
+                        metrics::counter!("streamcdn_edge_registry_fallbacks_total").increment(1);
+                        tracing::info!(path = %key, "the registry came back and does not place this stream yet; using where it was");
+                        Ok(Some(known))
+                    }
+                    _ => Ok(found),
+                }
+            }
             Ok(found) => {
                 if let Some(location) = &found {
                     self.last_known.insert(lookup_key, location.clone()).await;
@@ -268,10 +300,19 @@ impl TopTier {
         }
     }
 
+    /// [`Self::known_location`], counted as a fallback.
+    async fn last_known_for(&self, lookup_key: &str, target: &Target) -> Option<Arc<Location>> {
+        let found = self.known_location(lookup_key, target).await;
+        if found.is_some() {
+            metrics::counter!("streamcdn_edge_registry_fallbacks_total").increment(1);
+        }
+        found
+    }
+
     /// Where `lookup_key` was last found; a recording never looked up is where its
     /// stream's current recording was, if it is that one.
-    async fn last_known_for(&self, lookup_key: &str, target: &Target) -> Option<Arc<Location>> {
-        let found = match self.last_known.get(lookup_key).await {
+    async fn known_location(&self, lookup_key: &str, target: &Target) -> Option<Arc<Location>> {
+        match self.last_known.get(lookup_key).await {
             Some(location) => Some(location),
             None => match target.recording() {
                 Some(r) => self
@@ -281,11 +322,7 @@ impl TopTier {
                     .filter(|l| l.record.recording_id == r.id),
                 None => None,
             },
-        };
-        if found.is_some() {
-            metrics::counter!("streamcdn_edge_registry_fallbacks_total").increment(1);
         }
-        found
     }
 }
 

@@ -32,7 +32,8 @@ const HANDOFF_WAIT: Duration = Duration::from_secs(5);
 const HANDOFF_POLL: Duration = Duration::from_millis(100);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Ended recordings on the cluster's storage are announced again this often, well
-/// within [`ENDED_RECORD_TTL`], and at start (the in-process registry starts empty).
+/// within [`ENDED_RECORD_TTL`], at start (the in-process registry starts empty) and
+/// each time the registry comes back (it may have restarted empty).
 const RESTORE_EVERY: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone)]
@@ -218,6 +219,7 @@ pub async fn run_announcer(
     let mut last_sweep = tokio::time::Instant::now();
     let mut last_restore: Option<tokio::time::Instant> = None;
     let refresh = cluster.lease / 3;
+    let mut comebacks = cluster.registry.continuity();
     loop {
         if last_restore.is_none_or(|t| t.elapsed() > RESTORE_EVERY) {
             match announce_stored(&cluster, &store).await {
@@ -242,6 +244,13 @@ pub async fn run_announcer(
                 while let Ok(event) = events.try_recv() {
                     announced.apply(event);
                 }
+            }
+            // The registry is back after an outage (or restarted, or failed over): it
+            // may have lost every lease, so everything is announced again now, not at
+            // the next refresh; caches trust where streams were until then.
+            Ok(()) = comebacks.changed() => {
+                tracing::info!("the registry came back; announcing every stream and recording again");
+                last_restore = None;
             }
             _ = shutdown.changed() => break,
         }

@@ -4,6 +4,8 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum RegistryError {
+    #[error("registry URL {0}")]
+    Address(#[from] crate::address::AddressError),
     #[error("registry backend: {0}")]
     Backend(#[from] redis::RedisError),
     #[error("registry holds a malformed record under {key}: {error}")]

@@ -15,7 +15,9 @@
 //! Two backends keep the same model: [`Registry::memory`] (in-process, for `up`) and
 //! [`Registry::redis`] (for several processes and hosts).
 
+mod address;
 mod error;
+mod link;
 mod memory;
 mod redis_store;
 
@@ -23,8 +25,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
+pub use address::{AddressError, RedisAddress, SENTINEL_PORT, SENTINEL_SCHEME};
 pub use error::{RegistryError, Result};
+pub use link::Continuity;
 pub use memory::ManualClock;
 
 /// One server of the deployment, as the node directory lists it.
@@ -180,7 +185,13 @@ enum Backend {
 #[derive(Clone)]
 pub struct Registry {
     backend: Backend,
+    continuity: watch::Sender<Continuity>,
+    /// The deployment's lease: how long a registry that came back is settling.
+    lease: Duration,
 }
+
+/// The lease assumed until [`Registry::with_lease`] says (the configuration's default).
+const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -314,24 +325,68 @@ fn decode<T: for<'de> Deserialize<'de>>(key: &str, text: Option<String>) -> Resu
 
 impl Registry {
     pub fn memory() -> Self {
-        Self {
-            backend: Backend::Memory(memory::MemoryStore::default()),
-        }
+        Self::memory_with(memory::MemoryStore::default())
     }
 
     /// An in-process registry whose leases expire by `clock` (tests).
     pub fn memory_with_clock(clock: ManualClock) -> Self {
+        Self::memory_with(memory::MemoryStore::with_clock(clock))
+    }
+
+    fn memory_with(store: memory::MemoryStore) -> Self {
         Self {
-            backend: Backend::Memory(memory::MemoryStore::with_clock(clock)),
+            backend: Backend::Memory(store),
+            continuity: watch::Sender::new(Continuity::default()),
+            lease: DEFAULT_LEASE,
         }
     }
 
-    /// Connects to Redis at `url` (`redis://host:port/db`). Keys are prefixed with
-    /// `namespace:` so several deployments can share a server.
+    /// Connects to Redis at `url`: one server (`redis://host:port/db`) or the master of
+    /// a set the sentinels watch (`redis+sentinel://host:port,host:port/<master set>`),
+    /// followed across failovers. Keys are prefixed with `namespace:` so several
+    /// deployments can share a server.
     pub async fn redis(url: &str, namespace: &str) -> Result<Self> {
+        let address = RedisAddress::parse(url)?;
+        let continuity = watch::Sender::new(Continuity::default());
+        let store =
+            redis_store::RedisStore::connect(&address, namespace, continuity.clone()).await?;
         Ok(Self {
-            backend: Backend::Redis(redis_store::RedisStore::connect(url, namespace).await?),
+            backend: Backend::Redis(store),
+            continuity,
+            lease: DEFAULT_LEASE,
         })
+    }
+
+    /// The lease the deployment's servers announce with (`registry.lease`).
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// The registry's availability as this process sees it; it changes each time the
+    /// registry comes back (after an outage, restarted, failed over), when whoever
+    /// holds leases re-announces everything at once (the registry may have lost them).
+    pub fn continuity(&self) -> watch::Receiver<Continuity> {
+        self.continuity.subscribe()
+    }
+
+    /// Checks now, rather than at the next background check (every 500 ms), whether
+    /// the registry came back (lost its data, or is another server): before believing
+    /// that something known is gone.
+    pub async fn recheck(&self) {
+        if let Backend::Redis(r) = &self.backend {
+            r.recheck().await;
+        }
+    }
+
+    /// Whether the registry came back less than a lease ago: the ingests may not have
+    /// re-announced yet, so its "no such stream" (or "its server is gone") is not
+    /// trusted over where a stream was last found.
+    pub fn settling(&self) -> bool {
+        self.continuity
+            .borrow()
+            .back_at
+            .is_some_and(|t| t.elapsed() < self.lease)
     }
 
     async fn put(&self, key: &str, value: String, ttl: Duration) -> Result<()> {
@@ -341,6 +396,18 @@ impl Registry {
                 Ok(())
             }
             Backend::Redis(r) => r.put(key, value, ttl).await,
+        }
+    }
+
+    /// Stores `value` under `key` for good: settings made through the API and the
+    /// like, which no server re-announces.
+    async fn put_durable(&self, key: &str, value: String) -> Result<()> {
+        match &self.backend {
+            Backend::Memory(m) => {
+                m.put(key, value, FOREVER);
+                Ok(())
+            }
+            Backend::Redis(r) => r.put_durable(key, value).await,
         }
     }
 
@@ -490,7 +557,7 @@ impl Registry {
         let key = format!("secret:{name}");
         match &self.backend {
             Backend::Memory(m) => Ok(m.put_if_absent(&key, candidate, FOREVER)),
-            Backend::Redis(r) => r.put_if_absent(&key, candidate, FOREVER).await,
+            Backend::Redis(r) => r.put_if_absent(&key, candidate).await,
         }
     }
 
@@ -521,7 +588,7 @@ impl Registry {
 
     /// Replaces the deployment list (written by the participant's one CIS).
     pub async fn set_deployments(&self, deployments: &[DeploymentRecord]) -> Result<()> {
-        self.put(DEPLOYMENTS_KEY, encode(&deployments), FOREVER)
+        self.put_durable(DEPLOYMENTS_KEY, encode(&deployments))
             .await
     }
 
@@ -532,7 +599,7 @@ impl Registry {
     }
 
     pub async fn put_document(&self, name: &str, text: String) -> Result<()> {
-        self.put(&document_key(name), text, FOREVER).await
+        self.put_durable(&document_key(name), text).await
     }
 
     /// Takes the lease `name` for `ttl` if nobody holds it, or renews it if `us` does:
@@ -579,8 +646,7 @@ impl Registry {
     }
 
     pub async fn set_playback_keys(&self, provider: &str, keys: &[String]) -> Result<()> {
-        self.put(&access_key(provider), encode(&keys), FOREVER)
-            .await
+        self.put_durable(&access_key(provider), encode(&keys)).await
     }
 
     /// What a provider changed at runtime (empty if nothing).
@@ -594,7 +660,7 @@ impl Registry {
         provider: &str,
         settings: &ProviderSettings,
     ) -> Result<()> {
-        self.put(&provider_key(provider), encode(settings), FOREVER)
+        self.put_durable(&provider_key(provider), encode(settings))
             .await
     }
 

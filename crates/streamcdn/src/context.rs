@@ -109,6 +109,7 @@ async fn open_registry(config: &Config) -> anyhow::Result<Registry> {
         RegistryBackend::Memory => Ok(Registry::memory()),
         RegistryBackend::Redis => Registry::redis(&registry.url, &registry.namespace)
             .await
+            .map(|r| r.with_lease(registry.lease))
             .with_context(|| format!("cannot reach the registry at {}", registry.url)),
     }
 }

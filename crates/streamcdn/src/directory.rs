@@ -1,8 +1,8 @@
 //! This process in the node directory: its leased record (roles, site, addresses) with
-//! a load summary measured between refreshes, renewed every third of the lease until
-//! the process has drained, then withdrawn. A drain is announced at once (`draining`),
-//! so routers stop sending viewers and other ingest servers know the stream's holder is
-//! letting go.
+//! a load summary measured between refreshes, renewed every third of the lease (and at
+//! once when the registry comes back from an outage) until the process has drained,
+//! then withdrawn. A drain is announced at once (`draining`), so routers stop sending
+//! viewers and other ingest servers know the stream's holder is letting go.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,6 +78,7 @@ pub async fn announce(
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut meter = LoadMeter::new(playback);
+    let mut comebacks = registry.continuity();
     tracing::info!(node = node.id, roles = ?node.roles, site = node.site, "announcing this server in the node directory");
     loop {
         node.load = meter.measure();
@@ -88,6 +89,8 @@ pub async fn announce(
         tokio::select! {
             _ = tokio::time::sleep(lease / 3) => {}
             Ok(()) = draining.changed() => {}
+            // The registry is back and may have lost this server's lease: renew now.
+            Ok(()) = comebacks.changed() => {}
             _ = &mut stop => break,
         }
     }

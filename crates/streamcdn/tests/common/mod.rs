@@ -4,6 +4,10 @@
 #![allow(dead_code)]
 
 pub mod page;
+pub mod redis_set;
+// For the whole-deployment tests; the others do not use it.
+#[allow(unused_imports)]
+pub use redis_set::Sentinels;
 pub mod sites;
 pub mod wan;
 use std::io::{BufRead, BufReader, Read, Write};
