@@ -91,7 +91,8 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The middleware on the playback listener: `/healthz` answers `503` while draining;
+/// The middleware on the playback listener: `/healthz` answers `200` (a load balancer's
+/// health check), `503` while draining;
 /// other requests are served as usual, noted, and (while draining) close their
 /// connection after the response.
 pub async fn layer(State(drain): State<Arc<Drain>>, request: Request, next: Next) -> Response {
@@ -113,7 +114,12 @@ pub async fn layer(State(drain): State<Arc<Drain>>, request: Request, next: Next
             )
                 .into_response();
         }
-        return next.run(request).await;
+        return (
+            StatusCode::OK,
+            [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+            "ok\n",
+        )
+            .into_response();
     }
     drain
         .last_request_ms

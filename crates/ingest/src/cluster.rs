@@ -369,7 +369,52 @@ async fn announce_stored(
             cluster.registry.announce(&record, ENDED_RECORD_TTL).await?;
         }
     }
+    release_interrupted(cluster, store).await?;
     Ok(ended.len())
+}
+
+/// Recordings this server left live when it crashed are interrupted on storage (see
+/// `journal::recover`); their streams' records still name this server as the live
+/// holder. Marking them interrupted lets whichever server the publisher reconnects to
+/// continue them at once, as after a drain.
+async fn release_interrupted(
+    cluster: &Cluster,
+    store: &RecordingStore,
+) -> Result<(), streamcdn_registry::RegistryError> {
+    let stored = store.all().await.unwrap_or_default();
+    let interrupted = stored.iter().map(|(_, r)| r).filter(|r| {
+        r.is_live()
+            && r.interrupted_at.is_some()
+            && r.node.as_deref() == Some(cluster.node.id.as_str())
+    });
+    for recording in interrupted {
+        let Some(record) = cluster
+            .registry
+            .stream(&recording.provider, &recording.stream)
+            .await?
+        else {
+            continue;
+        };
+        if record.state == StreamState::Live
+            && record.node == cluster.node.id
+            && record.recording_id == recording.recording_id
+        {
+            let next = cluster.record(recording, StreamState::Interrupted);
+            if cluster
+                .registry
+                .transition(&record, &next, ENDED_RECORD_TTL)
+                .await?
+            {
+                tracing::info!(
+                    provider = recording.provider,
+                    stream = recording.stream,
+                    recording = recording.recording_id,
+                    "announced a stream left live by a crash interrupted: its publisher may continue it on any server of the cluster"
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Ends recordings of this cluster whose server died, or was drained, and whose
@@ -443,6 +488,7 @@ async fn end_if_abandoned(
         return;
     }
     let ended = cluster.record(recording, StreamState::Ended);
+    let mut unannounced = false;
     let won = match cluster
         .registry
         .stream(&recording.provider, &recording.stream)
@@ -463,9 +509,12 @@ async fn end_if_abandoned(
             // of the cluster a moment ago: not ours to end.
             _ => return,
         },
-        // No record (a registry that lost it), or one of a newer recording: the
-        // journal decides alone.
-        Ok(_) => true,
+        // No record (a registry that lost it, or a restarted in-process one), or one of
+        // a newer recording: the journal decides alone.
+        Ok(record) => {
+            unannounced = record.is_none();
+            true
+        }
         Err(_) => return,
     };
     if !won {
@@ -482,15 +531,20 @@ async fn end_if_abandoned(
                 "no publisher came back within the reconnect window; the recording is ended"
             );
             if let Ok(now_ended) = store.load_dir(dir.to_owned()).await {
+                let record = cluster.record(&now_ended, StreamState::Ended);
                 if let Err(e) = cluster
                     .registry
-                    .announce_recording(
-                        &cluster.record(&now_ended, StreamState::Ended),
-                        ENDED_RECORD_TTL,
-                    )
+                    .announce_recording(&record, ENDED_RECORD_TTL)
                     .await
                 {
                     tracing::warn!(error = %e, "cannot announce the ended recording");
+                }
+                // The stream's own record too, where there was none: its URL plays
+                // the recording that just ended.
+                if unannounced {
+                    if let Err(e) = cluster.registry.announce(&record, ENDED_RECORD_TTL).await {
+                        tracing::warn!(error = %e, "cannot announce the ended stream");
+                    }
                 }
                 providers
                     .hooks()

@@ -97,4 +97,3 @@ pub(crate) fn reason_label(e: &PublishError) -> &'static str {
         PublishError::Storage(_) => "storage",
     }
 }
-

@@ -143,7 +143,14 @@ impl TsPublisher {
             skipped_bytes = stats.skipped_bytes,
             "MPEG-TS publisher ended"
         );
-        publish::finish(self.publisher, &self.hub, self.client, &self.published_at, false).await;
+        publish::finish(
+            self.publisher,
+            &self.hub,
+            self.client,
+            &self.published_at,
+            false,
+        )
+        .await;
     }
 
     fn report(&mut self) {

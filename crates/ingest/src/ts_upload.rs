@@ -94,7 +94,12 @@ async fn publish(
     // Its own task: if the connection drops, this handler is dropped with it, and the
     // stream must still end cleanly (hooks, the last segment, the recording).
     let body = request.into_body();
-    let task = tokio::spawn(receive(publisher, body, upload.idle_timeout, upload.shutdown));
+    let task = tokio::spawn(receive(
+        publisher,
+        body,
+        upload.idle_timeout,
+        upload.shutdown,
+    ));
     match task.await {
         Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
         Ok(Err(why)) => (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response(),

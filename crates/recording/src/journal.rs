@@ -341,10 +341,13 @@ impl JournalWriter {
     }
 }
 
-/// After a crash of server `node`: marks the recordings it left `live` as ended at
-/// their last segment and removes files their journals do not list (the segment that
-/// was being written). Recordings of other servers of the cluster are left alone.
-/// Returns how many recordings were repaired.
+/// After a crash of server `node`: removes files the journals of the recordings it left
+/// `live` do not list (the segment that was being written) and marks those recordings
+/// interrupted, as a drain does: a publisher reconnecting (here or to another server of
+/// the cluster) continues the same recording, and the cluster ends it once the
+/// provider's reconnect window has passed. Ending it here would show viewers
+/// `#EXT-X-ENDLIST` while the publisher is on its way back. Recordings of other servers
+/// are left alone. Returns how many recordings were repaired.
 pub fn recover(root: &Path, node: &str) -> std::io::Result<usize> {
     let mut repaired = 0;
     for dir in recording_dirs(root)? {
@@ -359,15 +362,30 @@ pub fn recover(root: &Path, node: &str) -> std::io::Result<usize> {
         if head.is_live() && head.interrupted_at.is_some() {
             continue;
         }
-        repaired += usize::from(repair(&dir)?);
+        repaired += usize::from(interrupt_left_live(&dir)?);
     }
     Ok(repaired)
 }
 
-/// Ends a recording whose writer is gone, at its last segment, and removes files its
-/// journal does not list. Returns whether it was left live.
-pub fn repair(dir: &Path) -> std::io::Result<bool> {
+/// Removes the files a recording's journal does not list and, if it is live, marks it
+/// interrupted at its last segment. Returns whether it was live.
+fn interrupt_left_live(dir: &Path) -> std::io::Result<bool> {
     let (mut on_disk, recording) = (read_journal_head(dir)?, read_journal(dir)?);
+    remove_unlisted(dir, &recording)?;
+    if !recording.is_live() {
+        return Ok(false);
+    }
+    on_disk.interrupted_at = Some(recording.segments.last().map_or_else(
+        || recording.started_at.clone(),
+        |s| s.program_date_time.clone(),
+    ));
+    write_journal(dir, &on_disk)?;
+    tracing::info!(dir = %dir.display(), segments = recording.segments.len(), "recording left live by a crash marked interrupted");
+    Ok(true)
+}
+
+/// Removes files in a recording's directory that its journal does not list.
+fn remove_unlisted(dir: &Path, recording: &Recording) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let listed = name == JOURNAL_FILE
@@ -380,6 +398,14 @@ pub fn repair(dir: &Path) -> std::io::Result<bool> {
             std::fs::remove_file(entry.path())?;
         }
     }
+    Ok(())
+}
+
+/// Ends a recording whose writer is gone, at its last segment, and removes files its
+/// journal does not list. Returns whether it was left live.
+pub fn repair(dir: &Path) -> std::io::Result<bool> {
+    let (mut on_disk, recording) = (read_journal_head(dir)?, read_journal(dir)?);
+    remove_unlisted(dir, &recording)?;
     if !recording.is_live() {
         return Ok(false);
     }
@@ -459,7 +485,7 @@ mod tests {
     }
 
     #[test]
-    fn recovery_ends_live_recordings_and_drops_unlisted_files() {
+    fn recovery_interrupts_live_recordings_and_drops_unlisted_files() {
         let root = temp_dir("recover");
         let dir = recording_dir(&root, "p", "s", "r1");
         std::fs::create_dir_all(&dir).unwrap();
@@ -484,6 +510,14 @@ mod tests {
         std::fs::write(dir.join("hook-X1.json"), b"").unwrap();
 
         assert_eq!(recover(&root, "n1").unwrap(), 1);
+        let rec = read_journal(&dir).unwrap();
+        assert!(
+            rec.is_live(),
+            "a crash is no end: the publisher may come back"
+        );
+        assert_eq!(rec.interrupted_at.as_deref(), Some("t1"));
+        // The cluster's sweep ends it once nobody came back.
+        assert!(repair(&dir).unwrap());
         let rec = read_journal(&dir).unwrap();
         assert_eq!(rec.state, RecordingState::Ended);
         assert_eq!(rec.ended_at.as_deref(), Some("t1"));
@@ -580,9 +614,11 @@ mod tests {
         let sequences: Vec<u64> = whole.segments.iter().map(|s| s.sequence).collect();
         assert_eq!(sequences, (0..10).collect::<Vec<_>>());
 
-        // A crash mid-recording: recovery keeps pages and segments, ends the recording.
+        // A crash mid-recording: recovery keeps pages and segments and interrupts the
+        // recording; the sweep that ends it later keeps them too.
         std::fs::write(dir.join("000010.ts"), b"partial").unwrap();
         assert_eq!(recover(&root, "n1").unwrap(), 1);
+        assert!(repair(&dir).unwrap());
         let whole = read_journal(&dir).unwrap();
         assert_eq!(
             (whole.state, whole.segments.len()),

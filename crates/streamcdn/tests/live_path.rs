@@ -376,10 +376,17 @@ fn sigterm_drains_flushing_the_segment_in_progress_and_interrupting_the_recordin
 
 #[test]
 fn a_crash_loses_at_most_the_segment_in_progress() {
-    let mut node = Node::up("crash", "");
+    // After a crash the recording waits, interrupted, for its publisher to come back;
+    // this provider's publishers have 2 s.
+    let mut node = Node::up(
+        "crash",
+        &format!(
+            "[[providers]]\nname = \"crashy\"\nstream_key = \"{KEY}\"\nreconnect_window = \"2s\"\n"
+        ),
+    );
     let publisher = publish(
         &tool("ffmpeg"),
-        &node.publish_url("demo", "boom", KEY),
+        &node.publish_url("crashy", "boom", KEY),
         30,
         "h264",
     );
@@ -392,14 +399,14 @@ fn a_crash_loses_at_most_the_segment_in_progress() {
     node.stop_with("KILL");
     let _ = wait_output(publisher);
     node.start();
-    let journal = node.wait_recording_state("demo", "boom", "ended");
+    let journal = node.wait_recording_state("crashy", "boom", "ended");
     let segments = journal["segments"].as_array().unwrap();
     assert!(
         segments.len() >= recorded,
         "journal lost durable segments: {} < {recorded}",
         segments.len()
     );
-    let decoded = decode(&node.play_url("/demo/boom/index.m3u8"), &[]);
+    let decoded = decode(&node.play_url("/crashy/boom/index.m3u8"), &[]);
     assert_eq!(
         decoded.video_frames,
         segments.len() as u64 * 60,

@@ -52,7 +52,9 @@ fn publish_ts(url: &str, key: &str, codec: &str, seconds: u32) -> Child {
         .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
         .args(["-t", &seconds.to_string()])
         .args(video)
-        .args(["-b:v", "1M", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k"])
+        .args([
+            "-b:v", "1M", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k",
+        ])
         .args(["-f", "mpegts", "-method", "PUT", "-headers"])
         .arg(format!("Authorization: Bearer {key}\r\n"))
         .arg(url)
@@ -118,7 +120,10 @@ fn publish_play_and_record(name: &str, provider: &str, codec: &str, seconds: u32
         "{multivariant}"
     );
     assert!(multivariant.contains("mp4a.40.2\""), "{multivariant}");
-    assert!(multivariant.contains("RESOLUTION=640x360"), "{multivariant}");
+    assert!(
+        multivariant.contains("RESOLUTION=640x360"),
+        "{multivariant}"
+    );
 
     // The recording holds every frame the publisher sent.
     let recorded = decode(&node.play_url(&format!("{base}/index.m3u8")), &[]);
@@ -170,7 +175,11 @@ fn a_wrong_or_missing_key_is_refused_and_nothing_is_recorded() {
         &[("Authorization", "Bearer not-the-key")],
     );
     assert_eq!(wrong.status, 403, "{}", wrong.text());
-    assert!(wrong.text().contains("wrong stream key"), "{}", wrong.text());
+    assert!(
+        wrong.text().contains("wrong stream key"),
+        "{}",
+        wrong.text()
+    );
     // (An empty value keeps the harness from sending its admin token.)
     let missing = put("/demo/cam/ingest.ts", &[("Authorization", "")]);
     assert_eq!(missing.status, 401, "{}", missing.text());
@@ -191,7 +200,10 @@ fn a_wrong_or_missing_key_is_refused_and_nothing_is_recorded() {
     assert!(node.recordings("demo", "cam").is_empty());
     assert!(node.metric("streamcdn_ts_publish_refused_total") >= 4.0);
     assert!(
-        http_get(node.http, "/demo/cam/live.m3u8", &[]).unwrap().status != 200,
+        http_get(node.http, "/demo/cam/live.m3u8", &[])
+            .unwrap()
+            .status
+            != 200,
         "a refused publisher must not be live"
     );
 }

@@ -1010,8 +1010,7 @@ pub fn http_request_body_at(
     let addr = SocketAddr::new(ip, port);
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut request =
-        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     request.push_str(&header_lines(&all));
     request.push_str("\r\n");
     stream.write_all(request.as_bytes())?;
