@@ -15,6 +15,10 @@
 //! `origin` → `hub`; `srt_server` → `ts_ingest` (the SRT
 //! transport is `streamcdn-srt`).
 
+// The SRT publish task's future (transport, demuxer, publisher, recorder) is deep
+// enough that proving it `Send` passes the default query depth.
+#![recursion_limit = "256"]
+
 pub mod cluster;
 pub mod events;
 pub mod hub;

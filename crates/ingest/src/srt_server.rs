@@ -64,19 +64,21 @@ fn refusal(e: &PublishError) -> Refusal {
     }
 }
 
-/// Serves SRT publishers on `server` until `shutdown` flips to true.
+/// Serves SRT publishers on `server` until `shutdown` flips to true. A publish that
+/// ends once `drain` is true is interrupted, not ended (see `publish::finish`).
 pub async fn serve(
     server: SrtServer,
     hub: Arc<StreamHub>,
     recorder: Recorder,
     settings: SrtSettings,
+    drain: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
 ) {
     let (publications, admitted) = mpsc::channel(16);
     let gate = Arc::new(IngestGate { hub: hub.clone() });
     tokio::join!(
         server.serve(gate, settings, publications, shutdown),
-        consume(admitted, hub, recorder)
+        consume(admitted, hub, recorder, drain)
     );
 }
 
@@ -85,13 +87,14 @@ async fn consume(
     mut publications: mpsc::Receiver<Publication>,
     hub: Arc<StreamHub>,
     recorder: Recorder,
+    drain: watch::Receiver<bool>,
 ) {
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             publication = publications.recv() => match publication {
                 Some(publication) => {
-                    tasks.spawn(publish(publication, hub.clone(), recorder.clone()));
+                    tasks.spawn(publish(publication, hub.clone(), recorder.clone(), drain.clone()));
                 }
                 None => break,
             },
@@ -101,7 +104,12 @@ async fn consume(
     while tasks.join_next().await.is_some() {}
 }
 
-async fn publish(mut publication: Publication, hub: Arc<StreamHub>, recorder: Recorder) {
+async fn publish(
+    mut publication: Publication,
+    hub: Arc<StreamHub>,
+    recorder: Recorder,
+    drain: watch::Receiver<bool>,
+) {
     let request = TsPublishRequest {
         provider: &publication.provider,
         stream: &publication.stream,
@@ -117,5 +125,6 @@ async fn publish(mut publication: Publication, hub: Arc<StreamHub>, recorder: Re
     while let Some(chunk) = publication.chunks.recv().await {
         publisher.push(&chunk).await;
     }
-    publisher.finish().await;
+    let draining = *drain.borrow();
+    publisher.finish(draining).await;
 }

@@ -8,7 +8,7 @@
 //! ```text
 //! let mut publisher = TsPublisher::begin(&hub, &recorder, request).await?; // refused: tell the client why
 //! while let Some(bytes) = transport.next().await { publisher.push(&bytes).await; }
-//! publisher.finish().await; // always, also on errors and timeouts
+//! publisher.finish(draining).await; // always, also on errors and timeouts
 //! ```
 
 use std::net::SocketAddr;
@@ -128,8 +128,10 @@ impl TsPublisher {
     }
 
     /// Ends the stream: the last frames, the last segment, the hooks, and the recording
-    /// made durable. Call it however the transport ended.
-    pub async fn finish(mut self) {
+    /// made durable. Call it however the transport ended. `interrupted`: the server is
+    /// being drained, so the recording stays live for another server to continue (see
+    /// `publish::finish`).
+    pub async fn finish(mut self, interrupted: bool) {
         for input in self.demuxer.finish() {
             self.publisher.push(input).await;
         }
@@ -148,7 +150,7 @@ impl TsPublisher {
             &self.hub,
             self.client,
             &self.published_at,
-            false,
+            interrupted,
         )
         .await;
     }

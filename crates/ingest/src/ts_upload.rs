@@ -34,21 +34,25 @@ struct Upload {
     recorder: Recorder,
     /// A publisher that sends nothing for this long is ended.
     idle_timeout: Duration,
+    drain: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
 }
 
 /// The routes of the upload, to merge into the ingest's origin router. Uploads end when
-/// `shutdown` turns true, their recordings complete.
+/// `shutdown` turns true, their recordings complete, or interrupted if `drain` was true
+/// first (see `publish::finish`).
 pub fn router(
     hub: Arc<StreamHub>,
     recorder: Recorder,
     idle_timeout: Duration,
+    drain: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
 ) -> Router {
     let upload = Upload {
         hub,
         recorder,
         idle_timeout,
+        drain,
         shutdown,
     };
     Router::new()
@@ -98,6 +102,7 @@ async fn publish(
         publisher,
         body,
         upload.idle_timeout,
+        upload.drain,
         upload.shutdown,
     ));
     match task.await {
@@ -112,6 +117,7 @@ async fn receive(
     mut publisher: TsPublisher,
     mut body: Body,
     idle_timeout: Duration,
+    drain: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), String> {
     let result = loop {
@@ -133,7 +139,8 @@ async fn receive(
     if let Err(why) = &result {
         tracing::info!(reason = why, "MPEG-TS upload ended");
     }
-    publisher.finish().await;
+    let draining = *drain.borrow();
+    publisher.finish(draining).await;
     result
 }
 

@@ -62,6 +62,8 @@ impl Publisher {
                     finish(child);
                     return;
                 }
+                // Exited (its connection ended): reap it, then reconnect.
+                let _ = child.wait();
                 count.fetch_add(1, Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(200));
             }
@@ -123,7 +125,9 @@ impl Watchdog {
                         Ok(r) => Some(format!("HTTP {}", r.status)),
                         Err(e) => Some(format!("{e}")),
                     };
-                    count.fetch_add(1, Ordering::SeqCst);
+                    // Exited (its connection ended): reap it, then reconnect.
+                let _ = child.wait();
+                count.fetch_add(1, Ordering::SeqCst);
                     if let Some(problem) = problem {
                         if flag.load(Ordering::SeqCst) {
                             log.lock().unwrap().push(format!(

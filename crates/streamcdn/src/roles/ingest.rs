@@ -132,6 +132,7 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
             hub.clone(),
             recorder.clone(),
             srt_settings,
+            ctx.draining(),
             ctx.shutdown(),
         ))));
     }
@@ -139,6 +140,7 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         hub.clone(),
         recorder.clone(),
         rtmp_settings.idle_timeout,
+        ctx.draining(),
         ctx.shutdown(),
     );
     ctx.spawn(drained(Box::pin(rtmp_server::serve(
