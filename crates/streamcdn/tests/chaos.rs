@@ -125,9 +125,7 @@ impl Watchdog {
                         Ok(r) => Some(format!("HTTP {}", r.status)),
                         Err(e) => Some(format!("{e}")),
                     };
-                    // Exited (its connection ended): reap it, then reconnect.
-                let _ = child.wait();
-                count.fetch_add(1, Ordering::SeqCst);
+                    count.fetch_add(1, Ordering::SeqCst);
                     if let Some(problem) = problem {
                         if flag.load(Ordering::SeqCst) {
                             log.lock().unwrap().push(format!(
