@@ -67,7 +67,7 @@ impl Cluster {
         );
         self.ingests.push(node);
         // HAProxy's health check (every 500 ms) must see the new server up.
-        std::thread::sleep(Duration::from_millis(1200));
+        self.haproxy.wait_up(&format!("ingest{i}"));
     }
 
     fn tier(&self, name: &str, host: u8, parents: &[&Node]) -> Node {

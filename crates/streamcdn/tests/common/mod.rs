@@ -743,8 +743,14 @@ impl Haproxy {
             .enumerate()
             .map(|(i, addr)| format!("    server ingest{} {addr} check\n", i + 1))
             .collect();
+        // The stats socket tells when a health check has marked a server up.
+        let stats = format!(
+            "global\n    stats socket {}\n",
+            dir.join("stats.sock").display()
+        );
         let config = template
             .replace("0.0.0.0:1935", &format!("{host}:{port}"))
+            .replacen("global\n", &stats, 1)
             .lines()
             .filter(|l| !l.trim_start().starts_with("server "))
             .collect::<Vec<_>>()
@@ -774,6 +780,28 @@ impl Haproxy {
             "rtmp://{}:{}/{provider}/{stream}?key={KEY}",
             self.host, self.port
         )
+    }
+
+    /// Waits until HAProxy's health check has marked `server` (`ingest<N>`) up, so the
+    /// next publisher may land on it.
+    pub fn wait_up(&self, server: &str) {
+        let up = || -> std::io::Result<bool> {
+            let mut socket = std::os::unix::net::UnixStream::connect(self.dir.join("stats.sock"))?;
+            socket.write_all(b"show stat\n")?;
+            let mut text = String::new();
+            socket.read_to_string(&mut text)?;
+            Ok(text
+                .lines()
+                .any(|l| l.starts_with(&format!("ingest,{server},")) && l.contains(",UP,")))
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !up().unwrap_or(false) {
+            assert!(
+                Instant::now() < deadline,
+                "HAProxy never marked {server} up"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
