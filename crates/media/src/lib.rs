@@ -8,6 +8,7 @@
 
 mod bits;
 pub mod codec;
+pub mod feed;
 mod error;
 pub mod flv;
 pub mod fmp4;
