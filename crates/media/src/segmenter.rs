@@ -306,11 +306,78 @@ impl Segmenter {
     }
 
     fn audio_frame_ticks(&self) -> i64 {
-        // In whole milliseconds, as RTMP timestamps step (and as the segmenter has always
-        // estimated it: RTMP streams are cut exactly as before).
-        self.audio_config.as_ref().map_or(21, |c| {
-            i64::from(AAC_FRAME_SAMPLES) * 1000 / i64::from(c.sample_rate.max(1))
-        }) * TICKS_PER_MS
+        match self.audio_config.as_ref() {
+            // Opus: 20 ms, what WebRTC and ffmpeg send (each frame says its own length).
+            Some(c) if c.fixed_frame_samples().is_none() => 20 * TICKS_PER_MS,
+            // In whole milliseconds, as RTMP timestamps step (and as the segmenter has
+            // always estimated it: RTMP streams are cut exactly as before).
+            config => {
+                config.map_or(21, |c| {
+                    i64::from(AAC_FRAME_SAMPLES) * 1000 / i64::from(c.sample_rate.max(1))
+                }) * TICKS_PER_MS
+            }
+        }
+    }
+
+    /// A part's audio frames as samples in the track's timescale (its sample rate).
+    /// Fixed-size frames (AAC) are counted for exact timing, resynchronised only if the
+    /// publisher's clock drifts by more than a couple of frames. Frames that say their own
+    /// length (Opus) sit where their timestamps put them, each lasting until the next
+    /// (so a lost packet is a longer sample, not a shift of those after it), the last
+    /// as long as it says.
+    fn audio_samples(
+        &mut self,
+        config: AudioConfig,
+        origin: i64,
+        frames: Vec<(i64, Bytes)>,
+    ) -> Vec<Sample> {
+        let rate = u64::from(config.sample_rate);
+        let to_samples =
+            |pts: i64| (pts - origin).max(0) as u64 * rate / u64::from(VIDEO_TIMESCALE);
+        let mut audio: Vec<Sample> = Vec::with_capacity(frames.len());
+        if let Some(fixed) = config.fixed_frame_samples() {
+            for (pts, data) in frames {
+                let from_clock = to_samples(pts);
+                let dts = match self.audio_next_sample {
+                    Some(next) if next.abs_diff(from_clock) <= 2 * u64::from(fixed) => next,
+                    _ => from_clock,
+                };
+                self.audio_next_sample = Some(dts + u64::from(fixed));
+                audio.push(Sample {
+                    dts,
+                    duration: fixed,
+                    composition_offset: 0,
+                    keyframe: true,
+                    data,
+                });
+            }
+            return audio;
+        }
+        for (pts, data) in frames {
+            let said = config.frame_samples(&data);
+            // Never before the end of the previous frame; a frame that says nothing
+            // (malformed) lasts as long as the one before it.
+            let from_clock = to_samples(pts);
+            let dts = self
+                .audio_next_sample
+                .map_or(from_clock, |next| from_clock.max(next));
+            if let Some(previous) = audio.last_mut() {
+                previous.duration = u32::try_from(dts - previous.dts).unwrap_or(u32::MAX).max(1);
+            }
+            let duration = said
+                .or(audio.last().map(|s| s.duration))
+                .unwrap_or(960)
+                .max(1);
+            self.audio_next_sample = Some(dts + u64::from(duration));
+            audio.push(Sample {
+                dts,
+                duration,
+                composition_offset: 0,
+                keyframe: true,
+                data,
+            });
+        }
+        audio
     }
 
     /// Ends the stream: the last part and the end of the last, possibly short, segment.
@@ -446,29 +513,10 @@ impl Segmenter {
             });
         }
 
-        let mut audio = Vec::with_capacity(audio_frames.len());
-        if let Some(config) = &self.audio_config {
-            let rate = u64::from(config.sample_rate);
-            for (pts, data) in audio_frames {
-                // Count samples for exact AAC timing; resync only if the publisher's
-                // clock drifts by more than a couple of frames.
-                let from_clock = (pts - origin).max(0) as u64 * rate / u64::from(VIDEO_TIMESCALE);
-                let dts = match self.audio_next_sample {
-                    Some(next) if next.abs_diff(from_clock) <= 2 * u64::from(AAC_FRAME_SAMPLES) => {
-                        next
-                    }
-                    _ => from_clock,
-                };
-                self.audio_next_sample = Some(dts + u64::from(AAC_FRAME_SAMPLES));
-                audio.push(Sample {
-                    dts,
-                    duration: AAC_FRAME_SAMPLES,
-                    composition_offset: 0,
-                    keyframe: true,
-                    data,
-                });
-            }
-        }
+        let audio = match &self.audio_config {
+            Some(config) => self.audio_samples(config.clone(), origin, audio_frames),
+            None => Vec::new(),
+        };
 
         let duration_secs = match (video.first(), audio.first(), &self.audio_config) {
             (Some(_), _, _) => {
@@ -476,7 +524,8 @@ impl Segmenter {
                     / f64::from(VIDEO_TIMESCALE)
             }
             (None, Some(_), Some(config)) => {
-                audio.len() as f64 * f64::from(AAC_FRAME_SAMPLES) / f64::from(config.sample_rate)
+                audio.iter().map(|s| u64::from(s.duration)).sum::<u64>() as f64
+                    / f64::from(config.sample_rate.max(1))
             }
             _ => 0.0,
         };
