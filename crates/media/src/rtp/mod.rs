@@ -12,6 +12,7 @@
 //! The two tracks are put on one timeline by their first packets' arrival (WebRTC
 //! senders start both together), then each follows its own RTP clock, unwrapped.
 
+pub mod capture;
 mod h264;
 mod reorder;
 
@@ -421,5 +422,370 @@ fn held(packet: &RtpPacket<'_>, arrival: Duration) -> Held {
         marker: packet.marker,
         payload: Bytes::copy_from_slice(packet.payload),
         arrival,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2 s of 160x96 H.264 at 30 fps (keyframe every 30 frames, no B-frames, packets of
+    /// at most 400 bytes: FU-A and STAP-A) and mono Opus at 20 ms, as ffmpeg sends them:
+    /// `python3 tests/fixtures/capture_rtp.py tests/fixtures/h264_opus.rtp 2`.
+    const CAPTURE: &[u8] = include_bytes!("../../tests/fixtures/h264_opus.rtp");
+
+    // SPS and PPS of a 1280x720 High profile stream from x264.
+    const SPS: &[u8] = &[
+        103, 100, 0, 31, 172, 217, 128, 80, 5, 187, 1, 106, 2, 2, 2, 128, 0, 0, 3, 0, 128, 0, 0,
+        30, 7, 140, 24, 205,
+    ];
+    const PPS: &[u8] = &[104, 233, 123, 44, 139];
+
+    #[derive(Debug, Default)]
+    struct Out {
+        video_configs: Vec<VideoConfig>,
+        audio_configs: Vec<AudioConfig>,
+        video: Vec<VideoFrame>,
+        audio: Vec<AudioFrame>,
+        /// Everything, in order, as letters: C(onfig) V(ideo) K(eyframe) A(udio config) a(udio).
+        order: String,
+    }
+
+    impl Out {
+        fn take(&mut self, inputs: Vec<MediaInput>) {
+            for input in inputs {
+                match input {
+                    MediaInput::VideoConfig(c) => {
+                        self.order.push('C');
+                        self.video_configs.push(c)
+                    }
+                    MediaInput::AudioConfig(c) => {
+                        self.order.push('A');
+                        self.audio_configs.push(c)
+                    }
+                    MediaInput::Video(v) => {
+                        assert!(
+                            !self.video_configs.is_empty(),
+                            "a frame before its configuration"
+                        );
+                        self.order.push(if v.keyframe { 'K' } else { 'V' });
+                        self.video.push(v)
+                    }
+                    MediaInput::Audio(a) => {
+                        assert!(
+                            !self.audio_configs.is_empty(),
+                            "a frame before its configuration"
+                        );
+                        self.order.push('a');
+                        self.audio.push(a)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Feeds a capture's records (both tracks) and finishes.
+    fn feed<'a>(records: impl IntoIterator<Item = capture::CaptureRecord<'a>>) -> (Out, RtpStats) {
+        let mut rtp = RtpFrontEnd::new(Some(RtpVideoCodec::H264), Some(RtpOpus { channels: 1 }));
+        let mut out = Out::default();
+        for r in records {
+            let inputs = if r.audio {
+                rtp.push_audio(r.packet, r.arrival)
+            } else {
+                rtp.push_video(r.packet, r.arrival)
+            };
+            out.take(inputs);
+        }
+        out.take(rtp.finish());
+        (out, rtp.stats().clone())
+    }
+
+    fn video_packets() -> Vec<capture::CaptureRecord<'static>> {
+        capture::records(CAPTURE).filter(|r| !r.audio).collect()
+    }
+
+    #[test]
+    fn ffmpegs_rtp_gives_every_frame_on_one_timeline() {
+        let (out, stats) = feed(capture::records(CAPTURE));
+        assert_eq!(out.video_configs.len(), 1);
+        let config = &out.video_configs[0];
+        assert_eq!((config.width, config.height), (160, 96));
+        assert!(
+            config.codec_string.starts_with("avc1."),
+            "{}",
+            config.codec_string
+        );
+        assert_eq!(
+            out.audio_configs,
+            [AudioConfig::opus(1, OPUS_DEFAULT_PRE_SKIP)]
+        );
+        // ffmpeg sent 60 frames (2 s at 30 fps) and 101 Opus packets.
+        assert_eq!((out.video.len(), out.audio.len()), (60, 101));
+        let keyframes: Vec<usize> = (0..60).filter(|&i| out.video[i].keyframe).collect();
+        assert_eq!(keyframes, [0, 30]);
+        for pair in out.video.windows(2) {
+            assert_eq!(pair[1].dts - pair[0].dts, 3000);
+        }
+        for pair in out.audio.windows(2) {
+            assert_eq!(pair[1].pts - pair[0].pts, 1800, "20 ms at 90 kHz");
+        }
+        // Aligned by arrival: the first audio packet left with the first frame.
+        assert!((out.audio[0].pts - out.video[0].dts).abs() < 9000);
+        // Length-prefixed NAL units, parameter sets left to the configuration.
+        for frame in &out.video {
+            let mut rest = &frame.data[..];
+            while !rest.is_empty() {
+                let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                assert!(!(7..=9).contains(&(rest[4] & 0x1f)));
+                rest = &rest[4 + len..];
+            }
+        }
+        assert_eq!(
+            (
+                stats.lost,
+                stats.late,
+                stats.dropped_frames,
+                stats.malformed
+            ),
+            (0, 0, 0, 0)
+        );
+        assert_eq!(stats.packets as usize, capture::records(CAPTURE).count());
+    }
+
+    #[test]
+    fn reordered_packets_are_put_back() {
+        let mut records: Vec<_> = capture::records(CAPTURE).collect();
+        // Swap neighbours of the same track here and there, after each track's first
+        // packet (which starts its sequence).
+        let mut swapped = 0;
+        for i in (30..records.len() - 1).step_by(7) {
+            if records[i].audio == records[i + 1].audio {
+                let (a, b) = (records[i].arrival, records[i + 1].arrival);
+                records.swap(i, i + 1);
+                records[i].arrival = a;
+                records[i + 1].arrival = b;
+                swapped += 1;
+            }
+        }
+        let (clean, _) = feed(capture::records(CAPTURE));
+        let (out, stats) = feed(records);
+        assert_eq!(stats.reordered, swapped, "{stats:?}");
+        assert_eq!((stats.lost, stats.dropped_frames), (0, 0));
+        assert_eq!(out.video, clean.video);
+        assert_eq!(out.audio, clean.audio);
+    }
+
+    #[test]
+    fn a_lost_packet_drops_its_frame_and_the_video_resumes_on_the_next_keyframe() {
+        // Lose a video packet a third of the way into the first GOP, and an audio one.
+        let all: Vec<_> = capture::records(CAPTURE).collect();
+        let video: Vec<usize> = (0..all.len()).filter(|&i| !all[i].audio).collect();
+        let audio: Vec<usize> = (0..all.len()).filter(|&i| all[i].audio).collect();
+        let lost = [video[video.len() / 6], audio[audio.len() / 2]];
+        let kept = (0..all.len()).filter(|i| !lost.contains(i)).map(|i| all[i]);
+        let mut rtp = RtpFrontEnd::new(Some(RtpVideoCodec::H264), Some(RtpOpus { channels: 1 }));
+        let mut out = Out::default();
+        let mut wanted = Vec::new();
+        for r in kept {
+            out.take(if r.audio {
+                rtp.push_audio(r.packet, r.arrival)
+            } else {
+                rtp.push_video(r.packet, r.arrival)
+            });
+            if rtp.keyframe_wanted(r.arrival) {
+                wanted.push(r.arrival);
+            }
+        }
+        out.take(rtp.finish());
+        let stats = rtp.stats();
+        assert_eq!(stats.lost, 2);
+        // Video: every frame up to the damaged one, none after it until frame 30.
+        let resumed = out
+            .video
+            .windows(2)
+            .find(|w| w[1].dts - w[0].dts != 3000)
+            .map(|w| (w[1].keyframe, w[1].dts - out.video[0].dts));
+        assert_eq!(resumed, Some((true, 30 * 3000)));
+        assert!(
+            out.video.len() > 30 && out.video.len() < 60,
+            "{}",
+            out.video.len()
+        );
+        assert_eq!(stats.dropped_frames as usize, 60 - out.video.len());
+        // Audio: one frame gone, the rest where they were.
+        assert_eq!(out.audio.len(), 100);
+        // A keyframe was asked for at the start and after the loss, not in between.
+        assert_eq!(wanted.len(), 2, "{wanted:?}");
+        assert_eq!(stats.keyframe_requests, 2);
+    }
+
+    #[test]
+    fn keyframe_requests_are_rate_limited_and_stop_once_video_flows() {
+        let mut rtp = RtpFrontEnd::new(Some(RtpVideoCodec::H264), None);
+        let ms = Duration::from_millis;
+        assert!(rtp.keyframe_wanted(ms(0)));
+        assert!(!rtp.keyframe_wanted(ms(100)));
+        assert!(rtp.keyframe_wanted(ms(600)));
+        // A P-frame is no start; an IDR with parameter sets is.
+        let p = RtpPacket {
+            sequence: 1,
+            timestamp: 0,
+            marker: true,
+            payload: &[0x41, 1],
+        };
+        assert!(rtp.push_video(p, ms(700)).is_empty());
+        let mut stap = vec![0x78, 0, SPS.len() as u8];
+        stap.extend_from_slice(SPS);
+        stap.extend_from_slice(&[0, PPS.len() as u8]);
+        stap.extend_from_slice(PPS);
+        let sets = RtpPacket {
+            sequence: 2,
+            timestamp: 3000,
+            marker: false,
+            payload: &stap,
+        };
+        let idr = RtpPacket {
+            sequence: 3,
+            timestamp: 3000,
+            marker: true,
+            payload: &[0x65, 1],
+        };
+        assert!(rtp.push_video(sets, ms(733)).is_empty());
+        let mut out = Out::default();
+        out.take(rtp.push_video(idr, ms(734)));
+        assert_eq!(out.order, "CK");
+        assert_eq!(
+            (out.video_configs[0].width, out.video_configs[0].height),
+            (1280, 720)
+        );
+        assert!(!rtp.keyframe_wanted(ms(2000)));
+        assert_eq!(rtp.stats().keyframe_requests, 2);
+        assert_eq!(rtp.stats().dropped_frames, 1);
+    }
+
+    #[test]
+    fn a_changed_sps_is_a_new_configuration() {
+        let mut rtp = RtpFrontEnd::new(Some(RtpVideoCodec::H264), None);
+        let mut out = Out::default();
+        let mut other_sps = SPS.to_vec();
+        other_sps[3] = 40; // level 4.0
+        for (i, sps) in [SPS, SPS, &other_sps[..]].into_iter().enumerate() {
+            let i = i as u16;
+            let ts = u32::from(i) * 3000;
+            for (j, nal) in [sps, PPS, &[0x65, 1][..]].into_iter().enumerate() {
+                let packet = RtpPacket {
+                    sequence: i * 3 + j as u16,
+                    timestamp: ts,
+                    marker: j == 2,
+                    payload: nal,
+                };
+                out.take(rtp.push_video(packet, Duration::from_millis(u64::from(i) * 33)));
+            }
+        }
+        assert_eq!(out.order, "CKKCK");
+        assert_eq!(out.video_configs[1].codec_string, "avc1.640028");
+    }
+
+    #[test]
+    fn sequence_numbers_and_timestamps_wrap() {
+        // The capture's video, renumbered to wrap both counters in its first second.
+        let video = video_packets();
+        let (seq0, ts0) = (video[0].packet.sequence, video[0].packet.timestamp);
+        let mut rtp = RtpFrontEnd::new(Some(RtpVideoCodec::H264), None);
+        let mut out = Out::default();
+        for r in &video {
+            let mut packet = r.packet;
+            packet.sequence = packet.sequence.wrapping_sub(seq0).wrapping_add(65_500);
+            packet.timestamp = packet
+                .timestamp
+                .wrapping_sub(ts0)
+                .wrapping_add(u32::MAX - 45_000);
+            out.take(rtp.push_video(packet, r.arrival));
+        }
+        out.take(rtp.finish());
+        assert_eq!(out.video.len(), 60);
+        for pair in out.video.windows(2) {
+            assert_eq!(pair[1].dts - pair[0].dts, 3000);
+        }
+        assert_eq!(rtp.stats().lost, 0);
+    }
+
+    #[test]
+    fn opus_alone_is_on_the_90khz_timeline_from_its_first_packet() {
+        let mut rtp = RtpFrontEnd::new(None, Some(RtpOpus { channels: 2 }));
+        let mut out = Out::default();
+        let frame = [0xFC, 0xFF, 0xFE]; // CELT fullband 20 ms
+        for k in 0..10u32 {
+            let packet = RtpPacket {
+                sequence: k as u16,
+                timestamp: (u32::MAX - 2000).wrapping_add(k * 960),
+                marker: k == 0,
+                payload: &frame,
+            };
+            out.take(rtp.push_audio(packet, Duration::from_millis(u64::from(k) * 20)));
+        }
+        assert_eq!(out.order, "Aaaaaaaaaaa");
+        assert_eq!(out.audio_configs[0].channels, 2);
+        let pts: Vec<i64> = out.audio.iter().map(|a| a.pts).collect();
+        assert_eq!(pts, (0..10).map(|k| k * 1800).collect::<Vec<_>>());
+        // A malformed packet (no TOC) is counted and skipped.
+        let empty = RtpPacket {
+            sequence: 10,
+            timestamp: 0,
+            marker: false,
+            payload: &[],
+        };
+        assert!(rtp.push_audio(empty, Duration::from_millis(200)).is_empty());
+        assert_eq!(rtp.stats().malformed, 1);
+        assert!(!rtp.keyframe_wanted(Duration::ZERO), "no video, no PLI");
+    }
+
+    #[test]
+    fn audio_waits_for_the_video_and_goes_ahead_of_the_first_keyframe() {
+        // The video starts 300 ms after the audio.
+        let mut records: Vec<_> = capture::records(CAPTURE)
+            .map(|mut r| {
+                if !r.audio {
+                    r.arrival += Duration::from_millis(300);
+                }
+                r
+            })
+            .collect();
+        records.sort_by_key(|r| r.arrival);
+        let (out, _) = feed(records);
+        // The audio was held until the keyframe and goes just before it: the segmenter
+        // drops what precedes the keyframe, as for every protocol.
+        let first_key = out.order.find('K').unwrap();
+        assert!(first_key > 10, "{}", &out.order[..20]);
+        assert_eq!(out.order[..2].to_owned(), "CA");
+        assert!(out.order[2..first_key].chars().all(|c| c == 'a'));
+        let first_video = out.video[0].dts;
+        assert!(
+            (first_video - out.audio[0].pts - 300 * 90).abs() < 20 * 90,
+            "the video lies 300 ms after the audio: {first_video} {}",
+            out.audio[0].pts
+        );
+        assert_eq!(out.audio.len(), 101, "all of it");
+    }
+
+    #[test]
+    fn rtp_datagrams_parse_with_csrcs_extensions_and_padding() {
+        let mut d = vec![0xB1, 0xE0, 0x12, 0x34, 0, 0, 0x0B, 0xB8, 1, 2, 3, 4];
+        d.extend_from_slice(&[9, 9, 9, 9]); // one CSRC
+        d.extend_from_slice(&[0xBE, 0xDE, 0, 1, 7, 7, 7, 7]); // one word of extension
+        d.extend_from_slice(&[0x65, 1, 2]);
+        d.extend_from_slice(&[0, 0, 3]); // padding
+        let (pt, p) = RtpPacket::parse(&d).unwrap();
+        assert_eq!(
+            (pt, p.sequence, p.timestamp, p.marker),
+            (96, 0x1234, 3000, true)
+        );
+        assert_eq!(p.payload, &[0x65, 1, 2]);
+        assert!(RtpPacket::parse(&d[..14]).is_none());
+        assert!(RtpPacket::parse(&[0x40; 12]).is_none(), "version 1");
+        let mut bad_padding = d[..12].to_vec();
+        bad_padding[0] = 0xA0;
+        bad_padding.push(200);
+        assert!(RtpPacket::parse(&bad_padding).is_none());
     }
 }
