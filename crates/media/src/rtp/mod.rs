@@ -205,10 +205,11 @@ impl RtpFrontEnd {
     /// A packet of the video track; returns the inputs it completed. Ignored if the front
     /// end has no video track.
     pub fn push_video(&mut self, packet: RtpPacket<'_>, arrival: Duration) -> Vec<MediaInput> {
+        let mut out = self.audio_config();
         let mut ordered = Vec::new();
         {
             let Some(video) = self.video.as_mut() else {
-                return Vec::new();
+                return out;
             };
             self.stats.packets += 1;
             let outcome = video
@@ -217,7 +218,6 @@ impl RtpFrontEnd {
             self.stats.reordered += u64::from(outcome.reordered);
             self.stats.late += u64::from(outcome.late);
         }
-        let mut out = Vec::new();
         self.video_ordered(ordered, &mut out);
         out
     }
@@ -225,10 +225,11 @@ impl RtpFrontEnd {
     /// A packet of the audio track; returns the inputs it completed. Ignored if the front
     /// end has no audio track.
     pub fn push_audio(&mut self, packet: RtpPacket<'_>, arrival: Duration) -> Vec<MediaInput> {
+        let mut out = self.audio_config();
         let mut ordered = Vec::new();
         {
             let Some(audio) = self.audio.as_mut() else {
-                return Vec::new();
+                return out;
             };
             self.stats.packets += 1;
             let outcome = audio
@@ -237,9 +238,21 @@ impl RtpFrontEnd {
             self.stats.reordered += u64::from(outcome.reordered);
             self.stats.late += u64::from(outcome.late);
         }
-        let mut out = Vec::new();
         self.audio_ordered(ordered, &mut out);
         out
+    }
+
+    /// The audio configuration, once, before anything else: the SDP fixed it, and the
+    /// segmenter must know it before the first keyframe starts the tracks (whichever
+    /// track's packet comes first).
+    fn audio_config(&mut self) -> Vec<MediaInput> {
+        match self.audio.as_mut() {
+            Some(audio) if !audio.config_sent => {
+                audio.config_sent = true;
+                vec![MediaInput::AudioConfig(audio.config.clone())]
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// Whether to send the publisher a PLI now: at start until the first keyframe, and
@@ -381,30 +394,28 @@ impl RtpFrontEnd {
                 self.stats.malformed += 1;
                 continue;
             }
-            let mut inputs = Vec::with_capacity(2);
-            if !audio.config_sent {
-                audio.config_sent = true;
-                inputs.push(MediaInput::AudioConfig(audio.config.clone()));
-            }
             self.stats.audio_frames += 1;
-            inputs.push(MediaInput::Audio(AudioFrame {
+            let frame = MediaInput::Audio(AudioFrame {
                 pts,
                 data: p.payload,
-            }));
+            });
             match self.held_audio.as_mut() {
                 Some(held) => {
-                    held.extend(inputs);
-                    // Keep the config and the last second; give up waiting after a while.
-                    while held.len() > 2
-                        && matches!((&held[1], held.back()), (MediaInput::Audio(a), Some(MediaInput::Audio(b))) if b.pts - a.pts > HELD_AUDIO)
+                    held.push_back(frame);
+                    // Keep the last second; give up waiting after a while.
+                    while let (Some(MediaInput::Audio(first)), Some(MediaInput::Audio(last))) =
+                        (held.front(), held.back())
                     {
-                        held.remove(1);
+                        if last.pts - first.pts <= HELD_AUDIO {
+                            break;
+                        }
+                        held.pop_front();
                     }
                     if p.arrival.saturating_sub(self.origin.unwrap_or(p.arrival)) > VIDEO_WAIT {
                         self.release_audio(out);
                     }
                 }
-                None => out.extend(inputs),
+                None => out.push(frame),
             }
         }
     }
@@ -757,7 +768,7 @@ mod tests {
         // drops what precedes the keyframe, as for every protocol.
         let first_key = out.order.find('K').unwrap();
         assert!(first_key > 10, "{}", &out.order[..20]);
-        assert_eq!(out.order[..2].to_owned(), "CA");
+        assert_eq!(out.order[..2].to_owned(), "AC");
         assert!(out.order[2..first_key].chars().all(|c| c == 'a'));
         let first_video = out.video[0].dts;
         assert!(
