@@ -313,3 +313,38 @@ pub fn part(part: &MediaPart) -> Result<Bytes, Fmp4Error> {
     }
     Ok(out.into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{AudioConfig, OPUS_DEFAULT_PRE_SKIP};
+
+    #[test]
+    fn opus_is_an_opus_sample_entry_with_dops_at_48khz() {
+        let init = init_segment(&Tracks {
+            video: None,
+            audio: Some(AudioConfig::opus(2, OPUS_DEFAULT_PRE_SKIP)),
+        })
+        .unwrap();
+        let moov = {
+            let mut rest = &init[..];
+            loop {
+                let any = <mp4_atom::Any as mp4_atom::Decode>::decode(&mut rest).unwrap();
+                if let mp4_atom::Any::Moov(moov) = any {
+                    break moov;
+                }
+            }
+        };
+        let mdia = &moov.trak[0].mdia;
+        assert_eq!(mdia.mdhd.timescale, 48000);
+        match &mdia.minf.stbl.stsd.codecs[0] {
+            mp4_atom::Codec::Opus(opus) => {
+                assert_eq!(opus.audio.channel_count, 2);
+                assert_eq!(opus.dops.pre_skip, 312);
+                assert_eq!(opus.dops.input_sample_rate, 48000);
+                assert_eq!(opus.dops.output_channel_count, 2);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

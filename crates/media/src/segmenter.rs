@@ -848,4 +848,48 @@ mod tests {
         assert_eq!(segments[0].video[0].dts, 14_000 * 90);
         assert_eq!(segments[1].end.start_ms, 16_000);
     }
+
+    #[test]
+    fn opus_samples_last_as_their_packets_say_and_a_lost_one_is_a_longer_sample() {
+        // Audio only, 20 ms packets (CELT fullband, TOC 0xFC) at 90 kHz: 1800 ticks;
+        // packet 40 is lost, packet 60 is 10 ms (TOC 0xF4) and the next follows it.
+        let mut s = Segmenter::new(2000, DEFAULT_PART_TARGET_MS);
+        let config = AudioConfig::opus(2, crate::codec::OPUS_DEFAULT_PRE_SKIP);
+        let mut events = s.push(MediaInput::AudioConfig(config));
+        let mut pts = 0i64;
+        for k in 0..200 {
+            let short = k == 60;
+            if k != 40 {
+                let toc = if short { 0xF4 } else { 0xFC };
+                events.extend(s.push(MediaInput::Audio(AudioFrame {
+                    pts,
+                    data: Bytes::from(vec![toc, 1, 2]),
+                })));
+            }
+            pts += if short { 900 } else { 1800 };
+        }
+        events.extend(s.finish());
+        let tracks = events.iter().find_map(|e| match e {
+            SegmenterEvent::Tracks(t) => Some(t.clone()),
+            _ => None,
+        });
+        assert_eq!(tracks.unwrap().audio.unwrap().sample_rate, 48000);
+        let segments = segments(events);
+        let audio: Vec<Sample> = segments.iter().flat_map(|s| s.audio.clone()).collect();
+        assert_eq!(audio.len(), 199);
+        // Samples abut, in 48 kHz samples: 960 each, 1920 where one was lost, 480 for
+        // the short one.
+        for pair in audio.windows(2) {
+            assert_eq!(pair[0].dts + u64::from(pair[0].duration), pair[1].dts);
+        }
+        let durations: Vec<u32> = audio.iter().map(|a| a.duration).collect();
+        assert_eq!(durations[39], 1920);
+        assert_eq!(durations[59], 480);
+        assert!(durations
+            .iter()
+            .enumerate()
+            .all(|(i, d)| i == 39 || i == 59 || *d == 960));
+        let total: f64 = segments.iter().map(|s| s.end.duration_secs).sum();
+        assert!((total - 3.99).abs() < 1e-9, "{total}");
+    }
 }

@@ -432,4 +432,22 @@ mod tests {
         ];
         assert_eq!(crc32_mpeg2(&section), 0x2AB1_04B2);
     }
+
+    #[test]
+    fn opus_audio_is_left_out_and_the_muxer_says_why() {
+        let muxer = TsMuxer::new(Tracks {
+            video: None,
+            audio: Some(AudioConfig::opus(2, 312)),
+        });
+        assert!(muxer.tracks().audio.is_none());
+        assert!(muxer
+            .skipped_audio()
+            .is_some_and(|why| why.contains("Opus")));
+        let aac = AudioConfig::parse(Bytes::from_static(&[0x12, 0x10])).unwrap();
+        let muxer = TsMuxer::new(Tracks {
+            video: None,
+            audio: Some(aac),
+        });
+        assert!(muxer.tracks().audio.is_some() && muxer.skipped_audio().is_none());
+    }
 }
