@@ -79,24 +79,12 @@ fn capture() -> Vec<Datagram> {
     })
     .collect();
     let secs = SECONDS.to_string();
+    let lavfi =
+        |source: &'static str| ["-t", &secs, "-f", "lavfi", "-i", source].map(str::to_owned);
     let status = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-        .args([
-            "-t",
-            &secs,
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=640x360:rate=30",
-        ])
-        .args([
-            "-t",
-            &secs,
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=48000",
-        ])
+        .args(lavfi("testsrc2=size=640x360:rate=30"))
+        .args(lavfi("sine=frequency=440:sample_rate=48000"))
         .args([
             "-map",
             "0:v",

@@ -206,19 +206,10 @@ impl RtpFrontEnd {
     /// end has no video track.
     pub fn push_video(&mut self, packet: RtpPacket<'_>, arrival: Duration) -> Vec<MediaInput> {
         let mut out = self.audio_config();
-        let mut ordered = Vec::new();
-        {
-            let Some(video) = self.video.as_mut() else {
-                return out;
-            };
-            self.stats.packets += 1;
-            let outcome = video
-                .reorder
-                .push(packet.sequence, held(&packet, arrival), &mut ordered);
-            self.stats.reordered += u64::from(outcome.reordered);
-            self.stats.late += u64::from(outcome.late);
+        if let Some(video) = self.video.as_mut() {
+            let ordered = order(&mut video.reorder, &mut self.stats, &packet, arrival);
+            self.video_ordered(ordered, &mut out);
         }
-        self.video_ordered(ordered, &mut out);
         out
     }
 
@@ -226,19 +217,10 @@ impl RtpFrontEnd {
     /// end has no audio track.
     pub fn push_audio(&mut self, packet: RtpPacket<'_>, arrival: Duration) -> Vec<MediaInput> {
         let mut out = self.audio_config();
-        let mut ordered = Vec::new();
-        {
-            let Some(audio) = self.audio.as_mut() else {
-                return out;
-            };
-            self.stats.packets += 1;
-            let outcome = audio
-                .reorder
-                .push(packet.sequence, held(&packet, arrival), &mut ordered);
-            self.stats.reordered += u64::from(outcome.reordered);
-            self.stats.late += u64::from(outcome.late);
+        if let Some(audio) = self.audio.as_mut() {
+            let ordered = order(&mut audio.reorder, &mut self.stats, &packet, arrival);
+            self.audio_ordered(ordered, &mut out);
         }
-        self.audio_ordered(ordered, &mut out);
         out
     }
 
@@ -427,13 +409,25 @@ impl RtpFrontEnd {
     }
 }
 
-fn held(packet: &RtpPacket<'_>, arrival: Duration) -> Held {
-    Held {
+/// One packet through its track's reorder buffer: what is now in order.
+fn order(
+    reorder: &mut Reorder,
+    stats: &mut RtpStats,
+    packet: &RtpPacket<'_>,
+    arrival: Duration,
+) -> Vec<Ordered> {
+    let held = Held {
         timestamp: packet.timestamp,
         marker: packet.marker,
         payload: Bytes::copy_from_slice(packet.payload),
         arrival,
-    }
+    };
+    let mut ordered = Vec::new();
+    stats.packets += 1;
+    let outcome = reorder.push(packet.sequence, held, &mut ordered);
+    stats.reordered += u64::from(outcome.reordered);
+    stats.late += u64::from(outcome.late);
+    ordered
 }
 
 #[cfg(test)]
