@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use streamcdn_media::fmp4;
 use streamcdn_media::input::MediaInput;
-use streamcdn_media::playlist::{render_multivariant, Variant};
+use streamcdn_media::playlist::{
+    render_multivariant, target_duration, MediaPlaylist, PlaylistKind, PlaylistSegment, Variant,
+};
 use streamcdn_media::rtp::{RtpFrontEnd, RtpOpus, RtpPacket, RtpStats, RtpVideoCodec};
 use streamcdn_media::segmenter::{Segmenter, SegmenterEvent, Tracks, DEFAULT_PART_TARGET_MS};
 
@@ -141,8 +143,10 @@ struct Packaged {
     audio_frames: usize,
 }
 
-/// Feeds the datagrams that `keep` keeps to the front end and the segmenter, and writes
-/// the init segment and every part to one fMP4 file.
+/// Feeds the datagrams that `keep` keeps (given each one's index in its track) to the
+/// front end and the segmenter, and writes the init segment and every part to one fMP4
+/// file, and beside it the same as HLS (`master.m3u8`, `index.m3u8`, `init.mp4`,
+/// segments) for a player to try (`KEEP_RTP_OUTPUT=1` keeps the directory).
 fn package(
     name: &str,
     datagrams: &[Datagram],
@@ -192,17 +196,55 @@ fn package(
     std::fs::create_dir_all(&dir).expect("a temp dir");
     let mut bytes = Vec::new();
     let mut tracks = Vec::new();
+    let (mut segment, mut segments) = (Vec::new(), Vec::new());
     for event in events {
         match event {
             SegmenterEvent::Tracks(t) => {
-                bytes.extend_from_slice(&fmp4::init_segment(&t).expect("an init segment"));
+                let init = fmp4::init_segment(&t).expect("an init segment");
+                bytes.extend_from_slice(&init);
+                std::fs::write(dir.join("init.mp4"), init).expect("writes the init segment");
                 tracks.push(t);
             }
             SegmenterEvent::Part(part) => {
-                bytes.extend_from_slice(&fmp4::part(&part).expect("a part"))
+                let part = fmp4::part(&part).expect("a part");
+                bytes.extend_from_slice(&part);
+                segment.extend_from_slice(&part);
             }
-            SegmenterEvent::SegmentEnd(_) => {}
+            SegmenterEvent::SegmentEnd(end) => {
+                let uri = format!("{:06}.m4s", end.index);
+                std::fs::write(dir.join(&uri), std::mem::take(&mut segment))
+                    .expect("writes a segment");
+                segments.push(PlaylistSegment {
+                    uri,
+                    duration_secs: end.duration_secs,
+                    program_date_time: "2026-01-01T00:00:00.000Z".into(),
+                    discontinuity: end.discontinuity,
+                    map_uri: Some("init.mp4".into()),
+                    parts: Vec::new(),
+                });
+            }
         }
+    }
+    let playlist = MediaPlaylist {
+        kind: PlaylistKind::Vod,
+        target_duration_secs: target_duration(2.0, &segments),
+        media_sequence: 1,
+        discontinuity_sequence: 0,
+        segments: &segments,
+        ended: true,
+        low_latency: None,
+    };
+    std::fs::write(dir.join("index.m3u8"), playlist.render()).expect("writes the playlist");
+    if let Some(t) = tracks.first() {
+        let master = render_multivariant(&[Variant {
+            uri: "index.m3u8".into(),
+            bandwidth: 1_000_000,
+            average_bandwidth: None,
+            codecs: codecs(t),
+            resolution: t.video.as_ref().map(|v| (v.width, v.height)),
+            frame_rate: None,
+        }]);
+        std::fs::write(dir.join("master.m3u8"), master).expect("writes the playlist");
     }
     let file = dir.join("stream.mp4");
     std::fs::write(&file, bytes).expect("writes the fMP4");
@@ -214,6 +256,16 @@ fn package(
         video_frames,
         audio_frames,
     }
+}
+
+/// What the multivariant playlist's `CODECS` lists, as the ingest writes it.
+fn codecs(tracks: &Tracks) -> Vec<String> {
+    tracks
+        .video
+        .iter()
+        .map(|v| v.codec_string.clone())
+        .chain(tracks.audio.iter().map(|a| a.codec_string.clone()))
+        .collect()
 }
 
 #[derive(Debug, PartialEq)]
@@ -290,12 +342,7 @@ fn ffmpeg_h264_and_opus_rtp_become_fmp4_that_decodes_every_frame() {
 
     let out = package("clean", &datagrams, |_, _| true);
     assert_eq!(out.tracks.len(), 1, "one init segment: {:#?}", out.tracks);
-    let codecs: Vec<String> = out.tracks[0]
-        .video
-        .iter()
-        .map(|v| v.codec_string.clone())
-        .chain(out.tracks[0].audio.iter().map(|a| a.codec_string.clone()))
-        .collect();
+    let codecs = codecs(&out.tracks[0]);
     assert!(
         codecs[0].starts_with("avc1.42") || codecs[0].starts_with("avc1.64"),
         "{codecs:?}"
