@@ -9,7 +9,7 @@
 //! | kind | body |
 //! |------|------|
 //! | 1 video configuration | codec `u8` (0 H.264, 1 H.265), decoder configuration record (avcC/hvcC) |
-//! | 2 audio configuration | codec `u8` (0 AAC), AudioSpecificConfig |
+//! | 2 audio configuration | codec `u8`: 0 AAC and its AudioSpecificConfig, 1 Opus and its channels `u8`, pre-skip `u16` |
 //! | 3 video frame | dts `i64`, composition offset `i32`, flags `u8` (bit 0: keyframe), length-prefixed NAL units |
 //! | 4 audio frame | pts `i64`, the raw frame |
 //! | 5 end | empty: the stream ended (a feed that stops without it was cut, and is resumed) |
@@ -21,7 +21,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
-use crate::codec::{AudioConfig, VideoCodec, VideoConfig};
+use crate::codec::{AudioCodec, AudioConfig, VideoCodec, VideoConfig};
 use crate::input::{AudioFrame, MediaInput, VideoFrame};
 
 /// What every feed starts with (the format's name and version).
@@ -72,8 +72,17 @@ pub fn encode(message: &FeedMessage) -> Bytes {
             KIND_VIDEO_CONFIG
         }
         FeedMessage::Media(MediaInput::AudioConfig(config)) => {
-            body.put_u8(0);
-            body.put_slice(&config.asc);
+            match &config.codec {
+                AudioCodec::Aac { asc, .. } => {
+                    body.put_u8(0);
+                    body.put_slice(asc);
+                }
+                AudioCodec::Opus { pre_skip } => {
+                    body.put_u8(1);
+                    body.put_u8(config.channels);
+                    body.put_u16(*pre_skip);
+                }
+            }
             KIND_AUDIO_CONFIG
         }
         FeedMessage::Media(MediaInput::Video(frame)) => {
@@ -175,12 +184,13 @@ fn decode_body(kind: u8, mut body: Bytes) -> Result<Option<FeedMessage>, FeedErr
             MediaInput::VideoConfig(config)
         }
         KIND_AUDIO_CONFIG => {
-            match take_u8(&mut body, "audio configuration")? {
-                0 => {}
+            let config = match take_u8(&mut body, "audio configuration")? {
+                0 => AudioConfig::parse(body)
+                    .map_err(|_| FeedError::Malformed("audio configuration"))?,
+                1 if body.len() == 3 => AudioConfig::opus(body.get_u8(), body.get_u16()),
+                1 => return Err(FeedError::Malformed("Opus configuration")),
                 other => return Err(FeedError::UnknownCodec(other)),
-            }
-            let config =
-                AudioConfig::parse(body).map_err(|_| FeedError::Malformed("audio configuration"))?;
+            };
             MediaInput::AudioConfig(config)
         }
         KIND_VIDEO => {
@@ -240,6 +250,7 @@ mod tests {
         vec![
             FeedMessage::Media(MediaInput::VideoConfig(h264_config())),
             FeedMessage::Media(MediaInput::AudioConfig(audio)),
+            FeedMessage::Media(MediaInput::AudioConfig(AudioConfig::opus(2, 312))),
             FeedMessage::Media(MediaInput::Video(VideoFrame {
                 dts: -3000,
                 composition_offset: 6000,
