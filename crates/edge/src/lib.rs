@@ -24,6 +24,7 @@ pub mod control_endpoint;
 mod disk;
 pub mod drain;
 mod feed;
+mod opus_feed;
 mod flight;
 mod http_client;
 mod lifetime;
@@ -115,6 +116,8 @@ pub struct Edge {
     generation: Arc<AtomicU64>,
     /// Live streams' low-latency feeds, one upstream connection each.
     feeds: Arc<feed::FeedRelays>,
+    /// The same with Opus audio, for WebRTC viewers.
+    opus_feeds: Arc<opus_feed::OpusFeeds>,
 }
 
 impl Edge {
@@ -157,11 +160,13 @@ impl Edge {
             Some((dir, max_bytes)) => Some(DiskCache::open(dir, *max_bytes)?),
             None => None,
         };
+        let feeds = feed::FeedRelays::new(source.clone());
         Ok(Arc::new(Self {
             stale_if_error: settings.stale_if_error,
             memory,
             disk,
-            feeds: feed::FeedRelays::new(source.clone()),
+            opus_feeds: opus_feed::OpusFeeds::new(feeds.clone(), "ffmpeg"),
+            feeds,
             source,
             flights: Flights::default(),
             generation: Arc::new(AtomicU64::new(0)),
@@ -184,6 +189,15 @@ impl Edge {
         stream: &streamcdn_urls::StreamName,
     ) -> Result<streamcdn_feed::FeedSubscriber, Arc<FetchError>> {
         self.feeds.subscribe(stream).await
+    }
+
+    /// [`Self::feed`] with its audio in Opus, what WebRTC viewers hear: AAC is
+    /// re-encoded once per stream on this tier, Opus passes through.
+    pub async fn feed_with_opus(
+        &self,
+        stream: &streamcdn_urls::StreamName,
+    ) -> Result<streamcdn_feed::FeedSubscriber, Arc<FetchError>> {
+        self.opus_feeds.subscribe(stream).await
     }
 
     /// How many live streams' feeds this tier relays now.
@@ -438,7 +452,8 @@ async fn respond(edge: &Arc<Edge>, request: Request) -> Response {
         }
     }
     if let Some(stream) = streamcdn_urls::feed_stream(request.uri().path()) {
-        return feed_response(edge, &stream).await;
+        let opus = request.uri().query() == Some("audio=opus");
+        return feed_response(edge, &stream, opus).await;
     }
     let key = match CacheKey::parse(request.uri().path(), request.uri().query()) {
         Ok(key) => key,
@@ -476,10 +491,19 @@ async fn respond(edge: &Arc<Edge>, request: Request) -> Response {
     object_response(&object, request.headers(), outcome)
 }
 
-/// A lower tier's (or a tool's) read of a stream's feed, relayed from ours.
-async fn feed_response(edge: &Arc<Edge>, stream: &streamcdn_urls::StreamName) -> Response {
+/// A lower tier's (or a tool's) read of a stream's feed, relayed from ours; with
+/// `opus`, its audio in Opus (as WebRTC viewers get it).
+async fn feed_response(
+    edge: &Arc<Edge>,
+    stream: &streamcdn_urls::StreamName,
+    opus: bool,
+) -> Response {
     let path = streamcdn_urls::feed_path(stream);
-    match edge.feed(stream).await {
+    let subscribed = match opus {
+        true => edge.feed_with_opus(stream).await,
+        false => edge.feed(stream).await,
+    };
+    match subscribed {
         Ok(subscriber) => {
             metrics::counter!("streamcdn_edge_requests_total", "result" => "feed", "kind" => "feed")
                 .increment(1);

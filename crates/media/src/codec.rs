@@ -477,6 +477,35 @@ impl AudioConfig {
         }
     }
 
+    /// The ADTS header (ISO/IEC 13818-7) for one raw AAC frame of `payload_len` bytes of
+    /// this configuration: how a raw frame is handed to a decoder that reads a byte
+    /// stream. `None` for Opus, for object types ADTS cannot say (over 4), and for a frame
+    /// too long for its 13-bit length.
+    pub fn adts_header(&self, payload_len: usize) -> Option<[u8; 7]> {
+        let AudioCodec::Aac {
+            object_type,
+            sample_rate_index,
+            ..
+        } = self.codec
+        else {
+            return None;
+        };
+        let len = payload_len + 7;
+        if !(1..=4).contains(&object_type) || sample_rate_index > 12 || len >= 1 << 13 {
+            return None;
+        }
+        let (profile, channels) = (object_type - 1, self.channels & 0x07);
+        Some([
+            0xff,
+            0xf1,
+            (profile << 6) | (sample_rate_index << 2) | (channels >> 2),
+            ((channels & 0x03) << 6) | ((len >> 11) as u8 & 0x03),
+            (len >> 3) as u8,
+            ((len as u8 & 0x07) << 5) | 0x1f,
+            0xfc,
+        ])
+    }
+
     /// Samples in every frame, where the codec fixes it (AAC); `None` where each frame says
     /// (Opus).
     pub fn fixed_frame_samples(&self) -> Option<u32> {
@@ -520,6 +549,19 @@ pub fn opus_packet_samples(packet: &[u8]) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_adts_header_says_what_the_configuration_says() {
+        // AAC-LC, 44.1 kHz, stereo: ADTS profile 1, rate index 4, channels 2.
+        let config = AudioConfig::parse(Bytes::from_static(&[0x12, 0x10])).unwrap();
+        let header = config.adts_header(100).unwrap();
+        // Frame length 107 (13 bits) = 0x0d << 3 | 3.
+        assert_eq!(header, [0xff, 0xf1, 0x50, 0x80, 0x0d, 0x7f, 0xfc]);
+        // And the demuxer's own reading of it gives the configuration back.
+        assert_eq!(asc_from_adts(1, 4, 2), Bytes::from_static(&[0x12, 0x10]));
+        assert_eq!(AudioConfig::opus(2, 312).adts_header(100), None);
+        assert_eq!(config.adts_header(8192), None, "over 13 bits");
+    }
+
     use super::*;
 
     // avcC of a 1280x720 High profile stream from x264 (ffmpeg -s 1280x720).

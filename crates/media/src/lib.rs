@@ -14,6 +14,7 @@ mod error;
 pub mod flv;
 pub mod fmp4;
 pub mod input;
+pub mod ogg;
 pub mod pipeline;
 pub mod playlist;
 pub mod rtmp;

@@ -99,14 +99,14 @@ fn feed_readers_through_two_tiers_cost_each_tier_one_upstream_connection() {
     let readers = runtime.spawn({
         let stop = stop.clone();
         async move {
-            let tasks: Vec<_> = (0..READERS)
+            // The last reads it as WebRTC viewers get it: with the AAC made Opus.
+            let tasks: Vec<_> = (0..=READERS)
                 .map(|i| {
-                    tokio::spawn(read_feed(
-                        "127.0.0.1",
-                        ports[i % 2],
-                        "/demo/cam/feed",
-                        stop.clone(),
-                    ))
+                    let path = match i {
+                        READERS => "/demo/cam/feed?audio=opus",
+                        _ => "/demo/cam/feed",
+                    };
+                    tokio::spawn(read_feed("127.0.0.1", ports[i % 2], path, stop.clone()))
                 })
                 .collect();
             let mut received = Vec::new();
@@ -135,7 +135,13 @@ fn feed_readers_through_two_tiers_cost_each_tier_one_upstream_connection() {
     let received = runtime.block_on(readers).unwrap();
     assert_eq!(origin_feeds, 1.0, "the ingest served the feed once");
     assert_eq!(mid_feeds, 2.0, "the mid-tier served it once per edge");
-    assert_eq!(edge_feeds, READERS as f64, "the edges served every reader");
+    assert_eq!(
+        edge_feeds,
+        (READERS + 1) as f64,
+        "the edges served every reader"
+    );
+    let mut received = received;
+    let opus = received.pop().unwrap().expect("the Opus reader");
 
     for (i, messages) in received.iter().enumerate() {
         let messages = messages
@@ -187,9 +193,48 @@ fn feed_readers_through_two_tiers_cost_each_tier_one_upstream_connection() {
     );
     assert!(decoded.audio_frames > 100, "audio decodes: {decoded:?}");
 
+    // The Opus reader: the same video, and Opus audio in 20 ms packets on the video's
+    // timeline, which decodes.
+    let opus_config = opus.iter().find_map(|r| match &r.message {
+        FeedMessage::Media(MediaInput::AudioConfig(c)) => Some(c.clone()),
+        _ => None,
+    });
+    assert_eq!(opus_config.map(|c| c.codec_string), Some("opus".to_owned()));
+    let audio: Vec<i64> = opus
+        .iter()
+        .filter_map(|r| match &r.message {
+            FeedMessage::Media(MediaInput::Audio(f)) => Some(f.pts),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        audio.len() >= 150,
+        "{} Opus packets in five seconds",
+        audio.len()
+    );
+    assert!(
+        audio.windows(2).all(|w| w[1] - w[0] == 1800),
+        "Opus packets 20 ms apart"
+    );
+    let video = video_frames(&opus);
+    let (first_video, last_video) = (video[0].0, video[video.len() - 1].0);
+    assert!(
+        audio[0] >= first_video - 90_000 && *audio.last().unwrap() <= last_video + 90_000,
+        "audio {}..{} on the video's timeline {first_video}..{last_video}",
+        audio[0],
+        audio.last().unwrap()
+    );
+    let file = temp_dir("feed-tiers").join("opus-reader.mp4");
+    std::fs::write(&file, package(&opus)).unwrap();
+    let decoded = decode(file.to_str().unwrap(), &[]);
+    assert!(decoded.audio_frames >= 150, "Opus decodes: {decoded:?}");
+    assert!(decoded.video_frames >= 100, "{decoded:?}");
+
     // Nobody reads any more: each tier lets its upstream go.
     let deadline = Instant::now() + Duration::from_secs(10);
-    let relays = |node: &Node| node.metric("streamcdn_feed_relays");
+    let relays = |node: &Node| {
+        node.metric("streamcdn_feed_relays") + node.metric("streamcdn_edge_opus_feeds")
+    };
     while [&mid, &edges[0], &edges[1]]
         .iter()
         .any(|node| relays(node) != 0.0)
