@@ -261,6 +261,14 @@ fn package(
     }
 }
 
+/// The video frames ffmpeg sent: its marked packets.
+fn sent_frames(datagrams: &[Datagram]) -> usize {
+    datagrams
+        .iter()
+        .filter(|d| !d.audio && RtpPacket::parse(&d.bytes).is_some_and(|(_, p)| p.marker))
+        .count()
+}
+
 /// What the multivariant playlist's `CODECS` lists, as the ingest writes it.
 fn codecs(tracks: &Tracks) -> Vec<String> {
     tracks
@@ -334,10 +342,7 @@ fn decode_errors(file: &Path) -> String {
 #[test]
 fn ffmpeg_h264_and_opus_rtp_become_fmp4_that_decodes_every_frame() {
     let datagrams = capture(RtpVideoCodec::H264);
-    let sent_frames = datagrams
-        .iter()
-        .filter(|d| !d.audio && RtpPacket::parse(&d.bytes).is_some_and(|(_, p)| p.marker))
-        .count();
+    let sent_frames = sent_frames(&datagrams);
     let sent_audio = datagrams.iter().filter(|d| d.audio).count();
     // ffmpeg sent what it was asked to.
     assert_eq!(sent_frames, 30 * SECONDS as usize);
@@ -428,10 +433,7 @@ fn lost_packets_leave_a_shorter_stream_that_decodes_without_errors() {
 #[test]
 fn ffmpeg_hevc_rtp_becomes_fmp4_that_decodes_every_frame() {
     let datagrams = capture(RtpVideoCodec::H265);
-    let sent_frames = datagrams
-        .iter()
-        .filter(|d| !d.audio && RtpPacket::parse(&d.bytes).is_some_and(|(_, p)| p.marker))
-        .count();
+    let sent_frames = sent_frames(&datagrams);
     assert_eq!(sent_frames, 30 * SECONDS as usize);
     let out = package(RtpVideoCodec::H265, "hevc", &datagrams, |_, _| true);
     assert_eq!(out.tracks.len(), 1, "one init segment");
