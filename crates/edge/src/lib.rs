@@ -23,6 +23,7 @@ pub mod control;
 pub mod control_endpoint;
 mod disk;
 pub mod drain;
+mod feed;
 mod flight;
 mod http_client;
 mod lifetime;
@@ -112,6 +113,8 @@ pub struct Edge {
     /// Bumped by every purge and invalidate: a fill that began before one does not
     /// store what it fetched (it may be what was just removed).
     generation: Arc<AtomicU64>,
+    /// Live streams' low-latency feeds, one upstream connection each.
+    feeds: Arc<feed::FeedRelays>,
 }
 
 impl Edge {
@@ -158,6 +161,7 @@ impl Edge {
             stale_if_error: settings.stale_if_error,
             memory,
             disk,
+            feeds: feed::FeedRelays::new(source.clone()),
             source,
             flights: Flights::default(),
             generation: Arc::new(AtomicU64::new(0)),
@@ -171,6 +175,20 @@ impl Edge {
     /// Answers one playback request (what [`Self::router`] does for every request).
     pub async fn serve(self: Arc<Self>, request: Request) -> Response {
         handle(State(self), request).await
+    }
+
+    /// A reader of `stream`'s low-latency feed, relayed from upstream (one connection
+    /// per stream for every reader here), from its latest keyframe on.
+    pub async fn feed(
+        &self,
+        stream: &streamcdn_urls::StreamName,
+    ) -> Result<streamcdn_feed::FeedSubscriber, Arc<FetchError>> {
+        self.feeds.subscribe(stream).await
+    }
+
+    /// How many live streams' feeds this tier relays now.
+    pub fn relayed_feeds(&self) -> usize {
+        self.feeds.len()
     }
 
     /// Publishes the cache sizes as gauges (called when metrics are scraped).
@@ -419,6 +437,9 @@ async fn respond(edge: &Arc<Edge>, request: Request) -> Response {
             return response;
         }
     }
+    if let Some(stream) = streamcdn_urls::feed_stream(request.uri().path()) {
+        return feed_response(edge, &stream).await;
+    }
     let key = match CacheKey::parse(request.uri().path(), request.uri().query()) {
         Ok(key) => key,
         Err(error) => {
@@ -453,6 +474,33 @@ async fn respond(edge: &Arc<Edge>, request: Request) -> Response {
     metrics::counter!("streamcdn_edge_requests_total", "result" => outcome.label(), "kind" => kind.label())
         .increment(1);
     object_response(&object, request.headers(), outcome)
+}
+
+/// A lower tier's (or a tool's) read of a stream's feed, relayed from ours.
+async fn feed_response(edge: &Arc<Edge>, stream: &streamcdn_urls::StreamName) -> Response {
+    let path = streamcdn_urls::feed_path(stream);
+    match edge.feed(stream).await {
+        Ok(subscriber) => {
+            metrics::counter!("streamcdn_edge_requests_total", "result" => "feed", "kind" => "feed")
+                .increment(1);
+            (
+                [
+                    (
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static(streamcdn_media::feed::CONTENT_TYPE),
+                    ),
+                    (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                ],
+                axum::body::Body::from_stream(subscriber.into_body()),
+            )
+                .into_response()
+        }
+        Err(error) => {
+            metrics::counter!("streamcdn_edge_requests_total", "result" => "error", "kind" => "feed")
+                .increment(1);
+            error_response(&error, &path)
+        }
+    }
 }
 
 /// The CORS preflight; the allow-origin header is added to every response.

@@ -112,6 +112,7 @@ impl Publisher {
 
     /// One input of the media pipeline, from any protocol's front end.
     pub async fn push(&mut self, input: MediaInput) {
+        self.stream.feed().publish(&input);
         let events = self.segmenter.push(input);
         self.handle(events).await;
     }

@@ -9,6 +9,7 @@
 
 mod bits;
 pub mod codec;
+pub mod feed;
 mod error;
 pub mod flv;
 pub mod fmp4;
