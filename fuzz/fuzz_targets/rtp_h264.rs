@@ -5,6 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use streamcdn_media::pipeline::{run_rtp_ingest, RtpTracks};
+use streamcdn_media::rtp::RtpVideoCodec;
 
 include!("../invariants/rtp_h264.rs");
 

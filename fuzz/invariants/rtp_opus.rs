@@ -4,12 +4,12 @@
 /// Opus sample entry and sample durations of fMP4, and the TS muxer (which leaves Opus
 /// out). The input is an RTP capture (`streamcdn_media::rtp::capture`); its first byte
 /// picks whether the video track exists too (odd: records say which track). Needs
-/// `run_rtp_ingest` and `RtpTracks` in scope.
+/// `run_rtp_ingest`, `RtpTracks` and `RtpVideoCodec` in scope.
 pub fn check(data: &[u8]) {
     let tracks = match data.first() {
         Some(b) if b & 1 == 1 => RtpTracks::Both,
         _ => RtpTracks::Audio,
     };
-    let (stats, _) = run_rtp_ingest(data, tracks);
+    let (stats, _) = run_rtp_ingest(data, tracks, RtpVideoCodec::H264);
     assert!(stats.audio_frames <= stats.packets);
 }

@@ -41,12 +41,12 @@ pub enum RtpTracks {
     Both,
 }
 
-/// Feeds the RTP capture `input` (`rtp::capture`'s records) to a front end with `tracks`,
-/// asking it for keyframe requests as a WebRTC stack would, and packages whatever media
-/// comes out. Returns the front end's statistics and how many segments were produced.
-/// Must never panic, whatever the input.
-pub fn run_rtp_ingest(input: &[u8], tracks: RtpTracks) -> (RtpStats, usize) {
-    let video = (tracks != RtpTracks::Audio).then_some(RtpVideoCodec::H264);
+/// Feeds the RTP capture `input` (`rtp::capture`'s records) to a front end with `tracks`
+/// (video in `codec`), asking it for keyframe requests as a WebRTC stack would, and
+/// packages whatever media comes out. Returns the front end's statistics and how many
+/// segments were produced. Must never panic, whatever the input.
+pub fn run_rtp_ingest(input: &[u8], tracks: RtpTracks, codec: RtpVideoCodec) -> (RtpStats, usize) {
+    let video = (tracks != RtpTracks::Audio).then_some(codec);
     let audio = (tracks != RtpTracks::Video).then_some(RtpOpus { channels: 2 });
     let mut front_end = RtpFrontEnd::new(video, audio);
     let mut packager = Packager::default();

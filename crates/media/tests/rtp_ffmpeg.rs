@@ -45,7 +45,7 @@ fn require(tool: &str) {
 /// Runs ffmpeg for `SECONDS` of 640x360 test pattern at 30 fps and a 440 Hz tone,
 /// sending H.264 and Opus RTP to two sockets here; returns every datagram in arrival
 /// order once ffmpeg has exited and both sockets are drained.
-fn capture() -> Vec<Datagram> {
+fn capture(codec: RtpVideoCodec) -> Vec<Datagram> {
     require("ffmpeg");
     let bind = || UdpSocket::bind("127.0.0.1:0").expect("a loopback UDP socket");
     let (video, video_rtcp, audio, audio_rtcp) = (bind(), bind(), bind(), bind());
@@ -87,16 +87,18 @@ fn capture() -> Vec<Datagram> {
         .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
         .args(lavfi("testsrc2=size=640x360:rate=30"))
         .args(lavfi("sine=frequency=440:sample_rate=48000"))
-        .args([
-            "-map",
-            "0:v",
-            "-c:v",
-            "libx264",
-            "-tune",
-            "zerolatency",
-            "-g",
-            "30",
-        ])
+        .args(["-map", "0:v"])
+        .args(match codec {
+            RtpVideoCodec::H264 => ["-c:v", "libx264", "-tune", "zerolatency", "-g", "30"],
+            RtpVideoCodec::H265 => [
+                "-c:v",
+                "libx265",
+                "-tune",
+                "zerolatency",
+                "-x265-params",
+                "keyint=30:log-level=error",
+            ],
+        })
         .args(["-pix_fmt", "yuv420p", "-f", "rtp", "-payload_type", "96"])
         .arg(format!(
             "rtp://127.0.0.1:{}?rtcpport={}&pkt_size=1200",
@@ -148,11 +150,12 @@ struct Packaged {
 /// file, and beside it the same as HLS (`master.m3u8`, `index.m3u8`, `init.mp4`,
 /// segments) for a player to try (`KEEP_RTP_OUTPUT=1` keeps the directory).
 fn package(
+    codec: RtpVideoCodec,
     name: &str,
     datagrams: &[Datagram],
     keep: impl Fn(usize, &Datagram) -> bool,
 ) -> Packaged {
-    let mut rtp = RtpFrontEnd::new(Some(RtpVideoCodec::H264), Some(RtpOpus { channels: 2 }));
+    let mut rtp = RtpFrontEnd::new(Some(codec), Some(RtpOpus { channels: 2 }));
     let mut segmenter = Segmenter::new(2000, DEFAULT_PART_TARGET_MS);
     let mut events = Vec::new();
     let (mut video_frames, mut audio_frames) = (0, 0);
@@ -258,6 +261,14 @@ fn package(
     }
 }
 
+/// The video frames ffmpeg sent: its marked packets.
+fn sent_frames(datagrams: &[Datagram]) -> usize {
+    datagrams
+        .iter()
+        .filter(|d| !d.audio && RtpPacket::parse(&d.bytes).is_some_and(|(_, p)| p.marker))
+        .count()
+}
+
 /// What the multivariant playlist's `CODECS` lists, as the ingest writes it.
 fn codecs(tracks: &Tracks) -> Vec<String> {
     tracks
@@ -330,17 +341,14 @@ fn decode_errors(file: &Path) -> String {
 
 #[test]
 fn ffmpeg_h264_and_opus_rtp_become_fmp4_that_decodes_every_frame() {
-    let datagrams = capture();
-    let sent_frames = datagrams
-        .iter()
-        .filter(|d| !d.audio && RtpPacket::parse(&d.bytes).is_some_and(|(_, p)| p.marker))
-        .count();
+    let datagrams = capture(RtpVideoCodec::H264);
+    let sent_frames = sent_frames(&datagrams);
     let sent_audio = datagrams.iter().filter(|d| d.audio).count();
     // ffmpeg sent what it was asked to.
     assert_eq!(sent_frames, 30 * SECONDS as usize);
     assert!((50 * SECONDS as usize..=50 * SECONDS as usize + 2).contains(&sent_audio));
 
-    let out = package("clean", &datagrams, |_, _| true);
+    let out = package(RtpVideoCodec::H264, "clean", &datagrams, |_, _| true);
     assert_eq!(out.tracks.len(), 1, "one init segment: {:#?}", out.tracks);
     let codecs = codecs(&out.tracks[0]);
     assert!(
@@ -391,10 +399,10 @@ fn ffmpeg_h264_and_opus_rtp_become_fmp4_that_decodes_every_frame() {
 
 #[test]
 fn lost_packets_leave_a_shorter_stream_that_decodes_without_errors() {
-    let datagrams = capture();
-    let clean = package("reference", &datagrams, |_, _| true);
+    let datagrams = capture(RtpVideoCodec::H264);
+    let clean = package(RtpVideoCodec::H264, "reference", &datagrams, |_, _| true);
     // Every 150th video datagram (about one a second) and every 25th audio one.
-    let lossy = package("lossy", &datagrams, |i, d| {
+    let lossy = package(RtpVideoCodec::H264, "lossy", &datagrams, |i, d| {
         i % if d.audio { 25 } else { 150 } != 20
     });
     assert!(lossy.stats.lost > 0);
@@ -410,6 +418,8 @@ fn lost_packets_leave_a_shorter_stream_that_decodes_without_errors() {
         "{lossy_probe:?} against {clean_probe:?}"
     );
     assert!(lossy_probe[1].frames < clean_probe[1].frames);
+    // Audio after the last frame the video got has no segment to go into.
+    assert!(lossy_probe[1].frames <= lossy.audio_frames);
     assert_eq!(
         lossy_probe[0].frames, lossy.video_frames,
         "every frame handed on decodes"
@@ -418,4 +428,26 @@ fn lost_packets_leave_a_shorter_stream_that_decodes_without_errors() {
     for dir in [&clean.dir, &lossy.dir] {
         std::fs::remove_dir_all(dir).expect("removes the temp dir");
     }
+}
+
+#[test]
+fn ffmpeg_hevc_rtp_becomes_fmp4_that_decodes_every_frame() {
+    let datagrams = capture(RtpVideoCodec::H265);
+    let sent_frames = sent_frames(&datagrams);
+    assert_eq!(sent_frames, 30 * SECONDS as usize);
+    let out = package(RtpVideoCodec::H265, "hevc", &datagrams, |_, _| true);
+    assert_eq!(out.tracks.len(), 1, "one init segment");
+    let codecs = codecs(&out.tracks[0]);
+    assert!(codecs[0].starts_with("hvc1.1."), "{codecs:?}");
+    assert_eq!(out.video_frames, sent_frames);
+    let probed = probe(&out.file);
+    eprintln!(
+        "sent {sent_frames} HEVC frames; decoded {probed:?}; {:?}",
+        out.stats
+    );
+    assert_eq!(probed[0].codec, "hevc");
+    assert_eq!(probed[0].frames, sent_frames, "every video frame decodes");
+    assert_eq!(probed[1].codec, "opus");
+    assert_eq!(decode_errors(&out.file), "");
+    std::fs::remove_dir_all(&out.dir).expect("removes the temp dir");
 }

@@ -3,6 +3,7 @@
 //! covered by `cargo test`.
 
 use streamcdn_media::pipeline::{run_rtp_ingest, RtpTracks};
+use streamcdn_media::rtp::RtpVideoCodec;
 
 mod h264 {
     use super::*;

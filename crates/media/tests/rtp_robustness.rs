@@ -6,20 +6,33 @@
 
 use streamcdn_media::pipeline::{run_rtp_ingest, RtpTracks};
 use streamcdn_media::rtp::capture::{records, write_record, CaptureRecord};
+use streamcdn_media::rtp::RtpVideoCodec;
 
-const CAPTURE: &[u8] = include_bytes!("fixtures/h264_opus.rtp");
+const CAPTURES: [(&[u8], RtpVideoCodec); 2] = [
+    (
+        include_bytes!("fixtures/h264_opus.rtp"),
+        RtpVideoCodec::H264,
+    ),
+    (
+        include_bytes!("fixtures/hevc_opus.rtp"),
+        RtpVideoCodec::H265,
+    ),
+];
 
 #[test]
-fn the_valid_capture_produces_segments_and_loses_nothing() {
-    let (stats, segments) = run_rtp_ingest(CAPTURE, RtpTracks::Both);
-    // 2 s, keyframes every second, 2 s segments: the keyframe at 1 s is too early to
-    // cut, and the stream ends before the next.
-    assert_eq!(segments, 1);
-    assert_eq!((stats.video_frames, stats.audio_frames), (60, 101));
-    assert_eq!(
-        (stats.lost, stats.dropped_frames, stats.malformed),
-        (0, 0, 0)
-    );
+fn the_valid_captures_produce_segments_and_lose_nothing() {
+    for (capture, codec) in CAPTURES {
+        let (stats, segments) = run_rtp_ingest(capture, RtpTracks::Both, codec);
+        // 2 s, keyframes every second, 2 s segments: the keyframe at 1 s is too early to
+        // cut, and the stream ends before the next.
+        assert_eq!(segments, 1, "{codec:?}");
+        assert_eq!(stats.video_frames, 60, "{codec:?}");
+        assert!((100..=101).contains(&stats.audio_frames), "{codec:?}");
+        assert_eq!(
+            (stats.lost, stats.dropped_frames, stats.malformed),
+            (0, 0, 0)
+        );
+    }
 }
 
 fn rewrite(packets: &[CaptureRecord<'_>], steps: &[u8]) -> Vec<u8> {
@@ -39,10 +52,11 @@ fn corrupted_captures_never_panic() {
         x ^= x << 17;
         x
     };
-    let original: Vec<CaptureRecord<'_>> = records(CAPTURE).collect();
-    let original_steps: Vec<u8> = {
+    let originals: Vec<Vec<CaptureRecord<'_>>> =
+        CAPTURES.iter().map(|(c, _)| records(c).collect()).collect();
+    let steps_of = |records: &[CaptureRecord<'_>]| -> Vec<u8> {
         let mut last = std::time::Duration::ZERO;
-        original
+        records
             .iter()
             .map(|r| {
                 let step = (r.arrival - last).as_millis() as u8;
@@ -52,8 +66,9 @@ fn corrupted_captures_never_panic() {
             .collect()
     };
     for round in 0..4000 {
-        let mut packets = original.clone();
-        let mut steps = original_steps.clone();
+        let which = (round / 3) % 2;
+        let mut packets = originals[which].clone();
+        let mut steps = steps_of(&packets);
         let mut payloads: Vec<Vec<u8>> =
             packets.iter().map(|r| r.packet.payload.to_vec()).collect();
         for _ in 0..1 + next() % 12 {
@@ -109,6 +124,6 @@ fn corrupted_captures_never_panic() {
             .collect();
         let input = rewrite(&rebuilt, &steps);
         let tracks = [RtpTracks::Both, RtpTracks::Video, RtpTracks::Audio][round % 3];
-        run_rtp_ingest(&input, tracks);
+        run_rtp_ingest(&input, tracks, CAPTURES[which].1);
     }
 }

@@ -75,7 +75,7 @@ impl Reorder {
         };
         let highest_seq = (self.highest & 0xFFFF) as u64;
         let step = Timeline::wrapping_step(16, highest_seq, u64::from(sequence));
-        if step > MAX_DROPOUT || step < -MAX_MISORDER {
+        if !(-MAX_MISORDER..=MAX_DROPOUT).contains(&step) {
             match self.probation.take() {
                 Some((previous, held)) if previous.wrapping_add(1) == sequence => {
                     // Two in a row: the sender restarted its sequence numbers.
