@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use streamcdn_recording::Recording;
-use streamcdn_srt::{Admission, Gate, Publication, PublishRequest, Refusal};
+use streamcdn_srt::{Admission, ConnectionStats, Gate, Publication, PublishRequest, Refusal};
 pub use streamcdn_srt::{SrtError, SrtServer, SrtSettings};
 use tokio::sync::{mpsc, watch};
 
@@ -20,9 +20,11 @@ use crate::recorder::Recorder;
 use crate::ts_ingest::{TsPublishRequest, TsPublisher};
 
 /// Admits an SRT caller as the RTMP path admits a publisher: a known provider, a valid
-/// stream name, a key that opens it, and the stream not live already.
+/// stream name, a key that opens it, and the stream not live already; nobody while the
+/// server is being drained (as its RTMP listener closes).
 pub struct IngestGate {
     pub hub: Arc<StreamHub>,
+    pub drain: watch::Receiver<bool>,
 }
 
 impl Gate for IngestGate {
@@ -31,6 +33,10 @@ impl Gate for IngestGate {
         request: &PublishRequest,
         peer: SocketAddr,
     ) -> Result<Admission, Refusal> {
+        if *self.drain.borrow() {
+            tracing::info!(provider = request.provider, stream = request.stream, %peer, "SRT publish refused: draining");
+            return Err(Refusal::Draining);
+        }
         let authorized = self
             .hub
             .authorize_stream(&request.provider, &request.stream, request.key.as_deref())
@@ -51,6 +57,18 @@ impl Gate for IngestGate {
             passphrase: provider.srt_passphrase,
         })
     }
+}
+
+/// An SRT connection's statistics as the live list shows them.
+fn transport_json(stats: &ConnectionStats) -> serde_json::Value {
+    serde_json::json!({
+        "rtt_ms": (stats.rtt.as_secs_f64() * 1e4).round() / 10.0,
+        "received_bytes": stats.received_bytes,
+        "lost_packets": stats.lost_packets,
+        "retransmitted_packets": stats.retransmitted_packets,
+        "dropped_packets": stats.dropped_packets,
+        "encrypted": stats.encrypted,
+    })
 }
 
 fn refusal(e: &PublishError) -> Refusal {
@@ -75,7 +93,10 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     let (publications, admitted) = mpsc::channel(16);
-    let gate = Arc::new(IngestGate { hub: hub.clone() });
+    let gate = Arc::new(IngestGate {
+        hub: hub.clone(),
+        drain: drain.clone(),
+    });
     tokio::join!(
         server.serve(gate, settings, publications, shutdown),
         consume(admitted, hub, recorder, drain)
@@ -122,6 +143,8 @@ async fn publish(
     let Ok(mut publisher) = TsPublisher::begin(&hub, &recorder, request).await else {
         return;
     };
+    let stats = publication.stats.clone();
+    publisher.report_transport(Arc::new(move || transport_json(&stats.borrow())));
     while let Some(chunk) = publication.chunks.recv().await {
         publisher.push(&chunk).await;
     }

@@ -22,7 +22,7 @@ use srt_protocol::statistics::SocketStatistics;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::gate::{Gate, Publication, Refusal, SrtSettings};
+use crate::gate::{ConnectionStats, Gate, Publication, Refusal, SrtSettings};
 use crate::guard::{self, CallerCrypto, ToListener};
 use crate::stream_id::PublishRequest;
 
@@ -325,12 +325,17 @@ async fn run_connection(
     let peer = connection.settings.remote;
     let encrypted = connection.settings.cipher.is_some();
     let (chunks, receiver) = mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
+    let (stats, stats_receiver) = watch::channel(ConnectionStats {
+        encrypted,
+        ..ConnectionStats::default()
+    });
     let publication = Publication {
         provider: request.provider.clone(),
         stream: request.stream.clone(),
         key: request.key.clone(),
         peer,
         chunks: receiver,
+        stats: stats_receiver,
     };
     if publications.send(publication).await.is_err() {
         return;
@@ -345,6 +350,7 @@ async fn run_connection(
         let now = Instant::now();
         if connection.should_update_statistics(now) {
             reported.update(connection.statistics());
+            stats.send_modify(|s| s.update(connection.statistics()));
         }
         while let Some(packet) = connection.next_packet(now) {
             let _ = send(&socket, &mut out, &packet).await;
@@ -385,6 +391,16 @@ async fn run_connection(
         dropped = stats.rx_dropped_data,
         "SRT publisher left"
     );
+}
+
+impl ConnectionStats {
+    fn update(&mut self, stats: &SocketStatistics) {
+        self.rtt = stats.rx_average_rtt;
+        self.received_bytes = stats.rx_bytes;
+        self.lost_packets = stats.rx_loss_data;
+        self.retransmitted_packets = stats.rx_retransmit_data;
+        self.dropped_packets = stats.rx_dropped_data;
+    }
 }
 
 /// Totals of one connection already added to the process's counters.

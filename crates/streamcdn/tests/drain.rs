@@ -157,6 +157,67 @@ impl Cluster {
     }
 }
 
+/// The hand-over's outcome as a viewer and the storage see it: one recording (same id,
+/// continuous media sequence, one discontinuity where the second server continued it,
+/// seen by the poller), ended once the publisher left for good; the drained server
+/// (`ingests[drained]`) interrupted the publish and never ended it.
+fn assert_continued(
+    cluster: &Cluster,
+    stream: &str,
+    recording_id: &str,
+    seen: &Seen,
+    drained: usize,
+) {
+    let (lowest, highest) = (
+        *seen.sequences.first().unwrap(),
+        *seen.sequences.last().unwrap(),
+    );
+    // Same recording, continuous media sequence across the hand-over.
+    assert_eq!(
+        seen.recordings.iter().collect::<Vec<_>>(),
+        [&recording_id],
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.sequences.len() as u64,
+        highest - lowest + 1,
+        "a gap in the media sequence: {seen:?}"
+    );
+    assert_eq!(cluster.recordings(stream).len(), 1, "one recording");
+    wait_until("the recording to end", Duration::from_secs(20), || {
+        cluster.journal(stream)["state"] == "ended"
+    });
+    let journal = cluster.journal(stream);
+    assert_eq!(journal["recording_id"], recording_id);
+    let segments = journal["segments"].as_array().unwrap();
+    for (i, s) in segments.iter().enumerate() {
+        assert_eq!(
+            s["sequence"].as_u64(),
+            segments[0]["sequence"].as_u64().map(|f| f + i as u64)
+        );
+    }
+    let resumed: Vec<u64> = segments
+        .iter()
+        .filter(|s| s["discontinuity"] == true)
+        .filter_map(|s| s["sequence"].as_u64())
+        .collect();
+    assert_eq!(resumed.len(), 1, "{journal}");
+    assert!(
+        highest >= resumed[0],
+        "the poller saw the continued stream (from {}): {seen:?}",
+        resumed[0]
+    );
+    let drained_log = cluster.ingests[drained].log_text();
+    assert!(
+        drained_log.contains("publish interrupted by the drain"),
+        "{drained_log}"
+    );
+    assert!(
+        !drained_log.contains("publish ended; recording complete"),
+        "{drained_log}"
+    );
+}
+
 /// SIGTERM without waiting: the test watches the process drain.
 fn sigterm(node: &Node) {
     let status = std::process::Command::new("kill")
@@ -335,54 +396,7 @@ fn sigterm_of_the_holding_ingest_interrupts_the_stream_and_the_other_continues_i
         exited <= Duration::from_secs(DRAIN_TIMEOUT_SECS + 3),
         "drained ingest took {exited:?}"
     );
-    // Same recording, continuous media sequence across the hand-over.
-    assert_eq!(
-        seen.recordings.iter().collect::<Vec<_>>(),
-        [&recording_id],
-        "{seen:?}"
-    );
-    let (lowest, highest) = (
-        *seen.sequences.first().unwrap(),
-        *seen.sequences.last().unwrap(),
-    );
-    assert_eq!(
-        seen.sequences.len() as u64,
-        highest - lowest + 1,
-        "a gap in the media sequence: {seen:?}"
-    );
-    assert_eq!(cluster.recordings(stream).len(), 1, "one recording");
-    wait_until("the recording to end", Duration::from_secs(20), || {
-        cluster.journal(stream)["state"] == "ended"
-    });
-    let journal = cluster.journal(stream);
-    assert_eq!(journal["recording_id"], recording_id.as_str());
-    let segments = journal["segments"].as_array().unwrap();
-    for (i, s) in segments.iter().enumerate() {
-        assert_eq!(
-            s["sequence"].as_u64(),
-            segments[0]["sequence"].as_u64().map(|f| f + i as u64)
-        );
-    }
-    let resumed: Vec<u64> = segments
-        .iter()
-        .filter(|s| s["discontinuity"] == true)
-        .filter_map(|s| s["sequence"].as_u64())
-        .collect();
-    assert_eq!(resumed.len(), 1, "{journal}");
-    assert!(
-        highest >= resumed[0],
-        "the poller saw the continued stream (from {}): {seen:?}",
-        resumed[0]
-    );
-    let drained_log = cluster.ingests[0].log_text();
-    assert!(
-        drained_log.contains("publish interrupted by the drain"),
-        "{drained_log}"
-    );
-    assert!(
-        !drained_log.contains("publish ended; recording complete"),
-        "{drained_log}"
-    );
+    assert_continued(&cluster, stream, &recording_id, &seen, 0);
 }
 
 #[test]
@@ -613,4 +627,201 @@ fn a_drained_edge_leaves_the_routers_answers_before_it_closes() {
     assert!(served > 0);
     // The viewer never moved, so the edge waited out drain_timeout.
     assert!(closed >= Duration::from_secs(5), "{closed:?}");
+}
+
+/// The addresses the router's ingest name answers with (`dig +short`), best first.
+fn ingest_answer(router: &Node) -> Vec<String> {
+    let out = std::process::Command::new(tool_or("dig", "apt-get install bind9-dnsutils"))
+        .args([&format!("@{}", router.host), "-p", &router.dns.to_string()])
+        .args([
+            "+time=1",
+            "+tries=1",
+            "+short",
+            "ingest.streamcdn.test",
+            "A",
+        ])
+        .output()
+        .expect("run dig");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.parse::<std::net::Ipv4Addr>().is_ok())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// An ffmpeg SRT publisher (caller mode) of generated 360p30 video and AAC, for
+/// `seconds`, to the ingest server at `node`.
+fn publish_srt(node: &Node, stream: &str, seconds: u32) -> std::process::Child {
+    std::process::Command::new(tool("ffmpeg"))
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", &seconds.to_string()])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args([
+            "-g",
+            "60",
+            "-keyint_min",
+            "60",
+            "-sc_threshold",
+            "0",
+            "-b:v",
+            "1M",
+        ])
+        .args([
+            "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k", "-f", "mpegts",
+        ])
+        .arg(format!(
+            "srt://{}:{}?streamid=#!::r={PROVIDER}/{stream},m=publish,s={KEY}",
+            node.host, node.srt
+        ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ffmpeg")
+}
+
+/// Waits for `child` to exit by itself within `limit`, else kills it; whether it exited.
+fn exits_within(child: &mut std::process::Child, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if child.try_wait().ok().flatten().is_some() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
+}
+
+#[test]
+fn an_srt_publisher_moved_by_a_drain_continues_the_recording_through_the_ingest_name() {
+    let mut cluster = Cluster::start("drain-srt", "");
+    let net = cluster.ingests[0]
+        .host
+        .rsplit_once('.')
+        .unwrap()
+        .0
+        .to_owned();
+    let router = Node::role_on(
+        "drain-srt-router",
+        "router",
+        &format!("{net}.20"),
+        free_port(),
+        None,
+        &cluster._redis.registry_toml("drain-srt"),
+    );
+    let node_at = |cluster: &Cluster, ip: &str| {
+        cluster
+            .ingests
+            .iter()
+            .position(|n| n.host == ip)
+            .unwrap_or_else(|| panic!("{ip} is no ingest of the cluster"))
+    };
+    let stream = "srt-handoff";
+
+    // The publisher resolves the ingest name: both servers are answered; it takes the
+    // first (SRT's URL names the host; the port is the deployment's).
+    let mut answer = Vec::new();
+    wait_until(
+        "both ingests in the ingest name",
+        Duration::from_secs(15),
+        || {
+            answer = ingest_answer(&router);
+            answer.len() == 2
+        },
+    );
+    let first_server = node_at(&cluster, &answer[0]);
+    let other = 1 - first_server;
+    let mut first = publish_srt(&cluster.ingests[first_server], stream, 60);
+    wait_playable(&cluster.edge, &format!("/{PROVIDER}/{stream}/live.m3u8"));
+    wait_until("three segments", Duration::from_secs(20), || {
+        cluster.journal(stream)["segments"]
+            .as_array()
+            .is_some_and(|s| s.len() >= 3)
+    });
+    let recording_id = cluster.journal(stream)["recording_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (stop, poller) = start_poller(&cluster.edge, stream);
+    std::thread::sleep(Duration::from_secs(2));
+
+    // SIGTERM: the server is announced draining and the ingest name drops it at once;
+    // SRT cannot ask a caller to move, so its connection closes after the drain
+    // timeout, and the encoder reconnects (here: ffmpeg restarted, as an encoder's
+    // reconnect does) to what the name answers now.
+    let terminated = Instant::now();
+    sigterm(&cluster.ingests[first_server]);
+    let other_ip = cluster.ingests[other].host.clone();
+    wait_until(
+        "the drained ingest to leave the name",
+        Duration::from_secs(5),
+        || ingest_answer(&router) == [other_ip.clone()],
+    );
+    let left_name = terminated.elapsed();
+    assert!(
+        exits_within(&mut first, Duration::from_secs(DRAIN_TIMEOUT_SECS + 15)),
+        "the SRT publisher was never closed"
+    );
+    let publisher_closed = terminated.elapsed();
+    let reconnect_to = node_at(&cluster, &ingest_answer(&router)[0]);
+    assert_eq!(reconnect_to, other);
+    let second = publish_srt(&cluster.ingests[other], stream, 10);
+    wait_exited(
+        &mut cluster.ingests[first_server],
+        Duration::from_secs(DRAIN_TIMEOUT_SECS + 8),
+    );
+    wait_until(
+        "the other server to hold the stream",
+        Duration::from_secs(10),
+        || cluster.holds(other, stream),
+    );
+    let continued_at = terminated.elapsed();
+    std::thread::sleep(Duration::from_secs(6));
+    stop.store(true, Ordering::Relaxed);
+    let seen = poller.join().unwrap();
+    let second = wait_output(second);
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    eprintln!(
+        "drained ingest left the ingest name after {left_name:?}; SRT publisher closed \
+         after {publisher_closed:?}; the other server held the stream after \
+         {continued_at:?}; the newest live segment stood still at most {:?} ({} polls)",
+        seen.longest_unchanged, seen.polls
+    );
+    assert!(
+        seen.endlist_at.is_none(),
+        "the poller saw EXT-X-ENDLIST during the hand-over: {seen:?}"
+    );
+    assert!(seen.errors.is_empty(), "the poller saw errors: {seen:?}");
+    assert_continued(&cluster, stream, &recording_id, &seen, first_server);
+    // The whole recording decodes, across the discontinuity.
+    let recorded = decode(
+        &cluster.edge.play_url(&format!(
+            "/{PROVIDER}/{stream}/{recording_id}/playlist.m3u8"
+        )),
+        &[],
+    );
+    assert!(
+        recorded.video_frames >= 30 * 10 && recorded.audio_frames > 0,
+        "{recorded:?}"
+    );
+    let drained_log = cluster.ingests[first_server].log_text();
+    assert!(
+        drained_log.contains("SRT publisher connected"),
+        "{drained_log}"
+    );
 }
