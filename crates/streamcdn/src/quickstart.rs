@@ -168,7 +168,7 @@ pub fn print_quickstart(
                  \x20      -f mpegts 'srt://{host}:{port}?{query}'\n\
                  \x20    one address for every ingest server, once the zone is delegated to the router\n\
                  \x20    (it answers {ingest} with the nearest cluster's least-loaded live servers):\n\
-                 \x20      srt://{ingest}:{port}?{query}\n\n"
+                 \x20      'srt://{ingest}:{port}?{query}'\n\n"
             )
         }
         None => String::new(),

@@ -64,6 +64,23 @@ fn play_in_browser(page: &PageServer, src: &str, seconds: u32) -> serde_json::Va
     state
 }
 
+/// hls.js played 6 s of the 1280x720 H.264 (codec string starting `avc1`) and AAC
+/// stream without an error.
+fn assert_played_6s_of_720p(state: &serde_json::Value, avc1: &str) {
+    assert!(state["t"].as_f64().unwrap() >= 6.0, "{state}");
+    assert_eq!(
+        (state["w"].as_u64(), state["h"].as_u64()),
+        (Some(1280), Some(720)),
+        "{state}"
+    );
+    let codecs = state["levels"][0][0].as_str().unwrap_or_default();
+    assert!(
+        codecs.starts_with(avc1) && codecs.ends_with(",mp4a.40.2"),
+        "{state}"
+    );
+    assert!(state["errors"].as_array().unwrap().is_empty(), "{state}");
+}
+
 #[test]
 fn hls_js_in_chromium_plays_fmp4_and_ts_live() {
     require_browser_tools(&["hls.js", "playwright-core"]);
@@ -89,18 +106,7 @@ fn hls_js_in_chromium_plays_fmp4_and_ts_live() {
             &node.play_url(&format!("/{provider}/web/index.m3u8")),
             6,
         );
-        assert!(state["t"].as_f64().unwrap() >= 6.0, "{state}");
-        assert_eq!(
-            (state["w"].as_u64(), state["h"].as_u64()),
-            (Some(1280), Some(720)),
-            "{state}"
-        );
-        let codecs = state["levels"][0][0].as_str().unwrap_or_default();
-        assert!(
-            codecs.starts_with("avc1.42") && codecs.ends_with(",mp4a.40.2"),
-            "{state}"
-        );
-        assert!(state["errors"].as_array().unwrap().is_empty(), "{state}");
+        assert_played_6s_of_720p(&state, "avc1.42");
     }
     for p in publishers {
         let _ = wait_output(p);
@@ -111,41 +117,7 @@ fn hls_js_in_chromium_plays_fmp4_and_ts_live() {
 fn hls_js_in_chromium_plays_a_stream_published_over_srt() {
     require_browser_tools(&["hls.js", "playwright-core"]);
     let node = Node::up("browser-srt", "");
-    let publisher = Command::new(tool("ffmpeg"))
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args([
-            "-t",
-            "25",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-        ])
-        .args([
-            "-g",
-            "60",
-            "-keyint_min",
-            "60",
-            "-sc_threshold",
-            "0",
-            "-b:v",
-            "2M",
-        ])
-        .args([
-            "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-f", "mpegts",
-        ])
-        .arg(format!(
-            "srt://{}:{}?streamid=#!::r=demo/srtweb,m=publish,s={KEY}",
-            node.host, node.srt
-        ))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ffmpeg");
+    let publisher = publish_ts(&node.srt_url("demo", "srtweb", KEY), 25);
     let page = PageServer::start();
     let deadline = Instant::now() + Duration::from_secs(15);
     while http_get(node.http, "/demo/srtweb/live.m3u8", &[])
@@ -157,18 +129,7 @@ fn hls_js_in_chromium_plays_a_stream_published_over_srt() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let state = play_in_browser(&page, &node.play_url("/demo/srtweb/index.m3u8"), 6);
-    assert!(state["t"].as_f64().unwrap() >= 6.0, "{state}");
-    assert_eq!(
-        (state["w"].as_u64(), state["h"].as_u64()),
-        (Some(1280), Some(720)),
-        "{state}"
-    );
-    let codecs = state["levels"][0][0].as_str().unwrap_or_default();
-    assert!(
-        codecs.starts_with("avc1.") && codecs.ends_with(",mp4a.40.2"),
-        "{state}"
-    );
-    assert!(state["errors"].as_array().unwrap().is_empty(), "{state}");
+    assert_played_6s_of_720p(&state, "avc1.");
     // The live list says how it is published, with the SRT connection's measurements.
     let streams = http_request_at(&node.host, node.admin, "GET", "/api/v1/streams", &[]).unwrap();
     let streams: serde_json::Value = serde_json::from_slice(&streams.body).unwrap();

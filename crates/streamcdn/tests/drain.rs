@@ -159,7 +159,8 @@ impl Cluster {
 
 /// The hand-over's outcome as a viewer and the storage see it: one recording (same id,
 /// continuous media sequence, one discontinuity where the second server continued it,
-/// seen by the poller), ended once the publisher left for good; the drained server
+/// seen by the poller, which never saw `EXT-X-ENDLIST` or an error), ended once the
+/// publisher left for good; the drained server
 /// (`ingests[drained]`) interrupted the publish and never ended it.
 fn assert_continued(
     cluster: &Cluster,
@@ -168,6 +169,11 @@ fn assert_continued(
     seen: &Seen,
     drained: usize,
 ) {
+    assert!(
+        seen.endlist_at.is_none(),
+        "the poller saw EXT-X-ENDLIST during the hand-over: {seen:?}"
+    );
+    assert!(seen.errors.is_empty(), "the poller saw errors: {seen:?}");
     let (lowest, highest) = (
         *seen.sequences.first().unwrap(),
         *seen.sequences.last().unwrap(),
@@ -216,6 +222,27 @@ fn assert_continued(
         !drained_log.contains("publish ended; recording complete"),
         "{drained_log}"
     );
+}
+
+/// Once `stream` plays on the edge and has three segments: its recording id, and a
+/// poller of its live playlist on the edge (stop it with the flag), running for 2 s.
+fn watch_stream(
+    cluster: &Cluster,
+    stream: &str,
+) -> (String, Arc<AtomicBool>, std::thread::JoinHandle<Seen>) {
+    wait_playable(&cluster.edge, &format!("/{PROVIDER}/{stream}/live.m3u8"));
+    wait_until("three segments", Duration::from_secs(20), || {
+        cluster.journal(stream)["segments"]
+            .as_array()
+            .is_some_and(|s| s.len() >= 3)
+    });
+    let recording_id = cluster.journal(stream)["recording_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (stop, poller) = start_poller(&cluster.edge, stream);
+    std::thread::sleep(Duration::from_secs(2));
+    (recording_id, stop, poller)
 }
 
 /// SIGTERM without waiting: the test watches the process drain.
@@ -332,18 +359,7 @@ fn sigterm_of_the_holding_ingest_interrupts_the_stream_and_the_other_continues_i
         60,
         "h264",
     );
-    wait_playable(&cluster.edge, &format!("/{PROVIDER}/{stream}/live.m3u8"));
-    wait_until("three segments", Duration::from_secs(20), || {
-        cluster.journal(stream)["segments"]
-            .as_array()
-            .is_some_and(|s| s.len() >= 3)
-    });
-    let recording_id = cluster.journal(stream)["recording_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (stop, poller) = start_poller(&cluster.edge, stream);
-    std::thread::sleep(Duration::from_secs(2));
+    let (recording_id, stop, poller) = watch_stream(&cluster, stream);
 
     // SIGTERM: ffmpeg cannot be asked to reconnect, so it is closed after the drain
     // timeout; it then reconnects (as OBS does by itself) to the other server.
@@ -387,11 +403,6 @@ fn sigterm_of_the_holding_ingest_interrupts_the_stream_and_the_other_continues_i
          {:?} ({} polls)",
         seen.longest_unchanged, seen.polls
     );
-    assert!(
-        seen.endlist_at.is_none(),
-        "the poller saw EXT-X-ENDLIST during the hand-over: {seen:?}"
-    );
-    assert!(seen.errors.is_empty(), "the poller saw errors: {seen:?}");
     assert!(
         exited <= Duration::from_secs(DRAIN_TIMEOUT_SECS + 3),
         "drained ingest took {exited:?}"
@@ -629,66 +640,6 @@ fn a_drained_edge_leaves_the_routers_answers_before_it_closes() {
     assert!(closed >= Duration::from_secs(5), "{closed:?}");
 }
 
-/// The addresses the router's ingest name answers with (`dig +short`), best first.
-fn ingest_answer(router: &Node) -> Vec<String> {
-    let out = std::process::Command::new(tool_or("dig", "apt-get install bind9-dnsutils"))
-        .args([&format!("@{}", router.host), "-p", &router.dns.to_string()])
-        .args([
-            "+time=1",
-            "+tries=1",
-            "+short",
-            "ingest.streamcdn.test",
-            "A",
-        ])
-        .output()
-        .expect("run dig");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.parse::<std::net::Ipv4Addr>().is_ok())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// An ffmpeg SRT publisher (caller mode) of generated 360p30 video and AAC, for
-/// `seconds`, to the ingest server at `node`.
-fn publish_srt(node: &Node, stream: &str, seconds: u32) -> std::process::Child {
-    std::process::Command::new(tool("ffmpeg"))
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-t", &seconds.to_string()])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-        ])
-        .args([
-            "-g",
-            "60",
-            "-keyint_min",
-            "60",
-            "-sc_threshold",
-            "0",
-            "-b:v",
-            "1M",
-        ])
-        .args([
-            "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k", "-f", "mpegts",
-        ])
-        .arg(format!(
-            "srt://{}:{}?streamid=#!::r={PROVIDER}/{stream},m=publish,s={KEY}",
-            node.host, node.srt
-        ))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn ffmpeg")
-}
-
 /// Waits for `child` to exit by itself within `limit`, else kills it; whether it exited.
 fn exits_within(child: &mut std::process::Child, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
@@ -736,25 +687,17 @@ fn an_srt_publisher_moved_by_a_drain_continues_the_recording_through_the_ingest_
         "both ingests in the ingest name",
         Duration::from_secs(15),
         || {
-            answer = ingest_answer(&router);
+            answer = ingest_answer(&router.host, router.dns);
             answer.len() == 2
         },
     );
     let first_server = node_at(&cluster, &answer[0]);
     let other = 1 - first_server;
-    let mut first = publish_srt(&cluster.ingests[first_server], stream, 60);
-    wait_playable(&cluster.edge, &format!("/{PROVIDER}/{stream}/live.m3u8"));
-    wait_until("three segments", Duration::from_secs(20), || {
-        cluster.journal(stream)["segments"]
-            .as_array()
-            .is_some_and(|s| s.len() >= 3)
-    });
-    let recording_id = cluster.journal(stream)["recording_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (stop, poller) = start_poller(&cluster.edge, stream);
-    std::thread::sleep(Duration::from_secs(2));
+    let mut first = publish_ts(
+        &cluster.ingests[first_server].srt_url(PROVIDER, stream, KEY),
+        60,
+    );
+    let (recording_id, stop, poller) = watch_stream(&cluster, stream);
 
     // SIGTERM: the server is announced draining and the ingest name drops it at once;
     // SRT cannot ask a caller to move, so its connection closes after the drain
@@ -766,7 +709,7 @@ fn an_srt_publisher_moved_by_a_drain_continues_the_recording_through_the_ingest_
     wait_until(
         "the drained ingest to leave the name",
         Duration::from_secs(5),
-        || ingest_answer(&router) == [other_ip.clone()],
+        || ingest_answer(&router.host, router.dns) == [other_ip.clone()],
     );
     let left_name = terminated.elapsed();
     assert!(
@@ -774,9 +717,9 @@ fn an_srt_publisher_moved_by_a_drain_continues_the_recording_through_the_ingest_
         "the SRT publisher was never closed"
     );
     let publisher_closed = terminated.elapsed();
-    let reconnect_to = node_at(&cluster, &ingest_answer(&router)[0]);
+    let reconnect_to = node_at(&cluster, &ingest_answer(&router.host, router.dns)[0]);
     assert_eq!(reconnect_to, other);
-    let second = publish_srt(&cluster.ingests[other], stream, 10);
+    let second = publish_ts(&cluster.ingests[other].srt_url(PROVIDER, stream, KEY), 10);
     wait_exited(
         &mut cluster.ingests[first_server],
         Duration::from_secs(DRAIN_TIMEOUT_SECS + 8),
@@ -802,11 +745,6 @@ fn an_srt_publisher_moved_by_a_drain_continues_the_recording_through_the_ingest_
          {continued_at:?}; the newest live segment stood still at most {:?} ({} polls)",
         seen.longest_unchanged, seen.polls
     );
-    assert!(
-        seen.endlist_at.is_none(),
-        "the poller saw EXT-X-ENDLIST during the hand-over: {seen:?}"
-    );
-    assert!(seen.errors.is_empty(), "the poller saw errors: {seen:?}");
     assert_continued(&cluster, stream, &recording_id, &seen, first_server);
     // The whole recording decodes, across the discontinuity.
     let recorded = decode(

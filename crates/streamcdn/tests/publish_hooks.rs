@@ -365,42 +365,6 @@ fn an_allowed_publisher_is_recorded_and_its_end_is_announced() {
     }
 }
 
-/// An ffmpeg SRT publisher (caller mode) of `seconds` of generated video to `up`.
-fn publish_srt(
-    node: &Node,
-    provider: &str,
-    stream: &str,
-    key: &str,
-    seconds: u32,
-) -> std::process::Child {
-    std::process::Command::new(tool("ffmpeg"))
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("testsrc=size=320x240:rate=25:duration={seconds}"),
-        ])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "25",
-            "-f",
-            "mpegts",
-        ])
-        .arg(format!(
-            "srt://{}:{}?streamid=#!::r={provider}/{stream},m=publish,s={key}",
-            node.host, node.srt
-        ))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn ffmpeg")
-}
-
 #[test]
 fn srt_publishers_go_through_the_same_hooks_and_keys() {
     let hooks = HookServer::start(|path, body, _| match (path, body["stream"].as_str()) {
@@ -422,11 +386,8 @@ fn srt_publishers_go_through_the_same_hooks_and_keys() {
     let node = Node::up("hooks-srt", &extra);
 
     // Denied by the hook: the caller is closed, nothing is recorded.
-    let denied = wait_output(publish_srt(
-        &node,
-        "hooked",
-        "banned",
-        "hooked-provider-key",
+    let denied = wait_output(publish_ts(
+        &node.srt_url("hooked", "banned", "hooked-provider-key"),
         3,
     ));
     assert!(!denied.status.success(), "the denied SRT publish went on");
@@ -457,7 +418,10 @@ fn srt_publishers_go_through_the_same_hooks_and_keys() {
         1.0
     );
     // A wrong key is refused at the handshake, before the hook is asked.
-    let wrong = wait_output(publish_srt(&node, "hooked", "show", "not-the-key", 2));
+    let wrong = wait_output(publish_ts(
+        &node.srt_url("hooked", "show", "not-the-key"),
+        2,
+    ));
     assert!(!wrong.status.success());
     assert!(
         stderr(&wrong).contains("rejection reason"),
@@ -467,11 +431,8 @@ fn srt_publishers_go_through_the_same_hooks_and_keys() {
     assert_eq!(hooks.bodies("/publish").len(), 1);
 
     // Allowed: recorded, and its end announced as for RTMP.
-    let allowed = wait_output(publish_srt(
-        &node,
-        "hooked",
-        "show",
-        "hooked-provider-key",
+    let allowed = wait_output(publish_ts(
+        &node.srt_url("hooked", "show", "hooked-provider-key"),
         3,
     ));
     assert!(allowed.status.success(), "{}", stderr(&allowed));

@@ -400,27 +400,18 @@ fn a_dead_edge_leaves_the_answers() {
     );
 }
 
-/// The IPv4 addresses `dig +short` printed, in order.
-fn addresses(out: &str) -> Vec<String> {
-    out.lines()
-        .map(str::trim)
-        .filter(|l| l.parse::<std::net::Ipv4Addr>().is_ok())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Polls the ingest name until `dig` answers exactly `expected` (in order); panics with
+/// Polls the ingest name until it answers exactly `expected` (in order); panics with
 /// the last answer.
-fn wait_ingests(host: &str, port: u16, expected: &[&str], within: Duration) -> String {
+fn wait_ingests(host: &str, port: u16, expected: &[&str], within: Duration) {
     let deadline = Instant::now() + within;
     loop {
-        let out = dig(host, port, &["ingest.streamcdn.test", "A", "+short"]);
-        if addresses(&out) == expected {
-            return out;
+        let answer = ingest_answer(host, port);
+        if answer == expected {
+            return;
         }
         assert!(
             Instant::now() < deadline,
-            "the ingest name never answered {expected:?}; last: {out:?}"
+            "the ingest name never answered {expected:?}; last: {answer:?}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -458,18 +449,17 @@ fn the_ingest_name_answers_live_ingests_least_loaded_first_and_drops_drained_and
     // Both live and idle: both answered (in an order their CPU decides), authoritative,
     // with the short TTL.
     let deadline = Instant::now() + Duration::from_secs(15);
+    let mut both = vec![a.clone(), b.clone()];
+    both.sort();
     loop {
-        let out = dig(host, port, &["ingest.streamcdn.test", "A", "+short"]);
-        let mut answered = addresses(&out);
+        let mut answered = ingest_answer(host, port);
         answered.sort();
-        let mut both = vec![a.clone(), b.clone()];
-        both.sort();
         if answered == both {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "both ingests never answered: {out:?}"
+            "both ingests never answered: {answered:?}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -485,28 +475,7 @@ fn the_ingest_name_answers_live_ingests_least_loaded_first_and_drops_drained_and
 
     // A publisher on A (over SRT, as a publisher that resolved the name would): A has
     // the load now, B is answered first.
-    let mut publisher = Command::new(tool("ffmpeg"))
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
-        .args([
-            "-t",
-            "60",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "25",
-        ])
-        .args(["-f", "mpegts"])
-        .arg(format!(
-            "srt://{a}:{}?streamid=#!::r=demo/cam,m=publish,s={KEY}",
-            ingests[0].srt
-        ))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn ffmpeg");
+    let mut publisher = publish_ts(&ingests[0].srt_url("demo", "cam", KEY), 60);
     wait_ingests(host, port, &[&b, &a], Duration::from_secs(10));
     let _ = publisher.kill();
     let _ = publisher.wait();
