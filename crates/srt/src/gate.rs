@@ -104,11 +104,29 @@ pub struct Admission {
 
 /// Decides, during the handshake, whether a caller may publish what it asked for.
 pub trait Gate: Send + Sync + 'static {
+    /// What [`Gate::confirm`] begins for a caller (the ingest: its publish, the
+    /// provider's hook asked); handed to the consumer with the publication, or dropped
+    /// if the connection then fails to open.
+    type Ticket: Send + 'static;
+
+    /// The caller's stream, key and provider: refused, or admitted with the passphrase
+    /// its encryption must match.
     fn admit(
         &self,
         request: &PublishRequest,
         peer: SocketAddr,
     ) -> impl Future<Output = Result<Admission, Refusal>> + Send;
+
+    /// The last word on a caller admitted without encryption, asked once nothing else
+    /// in the handshake can refuse it, so that a refusal here (a provider's hook) is
+    /// still a handshake rejection. An encrypting caller's key is checked by the
+    /// protocol only after the handshake is accepted: it is never confirmed, and its
+    /// publication comes without a ticket.
+    fn confirm(
+        &self,
+        request: &PublishRequest,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Result<Self::Ticket, Refusal>> + Send;
 }
 
 /// One connection's transport as SRT measured it, refreshed while it lives (about once
@@ -130,7 +148,7 @@ pub struct ConnectionStats {
 
 /// An admitted publisher: `provider/stream` and its payload, the MPEG-TS bytes in the
 /// order sent; `chunks` ends when it leaves (dropping it ends the connection).
-pub struct Publication {
+pub struct Publication<T = ()> {
     pub provider: String,
     pub stream: String,
     /// The key it presented, which the gate accepted: for a consumer that opens the
@@ -140,4 +158,6 @@ pub struct Publication {
     pub chunks: mpsc::Receiver<Bytes>,
     /// The connection's statistics, as they change.
     pub stats: watch::Receiver<ConnectionStats>,
+    /// What the gate's [`Gate::confirm`] began, for a caller without encryption.
+    pub ticket: Option<T>,
 }

@@ -4,8 +4,8 @@
 //! - `on_publish` does not answer → allowed or refused, as `deny_on_timeout` says;
 //! - allowed → recorded, and `on_unpublish` (retried after a 503) and
 //!   `on_recording_ended` arrive with the recording's JSON;
-//! - SRT publishers meet the same hooks and keys (denied by the hook: closed, nothing
-//!   recorded; a wrong key: refused at the handshake; allowed: recorded and announced);
+//! - SRT publishers meet the same hooks and keys (denied by the hook or a wrong key:
+//!   rejected in the handshake, nothing recorded; allowed: recorded and announced);
 //! - a stream key opens its own stream only, and is rotated, generated and removed
 //!   through the providers' API, whose answers never show a key;
 //! - `on_archived` arrives once per recording: again after the archiver was killed
@@ -385,12 +385,23 @@ fn srt_publishers_go_through_the_same_hooks_and_keys() {
     );
     let node = Node::up("hooks-srt", &extra);
 
-    // Denied by the hook: the caller is closed, nothing is recorded.
+    // Denied by the hook: the handshake is rejected (1403, which libsrt prints as an
+    // application-defined rejection reason), nothing is recorded.
     let denied = wait_output(publish_ts(
         &node.srt_url("hooked", "banned", "hooked-provider-key"),
         3,
     ));
     assert!(!denied.status.success(), "the denied SRT publish went on");
+    assert!(
+        stderr(&denied).contains("rejection reason"),
+        "not rejected in the handshake: {}",
+        stderr(&denied)
+    );
+    assert_eq!(
+        node.metric("streamcdn_srt_publishers"),
+        0.0,
+        "a denied caller was connected"
+    );
     assert!(node.recordings("hooked", "banned").is_empty());
     let asked = hooks.wait_for("/publish", 1, |_| true).remove(0);
     assert_eq!(
@@ -429,6 +440,11 @@ fn srt_publishers_go_through_the_same_hooks_and_keys() {
         stderr(&wrong)
     );
     assert_eq!(hooks.bodies("/publish").len(), 1);
+    assert_eq!(
+        node.metric("streamcdn_srt_refused_total{reason=\"forbidden\"}"),
+        2.0,
+        "the hook's denial and the wrong key"
+    );
 
     // Allowed: recorded, and its end announced as for RTMP.
     let allowed = wait_output(publish_ts(
