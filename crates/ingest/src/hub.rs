@@ -118,6 +118,27 @@ pub struct LiveStream {
     events: EventSender,
     /// The hub's table, which this stream leaves once retired.
     table: Weak<Table>,
+    /// Who publishes it: the protocol, and its transport's statistics where it has them.
+    publisher: Mutex<PublishedBy>,
+}
+
+/// A live stream's publisher as the live list shows it.
+#[derive(Clone)]
+struct PublishedBy {
+    protocol: &'static str,
+    transport: Option<TransportReport>,
+}
+
+/// A publisher's transport statistics, read when the live list is asked for (SRT's
+/// round-trip time, losses, retransmissions).
+pub type TransportReport = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+impl std::fmt::Debug for PublishedBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishedBy")
+            .field("protocol", &self.protocol)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -249,6 +270,10 @@ impl LiveStream {
                 open: None,
             }),
             updates: watch::channel(0).0,
+            publisher: Mutex::new(PublishedBy {
+                protocol: "rtmp",
+                transport: None,
+            }),
             feed: FeedChannel::new(),
         }
     }
@@ -257,6 +282,28 @@ impl LiveStream {
     /// publisher sent it.
     pub fn feed(&self) -> &Arc<FeedChannel> {
         &self.feed
+    }
+
+    /// Names who publishes the stream: `protocol` (`rtmp` until said otherwise; the
+    /// `protocol` label of the publisher metrics) and its transport's statistics.
+    pub fn set_publisher(&self, protocol: &'static str, transport: Option<TransportReport>) {
+        *self.publisher.lock().unwrap_or_else(|e| e.into_inner()) = PublishedBy {
+            protocol,
+            transport,
+        };
+    }
+
+    /// The publishing protocol and, where it reports one, its transport's statistics.
+    pub fn publisher(&self) -> (&'static str, Option<serde_json::Value>) {
+        let publisher = self
+            .publisher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        (
+            publisher.protocol,
+            publisher.transport.map(|report| report()),
+        )
     }
 
     pub fn recording(&self) -> Arc<Recording> {
@@ -757,15 +804,21 @@ impl StreamHub {
     }
 
     pub fn live_streams(&self) -> Vec<Arc<Recording>> {
+        self.live_publishes().into_iter().map(|(r, _)| r).collect()
+    }
+
+    /// The live streams' recordings with the streams themselves (for their publishers),
+    /// by provider and stream.
+    pub fn live_publishes(&self) -> Vec<(Arc<Recording>, Arc<LiveStream>)> {
         let mut live: Vec<_> = lock(&self.streams)
             .values()
             .filter_map(|slot| match slot {
-                Slot::Open(s) => Some(s.recording()),
+                Slot::Open(s) => Some((s.recording(), s.clone())),
                 Slot::Opening => None,
             })
-            .filter(|r| r.is_live())
+            .filter(|(r, _)| r.is_live())
             .collect();
-        live.sort_by(|a, b| (&a.provider, &a.stream).cmp(&(&b.provider, &b.stream)));
+        live.sort_by(|(a, _), (b, _)| (&a.provider, &a.stream).cmp(&(&b.provider, &b.stream)));
         live
     }
 

@@ -521,12 +521,13 @@ pub fn admin_router(hub: Arc<StreamHub>) -> Router {
                 // A provider's token lists its own streams only.
                 let scope = caller.and_then(|c| c.provider.clone());
                 let streams: Vec<serde_json::Value> = hub
-                    .live_streams()
+                    .live_publishes()
                     .into_iter()
-                    .filter(|r| scope.as_ref().is_none_or(|p| *p == r.provider))
-                    .map(|r| {
+                    .filter(|(r, _)| scope.as_ref().is_none_or(|p| *p == r.provider))
+                    .map(|(r, live)| {
                         let (peak, average) = r.bandwidth();
-                        serde_json::json!({
+                        let (protocol, transport) = live.publisher();
+                        let mut json = serde_json::json!({
                             "provider": r.provider,
                             "stream": r.stream,
                             "recording_id": r.recording_id,
@@ -538,7 +539,12 @@ pub fn admin_router(hub: Arc<StreamHub>) -> Router {
                             "segments": r.segments.len(),
                             "peak_bandwidth": peak,
                             "average_bandwidth": average,
-                        })
+                            "protocol": protocol,
+                        });
+                        if let Some(transport) = transport {
+                            json["transport"] = transport;
+                        }
+                        json
                     })
                     .collect();
                 axum::Json(streams)
