@@ -195,7 +195,7 @@ impl RelayTask {
     async fn pull(&self, mut body: FeedBody) -> Pulled {
         let mut decoder = FeedDecoder::default();
         let mut idle_since: Option<Instant> = None;
-        let mut check = tokio::time::interval(LINGER / 2);
+        let mut check = tokio::time::interval(LINGER / 4);
         loop {
             tokio::select! {
                 chunk = body.next() => {

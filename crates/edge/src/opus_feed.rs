@@ -95,7 +95,7 @@ impl OpusFeeds {
         metrics::gauge!("streamcdn_edge_opus_feeds").increment(1.0);
         let mut aac: Option<AudioConfig> = None;
         let mut encoder: Option<AacToOpus> = None;
-        let mut check = tokio::time::interval(LINGER / 2);
+        let mut check = tokio::time::interval(LINGER / 4);
         let mut idle_since: Option<Instant> = None;
         loop {
             tokio::select! {
