@@ -17,6 +17,7 @@ use streamcdn_media::input::MediaInput;
 use streamcdn_media::segmenter::{Segmenter, SegmenterEvent};
 
 use common::feed::{read_feed, video_frames, Received};
+use common::tiers::Tiers;
 use common::*;
 
 const READERS: usize = 40;
@@ -53,39 +54,15 @@ fn feed_readers_through_two_tiers_cost_each_tier_one_upstream_connection() {
         .enable_all()
         .build()
         .unwrap();
-    let redis = Redis::start();
-    let registry = redis.registry_toml("feed-tiers");
-    let ingest = Node::role("feed-ingest", "ingest", &registry);
-    let mid = Node::role(
-        "feed-mid",
-        "edge",
-        &format!("{registry}[edge]\ntier = \"mid\"\n"),
-    );
-    let below = |name| {
-        Node::role(
-            name,
-            "edge",
-            &format!("{registry}[edge]\nparents = [\"{}\"]\n", mid.http_base()),
-        )
-    };
-    let edges = [below("feed-edge-a"), below("feed-edge-b")];
+    let tiers = Tiers::start("feed", 2, "");
+    let (ingest, mid, edges) = (&tiers.ingest, &tiers.mid, &tiers.edges);
     let mut publisher = publish(
         &tool("ffmpeg"),
         &ingest.publish_url("demo", "cam", KEY),
         40,
         "h264",
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !http_get(edges[0].http, "/demo/cam/live.m3u8", &[])
-        .is_ok_and(|a| a.status == 200 && !playlist_segments(&a.text()).is_empty())
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the stream never went live:\n{}",
-            ingest.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    tiers.wait_live("/demo/cam/live.m3u8");
     assert_eq!(
         http_get(edges[0].http, "/demo/nobody/feed", &[])
             .unwrap()
@@ -236,14 +213,14 @@ fn feed_readers_through_two_tiers_cost_each_tier_one_upstream_connection() {
     let relays = |node: &Node| {
         node.metric("streamcdn_feed_relays") + node.metric("streamcdn_edge_opus_feeds")
     };
-    while [&mid, &edges[0], &edges[1]]
+    while [mid, &edges[0], &edges[1]]
         .iter()
         .any(|node| relays(node) != 0.0)
     {
         assert!(
             Instant::now() < deadline,
             "relays still open: mid {}, edges {} and {}",
-            relays(&mid),
+            relays(mid),
             relays(&edges[0]),
             relays(&edges[1])
         );

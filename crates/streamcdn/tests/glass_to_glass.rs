@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::page::Page;
+use common::tiers::Tiers;
 use common::*;
 use serde_json::Value;
 
@@ -69,33 +70,6 @@ fn the_timestamp_drawn_into_each_frame_is_the_capture_wall_clock() {
 
 /// An ingest server, a mid-tier (top cache tier, resolving streams through the registry)
 /// and an edge whose parent is the mid-tier. Dropped edge first.
-struct TwoTiers {
-    edge: Node,
-    mid: Node,
-    ingest: Node,
-    _redis: Redis,
-}
-
-impl TwoTiers {
-    fn start(name: &str) -> TwoTiers {
-        let redis = Redis::start();
-        let registry = redis.registry_toml(name);
-        let ingest = Node::role(&format!("{name}-ingest"), "ingest", &registry);
-        let mid = Node::role(&format!("{name}-mid"), "edge", &registry);
-        let edge = Node::role(
-            &format!("{name}-edge"),
-            "edge",
-            &format!("{registry}[edge]\nparents = [\"{}\"]\n", mid.http_base()),
-        );
-        TwoTiers {
-            edge,
-            mid,
-            ingest,
-            _redis: redis,
-        }
-    }
-}
-
 /// The stamped publisher (1280x720p30, x264 zerolatency, keyframe every second, AAC).
 fn publish_stamped(url: &str) -> Child {
     Command::new(tool("python3"))
@@ -142,7 +116,7 @@ impl Player {
 /// Publishes `provider/stream` to the ingest server, waits for it at the edge and plays
 /// it over HTTPS from the edge; the page's final summary (without the samples and the
 /// trace, which are printed).
-fn glass_to_glass(tiers: &TwoTiers, provider: &str, stream: &str, player: Player) -> Value {
+fn glass_to_glass(tiers: &Tiers, provider: &str, stream: &str, player: Player) -> Value {
     require_browser_tools(&["playwright-core", player.package()]);
     let mut publisher = publish_stamped(&tiers.ingest.publish_url(provider, stream, KEY));
     // A viewer joining a running stream: the edge's playlist holds four segments (hls.js
@@ -150,7 +124,7 @@ fn glass_to_glass(tiers: &TwoTiers, provider: &str, stream: &str, player: Player
     // to live than any later viewer).
     let live = format!("/{provider}/{stream}/live.m3u8");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while http_get(tiers.edge.http, &live, &[]).map_or(true, |r| {
+    while http_get(tiers.edges[0].http, &live, &[]).map_or(true, |r| {
         r.status != 200 || playlist_segments(&r.text()).len() < 4
     }) {
         if let Ok(Some(status)) = publisher.try_wait() {
@@ -168,8 +142,8 @@ fn glass_to_glass(tiers: &TwoTiers, provider: &str, stream: &str, player: Player
     }
     let page_url = format!(
         "https://{}:{}/__glass__.html?src=/{provider}/{stream}/index.m3u8&seconds={MEASURE_SECONDS}&{}",
-        tiers.edge.host,
-        tiers.edge.tls,
+        tiers.edges[0].host,
+        tiers.edges[0].tls,
         player.query()
     );
     let page = Page::open("glass.mjs", &page_url);
@@ -205,7 +179,7 @@ fn glass_to_glass(tiers: &TwoTiers, provider: &str, stream: &str, player: Player
         provider,
         tiers.ingest.host,
         tiers.mid.http,
-        tiers.edge.tls,
+        tiers.edges[0].tls,
         last["median"],
         last["p90"],
         last["max"],
@@ -262,7 +236,7 @@ fn assert_used_low_latency_delivery(last: &Value) {
 
 #[test]
 fn ll_hls_through_two_tiers_over_http2_is_within_1_5_s_glass_to_glass() {
-    let tiers = TwoTiers::start("g2g-ll");
+    let tiers = Tiers::start("g2g-ll", 1, "");
     let last = glass_to_glass(&tiers, "demo", "g2g", Player::HlsJs { low_latency: true });
     assert_played_cleanly(&last);
     let ll = &last["ll"];
@@ -290,7 +264,7 @@ fn ll_hls_through_two_tiers_over_http2_is_within_1_5_s_glass_to_glass() {
 /// N.5 (the hub learned of the last part before the segment's end; now one update).
 #[test]
 fn shaka_low_latency_through_two_tiers_over_http2_is_within_2_s_glass_to_glass() {
-    let tiers = TwoTiers::start("g2g-shaka");
+    let tiers = Tiers::start("g2g-shaka", 1, "");
     let last = glass_to_glass(&tiers, "demo", "g2g", Player::ShakaLowLatency);
     assert_played_cleanly(&last);
     assert_used_low_latency_delivery(&last);
@@ -306,7 +280,7 @@ fn shaka_low_latency_through_two_tiers_over_http2_is_within_2_s_glass_to_glass()
 /// segments behind. bench/latency.sh measures the same beside nginx-rtmp.
 #[test]
 fn plain_hls_through_two_tiers_plays_without_stalls() {
-    let tiers = TwoTiers::start("g2g-plain");
+    let tiers = Tiers::start("g2g-plain", 1, "");
     let last = glass_to_glass(&tiers, "demo", "g2g", Player::HlsJs { low_latency: false });
     assert_played_cleanly(&last);
 }

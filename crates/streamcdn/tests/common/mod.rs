@@ -10,6 +10,7 @@ pub mod redis_set;
 #[allow(unused_imports)]
 pub use redis_set::Sentinels;
 pub mod sites;
+pub mod tiers;
 pub mod wan;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
