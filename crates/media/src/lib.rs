@@ -14,6 +14,7 @@ pub mod fmp4;
 pub mod input;
 pub mod pipeline;
 pub mod playlist;
+pub mod progressive;
 pub mod rtmp;
 pub mod segmenter;
 pub mod ts;
