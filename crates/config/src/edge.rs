@@ -29,6 +29,11 @@ pub struct EdgeConfig {
     pub stale_if_error: Duration,
     /// Largest object the edge caches; larger ones are streamed through.
     pub max_object_size: ByteSize,
+    /// The longest span a clip (`<recording>/clip.mp4?start=&end=`) may ask for; a
+    /// longer one is refused with `400`. Each cache cuts clips in memory, and keeps
+    /// those up to `max_object_size`.
+    #[serde(with = "humantime_serde")]
+    pub max_clip_duration: Duration,
     /// Upstream request timeout. Requests an upstream holds (LL-HLS blocking playlist
     /// reloads, parts) may take at least 40s, longer than an origin holds them.
     #[serde(with = "humantime_serde")]
@@ -64,6 +69,7 @@ impl Default for EdgeConfig {
             cache_dir: None,
             stale_if_error: Duration::from_secs(10),
             max_object_size: ByteSize(32 * 1024 * 1024),
+            max_clip_duration: Duration::from_secs(3600),
             upstream_timeout: Duration::from_secs(10),
             upstream_http2: false,
             tier: EdgeTier::Edge,
@@ -95,6 +101,12 @@ impl EdgeConfig {
             return Err((
                 "edge.cache_disk".into(),
                 "must be 0 (off) or at least 16MiB".into(),
+            ));
+        }
+        if self.max_clip_duration.is_zero() {
+            return Err((
+                "edge.max_clip_duration".into(),
+                "must be more than 0".into(),
             ));
         }
         Ok(())

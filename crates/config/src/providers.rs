@@ -33,6 +33,16 @@ pub struct ProviderConfig {
         with = "humantime_serde::option"
     )]
     pub archive_after: Option<Duration>,
+    /// Rewind: how far back the live playlist (`live.m3u8`) reaches into the recording,
+    /// so viewers can seek back that far while the live edge stays low-latency (e.g.
+    /// `"2h"`). Unset or `"0s"`: the usual short live window. The provider may change
+    /// it through the API.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde::option"
+    )]
+    pub dvr_window: Option<Duration>,
     /// How long a stream interrupted by the drain of its ingest server (a restart, an
     /// upgrade) stays live, without `EXT-X-ENDLIST`, for its publisher to come back
     /// through another server of the cluster; then it ends as if the publisher had
@@ -85,6 +95,7 @@ impl Default for ProviderConfig {
             format: None,
             low_latency: true,
             archive_after: None,
+            dvr_window: None,
             reconnect_window: DEFAULT_RECONNECT_WINDOW,
             playback_keys: Vec::new(),
             stream_keys: BTreeMap::new(),
@@ -102,6 +113,7 @@ impl std::fmt::Debug for ProviderConfig {
             .field("format", &self.format)
             .field("low_latency", &self.low_latency)
             .field("archive_after", &self.archive_after)
+            .field("dvr_window", &self.dvr_window)
             .field("reconnect_window", &self.reconnect_window)
             .field("playback_keys", &self.playback_keys.len())
             .field("stream_keys", &self.stream_keys.keys().collect::<Vec<_>>())

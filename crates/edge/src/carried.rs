@@ -155,6 +155,10 @@ impl Carried {
             tier_credential: None,
             // Nor need it speak HTTP/2 without TLS.
             upstream_http2: false,
+            clip: crate::ClipSettings {
+                max_cached_bytes: budget.max_object_bytes,
+                ..Default::default()
+            },
         })
         .map_err(|source| CarriedError::Disk {
             configuration: record.configuration.clone(),

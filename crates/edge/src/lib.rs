@@ -19,6 +19,7 @@
 
 mod archived;
 pub mod carried;
+mod clip;
 pub mod control;
 pub mod control_endpoint;
 mod disk;
@@ -50,6 +51,7 @@ use streamcdn_registry::Registry;
 use streamcdn_urls::{CacheKey, UrlError};
 
 use archived::ArchivedSource;
+pub use clip::ClipSettings;
 use control::Matcher;
 use disk::DiskCache;
 use flight::Flights;
@@ -91,6 +93,8 @@ pub struct EdgeSettings {
     /// Speak HTTP/2 with prior knowledge (h2c) to parents and ingest origins: one
     /// connection per upstream multiplexes every request.
     pub upstream_http2: bool,
+    /// Bounds on the clips this cache cuts.
+    pub clip: ClipSettings,
 }
 
 /// The caches of an edge, whatever its source.
@@ -100,6 +104,8 @@ pub struct CacheSettings {
     pub disk: Option<(PathBuf, u64)>,
     /// How long past freshness a playlist may be served while the source fails.
     pub stale_if_error: Duration,
+    /// Bounds on the clips this cache cuts.
+    pub clip: ClipSettings,
 }
 
 type FillResult = Result<Arc<CachedObject>, Arc<FetchError>>;
@@ -111,6 +117,7 @@ pub struct Edge {
     disk: Option<Arc<DiskCache>>,
     source: Arc<dyn Source>,
     flights: Flights<FillResult>,
+    clip: ClipSettings,
     /// Bumped by every purge and invalidate: a fill that began before one does not
     /// store what it fetched (it may be what was just removed).
     generation: Arc<AtomicU64>,
@@ -138,6 +145,7 @@ impl Edge {
             cache_memory_bytes: settings.cache_memory_bytes,
             disk: settings.disk,
             stale_if_error: settings.stale_if_error,
+            clip: settings.clip,
         };
         Self::with_source(caches, source)
     }
@@ -169,6 +177,7 @@ impl Edge {
             feeds,
             source,
             flights: Flights::default(),
+            clip: settings.clip,
             generation: Arc::new(AtomicU64::new(0)),
         }))
     }
@@ -296,6 +305,41 @@ impl Edge {
             });
         }
         Ok(object)
+    }
+
+    /// A clip, cut here from the recording's segments as this cache holds them (each
+    /// fetched through [`Self::lookup`], coalesced); kept like a segment once its span
+    /// is recorded. Identical clip requests at once each cut their own copy from the
+    /// same cached segments.
+    async fn clip(
+        self: &Arc<Self>,
+        key: &CacheKey,
+    ) -> Result<(Arc<CachedObject>, Outcome), Arc<FetchError>> {
+        let text = key.as_str();
+        if let Some(object) = self.memory.get(text).await.filter(|o| o.is_fresh()) {
+            return Ok((object, Outcome::Hit));
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        if let Some(object) = self.load_from_disk(text, generation).await {
+            return Ok((object, Outcome::Hit));
+        }
+        let object = clip::build(key, self.clip, |part| {
+            let edge = self.clone();
+            async move { edge.lookup(&part).await.1.map(|(o, _)| o) }
+        })
+        .await
+        .map_err(Arc::new)?;
+        let object = Arc::new(object);
+        if self.generation.load(Ordering::SeqCst) == generation && object.is_fresh() {
+            self.memory.insert(text.to_owned(), object.clone()).await;
+            if let (Some(disk), StatusCode::OK) = (&self.disk, object.status) {
+                let current = self.generation.clone();
+                disk.store(text, &object, move || {
+                    current.load(Ordering::SeqCst) == generation
+                });
+            }
+        }
+        Ok((object, Outcome::Miss))
     }
 
     /// Carries out a control request (see [`control`]).
@@ -462,7 +506,9 @@ async fn respond(edge: &Arc<Edge>, request: Request) -> Response {
             let status = match error {
                 // Plain, but nothing our URL scheme names: no upstream has it either.
                 UrlError::Unknown => StatusCode::NOT_FOUND,
-                UrlError::Invalid | UrlError::BadDirective(_) => StatusCode::BAD_REQUEST,
+                UrlError::Invalid | UrlError::BadDirective(_) | UrlError::BadClip(_) => {
+                    StatusCode::BAD_REQUEST
+                }
             };
             return plain(status, &error.to_string());
         }
@@ -471,7 +517,11 @@ async fn respond(edge: &Arc<Edge>, request: Request) -> Response {
     metrics::counter!("streamcdn_edge_http_requests_total", "version" => version_label(request.version()))
         .increment(1);
     let kind = key.target().kind();
-    let (cached, result) = edge.lookup(&key).await;
+    let (cached, result) = if key.clip().is_some() {
+        (None, edge.clip(&key).await)
+    } else {
+        edge.lookup(&key).await
+    };
     let (object, outcome) = match result {
         Ok(found) => found,
         Err(error) => match cached.filter(|o| o.servable_stale(edge.stale_if_error)) {
@@ -803,6 +853,7 @@ mod tests {
             cache_memory_bytes: 1 << 20,
             disk: None,
             stale_if_error: STALE_IF_ERROR,
+            clip: ClipSettings::default(),
         };
         Edge::with_source(settings, fake.clone()).unwrap()
     }
@@ -1085,6 +1136,7 @@ mod tests {
             cache_memory_bytes: 1 << 20,
             disk: None,
             stale_if_error: STALE_IF_ERROR,
+            clip: ClipSettings::default(),
         };
         let lower = Edge::with_source(settings, Arc::new(Tier(mid.clone()))).unwrap();
         (lower, mid)

@@ -123,7 +123,10 @@ impl Viewers {
 /// The stream a viewer's request is for: media and playlists, not pages or listings.
 fn watched(path: &str) -> Option<StreamName> {
     match Target::parse(path).ok()? {
-        Target::PlayerPage(_) | Target::Recordings(_) => None,
+        Target::PlayerPage(_)
+        | Target::Recordings(_)
+        | Target::Thumbnail(_)
+        | Target::Recording(_, streamcdn_urls::RecordingObject::Poster) => None,
         target => Some(target.stream().clone()),
     }
 }

@@ -594,6 +594,11 @@ impl StreamHub {
         &self.store
     }
 
+    /// The providers, with their settings in force (the origin's rewind windows).
+    pub fn providers(&self) -> &Providers {
+        &self.providers
+    }
+
     /// This server's id in the registry.
     pub fn node_id(&self) -> &str {
         &self.cluster.node.id

@@ -12,7 +12,7 @@
 //!
 //! Modules depend one way: `ts_upload` → `ts_ingest`; `rtmp_server` and `ts_ingest` →
 //! `publish` → `publisher` → `recorder` → `hub` → `cluster` → `events`;
-//! `origin` → `hub`; `srt_server` → `ts_ingest` (the SRT
+//! `origin` → `hub`, `thumbnail` (pictures by ffmpeg); `srt_server` → `ts_ingest` (the SRT
 //! transport is `streamcdn-srt`).
 
 // The SRT publish task's future (transport, demuxer, publisher, recorder) is deep
@@ -28,5 +28,6 @@ pub mod publisher;
 pub mod recorder;
 pub mod rtmp_server;
 pub mod srt_server;
+pub mod thumbnail;
 pub mod ts_ingest;
 pub mod ts_upload;

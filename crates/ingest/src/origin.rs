@@ -20,23 +20,41 @@ use streamcdn_urls::{
 };
 
 use crate::hub::{LiveStream, PartBytes, Readiness, StreamHub};
+use crate::thumbnail::{thumbnail_key, Keyframe, PictureError, Pictures, THUMBNAIL_FRESH};
 
 pub const PLAYLIST_CONTENT_TYPE: &str = "application/vnd.apple.mpegurl";
 /// Handlers answer early with the error response (a 404) through `?`.
 type Reply = Result<Response, Response>;
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
-pub fn router(hub: Arc<StreamHub>) -> Router {
-    Router::new().fallback(serve).with_state(hub)
+/// What the origin's handler holds: the hub, and the pictures made of its streams.
+struct Origin {
+    hub: Arc<StreamHub>,
+    pictures: Pictures,
 }
 
-async fn serve(State(hub): State<Arc<StreamHub>>, request: Request) -> Response {
+pub fn router(hub: Arc<StreamHub>) -> Router {
+    let origin = Arc::new(Origin {
+        hub,
+        pictures: Pictures::default(),
+    });
+    Router::new().fallback(serve).with_state(origin)
+}
+
+async fn serve(State(origin): State<Arc<Origin>>, request: Request) -> Response {
     let path = request.uri().path().to_owned();
+    let hub = &origin.hub;
     if let Some(stream) = streamcdn_urls::feed_stream(&path) {
-        return feed(&hub, &stream);
+        return feed(hub, &stream);
     }
     let response = match Directives::parse(request.uri().query().unwrap_or("")) {
-        Ok(directives) => answer(&hub, &path, directives).await,
+        Ok(directives) => match Target::parse(&path) {
+            Ok(Target::Thumbnail(stream)) => thumbnail(hub, &origin.pictures, &stream).await,
+            Ok(Target::Recording(name, RecordingObject::Poster)) => {
+                poster(hub, &origin.pictures, &name).await
+            }
+            _ => answer(hub, &path, directives).await,
+        },
         Err(e) => {
             count("playlist", StatusCode::BAD_REQUEST);
             uncached(StatusCode::BAD_REQUEST, &e.to_string())
@@ -103,9 +121,17 @@ async fn answer(hub: &Arc<StreamHub>, path: &str, directives: Directives) -> Res
         Target::StreamMultivariant(stream) => stream_multivariant(hub, stream).await,
         Target::StreamLive(stream) => live_playlist(hub, stream, directives).await,
         Target::Recordings(stream) => list_recordings(hub, stream).await,
+        Target::Thumbnail(_) => Err(not_found("no such object")),
         Target::Recording(recording, object) => match object {
             RecordingObject::Multivariant => recording_multivariant(hub, recording).await,
             RecordingObject::Playlist => recording_playlist(hub, recording).await,
+            // Each cache cuts clips from the segments it fetches from here.
+            RecordingObject::Clip => {
+                count("other", StatusCode::NOT_FOUND);
+                Err(not_found("clips are cut by the edges"))
+            }
+            // Answered by `serve` (they need the pictures).
+            RecordingObject::Poster => Err(not_found("no such object")),
             RecordingObject::Media {
                 file,
                 kind: MediaKind::Part,
@@ -229,11 +255,19 @@ async fn live_playlist(hub: &StreamHub, stream: &StreamName, directives: Directi
         l.low_latency() && l.with_recording(|r| r.recording_id == recording.recording_id)
     });
     let Some(live) = live else {
-        let text = hls::live_playlist(&recording, hub.settings().live_window)
-            .ok_or_else(|| not_found("no such stream"))?;
+        let window = live_window(hub, &recording).await;
+        let text =
+            hls::live_playlist(&recording, window).ok_or_else(|| not_found("no such stream"))?;
         return Ok(playlist_response(&recording, text));
     };
     low_latency_playlist(hub, &live, directives).await
+}
+
+/// How many segments the live playlist lists: the configured window, or what the
+/// provider's rewind window (`dvr_window`) covers.
+async fn live_window(hub: &StreamHub, recording: &Recording) -> usize {
+    let dvr = hub.providers().dvr_window(&recording.provider).await;
+    hls::window_segments(recording, hub.settings().live_window, dvr)
 }
 
 /// The LL-HLS live playlist, held until it holds what `_HLS_msn`/`_HLS_part` ask for
@@ -289,7 +323,8 @@ async fn low_latency_playlist(hub: &StreamHub, live: &LiveStream, directives: Di
         open: view.open.clone(),
         skip: directives.skip.is_some() && view.recording.is_live(),
     };
-    let text = hls::low_latency_playlist(&view.recording, settings.live_window, &edge)
+    let window = live_window(hub, &view.recording).await;
+    let text = hls::low_latency_playlist(&view.recording, window, &edge)
         .ok_or_else(|| not_found("no such stream"))?;
     let mut response = playlist_response(&view.recording, text);
     if view.recording.is_live() {
@@ -510,6 +545,129 @@ async fn recording_file(
         body,
     )
         .into_response())
+}
+
+/// A picture as the answer: JPEG, cached `cache_control`; or why there is none.
+fn picture_response(made: Result<Bytes, PictureError>, cache_control: &str) -> Response {
+    match made {
+        Ok(jpeg) => {
+            count("image", StatusCode::OK);
+            (
+                [
+                    (header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg")),
+                    (
+                        header::CACHE_CONTROL,
+                        HeaderValue::try_from(cache_control)
+                            .unwrap_or(HeaderValue::from_static("no-cache")),
+                    ),
+                ],
+                jpeg,
+            )
+                .into_response()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no picture");
+            count("image", StatusCode::SERVICE_UNAVAILABLE);
+            uncached(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+        }
+    }
+}
+
+/// The bytes of a part, wherever they are now.
+async fn part_bytes(hub: &StreamHub, name: &RecordingName, part: PartBytes) -> Option<Bytes> {
+    match part {
+        PartBytes::Hot(bytes) => Some(bytes),
+        PartBytes::Written { file, offset, len } => {
+            read_range(&hub.store().dir(name).join(&file), offset, len)
+                .await
+                .ok()
+        }
+    }
+}
+
+/// `/<p>/<s>/thumbnail.jpg`: the latest keyframe of the live stream (the newest part
+/// that starts with one), made once per keyframe, cached [`THUMBNAIL_FRESH`].
+async fn thumbnail(hub: &StreamHub, pictures: &Pictures, stream: &StreamName) -> Response {
+    let Some(live) = hub.stream(stream) else {
+        count("image", StatusCode::NOT_FOUND);
+        return uncached(StatusCode::NOT_FOUND, "the stream is not live");
+    };
+    let view = live.edge();
+    let recording = &view.recording;
+    if !recording.is_live() {
+        count("image", StatusCode::NOT_FOUND);
+        return uncached(StatusCode::NOT_FOUND, "the stream is not live");
+    }
+    let Some(part) = view.parts.iter().rev().find(|p| p.independent) else {
+        count("image", StatusCode::NOT_FOUND);
+        return uncached(StatusCode::NOT_FOUND, "no keyframe yet");
+    };
+    let Some(name) = stream.recording(&recording.recording_id) else {
+        return not_found("no such stream");
+    };
+    let init = match &view.open {
+        Some(open) if open.sequence == part.segment => open.init.clone(),
+        _ => recording
+            .segments
+            .iter()
+            .find(|s| s.sequence == part.segment)
+            .and_then(|s| s.init.clone()),
+    }
+    .or_else(|| recording.inits.last().cloned());
+    let mpegts = recording.format == streamcdn_config::SegmentFormat::Ts;
+    let key = thumbnail_key(&name.to_string(), part.segment, part.index);
+    let (segment, index) = (part.segment, part.index);
+    let made = pictures
+        .get(&key, || async {
+            let mut bytes = Vec::new();
+            if !mpegts {
+                let init = init?;
+                bytes.push(Bytes::from(
+                    tokio::fs::read(hub.store().dir(&name).join(init))
+                        .await
+                        .ok()?,
+                ));
+            }
+            bytes.push(part_bytes(hub, &name, live.part(segment, index)?).await?);
+            Some(Keyframe { mpegts, bytes })
+        })
+        .await;
+    picture_response(
+        made,
+        &format!("public, max-age={}", THUMBNAIL_FRESH.as_secs()),
+    )
+}
+
+/// `/<p>/<s>/<rec>/poster.jpg`: the recording's first keyframe (its first segment's
+/// first frame); never changes.
+async fn poster(hub: &StreamHub, pictures: &Pictures, name: &RecordingName) -> Response {
+    let recording = match load(hub, "image", name).await {
+        Ok(recording) => recording,
+        Err(response) => return response,
+    };
+    let Some(first) = recording.segments.first() else {
+        count("image", StatusCode::NOT_FOUND);
+        return uncached(StatusCode::NOT_FOUND, "no segment yet");
+    };
+    let mpegts = recording.format == streamcdn_config::SegmentFormat::Ts;
+    let init = first
+        .init
+        .clone()
+        .or_else(|| recording.inits.first().cloned());
+    let key = thumbnail_key(&name.to_string(), first.sequence, 0);
+    let dir = hub.store().dir(name);
+    let file = first.file.clone();
+    let made = pictures
+        .get(&key, || async {
+            let mut bytes = Vec::new();
+            if !mpegts {
+                bytes.push(Bytes::from(tokio::fs::read(dir.join(init?)).await.ok()?));
+            }
+            bytes.push(Bytes::from(tokio::fs::read(dir.join(file)).await.ok()?));
+            Some(Keyframe { mpegts, bytes })
+        })
+        .await;
+    picture_response(made, IMMUTABLE)
 }
 
 /// Admin endpoints of the ingest role, merged into the admin API by the binary.

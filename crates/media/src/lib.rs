@@ -17,6 +17,7 @@ pub mod input;
 pub mod ogg;
 pub mod pipeline;
 pub mod playlist;
+pub mod progressive;
 pub mod rtmp;
 pub mod rtp;
 pub mod segmenter;

@@ -76,6 +76,36 @@ pub fn run_rtp_ingest(input: &[u8], tracks: RtpTracks, codec: RtpVideoCodec) -> 
     (front_end.stats().clone(), packager.segments)
 }
 
+/// A recording as the ingest would store it from MPEG-TS `input`: the init segment and
+/// each segment's bytes (its parts in order), cut at keyframes near `segment_ms`. For
+/// tests and fuzz seeds of what reads recordings back (`progressive`).
+pub fn ts_to_cmaf(input: &[u8], segment_ms: u64) -> (Option<Vec<u8>>, Vec<Vec<u8>>) {
+    let mut demuxer = TsDemuxer::default();
+    let mut segmenter = Segmenter::new(segment_ms, crate::segmenter::DEFAULT_PART_TARGET_MS);
+    let mut media = demuxer.push(input);
+    media.extend(demuxer.finish());
+    let mut events = Vec::new();
+    for m in media {
+        events.extend(segmenter.push(m));
+    }
+    events.extend(segmenter.finish());
+    let (mut init, mut segments, mut open) = (None, Vec::new(), Vec::new());
+    for event in events {
+        match event {
+            SegmenterEvent::Tracks(tracks) => {
+                init = fmp4::init_segment(&tracks).ok().map(Vec::from)
+            }
+            SegmenterEvent::Part(part) => {
+                if let Ok(bytes) = fmp4::part(&part) {
+                    open.extend_from_slice(&bytes);
+                }
+            }
+            SegmenterEvent::SegmentEnd(_) => segments.push(std::mem::take(&mut open)),
+        }
+    }
+    (init, segments)
+}
+
 /// The segmenter and both muxers, as the ingest runs them.
 struct Packager {
     segmenter: Segmenter,

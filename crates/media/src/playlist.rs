@@ -190,6 +190,54 @@ fn write_parts(out: &mut String, parts: &[PlaylistPart]) {
     }
 }
 
+/// A media playlist read back: its whole segments (parts and the open segment are left
+/// out) and whether it has ended.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ParsedPlaylist {
+    pub segments: Vec<PlaylistSegment>,
+    pub ended: bool,
+}
+
+/// Reads the segments of a media playlist such as [`MediaPlaylist::render`] writes (what
+/// a clip is cut from). Tags it does not use are skipped; a segment without a time has
+/// an empty `program_date_time`.
+pub fn parse_media(text: &str) -> ParsedPlaylist {
+    let mut parsed = ParsedPlaylist::default();
+    let (mut duration, mut time, mut map, mut discontinuity) = (None, String::new(), None, false);
+    for line in text.lines().map(str::trim) {
+        if let Some(value) = line.strip_prefix("#EXTINF:") {
+            duration = value
+                .split(',')
+                .next()
+                .and_then(|d| d.trim().parse::<f64>().ok())
+                .filter(|d| d.is_finite() && *d >= 0.0);
+        } else if let Some(value) = line.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
+            time = value.to_owned();
+        } else if let Some(value) = line.strip_prefix("#EXT-X-MAP:") {
+            map = value
+                .split(',')
+                .find_map(|a| a.trim().strip_prefix("URI="))
+                .map(|uri| uri.trim_matches('"').to_owned());
+        } else if line == "#EXT-X-DISCONTINUITY" {
+            discontinuity = true;
+        } else if line == "#EXT-X-ENDLIST" {
+            parsed.ended = true;
+        } else if !line.is_empty() && !line.starts_with('#') {
+            if let Some(duration_secs) = duration.take() {
+                parsed.segments.push(PlaylistSegment {
+                    uri: line.to_owned(),
+                    duration_secs,
+                    program_date_time: std::mem::take(&mut time),
+                    discontinuity: std::mem::take(&mut discontinuity),
+                    map_uri: map.clone(),
+                    parts: Vec::new(),
+                });
+            }
+        }
+    }
+    parsed
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Variant {
     pub uri: String,
@@ -310,6 +358,28 @@ mod tests {
         assert!(delta.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=2\n"));
         assert!(!delta.contains("r1/000005.m4s") && delta.contains("r1/000006.m4s"));
         assert!(delta.contains("#EXT-X-MAP:URI=\"r1/init.mp4\""));
+    }
+
+    #[test]
+    fn a_rendered_playlist_reads_back() {
+        let segments = [seg(4, false), seg(5, true), seg(6, false)];
+        let text = MediaPlaylist {
+            kind: PlaylistKind::Vod,
+            target_duration_secs: 2,
+            media_sequence: 4,
+            discontinuity_sequence: 0,
+            segments: &segments,
+            ended: true,
+            low_latency: None,
+        }
+        .render();
+        let parsed = parse_media(&text);
+        assert!(parsed.ended);
+        assert_eq!(parsed.segments, segments);
+        assert_eq!(
+            parse_media("#EXTM3U\n#EXTINF:x,\na.m4s\n"),
+            ParsedPlaylist::default()
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The providers' own API, for the provider itself:
-//! - `GET|PUT /api/v1/providers/<name>/settings`: its `archive_after`;
+//! - `GET|PUT /api/v1/providers/<name>/settings`: its `archive_after` and `dvr_window`
+//!   (a `PUT` changes those it names);
 //! - `GET|PUT /api/v1/providers/<name>/playback-keys`: the keys that sign its playback
 //!   URLs (GET shows their ids only), rotated by putting the new key first;
 //! - `POST /api/v1/providers/<name>/signed-urls`: mints a signed playback URL;
@@ -29,9 +30,37 @@ use crate::{KeyError, Providers};
 /// Longest `archive_after` a provider may set through the API.
 const MAX_ARCHIVE_AFTER: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// Longest `dvr_window` a provider may set through the API.
+const MAX_DVR_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SettingsChange {
-    archive_after: String,
+    #[serde(default)]
+    archive_after: Option<String>,
+    #[serde(default)]
+    dvr_window: Option<String>,
+}
+
+/// A duration the API takes, at most `max`; or the refusal naming `field`.
+#[allow(clippy::result_large_err)] // the error is the response itself, returned at once
+fn duration_setting(
+    field: &str,
+    text: &str,
+    max: Duration,
+    max_text: &str,
+) -> Result<Duration, Response> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d <= max => Ok(d),
+        Ok(_) => Err(refuse(
+            StatusCode::BAD_REQUEST,
+            &format!("{field} may be at most {max_text}"),
+        )),
+        Err(e) => Err(refuse(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid {field} {text:?}: {e}"),
+        )),
+    }
 }
 
 pub fn router(providers: Providers) -> Router {
@@ -395,10 +424,13 @@ async fn delete_stream_key(
 
 async fn current(providers: &Providers, name: &str) -> serde_json::Value {
     let effective = providers.archive_after(name).await;
+    let dvr = providers.dvr_window(name).await.unwrap_or_default();
     serde_json::json!({
         "provider": name,
         "archive_after": humantime::format_duration(effective).to_string(),
         "archive_after_secs": effective.as_secs_f64(),
+        "dvr_window": humantime::format_duration(dvr).to_string(),
+        "dvr_window_secs": dvr.as_secs_f64(),
     })
 }
 
@@ -424,32 +456,49 @@ async fn put_settings(
     if let Err(response) = authorize(&providers, &name, &headers, caller.as_deref()) {
         return response;
     }
-    let change: SettingsChange = match json_body(&body, "{\"archive_after\": \"30m\"}") {
+    let expected = "{\"archive_after\": \"30m\", \"dvr_window\": \"2h\"} (either or both)";
+    let change: SettingsChange = match json_body(&body, expected) {
         Ok(c) => c,
         Err(refused) => return refused,
     };
-    let after = match humantime::parse_duration(&change.archive_after) {
-        Ok(d) if d <= MAX_ARCHIVE_AFTER => d,
-        Ok(_) => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                "archive_after may be at most 30 days",
-            )
-        }
-        Err(e) => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                &format!("invalid archive_after {:?}: {e}", change.archive_after),
-            )
-        }
+    if change.archive_after.is_none() && change.dvr_window.is_none() {
+        return refuse(StatusCode::BAD_REQUEST, &format!("expected {expected}"));
+    }
+    let after = match change
+        .archive_after
+        .as_deref()
+        .map(|text| duration_setting("archive_after", text, MAX_ARCHIVE_AFTER, "30 days"))
+    {
+        Some(Err(refused)) => return refused,
+        Some(Ok(after)) => Some(after),
+        None => None,
     };
-    if let Err(e) = providers.set_archive_after(&name, after).await {
+    let dvr = match change
+        .dvr_window
+        .as_deref()
+        .map(|text| duration_setting("dvr_window", text, MAX_DVR_WINDOW, "7 days"))
+    {
+        Some(Err(refused)) => return refused,
+        Some(Ok(dvr)) => Some(dvr),
+        None => None,
+    };
+    let stored = async {
+        if let Some(after) = after {
+            providers.set_archive_after(&name, after).await?;
+            tracing::info!(provider = name, archive_after = %humantime::format_duration(after), "provider changed its archive delay");
+        }
+        if let Some(dvr) = dvr {
+            providers.set_dvr_window(&name, dvr).await?;
+            tracing::info!(provider = name, dvr_window = %humantime::format_duration(dvr), "provider changed its rewind window");
+        }
+        Ok::<(), crate::RegistryError>(())
+    };
+    if let Err(e) = stored.await {
         tracing::warn!(provider = name, error = %e, "cannot store provider settings");
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "registry unavailable; try again",
         );
     }
-    tracing::info!(provider = name, archive_after = %humantime::format_duration(after), "provider changed its archive delay");
     axum::Json(current(&providers, &name).await).into_response()
 }

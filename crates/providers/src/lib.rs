@@ -86,6 +86,18 @@ pub struct Providers {
     /// What the registry last said of each provider's runtime stream keys: used while
     /// it does not answer, so a key removed through the API stays removed.
     last_stream_keys: Arc<Mutex<HashMap<String, RuntimeKeys>>>,
+    /// Each provider's rewind window as last read, and when: the live playlist asks
+    /// for it on every request, the registry is asked at most once per
+    /// [`DVR_WINDOW_FRESH`].
+    dvr_windows: Arc<Mutex<HashMap<String, (std::time::Instant, Option<Duration>)>>>,
+}
+
+/// How long a provider's `dvr_window` read from the registry is used before asking
+/// again (a change through the API reaches every origin within this).
+pub const DVR_WINDOW_FRESH: Duration = Duration::from_secs(2);
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Compares secrets in time independent of where they differ.
@@ -117,6 +129,7 @@ impl Providers {
             registry,
             hooks: Hooks::new(providers),
             last_stream_keys: Arc::default(),
+            dvr_windows: Arc::default(),
         }
     }
 
@@ -318,6 +331,54 @@ impl Providers {
             .await
     }
 
+    /// The rewind window the configuration gives `provider`; `None`: off.
+    pub fn configured_dvr_window(&self, provider: &str) -> Option<Duration> {
+        self.get(provider)
+            .and_then(|p| p.dvr_window)
+            .filter(|w| !w.is_zero())
+    }
+
+    /// The rewind window in force for `provider` (its runtime setting, else the
+    /// configured one; `None`: off), read from the registry at most every
+    /// [`DVR_WINDOW_FRESH`]. A registry that does not answer leaves the last known one
+    /// (else the configured one) in force.
+    pub async fn dvr_window(&self, provider: &str) -> Option<Duration> {
+        let now = std::time::Instant::now();
+        let known = lock(&self.dvr_windows).get(provider).copied();
+        if let Some((_, window)) =
+            known.filter(|(at, _)| now.duration_since(*at) < DVR_WINDOW_FRESH)
+        {
+            return window;
+        }
+        let window = match self.registry.provider_settings(provider).await {
+            Ok(s) => match s.dvr_window_ms {
+                Some(ms) => Some(Duration::from_millis(ms)).filter(|w| !w.is_zero()),
+                None => self.configured_dvr_window(provider),
+            },
+            Err(e) => {
+                tracing::debug!(provider, error = %e, "registry unavailable; last known dvr_window applies");
+                known.map_or_else(|| self.configured_dvr_window(provider), |(_, w)| w)
+            }
+        };
+        lock(&self.dvr_windows).insert(provider.to_owned(), (now, window));
+        window
+    }
+
+    /// Stores the provider's own rewind window (zero turns it off), for every server.
+    pub async fn set_dvr_window(
+        &self,
+        provider: &str,
+        window: Duration,
+    ) -> Result<(), RegistryError> {
+        let mut settings = self.registry.provider_settings(provider).await?;
+        settings.dvr_window_ms = Some(u64::try_from(window.as_millis()).unwrap_or(u64::MAX));
+        self.registry
+            .set_provider_settings(provider, &settings)
+            .await?;
+        lock(&self.dvr_windows).remove(provider);
+        Ok(())
+    }
+
     /// The playback keys in force for `provider`: set through the API, else configured.
     pub async fn playback_keys(&self, provider: &str) -> Result<Vec<String>, RegistryError> {
         let configured = self
@@ -481,6 +542,22 @@ mod tests {
             opens(&providers, "b", "cam", "b-cam-key").await,
             Some(KeyKind::Stream)
         );
+    }
+
+    #[tokio::test]
+    async fn dvr_window_runtime_then_configured_then_off() {
+        let providers = providers();
+        assert_eq!(providers.dvr_window("a").await, None);
+        providers
+            .set_dvr_window("a", Duration::from_secs(7200))
+            .await
+            .unwrap();
+        assert_eq!(
+            providers.dvr_window("a").await,
+            Some(Duration::from_secs(7200))
+        );
+        providers.set_dvr_window("a", Duration::ZERO).await.unwrap();
+        assert_eq!(providers.dvr_window("a").await, None);
     }
 
     #[tokio::test]

@@ -1,6 +1,8 @@
 //! The HLS views of a recording, as text: pure functions of the recording, shared by the
 //! origin (which serves them live) and the archiver (which stores them for VOD).
 
+use std::time::Duration;
+
 use streamcdn_config::SegmentFormat;
 use streamcdn_media::playlist::{
     render_multivariant, target_duration, LowLatency, MediaPlaylist, PlaylistKind, PlaylistPart,
@@ -57,6 +59,25 @@ pub fn recording_playlist(recording: &Recording, prefix: &str) -> String {
 /// `None` before the first segment.
 pub fn live_playlist(recording: &Recording, window: usize) -> Option<String> {
     live_window(recording, window, None)
+}
+
+/// How many of the recording's last segments its live playlist lists: `minimum` (the
+/// usual live window), or, with a rewind window (`dvr`), as many as it takes to reach
+/// that far back from the live edge, so players can seek back within it.
+pub fn window_segments(recording: &Recording, minimum: usize, dvr: Option<Duration>) -> usize {
+    let Some(dvr) = dvr else {
+        return minimum;
+    };
+    let mut span = 0.0;
+    let mut count = 0;
+    for segment in recording.segments.iter().rev() {
+        if span >= dvr.as_secs_f64() {
+            break;
+        }
+        span += segment.duration_secs;
+        count += 1;
+    }
+    count.max(minimum)
 }
 
 /// A part of the live edge, as the playlist lists it.

@@ -246,6 +246,9 @@ fn provider_key(provider: &str) -> String {
 pub struct ProviderSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive_after_ms: Option<u64>,
+    /// The provider's rewind window (`dvr_window`) set through the API; 0 turns it off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dvr_window_ms: Option<u64>,
     /// Playback keys set through the API (they replace the configured ones).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub playback_keys: Option<Vec<String>>,

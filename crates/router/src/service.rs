@@ -955,7 +955,7 @@ async fn redirect(
     let uri = request.uri();
     match Target::parse(uri.path()) {
         Ok(_) => {}
-        Err(UrlError::Invalid | UrlError::BadDirective(_)) => {
+        Err(UrlError::Invalid | UrlError::BadDirective(_) | UrlError::BadClip(_)) => {
             return text(StatusCode::BAD_REQUEST, "invalid path")
         }
         Err(UrlError::Unknown) => return text(StatusCode::NOT_FOUND, "no such object"),

@@ -7,10 +7,14 @@
 //! /<provider>/<stream>/index.m3u8                 multivariant: live window, or the last recording
 //! /<provider>/<stream>/live.m3u8                  the live window
 //! /<provider>/<stream>/recordings                 JSON list of the stream's recordings
+//! /<provider>/<stream>/thumbnail.jpg              the live stream's latest keyframe, as JPEG
 //! /<provider>/<stream>/<recording>/index.m3u8     multivariant of one recording
 //! /<provider>/<stream>/<recording>/playlist.m3u8  the whole recording
 //! /<provider>/<stream>/<recording>/init.mp4       init segment (init-2.mp4, ... after a codec change)
 //! /<provider>/<stream>/<recording>/000042.m4s     media segment (.ts for MPEG-TS)
+//! /<provider>/<stream>/<recording>/clip.mp4?start=<s>&end=<s>   progressive MP4 of a span
+//!                                                 (or ?from=<RFC 3339>&to=<RFC 3339>)
+//! /<provider>/<stream>/<recording>/poster.jpg     the recording's first keyframe, as JPEG
 //! ```
 //!
 //! A [`CacheKey`] is a target's path plus the query parameters that change the response
@@ -22,6 +26,7 @@
 //! port out of absolute URLs.
 
 pub mod authority;
+pub mod clip;
 pub mod conditional;
 pub mod internal;
 pub mod stored;
@@ -29,6 +34,8 @@ pub mod stored;
 use std::fmt;
 
 use thiserror::Error;
+
+pub use clip::ClipSpan;
 
 /// Provider, stream and recording names: 1-64 of `A-Z a-z 0-9 - _`, not starting with
 /// `-`. Safe as a path segment, a file name and a registry key.
@@ -53,6 +60,9 @@ pub enum UrlError {
     /// `_HLS_msn` (rfc8216bis 6.2.5.2). Answered `400`.
     #[error("invalid delivery directive {0}")]
     BadDirective(&'static str),
+    /// A clip's span missing, malformed, negative or empty. Answered `400`.
+    #[error("invalid clip span: {0}")]
+    BadClip(&'static str),
 }
 
 const MAX_PATH: usize = 512;
@@ -164,7 +174,18 @@ pub enum RecordingObject {
     Playlist,
     /// A media file listed in the recording's journal.
     Media { file: String, kind: MediaKind },
+    /// `clip.mp4`: a span of the recording as one progressive MP4, cut at keyframes
+    /// (the span is in the [`CacheKey`]'s query, [`ClipSpan`]).
+    Clip,
+    /// `poster.jpg`: the recording's first keyframe as a JPEG picture.
+    Poster,
 }
+
+/// The file name of a recording's poster.
+pub const POSTER_FILE: &str = "poster.jpg";
+
+/// The file name of a recording's clips.
+pub const CLIP_FILE: &str = "clip.mp4";
 
 /// Everything a playback URL can name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -175,6 +196,8 @@ pub enum Target {
     StreamLive(StreamName),
     /// `/<p>/<s>/recordings`
     Recordings(StreamName),
+    /// `/<p>/<s>/thumbnail.jpg`: the live stream's latest keyframe, a few seconds fresh.
+    Thumbnail(StreamName),
     /// `/<p>/<s>/<rec>/...`
     Recording(RecordingName, RecordingObject),
     /// `/<p>/<s>/` (and `/<p>/<s>/player`): the stream's player page, rendered by the
@@ -266,12 +289,15 @@ impl Target {
             [p, s, "index.m3u8"] => Ok(Self::StreamMultivariant(stream(p, s)?)),
             [p, s, "live.m3u8"] => Ok(Self::StreamLive(stream(p, s)?)),
             [p, s, "recordings"] => Ok(Self::Recordings(stream(p, s)?)),
+            [p, s, "thumbnail.jpg"] => Ok(Self::Thumbnail(stream(p, s)?)),
             [p, s, "player"] => Ok(Self::PlayerPage(stream(p, s)?)),
             [p, s, r, file] => {
                 let recording = stream(p, s)?.recording(r).ok_or(UrlError::Unknown)?;
                 let object = match file {
                     "index.m3u8" => RecordingObject::Multivariant,
                     "playlist.m3u8" => RecordingObject::Playlist,
+                    CLIP_FILE => RecordingObject::Clip,
+                    POSTER_FILE => RecordingObject::Poster,
                     _ => RecordingObject::Media {
                         kind: MediaKind::of_file(file).ok_or(UrlError::Unknown)?,
                         file: file.to_owned(),
@@ -289,6 +315,7 @@ impl Target {
             Self::StreamMultivariant(s) => format!("/{s}/index.m3u8"),
             Self::StreamLive(s) => format!("/{s}/live.m3u8"),
             Self::Recordings(s) => format!("/{s}/recordings"),
+            Self::Thumbnail(s) => format!("/{s}/thumbnail.jpg"),
             Self::Recording(r, object) => format!("/{r}/{}", object.file_name()),
             Self::PlayerPage(s) => format!("/{s}/"),
         }
@@ -299,6 +326,7 @@ impl Target {
             Self::StreamMultivariant(s)
             | Self::StreamLive(s)
             | Self::Recordings(s)
+            | Self::Thumbnail(s)
             | Self::PlayerPage(s) => s,
             Self::Recording(r, _) => &r.stream,
         }
@@ -314,7 +342,8 @@ impl Target {
     pub fn kind(&self) -> ObjectKind {
         match self {
             Self::StreamMultivariant(_) | Self::StreamLive(_) => ObjectKind::Playlist,
-            Self::Recordings(_) => ObjectKind::Listing,
+            // Changes every few seconds, as the listing does: memory only, by max-age.
+            Self::Recordings(_) | Self::Thumbnail(_) => ObjectKind::Listing,
             Self::Recording(_, RecordingObject::Multivariant | RecordingObject::Playlist) => {
                 ObjectKind::Playlist
             }
@@ -325,7 +354,11 @@ impl Target {
                     ..
                 },
             ) => ObjectKind::Part,
-            Self::Recording(_, RecordingObject::Media { .. }) => ObjectKind::Segment,
+            // A clip never changes once its span is recorded.
+            Self::Recording(
+                _,
+                RecordingObject::Media { .. } | RecordingObject::Clip | RecordingObject::Poster,
+            ) => ObjectKind::Segment,
             Self::PlayerPage(_) => ObjectKind::Page,
         }
     }
@@ -340,6 +373,8 @@ impl Target {
                     ..
                 },
             ) => "init",
+            Self::Recording(_, RecordingObject::Clip) => "clip",
+            Self::Recording(_, RecordingObject::Poster) | Self::Thumbnail(_) => "image",
             other => other.kind().label(),
         }
     }
@@ -359,6 +394,8 @@ impl RecordingObject {
             Self::Multivariant => "index.m3u8",
             Self::Playlist => "playlist.m3u8",
             Self::Media { file, .. } => file,
+            Self::Clip => CLIP_FILE,
+            Self::Poster => POSTER_FILE,
         }
     }
 }
@@ -466,6 +503,8 @@ fn number(text: &str) -> Option<u64> {
 pub struct CacheKey {
     target: Target,
     directives: Directives,
+    /// A clip's span: required for `clip.mp4`, absent for everything else.
+    clip: Option<ClipSpan>,
     /// `path` or `path?query`: the key's one string form, also the upstream URL path.
     text: String,
 }
@@ -476,6 +515,16 @@ impl CacheKey {
     pub fn new(target: Target, query: Option<&str>) -> Result<Self, UrlError> {
         if target.kind() == ObjectKind::Page {
             return Err(UrlError::Unknown);
+        }
+        if matches!(target, Target::Recording(_, RecordingObject::Clip)) {
+            let span = ClipSpan::parse(query.unwrap_or(""))?;
+            let text = format!("{}?{}", target.path(), span.query());
+            return Ok(Self {
+                target,
+                directives: Directives::default(),
+                clip: Some(span),
+                text,
+            });
         }
         let directives = match query {
             Some(q) if target.takes_directives() => Directives::parse(q)?,
@@ -493,6 +542,7 @@ impl CacheKey {
         Self {
             target,
             directives,
+            clip: None,
             text,
         }
     }
@@ -508,6 +558,11 @@ impl CacheKey {
 
     pub fn directives(&self) -> Directives {
         self.directives
+    }
+
+    /// The span of a clip's key.
+    pub fn clip(&self) -> Option<ClipSpan> {
+        self.clip
     }
 
     /// The key as one string: the path and the canonical query.

@@ -63,7 +63,8 @@ impl Stored {
                 recording: r.clone(),
                 name: object.file_name().to_owned(),
             },
-            Target::PlayerPage(_) => return None,
+            // Pictures of the live stream are made by its ingest only.
+            Target::PlayerPage(_) | Target::Thumbnail(_) => return None,
         })
     }
 }

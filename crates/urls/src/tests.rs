@@ -357,3 +357,41 @@ fn feed_paths_name_a_stream_and_nothing_else() {
         assert_eq!(feed_stream(not_a_feed), None, "{not_a_feed}");
     }
 }
+
+#[test]
+fn a_clip_key_carries_its_span_normalized() {
+    let key = CacheKey::parse(
+        "/p/s/r/clip.mp4",
+        Some("end=5.0&x=1&start=1.250&_HLS_msn=3"),
+    )
+    .unwrap();
+    assert_eq!(key.as_str(), "/p/s/r/clip.mp4?start=1.25&end=5");
+    assert_eq!(
+        key.clip(),
+        Some(ClipSpan::Offsets {
+            start_ms: 1250,
+            end_ms: 5000
+        })
+    );
+    assert_eq!(key.target().label(), "clip");
+    assert_eq!(key.target().kind(), ObjectKind::Segment);
+    assert_eq!(
+        CacheKey::parse(key.target().path().as_str(), Some("start=1.25&end=5")),
+        Ok(key)
+    );
+    assert!(matches!(
+        CacheKey::parse("/p/s/r/clip.mp4", None),
+        Err(UrlError::BadClip(_))
+    ));
+    assert!(matches!(
+        CacheKey::parse("/p/s/r/clip.mp4", Some("start=5&end=1")),
+        Err(UrlError::BadClip(_))
+    ));
+    // Other objects carry no span.
+    assert_eq!(
+        CacheKey::parse("/p/s/r/init.mp4", Some("start=1&end=2"))
+            .unwrap()
+            .clip(),
+        None
+    );
+}

@@ -17,7 +17,7 @@ use streamcdn_access::deployment::{self, DeploymentKey, ReplayGuard};
 use streamcdn_config::EdgeTier;
 use streamcdn_edge::carried::{self, CacheBudget, Carried};
 use streamcdn_edge::control_endpoint;
-use streamcdn_edge::{Edge, EdgeSettings, UpstreamKind};
+use streamcdn_edge::{ClipSettings, Edge, EdgeSettings, UpstreamKind};
 use streamcdn_probe_agent::ProbeBudget;
 use streamcdn_registry::Registry;
 use streamcdn_routing::probe::{self, PROBE_HEADER, SHARED_SAMPLE_TTL};
@@ -348,6 +348,10 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         max_ttl: None,
         tier_credential: Some(tier_credential.clone()),
         upstream_http2: config.edge.upstream_http2,
+        clip: ClipSettings {
+            max_duration: config.edge.max_clip_duration,
+            max_cached_bytes: config.edge.max_object_size.0,
+        },
     })
     .context("cannot open the edge's disk cache")?;
     let listener = bind(config.http.listen, "playback (edge)").await?;

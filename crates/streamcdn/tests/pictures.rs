@@ -1,0 +1,186 @@
+//! Thumbnails and posters end to end: ffmpeg publishes testsrc2 (a moving picture, a
+//! keyframe a segment); the live stream's `thumbnail.jpg` through the edge is a JPEG of
+//! the stream's size showing its latest keyframe, compared after the stream ends with
+//! the pictures ffmpeg extracts from the recording at each keyframe; twenty requests at
+//! once to the origin spawn one ffmpeg; `poster.jpg` is the first keyframe.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Bytes (a JPEG, or an init segment and a media segment) decoded to one gray 64x36
+/// picture: their first frame.
+fn gray(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = Command::new(tool("ffmpeg"))
+        .args(["-v", "error", "-nostdin", "-i", "pipe:0"])
+        .args(["-frames:v", "1", "-vf", "scale=64:36", "-pix_fmt", "gray"])
+        .args(["-f", "rawvideo", "pipe:1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ffmpeg");
+    let mut stdin = child.stdin.take().unwrap();
+    let bytes = bytes.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&bytes);
+    });
+    let out = child.wait_with_output().unwrap();
+    let _ = writer.join();
+    assert!(
+        out.status.success() && out.stdout.len() == 64 * 36,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
+    let sum: u64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| u64::from(x.abs_diff(*y)))
+        .sum();
+    sum as f64 / a.len() as f64
+}
+
+fn segments_recorded(node: &Node, stream: &str) -> usize {
+    node.recordings("demo", stream)
+        .last()
+        .and_then(|dir| std::fs::read_to_string(dir.join("journal.json")).ok())
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|j| j["segments"].as_array().map(Vec::len))
+        .unwrap_or(0)
+}
+
+#[test]
+fn thumbnails_and_posters_show_the_right_keyframes() {
+    let node = Node::up("pictures", "");
+    let publisher = publish(
+        &tool("ffmpeg"),
+        &node.publish_url("demo", "pic", KEY),
+        16,
+        "h264",
+    );
+    wait_until("four segments", Duration::from_secs(30), || {
+        segments_recorded(&node, "pic") >= 4
+    });
+
+    // Twenty at once at the origin: one picture made.
+    let made = || node.metric("streamcdn_pictures_made_total");
+    let before = made();
+    let answers: Vec<_> = (0..20)
+        .map(|_| {
+            let port = node.origin;
+            std::thread::spawn(move || http_get(port, "/demo/pic/thumbnail.jpg", &[]).unwrap())
+        })
+        .collect();
+    for answer in answers {
+        let answer = answer.join().unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    let spawned = made() - before;
+    // A new keyframe may arrive while they are answered: then two.
+    assert!((1.0..=2.0).contains(&spawned), "{spawned} pictures made");
+
+    // Through the edge: a JPEG of the stream's size, fresh for two seconds.
+    let recorded = segments_recorded(&node, "pic");
+    let thumbnail = http_get(node.http, "/demo/pic/thumbnail.jpg", &[]).unwrap();
+    assert_eq!(thumbnail.status, 200, "{}", thumbnail.text());
+    assert_eq!(thumbnail.header("content-type"), Some("image/jpeg"));
+    assert_eq!(thumbnail.header("cache-control"), Some("public, max-age=2"));
+    let file = node.dir.join("thumbnail.jpg");
+    std::fs::write(&file, &thumbnail.body).unwrap();
+    let probed = Command::new(tool("ffprobe"))
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,width,height",
+        ])
+        .args(["-of", "csv=p=0"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&probed.stdout).trim(),
+        "mjpeg,1280,720"
+    );
+    let thumb = gray(&thumbnail.body);
+
+    assert!(wait_output(publisher).status.success());
+    node.wait_recording_state("demo", "pic", "ended");
+    let rec = node.recordings("demo", "pic").pop().unwrap();
+    let rec_path = format!("/demo/pic/{}", rec.file_name().unwrap().to_str().unwrap());
+    let playlist = http_get(node.http, &format!("{rec_path}/playlist.m3u8"), &[])
+        .unwrap()
+        .text();
+    // The keyframe it shows: the closest of the recording's keyframes (a segment's
+    // first frame), and one of the latest when it was asked for.
+    let get = |file: &str| {
+        let r = http_get(node.http, &format!("{rec_path}/{file}"), &[]).unwrap();
+        assert_eq!(r.status, 200, "{file}");
+        r.body
+    };
+    let map = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
+        .map(|l| l.trim_end_matches('"').to_owned())
+        .unwrap();
+    let init = get(&map);
+    let keyframes: Vec<Vec<u8>> = playlist_segments(&playlist)
+        .iter()
+        .map(|(_, uri)| gray(&[init.clone(), get(uri)].concat()))
+        .collect();
+    let diffs: Vec<f64> = keyframes.iter().map(|k| mean_abs_diff(&thumb, k)).collect();
+    let (best, diff) = diffs
+        .iter()
+        .copied()
+        .enumerate()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap();
+    assert!(diff < 1.0, "closest keyframe differs by {diff}: {diffs:?}");
+    assert!(
+        best + 1 >= recorded && best <= recorded + 1,
+        "keyframe {best} shown, {recorded} segments recorded then: {diffs:?}"
+    );
+    let others = diffs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != best)
+        .map(|(_, d)| *d)
+        .fold(f64::MAX, f64::min);
+    assert!(
+        others > diff + 1.0 && others > 5.0 * diff,
+        "pictures do not tell keyframes apart: {diffs:?}"
+    );
+
+    // The poster: the first keyframe, immutable.
+    let poster = http_get(node.http, &format!("{rec_path}/poster.jpg"), &[]).unwrap();
+    assert_eq!(poster.status, 200, "{}", poster.text());
+    assert!(poster
+        .header("cache-control")
+        .unwrap()
+        .contains("immutable"));
+    let poster_diff = mean_abs_diff(&gray(&poster.body), &keyframes[0]);
+    assert!(poster_diff < 1.0, "poster differs by {poster_diff}");
+    // A stream that is not live has no thumbnail.
+    assert_eq!(
+        http_get(node.http, "/demo/pic/thumbnail.jpg", &[])
+            .unwrap()
+            .status,
+        404
+    );
+}
