@@ -230,8 +230,10 @@ mod tests {
     async fn one_picture_per_key_however_many_ask() {
         let pictures = Pictures::new(PathBuf::from("/nonexistent/ffmpeg"));
         let asked = std::sync::atomic::AtomicUsize::new(0);
+        // The keyframe takes a moment to read: the second request comes meanwhile.
         let ask = || async {
             asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
             None
         };
         let (a, b) = tokio::join!(pictures.get("k", ask), pictures.get("k", ask));
