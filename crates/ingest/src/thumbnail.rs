@@ -50,11 +50,14 @@ pub struct Keyframe {
     pub bytes: Vec<Bytes>,
 }
 
+/// A picture, once made (or why not).
+type Made = OnceCell<Result<Bytes, PictureError>>;
+
 /// One picture per key (a keyframe's identity), made once however many ask at once.
 pub struct Pictures {
     ffmpeg: PathBuf,
     permits: Semaphore,
-    made: Mutex<Vec<(String, Arc<OnceCell<Result<Bytes, PictureError>>>)>>,
+    made: Mutex<Vec<(String, Arc<Made>)>>,
 }
 
 impl Default for Pictures {
