@@ -258,3 +258,48 @@ fn unshared(error: Arc<FetchError>) -> FetchError {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wall_clock_spans_map_to_offsets_by_program_date_time() {
+        let playlist = parse_media(
+            "#EXTM3U\n#EXT-X-MAP:URI=\"init.mp4\"\n\
+             #EXT-X-PROGRAM-DATE-TIME:2026-12-08T01:00:00.000Z\n#EXTINF:2.000,\n000000.m4s\n\
+             #EXT-X-PROGRAM-DATE-TIME:2026-12-08T01:00:02.000Z\n#EXTINF:2.000,\n000001.m4s\n\
+             #EXT-X-DISCONTINUITY\n\
+             #EXT-X-PROGRAM-DATE-TIME:2026-12-08T01:00:10.000Z\n#EXTINF:2.000,\n000002.m4s\n",
+        );
+        let span = |q: &str| ClipSpan::parse(q).unwrap();
+        // Within the first segments; across the gap the recording's timeline is the
+        // segments' durations, not the wall clock.
+        assert_eq!(
+            offsets(
+                span("from=2026-12-08T01:00:01Z&to=2026-12-08T01:00:11.5Z"),
+                &playlist
+            ),
+            Some((1.0, 5.5))
+        );
+        // Before the recording: from its start.
+        assert_eq!(
+            offsets(
+                span("from=2026-12-08T00:59:00Z&to=2026-12-08T01:00:03Z"),
+                &playlist
+            ),
+            Some((0.0, 3.0))
+        );
+        assert_eq!(
+            offsets(span("start=1.5&end=3"), &playlist),
+            Some((1.5, 3.0))
+        );
+        assert_eq!(
+            offsets(
+                span("from=2026-12-08T01:00:01Z&to=2026-12-08T01:00:03Z"),
+                &ParsedPlaylist::default()
+            ),
+            None
+        );
+    }
+}

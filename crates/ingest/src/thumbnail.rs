@@ -50,11 +50,14 @@ pub struct Keyframe {
     pub bytes: Vec<Bytes>,
 }
 
+/// A picture, once made (or why not).
+type Made = OnceCell<Result<Bytes, PictureError>>;
+
 /// One picture per key (a keyframe's identity), made once however many ask at once.
 pub struct Pictures {
     ffmpeg: PathBuf,
     permits: Semaphore,
-    made: Mutex<Vec<(String, Arc<OnceCell<Result<Bytes, PictureError>>>)>>,
+    made: Mutex<Vec<(String, Arc<Made>)>>,
 }
 
 impl Default for Pictures {
@@ -230,8 +233,10 @@ mod tests {
     async fn one_picture_per_key_however_many_ask() {
         let pictures = Pictures::new(PathBuf::from("/nonexistent/ffmpeg"));
         let asked = std::sync::atomic::AtomicUsize::new(0);
+        // The keyframe takes a moment to read: the second request comes meanwhile.
         let ask = || async {
             asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
             None
         };
         let (a, b) = tokio::join!(pictures.get("k", ask), pictures.get("k", ask));

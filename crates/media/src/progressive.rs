@@ -230,8 +230,8 @@ pub fn build(init: &[u8], fragments: &[&[u8]], cut: Cut) -> Result<Clip, ClipErr
     const SLACK: f64 = 1e-5;
     let first = ref_samples
         .iter()
-        .filter(|s| s.sync && secs(s) <= cut.start_secs + SLACK)
-        .last()
+        .rev()
+        .find(|s| s.sync && secs(s) <= cut.start_secs + SLACK)
         .or_else(|| ref_samples.iter().find(|s| s.sync))
         .ok_or(ClipError::NoKeyframe)?;
     let start_dts = first.dts;

@@ -446,6 +446,7 @@ async fn get_settings(
     }
 }
 
+#[allow(clippy::result_large_err)] // refusals are responses, returned at once
 async fn put_settings(
     State(providers): State<Providers>,
     caller: Option<Extension<Caller>>,

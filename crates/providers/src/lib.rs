@@ -89,8 +89,11 @@ pub struct Providers {
     /// Each provider's rewind window as last read, and when: the live playlist asks
     /// for it on every request, the registry is asked at most once per
     /// [`DVR_WINDOW_FRESH`].
-    dvr_windows: Arc<Mutex<HashMap<String, (std::time::Instant, Option<Duration>)>>>,
+    dvr_windows: Arc<Mutex<HashMap<String, ReadWindow>>>,
 }
+
+/// A provider's rewind window as read, and when.
+type ReadWindow = (std::time::Instant, Option<Duration>);
 
 /// How long a provider's `dvr_window` read from the registry is used before asking
 /// again (a change through the API reaches every origin within this).

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -19,52 +19,6 @@ fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// Bytes (a JPEG, or an init segment and a media segment) decoded to one gray 64x36
-/// picture: their first frame.
-fn gray(bytes: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut child = Command::new(tool("ffmpeg"))
-        .args(["-v", "error", "-nostdin", "-i", "pipe:0"])
-        .args(["-frames:v", "1", "-vf", "scale=64:36", "-pix_fmt", "gray"])
-        .args(["-f", "rawvideo", "pipe:1"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run ffmpeg");
-    let mut stdin = child.stdin.take().unwrap();
-    let bytes = bytes.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&bytes);
-    });
-    let out = child.wait_with_output().unwrap();
-    let _ = writer.join();
-    assert!(
-        out.status.success() && out.stdout.len() == 64 * 36,
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
-    let sum: u64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| u64::from(x.abs_diff(*y)))
-        .sum();
-    sum as f64 / a.len() as f64
-}
-
-fn segments_recorded(node: &Node, stream: &str) -> usize {
-    node.recordings("demo", stream)
-        .last()
-        .and_then(|dir| std::fs::read_to_string(dir.join("journal.json")).ok())
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|j| j["segments"].as_array().map(Vec::len))
-        .unwrap_or(0)
-}
-
 #[test]
 fn thumbnails_and_posters_show_the_right_keyframes() {
     let node = Node::up("pictures", "");
@@ -75,7 +29,7 @@ fn thumbnails_and_posters_show_the_right_keyframes() {
         "h264",
     );
     wait_until("four segments", Duration::from_secs(30), || {
-        segments_recorded(&node, "pic") >= 4
+        segments_recorded(&node, "demo", "pic") >= 4
     });
 
     // Twenty at once at the origin: one picture made.
@@ -96,7 +50,7 @@ fn thumbnails_and_posters_show_the_right_keyframes() {
     assert!((1.0..=2.0).contains(&spawned), "{spawned} pictures made");
 
     // Through the edge: a JPEG of the stream's size, fresh for two seconds.
-    let recorded = segments_recorded(&node, "pic");
+    let recorded = segments_recorded(&node, "demo", "pic");
     let thumbnail = http_get(node.http, "/demo/pic/thumbnail.jpg", &[]).unwrap();
     assert_eq!(thumbnail.status, 200, "{}", thumbnail.text());
     assert_eq!(thumbnail.header("content-type"), Some("image/jpeg"));
@@ -118,7 +72,7 @@ fn thumbnails_and_posters_show_the_right_keyframes() {
         String::from_utf8_lossy(&probed.stdout).trim(),
         "mjpeg,1280,720"
     );
-    let thumb = gray(&thumbnail.body);
+    let thumb = gray_picture(&thumbnail.body);
 
     assert!(wait_output(publisher).status.success());
     node.wait_recording_state("demo", "pic", "ended");
@@ -129,20 +83,8 @@ fn thumbnails_and_posters_show_the_right_keyframes() {
         .text();
     // The keyframe it shows: the closest of the recording's keyframes (a segment's
     // first frame), and one of the latest when it was asked for.
-    let get = |file: &str| {
-        let r = http_get(node.http, &format!("{rec_path}/{file}"), &[]).unwrap();
-        assert_eq!(r.status, 200, "{file}");
-        r.body
-    };
-    let map = playlist
-        .lines()
-        .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
-        .map(|l| l.trim_end_matches('"').to_owned())
-        .unwrap();
-    let init = get(&map);
-    let keyframes: Vec<Vec<u8>> = playlist_segments(&playlist)
-        .iter()
-        .map(|(_, uri)| gray(&[init.clone(), get(uri)].concat()))
+    let keyframes: Vec<Vec<u8>> = (0..playlist_segments(&playlist).len())
+        .map(|i| gray_picture(&segment_with_init(node.http, &rec_path, &playlist, i)))
         .collect();
     let diffs: Vec<f64> = keyframes.iter().map(|k| mean_abs_diff(&thumb, k)).collect();
     let (best, diff) = diffs
@@ -174,7 +116,7 @@ fn thumbnails_and_posters_show_the_right_keyframes() {
         .header("cache-control")
         .unwrap()
         .contains("immutable"));
-    let poster_diff = mean_abs_diff(&gray(&poster.body), &keyframes[0]);
+    let poster_diff = mean_abs_diff(&gray_picture(&poster.body), &keyframes[0]);
     assert!(poster_diff < 1.0, "poster differs by {poster_diff}");
     // A stream that is not live has no thumbnail.
     assert_eq!(

@@ -7,8 +7,6 @@
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::UrlError;
-
 /// Seconds up to about 31 700 years: far beyond any recording, and exact in an `f64`.
 const MAX_MS: u64 = 1_000_000_000_000_000;
 
@@ -23,8 +21,8 @@ pub enum ClipSpan {
 impl ClipSpan {
     /// The span in `query`; other parameters are ignored, the first occurrence of each
     /// counts. Missing, malformed, negative, or empty (start at or after end) spans are
-    /// errors, as is a query mixing both forms.
-    pub fn parse(query: &str) -> Result<Self, UrlError> {
+    /// errors (saying what is wrong), as is a query mixing both forms.
+    pub fn parse(query: &str) -> Result<Self, &'static str> {
         let mut found: [Option<&str>; 4] = [None; 4];
         for pair in query.split('&') {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -39,20 +37,18 @@ impl ClipSpan {
         }
         let span = match found {
             [Some(start), Some(end), None, None] => Self::Offsets {
-                start_ms: seconds(start).ok_or(UrlError::BadClip("start"))?,
-                end_ms: seconds(end).ok_or(UrlError::BadClip("end"))?,
+                start_ms: seconds(start).ok_or("start")?,
+                end_ms: seconds(end).ok_or("end")?,
             },
             [None, None, Some(from), Some(to)] => Self::WallClock {
-                from_ms: wall_clock(from).ok_or(UrlError::BadClip("from"))?,
-                to_ms: wall_clock(to).ok_or(UrlError::BadClip("to"))?,
+                from_ms: wall_clock(from).ok_or("from")?,
+                to_ms: wall_clock(to).ok_or("to")?,
             },
-            [None, None, None, None] => {
-                return Err(UrlError::BadClip("start and end (or from and to) required"))
-            }
-            _ => return Err(UrlError::BadClip("give start and end, or from and to")),
+            [None, None, None, None] => return Err("start and end (or from and to) required"),
+            _ => return Err("give start and end, or from and to"),
         };
         if span.duration_ms() == 0 {
-            return Err(UrlError::BadClip("start must come before end"));
+            return Err("start must come before end");
         }
         Ok(span)
     }

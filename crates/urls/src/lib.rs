@@ -517,7 +517,7 @@ impl CacheKey {
             return Err(UrlError::Unknown);
         }
         if matches!(target, Target::Recording(_, RecordingObject::Clip)) {
-            let span = ClipSpan::parse(query.unwrap_or(""))?;
+            let span = ClipSpan::parse(query.unwrap_or("")).map_err(UrlError::BadClip)?;
             let text = format!("{}?{}", target.path(), span.query());
             return Ok(Self {
                 target,

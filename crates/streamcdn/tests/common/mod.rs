@@ -1113,3 +1113,68 @@ pub fn ingest_answer(host: &str, port: u16) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// Bytes ffmpeg can read from a pipe (a JPEG, an MP4, an init segment and a media
+/// segment) decoded to one gray 64x36 picture: their first frame. Pictures compare by
+/// [`mean_abs_diff`].
+pub fn gray_picture(bytes: &[u8]) -> Vec<u8> {
+    let mut child = Command::new(tool("ffmpeg"))
+        .args(["-v", "error", "-nostdin", "-i", "pipe:0"])
+        .args(["-frames:v", "1", "-vf", "scale=64:36", "-pix_fmt", "gray"])
+        .args(["-f", "rawvideo", "pipe:1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ffmpeg");
+    let mut stdin = child.stdin.take().unwrap();
+    let bytes = bytes.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&bytes);
+    });
+    let out = child.wait_with_output().unwrap();
+    let _ = writer.join();
+    assert!(
+        out.status.success() && out.stdout.len() == 64 * 36,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The mean absolute difference of two gray pictures' pixels (0-255).
+pub fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
+    let sum: u64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| u64::from(x.abs_diff(*y)))
+        .sum();
+    sum as f64 / a.len().max(1) as f64
+}
+
+/// Segment `index` of a recording's media `playlist` (served under `rec_path` on `port`)
+/// with its init segment before it: a file ffmpeg decodes from the segment's keyframe.
+pub fn segment_with_init(port: u16, rec_path: &str, playlist: &str, index: usize) -> Vec<u8> {
+    let map = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
+        .map(|l| l.trim_end_matches('"').to_owned())
+        .expect("an EXT-X-MAP");
+    let uri = &playlist_segments(playlist)[index].1;
+    let get = |file: &str| {
+        let r = http_get(port, &format!("{rec_path}/{file}"), &[]).unwrap();
+        assert_eq!(r.status, 200, "{file}");
+        r.body
+    };
+    [get(&map), get(uri)].concat()
+}
+
+/// How many segments the journal of the stream's newest recording lists.
+pub fn segments_recorded(node: &Node, provider: &str, stream: &str) -> usize {
+    node.recordings(provider, stream)
+        .last()
+        .and_then(|dir| std::fs::read_to_string(dir.join("journal.json")).ok())
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|j| j["segments"].as_array().map(Vec::len))
+        .unwrap_or(0)
+}
