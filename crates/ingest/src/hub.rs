@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use bytes::Bytes;
 use streamcdn_config::{ProviderConfig, SegmentFormat};
+use streamcdn_feed::FeedChannel;
 use streamcdn_providers::hook_client::Hooks;
 use streamcdn_providers::hooks::{Event, Hook};
 use streamcdn_providers::{KeyError, KeyKind, Providers};
@@ -112,6 +113,8 @@ pub struct LiveStream {
     state: RwLock<StreamState>,
     /// Bumped on every new segment and at the end, for requests that wait.
     updates: watch::Sender<u64>,
+    /// Frames as the publisher sends them, for the low-latency feed (WebRTC viewers).
+    feed: Arc<FeedChannel>,
     events: EventSender,
     /// The hub's table, which this stream leaves once retired.
     table: Weak<Table>,
@@ -267,6 +270,7 @@ impl LiveStream {
                 open: None,
             }),
             updates: watch::channel(0).0,
+            feed: FeedChannel::new(),
             publisher: Mutex::new(PublishedBy {
                 protocol: "rtmp",
                 transport: None,
@@ -294,6 +298,12 @@ impl LiveStream {
             publisher.protocol,
             publisher.transport.map(|report| report()),
         )
+    }
+
+    /// The stream's low-latency feed: every configuration and access unit as the
+    /// publisher sent it.
+    pub fn feed(&self) -> &Arc<FeedChannel> {
+        &self.feed
     }
 
     pub fn recording(&self) -> Arc<Recording> {
@@ -433,6 +443,7 @@ impl LiveStream {
     }
 
     pub(crate) fn end(&self, ended_at: String) {
+        self.feed.end();
         let ended = {
             let mut state = self.write();
             let recording = Arc::make_mut(&mut state.recording);
@@ -448,6 +459,8 @@ impl LiveStream {
     /// The publisher left a server being drained: the recording stays live, marked
     /// interrupted (no playlist of it ends), until another server continues it.
     pub(crate) fn mark_interrupted(&self, at: String) {
+        // Cut, not ended: relays reconnect and find the server that continues it.
+        self.feed.cut();
         {
             let mut state = self.write();
             Arc::make_mut(&mut state.recording).interrupted_at = Some(at);

@@ -4,6 +4,9 @@
 //!   edge's `live.m3u8` never sees `EXT-X-ENDLIST` while the publisher reconnects to the
 //!   other ingest of the cluster; the recording goes on (same id, continuous media
 //!   sequence); the drained ingest exits by itself within `node.drain_timeout`;
+//!   a reader of the stream's low-latency feed on the edge (as a WebRTC viewer reads it)
+//!   keeps its one connection: no end, and the continued stream's frames arrive on it
+//!   from a keyframe with the configurations;
 //! - a publisher that never comes back: the stream ends after its provider's
 //!   `reconnect_window`, once (one `on_recording_ended`, though two servers sweep);
 //! - a drained edge leaves the router's answers (DNS and 302) before it closes.
@@ -360,6 +363,12 @@ fn sigterm_of_the_holding_ingest_interrupts_the_stream_and_the_other_continues_i
         "h264",
     );
     let (recording_id, stop, poller) = watch_stream(&cluster, stream);
+    let (stop_feed, feed_reader) = common::feed::watch_feed(
+        &cluster.edge.host,
+        cluster.edge.http,
+        &format!("/{PROVIDER}/{stream}/feed"),
+    );
+    std::thread::sleep(Duration::from_secs(2));
 
     // SIGTERM: ffmpeg cannot be asked to reconnect, so it is closed after the drain
     // timeout; it then reconnects (as OBS does by itself) to the other server.
@@ -393,7 +402,12 @@ fn sigterm_of_the_holding_ingest_interrupts_the_stream_and_the_other_continues_i
     // Long enough for the new server's segments to reach the poller.
     std::thread::sleep(Duration::from_secs(6));
     stop.store(true, Ordering::Relaxed);
+    stop_feed.store(true, Ordering::Relaxed);
     let seen = poller.join().unwrap();
+    let fed = feed_reader
+        .join()
+        .unwrap()
+        .expect("the feed reader's one connection");
     assert!(wait_output(second).status.success());
 
     eprintln!(
@@ -408,6 +422,46 @@ fn sigterm_of_the_holding_ingest_interrupts_the_stream_and_the_other_continues_i
         "drained ingest took {exited:?}"
     );
     assert_continued(&cluster, stream, &recording_id, &seen, 0);
+    // The feed: never ended, and the continued stream arrived on the same connection,
+    // from its configuration and a keyframe.
+    use streamcdn_media::feed::FeedMessage;
+    use streamcdn_media::input::MediaInput;
+    assert!(
+        !fed.iter().any(|r| r.message == FeedMessage::End),
+        "the feed ended during the hand-over"
+    );
+    let since_close: Vec<&common::feed::Received> = fed
+        .iter()
+        .filter(|r| r.at >= terminated + publisher_closed)
+        .collect();
+    let first_video = since_close.iter().find_map(|r| match &r.message {
+        FeedMessage::Media(MediaInput::Video(f)) => Some(f.keyframe),
+        _ => None,
+    });
+    assert_eq!(
+        first_video,
+        Some(true),
+        "the continued feed starts at a keyframe"
+    );
+    assert!(
+        since_close
+            .iter()
+            .any(|r| matches!(r.message, FeedMessage::Media(MediaInput::VideoConfig(_)))),
+        "the continued feed sends its configuration again"
+    );
+    let frames_after = since_close
+        .iter()
+        .filter(|r| r.at >= terminated + continued_at)
+        .filter(|r| matches!(r.message, FeedMessage::Media(MediaInput::Video(_))))
+        .count();
+    eprintln!(
+        "feed: {} messages on one connection, {frames_after} video frames after the other server continued",
+        fed.len()
+    );
+    assert!(
+        frames_after >= 60,
+        "the continued stream reached the feed reader: {frames_after} frames"
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! the server exactly as written).
 #![allow(dead_code)]
 
+pub mod feed;
 pub mod page;
 pub mod redis_set;
 // For the whole-deployment tests; the others do not use it.
