@@ -95,7 +95,9 @@ impl FeedRelays {
                 Connection::Failed(e) => Err(e.clone()),
                 _ => Ok(subscriber),
             },
-            Ok(Err(_)) => Err(Arc::new(FetchError::Unreachable("feed relay stopped".into()))),
+            Ok(Err(_)) => Err(Arc::new(FetchError::Unreachable(
+                "feed relay stopped".into(),
+            ))),
             Err(_) => Err(Arc::new(FetchError::Timeout)),
         }
     }

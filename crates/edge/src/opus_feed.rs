@@ -194,7 +194,10 @@ fn leave(
     stream: &StreamName,
     channel: &Arc<FeedChannel>,
 ) {
-    if channels.get(stream).is_some_and(|c| Arc::ptr_eq(c, channel)) {
+    if channels
+        .get(stream)
+        .is_some_and(|c| Arc::ptr_eq(c, channel))
+    {
         channels.remove(stream);
     }
 }
@@ -222,13 +225,28 @@ impl AacToOpus {
     fn start(ffmpeg: &str, config: AudioConfig, started_at: i64) -> std::io::Result<Self> {
         let mut child = Command::new(ffmpeg)
             .args(["-hide_banner", "-loglevel", "error"])
-            .args(["-fflags", "+nobuffer", "-probesize", "32", "-analyzeduration", "0"])
+            .args([
+                "-fflags",
+                "+nobuffer",
+                "-probesize",
+                "32",
+                "-analyzeduration",
+                "0",
+            ])
             .args(["-f", "aac", "-i", "pipe:0", "-vn"])
             .args(["-c:a", "libopus", "-b:a", "96k", "-ar", "48000"])
             .args(["-ac", &opus_channels(&config).to_string()])
             .args(["-application", "lowdelay", "-frame_duration", "20"])
             // One Ogg page per packet: the default holds a second of audio per page.
-            .args(["-f", "opus", "-page_duration", "20000", "-flush_packets", "1", "pipe:1"])
+            .args([
+                "-f",
+                "opus",
+                "-page_duration",
+                "20000",
+                "-flush_packets",
+                "1",
+                "pipe:1",
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

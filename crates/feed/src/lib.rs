@@ -339,13 +339,22 @@ mod tests {
         }
         assert_eq!(
             kinds,
-            ["video config", "audio config", "video 6000", "audio 6100", "video 9000"]
+            [
+                "video config",
+                "audio config",
+                "video 6000",
+                "audio 6100",
+                "video 9000"
+            ]
         );
 
         channel.publish(&video(12000, false));
         assert_eq!(dts_of(&joiner.next().await.unwrap()), Some(12000));
         channel.end();
-        assert!(matches!(joiner.next().await.unwrap().message(), FeedMessage::End));
+        assert!(matches!(
+            joiner.next().await.unwrap().message(),
+            FeedMessage::End
+        ));
         assert!(joiner.next().await.is_none());
         assert_eq!(channel.stopped(), Some(Stopped::Ended));
     }
@@ -374,9 +383,18 @@ mod tests {
             .iter()
             .position(|i| matches!(i.message(), FeedMessage::Media(MediaInput::VideoConfig(_))))
             .expect("configurations sent again after the skip");
-        let frames: Vec<i64> = after_skip[resumed + 1..].iter().filter_map(dts_of).collect();
-        assert!(after_skip[resumed + 1].is_keyframe(), "resumes at a keyframe");
-        assert!(frames.windows(2).all(|w| w[1] - w[0] == 3000), "no holes after it");
+        let frames: Vec<i64> = after_skip[resumed + 1..]
+            .iter()
+            .filter_map(dts_of)
+            .collect();
+        assert!(
+            after_skip[resumed + 1].is_keyframe(),
+            "resumes at a keyframe"
+        );
+        assert!(
+            frames.windows(2).all(|w| w[1] - w[0] == 3000),
+            "no holes after it"
+        );
         assert_eq!(*frames.last().unwrap(), (QUEUE_ITEMS as i64 + 99) * 3000);
     }
 
@@ -387,7 +405,10 @@ mod tests {
         channel.publish(&audio(0));
         let mut reader = channel.subscribe();
         assert!(reader.next().await.is_some());
-        assert!(reader.next().await.is_some(), "audio without video is kept too");
+        assert!(
+            reader.next().await.is_some(),
+            "audio without video is kept too"
+        );
         channel.cut();
         assert!(reader.next().await.is_none());
         assert_eq!(channel.stopped(), Some(Stopped::Cut));

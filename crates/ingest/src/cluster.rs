@@ -91,6 +91,21 @@ impl Cluster {
         }
     }
 
+    /// Whether the server `node` is gone: its lease has expired (unless the registry is
+    /// settling after a comeback, when a live server may not have announced itself
+    /// again yet), or its origin refuses connections. A registry that does not answer
+    /// says nothing: not gone.
+    pub async fn is_dead(&self, node: &str) -> bool {
+        if self.registry.settling() {
+            return false;
+        }
+        match self.registry.node(node).await {
+            Ok(Some(record)) => !reachable(&record.origin).await,
+            Ok(None) => true,
+            Err(_) => false,
+        }
+    }
+
     /// One look at the registry: the claim, or `Err(holder)` while a server being
     /// drained still holds the stream.
     async fn claim_once(&self, provider: &str, stream: &str) -> Result<Claim, String> {

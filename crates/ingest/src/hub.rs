@@ -8,8 +8,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use bytes::Bytes;
-use streamcdn_feed::FeedChannel;
 use streamcdn_config::{ProviderConfig, SegmentFormat};
+use streamcdn_feed::FeedChannel;
 use streamcdn_providers::hook_client::Hooks;
 use streamcdn_providers::hooks::{Event, Hook};
 use streamcdn_providers::{KeyError, KeyKind, Providers};
@@ -752,7 +752,8 @@ impl StreamHub {
     }
 
     /// The stream's last recording, if it ended within its provider's `archive_after`
-    /// and is not archived: a publisher coming back continues it.
+    /// and is not archived, or was left live by a server of the cluster that is dead: a
+    /// publisher coming back continues it.
     async fn resumable(&self, name: &StreamName) -> Option<String> {
         let id = self.store.ids(name).await.pop()?;
         let recording = name.recording(&id)?;
@@ -760,6 +761,20 @@ impl StreamHub {
             return None;
         }
         let head = self.store.load(&recording).await?;
+        if head.is_live() {
+            // Left live by a server of the cluster that died: by the time its publisher
+            // comes back (an SRT encoder notices a silent peer only after its idle
+            // timeout) that server's lease, and the stream's record with it, may be gone.
+            let writer = head
+                .node
+                .as_deref()
+                .filter(|w| *w != self.cluster.node.id)?;
+            if !self.cluster.is_dead(writer).await {
+                return None;
+            }
+            tracing::info!(recording = %recording, dead = writer, "continuing a recording a dead server left live");
+            return Some(id);
+        }
         let ended = head.ended_at.as_deref().filter(|_| !head.is_live())?;
         let ended_for = clock::seconds_since(ended)?;
         let window = self.providers.archive_after(&name.provider).await;

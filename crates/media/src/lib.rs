@@ -9,8 +9,8 @@
 
 mod bits;
 pub mod codec;
-pub mod feed;
 mod error;
+pub mod feed;
 pub mod flv;
 pub mod fmp4;
 pub mod input;

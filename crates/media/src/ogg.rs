@@ -155,7 +155,10 @@ mod tests {
             assert_eq!(
                 events,
                 vec![
-                    OpusEvent::Head { channels: 2, pre_skip: 312 },
+                    OpusEvent::Head {
+                        channels: 2,
+                        pre_skip: 312
+                    },
                     OpusEvent::Packet(Bytes::from_static(b"\xfc\x01")),
                     OpusEvent::Packet(Bytes::from(big.clone())),
                     OpusEvent::Packet(Bytes::from_static(b"\xfc\x02")),
@@ -171,7 +174,11 @@ mod tests {
             OggOpusReader::default().push(&[0u8; 64]),
             Err(OggError::LostSync)
         );
-        let vorbis = page(false, &[b"\x01vorbis\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"], false);
+        let vorbis = page(
+            false,
+            &[b"\x01vorbis\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"],
+            false,
+        );
         assert!(matches!(
             OggOpusReader::default().push(&vorbis),
             Err(OggError::NotOpus(_))

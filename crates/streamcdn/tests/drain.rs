@@ -170,13 +170,15 @@ fn assert_continued(
     stream: &str,
     recording_id: &str,
     seen: &Seen,
-    drained: usize,
+    left: Handoff,
 ) {
     assert!(
         seen.endlist_at.is_none(),
         "the poller saw EXT-X-ENDLIST during the hand-over: {seen:?}"
     );
-    assert!(seen.errors.is_empty(), "the poller saw errors: {seen:?}");
+    if let Handoff::Drained(_) = left {
+        assert!(seen.errors.is_empty(), "the poller saw errors: {seen:?}");
+    }
     let (lowest, highest) = (
         *seen.sequences.first().unwrap(),
         *seen.sequences.last().unwrap(),
@@ -216,6 +218,9 @@ fn assert_continued(
         "the poller saw the continued stream (from {}): {seen:?}",
         resumed[0]
     );
+    let Handoff::Drained(drained) = left else {
+        return;
+    };
     let drained_log = cluster.ingests[drained].log_text();
     assert!(
         drained_log.contains("publish interrupted by the drain"),
@@ -225,6 +230,17 @@ fn assert_continued(
         !drained_log.contains("publish ended; recording complete"),
         "{drained_log}"
     );
+}
+
+/// How the first server let its publisher go.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Handoff {
+    /// Drained (SIGTERM), by its index: no viewer error is allowed, and its log says it
+    /// interrupted the publish.
+    Drained(usize),
+    /// Killed (SIGKILL): the edges serve what they have until the other server
+    /// continues, and may answer errors meanwhile.
+    Killed,
 }
 
 /// Once `stream` plays on the edge and has three segments: its recording id, and a
@@ -420,7 +436,7 @@ fn sigterm_of_the_holding_ingest_interrupts_the_stream_and_the_other_continues_i
         exited <= Duration::from_secs(DRAIN_TIMEOUT_SECS + 3),
         "drained ingest took {exited:?}"
     );
-    assert_continued(&cluster, stream, &recording_id, &seen, 0);
+    assert_continued(&cluster, stream, &recording_id, &seen, Handoff::Drained(0));
     // The feed: never ended, and the continued stream arrived on the same connection,
     // from its configuration and a keyframe.
     use streamcdn_media::feed::FeedMessage;
@@ -709,7 +725,19 @@ fn exits_within(child: &mut std::process::Child, limit: Duration) -> bool {
 
 #[test]
 fn an_srt_publisher_moved_by_a_drain_continues_the_recording_through_the_ingest_name() {
-    let mut cluster = Cluster::start("drain-srt", "");
+    srt_publisher_moves("drain-srt", false);
+}
+
+#[test]
+fn an_srt_publisher_whose_ingest_is_killed_continues_the_recording_through_the_ingest_name() {
+    srt_publisher_moves("kill-srt", true);
+}
+
+/// An SRT publisher on the ingest the router's ingest name answers first; that server
+/// drained (SIGTERM) or `killed` (SIGKILL); the encoder reconnects to what the name
+/// answers then, and the same recording goes on.
+fn srt_publisher_moves(name: &str, killed: bool) {
+    let mut cluster = Cluster::start(name, "");
     let net = cluster.ingests[0]
         .host
         .rsplit_once('.')
@@ -717,12 +745,12 @@ fn an_srt_publisher_moved_by_a_drain_continues_the_recording_through_the_ingest_
         .0
         .to_owned();
     let router = Node::role_on(
-        "drain-srt-router",
+        &format!("{name}-router"),
         "router",
         &format!("{net}.20"),
         free_port(),
         None,
-        &cluster._redis.registry_toml("drain-srt"),
+        &cluster._redis.registry_toml(name),
     );
     let node_at = |cluster: &Cluster, ip: &str| {
         cluster
@@ -755,12 +783,17 @@ fn an_srt_publisher_moved_by_a_drain_continues_the_recording_through_the_ingest_
     // SIGTERM: the server is announced draining and the ingest name drops it at once;
     // SRT cannot ask a caller to move, so its connection closes after the drain
     // timeout, and the encoder reconnects (here: ffmpeg restarted, as an encoder's
-    // reconnect does) to what the name answers now.
+    // reconnect does) to what the name answers now. SIGKILL: the router's check drops
+    // it, the encoder sees its peer go silent (libsrt's idle timeout) and reconnects.
     let terminated = Instant::now();
-    sigterm(&cluster.ingests[first_server]);
+    if killed {
+        cluster.ingests[first_server].stop_with("KILL");
+    } else {
+        sigterm(&cluster.ingests[first_server]);
+    }
     let other_ip = cluster.ingests[other].host.clone();
     wait_until(
-        "the drained ingest to leave the name",
+        "the first ingest to leave the name",
         Duration::from_secs(5),
         || ingest_answer(&router.host, router.dns) == [other_ip.clone()],
     );
@@ -773,10 +806,12 @@ fn an_srt_publisher_moved_by_a_drain_continues_the_recording_through_the_ingest_
     let reconnect_to = node_at(&cluster, &ingest_answer(&router.host, router.dns)[0]);
     assert_eq!(reconnect_to, other);
     let second = publish_ts(&cluster.ingests[other].srt_url(PROVIDER, stream, KEY), 10);
-    wait_exited(
-        &mut cluster.ingests[first_server],
-        Duration::from_secs(DRAIN_TIMEOUT_SECS + 8),
-    );
+    if !killed {
+        wait_exited(
+            &mut cluster.ingests[first_server],
+            Duration::from_secs(DRAIN_TIMEOUT_SECS + 8),
+        );
+    }
     wait_until(
         "the other server to hold the stream",
         Duration::from_secs(10),
@@ -793,12 +828,21 @@ fn an_srt_publisher_moved_by_a_drain_continues_the_recording_through_the_ingest_
         String::from_utf8_lossy(&second.stderr)
     );
     eprintln!(
-        "drained ingest left the ingest name after {left_name:?}; SRT publisher closed \
+        "{} ingest left the ingest name after {left_name:?}; SRT publisher closed \
          after {publisher_closed:?}; the other server held the stream after \
-         {continued_at:?}; the newest live segment stood still at most {:?} ({} polls)",
-        seen.longest_unchanged, seen.polls
+         {continued_at:?}; the newest live segment stood still at most {:?} ({} polls, \
+         errors: {:?})",
+        if killed { "killed" } else { "drained" },
+        seen.longest_unchanged,
+        seen.polls,
+        seen.errors
     );
-    assert_continued(&cluster, stream, &recording_id, &seen, first_server);
+    let left = if killed {
+        Handoff::Killed
+    } else {
+        Handoff::Drained(first_server)
+    };
+    assert_continued(&cluster, stream, &recording_id, &seen, left);
     // The whole recording decodes, across the discontinuity.
     let recorded = decode(
         &cluster.edge.play_url(&format!(
