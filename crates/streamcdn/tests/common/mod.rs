@@ -1178,3 +1178,12 @@ pub fn segments_recorded(node: &Node, provider: &str, stream: &str) -> usize {
         .and_then(|j| j["segments"].as_array().map(Vec::len))
         .unwrap_or(0)
 }
+
+/// Polls `done` every 100 ms until it holds; fails the test naming `what` after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
