@@ -1,5 +1,6 @@
 // Opens a page in headless Chromium and prints what the tests watch, one JSON line every
-// 500 ms: the <video>'s decoded frames and position, the page's #state text and #errors
+// 500 ms: the <video>'s decoded frames and position, the page's #state text, #mode
+// (webrtc or hls) and #errors
 // list (the player page), and rum.js's window.streamcdnRum. Runs until stdin closes or
 // SECONDS pass. Used by crates/streamcdn/tests/player_page.rs.
 // Usage: node watch_page.mjs PAGE_URL [SECONDS]
@@ -24,7 +25,9 @@ while (watching && Date.now() < deadline) {
     const video = document.querySelector('video');
     const quality = video && video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : null;
     const state = document.getElementById('state');
+    const mode = document.getElementById('mode');
     return {
+      mode: mode ? mode.getAttribute('data-mode') : null,
       frames: quality ? quality.totalVideoFrames : null,
       time: video ? video.currentTime : null,
       state: state ? state.textContent : null,

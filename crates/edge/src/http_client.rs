@@ -18,7 +18,7 @@ use streamcdn_urls::CacheKey;
 
 use crate::lifetime;
 use crate::object::{cacheable_ttl, CachedObject, Validators};
-use crate::source::{FetchError, Revalidated};
+use crate::source::{FeedBody, FetchError, Revalidated};
 
 /// A failed upstream is skipped for this long (unless every one has failed).
 const DOWN_FOR: Duration = Duration::from_secs(3);
@@ -121,6 +121,61 @@ impl HttpClient {
             }
         }
         Err(last)
+    }
+
+    /// Opens `path` as a long response (a stream's feed) at the first of `preference`
+    /// that answers `200`: the body as it arrives. A `404` is final (that upstream
+    /// speaks for the stream); failures move on to the next.
+    pub async fn open_stream(
+        &self,
+        preference: Vec<String>,
+        path: &str,
+    ) -> Result<FeedBody, FetchError> {
+        let mut last = FetchError::Unreachable("no upstream configured".into());
+        for base in self.healthy_first(preference) {
+            match self.open_stream_at(&base, path).await {
+                Ok(body) => {
+                    self.mark(&base, true);
+                    return Ok(body);
+                }
+                Err(e) if e.try_next() => {
+                    tracing::info!(upstream = %base, path, error = %e, "feed upstream failed; trying the next");
+                    self.mark(&base, false);
+                    last = e;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    async fn open_stream_at(&self, base: &str, path: &str) -> Result<FeedBody, FetchError> {
+        let uri: hyper::Uri = format!("{base}{path}")
+            .parse()
+            .map_err(|e| FetchError::Unreachable(format!("bad upstream URI: {e}")))?;
+        let mut request = hyper::Request::get(uri).header(header::USER_AGENT, "streamcdn-edge");
+        if let Some(credential) = &self.tier_credential {
+            request = request.header(TIER_HEADER, credential.clone());
+        }
+        let request = request
+            .body(Empty::new())
+            .map_err(|e| FetchError::Unreachable(e.to_string()))?;
+        let response = tokio::time::timeout(self.timeout, self.client.request(request))
+            .await
+            .map_err(|_| FetchError::Timeout)?
+            .map_err(|e| FetchError::Unreachable(e.to_string()))?;
+        let (parts, body) = response.into_parts();
+        if parts.status != StatusCode::OK {
+            return Err(FetchError::NotCacheable {
+                status: parts.status,
+                content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
+                body: Bytes::new(),
+            });
+        }
+        Ok(Box::pin(futures::StreamExt::filter_map(
+            body.into_data_stream(),
+            |chunk| async move { Some(chunk.map_err(|e| e.to_string())) },
+        )))
     }
 
     fn healthy_first(&self, mut order: Vec<String>) -> Vec<String> {

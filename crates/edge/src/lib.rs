@@ -23,6 +23,8 @@ pub mod control;
 pub mod control_endpoint;
 mod disk;
 pub mod drain;
+mod feed;
+mod opus_feed;
 mod flight;
 mod http_client;
 mod lifetime;
@@ -112,6 +114,10 @@ pub struct Edge {
     /// Bumped by every purge and invalidate: a fill that began before one does not
     /// store what it fetched (it may be what was just removed).
     generation: Arc<AtomicU64>,
+    /// Live streams' low-latency feeds, one upstream connection each.
+    feeds: Arc<feed::FeedRelays>,
+    /// The same with Opus audio, for WebRTC viewers.
+    opus_feeds: Arc<opus_feed::OpusFeeds>,
 }
 
 impl Edge {
@@ -154,10 +160,13 @@ impl Edge {
             Some((dir, max_bytes)) => Some(DiskCache::open(dir, *max_bytes)?),
             None => None,
         };
+        let feeds = feed::FeedRelays::new(source.clone());
         Ok(Arc::new(Self {
             stale_if_error: settings.stale_if_error,
             memory,
             disk,
+            opus_feeds: opus_feed::OpusFeeds::new(feeds.clone(), "ffmpeg"),
+            feeds,
             source,
             flights: Flights::default(),
             generation: Arc::new(AtomicU64::new(0)),
@@ -171,6 +180,29 @@ impl Edge {
     /// Answers one playback request (what [`Self::router`] does for every request).
     pub async fn serve(self: Arc<Self>, request: Request) -> Response {
         handle(State(self), request).await
+    }
+
+    /// A reader of `stream`'s low-latency feed, relayed from upstream (one connection
+    /// per stream for every reader here), from its latest keyframe on.
+    pub async fn feed(
+        &self,
+        stream: &streamcdn_urls::StreamName,
+    ) -> Result<streamcdn_feed::FeedSubscriber, Arc<FetchError>> {
+        self.feeds.subscribe(stream).await
+    }
+
+    /// [`Self::feed`] with its audio in Opus, what WebRTC viewers hear: AAC is
+    /// re-encoded once per stream on this tier, Opus passes through.
+    pub async fn feed_with_opus(
+        &self,
+        stream: &streamcdn_urls::StreamName,
+    ) -> Result<streamcdn_feed::FeedSubscriber, Arc<FetchError>> {
+        self.opus_feeds.subscribe(stream).await
+    }
+
+    /// How many live streams' feeds this tier relays now.
+    pub fn relayed_feeds(&self) -> usize {
+        self.feeds.len()
     }
 
     /// Publishes the cache sizes as gauges (called when metrics are scraped).
@@ -419,6 +451,10 @@ async fn respond(edge: &Arc<Edge>, request: Request) -> Response {
             return response;
         }
     }
+    if let Some(stream) = streamcdn_urls::feed_stream(request.uri().path()) {
+        let opus = request.uri().query() == Some("audio=opus");
+        return feed_response(edge, &stream, opus).await;
+    }
     let key = match CacheKey::parse(request.uri().path(), request.uri().query()) {
         Ok(key) => key,
         Err(error) => {
@@ -453,6 +489,42 @@ async fn respond(edge: &Arc<Edge>, request: Request) -> Response {
     metrics::counter!("streamcdn_edge_requests_total", "result" => outcome.label(), "kind" => kind.label())
         .increment(1);
     object_response(&object, request.headers(), outcome)
+}
+
+/// A lower tier's (or a tool's) read of a stream's feed, relayed from ours; with
+/// `opus`, its audio in Opus (as WebRTC viewers get it).
+async fn feed_response(
+    edge: &Arc<Edge>,
+    stream: &streamcdn_urls::StreamName,
+    opus: bool,
+) -> Response {
+    let path = streamcdn_urls::feed_path(stream);
+    let subscribed = match opus {
+        true => edge.feed_with_opus(stream).await,
+        false => edge.feed(stream).await,
+    };
+    match subscribed {
+        Ok(subscriber) => {
+            metrics::counter!("streamcdn_edge_requests_total", "result" => "feed", "kind" => "feed")
+                .increment(1);
+            (
+                [
+                    (
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static(streamcdn_media::feed::CONTENT_TYPE),
+                    ),
+                    (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                ],
+                axum::body::Body::from_stream(subscriber.into_body()),
+            )
+                .into_response()
+        }
+        Err(error) => {
+            metrics::counter!("streamcdn_edge_requests_total", "result" => "error", "kind" => "feed")
+                .increment(1);
+            error_response(&error, &path)
+        }
+    }
 }
 
 /// The CORS preflight; the allow-origin header is added to every response.

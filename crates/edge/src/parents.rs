@@ -2,11 +2,11 @@
 //! next one on failure.
 
 use futures::future::{BoxFuture, FutureExt};
-use streamcdn_urls::CacheKey;
+use streamcdn_urls::{CacheKey, StreamName, Target};
 
 use crate::http_client::HttpClient;
 use crate::object::{hash64, CachedObject, Validators};
-use crate::source::{FetchError, Revalidated, Source};
+use crate::source::{FeedBody, FetchError, Revalidated, Source};
 
 pub struct Parents {
     parents: Vec<String>,
@@ -38,6 +38,23 @@ impl Source for Parents {
         self.http
             .fetch_conditional(self.order_for(key), key, Some(validators))
             .boxed()
+    }
+
+    /// From the parent that has the stream's live playlist: one parent relays the
+    /// stream for every edge.
+    fn open_feed<'a>(
+        &'a self,
+        stream: &'a StreamName,
+        _retry: bool,
+    ) -> BoxFuture<'a, Result<FeedBody, FetchError>> {
+        let playlist = Target::StreamLive(stream.clone()).path();
+        let order = rendezvous_order(&self.parents, &playlist);
+        async move {
+            self.http
+                .open_stream(order, &streamcdn_urls::feed_path(stream))
+                .await
+        }
+        .boxed()
     }
 }
 

@@ -6,11 +6,14 @@ use bytes::Bytes;
 use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt};
-use streamcdn_urls::CacheKey;
+use streamcdn_urls::{CacheKey, StreamName};
 use thiserror::Error;
 
 use crate::lifetime;
 use crate::object::{CachedObject, Validators};
+
+/// A long response's body (a stream's feed) as it arrives; an error ends it.
+pub type FeedBody = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Bytes, String>> + Send>>;
 
 /// Fetches the object a cache key names. A `404` is an object (cached briefly), not
 /// an error.
@@ -29,6 +32,18 @@ pub trait Source: Send + Sync {
         self.fetch(key)
             .map(|r| r.map(|o| Revalidated::Modified(Box::new(o))))
             .boxed()
+    }
+
+    /// Opens `stream`'s low-latency feed upstream (see `streamcdn_feed`). `retry`: the
+    /// last one broke, so where the stream is is looked up again, not taken from a
+    /// cache. A source without live streams has none.
+    fn open_feed<'a>(
+        &'a self,
+        stream: &'a StreamName,
+        retry: bool,
+    ) -> BoxFuture<'a, Result<FeedBody, FetchError>> {
+        let _ = (stream, retry);
+        async { Err(FetchError::NoServer("no live source".into())) }.boxed()
     }
 }
 

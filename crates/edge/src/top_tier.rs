@@ -16,7 +16,7 @@ use streamcdn_urls::{stored, CacheKey, StreamName, Target};
 use crate::archived::{self, ArchivedSource};
 use crate::http_client::HttpClient;
 use crate::object::{CachedObject, Validators};
-use crate::source::{FetchError, Revalidated, Source};
+use crate::source::{FeedBody, FetchError, Revalidated, Source};
 
 /// Registry answers are reused this long; a failure forgets them at once.
 const RESOLVE_TTL: Duration = Duration::from_secs(1);
@@ -326,7 +326,45 @@ impl TopTier {
     }
 }
 
+impl TopTier {
+    async fn open_feed_at_servers(
+        &self,
+        stream: &StreamName,
+        retry: bool,
+    ) -> Result<FeedBody, FetchError> {
+        let key = CacheKey::with_directives(Target::StreamLive(stream.clone()), Default::default());
+        let location = self.resolve(&key, retry).await?;
+        let origins = match location {
+            Some(l) if !l.origins.is_empty() && l.record.state == StreamState::Live => {
+                l.origins.clone()
+            }
+            // Being continued on another server: ask again shortly.
+            Some(l) if l.record.state == StreamState::Interrupted => {
+                return Err(FetchError::NoServer(stream.to_string()))
+            }
+            _ => {
+                return Err(FetchError::NotCacheable {
+                    status: StatusCode::NOT_FOUND,
+                    content_type: None,
+                    body: Bytes::from_static(b"stream not live\n"),
+                })
+            }
+        };
+        self.http
+            .open_stream(origins, &streamcdn_urls::feed_path(stream))
+            .await
+    }
+}
+
 impl Source for TopTier {
+    fn open_feed<'a>(
+        &'a self,
+        stream: &'a StreamName,
+        retry: bool,
+    ) -> BoxFuture<'a, Result<FeedBody, FetchError>> {
+        self.open_feed_at_servers(stream, retry).boxed()
+    }
+
     fn fetch<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, Result<CachedObject, FetchError>> {
         self.fetch_key(key).boxed()
     }

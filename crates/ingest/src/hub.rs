@@ -8,6 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use bytes::Bytes;
+use streamcdn_feed::FeedChannel;
 use streamcdn_config::{ProviderConfig, SegmentFormat};
 use streamcdn_providers::hook_client::Hooks;
 use streamcdn_providers::hooks::{Event, Hook};
@@ -112,9 +113,32 @@ pub struct LiveStream {
     state: RwLock<StreamState>,
     /// Bumped on every new segment and at the end, for requests that wait.
     updates: watch::Sender<u64>,
+    /// Frames as the publisher sends them, for the low-latency feed (WebRTC viewers).
+    feed: Arc<FeedChannel>,
     events: EventSender,
     /// The hub's table, which this stream leaves once retired.
     table: Weak<Table>,
+    /// Who publishes it: the protocol, and its transport's statistics where it has them.
+    publisher: Mutex<PublishedBy>,
+}
+
+/// A live stream's publisher as the live list shows it.
+#[derive(Clone)]
+struct PublishedBy {
+    protocol: &'static str,
+    transport: Option<TransportReport>,
+}
+
+/// A publisher's transport statistics, read when the live list is asked for (SRT's
+/// round-trip time, losses, retransmissions).
+pub type TransportReport = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+impl std::fmt::Debug for PublishedBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishedBy")
+            .field("protocol", &self.protocol)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -246,7 +270,40 @@ impl LiveStream {
                 open: None,
             }),
             updates: watch::channel(0).0,
+            publisher: Mutex::new(PublishedBy {
+                protocol: "rtmp",
+                transport: None,
+            }),
+            feed: FeedChannel::new(),
         }
+    }
+
+    /// The stream's low-latency feed: every configuration and access unit as the
+    /// publisher sent it.
+    pub fn feed(&self) -> &Arc<FeedChannel> {
+        &self.feed
+    }
+
+    /// Names who publishes the stream: `protocol` (`rtmp` until said otherwise; the
+    /// `protocol` label of the publisher metrics) and its transport's statistics.
+    pub fn set_publisher(&self, protocol: &'static str, transport: Option<TransportReport>) {
+        *self.publisher.lock().unwrap_or_else(|e| e.into_inner()) = PublishedBy {
+            protocol,
+            transport,
+        };
+    }
+
+    /// The publishing protocol and, where it reports one, its transport's statistics.
+    pub fn publisher(&self) -> (&'static str, Option<serde_json::Value>) {
+        let publisher = self
+            .publisher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        (
+            publisher.protocol,
+            publisher.transport.map(|report| report()),
+        )
     }
 
     pub fn recording(&self) -> Arc<Recording> {
@@ -386,6 +443,7 @@ impl LiveStream {
     }
 
     pub(crate) fn end(&self, ended_at: String) {
+        self.feed.end();
         let ended = {
             let mut state = self.write();
             let recording = Arc::make_mut(&mut state.recording);
@@ -401,6 +459,8 @@ impl LiveStream {
     /// The publisher left a server being drained: the recording stays live, marked
     /// interrupted (no playlist of it ends), until another server continues it.
     pub(crate) fn mark_interrupted(&self, at: String) {
+        // Cut, not ended: relays reconnect and find the server that continues it.
+        self.feed.cut();
         {
             let mut state = self.write();
             Arc::make_mut(&mut state.recording).interrupted_at = Some(at);
@@ -744,15 +804,21 @@ impl StreamHub {
     }
 
     pub fn live_streams(&self) -> Vec<Arc<Recording>> {
+        self.live_publishes().into_iter().map(|(r, _)| r).collect()
+    }
+
+    /// The live streams' recordings with the streams themselves (for their publishers),
+    /// by provider and stream.
+    pub fn live_publishes(&self) -> Vec<(Arc<Recording>, Arc<LiveStream>)> {
         let mut live: Vec<_> = lock(&self.streams)
             .values()
             .filter_map(|slot| match slot {
-                Slot::Open(s) => Some(s.recording()),
+                Slot::Open(s) => Some((s.recording(), s.clone())),
                 Slot::Opening => None,
             })
-            .filter(|r| r.is_live())
+            .filter(|(r, _)| r.is_live())
             .collect();
-        live.sort_by(|a, b| (&a.provider, &a.stream).cmp(&(&b.provider, &b.stream)));
+        live.sort_by(|(a, _), (b, _)| (&a.provider, &a.stream).cmp(&(&b.provider, &b.stream)));
         live
     }
 

@@ -32,6 +32,9 @@ pub fn router(hub: Arc<StreamHub>) -> Router {
 
 async fn serve(State(hub): State<Arc<StreamHub>>, request: Request) -> Response {
     let path = request.uri().path().to_owned();
+    if let Some(stream) = streamcdn_urls::feed_stream(&path) {
+        return feed(&hub, &stream);
+    }
     let response = match Directives::parse(request.uri().query().unwrap_or("")) {
         Ok(directives) => answer(&hub, &path, directives).await,
         Err(e) => {
@@ -113,6 +116,32 @@ async fn answer(hub: &Arc<StreamHub>, path: &str, directives: Directives) -> Res
         },
     };
     reply.unwrap_or_else(|response| response)
+}
+
+/// The stream's low-latency feed from its latest keyframe on, for as long as it is
+/// published here: ended with the stream, cut when the publisher leaves without ending
+/// it (a relay then finds the server that continues it).
+fn feed(hub: &StreamHub, name: &StreamName) -> Response {
+    let live = hub
+        .stream(name)
+        .filter(|s| s.with_recording(|r| r.is_live()) && s.feed().stopped().is_none());
+    let Some(live) = live else {
+        count("feed", StatusCode::NOT_FOUND);
+        return uncached(StatusCode::NOT_FOUND, "stream not live here");
+    };
+    count("feed", StatusCode::OK);
+    let subscriber = live.feed().subscribe();
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(streamcdn_media::feed::CONTENT_TYPE),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        axum::body::Body::from_stream(subscriber.into_body()),
+    )
+        .into_response()
 }
 
 fn not_found(why: &str) -> Response {
@@ -492,12 +521,13 @@ pub fn admin_router(hub: Arc<StreamHub>) -> Router {
                 // A provider's token lists its own streams only.
                 let scope = caller.and_then(|c| c.provider.clone());
                 let streams: Vec<serde_json::Value> = hub
-                    .live_streams()
+                    .live_publishes()
                     .into_iter()
-                    .filter(|r| scope.as_ref().is_none_or(|p| *p == r.provider))
-                    .map(|r| {
+                    .filter(|(r, _)| scope.as_ref().is_none_or(|p| *p == r.provider))
+                    .map(|(r, live)| {
                         let (peak, average) = r.bandwidth();
-                        serde_json::json!({
+                        let (protocol, transport) = live.publisher();
+                        let mut json = serde_json::json!({
                             "provider": r.provider,
                             "stream": r.stream,
                             "recording_id": r.recording_id,
@@ -509,7 +539,12 @@ pub fn admin_router(hub: Arc<StreamHub>) -> Router {
                             "segments": r.segments.len(),
                             "peak_bandwidth": peak,
                             "average_bandwidth": average,
-                        })
+                            "protocol": protocol,
+                        });
+                        if let Some(transport) = transport {
+                            json["transport"] = transport;
+                        }
+                        json
                     })
                     .collect();
                 axum::Json(streams)

@@ -17,12 +17,14 @@ use crate::publisher::Publisher;
 /// the recording made durable, then `on_recording_ended` (hooks go out in the
 /// background). On a server being drained (`interrupted`), the recording is made durable
 /// but not ended: no `on_recording_ended`; another server continues it, or the cluster
-/// ends it once its reconnect window has passed.
+/// ends it once its reconnect window has passed. `protocol` labels the live-streams
+/// gauge, as the publish's start did.
 pub(crate) async fn finish(
     publisher: Publisher,
     hub: &StreamHub,
     peer: SocketAddr,
     published_at: &str,
+    protocol: &'static str,
     interrupted: bool,
 ) {
     let stream = publisher.stream().clone();
@@ -37,7 +39,7 @@ pub(crate) async fn finish(
 
     if interrupted {
         publisher.interrupt().await;
-        metrics::gauge!("streamcdn_live_streams").decrement(1.0);
+        metrics::gauge!("streamcdn_live_streams", "protocol" => protocol).decrement(1.0);
         metrics::counter!("streamcdn_ingest_streams_interrupted_total").increment(1);
         let recording = stream.recording();
         tracing::info!(
@@ -50,7 +52,7 @@ pub(crate) async fn finish(
         return;
     }
     publisher.finish().await;
-    metrics::gauge!("streamcdn_live_streams").decrement(1.0);
+    metrics::gauge!("streamcdn_live_streams", "protocol" => protocol).decrement(1.0);
     let recording = stream.recording();
     tracing::info!(
         provider = recording.provider,

@@ -112,6 +112,7 @@ impl Publisher {
 
     /// One input of the media pipeline, from any protocol's front end.
     pub async fn push(&mut self, input: MediaInput) {
+        self.stream.feed().publish(&input);
         let events = self.segmenter.push(input);
         self.handle(events).await;
     }
@@ -160,12 +161,15 @@ impl Publisher {
     }
 
     async fn start_tracks(&mut self, tracks: Tracks) {
-        let codecs: Vec<String> = tracks
-            .video
-            .iter()
-            .map(|v| v.codec_string.clone())
-            .chain(tracks.audio.iter().map(|a| a.codec_string.clone()))
-            .collect();
+        let codecs_of = |tracks: &Tracks| -> Vec<String> {
+            tracks
+                .video
+                .iter()
+                .map(|v| v.codec_string.clone())
+                .chain(tracks.audio.iter().map(|a| a.codec_string.clone()))
+                .collect()
+        };
+        let codecs = codecs_of(&tracks);
         let resolution = tracks.video.as_ref().map(|v| (v.width, v.height));
         match self.format {
             SegmentFormat::Fmp4 => match fmp4::init_segment(&tracks) {
@@ -191,8 +195,15 @@ impl Publisher {
                 }
             },
             SegmentFormat::Ts => {
-                self.stream.set_tracks(None, codecs, resolution);
-                self.container = Some(Container::Ts(TsMuxer::new(tracks)));
+                // The muxer leaves out audio TS cannot carry (Opus); the playlist lists
+                // what the segments hold.
+                let muxer = TsMuxer::new(tracks);
+                if let Some(why) = muxer.skipped_audio() {
+                    self.warn_once(why);
+                }
+                self.stream
+                    .set_tracks(None, codecs_of(muxer.tracks()), resolution);
+                self.container = Some(Container::Ts(muxer));
             }
         }
     }

@@ -38,6 +38,9 @@ pub struct RtmpSettings {
     pub read_interval: Duration,
 }
 
+/// The `protocol` label of this listener's publishers (RTMPS counts as RTMP).
+const PROTOCOL: &str = "rtmp";
+
 /// When the server is asked to stop: `drain` flips to true first (the listener closes
 /// at once, so the load balancer's health check sends new publishers elsewhere; open
 /// sessions are asked to reconnect where the client supports it), then `shutdown`
@@ -204,7 +207,7 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
     // When the current publish started, for its `on_unpublish`.
     let mut published_at = String::new();
     // Looked up once: a `counter!` by name is a registry lookup each time.
-    let bytes_in = metrics::counter!("streamcdn_ingest_bytes_in_total");
+    let bytes_in = metrics::counter!("streamcdn_ingest_bytes_in_total", "protocol" => PROTOCOL);
     let mut bytes_in_unreported = 0u64;
     // One timer per session, moved only when it fires (not armed anew for every read).
     let idle = tokio::time::sleep(settings.idle_timeout);
@@ -287,7 +290,8 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
                                 recording = id,
                                 "publish started"
                             );
-                            metrics::gauge!("streamcdn_live_streams").increment(1.0);
+                            metrics::gauge!("streamcdn_live_streams", "protocol" => PROTOCOL)
+                                .increment(1.0);
                             session.accept_publish();
                             let part_target = hub.settings().part_target_secs;
                             publisher =
@@ -322,7 +326,7 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 SessionEvent::PublishFinished => {
                     if let Some(p) = publisher.take() {
-                        finish(p, &hub, peer, &published_at, stop.draining()).await;
+                        finish(p, &hub, peer, &published_at, PROTOCOL, stop.draining()).await;
                     }
                 }
                 SessionEvent::UnknownCommand(name) => {
@@ -355,7 +359,7 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
     };
     bytes_in.increment(bytes_in_unreported);
     if let Some(p) = publisher.take() {
-        finish(p, &hub, peer, &published_at, stop.draining()).await;
+        finish(p, &hub, peer, &published_at, PROTOCOL, stop.draining()).await;
     }
     result
 }

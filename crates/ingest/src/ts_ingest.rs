@@ -18,7 +18,7 @@ use std::time::SystemTime;
 use streamcdn_media::ts_demux::{TsDemuxer, TsStats};
 use streamcdn_recording::clock::{format_time, new_recording_id};
 
-use crate::hub::{PublishError, StreamHub};
+use crate::hub::{PublishError, StreamHub, TransportReport};
 use crate::publish::{self, reason_label};
 use crate::publisher::Publisher;
 use crate::recorder::Recorder;
@@ -32,7 +32,8 @@ pub struct TsPublishRequest<'a> {
     pub key: Option<&'a str>,
     /// The publisher's address, for hooks and logs.
     pub client: SocketAddr,
-    /// The protocol's name for logs and metric labels (`http`, `srt`).
+    /// The protocol's name for logs and the `protocol` label of the publisher metrics
+    /// (`http`, `srt`; RTMP's is `rtmp`).
     pub protocol: &'static str,
 }
 
@@ -98,7 +99,8 @@ impl TsPublisher {
             protocol = request.protocol,
             "publish started"
         );
-        metrics::gauge!("streamcdn_live_streams").increment(1.0);
+        metrics::gauge!("streamcdn_live_streams", "protocol" => request.protocol).increment(1.0);
+        stream.set_publisher(request.protocol, None);
         let part_target = hub.settings().part_target_secs;
         let publisher = Publisher::new(stream, journal, part_target, recorder).await;
         Ok(Self {
@@ -115,11 +117,19 @@ impl TsPublisher {
     /// The next bytes of the transport stream, split anywhere. Returns once their media
     /// is handed to the live edge and the recorder (which pushes back when storage lags).
     pub async fn push(&mut self, bytes: &[u8]) {
-        metrics::counter!("streamcdn_ingest_bytes_in_total").increment(bytes.len() as u64);
+        metrics::counter!("streamcdn_ingest_bytes_in_total", "protocol" => self.protocol)
+            .increment(bytes.len() as u64);
         for input in self.demuxer.push(bytes) {
             self.publisher.push(input).await;
         }
         self.report();
+    }
+
+    /// The transport's statistics for the live list (SRT's RTT and losses).
+    pub fn report_transport(&self, report: TransportReport) {
+        self.publisher
+            .stream()
+            .set_publisher(self.protocol, Some(report));
     }
 
     /// What the demuxer has seen so far: packets, bytes skipped, gaps, frames dropped.
@@ -150,6 +160,7 @@ impl TsPublisher {
             &self.hub,
             self.client,
             &self.published_at,
+            self.protocol,
             interrupted,
         )
         .await;

@@ -391,15 +391,33 @@ fn h265_sps_format(nal: &[u8]) -> Option<H265Format> {
     })
 }
 
+/// The audio track's configuration: what every codec has (rate, channels, the RFC 6381
+/// codec string HLS lists), and what is particular to the codec.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AudioConfig {
-    /// The AudioSpecificConfig exactly as the encoder sent it.
-    pub asc: Bytes,
-    pub object_type: u8,
-    pub sample_rate_index: u8,
+    pub codec: AudioCodec,
+    /// The track's sample rate, which is its timescale in fMP4 (48000 for Opus, whatever
+    /// rate the stream was encoded at).
     pub sample_rate: u32,
     pub channels: u8,
     pub codec_string: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AudioCodec {
+    /// AAC (ISO/IEC 14496-3): frames of [`AAC_FRAME_SAMPLES`].
+    Aac {
+        /// The AudioSpecificConfig exactly as the encoder sent it.
+        asc: Bytes,
+        object_type: u8,
+        sample_rate_index: u8,
+    },
+    /// Opus (RFC 6716): always decoded at 48 kHz, in packets of 2.5 to 120 ms that each
+    /// say how long they are ([`opus_packet_samples`]).
+    Opus {
+        /// Samples the decoder discards at the start (the encoder's lookahead).
+        pre_skip: u16,
+    },
 }
 
 const AAC_SAMPLE_RATES: [u32; 13] = [
@@ -408,6 +426,13 @@ const AAC_SAMPLE_RATES: [u32; 13] = [
 
 /// Samples per AAC access unit (AAC-LC and HE-AAC at the core rate).
 pub const AAC_FRAME_SAMPLES: u32 = 1024;
+
+/// Opus's one decoding rate (RFC 7587: the RTP clock and the decoder's output).
+pub const OPUS_SAMPLE_RATE: u32 = 48_000;
+
+/// The pre-skip libopus's encoder needs (its lookahead at 48 kHz), which ffmpeg and
+/// browsers write; the decoder drops that many samples at the start of a stream.
+pub const OPUS_DEFAULT_PRE_SKIP: u16 = 312;
 
 impl AudioConfig {
     pub fn parse(asc: Bytes) -> Result<Self, FlvError> {
@@ -431,17 +456,112 @@ impl AudioConfig {
         let channels = b.bits(4).ok_or(bad)? as u8;
         Ok(Self {
             codec_string: format!("mp4a.40.{object_type}"),
-            asc,
-            object_type,
-            sample_rate_index,
+            codec: AudioCodec::Aac {
+                asc,
+                object_type,
+                sample_rate_index,
+            },
             sample_rate,
             channels,
         })
     }
+
+    /// Opus with `channels` output channels (1 or 2: channel mapping family 0, all that
+    /// WebRTC sends), at 48 kHz, codec string `opus` (as the HLS authoring spec writes it).
+    pub fn opus(channels: u8, pre_skip: u16) -> Self {
+        Self {
+            codec: AudioCodec::Opus { pre_skip },
+            sample_rate: OPUS_SAMPLE_RATE,
+            channels: channels.clamp(1, 2),
+            codec_string: "opus".into(),
+        }
+    }
+
+    /// The ADTS header (ISO/IEC 13818-7) for one raw AAC frame of `payload_len` bytes of
+    /// this configuration: how a raw frame is handed to a decoder that reads a byte
+    /// stream. `None` for Opus, for object types ADTS cannot say (over 4), and for a frame
+    /// too long for its 13-bit length.
+    pub fn adts_header(&self, payload_len: usize) -> Option<[u8; 7]> {
+        let AudioCodec::Aac {
+            object_type,
+            sample_rate_index,
+            ..
+        } = self.codec
+        else {
+            return None;
+        };
+        let len = payload_len + 7;
+        if !(1..=4).contains(&object_type) || sample_rate_index > 12 || len >= 1 << 13 {
+            return None;
+        }
+        let (profile, channels) = (object_type - 1, self.channels & 0x07);
+        Some([
+            0xff,
+            0xf1,
+            (profile << 6) | (sample_rate_index << 2) | (channels >> 2),
+            ((channels & 0x03) << 6) | ((len >> 11) as u8 & 0x03),
+            (len >> 3) as u8,
+            ((len as u8 & 0x07) << 5) | 0x1f,
+            0xfc,
+        ])
+    }
+
+    /// Samples in every frame, where the codec fixes it (AAC); `None` where each frame says
+    /// (Opus).
+    pub fn fixed_frame_samples(&self) -> Option<u32> {
+        match self.codec {
+            AudioCodec::Aac { .. } => Some(AAC_FRAME_SAMPLES),
+            AudioCodec::Opus { .. } => None,
+        }
+    }
+
+    /// Samples (at [`Self::sample_rate`]) that one frame of this codec lasts, if the frame
+    /// says: always for AAC, from the table of contents for Opus.
+    pub fn frame_samples(&self, frame: &[u8]) -> Option<u32> {
+        match self.codec {
+            AudioCodec::Aac { .. } => Some(AAC_FRAME_SAMPLES),
+            AudioCodec::Opus { .. } => opus_packet_samples(frame),
+        }
+    }
+}
+
+/// How many 48 kHz samples an Opus packet holds (RFC 6716 3.1: the TOC byte's
+/// configuration gives the frame size, its code the frame count); `None` for a packet
+/// that is malformed or longer than the 120 ms a packet may hold.
+pub fn opus_packet_samples(packet: &[u8]) -> Option<u32> {
+    let toc = *packet.first()?;
+    let config = toc >> 3;
+    // Configurations 0..=11 SILK (10, 20, 40, 60 ms), 12..=15 hybrid (10, 20 ms),
+    // 16..=31 CELT (2.5, 5, 10, 20 ms).
+    let frame = match config {
+        0..=11 => [480, 960, 1920, 2880][usize::from(config % 4)],
+        12..=15 => [480, 960][usize::from(config % 2)],
+        _ => [120, 240, 480, 960][usize::from(config % 4)],
+    };
+    let frames = match toc & 0x03 {
+        0 => 1,
+        1 | 2 => 2,
+        _ => u32::from(*packet.get(1)? & 0x3f),
+    };
+    let samples = frame * frames;
+    (frames > 0 && samples <= 5760).then_some(samples)
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_adts_header_says_what_the_configuration_says() {
+        // AAC-LC, 44.1 kHz, stereo: ADTS profile 1, rate index 4, channels 2.
+        let config = AudioConfig::parse(Bytes::from_static(&[0x12, 0x10])).unwrap();
+        let header = config.adts_header(100).unwrap();
+        // Frame length 107 (13 bits) = 0x0d << 3 | 3.
+        assert_eq!(header, [0xff, 0xf1, 0x50, 0x80, 0x0d, 0x7f, 0xfc]);
+        // And the demuxer's own reading of it gives the configuration back.
+        assert_eq!(asc_from_adts(1, 4, 2), Bytes::from_static(&[0x12, 0x10]));
+        assert_eq!(AudioConfig::opus(2, 312).adts_header(100), None);
+        assert_eq!(config.adts_header(8192), None, "over 13 bits");
+    }
+
     use super::*;
 
     // avcC of a 1280x720 High profile stream from x264 (ffmpeg -s 1280x720).
@@ -462,8 +582,37 @@ mod tests {
     #[test]
     fn aac_lc_stereo_44100() {
         let c = AudioConfig::parse(Bytes::from_static(&[0x12, 0x10])).unwrap();
-        assert_eq!((c.object_type, c.sample_rate, c.channels), (2, 44100, 2));
+        assert_eq!((c.sample_rate, c.channels), (44100, 2));
+        assert!(matches!(
+            c.codec,
+            AudioCodec::Aac {
+                object_type: 2,
+                sample_rate_index: 4,
+                ..
+            }
+        ));
         assert_eq!(c.codec_string, "mp4a.40.2");
+        assert_eq!(c.fixed_frame_samples(), Some(1024));
+    }
+
+    #[test]
+    fn opus_packets_say_how_long_they_are() {
+        let c = AudioConfig::opus(2, OPUS_DEFAULT_PRE_SKIP);
+        assert_eq!((c.sample_rate, c.channels), (48000, 2));
+        assert_eq!(c.codec_string, "opus");
+        assert_eq!(c.fixed_frame_samples(), None);
+        // libopus at 20 ms: CELT fullband (config 31), one frame, code 0.
+        assert_eq!(c.frame_samples(&[0xF8, 0xFF, 0xFE]), Some(960));
+        // SILK 60 ms, two frames (code 1): 120 ms, the most a packet holds.
+        assert_eq!(opus_packet_samples(&[(3 << 3) | 1]), Some(5760));
+        // Code 3 with 6 CELT 2.5 ms frames.
+        assert_eq!(opus_packet_samples(&[(16 << 3) | 3, 6]), Some(720));
+        // 49 frames of 2.5 ms is over 120 ms; no frames, no bytes: malformed.
+        assert_eq!(opus_packet_samples(&[(16 << 3) | 3, 49]), None);
+        assert_eq!(opus_packet_samples(&[(16 << 3) | 3, 0]), None);
+        assert_eq!(opus_packet_samples(&[(16 << 3) | 3]), None);
+        assert_eq!(opus_packet_samples(&[]), None);
+        assert_eq!(AudioConfig::opus(6, 0).channels, 2);
     }
 
     #[test]

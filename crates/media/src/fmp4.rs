@@ -3,13 +3,13 @@
 
 use bytes::Bytes;
 use mp4_atom::{
-    Audio, Avc1, Avcc, Dinf, Dref, Encode, Esds, Ftyp, Hdlr, Hvc1, Hvcc, Mdhd, Mdia, Mfhd, Minf,
-    Moof, Moov, Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsd, Styp, Tfdt, Tfhd, Tkhd, Traf, Trak, Trex,
-    Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd,
+    Audio, Avc1, Avcc, Dinf, Dops, Dref, Encode, Esds, Ftyp, Hdlr, Hvc1, Hvcc, Mdhd, Mdia, Mfhd,
+    Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Opus, Smhd, Stbl, Stco, Stsd, Styp, Tfdt, Tfhd, Tkhd, Traf,
+    Trak, Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd,
 };
 use thiserror::Error;
 
-use crate::codec::{AudioConfig, VideoCodec, VideoConfig};
+use crate::codec::{AudioCodec, AudioConfig, VideoCodec, VideoConfig};
 use crate::segmenter::{MediaPart, Sample, Tracks, VIDEO_TIMESCALE};
 
 const VIDEO_TRACK: u32 = 1;
@@ -154,36 +154,57 @@ fn video_trak(video: &VideoConfig) -> Result<Trak, Fmp4Error> {
 }
 
 fn audio_trak(audio: &AudioConfig) -> Trak {
-    let codec: mp4_atom::Codec = Mp4a {
-        audio: Audio {
-            data_reference_index: 1,
-            channel_count: u16::from(audio.channels.max(1)),
-            sample_size: 16,
-            // The sample entry's 16.16 field cannot hold rates above 65535; mdhd's
-            // timescale carries the real rate.
-            sample_rate: (audio.sample_rate.min(u32::from(u16::MAX)) as u16).into(),
-        },
-        esds: Esds {
-            es_desc: mp4_atom::esds::EsDescriptor {
-                es_id: AUDIO_TRACK as u16,
-                dec_config: mp4_atom::esds::DecoderConfig {
-                    object_type_indication: 0x40,
-                    stream_type: 5,
-                    dec_specific: Some(mp4_atom::esds::DecoderSpecific {
-                        profile: audio.object_type,
-                        freq_index: audio.sample_rate_index,
-                        chan_conf: audio.channels,
-                        raw: audio.asc.to_vec(),
-                    }),
+    let sample_entry = Audio {
+        data_reference_index: 1,
+        channel_count: u16::from(audio.channels.max(1)),
+        sample_size: 16,
+        // The sample entry's 16.16 field cannot hold rates above 65535; mdhd's
+        // timescale carries the real rate.
+        sample_rate: (audio.sample_rate.min(u32::from(u16::MAX)) as u16).into(),
+    };
+    let codec: mp4_atom::Codec = match &audio.codec {
+        AudioCodec::Aac {
+            asc,
+            object_type,
+            sample_rate_index,
+        } => Mp4a {
+            audio: sample_entry,
+            esds: Esds {
+                es_desc: mp4_atom::esds::EsDescriptor {
+                    es_id: AUDIO_TRACK as u16,
+                    dec_config: mp4_atom::esds::DecoderConfig {
+                        object_type_indication: 0x40,
+                        stream_type: 5,
+                        dec_specific: Some(mp4_atom::esds::DecoderSpecific {
+                            profile: *object_type,
+                            freq_index: *sample_rate_index,
+                            chan_conf: audio.channels,
+                            raw: asc.to_vec(),
+                        }),
+                        ..Default::default()
+                    },
                     ..Default::default()
                 },
-                ..Default::default()
             },
-        },
-        btrt: None,
-        taic: None,
-    }
-    .into();
+            btrt: None,
+            taic: None,
+        }
+        .into(),
+        // Encapsulation of Opus in ISOBMFF (opus-codec.org, 4.3): an `Opus` sample entry
+        // at 48 kHz with a `dOps` box, channel mapping family 0 (mono or stereo).
+        AudioCodec::Opus { pre_skip } => Opus {
+            audio: sample_entry,
+            dops: Dops {
+                output_channel_count: audio.channels.clamp(1, 2),
+                pre_skip: *pre_skip,
+                input_sample_rate: audio.sample_rate,
+                output_gain: 0,
+                channel_mapping: None,
+            },
+            btrt: None,
+        }
+        .into(),
+    };
     let mut trak = base_trak(
         AUDIO_TRACK,
         audio.sample_rate,
@@ -291,4 +312,39 @@ pub fn part(part: &MediaPart) -> Result<Bytes, Fmp4Error> {
         }
     }
     Ok(out.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{AudioConfig, OPUS_DEFAULT_PRE_SKIP};
+
+    #[test]
+    fn opus_is_an_opus_sample_entry_with_dops_at_48khz() {
+        let init = init_segment(&Tracks {
+            video: None,
+            audio: Some(AudioConfig::opus(2, OPUS_DEFAULT_PRE_SKIP)),
+        })
+        .unwrap();
+        let moov = {
+            let mut rest = &init[..];
+            loop {
+                let any = <mp4_atom::Any as mp4_atom::Decode>::decode(&mut rest).unwrap();
+                if let mp4_atom::Any::Moov(moov) = any {
+                    break moov;
+                }
+            }
+        };
+        let mdia = &moov.trak[0].mdia;
+        assert_eq!(mdia.mdhd.timescale, 48000);
+        match &mdia.minf.stbl.stsd.codecs[0] {
+            mp4_atom::Codec::Opus(opus) => {
+                assert_eq!(opus.audio.channel_count, 2);
+                assert_eq!(opus.dops.pre_skip, 312);
+                assert_eq!(opus.dops.input_sample_rate, 48000);
+                assert_eq!(opus.dops.output_channel_count, 2);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -1,8 +1,10 @@
 //! The whole network-input path of an ingest in one function per protocol, for fuzzing
-//! and robustness tests: RTMP bytes → session → FLV, or MPEG-TS bytes → demuxer; then
-//! segmenter → fMP4 and TS muxers.
+//! and robustness tests: RTMP bytes → session → FLV, MPEG-TS bytes → demuxer, or RTP
+//! packets (a capture, `rtp::capture`) → RTP front end; then segmenter → fMP4 and TS
+//! muxers.
 
 use crate::rtmp::{ServerSession, SessionEvent, SessionLimits};
+use crate::rtp::{capture, RtpFrontEnd, RtpOpus, RtpStats, RtpVideoCodec};
 use crate::segmenter::{Segmenter, SegmenterEvent};
 use crate::ts_demux::TsDemuxer;
 use crate::{flv, fmp4, ts};
@@ -26,6 +28,52 @@ pub fn run_ts_ingest(input: &[u8], chunk: usize) -> usize {
     let events = packager.segmenter.finish();
     packager.package(events);
     packager.segments
+}
+
+/// Which tracks an RTP publisher negotiated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RtpTracks {
+    /// H.264 only: every record goes to the video track.
+    Video,
+    /// Opus only: every record goes to the audio track.
+    Audio,
+    /// Both: each record says which.
+    Both,
+}
+
+/// Feeds the RTP capture `input` (`rtp::capture`'s records) to a front end with `tracks`
+/// (video in `codec`), asking it for keyframe requests as a WebRTC stack would, and
+/// packages whatever media comes out. Returns the front end's statistics and how many
+/// segments were produced. Must never panic, whatever the input.
+pub fn run_rtp_ingest(input: &[u8], tracks: RtpTracks, codec: RtpVideoCodec) -> (RtpStats, usize) {
+    let video = (tracks != RtpTracks::Audio).then_some(codec);
+    let audio = (tracks != RtpTracks::Video).then_some(RtpOpus { channels: 2 });
+    let mut front_end = RtpFrontEnd::new(video, audio);
+    let mut packager = Packager::default();
+    for record in capture::records(input) {
+        let to_audio = match tracks {
+            RtpTracks::Video => false,
+            RtpTracks::Audio => true,
+            RtpTracks::Both => record.audio,
+        };
+        let inputs = if to_audio {
+            front_end.push_audio(record.packet, record.arrival)
+        } else {
+            front_end.push_video(record.packet, record.arrival)
+        };
+        for media in inputs {
+            let events = packager.segmenter.push(media);
+            packager.package(events);
+        }
+        front_end.keyframe_wanted(record.arrival);
+    }
+    for media in front_end.finish() {
+        let events = packager.segmenter.push(media);
+        packager.package(events);
+    }
+    let events = packager.segmenter.finish();
+    packager.package(events);
+    (front_end.stats().clone(), packager.segments)
 }
 
 /// The segmenter and both muxers, as the ingest runs them.

@@ -306,11 +306,78 @@ impl Segmenter {
     }
 
     fn audio_frame_ticks(&self) -> i64 {
-        // In whole milliseconds, as RTMP timestamps step (and as the segmenter has always
-        // estimated it: RTMP streams are cut exactly as before).
-        self.audio_config.as_ref().map_or(21, |c| {
-            i64::from(AAC_FRAME_SAMPLES) * 1000 / i64::from(c.sample_rate.max(1))
-        }) * TICKS_PER_MS
+        match self.audio_config.as_ref() {
+            // Opus: 20 ms, what WebRTC and ffmpeg send (each frame says its own length).
+            Some(c) if c.fixed_frame_samples().is_none() => 20 * TICKS_PER_MS,
+            // In whole milliseconds, as RTMP timestamps step (and as the segmenter has
+            // always estimated it: RTMP streams are cut exactly as before).
+            config => {
+                config.map_or(21, |c| {
+                    i64::from(AAC_FRAME_SAMPLES) * 1000 / i64::from(c.sample_rate.max(1))
+                }) * TICKS_PER_MS
+            }
+        }
+    }
+
+    /// A part's audio frames as samples in the track's timescale (its sample rate).
+    /// Fixed-size frames (AAC) are counted for exact timing, resynchronised only if the
+    /// publisher's clock drifts by more than a couple of frames. Frames that say their own
+    /// length (Opus) sit where their timestamps put them, each lasting until the next
+    /// (so a lost packet is a longer sample, not a shift of those after it), the last
+    /// as long as it says.
+    fn audio_samples(
+        &mut self,
+        config: AudioConfig,
+        origin: i64,
+        frames: Vec<(i64, Bytes)>,
+    ) -> Vec<Sample> {
+        let rate = u64::from(config.sample_rate);
+        let to_samples =
+            |pts: i64| (pts - origin).max(0) as u64 * rate / u64::from(VIDEO_TIMESCALE);
+        let mut audio: Vec<Sample> = Vec::with_capacity(frames.len());
+        if let Some(fixed) = config.fixed_frame_samples() {
+            for (pts, data) in frames {
+                let from_clock = to_samples(pts);
+                let dts = match self.audio_next_sample {
+                    Some(next) if next.abs_diff(from_clock) <= 2 * u64::from(fixed) => next,
+                    _ => from_clock,
+                };
+                self.audio_next_sample = Some(dts + u64::from(fixed));
+                audio.push(Sample {
+                    dts,
+                    duration: fixed,
+                    composition_offset: 0,
+                    keyframe: true,
+                    data,
+                });
+            }
+            return audio;
+        }
+        for (pts, data) in frames {
+            let said = config.frame_samples(&data);
+            // Never before the end of the previous frame; a frame that says nothing
+            // (malformed) lasts as long as the one before it.
+            let from_clock = to_samples(pts);
+            let dts = self
+                .audio_next_sample
+                .map_or(from_clock, |next| from_clock.max(next));
+            if let Some(previous) = audio.last_mut() {
+                previous.duration = u32::try_from(dts - previous.dts).unwrap_or(u32::MAX).max(1);
+            }
+            let duration = said
+                .or(audio.last().map(|s| s.duration))
+                .unwrap_or(960)
+                .max(1);
+            self.audio_next_sample = Some(dts + u64::from(duration));
+            audio.push(Sample {
+                dts,
+                duration,
+                composition_offset: 0,
+                keyframe: true,
+                data,
+            });
+        }
+        audio
     }
 
     /// Ends the stream: the last part and the end of the last, possibly short, segment.
@@ -446,29 +513,10 @@ impl Segmenter {
             });
         }
 
-        let mut audio = Vec::with_capacity(audio_frames.len());
-        if let Some(config) = &self.audio_config {
-            let rate = u64::from(config.sample_rate);
-            for (pts, data) in audio_frames {
-                // Count samples for exact AAC timing; resync only if the publisher's
-                // clock drifts by more than a couple of frames.
-                let from_clock = (pts - origin).max(0) as u64 * rate / u64::from(VIDEO_TIMESCALE);
-                let dts = match self.audio_next_sample {
-                    Some(next) if next.abs_diff(from_clock) <= 2 * u64::from(AAC_FRAME_SAMPLES) => {
-                        next
-                    }
-                    _ => from_clock,
-                };
-                self.audio_next_sample = Some(dts + u64::from(AAC_FRAME_SAMPLES));
-                audio.push(Sample {
-                    dts,
-                    duration: AAC_FRAME_SAMPLES,
-                    composition_offset: 0,
-                    keyframe: true,
-                    data,
-                });
-            }
-        }
+        let audio = match &self.audio_config {
+            Some(config) => self.audio_samples(config.clone(), origin, audio_frames),
+            None => Vec::new(),
+        };
 
         let duration_secs = match (video.first(), audio.first(), &self.audio_config) {
             (Some(_), _, _) => {
@@ -476,7 +524,8 @@ impl Segmenter {
                     / f64::from(VIDEO_TIMESCALE)
             }
             (None, Some(_), Some(config)) => {
-                audio.len() as f64 * f64::from(AAC_FRAME_SAMPLES) / f64::from(config.sample_rate)
+                audio.iter().map(|s| u64::from(s.duration)).sum::<u64>() as f64
+                    / f64::from(config.sample_rate.max(1))
             }
             _ => 0.0,
         };
@@ -798,5 +847,49 @@ mod tests {
         assert_eq!(segments[0].end.start_ms, 14_000);
         assert_eq!(segments[0].video[0].dts, 14_000 * 90);
         assert_eq!(segments[1].end.start_ms, 16_000);
+    }
+
+    #[test]
+    fn opus_samples_last_as_their_packets_say_and_a_lost_one_is_a_longer_sample() {
+        // Audio only, 20 ms packets (CELT fullband, TOC 0xFC) at 90 kHz: 1800 ticks;
+        // packet 40 is lost, packet 60 is 10 ms (TOC 0xF4) and the next follows it.
+        let mut s = Segmenter::new(2000, DEFAULT_PART_TARGET_MS);
+        let config = AudioConfig::opus(2, crate::codec::OPUS_DEFAULT_PRE_SKIP);
+        let mut events = s.push(MediaInput::AudioConfig(config));
+        let mut pts = 0i64;
+        for k in 0..200 {
+            let short = k == 60;
+            if k != 40 {
+                let toc = if short { 0xF4 } else { 0xFC };
+                events.extend(s.push(MediaInput::Audio(AudioFrame {
+                    pts,
+                    data: Bytes::from(vec![toc, 1, 2]),
+                })));
+            }
+            pts += if short { 900 } else { 1800 };
+        }
+        events.extend(s.finish());
+        let tracks = events.iter().find_map(|e| match e {
+            SegmenterEvent::Tracks(t) => Some(t.clone()),
+            _ => None,
+        });
+        assert_eq!(tracks.unwrap().audio.unwrap().sample_rate, 48000);
+        let segments = segments(events);
+        let audio: Vec<Sample> = segments.iter().flat_map(|s| s.audio.clone()).collect();
+        assert_eq!(audio.len(), 199);
+        // Samples abut, in 48 kHz samples: 960 each, 1920 where one was lost, 480 for
+        // the short one.
+        for pair in audio.windows(2) {
+            assert_eq!(pair[0].dts + u64::from(pair[0].duration), pair[1].dts);
+        }
+        let durations: Vec<u32> = audio.iter().map(|a| a.duration).collect();
+        assert_eq!(durations[39], 1920);
+        assert_eq!(durations[59], 480);
+        assert!(durations
+            .iter()
+            .enumerate()
+            .all(|(i, d)| i == 39 || i == 59 || *d == 960));
+        let total: f64 = segments.iter().map(|s| s.end.duration_secs).sum();
+        assert!((total - 3.99).abs() < 1e-9, "{total}");
     }
 }

@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 
-use crate::codec::{AudioConfig, VideoCodec, VideoConfig};
+use crate::codec::{AudioCodec, AudioConfig, VideoCodec, VideoConfig};
 use crate::segmenter::{MediaPart, Tracks, VIDEO_TIMESCALE};
 
 const PACKET: usize = 188;
@@ -23,14 +23,36 @@ const PTS_MASK: u64 = (1 << 33) - 1;
 pub struct TsMuxer {
     tracks: Tracks,
     continuity: [u8; 4],
+    skipped_audio: Option<&'static str>,
 }
 
 impl TsMuxer {
-    pub fn new(tracks: Tracks) -> Self {
+    /// A muxer for `tracks`, less an audio track that MPEG-TS segments cannot carry
+    /// (Opus: players take it in fMP4 only): the segments are
+    /// video only, and [`Self::skipped_audio`] says why, for the caller to log.
+    pub fn new(mut tracks: Tracks) -> Self {
+        let skipped_audio = match tracks.audio.as_ref().map(|a| &a.codec) {
+            Some(AudioCodec::Opus { .. }) => {
+                tracks.audio = None;
+                Some("Opus audio is left out of MPEG-TS segments: players take Opus in fMP4 only")
+            }
+            _ => None,
+        };
         Self {
             tracks,
             continuity: [0; 4],
+            skipped_audio,
         }
+    }
+
+    /// The tracks the segments carry.
+    pub fn tracks(&self) -> &Tracks {
+        &self.tracks
+    }
+
+    /// Why the stream's audio is not in the segments, if it is not.
+    pub fn skipped_audio(&self) -> Option<&'static str> {
+        self.skipped_audio
     }
 
     /// The packets of one part; a segment's first part starts with the PAT and PMT, so
@@ -311,8 +333,17 @@ fn annex_b(config: &VideoConfig, data: &[u8], keyframe: bool) -> Vec<u8> {
 
 fn adts_header(config: &AudioConfig, payload_len: usize) -> [u8; 7] {
     let len = payload_len + 7;
-    let profile = config.object_type.saturating_sub(1).min(3);
-    let freq = config.sample_rate_index.min(12);
+    let (object_type, sample_rate_index) = match config.codec {
+        AudioCodec::Aac {
+            object_type,
+            sample_rate_index,
+            ..
+        } => (object_type, sample_rate_index),
+        // Not reached: the muxer never takes an Opus track.
+        AudioCodec::Opus { .. } => (2, 3),
+    };
+    let profile = object_type.saturating_sub(1).min(3);
+    let freq = sample_rate_index.min(12);
     let channels = config.channels;
     [
         0xFF,
@@ -400,5 +431,23 @@ mod tests {
             0x00, 0xB0, 0x0D, 0x00, 0x01, 0xC1, 0x00, 0x00, 0x00, 0x01, 0xF0, 0x00,
         ];
         assert_eq!(crc32_mpeg2(&section), 0x2AB1_04B2);
+    }
+
+    #[test]
+    fn opus_audio_is_left_out_and_the_muxer_says_why() {
+        let muxer = TsMuxer::new(Tracks {
+            video: None,
+            audio: Some(AudioConfig::opus(2, 312)),
+        });
+        assert!(muxer.tracks().audio.is_none());
+        assert!(muxer
+            .skipped_audio()
+            .is_some_and(|why| why.contains("Opus")));
+        let aac = AudioConfig::parse(Bytes::from_static(&[0x12, 0x10])).unwrap();
+        let muxer = TsMuxer::new(Tracks {
+            video: None,
+            audio: Some(aac),
+        });
+        assert!(muxer.tracks().audio.is_some() && muxer.skipped_audio().is_none());
     }
 }

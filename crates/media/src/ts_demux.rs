@@ -19,7 +19,9 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
-use crate::codec::{asc_from_adts, AudioConfig, VideoCodec, VideoConfig, AAC_FRAME_SAMPLES};
+use crate::codec::{
+    asc_from_adts, AudioCodec, AudioConfig, VideoCodec, VideoConfig, AAC_FRAME_SAMPLES,
+};
 use crate::input::{AudioFrame, MediaInput, Timeline, VideoFrame, TIMESCALE};
 use crate::ts::crc32_mpeg2;
 
@@ -473,7 +475,9 @@ impl TsDemuxer {
                 break;
             };
             let asc = asc_from_adts(adts.profile, adts.sample_rate_index, adts.channels);
-            if self.audio_config.as_ref().is_none_or(|c| c.asc != asc) {
+            let same =
+                |c: &AudioConfig| matches!(&c.codec, AudioCodec::Aac { asc: a, .. } if *a == asc);
+            if !self.audio_config.as_ref().is_some_and(same) {
                 match AudioConfig::parse(asc) {
                     Ok(config) => {
                         self.audio_config = Some(config.clone());

@@ -92,6 +92,10 @@ pub struct NodeAddresses {
     /// The router's HTTP base URL, where players' measurements go (router role).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing: Option<String>,
+    /// The SRT listener publishers reach, `ip:port` (ingest role): what the router's
+    /// ingest name (`ingest.<zone>`) answers with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srt: Option<String>,
     /// Keys this version does not know (written by another), kept as they are.
     #[serde(flatten)]
     pub other: BTreeMap<String, String>,
@@ -119,6 +123,10 @@ pub struct Load {
     pub egress_bytes_per_sec: u64,
     /// CPU time used by the process per second of wall time (1.0 is one core busy).
     pub cpu: f64,
+    /// Publishers the server holds now, every protocol (ingest role; 0 otherwise, and
+    /// in records of versions before it was announced).
+    #[serde(default)]
+    pub publishers: u64,
     /// When this was measured, in milliseconds since the Unix epoch.
     pub measured_at_ms: u64,
 }
@@ -742,6 +750,8 @@ mod tests {
             BTreeMap::from([("rtmp".to_owned(), "rtmp://10.0.0.1:1935".to_owned())])
         );
         assert_eq!(record.load.viewer_connections, 3);
+        assert_eq!(record.load.publishers, 0, "not announced before: none");
+        assert_eq!(addresses.srt, None);
 
         // What this version writes is the map an older server reads: every key, no nulls.
         let written = serde_json::to_value(&record).unwrap();
@@ -753,6 +763,12 @@ mod tests {
         assert_eq!(as_map, old_map);
         let again: NodeRecord = serde_json::from_value(written).unwrap();
         assert_eq!(again, record);
+
+        // An ingest's SRT address is typed; an older server keeps it in its `other`.
+        let ingest = r#"{"id":"i","cluster":"c1","addresses":{"srt":"10.0.0.2:8890"}}"#;
+        let ingest: NodeRecord = serde_json::from_str(ingest).unwrap();
+        assert_eq!(ingest.addresses.srt.as_deref(), Some("10.0.0.2:8890"));
+        assert!(ingest.addresses.other.is_empty());
 
         // A record without addresses (an archiver's) has none.
         let bare = r#"{"id":"a","cluster":"c1"}"#;

@@ -80,6 +80,7 @@ async fn the_directory_lists_every_server(registry: Registry) {
         viewer_connections: 12,
         egress_bytes_per_sec: 3_000_000,
         cpu: 0.25,
+        publishers: 0,
         measured_at_ms: 1,
     };
     registry.register_node(&edge, long).await.unwrap();

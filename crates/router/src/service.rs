@@ -21,6 +21,7 @@ use streamcdn_routing::decision::{
     DeciderConfig, Decision, DecisionError, DecisionSource, EdgeState, Millis,
 };
 use streamcdn_routing::dns::{self, Answer, Transport, Zone};
+use streamcdn_routing::ingest::IngestServer;
 use streamcdn_routing::prefix::{ClientPrefix, StaticMap};
 use streamcdn_routing::probe::{ProbeReport, ProbeRequest, PROBE_HEADER, SHARED_SAMPLE_TTL};
 use streamcdn_routing::rum;
@@ -306,7 +307,7 @@ impl RouterService {
         self.state().note_asked(asked, now_ms());
     }
 
-    /// The answer to a delivery-name query, and what was decided.
+    /// The answer to a delivery-name (or ingest-name) query, and what was decided.
     fn answer(&self, view: &View, query: &dns::Query<'_>) -> (Answer, Decided) {
         if let (Some(label), None) = (query.measurement, query.ecs) {
             if self.state().note_measurement(label, query.client, now_ms()) {
@@ -319,6 +320,26 @@ impl RouterService {
             }
             None => ClientPrefix::of(query.client),
         };
+        if query.ingest {
+            // Decided afresh each time (not cached): publishers are few, and a drained
+            // server must leave the answers at once.
+            let choice = self.state().choose_ingest(prefix, now_ms());
+            metrics::counter!("streamcdn_router_ingest_answers_total", "answered" => if choice.addrs.is_empty() { "none" } else { "servers" })
+                .increment(1);
+            let decided = Decided {
+                prefix,
+                ecs_addr: query.ecs.map(|(addr, _)| addr),
+                from_map: None,
+            };
+            let scope_len = prefix.len();
+            return (
+                Answer {
+                    addrs: choice.addrs,
+                    scope_len,
+                },
+                decided,
+            );
+        }
         let (ids, scope_len, from_map) = self.route(view, prefix);
         let decided = Decided {
             prefix,
@@ -465,19 +486,29 @@ impl RouterService {
     pub async fn watch_edges(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let registry = self.registry.clone();
         let mut known: Vec<NodeRecord> = Vec::new();
+        let mut ingests: Vec<NodeRecord> = Vec::new();
         loop {
             match registry.nodes().await {
                 Ok(nodes) => {
-                    known = nodes
+                    (known, ingests) = nodes
                         .into_iter()
-                        .filter(|n| n.roles.contains(&Role::Edge))
-                        .collect()
+                        .filter(|n| {
+                            n.roles.contains(&Role::Edge) || n.roles.contains(&Role::Ingest)
+                        })
+                        .partition(|n| n.roles.contains(&Role::Edge));
+                    // `up` is an edge and an ingest at once.
+                    ingests.extend(
+                        known
+                            .iter()
+                            .filter(|n| n.roles.contains(&Role::Ingest))
+                            .cloned(),
+                    );
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "node directory unavailable; keeping the last known edges")
                 }
             }
-            self.refresh(&known).await;
+            tokio::join!(self.refresh(&known), self.refresh_ingests(&ingests));
             let clients = self.rebuild_map();
             if !clients.is_empty() {
                 tokio::spawn(Arc::clone(&self).probe_clients(clients));
@@ -548,6 +579,43 @@ impl RouterService {
                 site = edge.site,
                 healthy = edge.healthy,
                 "edge state"
+            );
+        }
+    }
+
+    /// Rebuilds the ingest servers the ingest name answers with: those announcing an SRT
+    /// address, healthy while their origin answers the router's check and they are not
+    /// draining.
+    async fn refresh_ingests(&self, nodes: &[NodeRecord]) {
+        let checks = nodes.iter().map(|node| async move {
+            let srt = node.addresses.srt.as_deref()?;
+            let addr = srt.parse::<SocketAddr>().ok()?.ip();
+            let answers = !node.origin.is_empty() && check_health(&self.client, &node.origin).await;
+            Some(IngestServer {
+                id: node.id.clone(),
+                cluster: node.cluster.clone(),
+                site: node.site.clone(),
+                addrs: vec![addr],
+                healthy: answers && !node.draining,
+                publishers: node.load.publishers,
+                cpu: node.load.cpu,
+            })
+        });
+        let servers: Vec<IngestServer> = futures::future::join_all(checks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        let healthy = servers.iter().filter(|s| s.healthy).count();
+        metrics::gauge!("streamcdn_router_ingests", "state" => "healthy").set(healthy as f64);
+        metrics::gauge!("streamcdn_router_ingests", "state" => "unhealthy")
+            .set((servers.len() - healthy) as f64);
+        for server in self.state().set_ingests(servers) {
+            tracing::info!(
+                ingest = server.id,
+                cluster = server.cluster,
+                healthy = server.healthy,
+                "ingest state"
             );
         }
     }

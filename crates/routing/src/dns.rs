@@ -18,6 +18,7 @@
 //! | apex SOA / NS                               | the SOA / the NS set with in-zone glue            |
 //! | delivery A / AAAA                           | `decide`'s addresses of that family, TTL `ttl`   |
 //! | `<label>.rum.<origin>` A / AAAA             | likewise, `decide` told the label (measurement)  |
+//! | `ingest.<origin>` A / AAAA                  | `decide` told `ingest`: ingest servers, TTL `ingest_ttl` |
 //! | in-zone NS host A / AAAA                    | its glue addresses of that family                |
 //! | ANY at an existing name                     | one synthesized `HINFO "RFC8482" ""` (RFC 8482)  |
 //! | existing name, no data of that type         | NODATA: NOERROR, SOA in authority                |
@@ -64,6 +65,11 @@ const TCP_LIMIT: usize = 65535;
 
 /// TTL of the delivery answers unless configured otherwise.
 pub const DEFAULT_TTL: u32 = 20;
+/// TTL of the ingest name's answers: short, so a publisher that reconnects after its
+/// server was drained or died asks again soon and is sent to a live one.
+pub const INGEST_TTL: u32 = 5;
+/// The first label of the ingest name, `ingest.<origin>`.
+pub const INGEST_LABEL: &str = "ingest";
 
 /// ECS option code (RFC 7871).
 const ECS_CODE: u16 = 8;
@@ -81,6 +87,10 @@ pub struct Zone {
     /// (browsers measuring fetch `<nonce>.rum.<origin>`, so the router learns which
     /// resolver asks for which client).
     pub measurement: Name,
+    /// `ingest.<origin>`: publishers resolve it to ingest servers of their nearest
+    /// cluster (SRT cannot go through the TCP load balancer). The delivery name, if the
+    /// same, wins.
+    pub ingest: Name,
     /// The zone's name servers, with the glue addresses of those inside the zone (the
     /// addresses of out-of-zone name servers are never served). The first is the SOA MNAME.
     pub nameservers: Vec<(Name, Vec<IpAddr>)>,
@@ -90,6 +100,8 @@ pub struct Zone {
     pub serial: u32,
     /// TTL of the delivery-name A/AAAA answers (default 20 s).
     pub ttl: u32,
+    /// TTL of the ingest name's A/AAAA answers (default [`INGEST_TTL`]).
+    pub ingest_ttl: u32,
     /// TTL of the zone's fixed records: SOA, NS, glue, the ANY answer (default 3600 s).
     pub soa_ttl: u32,
     /// Negative-caching TTL (RFC 2308): the SOA MINIMUM, and the TTL of the SOA in NXDOMAIN
@@ -174,14 +186,19 @@ impl Zone {
         let measurement = Name::from_ascii("rum")
             .and_then(|h| h.append_domain(&origin))
             .map_err(|e| invalid("measurement names", &origin.to_ascii(), &e.to_string()))?;
+        let ingest = Name::from_ascii(INGEST_LABEL)
+            .and_then(|h| h.append_domain(&origin))
+            .map_err(|e| invalid("ingest name", &origin.to_ascii(), &e.to_string()))?;
         Ok(Zone {
             origin,
             delivery,
             measurement,
+            ingest,
             nameservers: servers,
             hostmaster,
             serial: 1,
             ttl: DEFAULT_TTL,
+            ingest_ttl: INGEST_TTL,
             soa_ttl: 3600,
             negative_ttl: 60,
             refresh: 3600,
@@ -244,6 +261,7 @@ impl Zone {
             .filter(|n| self.origin.zone_of(n));
         std::iter::once(&self.origin)
             .chain(std::iter::once(&self.delivery))
+            .chain(std::iter::once(&self.ingest))
             .chain(in_zone_ns)
             .any(|node| name.zone_of(node))
     }
@@ -308,6 +326,8 @@ pub struct Query<'a> {
     pub qname: &'a Name,
     /// For a measurement name `<label>.rum.<origin>`, its label.
     pub measurement: Option<&'a [u8]>,
+    /// The ingest name was asked (`Zone::ingest`): answer ingest servers, not edges.
+    pub ingest: bool,
     /// `A` or `AAAA`.
     pub qtype: RecordType,
 }
@@ -350,8 +370,8 @@ impl fmt::Display for FormErr {
 /// (QR=1) arriving as a request. Otherwise the bytes of the response, never larger than
 /// the transport allows (see the module documentation for every case).
 ///
-/// `decide` is called at most once, and only for an A or AAAA query of `zone.delivery`
-/// or of a measurement name (`Query::measurement`).
+/// `decide` is called at most once, and only for an A or AAAA query of `zone.delivery`,
+/// of a measurement name (`Query::measurement`) or of the ingest name (`Query::ingest`).
 pub fn respond(
     request: &[u8],
     client: IpAddr,
@@ -484,12 +504,15 @@ fn answer(
 
     let is_apex = qname.eq_ignore_root(&zone.origin);
     let is_delivery = qname.eq_ignore_root(&zone.delivery);
+    let is_ingest = !is_delivery && qname.eq_ignore_root(&zone.ingest);
     let is_glue_host = zone.is_glue_host(qname);
     let measurement = zone.measurement_label(qname);
     let mut scope = 0;
 
     match qtype {
-        RecordType::ANY if is_apex || is_delivery || is_glue_host || measurement.is_some() => {
+        RecordType::ANY
+            if is_apex || is_delivery || is_ingest || is_glue_host || measurement.is_some() =>
+        {
             // RFC 8482 §4.2: one synthesized HINFO instead of every RRset; no decision.
             let hinfo = HINFO::new("RFC8482".to_string(), String::new());
             resp.add_answer(Record::from_rdata(
@@ -519,19 +542,21 @@ fn answer(
                 }
             }
         }
-        RecordType::A | RecordType::AAAA if is_delivery || measurement.is_some() => {
+        RecordType::A | RecordType::AAAA if is_delivery || is_ingest || measurement.is_some() => {
             let query = Query {
                 client,
                 ecs: ecs.filter(|e| e.source > 0).map(|e| (e.addr, e.source)),
                 qname,
                 measurement,
+                ingest: is_ingest,
                 qtype,
             };
             let decision = decide(&query);
             scope = decision.scope_len;
+            let ttl = if is_ingest { zone.ingest_ttl } else { zone.ttl };
             for addr in decision.addrs {
                 if family_matches(qtype, addr) {
-                    resp.add_answer(address_record(qname.clone(), zone.ttl, addr));
+                    resp.add_answer(address_record(qname.clone(), ttl, addr));
                 }
             }
         }
@@ -1299,6 +1324,50 @@ mod tests {
         // 16 is both BADVERS and BADSIG; hickory-proto decodes it as BADSIG.
         assert_eq!(u16::from(resp.metadata.response_code), 16);
         assert_eq!(resp.edns.unwrap().version(), 0);
+        assert!(resp.answers.is_empty());
+    }
+
+    #[test]
+    fn the_ingest_name_is_decided_as_ingest_with_its_short_ttl() {
+        let mut asked = None;
+        let resp = ask_with(
+            &query_msg("Ingest.streamcdn.test.", RecordType::A),
+            Transport::Udp,
+            |q: &Query<'_>| {
+                asked = Some((q.ingest, q.measurement.is_some()));
+                edges()
+            },
+        );
+        assert_eq!(asked, Some((true, false)));
+        assert!(resp.metadata.authoritative);
+        let ttls: Vec<u32> = resp.answers.iter().map(|r| r.ttl).collect();
+        assert_eq!(ttls, [INGEST_TTL, INGEST_TTL], "the two IPv4 addresses");
+        // The delivery name is not the ingest name.
+        let mut ingest = Some(true);
+        let resp = ask_with(
+            &query_msg("live.streamcdn.test.", RecordType::A),
+            Transport::Udp,
+            |q: &Query<'_>| {
+                ingest = Some(q.ingest);
+                edges()
+            },
+        );
+        assert_eq!(ingest, Some(false));
+        assert!(resp.answers.iter().all(|r| r.ttl == DEFAULT_TTL));
+        // No ingest server: NODATA, not NXDOMAIN (the name exists).
+        let resp = ask_with(
+            &query_msg("ingest.streamcdn.test.", RecordType::AAAA),
+            Transport::Udp,
+            |_: &Query<'_>| Answer::default(),
+        );
+        assert_eq!(resp.metadata.response_code, ResponseCode::NoError);
+        assert!(resp.answers.is_empty());
+        let resp = ask_with(
+            &query_msg("ingest.streamcdn.test.", RecordType::MX),
+            Transport::Udp,
+            no_decide,
+        );
+        assert_eq!(resp.metadata.response_code, ResponseCode::NoError);
         assert!(resp.answers.is_empty());
     }
 

@@ -10,6 +10,8 @@
 //! - [`dns`]: the authoritative responder for the delivery zone: SOA and NS, A/AAAA
 //!   answers with the chosen edges, NXDOMAIN/NODATA with the SOA, REFUSED outside the
 //!   zone, ECS scope, truncation for UDP.
+//! - [`ingest`]: which ingest servers answer the ingest name (publishers' nearest
+//!   cluster, least loaded first, healthy only).
 //! - [`map`]: the routing map, versioned, replaced whole, with the history of changes.
 //! - [`rum`]: real-user measurement: signed measurement jobs, beacons checked before
 //!   they are believed, per-prefix medians over distinct clients.
@@ -20,6 +22,7 @@
 
 pub mod decision;
 pub mod dns;
+pub mod ingest;
 pub mod map;
 pub mod prefix;
 pub mod probe;

@@ -18,6 +18,7 @@ use crate::decision::{
     CandidateScore, Decider, DeciderConfig, Decision, DecisionError, EdgeState, Inputs,
     Measurements, Millis, RumScore,
 };
+use crate::ingest::{self, IngestChoice, IngestServer};
 use crate::map::{History, MapEntry, RoutingMap, Version};
 use crate::prefix::{ClientPrefix, StaticMap};
 use crate::probe::ProbeReport;
@@ -184,6 +185,8 @@ pub struct RouterState {
     zone: String,
     /// Replaced whole, so a view holds one consistent set.
     edges: Arc<Edges>,
+    /// The ingest servers publishers may be sent to (the ingest name), replaced whole.
+    ingests: Vec<IngestServer>,
     decider: Decider,
     measurements: Measurements,
     /// The answers in force, rebuilt each round and replaced whole.
@@ -224,6 +227,7 @@ impl RouterState {
             static_map,
             zone: zone.trim_end_matches('.').to_owned(),
             edges: Arc::default(),
+            ingests: Vec::new(),
             reprobe_after_ms: millis(decider.probe_after),
             decider: Decider::new(decider)?,
             measurements: Measurements::default(),
@@ -264,6 +268,40 @@ impl RouterState {
             })
             .map(EdgeStateView::from)
             .collect()
+    }
+
+    /// Replaces the ingest servers; returns those whose health changed (or that are new).
+    pub fn set_ingests(&mut self, ingests: Vec<IngestServer>) -> Vec<IngestServer> {
+        let previous = std::mem::replace(&mut self.ingests, ingests);
+        self.ingests
+            .iter()
+            .filter(|s| {
+                let before = previous.iter().find(|p| p.id == s.id).map(|p| p.healthy);
+                before != Some(s.healthy)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The ingest servers to answer a publisher in `client` with: the least loaded of
+    /// its nearest cluster (the static map's site for the prefix, then the sites of the
+    /// edges the delivery decision would give it; see [`ingest`]). Remembers nothing.
+    pub fn choose_ingest(&mut self, client: ClientPrefix, now: Millis) -> IngestChoice {
+        if !self.ingests.iter().any(|s| s.healthy) {
+            return IngestChoice::default();
+        }
+        let mut near: Vec<String> = Vec::new();
+        if let Some(matched) = self.static_map.lookup(&client) {
+            near.push(matched.site.to_owned());
+        }
+        let decision = self.preview(client, now);
+        for id in &decision.edges {
+            if let Some(edge) = self.edges.states.iter().find(|e| &e.id == id) {
+                near.push(edge.site.clone());
+            }
+        }
+        let near: Vec<&str> = near.iter().map(String::as_str).collect();
+        ingest::choose(&self.ingests, &near, ingest::INGEST_ANSWERS)
     }
 
     /// The edges the router knows now, with their health.
@@ -632,6 +670,64 @@ mod tests {
             let decisions = asked.iter().map(|(p, _)| self.decide(*p, now)).collect();
             self.finish_round(&asked, decisions, now)
         }
+    }
+
+    fn ingest(id: &str, site: &str, ip: &str, publishers: u64) -> IngestServer {
+        IngestServer {
+            id: id.to_owned(),
+            cluster: format!("cluster-{site}"),
+            site: site.to_owned(),
+            addrs: vec![self::ip(ip)],
+            healthy: true,
+            publishers,
+            cpu: 0.0,
+        }
+    }
+
+    #[test]
+    fn publishers_are_sent_to_the_cluster_of_their_static_site_or_best_edge() {
+        let mut s = RouterState::new(
+            "cdn.example.",
+            StaticMap::from_entries([("198.51.100.0/24", "site-e2")]).unwrap(),
+            DeciderConfig::default(),
+            RumSettings::default(),
+        )
+        .unwrap();
+        s.set_edges(edges(&[("e1", true), ("e2", true)]));
+        let changed = s.set_ingests(vec![
+            ingest("i1", "site-e1", "10.0.0.1", 0),
+            ingest("i2", "site-e2", "10.0.0.2", 3),
+            ingest("i3", "site-e2", "10.0.0.3", 1),
+        ]);
+        assert_eq!(changed.len(), 3);
+        // The static map names site-e2 for this prefix: its cluster, least loaded first.
+        let mapped = ClientPrefix::of(ip("198.51.100.7"));
+        let choice = s.choose_ingest(mapped, NOW);
+        assert_eq!(choice.cluster.as_deref(), Some("cluster-site-e2"));
+        assert_eq!(choice.addrs, vec![ip("10.0.0.3"), ip("10.0.0.2")]);
+        // Elsewhere, the measured best edge's site decides.
+        let client = "192.0.2.7";
+        s.record_report(&report("e1", client, Some(10.0), NOW));
+        s.record_report(&report("e2", client, Some(80.0), NOW));
+        let choice = s.choose_ingest(ClientPrefix::of(ip(client)), NOW + 1);
+        assert_eq!(choice.servers, vec!["i1".to_owned()]);
+        // i1 drained: the next nearest cluster with a healthy server.
+        let mut drained = ingest("i1", "site-e1", "10.0.0.1", 0);
+        drained.healthy = false;
+        let changed = s.set_ingests(vec![
+            drained,
+            ingest("i2", "site-e2", "10.0.0.2", 3),
+            ingest("i3", "site-e2", "10.0.0.3", 1),
+        ]);
+        assert_eq!(
+            changed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+            ["i1"]
+        );
+        let choice = s.choose_ingest(ClientPrefix::of(ip(client)), NOW + 2);
+        assert_eq!(choice.servers, vec!["i3".to_owned(), "i2".to_owned()]);
+        // Nothing healthy: no answer.
+        s.set_ingests(Vec::new());
+        assert_eq!(s.choose_ingest(mapped, NOW + 3), IngestChoice::default());
     }
 
     #[test]

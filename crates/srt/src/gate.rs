@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use srt_protocol::packet::{CoreRejectReason, RejectReason, ServerRejectReason};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::stream_id::{PublishRequest, StreamIdError};
 
@@ -30,6 +30,9 @@ pub enum Refusal {
     Unauthorized,
     /// Too many publishers on this server (`SRT_REJX_OVERLOAD`, 1402).
     Overload,
+    /// This server is being drained and takes no new publisher (`SRT_REJX_OVERLOAD`,
+    /// 1402: try another; the router's ingest name no longer answers with it).
+    Draining,
     /// A wrong stream key, or the provider's hook said no (`SRT_REJX_FORBIDDEN`, 1403).
     Forbidden,
     /// No such provider (`SRT_REJX_NOTFOUND`, 1404).
@@ -54,7 +57,7 @@ impl Refusal {
         match self {
             Refusal::BadRequest => S::BadRequest.into(),
             Refusal::Unauthorized => S::Unauthorized.into(),
-            Refusal::Overload => S::Overload.into(),
+            Refusal::Overload | Refusal::Draining => S::Overload.into(),
             Refusal::Forbidden => S::Forbidden.into(),
             Refusal::NotFound => S::Notfound.into(),
             Refusal::BadMode => S::BadMode.into(),
@@ -71,6 +74,7 @@ impl Refusal {
             Refusal::BadRequest => "bad_request",
             Refusal::Unauthorized => "missing_key",
             Refusal::Overload => "overload",
+            Refusal::Draining => "draining",
             Refusal::Forbidden => "forbidden",
             Refusal::NotFound => "unknown_provider",
             Refusal::BadMode => "bad_mode",
@@ -100,16 +104,51 @@ pub struct Admission {
 
 /// Decides, during the handshake, whether a caller may publish what it asked for.
 pub trait Gate: Send + Sync + 'static {
+    /// What [`Gate::confirm`] begins for a caller (the ingest: its publish, the
+    /// provider's hook asked); handed to the consumer with the publication, or dropped
+    /// if the connection then fails to open.
+    type Ticket: Send + 'static;
+
+    /// The caller's stream, key and provider: refused, or admitted with the passphrase
+    /// its encryption must match.
     fn admit(
         &self,
         request: &PublishRequest,
         peer: SocketAddr,
     ) -> impl Future<Output = Result<Admission, Refusal>> + Send;
+
+    /// The last word on a caller admitted without encryption, asked once nothing else
+    /// in the handshake can refuse it, so that a refusal here (a provider's hook) is
+    /// still a handshake rejection. An encrypting caller's key is checked by the
+    /// protocol only after the handshake is accepted: it is never confirmed, and its
+    /// publication comes without a ticket.
+    fn confirm(
+        &self,
+        request: &PublishRequest,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Result<Self::Ticket, Refusal>> + Send;
+}
+
+/// One connection's transport as SRT measured it, refreshed while it lives (about once
+/// a second): what operators look at when a publisher's link is bad.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ConnectionStats {
+    /// Smoothed round-trip time.
+    pub rtt: Duration,
+    pub received_bytes: u64,
+    /// Data packets found missing (before any retransmission).
+    pub lost_packets: u64,
+    /// Retransmitted data packets received.
+    pub retransmitted_packets: u64,
+    /// Data packets given up as too late to play.
+    pub dropped_packets: u64,
+    /// Whether the connection is encrypted.
+    pub encrypted: bool,
 }
 
 /// An admitted publisher: `provider/stream` and its payload, the MPEG-TS bytes in the
 /// order sent; `chunks` ends when it leaves (dropping it ends the connection).
-pub struct Publication {
+pub struct Publication<T = ()> {
     pub provider: String,
     pub stream: String,
     /// The key it presented, which the gate accepted: for a consumer that opens the
@@ -117,4 +156,8 @@ pub struct Publication {
     pub key: Option<String>,
     pub peer: SocketAddr,
     pub chunks: mpsc::Receiver<Bytes>,
+    /// The connection's statistics, as they change.
+    pub stats: watch::Receiver<ConnectionStats>,
+    /// What the gate's [`Gate::confirm`] began, for a caller without encryption.
+    pub ticket: Option<T>,
 }

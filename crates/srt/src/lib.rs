@@ -14,6 +14,6 @@ mod guard;
 mod server;
 pub mod stream_id;
 
-pub use crate::gate::{Admission, Gate, Publication, Refusal, SrtSettings};
+pub use crate::gate::{Admission, ConnectionStats, Gate, Publication, Refusal, SrtSettings};
 pub use crate::server::{SrtError, SrtServer};
 pub use crate::stream_id::{PublishRequest, StreamIdError};

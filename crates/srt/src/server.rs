@@ -22,7 +22,7 @@ use srt_protocol::statistics::SocketStatistics;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::gate::{Gate, Publication, Refusal, SrtSettings};
+use crate::gate::{ConnectionStats, Gate, Publication, Refusal, SrtSettings};
 use crate::guard::{self, CallerCrypto, ToListener};
 use crate::stream_id::PublishRequest;
 
@@ -51,9 +51,10 @@ pub struct SrtServer {
 }
 
 /// A caller the gate admitted, until its connection opens.
-struct Admitted {
+struct Admitted<T> {
     request: PublishRequest,
     permit: OwnedSemaphorePermit,
+    ticket: Option<T>,
 }
 
 impl SrtServer {
@@ -79,7 +80,7 @@ impl SrtServer {
         self,
         gate: Arc<G>,
         settings: SrtSettings,
-        publications: mpsc::Sender<Publication>,
+        publications: mpsc::Sender<Publication<G::Ticket>>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut options = SocketOptions::default();
@@ -90,7 +91,7 @@ impl SrtServer {
         let permits = Arc::new(Semaphore::new(settings.max_connections));
         let (responses, mut decided) = mpsc::channel(256);
         let mut handshakes: HashMap<SessionId, CallerCrypto> = HashMap::new();
-        let mut awaiting: HashMap<SessionId, Option<Admitted>> = HashMap::new();
+        let mut awaiting: HashMap<SessionId, Option<Admitted<G::Ticket>>> = HashMap::new();
         let mut connections: HashMap<SessionId, mpsc::Sender<(Packet, SocketAddr)>> =
             HashMap::new();
         let mut tasks = tokio::task::JoinSet::new();
@@ -205,7 +206,7 @@ impl SrtServer {
                         Err(_) => Input::Timer,
                     },
                     Some((session, response)) = decided.recv() => {
-                        let (response, admitted): (AccessControlResponse, Option<Admitted>) = response;
+                        let (response, admitted): (AccessControlResponse, Option<Admitted<G::Ticket>>) = response;
                         if let Some(slot) = awaiting.get_mut(&session) {
                             *slot = admitted;
                         }
@@ -227,17 +228,17 @@ impl SrtServer {
     }
 }
 
-type Decision = (SessionId, (AccessControlResponse, Option<Admitted>));
+type Decision<T> = (SessionId, (AccessControlResponse, Option<Admitted<T>>));
 
-/// Decides one caller: its stream id, a connection slot, the gate, then its encryption
-/// against the provider's.
+/// Decides one caller: its stream id, a connection slot, the gate, its encryption
+/// against the provider's, then (without encryption) the gate's confirmation.
 async fn decide<G: Gate>(
     gate: Arc<G>,
     permits: Arc<Semaphore>,
     session: SessionId,
     request: AccessControlRequest,
     crypto: Option<CallerCrypto>,
-    responses: mpsc::Sender<Decision>,
+    responses: mpsc::Sender<Decision<G::Ticket>>,
 ) {
     let peer = session.0;
     let decision = async {
@@ -256,11 +257,16 @@ async fn decide<G: Gate>(
         let crypto = crypto.ok_or_else(|| refuse(Refusal::BadRequest))?;
         let keys =
             guard::key_settings(request.key_size, crypto, admission.passphrase).map_err(refuse)?;
+        let ticket = match keys {
+            None => Some(gate.confirm(&asked, peer).await.map_err(refuse)?),
+            Some(_) => None,
+        };
         Ok((
             keys,
             Admitted {
                 request: asked,
                 permit,
+                ticket,
             },
         ))
     };
@@ -314,23 +320,33 @@ fn count_garbage(stats: &ListenerStatistics, seen: &mut u64) {
 
 /// One admitted caller: its connection's state machine, fed the datagrams the
 /// listener routes to it, its payloads handed to the consumer in order.
-async fn run_connection(
+async fn run_connection<T: Send + 'static>(
     connection: Connection,
-    admitted: Admitted,
+    admitted: Admitted<T>,
     socket: Arc<UdpSocket>,
     mut packets: mpsc::Receiver<(Packet, SocketAddr)>,
-    publications: mpsc::Sender<Publication>,
+    publications: mpsc::Sender<Publication<T>>,
 ) {
-    let Admitted { request, permit } = admitted;
+    let Admitted {
+        request,
+        permit,
+        ticket,
+    } = admitted;
     let peer = connection.settings.remote;
     let encrypted = connection.settings.cipher.is_some();
     let (chunks, receiver) = mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
+    let (stats, stats_receiver) = watch::channel(ConnectionStats {
+        encrypted,
+        ..ConnectionStats::default()
+    });
     let publication = Publication {
         provider: request.provider.clone(),
         stream: request.stream.clone(),
         key: request.key.clone(),
         peer,
         chunks: receiver,
+        stats: stats_receiver,
+        ticket,
     };
     if publications.send(publication).await.is_err() {
         return;
@@ -345,6 +361,7 @@ async fn run_connection(
         let now = Instant::now();
         if connection.should_update_statistics(now) {
             reported.update(connection.statistics());
+            stats.send_modify(|s| s.update(connection.statistics()));
         }
         while let Some(packet) = connection.next_packet(now) {
             let _ = send(&socket, &mut out, &packet).await;
@@ -385,6 +402,16 @@ async fn run_connection(
         dropped = stats.rx_dropped_data,
         "SRT publisher left"
     );
+}
+
+impl ConnectionStats {
+    fn update(&mut self, stats: &SocketStatistics) {
+        self.rtt = stats.rx_average_rtt;
+        self.received_bytes = stats.rx_bytes;
+        self.lost_packets = stats.rx_loss_data;
+        self.retransmitted_packets = stats.rx_retransmit_data;
+        self.dropped_packets = stats.rx_dropped_data;
+    }
 }
 
 /// Totals of one connection already added to the process's counters.

@@ -39,6 +39,12 @@ struct TestGate {
 }
 
 impl Gate for TestGate {
+    type Ticket = ();
+
+    async fn confirm(&self, _: &PublishRequest, _: SocketAddr) -> Result<(), Refusal> {
+        Ok(())
+    }
+
     async fn admit(&self, r: &PublishRequest, _: SocketAddr) -> Result<Admission, Refusal> {
         match (r.provider.as_str(), r.key.as_deref()) {
             ("demo", Some(KEY)) => Ok(Admission {

@@ -61,6 +61,8 @@ pub struct Context {
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     playback: Arc<Traffic>,
     recordings: Option<RecordingStore>,
+    /// Counts this server's publishers for its load in the node directory (ingest role).
+    pub publishers: Option<directory::PublisherCount>,
     /// The SHA-256 fingerprint of the certificate playback over TLS started with.
     pub tls_fingerprint: Option<String>,
 }
@@ -179,6 +181,7 @@ impl Context {
                 ),
             )),
             recordings: None,
+            publishers: None,
             tls_fingerprint: None,
         })
     }
@@ -473,6 +476,7 @@ pub async fn run(
         ctx.node.clone(),
         ctx.config.registry.lease,
         ctx.playback.clone(),
+        ctx.publishers.clone(),
         ctx.drain.subscribe(),
         stopped,
     ));

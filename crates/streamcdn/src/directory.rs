@@ -28,19 +28,24 @@ fn process_cpu_seconds() -> Option<f64> {
     Some((utime + stime) / USER_HZ)
 }
 
+/// Counts the publishers this server holds now (the ingest role sets it).
+pub type PublisherCount = Arc<dyn Fn() -> u64 + Send + Sync>;
+
 /// Turns counters into rates between two measurements.
 struct LoadMeter {
     traffic: Arc<Traffic>,
+    publishers: Option<PublisherCount>,
     last_at: Instant,
     last_bytes: u64,
     last_cpu: Option<f64>,
 }
 
 impl LoadMeter {
-    fn new(traffic: Arc<Traffic>) -> Self {
+    fn new(traffic: Arc<Traffic>, publishers: Option<PublisherCount>) -> Self {
         Self {
             last_bytes: traffic.bytes_out(),
             traffic,
+            publishers,
             last_at: Instant::now(),
             last_cpu: process_cpu_seconds(),
         }
@@ -60,6 +65,7 @@ impl LoadMeter {
                 }
                 _ => 0.0,
             },
+            publishers: self.publishers.as_ref().map_or(0, |count| count()),
             measured_at_ms: streamcdn_support::clock::now_ms(),
         };
         (self.last_at, self.last_bytes, self.last_cpu) = (now, bytes, cpu);
@@ -74,10 +80,11 @@ pub async fn announce(
     mut node: NodeRecord,
     lease: Duration,
     playback: Arc<Traffic>,
+    publishers: Option<PublisherCount>,
     mut draining: watch::Receiver<bool>,
     mut stop: oneshot::Receiver<()>,
 ) {
-    let mut meter = LoadMeter::new(playback);
+    let mut meter = LoadMeter::new(playback, publishers);
     let mut comebacks = registry.continuity();
     tracing::info!(node = node.id, roles = ?node.roles, site = node.site, "announcing this server in the node directory");
     loop {

@@ -119,6 +119,16 @@ fn federation_line(config: &Config) -> String {
     )
 }
 
+/// The router's ingest name in `zone` (`routing::dns::INGEST_LABEL`), as publishers
+/// write it.
+fn ingest_name(zone: &str) -> String {
+    format!(
+        "{}.{}",
+        streamcdn_routing::dns::INGEST_LABEL,
+        zone.trim_end_matches('.')
+    )
+}
+
 pub fn print_quickstart(
     config: &Config,
     provider: &ProviderConfig,
@@ -141,19 +151,34 @@ pub fn print_quickstart(
         None => String::new(),
     };
     let srt = match config.srt.listen.addr() {
-        Some(addr) => format!(
-            "SRT (MPEG-TS, caller mode; OBS: this srt:// URL as the Server, no Stream Key):\n\
-             \x20    ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440 \\\n\
-             \x20      -c:v libx264 -preset veryfast -tune zerolatency -g 60 -b:v 3M -c:a aac \\\n\
-             \x20      -f mpegts 'srt://{host}:{port}?streamid=#!::r={name}/mystream,m=publish,s={key}{passphrase}'\n\n",
-            port = addr.port(),
-            passphrase = match &provider.srt_passphrase {
-                Some(passphrase) => format!("&passphrase={passphrase}"),
-                None => String::new(),
-            },
-        ),
+        Some(addr) => {
+            let query = format!(
+                "streamid=#!::r={name}/mystream,m=publish,s={key}{passphrase}",
+                passphrase = match &provider.srt_passphrase {
+                    Some(passphrase) => format!("&passphrase={passphrase}"),
+                    None => String::new(),
+                },
+            );
+            let port = addr.port();
+            let ingest = ingest_name(&config.router.zone);
+            format!(
+                "SRT (MPEG-TS, caller mode; OBS: this srt:// URL as the Server, no Stream Key):\n\
+                 \x20    ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440 \\\n\
+                 \x20      -c:v libx264 -preset veryfast -tune zerolatency -g 60 -b:v 3M -c:a aac \\\n\
+                 \x20      -f mpegts 'srt://{host}:{port}?{query}'\n\
+                 \x20    one address for every ingest server, once the zone is delegated to the router\n\
+                 \x20    (it answers {ingest} with the nearest cluster's least-loaded live servers):\n\
+                 \x20      'srt://{ingest}:{port}?{query}'\n\n"
+            )
+        }
         None => String::new(),
     };
+    let upload = format!(
+        "MPEG-TS over HTTP (the stream key as bearer):\n\
+         \x20    ffmpeg -re -i input.ts -c copy -f mpegts -method PUT \\\n\
+         \x20      -headers $'Authorization: Bearer {key}\\r\\n' {origin}/{name}/mystream/ingest.ts\n\n",
+        origin = local_url(config.origin.listen),
+    );
     let text = format!(
         "\nstreamcdn is up.\n\n\
          OBS  Settings > Stream > Service: Custom\n\
@@ -167,6 +192,7 @@ pub fn print_quickstart(
          \x20      -c:v libx264 -preset veryfast -tune zerolatency -g 60 -b:v 3M -c:a aac \\\n\
          \x20      -f flv 'rtmp://{host}:{rtmp_port}/{name}/mystream?key={key}'\n\n\
          {srt}\
+         {upload}\
          Play:\n\
          \x20    {http}{playlist}\n\
          \x20    (ffplay, VLC, Safari, or any hls.js player)\n\
@@ -174,6 +200,7 @@ pub fn print_quickstart(
          {https}\n\
          Request router (DNS and HTTP redirects to the best edge):\n\
          \x20    dig @{dns_host} -p {dns_port} {delivery} A +subnet=198.51.100.0/24\n\
+         \x20    dig @{dns_host} -p {dns_port} {ingest} A   (publishers: the ingest servers)\n\
          \x20    curl -i {router_http}{playlist}\n\n\
          Purge (CDNI triggers, RFC 8007):\n\
          \x20    streamcdn trigger purge --admin {admin} --pattern '*/{name}/mystream/*'\n\
@@ -204,6 +231,7 @@ pub fn print_quickstart(
             .map_or_else(|| "127.0.0.1".to_owned(), |a| a.host_in_url()),
         dns_port = config.router.dns_listen.port(),
         delivery = config.router.delivery,
+        ingest = ingest_name(&config.router.zone),
         router_http = local_url(config.router.http_listen),
         admin = local_url(config.admin.listen),
     );

@@ -1,5 +1,7 @@
 //! hls.js in headless Chromium plays live streams from the edge, fMP4 and TS, from a
-//! page on another origin (so CORS is exercised as a browser player sees it).
+//! page on another origin (so CORS is exercised as a browser player sees it); and a
+//! stream published over SRT, which the live list shows as `srt` with its connection's
+//! measurements.
 
 mod common;
 
@@ -62,6 +64,23 @@ fn play_in_browser(page: &PageServer, src: &str, seconds: u32) -> serde_json::Va
     state
 }
 
+/// hls.js played 6 s of the 1280x720 H.264 (codec string starting `avc1`) and AAC
+/// stream without an error.
+fn assert_played_6s_of_720p(state: &serde_json::Value, avc1: &str) {
+    assert!(state["t"].as_f64().unwrap() >= 6.0, "{state}");
+    assert_eq!(
+        (state["w"].as_u64(), state["h"].as_u64()),
+        (Some(1280), Some(720)),
+        "{state}"
+    );
+    let codecs = state["levels"][0][0].as_str().unwrap_or_default();
+    assert!(
+        codecs.starts_with(avc1) && codecs.ends_with(",mp4a.40.2"),
+        "{state}"
+    );
+    assert!(state["errors"].as_array().unwrap().is_empty(), "{state}");
+}
+
 #[test]
 fn hls_js_in_chromium_plays_fmp4_and_ts_live() {
     require_browser_tools(&["hls.js", "playwright-core"]);
@@ -87,20 +106,47 @@ fn hls_js_in_chromium_plays_fmp4_and_ts_live() {
             &node.play_url(&format!("/{provider}/web/index.m3u8")),
             6,
         );
-        assert!(state["t"].as_f64().unwrap() >= 6.0, "{state}");
-        assert_eq!(
-            (state["w"].as_u64(), state["h"].as_u64()),
-            (Some(1280), Some(720)),
-            "{state}"
-        );
-        let codecs = state["levels"][0][0].as_str().unwrap_or_default();
-        assert!(
-            codecs.starts_with("avc1.42") && codecs.ends_with(",mp4a.40.2"),
-            "{state}"
-        );
-        assert!(state["errors"].as_array().unwrap().is_empty(), "{state}");
+        assert_played_6s_of_720p(&state, "avc1.42");
     }
     for p in publishers {
         let _ = wait_output(p);
     }
+}
+
+#[test]
+fn hls_js_in_chromium_plays_a_stream_published_over_srt() {
+    require_browser_tools(&["hls.js", "playwright-core"]);
+    let node = Node::up("browser-srt", "");
+    let publisher = publish_ts(&node.srt_url("demo", "srtweb", KEY), 25);
+    let page = PageServer::start();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while http_get(node.http, "/demo/srtweb/live.m3u8", &[])
+        .unwrap()
+        .status
+        != 200
+    {
+        assert!(Instant::now() < deadline, "demo/srtweb never went live");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let state = play_in_browser(&page, &node.play_url("/demo/srtweb/index.m3u8"), 6);
+    assert_played_6s_of_720p(&state, "avc1.");
+    // The live list says how it is published, with the SRT connection's measurements.
+    let streams = http_request_at(&node.host, node.admin, "GET", "/api/v1/streams", &[]).unwrap();
+    let streams: serde_json::Value = serde_json::from_slice(&streams.body).unwrap();
+    let live = streams
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["stream"] == "srtweb"))
+        .unwrap_or_else(|| panic!("srtweb not live: {streams}"));
+    assert_eq!(live["protocol"], "srt", "{live}");
+    assert!(
+        live["transport"]["received_bytes"].as_u64() > Some(100_000),
+        "{live}"
+    );
+    assert!(live["transport"]["rtt_ms"].as_f64().is_some(), "{live}");
+    assert!(
+        node.metric("streamcdn_live_streams{protocol=\"srt\"}") >= 1.0,
+        "the publishers gauge by protocol"
+    );
+    assert!(node.metric("streamcdn_ingest_bytes_in_total{protocol=\"srt\"}") > 100_000.0);
+    let _ = wait_output(publisher);
 }

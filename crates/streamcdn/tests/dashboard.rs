@@ -124,6 +124,10 @@ fn the_dashboard_shows_a_running_deployment() {
         text(&sample, "streams").contains("avc1"),
         "codecs: {sample:#}"
     );
+    assert!(
+        text(&sample, "streams").contains("RTMP"),
+        "the publishing protocol: {sample:#}"
+    );
     let shots = artifacts();
     page.command(&format!("shot {}", shots.join("overview.png").display()));
 

@@ -4,6 +4,9 @@
 //!   edge's `live.m3u8` never sees `EXT-X-ENDLIST` while the publisher reconnects to the
 //!   other ingest of the cluster; the recording goes on (same id, continuous media
 //!   sequence); the drained ingest exits by itself within `node.drain_timeout`;
+//!   a reader of the stream's low-latency feed on the edge (as a WebRTC viewer reads it)
+//!   keeps its one connection: no end, and the continued stream's frames arrive on it
+//!   from a keyframe with the configurations;
 //! - a publisher that never comes back: the stream ends after its provider's
 //!   `reconnect_window`, once (one `on_recording_ended`, though two servers sweep);
 //! - a drained edge leaves the router's answers (DNS and 302) before it closes.
@@ -157,6 +160,94 @@ impl Cluster {
     }
 }
 
+/// The hand-over's outcome as a viewer and the storage see it: one recording (same id,
+/// continuous media sequence, one discontinuity where the second server continued it,
+/// seen by the poller, which never saw `EXT-X-ENDLIST` or an error), ended once the
+/// publisher left for good; the drained server
+/// (`ingests[drained]`) interrupted the publish and never ended it.
+fn assert_continued(
+    cluster: &Cluster,
+    stream: &str,
+    recording_id: &str,
+    seen: &Seen,
+    drained: usize,
+) {
+    assert!(
+        seen.endlist_at.is_none(),
+        "the poller saw EXT-X-ENDLIST during the hand-over: {seen:?}"
+    );
+    assert!(seen.errors.is_empty(), "the poller saw errors: {seen:?}");
+    let (lowest, highest) = (
+        *seen.sequences.first().unwrap(),
+        *seen.sequences.last().unwrap(),
+    );
+    // Same recording, continuous media sequence across the hand-over.
+    assert_eq!(
+        seen.recordings.iter().collect::<Vec<_>>(),
+        [&recording_id],
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.sequences.len() as u64,
+        highest - lowest + 1,
+        "a gap in the media sequence: {seen:?}"
+    );
+    assert_eq!(cluster.recordings(stream).len(), 1, "one recording");
+    wait_until("the recording to end", Duration::from_secs(20), || {
+        cluster.journal(stream)["state"] == "ended"
+    });
+    let journal = cluster.journal(stream);
+    assert_eq!(journal["recording_id"], recording_id);
+    let segments = journal["segments"].as_array().unwrap();
+    for (i, s) in segments.iter().enumerate() {
+        assert_eq!(
+            s["sequence"].as_u64(),
+            segments[0]["sequence"].as_u64().map(|f| f + i as u64)
+        );
+    }
+    let resumed: Vec<u64> = segments
+        .iter()
+        .filter(|s| s["discontinuity"] == true)
+        .filter_map(|s| s["sequence"].as_u64())
+        .collect();
+    assert_eq!(resumed.len(), 1, "{journal}");
+    assert!(
+        highest >= resumed[0],
+        "the poller saw the continued stream (from {}): {seen:?}",
+        resumed[0]
+    );
+    let drained_log = cluster.ingests[drained].log_text();
+    assert!(
+        drained_log.contains("publish interrupted by the drain"),
+        "{drained_log}"
+    );
+    assert!(
+        !drained_log.contains("publish ended; recording complete"),
+        "{drained_log}"
+    );
+}
+
+/// Once `stream` plays on the edge and has three segments: its recording id, and a
+/// poller of its live playlist on the edge (stop it with the flag), running for 2 s.
+fn watch_stream(
+    cluster: &Cluster,
+    stream: &str,
+) -> (String, Arc<AtomicBool>, std::thread::JoinHandle<Seen>) {
+    wait_playable(&cluster.edge, &format!("/{PROVIDER}/{stream}/live.m3u8"));
+    wait_until("three segments", Duration::from_secs(20), || {
+        cluster.journal(stream)["segments"]
+            .as_array()
+            .is_some_and(|s| s.len() >= 3)
+    });
+    let recording_id = cluster.journal(stream)["recording_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (stop, poller) = start_poller(&cluster.edge, stream);
+    std::thread::sleep(Duration::from_secs(2));
+    (recording_id, stop, poller)
+}
+
 /// SIGTERM without waiting: the test watches the process drain.
 fn sigterm(node: &Node) {
     let status = std::process::Command::new("kill")
@@ -271,18 +362,12 @@ fn sigterm_of_the_holding_ingest_interrupts_the_stream_and_the_other_continues_i
         60,
         "h264",
     );
-    wait_playable(&cluster.edge, &format!("/{PROVIDER}/{stream}/live.m3u8"));
-    wait_until("three segments", Duration::from_secs(20), || {
-        cluster.journal(stream)["segments"]
-            .as_array()
-            .is_some_and(|s| s.len() >= 3)
-    });
-    let recording_id = cluster.journal(stream)["recording_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (stop, poller) = start_poller(&cluster.edge, stream);
-    std::thread::sleep(Duration::from_secs(2));
+    let (recording_id, stop, poller) = watch_stream(&cluster, stream);
+    let (stop_feed, feed_reader) = common::feed::watch_feed(
+        &cluster.edge.host,
+        cluster.edge.http,
+        &format!("/{PROVIDER}/{stream}/feed"),
+    );
 
     // SIGTERM: ffmpeg cannot be asked to reconnect, so it is closed after the drain
     // timeout; it then reconnects (as OBS does by itself) to the other server.
@@ -316,7 +401,12 @@ fn sigterm_of_the_holding_ingest_interrupts_the_stream_and_the_other_continues_i
     // Long enough for the new server's segments to reach the poller.
     std::thread::sleep(Duration::from_secs(6));
     stop.store(true, Ordering::Relaxed);
+    stop_feed.store(true, Ordering::Relaxed);
     let seen = poller.join().unwrap();
+    let fed = feed_reader
+        .join()
+        .unwrap()
+        .expect("the feed reader's one connection");
     assert!(wait_output(second).status.success());
 
     eprintln!(
@@ -327,61 +417,49 @@ fn sigterm_of_the_holding_ingest_interrupts_the_stream_and_the_other_continues_i
         seen.longest_unchanged, seen.polls
     );
     assert!(
-        seen.endlist_at.is_none(),
-        "the poller saw EXT-X-ENDLIST during the hand-over: {seen:?}"
-    );
-    assert!(seen.errors.is_empty(), "the poller saw errors: {seen:?}");
-    assert!(
         exited <= Duration::from_secs(DRAIN_TIMEOUT_SECS + 3),
         "drained ingest took {exited:?}"
     );
-    // Same recording, continuous media sequence across the hand-over.
-    assert_eq!(
-        seen.recordings.iter().collect::<Vec<_>>(),
-        [&recording_id],
-        "{seen:?}"
+    assert_continued(&cluster, stream, &recording_id, &seen, 0);
+    // The feed: never ended, and the continued stream arrived on the same connection,
+    // from its configuration and a keyframe.
+    use streamcdn_media::feed::FeedMessage;
+    use streamcdn_media::input::MediaInput;
+    assert!(
+        !fed.iter().any(|r| r.message == FeedMessage::End),
+        "the feed ended during the hand-over"
     );
-    let (lowest, highest) = (
-        *seen.sequences.first().unwrap(),
-        *seen.sequences.last().unwrap(),
-    );
-    assert_eq!(
-        seen.sequences.len() as u64,
-        highest - lowest + 1,
-        "a gap in the media sequence: {seen:?}"
-    );
-    assert_eq!(cluster.recordings(stream).len(), 1, "one recording");
-    wait_until("the recording to end", Duration::from_secs(20), || {
-        cluster.journal(stream)["state"] == "ended"
-    });
-    let journal = cluster.journal(stream);
-    assert_eq!(journal["recording_id"], recording_id.as_str());
-    let segments = journal["segments"].as_array().unwrap();
-    for (i, s) in segments.iter().enumerate() {
-        assert_eq!(
-            s["sequence"].as_u64(),
-            segments[0]["sequence"].as_u64().map(|f| f + i as u64)
-        );
-    }
-    let resumed: Vec<u64> = segments
+    let since_close: Vec<&common::feed::Received> = fed
         .iter()
-        .filter(|s| s["discontinuity"] == true)
-        .filter_map(|s| s["sequence"].as_u64())
+        .filter(|r| r.at >= terminated + publisher_closed)
         .collect();
-    assert_eq!(resumed.len(), 1, "{journal}");
-    assert!(
-        highest >= resumed[0],
-        "the poller saw the continued stream (from {}): {seen:?}",
-        resumed[0]
-    );
-    let drained_log = cluster.ingests[0].log_text();
-    assert!(
-        drained_log.contains("publish interrupted by the drain"),
-        "{drained_log}"
+    let first_video = since_close.iter().find_map(|r| match &r.message {
+        FeedMessage::Media(MediaInput::Video(f)) => Some(f.keyframe),
+        _ => None,
+    });
+    assert_eq!(
+        first_video,
+        Some(true),
+        "the continued feed starts at a keyframe"
     );
     assert!(
-        !drained_log.contains("publish ended; recording complete"),
-        "{drained_log}"
+        since_close
+            .iter()
+            .any(|r| matches!(r.message, FeedMessage::Media(MediaInput::VideoConfig(_)))),
+        "the continued feed sends its configuration again"
+    );
+    let frames_after = since_close
+        .iter()
+        .filter(|r| r.at >= terminated + continued_at)
+        .filter(|r| matches!(r.message, FeedMessage::Media(MediaInput::Video(_))))
+        .count();
+    eprintln!(
+        "feed: {} messages on one connection, {frames_after} video frames after the other server continued",
+        fed.len()
+    );
+    assert!(
+        frames_after >= 60,
+        "the continued stream reached the feed reader: {frames_after} frames"
     );
 }
 
@@ -613,4 +691,128 @@ fn a_drained_edge_leaves_the_routers_answers_before_it_closes() {
     assert!(served > 0);
     // The viewer never moved, so the edge waited out drain_timeout.
     assert!(closed >= Duration::from_secs(5), "{closed:?}");
+}
+
+/// Waits for `child` to exit by itself within `limit`, else kills it; whether it exited.
+fn exits_within(child: &mut std::process::Child, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if child.try_wait().ok().flatten().is_some() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
+}
+
+#[test]
+fn an_srt_publisher_moved_by_a_drain_continues_the_recording_through_the_ingest_name() {
+    let mut cluster = Cluster::start("drain-srt", "");
+    let net = cluster.ingests[0]
+        .host
+        .rsplit_once('.')
+        .unwrap()
+        .0
+        .to_owned();
+    let router = Node::role_on(
+        "drain-srt-router",
+        "router",
+        &format!("{net}.20"),
+        free_port(),
+        None,
+        &cluster._redis.registry_toml("drain-srt"),
+    );
+    let node_at = |cluster: &Cluster, ip: &str| {
+        cluster
+            .ingests
+            .iter()
+            .position(|n| n.host == ip)
+            .unwrap_or_else(|| panic!("{ip} is no ingest of the cluster"))
+    };
+    let stream = "srt-handoff";
+
+    // The publisher resolves the ingest name: both servers are answered; it takes the
+    // first (SRT's URL names the host; the port is the deployment's).
+    let mut answer = Vec::new();
+    wait_until(
+        "both ingests in the ingest name",
+        Duration::from_secs(15),
+        || {
+            answer = ingest_answer(&router.host, router.dns);
+            answer.len() == 2
+        },
+    );
+    let first_server = node_at(&cluster, &answer[0]);
+    let other = 1 - first_server;
+    let mut first = publish_ts(
+        &cluster.ingests[first_server].srt_url(PROVIDER, stream, KEY),
+        60,
+    );
+    let (recording_id, stop, poller) = watch_stream(&cluster, stream);
+
+    // SIGTERM: the server is announced draining and the ingest name drops it at once;
+    // SRT cannot ask a caller to move, so its connection closes after the drain
+    // timeout, and the encoder reconnects (here: ffmpeg restarted, as an encoder's
+    // reconnect does) to what the name answers now.
+    let terminated = Instant::now();
+    sigterm(&cluster.ingests[first_server]);
+    let other_ip = cluster.ingests[other].host.clone();
+    wait_until(
+        "the drained ingest to leave the name",
+        Duration::from_secs(5),
+        || ingest_answer(&router.host, router.dns) == [other_ip.clone()],
+    );
+    let left_name = terminated.elapsed();
+    assert!(
+        exits_within(&mut first, Duration::from_secs(DRAIN_TIMEOUT_SECS + 15)),
+        "the SRT publisher was never closed"
+    );
+    let publisher_closed = terminated.elapsed();
+    let reconnect_to = node_at(&cluster, &ingest_answer(&router.host, router.dns)[0]);
+    assert_eq!(reconnect_to, other);
+    let second = publish_ts(&cluster.ingests[other].srt_url(PROVIDER, stream, KEY), 10);
+    wait_exited(
+        &mut cluster.ingests[first_server],
+        Duration::from_secs(DRAIN_TIMEOUT_SECS + 8),
+    );
+    wait_until(
+        "the other server to hold the stream",
+        Duration::from_secs(10),
+        || cluster.holds(other, stream),
+    );
+    let continued_at = terminated.elapsed();
+    std::thread::sleep(Duration::from_secs(6));
+    stop.store(true, Ordering::Relaxed);
+    let seen = poller.join().unwrap();
+    let second = wait_output(second);
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    eprintln!(
+        "drained ingest left the ingest name after {left_name:?}; SRT publisher closed \
+         after {publisher_closed:?}; the other server held the stream after \
+         {continued_at:?}; the newest live segment stood still at most {:?} ({} polls)",
+        seen.longest_unchanged, seen.polls
+    );
+    assert_continued(&cluster, stream, &recording_id, &seen, first_server);
+    // The whole recording decodes, across the discontinuity.
+    let recorded = decode(
+        &cluster.edge.play_url(&format!(
+            "/{PROVIDER}/{stream}/{recording_id}/playlist.m3u8"
+        )),
+        &[],
+    );
+    assert!(
+        recorded.video_frames >= 30 * 10 && recorded.audio_frames > 0,
+        "{recorded:?}"
+    );
+    let drained_log = cluster.ingests[first_server].log_text();
+    assert!(
+        drained_log.contains("SRT publisher connected"),
+        "{drained_log}"
+    );
 }

@@ -4,6 +4,8 @@
 //! - `on_publish` does not answer → allowed or refused, as `deny_on_timeout` says;
 //! - allowed → recorded, and `on_unpublish` (retried after a 503) and
 //!   `on_recording_ended` arrive with the recording's JSON;
+//! - SRT publishers meet the same hooks and keys (denied by the hook or a wrong key:
+//!   rejected in the handshake, nothing recorded; allowed: recorded and announced);
 //! - a stream key opens its own stream only, and is rotated, generated and removed
 //!   through the providers' API, whose answers never show a key;
 //! - `on_archived` arrives once per recording: again after the archiver was killed
@@ -361,6 +363,110 @@ fn an_allowed_publisher_is_recorded_and_its_end_is_announced() {
             node.metric(&metric) == 1.0
         });
     }
+}
+
+#[test]
+fn srt_publishers_go_through_the_same_hooks_and_keys() {
+    let hooks = HookServer::start(|path, body, _| match (path, body["stream"].as_str()) {
+        ("/publish", Some("banned")) => Reply::Answer(
+            200,
+            r#"{"allow": false, "reason": "banned until Monday"}"#.into(),
+        ),
+        _ => Reply::Answer(204, String::new()),
+    });
+    let extra = provider(
+        "hooked",
+        &format!(
+            "[providers.hooks]\non_publish = \"{}\"\non_unpublish = \"{}\"\non_recording_ended = \"{}\"\n",
+            hooks.url("/publish"),
+            hooks.url("/unpublish"),
+            hooks.url("/ended")
+        ),
+    );
+    let node = Node::up("hooks-srt", &extra);
+
+    // Denied by the hook: the handshake is rejected (1403, which libsrt prints as an
+    // application-defined rejection reason), nothing is recorded.
+    let denied = wait_output(publish_ts(
+        &node.srt_url("hooked", "banned", "hooked-provider-key"),
+        3,
+    ));
+    assert!(!denied.status.success(), "the denied SRT publish went on");
+    assert!(
+        stderr(&denied).contains("rejection reason"),
+        "not rejected in the handshake: {}",
+        stderr(&denied)
+    );
+    assert_eq!(
+        node.metric("streamcdn_srt_publishers"),
+        0.0,
+        "a denied caller was connected"
+    );
+    assert!(node.recordings("hooked", "banned").is_empty());
+    let asked = hooks.wait_for("/publish", 1, |_| true).remove(0);
+    assert_eq!(
+        (
+            &asked["hook"],
+            &asked["stream"],
+            &asked["key"],
+            &asked["resumed"]
+        ),
+        (
+            &"on_publish".into(),
+            &"banned".into(),
+            &"provider".into(),
+            &false.into()
+        )
+    );
+    assert!(
+        asked["client"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{asked}"
+    );
+    assert_eq!(
+        node.metric(
+            "streamcdn_ts_publish_refused_total{protocol=\"srt\",reason=\"denied_by_hook\"}"
+        ),
+        1.0
+    );
+    // A wrong key is refused at the handshake, before the hook is asked.
+    let wrong = wait_output(publish_ts(
+        &node.srt_url("hooked", "show", "not-the-key"),
+        2,
+    ));
+    assert!(!wrong.status.success());
+    assert!(
+        stderr(&wrong).contains("rejection reason"),
+        "{}",
+        stderr(&wrong)
+    );
+    assert_eq!(hooks.bodies("/publish").len(), 1);
+    assert_eq!(
+        node.metric("streamcdn_srt_refused_total{reason=\"forbidden\"}"),
+        2.0,
+        "the hook's denial and the wrong key"
+    );
+
+    // Allowed: recorded, and its end announced as for RTMP.
+    let allowed = wait_output(publish_ts(
+        &node.srt_url("hooked", "show", "hooked-provider-key"),
+        3,
+    ));
+    assert!(allowed.status.success(), "{}", stderr(&allowed));
+    let journal = node.wait_recording_state("hooked", "show", "ended");
+    let recording = journal["recording_id"].as_str().unwrap();
+    let published = hooks.wait_for("/publish", 2, |_| true).remove(1);
+    assert_eq!(published["recording_id"], recording);
+    let gone = hooks.wait_for("/unpublish", 1, |_| true).remove(0);
+    assert_eq!(
+        (&gone["stream"], &gone["recording_id"], &gone["client"]),
+        (&"show".into(), &recording.into(), &published["client"])
+    );
+    let ended = hooks.wait_for("/ended", 1, |_| true).remove(0);
+    assert_eq!(ended["recording_id"], recording);
+    assert_eq!(
+        ended["segments"],
+        journal["segments"].as_array().unwrap().len()
+    );
 }
 
 #[test]

@@ -399,3 +399,113 @@ fn a_dead_edge_leaves_the_answers() {
         "{response}"
     );
 }
+
+/// Polls the ingest name until it answers exactly `expected` (in order); panics with
+/// the last answer.
+fn wait_ingests(host: &str, port: u16, expected: &[&str], within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let answer = ingest_answer(host, port);
+        if answer == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the ingest name never answered {expected:?}; last: {answer:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_ingest_name_answers_live_ingests_least_loaded_first_and_drops_drained_and_dead_ones() {
+    let redis = Redis::start();
+    let registry = redis.registry_toml("ingest-name");
+    let net = loopback_net();
+    let router = Node::role_on(
+        "in-router",
+        "router",
+        &format!("{net}.1"),
+        free_port(),
+        None,
+        &registry,
+    );
+    let data = temp_dir("in-shared");
+    let mut ingests: Vec<Node> = (2..=3)
+        .map(|i| {
+            Node::role_on(
+                &format!("in-ingest{i}"),
+                "ingest",
+                &format!("{net}.{i}"),
+                free_port(),
+                Some(&data),
+                &registry,
+            )
+        })
+        .collect();
+    let (host, port) = (router.host.as_str(), router.dns);
+    let (a, b) = (ingests[0].host.clone(), ingests[1].host.clone());
+
+    // Both live and idle: both answered (in an order their CPU decides), authoritative,
+    // with the short TTL.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut both = vec![a.clone(), b.clone()];
+    both.sort();
+    loop {
+        let mut answered = ingest_answer(host, port);
+        answered.sort();
+        if answered == both {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "both ingests never answered: {answered:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let full = dig(host, port, &["ingest.streamcdn.test", "A", "+norecurse"]);
+    assert!(
+        full.contains("status: NOERROR") && full.contains(" aa"),
+        "{full}"
+    );
+    assert!(
+        full.contains(&format!("ingest.streamcdn.test.\t5\tIN\tA\t{a}")),
+        "{full}"
+    );
+
+    // A publisher on A (over SRT, as a publisher that resolved the name would): A has
+    // the load now, B is answered first.
+    let mut publisher = publish_ts(&ingests[0].srt_url("demo", "cam", KEY), 60);
+    wait_ingests(host, port, &[&b, &a], Duration::from_secs(10));
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+
+    // A drained: it leaves the answers (announced draining, then gone).
+    let answer = http_request_at(
+        &a,
+        ingests[0].admin,
+        "POST",
+        "/api/v1/drain",
+        &[("Authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+    )
+    .unwrap();
+    assert_eq!(answer.status, 202, "{}", answer.text());
+    let drained = Instant::now();
+    wait_ingests(host, port, &[&b], Duration::from_secs(5));
+    println!(
+        "drained ingest left the answers after {:?}",
+        drained.elapsed()
+    );
+
+    // B killed: the router's check drops it before its lease ends; no ingest is left,
+    // and the name exists with no address (NODATA).
+    let killed = Instant::now();
+    ingests[1].stop_with("KILL");
+    wait_ingests(host, port, &[], Duration::from_secs(5));
+    println!("dead ingest left the answers after {:?}", killed.elapsed());
+    let none = dig(host, port, &["ingest.streamcdn.test", "A"]);
+    assert!(
+        none.contains("status: NOERROR") && none.contains("ANSWER: 0"),
+        "{none}"
+    );
+}

@@ -225,6 +225,20 @@ pub fn is_plain_path(path: &str) -> bool {
                 .any(|seg| seg.is_empty() || seg == "." || seg == "..")
 }
 
+/// The stream whose low-latency feed `path` names (`/<provider>/<stream>/feed`): frames
+/// as the publisher sends them, pulled by cache tiers for their WebRTC viewers. Not a
+/// [`Target`]: a feed is a stream of messages that no cache keeps.
+pub fn feed_stream(path: &str) -> Option<StreamName> {
+    let rest = path.strip_prefix('/')?.strip_suffix("/feed")?;
+    let (provider, stream) = rest.split_once('/')?;
+    StreamName::new(provider, stream)
+}
+
+/// The path of `stream`'s low-latency feed.
+pub fn feed_path(stream: &StreamName) -> String {
+    format!("/{stream}/feed")
+}
+
 impl Target {
     /// Parses a request path (without the query).
     pub fn parse(path: &str) -> Result<Self, UrlError> {

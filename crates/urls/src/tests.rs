@@ -340,3 +340,20 @@ fn arbitrary_bytes_never_panic_the_parsers() {
         let _ = Directives::parse(&text);
     }
 }
+
+#[test]
+fn feed_paths_name_a_stream_and_nothing_else() {
+    let name = feed_stream("/demo/cam-1/feed").expect("a feed path");
+    assert_eq!(name, StreamName::new("demo", "cam-1").unwrap());
+    assert_eq!(feed_path(&name), "/demo/cam-1/feed");
+    for not_a_feed in [
+        "/demo/feed",
+        "/demo/cam/x/feed",
+        "/demo/../feed",
+        "/demo/cam/feed/",
+        "demo/cam/feed",
+        "/demo/cam/live.m3u8",
+    ] {
+        assert_eq!(feed_stream(not_a_feed), None, "{not_a_feed}");
+    }
+}

@@ -75,6 +75,8 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot recover recordings in {}", store.root().display()))?;
     let hub = Arc::new(hub);
+    let counted = hub.clone();
+    ctx.publishers = Some(Arc::new(move || counted.live_streams().len() as u64));
     let rtmp = bind(config.rtmp.listen, "RTMP").await?;
     let origin = bind(config.origin.listen, "the HTTP origin").await?;
     let rtmp_settings = RtmpSettings {
@@ -91,6 +93,15 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         Some(addr) => Some(SrtServer::bind(addr).await?),
         None => None,
     };
+    // The router's ingest name answers with this address: the listener's, or on an
+    // unspecified one the origin's advertised host with the listener's port.
+    let srt_address = srt
+        .as_ref()
+        .and_then(|srt| advertised_srt(srt.local_addr(), &cluster.node.origin));
+    if srt.is_some() && srt_address.is_none() {
+        tracing::warn!(srt = %config.srt.listen, origin = cluster.node.origin, "the SRT listener's address cannot be announced (an unspecified listen address and an origin named by host name): the router's ingest name will not answer with this server");
+    }
+    ctx.node.addresses.srt = srt_address.map(|a| a.to_string());
     tracing::info!(rtmp = %config.rtmp.listen, srt = %config.srt.listen, origin = %config.origin.listen, "ingest listening");
     // Once a listener's publishers have ended, their last hook notifications get the
     // rest of the grace period.
@@ -172,4 +183,41 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
     ));
     ctx.add_admin_routes(streamcdn_ingest::origin::admin_router(hub));
     Ok(())
+}
+
+/// Where publishers reach the SRT listener bound at `bound`: itself when it has an
+/// address, else the origin's advertised IP address with its port.
+fn advertised_srt(bound: std::net::SocketAddr, origin: &str) -> Option<std::net::SocketAddr> {
+    if !bound.ip().is_unspecified() {
+        return Some(bound);
+    }
+    let host = streamcdn_urls::authority::Authority::parse(origin)?.host;
+    let ip: std::net::IpAddr = host.parse().ok()?;
+    (!ip.is_unspecified()).then_some(std::net::SocketAddr::new(ip, bound.port()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::advertised_srt;
+
+    #[test]
+    fn the_srt_address_is_the_listeners_or_the_origins_host() {
+        let at = |s: &str| s.parse().unwrap();
+        assert_eq!(
+            advertised_srt(at("127.0.0.5:8890"), "http://10.0.0.1:8081"),
+            Some(at("127.0.0.5:8890"))
+        );
+        assert_eq!(
+            advertised_srt(at("0.0.0.0:8890"), "http://10.0.0.1:8081"),
+            Some(at("10.0.0.1:8890"))
+        );
+        assert_eq!(
+            advertised_srt(at("[::]:8890"), "http://[2001:db8::1]:8081"),
+            Some(at("[2001:db8::1]:8890"))
+        );
+        assert_eq!(
+            advertised_srt(at("0.0.0.0:8890"), "http://ingest-1.example:8081"),
+            None
+        );
+    }
 }

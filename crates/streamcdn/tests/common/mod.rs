@@ -3,6 +3,7 @@
 //! the server exactly as written).
 #![allow(dead_code)]
 
+pub mod feed;
 pub mod page;
 pub mod redis_set;
 // For the whole-deployment tests; the others do not use it.
@@ -323,6 +324,14 @@ low_latency = false
         )
     }
 
+    /// The SRT publish URL (caller mode, the access-control `streamid` with the key).
+    pub fn srt_url(&self, provider: &str, stream: &str, key: &str) -> String {
+        format!(
+            "srt://{}:{}?streamid=#!::r={provider}/{stream},m=publish,s={key}",
+            self.host, self.srt
+        )
+    }
+
     pub fn play_url(&self, path: &str) -> String {
         format!("http://{}:{}{path}", self.host, self.http)
     }
@@ -411,6 +420,23 @@ pub fn publish(ffmpeg: &Path, url: &str, seconds: u32, codec: &str) -> Child {
 /// `publish` with extra ffmpeg output options (placed before the codec options, so
 /// later ones such as `-bf` override the defaults).
 pub fn publish_with(ffmpeg: &Path, url: &str, seconds: u32, codec: &str, extra: &[&str]) -> Child {
+    publish_as(ffmpeg, url, seconds, codec, extra, "flv")
+}
+
+/// The same generated H.264 and AAC as MPEG-TS: an SRT publisher in caller mode for an
+/// `srt://` URL ([`Node::srt_url`]).
+pub fn publish_ts(url: &str, seconds: u32) -> Child {
+    publish_as(&tool("ffmpeg"), url, seconds, "h264", &[], "mpegts")
+}
+
+fn publish_as(
+    ffmpeg: &Path,
+    url: &str,
+    seconds: u32,
+    codec: &str,
+    extra: &[&str],
+    format: &str,
+) -> Child {
     let video: &[&str] = match codec {
         "hevc" => &[
             "-c:v",
@@ -443,7 +469,7 @@ pub fn publish_with(ffmpeg: &Path, url: &str, seconds: u32, codec: &str, extra: 
         .args(video)
         .args(extra)
         .args([
-            "-b:v", "3M", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-f", "flv", url,
+            "-b:v", "3M", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-f", format, url,
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -1063,4 +1089,26 @@ pub fn http_request_body_at(
         headers,
         body: body.as_bytes().to_vec(),
     })
+}
+
+/// The addresses (IPv4) the router at `host:port` answers its ingest name with, best
+/// first (`dig +short`).
+pub fn ingest_answer(host: &str, port: u16) -> Vec<String> {
+    let out = Command::new(tool_or("dig", "apt-get install bind9-dnsutils"))
+        .args([&format!("@{host}"), "-p", &port.to_string()])
+        .args([
+            "+time=1",
+            "+tries=1",
+            "+short",
+            "ingest.streamcdn.test",
+            "A",
+        ])
+        .output()
+        .expect("run dig");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.parse::<std::net::Ipv4Addr>().is_ok())
+        .map(str::to_owned)
+        .collect()
 }
