@@ -1,19 +1,19 @@
 // Publishes over WHIP from headless Chromium with a fake camera and microphone
 // (--use-fake-device-for-media-stream): getUserMedia video+audio, H.264 preferred with
 // setCodecPreferences, the offer POSTed with the stream key as bearer from a page on
-// ANOTHER origin (http://localhost:9, answered by this script; the server is 127.0.0.1) so the CORS preflight
+// ANOTHER origin (a loopback HTTP server of this script on its own port) so the CORS preflight
 // and the exposed Location are exercised. Prints the page's state as one JSON line every
 // 500 ms. Commands on stdin: `delete` (DELETE the session, then close the connection),
 // `kill` (SIGKILL Chromium: no DELETE, the server must notice on its own).
 // Usage: node whip.mjs WHIP_URL?key=KEY [SECONDS]
 import { chromium } from 'playwright-core';
 import { createInterface } from 'node:readline';
+import { createServer } from 'node:http';
 
 const [whipArg, seconds] = [process.argv[2], Number(process.argv[3] || 120)];
 const whipUrl = new URL(whipArg);
 const key = whipUrl.searchParams.get('key');
 whipUrl.searchParams.delete('key');
-const pageOrigin = 'http://localhost:9';
 
 const html = `<!doctype html><meta charset="utf-8"><title>WHIP</title><video muted autoplay></video>
 <script>
@@ -86,9 +86,14 @@ const browser = await chromium.launch({
     '--disable-component-update', '--disable-sync', '--use-fake-device-for-media-stream',
     '--use-fake-ui-for-media-stream', '--autoplay-policy=no-user-gesture-required'],
 });
+const pageServer = createServer((_, response) => {
+  response.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' });
+  response.end(html);
+});
+await new Promise(resolve => pageServer.listen(0, '127.0.0.1', resolve));
+const pageOrigin = `http://127.0.0.1:${pageServer.address().port}`;
 const page = await browser.newPage();
 page.on('pageerror', error => console.error('page error:', error.message));
-await page.route(`${pageOrigin}/**`, route => route.fulfill({ body: html, contentType: 'text/html; charset=utf-8' }));
 await page.goto(`${pageOrigin}/publish.html`);
 await page.evaluate(({ url }) => { window.whip.endpoint = url; }, { url: whipUrl.href });
 page.evaluate(({ url, key }) => window.startWhip(url, key), { url: whipUrl.href, key });

@@ -262,10 +262,11 @@ async fn offer(
     );
     let sessions = whip.sessions.clone();
     let drain = whip.drain.clone();
+    let target_duration_secs = whip.hub.settings().target_duration_secs;
     let session_id = id.clone();
     // Its own task: the HTTP exchange is over once the answer is sent.
     tokio::spawn(async move {
-        run(publisher, media, tracks, drain).await;
+        run(publisher, media, tracks, target_duration_secs, drain).await;
         lock(&sessions).remove(&session_id);
         let _ = done_tx.send(true);
     });
@@ -325,12 +326,17 @@ async fn run(
     mut publisher: MediaPublisher,
     mut media: IncomingMedia,
     tracks: OfferedTracks,
+    target_duration_secs: f64,
     drain: watch::Receiver<bool>,
 ) {
     let mut front = RtpFrontEnd::new(
         tracks.video.then_some(RtpVideoCodec::H264),
         tracks.audio_channels.map(|channels| RtpOpus { channels }),
     );
+    // WebRTC encoders send a keyframe only when asked; segments cut on keyframes near
+    // the target duration, so one is asked for every target duration.
+    let keyframe_every = Duration::from_secs_f64(target_duration_secs.max(0.5));
+    let mut last_keyframe_request = Instant::now();
     let start = Instant::now();
     let mut reported = SessionStats::default();
     let mut last_report = start;
@@ -354,7 +360,8 @@ async fn run(
         for input in inputs {
             publisher.push(input).await;
         }
-        if front.keyframe_wanted(arrival) {
+        if front.keyframe_wanted(arrival) || last_keyframe_request.elapsed() >= keyframe_every {
+            last_keyframe_request = Instant::now();
             media.request_keyframe();
         }
         if last_report.elapsed() >= Duration::from_secs(1) {
