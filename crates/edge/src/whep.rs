@@ -15,6 +15,7 @@
 //! every playback request.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,57 @@ use crate::Edge;
 const MAX_OFFER_BYTES: usize = 64 * 1024;
 /// A viewer whose ICE and DTLS are not up by then is dropped.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The addresses to name as ICE candidates: the configured `(host, port)`s (port 0: the
+/// socket's), else the host of `advertised` (the edge's playback URL; a name is
+/// resolved), else this host's address towards the internet, and loopback.
+pub async fn candidates(configured: &[(String, u16)], advertised: Option<&str>) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for (host, port) in configured {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            out.push(SocketAddr::new(ip, *port));
+        }
+    }
+    if !out.is_empty() {
+        return out;
+    }
+    let host = advertised
+        .and_then(|url| url.split_once("://").map(|(_, rest)| rest))
+        .and_then(|rest| rest.split(['/', '?']).next())
+        .map(|authority| match authority.rsplit_once(':') {
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+            _ => authority,
+        })
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
+        .filter(|h| !h.is_empty());
+    if let Some(host) = host {
+        match host.parse::<IpAddr>() {
+            Ok(ip) if !ip.is_unspecified() => return vec![SocketAddr::new(ip, 0)],
+            Ok(_) => {}
+            Err(_) => {
+                if let Ok(found) = tokio::net::lookup_host((host.as_str(), 0)).await {
+                    let found: Vec<SocketAddr> = found.collect();
+                    if !found.is_empty() {
+                        return found;
+                    }
+                }
+            }
+        }
+    }
+    // Nothing advertised: the address a datagram to the internet would leave from (no
+    // datagram is sent), and loopback for a browser on this host.
+    if let Ok(socket) = std::net::UdpSocket::bind("0.0.0.0:0") {
+        if socket.connect("192.0.2.1:9").is_ok() {
+            if let Ok(local) = socket.local_addr() {
+                if !local.ip().is_unspecified() && !local.ip().is_loopback() {
+                    out.push(SocketAddr::new(local.ip(), 0));
+                }
+            }
+        }
+    }
+    out.push(SocketAddr::from(([127, 0, 0, 1], 0)));
+    out
+}
 
 /// The WHEP endpoint of one edge: its sessions' streams, for `DELETE`.
 pub struct Whep {
@@ -442,6 +494,28 @@ mod tests {
             keyframe,
             data: Bytes::from_static(data),
         }
+    }
+
+    #[tokio::test]
+    async fn candidates_come_from_the_config_else_the_advertised_host() {
+        let configured = [("192.0.2.7".to_owned(), 0), ("192.0.2.8".to_owned(), 3478)];
+        assert_eq!(
+            candidates(&configured, Some("http://198.51.100.1:8080")).await,
+            vec![
+                "192.0.2.7:0".parse().unwrap(),
+                "192.0.2.8:3478".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            candidates(&[], Some("http://198.51.100.1:8080/")).await,
+            vec!["198.51.100.1:0".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(
+            candidates(&[], Some("http://[2001:db8::1]:8080")).await,
+            vec!["[2001:db8::1]:0".parse::<SocketAddr>().unwrap()]
+        );
+        let fallback = candidates(&[], None).await;
+        assert!(fallback.contains(&"127.0.0.1:0".parse().unwrap()));
     }
 
     #[test]

@@ -179,17 +179,45 @@ impl Answerer {
     }
 
     /// Accepts a publisher's offer: its media received (sendonly or sendrecv offers),
-    /// H.264 and Opus only. Returns the session and the SDP answer.
+    /// H.264 and Opus only, raw RTP out (RTP mode). Returns the session and the SDP
+    /// answer.
     pub(crate) fn answer(
         &self,
         offer: &str,
         now: Instant,
     ) -> Result<(Session, String), WebRtcError> {
+        self.negotiate(offer, now, true)
+    }
+
+    /// Accepts a viewer's offer (WHEP): H.264 video and Opus audio sent to it (recvonly
+    /// or sendrecv offers), in str0m's frame mode: str0m packetizes each frame, keeps
+    /// what it sent to answer NACKs (RTX when negotiated) and sends sender reports.
+    pub(crate) fn answer_viewer(
+        &self,
+        offer: &str,
+        now: Instant,
+    ) -> Result<(Session, String), WebRtcError> {
+        let (mut session, answer) = self.negotiate(offer, now, false)?;
+        session.sending = Some(Sending::default());
+        Ok((session, answer))
+    }
+
+    /// Checks a viewer's offer as a WHEP `POST` would (for the fuzzer and tests).
+    pub fn check_viewer(&self, offer: &str) -> Result<OfferedTracks, WebRtcError> {
+        self.answer_viewer(offer, Instant::now()).map(|(s, _)| s.tracks)
+    }
+
+    fn negotiate(
+        &self,
+        offer: &str,
+        now: Instant,
+        rtp_mode: bool,
+    ) -> Result<(Session, String), WebRtcError> {
         let parsed =
             SdpOffer::from_sdp_string(offer).map_err(|e| WebRtcError::BadOffer(e.to_string()))?;
         let mut rtc = RtcConfig::new()
             .set_ice_lite(true)
-            .set_rtp_mode(true)
+            .set_rtp_mode(rtp_mode)
             .set_dtls_cert(self.cert.clone())
             .clear_codecs()
             .enable_h264(true)
@@ -211,50 +239,6 @@ impl Answerer {
             return Err(WebRtcError::NoMedia);
         }
         Ok((Session::new(rtc, tracks, now), answer))
-    }
-}
-
-impl Answerer {
-    /// Accepts a viewer's offer (WHEP): H.264 video and Opus audio sent to it (recvonly
-    /// or sendrecv offers), in str0m's frame mode: str0m packetizes each frame, keeps
-    /// what it sent to answer NACKs (RTX when negotiated) and sends sender reports.
-    pub(crate) fn answer_viewer(
-        &self,
-        offer: &str,
-        now: Instant,
-    ) -> Result<(Session, String), WebRtcError> {
-        let parsed =
-            SdpOffer::from_sdp_string(offer).map_err(|e| WebRtcError::BadOffer(e.to_string()))?;
-        let mut rtc = RtcConfig::new()
-            .set_ice_lite(true)
-            .set_dtls_cert(self.cert.clone())
-            .clear_codecs()
-            .enable_h264(true)
-            .enable_opus(true, false)
-            .set_stats_interval(Some(Duration::from_secs(1)))
-            .build(now);
-        for c in self.candidates.iter() {
-            if let Ok(candidate) = Candidate::host(*c, "udp") {
-                rtc.add_local_candidate(candidate);
-            }
-        }
-        let answer = rtc
-            .sdp_api()
-            .accept_offer(parsed)
-            .map_err(|e| WebRtcError::BadOffer(e.to_string()))?
-            .to_sdp_string();
-        let tracks = accepted_tracks(offer, &answer);
-        if !tracks.video && tracks.audio_channels.is_none() {
-            return Err(WebRtcError::NoMedia);
-        }
-        let mut session = Session::new(rtc, tracks, now);
-        session.sending = Some(Sending::default());
-        Ok((session, answer))
-    }
-
-    /// Checks a viewer's offer as a WHEP `POST` would (for the fuzzer and tests).
-    pub fn check_viewer(&self, offer: &str) -> Result<OfferedTracks, WebRtcError> {
-        self.answer_viewer(offer, Instant::now()).map(|(s, _)| s.tracks)
     }
 }
 
