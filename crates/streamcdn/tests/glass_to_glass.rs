@@ -322,12 +322,8 @@ fn plain_hls_through_two_tiers_plays_without_stalls() {
 fn webrtc_through_two_tiers_is_within_500_ms_glass_to_glass() {
     let tiers = TwoTiers::start("g2g-webrtc");
     let last = glass_to_glass(&tiers, "demo", "webrtc", Player::WebRtc);
-    assert_eq!(last["state"], "done", "{last}");
-    let frames = last["frames"].as_u64().unwrap_or(0);
-    assert!(
-        frames >= MEASURE_SECONDS * FPS * 2 / 3,
-        "{frames} frames shown in {MEASURE_SECONDS} s: {last}"
-    );
+    // Its one HTTP request, the WHEP offer, over HTTP/2 too.
+    assert_played_cleanly(&last);
     let median = last["median"].as_u64().unwrap_or(u64::MAX);
     assert!(
         median <= 500,
