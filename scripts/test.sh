@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine: installs what the tests need (ffmpeg,
 # srt-live-transmit from srt-tools, Chromium, redis-server, redis-sentinel, HAProxy, dig, iproute2, curl, podman and debootstrap from Debian, an Enhanced-RTMP-capable ffmpeg from
-# PyPI's imageio-ffmpeg, schemathesis from PyPI, the S3 server s3s-fs from crates.io,
+# PyPI's imageio-ffmpeg, schemathesis and aiortc from PyPI, the S3 server s3s-fs from crates.io,
 # hls.js, Shaka Player and playwright-core from npm, cargo-nextest), then runs every test in the
 # workspace. Safe to run again: installs are skipped when
 # the tools are present.
@@ -44,6 +44,12 @@ if ! python3 -c "import imageio_ffmpeg" 2>/dev/null; then
   echo "==> installing imageio-ffmpeg (ffmpeg with HEVC over Enhanced RTMP) from PyPI"
   python3 -m pip install -q imageio-ffmpeg 2>/dev/null \
     || python3 -m pip install -q --break-system-packages imageio-ffmpeg
+fi
+
+if ! python3 -c "import aiortc" 2>/dev/null; then
+  echo "==> installing aiortc (the second WHIP client of tests/whip.rs) from PyPI"
+  python3 -m pip install -q aiortc 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages aiortc
 fi
 
 # The version tests/openapi.rs pins.

@@ -23,6 +23,7 @@ mod router;
 mod rtmp;
 mod srt;
 mod units;
+mod webrtc;
 
 use std::path::{Path, PathBuf};
 
@@ -47,6 +48,7 @@ pub use router::{NameserverConfig, RouterConfig, RoutingWeights, RumConfig};
 pub use rtmp::RtmpConfig;
 pub use srt::{SrtConfig, SRT_PASSPHRASE_LEN};
 pub use units::{ByteSize, Listen};
+pub use webrtc::WebRtcConfig;
 
 #[derive(Debug, Error)]
 #[error("{}:{line}:{column}: {}{message}", file.display(), key.as_ref().map(|k| format!("`{k}`: ")).unwrap_or_default())]
@@ -65,6 +67,7 @@ pub struct Config {
     pub node: NodeConfig,
     pub rtmp: RtmpConfig,
     pub srt: SrtConfig,
+    pub webrtc: WebRtcConfig,
     pub origin: OriginConfig,
     pub http: HttpConfig,
     pub admin: AdminConfig,
@@ -130,6 +133,7 @@ impl Config {
         self.hls.validate()?;
         self.rtmp.validate()?;
         self.srt.validate()?;
+        self.webrtc.validate()?;
         self.edge.validate()?;
         self.origin.validate()?;
         self.http.validate()?;

@@ -103,6 +103,42 @@ fn srt_section_and_passphrases_are_checked() {
 }
 
 #[test]
+fn webrtc_section_is_checked_and_candidates_default_to_the_origin() {
+    let c = parse("").unwrap();
+    assert_eq!(c.webrtc.listen, Listen::At(([0, 0, 0, 0], 8189).into()));
+    assert_eq!(c.webrtc.inactivity_timeout, Duration::from_secs(10));
+    assert_eq!(
+        c.webrtc.candidate_hosts(&c.origin),
+        vec![("127.0.0.1".to_owned(), 0)]
+    );
+    let c = parse(
+        "[origin]\nlisten = \"0.0.0.0:8088\"\nadvertise = \"http://ingest-1.example.net:8088/\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.webrtc.candidate_hosts(&c.origin),
+        vec![("ingest-1.example.net".to_owned(), 0)]
+    );
+    let c = parse("[webrtc]\ncandidates = [\"203.0.113.7\", \"198.51.100.1:3478\"]\n").unwrap();
+    assert_eq!(
+        c.webrtc.candidate_hosts(&c.origin),
+        vec![
+            ("203.0.113.7".to_owned(), 0),
+            ("198.51.100.1".to_owned(), 3478)
+        ]
+    );
+    let e = parse("[webrtc]\ncandidates = [\"0.0.0.0\"]\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("webrtc.candidates[0]"));
+    let e = parse("[webrtc]\ninactivity_timeout = \"100ms\"\n").unwrap_err();
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (2, Some("webrtc.inactivity_timeout"))
+    );
+    let c = parse("[webrtc]\nlisten = \"off\"\n").unwrap();
+    assert_eq!(c.webrtc.listen.addr(), None);
+}
+
+#[test]
 fn registry_urls_are_checked_before_anything_connects() {
     let with_url = |url: &str| {
         parse(&format!(

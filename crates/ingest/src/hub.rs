@@ -8,8 +8,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use bytes::Bytes;
-use streamcdn_feed::FeedChannel;
 use streamcdn_config::{ProviderConfig, SegmentFormat};
+use streamcdn_feed::FeedChannel;
 use streamcdn_providers::hook_client::Hooks;
 use streamcdn_providers::hooks::{Event, Hook};
 use streamcdn_providers::{KeyError, KeyKind, Providers};

@@ -1,4 +1,4 @@
-//! The ingest role: RTMP, MPEG-TS (over HTTP and SRT) publishers in, HLS out over HTTP,
+//! The ingest role: RTMP, MPEG-TS (over HTTP and SRT) and WebRTC (WHIP) publishers in, HLS out over HTTP,
 //! every segment recorded.
 //!
 //! [`rtmp_server`] is the socket shell around the sans-IO session in `streamcdn-media`;
@@ -10,10 +10,14 @@
 //! HTTP; [`cluster`] decides when this server may take over a stream from a dead one
 //! and announces the hub's [`events`] in the registry.
 //!
-//! Modules depend one way: `ts_upload` → `ts_ingest`; `rtmp_server` and `ts_ingest` →
+//! [`whip`] publishes WebRTC (WHIP) sessions of `streamcdn-webrtc` through the RTP front
+//! end; it and [`ts_ingest`] publish through [`media_publish::MediaPublisher`].
+//!
+//! Modules depend one way: `ts_upload` → `ts_ingest`; `whip` and `ts_ingest` →
+//! `media_publish`; `rtmp_server` and `media_publish` →
 //! `publish` → `publisher` → `recorder` → `hub` → `cluster` → `events`;
 //! `origin` → `hub`; `srt_server` → `ts_ingest` (the SRT
-//! transport is `streamcdn-srt`).
+//! transport is `streamcdn-srt`, the WebRTC one `streamcdn-webrtc`).
 
 // The SRT publish task's future (transport, demuxer, publisher, recorder) is deep
 // enough that proving it `Send` passes the default query depth.
@@ -22,6 +26,7 @@
 pub mod cluster;
 pub mod events;
 pub mod hub;
+pub mod media_publish;
 pub mod origin;
 mod publish;
 pub mod publisher;
@@ -30,3 +35,4 @@ pub mod rtmp_server;
 pub mod srt_server;
 pub mod ts_ingest;
 pub mod ts_upload;
+pub mod whip;

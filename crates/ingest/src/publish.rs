@@ -5,6 +5,9 @@
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
 use streamcdn_providers::hooks::{Event, Hook};
 use streamcdn_recording::clock::format_time;
 use streamcdn_recording::Recording;
@@ -85,6 +88,39 @@ fn hook_event(
         .clone()
         .or_else(|| Some(hub.node_id().to_owned()));
     event
+}
+
+/// The HTTP answer to a refused publisher (an upload, a WHIP offer): `401` without a
+/// key (with `WWW-Authenticate: Bearer`), `403` for a wrong one or a hook's refusal,
+/// `404` for an unknown provider, `409` if the stream is live elsewhere; the reason as
+/// the body.
+pub(crate) fn refusal(e: &PublishError) -> Response {
+    let status = match e {
+        PublishError::MissingKey => StatusCode::UNAUTHORIZED,
+        PublishError::WrongKey | PublishError::Denied(_) => StatusCode::FORBIDDEN,
+        PublishError::UnknownProvider(_) => StatusCode::NOT_FOUND,
+        PublishError::InvalidStreamName(_) => StatusCode::BAD_REQUEST,
+        PublishError::AlreadyLive(_) | PublishError::HeldElsewhere(..) => StatusCode::CONFLICT,
+        PublishError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let mut response = (status, format!("{e}\n")).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+    }
+    response
+}
+
+/// The stream key an HTTP publisher sends as `Authorization: Bearer <key>`.
+pub(crate) fn bearer_key(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim().to_owned())
 }
 
 pub(crate) fn reason_label(e: &PublishError) -> &'static str {

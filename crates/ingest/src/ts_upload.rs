@@ -14,14 +14,15 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::put;
 use axum::Router;
 use http_body_util::BodyExt;
 use tokio::sync::watch;
 
-use crate::hub::{PublishError, StreamHub};
+use crate::hub::StreamHub;
+use crate::publish;
 use crate::recorder::Recorder;
 use crate::ts_ingest::{TsPublishRequest, TsPublisher};
 
@@ -72,13 +73,7 @@ async fn publish(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
-    let key = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, key)| key.trim().to_owned());
+    let key = publish::bearer_key(request.headers());
     let begun = TsPublisher::begin(
         &upload.hub,
         &upload.recorder,
@@ -93,7 +88,7 @@ async fn publish(
     .await;
     let publisher = match begun {
         Ok(publisher) => publisher,
-        Err(e) => return refusal(&e),
+        Err(e) => return publish::refusal(&e),
     };
     // Its own task: if the connection drops, this handler is dropped with it, and the
     // stream must still end cleanly (hooks, the last segment, the recording).
@@ -142,23 +137,4 @@ async fn receive(
     let draining = *drain.borrow();
     publisher.finish(draining).await;
     result
-}
-
-fn refusal(e: &PublishError) -> Response {
-    let status = match e {
-        PublishError::MissingKey => StatusCode::UNAUTHORIZED,
-        PublishError::WrongKey | PublishError::Denied(_) => StatusCode::FORBIDDEN,
-        PublishError::UnknownProvider(_) => StatusCode::NOT_FOUND,
-        PublishError::InvalidStreamName(_) => StatusCode::BAD_REQUEST,
-        PublishError::AlreadyLive(_) | PublishError::HeldElsewhere(..) => StatusCode::CONFLICT,
-        PublishError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    let mut response = (status, format!("{e}\n")).into_response();
-    if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-    }
-    response
 }

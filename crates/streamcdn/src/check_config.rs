@@ -66,6 +66,7 @@ fn listeners(role: CheckedRole, config: &Config) -> Vec<Listener> {
         add("RTMP", "rtmp.listen", Listen::At(config.rtmp.listen));
         add("RTMPS", "rtmp.tls_listen", config.rtmp.tls_listen);
         add("SRT (UDP)", "srt.listen", config.srt.listen);
+        add("WebRTC (UDP)", "webrtc.listen", config.webrtc.listen);
         add(
             "HTTP origin",
             "origin.listen",

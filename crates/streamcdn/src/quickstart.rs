@@ -179,6 +179,20 @@ pub fn print_quickstart(
          \x20      -headers $'Authorization: Bearer {key}\\r\\n' {origin}/{name}/mystream/ingest.ts\n\n",
         origin = local_url(config.origin.listen),
     );
+    let whip = match config.webrtc.listen.addr() {
+        Some(_) => format!(
+            "WHIP (WebRTC: OBS 30+ Settings > Stream > Service: WHIP, or a browser page):\n\
+             \x20    Server:            {origin}/{name}/mystream/whip\n\
+             \x20    Bearer Token:      {key}\n\
+             \x20    (H.264 and Opus; the WebRTC media port is UDP {port})\n\n",
+            origin = config
+                .origin
+                .advertised_url()
+                .unwrap_or_else(|| local_url(config.origin.listen)),
+            port = config.webrtc.listen,
+        ),
+        None => String::new(),
+    };
     let text = format!(
         "\nstreamcdn is up.\n\n\
          OBS  Settings > Stream > Service: Custom\n\
@@ -193,6 +207,7 @@ pub fn print_quickstart(
          \x20      -f flv 'rtmp://{host}:{rtmp_port}/{name}/mystream?key={key}'\n\n\
          {srt}\
          {upload}\
+         {whip}\
          Play:\n\
          \x20    {http}{playlist}\n\
          \x20    (ffplay, VLC, Safari, or any hls.js player)\n\

@@ -131,7 +131,7 @@ fn bare_config(dir: &std::path::Path, admin: &str) -> std::path::PathBuf {
     let port = free_port;
     let text = format!(
         "[node]\ndata_dir = \"{data}\"\n[rtmp]\nlisten = \"127.0.0.1:{}\"\ntls_listen = \"off\"\n\
-         [srt]\nlisten = \"127.0.0.1:{}\"\n[origin]\nlisten = \"127.0.0.1:{}\"\n[http]\nlisten = \"127.0.0.1:{}\"\ntls_listen = \"off\"\n\
+         [srt]\nlisten = \"127.0.0.1:{}\"\n[webrtc]\nlisten = \"off\"\n[origin]\nlisten = \"127.0.0.1:{}\"\n[http]\nlisten = \"127.0.0.1:{}\"\ntls_listen = \"off\"\n\
          [admin]\nlisten = \"{admin}\"\n[router]\ndns_listen = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:{}\"\n\
          [federation]\nlisten = \"off\"\n\
          [[providers]]\nname = \"demo\"\nstream_key = \"{KEY}\"\n",

@@ -423,9 +423,7 @@ fn srt_publishers_go_through_the_same_hooks_and_keys() {
         "{asked}"
     );
     assert_eq!(
-        node.metric(
-            "streamcdn_ts_publish_refused_total{protocol=\"srt\",reason=\"denied_by_hook\"}"
-        ),
+        node.metric("streamcdn_publish_refused_total{protocol=\"srt\",reason=\"denied_by_hook\"}"),
         1.0
     );
     // A wrong key is refused at the handshake, before the hook is asked.

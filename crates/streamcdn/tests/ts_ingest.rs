@@ -198,7 +198,7 @@ fn a_wrong_or_missing_key_is_refused_and_nothing_is_recorded() {
         2,
     ));
     assert!(node.recordings("demo", "cam").is_empty());
-    assert!(node.metric("streamcdn_ts_publish_refused_total") >= 4.0);
+    assert!(node.metric("streamcdn_publish_refused_total{protocol=\"http\"") >= 4.0);
     assert!(
         http_get(node.http, "/demo/cam/live.m3u8", &[])
             .unwrap()

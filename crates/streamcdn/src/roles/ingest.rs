@@ -1,4 +1,4 @@
-//! The ingest role: RTMP and SRT in (and MPEG-TS uploaded to the origin), the HTTP origin out, recordings on local storage, streams
+//! The ingest role: RTMP, SRT and WHIP in (and MPEG-TS uploaded to the origin), the HTTP origin out, recordings on local storage, streams
 //! announced in the registry.
 
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use streamcdn_ingest::recorder::Recorder;
 use streamcdn_ingest::rtmp_server::{self, RtmpSettings};
 use streamcdn_ingest::srt_server::{self, SrtServer, SrtSettings};
 use streamcdn_ingest::ts_upload;
+use streamcdn_ingest::whip::{self, WebRtcServer, WebRtcSettings};
 
 use crate::context::{bind, Context, Role};
 use crate::tls::Certificates;
@@ -102,6 +103,23 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
         tracing::warn!(srt = %config.srt.listen, origin = cluster.node.origin, "the SRT listener's address cannot be announced (an unspecified listen address and an origin named by host name): the router's ingest name will not answer with this server");
     }
     ctx.node.addresses.srt = srt_address.map(|a| a.to_string());
+    let candidates = match config.webrtc.listen.addr() {
+        Some(_) => webrtc_candidates(config).await?,
+        None => Vec::new(),
+    };
+    let webrtc = match config.webrtc.listen.addr() {
+        Some(addr) if !candidates.is_empty() => {
+            let settings = WebRtcSettings {
+                candidates,
+                inactivity_timeout: config.webrtc.inactivity_timeout,
+                max_sessions: config.webrtc.max_sessions,
+            };
+            let server = WebRtcServer::bind(addr, settings).await?;
+            tracing::info!(webrtc = %addr, candidates = ?server.handle().candidates(), "ingest listening for WebRTC (WHIP)");
+            Some(server)
+        }
+        _ => None,
+    };
     tracing::info!(rtmp = %config.rtmp.listen, srt = %config.srt.listen, origin = %config.origin.listen, "ingest listening");
     // Once a listener's publishers have ended, their last hook notifications get the
     // rest of the grace period.
@@ -147,13 +165,22 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
             ctx.shutdown(),
         ))));
     }
-    let uploads = ts_upload::router(
+    let mut uploads = ts_upload::router(
         hub.clone(),
         recorder.clone(),
         rtmp_settings.idle_timeout,
         ctx.draining(),
         ctx.shutdown(),
     );
+    if let Some(webrtc) = webrtc {
+        uploads = uploads.merge(whip::router(
+            hub.clone(),
+            recorder.clone(),
+            webrtc.handle(),
+            ctx.draining(),
+        ));
+        ctx.spawn(drained(Box::pin(webrtc.serve(ctx.shutdown()))));
+    }
     ctx.spawn(drained(Box::pin(rtmp_server::serve(
         rtmp,
         hub.clone(),
@@ -220,4 +247,36 @@ mod tests {
             None
         );
     }
+}
+
+/// The ICE candidates WHIP answers name: `webrtc.candidates`, else the host publishers
+/// reach the origin at (a name resolved now). Configured ones must resolve; without
+/// them, a default that does not (or none at all) turns WHIP off with a warning.
+async fn webrtc_candidates(
+    config: &streamcdn_config::Config,
+) -> anyhow::Result<Vec<std::net::SocketAddr>> {
+    let configured = !config.webrtc.candidates.is_empty();
+    let mut candidates = Vec::new();
+    for (host, port) in config.webrtc.candidate_hosts(&config.origin) {
+        match tokio::net::lookup_host((host.as_str(), port)).await {
+            Ok(found) => candidates.extend(found),
+            Err(e) if configured => {
+                bail!("cannot resolve the WebRTC candidate host {host}: {e}")
+            }
+            Err(e) => {
+                tracing::warn!(host, error = %e, "cannot resolve the origin's host for WebRTC candidates")
+            }
+        }
+    }
+    if candidates.is_empty() && !configured {
+        tracing::warn!(
+            "WHIP is off: no ICE candidate known; set webrtc.candidates to the addresses publishers reach this server at"
+        );
+    } else if candidates.is_empty() {
+        bail!(
+            "webrtc.listen is {} but no ICE candidate is known: set webrtc.candidates to the addresses publishers reach this server at (or webrtc.listen = \"off\")",
+            config.webrtc.listen
+        );
+    }
+    Ok(candidates)
 }

@@ -156,6 +156,8 @@ pub struct Node {
     pub rtmps: u16,
     /// SRT (UDP).
     pub srt: u16,
+    /// WebRTC (UDP; WHIP's signalling is on the origin).
+    pub webrtc: u16,
     pub origin: u16,
     pub admin: u16,
     /// The router's DNS (UDP and TCP) and HTTP redirect ports.
@@ -204,7 +206,7 @@ impl Node {
     ) -> Node {
         let dir = temp_dir(name);
         let (http, tls, origin, admin) = (free_port(), free_port(), free_port(), free_port());
-        let (rtmps, srt) = (free_port(), free_dual_port());
+        let (rtmps, srt, webrtc) = (free_port(), free_dual_port(), free_dual_port());
         let (dns, router_http) = (free_dual_port(), free_port());
         // A test that sets up federation says where it listens.
         let federation = if extra.contains("[federation]") {
@@ -226,6 +228,9 @@ listen = "{host}:{rtmp}"
 tls_listen = "{host}:{rtmps}"
 [srt]
 listen = "{host}:{srt}"
+[webrtc]
+listen = "{host}:{webrtc}"
+inactivity_timeout = "4s"
 [origin]
 listen = "{host}:{origin}"
 [http]
@@ -266,6 +271,7 @@ low_latency = false
             tls,
             rtmps,
             srt,
+            webrtc,
             origin,
             admin,
             dns,

@@ -104,6 +104,8 @@ listen = "{addr}:1935"
 tls_listen = "{addr}:1936"
 [srt]
 listen = "{addr}:8890"
+[webrtc]
+listen = "{addr}:8189"
 [origin]
 listen = "{addr}:8088"
 [http]
