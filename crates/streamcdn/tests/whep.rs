@@ -1,6 +1,7 @@
 //! WebRTC playback (WHEP) at the edge: headless Chromium plays a stream published over
 //! RTMP through an ingest, a mid-tier and an edge with the player page, over WebRTC, the
-//! ingest serving the stream's feed once; `?hls` forces HLS; the WHEP endpoint's
+//! ingest serving the stream's feed once, and falls back to HLS, which shows the end,
+//! when the stream ends; `?hls` forces HLS; the WHEP endpoint's
 //! answers (not live, unsigned, preflight, PATCH, DELETE ending a session).
 
 mod common;
@@ -122,8 +123,19 @@ fn the_player_page_plays_over_webrtc_through_a_mid_tier() {
     });
     assert_eq!(forced["mode"], "hls", "{forced}");
     drop(hls);
-    drop(browser);
+
+    // The stream ends: the edge closes the PeerConnection, the page falls back to HLS,
+    // which says it ended.
     let _ = wait_output(publisher);
+    let ended = browser.wait_for("the end of the stream", Duration::from_secs(40), |sample| {
+        sample["state"] == "ended"
+    });
+    assert_eq!(ended["mode"], "hls", "{ended}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while edge.metric("streamcdn_edge_webrtc_viewers") != 0.0 {
+        assert!(Instant::now() < deadline, "the WebRTC viewer was not let go");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]
