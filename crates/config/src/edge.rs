@@ -190,12 +190,17 @@ mod tests {
     fn whep_listens_by_default_and_checks_its_candidates() {
         let c = parse("").unwrap();
         assert_eq!(c.edge.webrtc.listen.addr().map(|a| a.port()), Some(8190));
-        let c = parse("[edge.webrtc]\nlisten = \"off\"\ncandidates = [\"192.0.2.1\", \"192.0.2.2:3478\"]\n")
-            .unwrap();
+        let c = parse(
+            "[edge.webrtc]\nlisten = \"off\"\ncandidates = [\"192.0.2.1\", \"192.0.2.2:3478\"]\n",
+        )
+        .unwrap();
         assert!(c.edge.webrtc.listen.addr().is_none());
         assert_eq!(
             c.edge.webrtc.candidate_hosts(),
-            vec![Some(("192.0.2.1".into(), 0)), Some(("192.0.2.2".into(), 3478))]
+            vec![
+                Some(("192.0.2.1".into(), 0)),
+                Some(("192.0.2.2".into(), 3478))
+            ]
         );
         let e = parse("[edge.webrtc]\ncandidates = [\"edge.example\"]\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("edge.webrtc.candidates[0]"));

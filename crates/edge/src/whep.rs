@@ -420,8 +420,8 @@ impl Frames {
     fn time(&mut self, ticks: i64, now: Instant, rate: u64) -> (u64, Instant) {
         let (first, at) = *self.origin.get_or_insert((ticks, now));
         let since = ticks - first;
-        let rtp = (since + RTP_MARGIN_TICKS).max(0) as u128 * u128::from(rate)
-            / u128::from(TIMESCALE);
+        let rtp =
+            (since + RTP_MARGIN_TICKS).max(0) as u128 * u128::from(rate) / u128::from(TIMESCALE);
         let offset = Duration::from_micros(since.unsigned_abs() * 1_000_000 / u64::from(TIMESCALE));
         let wallclock = match since >= 0 {
             true => at + offset,

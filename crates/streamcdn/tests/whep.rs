@@ -133,7 +133,10 @@ fn the_player_page_plays_over_webrtc_through_a_mid_tier() {
     assert_eq!(ended["mode"], "hls", "{ended}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while edge.metric("streamcdn_edge_webrtc_viewers") != 0.0 {
-        assert!(Instant::now() < deadline, "the WebRTC viewer was not let go");
+        assert!(
+            Instant::now() < deadline,
+            "the WebRTC viewer was not let go"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }

@@ -29,8 +29,8 @@ mod session;
 
 pub use crate::error::WebRtcError;
 pub use crate::server::{
-    Accepted, AcceptedViewer, IncomingMedia, MediaEvent, OutgoingMedia, SessionEnd,
-    WebRtcHandle, WebRtcServer, WebRtcSettings,
+    Accepted, AcceptedViewer, IncomingMedia, MediaEvent, OutgoingMedia, SessionEnd, WebRtcHandle,
+    WebRtcServer, WebRtcSettings,
 };
 pub use crate::session::{
     Answerer, EndReason, OfferedTracks, OutFrame, RtpIn, SendStats, SessionStats, Track,

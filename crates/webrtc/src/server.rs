@@ -550,9 +550,7 @@ impl Shell<'_> {
                     };
                     match packets.try_send(packet) {
                         Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            entry.session.stats.dropped += 1
-                        }
+                        Err(mpsc::error::TrySendError::Full(_)) => entry.session.stats.dropped += 1,
                         Err(mpsc::error::TrySendError::Closed(_)) => {
                             ended.get_or_insert(EndReason::Shutdown);
                         }

@@ -204,7 +204,8 @@ impl Answerer {
 
     /// Checks a viewer's offer as a WHEP `POST` would (for the fuzzer and tests).
     pub fn check_viewer(&self, offer: &str) -> Result<OfferedTracks, WebRtcError> {
-        self.answer_viewer(offer, Instant::now()).map(|(s, _)| s.tracks)
+        self.answer_viewer(offer, Instant::now())
+            .map(|(s, _)| s.tracks)
     }
 
     fn negotiate(

@@ -71,9 +71,16 @@ async fn a_viewer_gets_whole_frames_from_a_keyframe_and_a_pli_skips_to_the_next(
     let (offer, pending) = api.apply().unwrap();
     let accepted = handle.accept_viewer(&offer.to_sdp_string()).await.unwrap();
     assert!(accepted.tracks.video && accepted.tracks.audio_channels.is_some());
-    assert!(accepted.answer.contains("a=sendonly"), "{}", accepted.answer);
+    assert!(
+        accepted.answer.contains("a=sendonly"),
+        "{}",
+        accepted.answer
+    );
     rtc.sdp_api()
-        .accept_answer(pending, SdpAnswer::from_sdp_string(&accepted.answer).unwrap())
+        .accept_answer(
+            pending,
+            SdpAnswer::from_sdp_string(&accepted.answer).unwrap(),
+        )
         .unwrap();
 
     let (got_tx, mut got) = mpsc::unbounded_channel::<Got>();
@@ -162,10 +169,17 @@ async fn a_viewer_gets_whole_frames_from_a_keyframe_and_a_pli_skips_to_the_next(
     // The counts reach the feeder about twice a second.
     let deadline = Instant::now() + Duration::from_secs(3);
     while media.stats().dropped_frames == 0 {
-        assert!(Instant::now() < deadline, "the delta before the keyframe is not counted");
+        assert!(
+            Instant::now() < deadline,
+            "the delta before the keyframe is not counted"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(media.stats().dropped_frames, 1, "only the delta before the keyframe");
+    assert_eq!(
+        media.stats().dropped_frames,
+        1,
+        "only the delta before the keyframe"
+    );
 
     // The viewer asks for a keyframe: its deltas stop until the next one.
     pli_tx.send(()).unwrap();
