@@ -1,4 +1,4 @@
-/// What reaches the WHIP endpoint and the WebRTC port from the network: an SDP offer
+/// What reaches the WHIP and WHEP endpoints and the WebRTC port from the network: an SDP offer
 /// (str0m's parser and the whole answer, as `POST .../whip` runs it) and UDP datagrams
 /// (our demultiplexer's classification and str0m's STUN parse, as the server's socket
 /// loop runs them). Nothing may panic; an answered offer has a track; a datagram we do
@@ -10,7 +10,12 @@ pub fn check(data: &[u8]) {
     let answerer = ANSWERER.get_or_init(|| {
         Answerer::new(vec!["127.0.0.1:8189".parse().expect("an address")]).expect("an answerer")
     });
-    if let Ok(tracks) = answerer.check(&String::from_utf8_lossy(data)) {
+    let offer = String::from_utf8_lossy(data);
+    if let Ok(tracks) = answerer.check(&offer) {
+        assert!(tracks.video || tracks.audio_channels.is_some(), "{tracks:?}");
+    }
+    // The same offer as a viewer's (WHEP `POST`): answered in str0m's frame mode.
+    if let Ok(tracks) = answerer.check_viewer(&offer) {
         assert!(tracks.video || tracks.audio_channels.is_some(), "{tracks:?}");
     }
     let kind = classify(data);

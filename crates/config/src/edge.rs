@@ -8,7 +8,7 @@ use streamcdn_cdni::Tier;
 
 use crate::checks::{http_url, Invalid};
 use crate::humantime_serde;
-use crate::units::ByteSize;
+use crate::units::{ByteSize, Listen};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -50,6 +50,59 @@ pub struct EdgeConfig {
     /// routers send it fewer new viewers near it and none above it. 0: not stated (the
     /// router's `edge_capacity` applies).
     pub capacity: u64,
+    /// WebRTC playback (WHEP) at an `edge`-tier cache.
+    pub webrtc: EdgeWebRtcConfig,
+}
+
+/// `[edge.webrtc]`: the UDP port of every WebRTC viewer's session (WHEP: its HTTP side
+/// is `POST /<provider>/<stream>/whep` on the playback listener). ICE-lite: every
+/// session shares the one port, and the SDP answer names this server's addresses.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeWebRtcConfig {
+    /// UDP `"host:port"`, or `"off"` (no WHEP: players use HLS).
+    pub listen: Listen,
+    /// The addresses viewers reach that port at, as `"ip"` (the listen port) or
+    /// `"ip:port"` (a NAT forwarding another port). Default: the host of
+    /// `http.advertise` (resolved at start when it is a name), else `http.listen`'s,
+    /// else this host's address towards the internet and loopback.
+    pub candidates: Vec<String>,
+    /// A viewer whose browser sends nothing (no RTCP, no consent checks) for this long
+    /// is ended.
+    #[serde(with = "humantime_serde")]
+    pub inactivity_timeout: Duration,
+    pub max_sessions: usize,
+}
+
+impl Default for EdgeWebRtcConfig {
+    fn default() -> Self {
+        Self {
+            listen: Listen::At(([0, 0, 0, 0], 8190).into()),
+            candidates: Vec::new(),
+            inactivity_timeout: Duration::from_secs(15),
+            max_sessions: 2000,
+        }
+    }
+}
+
+impl EdgeWebRtcConfig {
+    /// The configured candidates as `(host, port)`, port 0 for the listen port; `None`
+    /// for one that is neither an address nor `address:port`.
+    pub fn candidate_hosts(&self) -> Vec<Option<(String, u16)>> {
+        self.candidates
+            .iter()
+            .map(|c| {
+                c.parse::<std::net::SocketAddr>()
+                    .ok()
+                    .map(|a| (a.ip().to_string(), a.port()))
+                    .or_else(|| {
+                        c.parse::<std::net::IpAddr>()
+                            .ok()
+                            .map(|ip| (ip.to_string(), 0))
+                    })
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
@@ -74,6 +127,7 @@ impl Default for EdgeConfig {
             upstream_http2: false,
             tier: EdgeTier::Edge,
             capacity: 0,
+            webrtc: EdgeWebRtcConfig::default(),
         }
     }
 }
@@ -109,6 +163,20 @@ impl EdgeConfig {
                 "must be more than 0".into(),
             ));
         }
+        for (i, candidate) in self.webrtc.candidate_hosts().iter().enumerate() {
+            if candidate.is_none() {
+                return Err((
+                    format!("edge.webrtc.candidates[{i}]"),
+                    "must be an IP address or IP:port".into(),
+                ));
+            }
+        }
+        if self.webrtc.max_sessions == 0 {
+            return Err((
+                "edge.webrtc.max_sessions".into(),
+                "must be at least 1 (turn WHEP off with listen = \"off\")".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -128,6 +196,26 @@ mod tests {
         assert_eq!(parse(&mid).unwrap().edge.cache_tier(), Tier::Mid);
         let top_mid = "[edge]\ntier = \"mid\"\n";
         assert_eq!(parse(top_mid).unwrap().edge.cache_tier(), Tier::Top);
+    }
+
+    #[test]
+    fn whep_listens_by_default_and_checks_its_candidates() {
+        let c = parse("").unwrap();
+        assert_eq!(c.edge.webrtc.listen.addr().map(|a| a.port()), Some(8190));
+        let c = parse(
+            "[edge.webrtc]\nlisten = \"off\"\ncandidates = [\"192.0.2.1\", \"192.0.2.2:3478\"]\n",
+        )
+        .unwrap();
+        assert!(c.edge.webrtc.listen.addr().is_none());
+        assert_eq!(
+            c.edge.webrtc.candidate_hosts(),
+            vec![
+                Some(("192.0.2.1".into(), 0)),
+                Some(("192.0.2.2".into(), 3478))
+            ]
+        );
+        let e = parse("[edge.webrtc]\ncandidates = [\"edge.example\"]\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("edge.webrtc.candidates[0]"));
     }
 
     #[test]

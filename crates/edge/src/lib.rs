@@ -36,6 +36,7 @@ mod response;
 mod source;
 mod top_tier;
 pub mod viewers;
+pub mod whep;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

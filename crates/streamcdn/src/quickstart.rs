@@ -193,6 +193,18 @@ pub fn print_quickstart(
         ),
         None => String::new(),
     };
+    let whep = match config.edge.webrtc.listen.addr() {
+        Some(_) => format!(
+            "\x20    over WebRTC (WHEP; the player page tries it first, GStreamer whepsrc):\n\
+             \x20      {http}/{name}/mystream/whep   (media on UDP {port})\n",
+            http = config
+                .http
+                .advertised_url()
+                .unwrap_or_else(|| local_url(config.http.listen)),
+            port = config.edge.webrtc.listen,
+        ),
+        None => String::new(),
+    };
     let text = format!(
         "\nstreamcdn is up.\n\n\
          OBS  Settings > Stream > Service: Custom\n\
@@ -212,6 +224,7 @@ pub fn print_quickstart(
          \x20    {http}{playlist}\n\
          \x20    (ffplay, VLC, Safari, or any hls.js player)\n\
          \x20    in a browser, the player page: {http}{player}\n\
+         {whep}\
          {https}\n\
          Request router (DNS and HTTP redirects to the best edge):\n\
          \x20    dig @{dns_host} -p {dns_port} {delivery} A +subnet=198.51.100.0/24\n\

@@ -8,7 +8,10 @@
 //! while let MediaEvent::Packet(p) = accepted.media.next().await { depacketize(p) }
 //! ```
 //!
-//! A session ends on [`WebRtcHandle::close`] (WHIP `DELETE`), when ICE consent is lost
+//! Viewers (WHEP) share the same loop: `handle.accept_viewer(&offer)` gives an
+//! [`OutgoingMedia`] that frames are written to, and a [`SessionEnd`].
+//!
+//! A session ends on [`WebRtcHandle::close`] (WHIP or WHEP `DELETE`), when ICE consent is lost
 //! or DTLS closes, after `inactivity_timeout` without media, when its consumer drops
 //! its [`IncomingMedia`], or at shutdown; the consumer then gets
 //! [`MediaEvent::Ended`] with the reason.
@@ -28,7 +31,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::demux::{local_destination, parse, Demux};
 use crate::error::WebRtcError;
 use crate::session::EndReason;
-use crate::session::{Answerer, Happened, OfferedTracks, RtpIn, Session, SessionStats};
+use crate::session::{
+    Answerer, Happened, OfferedTracks, OutFrame, RtpIn, SendStats, Session, SessionStats,
+};
 
 #[derive(Debug, Clone)]
 pub struct WebRtcSettings {
@@ -88,17 +93,96 @@ impl IncomingMedia {
     }
 }
 
+/// An answered viewer's offer (WHEP).
+pub struct AcceptedViewer {
+    /// The session's id (for the WHEP resource URL): 32 hex digits, unguessable.
+    pub id: String,
+    /// The SDP answer.
+    pub answer: String,
+    /// What the viewer takes.
+    pub tracks: OfferedTracks,
+    pub media: OutgoingMedia,
+    pub end: SessionEnd,
+}
+
+/// One viewer's session, for the task that feeds it.
+pub struct OutgoingMedia {
+    key: u64,
+    commands: mpsc::Sender<Command>,
+    stats: watch::Receiver<SendStats>,
+}
+
+impl OutgoingMedia {
+    /// Waits until ICE and DTLS are up (frames written before are lost); `false` if the
+    /// session ended first.
+    pub async fn connected(&mut self) -> bool {
+        self.stats.wait_for(|s| s.connected).await.is_ok()
+    }
+
+    /// Hands a frame to the session. Waits while the server is busy: a caller reading a
+    /// feed then falls behind it, and the feed skips it to a later keyframe, so no queue
+    /// grows here.
+    pub async fn send(&self, frame: OutFrame) -> Result<(), WebRtcError> {
+        self.commands
+            .send(Command::Frame(self.key, frame))
+            .await
+            .map_err(|_| WebRtcError::Stopped)
+    }
+
+    /// The session's counts so far (updated about once a second and at its end).
+    pub fn stats(&self) -> SendStats {
+        *self.stats.borrow()
+    }
+}
+
+/// How a session ended, once it has.
+pub struct SessionEnd(oneshot::Receiver<EndReason>);
+
+impl SessionEnd {
+    /// Waits for the session's end.
+    pub async fn wait(&mut self) -> EndReason {
+        (&mut self.0).await.unwrap_or(EndReason::Shutdown)
+    }
+}
+
 enum Command {
     Add(Box<Entry>, u64, String),
     Close(String, oneshot::Sender<bool>),
     Keyframe(u64),
+    Frame(u64, OutFrame),
+}
+
+/// Who a session's output goes to: the consumer of a publisher's packets (WHIP), or
+/// the feeder of a viewer's frames (WHEP), which only needs its counts.
+enum Consumer {
+    Receiving {
+        packets: mpsc::Sender<RtpIn>,
+        stats: watch::Sender<SessionStats>,
+    },
+    Sending {
+        stats: watch::Sender<SendStats>,
+    },
+}
+
+impl Consumer {
+    fn publish(&self, session: &Session) {
+        match self {
+            Consumer::Receiving { stats, .. } => {
+                stats.send_replace(session.stats);
+            }
+            Consumer::Sending { stats } => {
+                if let Some(sending) = &session.sending {
+                    stats.send_replace(sending.stats);
+                }
+            }
+        }
+    }
 }
 
 struct Entry {
     session: Session,
-    packets: mpsc::Sender<RtpIn>,
+    consumer: Consumer,
     ended: Option<oneshot::Sender<EndReason>>,
-    stats: watch::Sender<SessionStats>,
     id: String,
 }
 
@@ -119,35 +203,18 @@ impl WebRtcHandle {
 
     /// Answers a publisher's offer and starts its session on the server's socket.
     pub async fn accept(&self, offer: &str) -> Result<Accepted, WebRtcError> {
-        if self.live.load(Ordering::Relaxed) >= self.max_sessions {
-            return Err(WebRtcError::Full);
-        }
+        self.check_room()?;
         let (session, answer) = self.answerer.answer(offer, Instant::now())?;
         let tracks = session.tracks;
-        let key = rand::rng().random::<u64>();
-        let id = format!("{key:016x}{:016x}", rand::rng().random::<u64>());
         // About two seconds of a 5 Mbit/s stream: a consumer slower than that loses
         // packets (a gap to it, and a keyframe request) rather than holding the socket.
         let (packets_tx, packets) = mpsc::channel(1024);
-        let (ended_tx, ended) = oneshot::channel();
         let (stats_tx, stats) = watch::channel(SessionStats::default());
-        let entry = Entry {
-            session,
+        let consumer = Consumer::Receiving {
             packets: packets_tx,
-            ended: Some(ended_tx),
             stats: stats_tx,
-            id: id.clone(),
         };
-        self.live.fetch_add(1, Ordering::Relaxed);
-        if self
-            .commands
-            .send(Command::Add(Box::new(entry), key, id.clone()))
-            .await
-            .is_err()
-        {
-            self.live.fetch_sub(1, Ordering::Relaxed);
-            return Err(WebRtcError::Stopped);
-        }
+        let (key, id, ended) = self.start(session, consumer).await?;
         Ok(Accepted {
             id,
             answer,
@@ -160,6 +227,62 @@ impl WebRtcHandle {
                 commands: self.commands.clone(),
             },
         })
+    }
+
+    /// Answers a viewer's offer (WHEP) and starts its session on the server's socket.
+    pub async fn accept_viewer(&self, offer: &str) -> Result<AcceptedViewer, WebRtcError> {
+        self.check_room()?;
+        let (session, answer) = self.answerer.answer_viewer(offer, Instant::now())?;
+        let tracks = session.tracks;
+        let (stats_tx, stats) = watch::channel(SendStats::default());
+        let consumer = Consumer::Sending { stats: stats_tx };
+        let (key, id, ended) = self.start(session, consumer).await?;
+        Ok(AcceptedViewer {
+            id,
+            answer,
+            tracks,
+            media: OutgoingMedia {
+                key,
+                commands: self.commands.clone(),
+                stats,
+            },
+            end: SessionEnd(ended),
+        })
+    }
+
+    fn check_room(&self) -> Result<(), WebRtcError> {
+        match self.live.load(Ordering::Relaxed) >= self.max_sessions {
+            true => Err(WebRtcError::Full),
+            false => Ok(()),
+        }
+    }
+
+    /// Hands a new session to the server loop: its key, id and end.
+    async fn start(
+        &self,
+        session: Session,
+        consumer: Consumer,
+    ) -> Result<(u64, String, oneshot::Receiver<EndReason>), WebRtcError> {
+        let key = rand::rng().random::<u64>();
+        let id = format!("{key:016x}{:016x}", rand::rng().random::<u64>());
+        let (ended_tx, ended) = oneshot::channel();
+        let entry = Entry {
+            session,
+            consumer,
+            ended: Some(ended_tx),
+            id: id.clone(),
+        };
+        self.live.fetch_add(1, Ordering::Relaxed);
+        if self
+            .commands
+            .send(Command::Add(Box::new(entry), key, id.clone()))
+            .await
+            .is_err()
+        {
+            self.live.fetch_sub(1, Ordering::Relaxed);
+            return Err(WebRtcError::Stopped);
+        }
+        Ok((key, id, ended))
     }
 
     /// Ends the session `id` (WHIP `DELETE`); false if there is none.
@@ -321,6 +444,13 @@ impl Shell<'_> {
                 }
                 self.drive(key);
             }
+            Command::Frame(key, frame) => {
+                let Some(entry) = self.sessions.get_mut(&key) else {
+                    return;
+                };
+                entry.session.write(frame);
+                self.drive(key);
+            }
         }
     }
 
@@ -388,7 +518,7 @@ impl Shell<'_> {
             .map(|(k, _)| *k)
             .collect();
         for entry in self.sessions.values() {
-            entry.stats.send_replace(entry.session.stats);
+            entry.consumer.publish(&entry.session);
         }
         for key in idle {
             if let Some(entry) = self.sessions.get_mut(&key) {
@@ -414,13 +544,23 @@ impl Shell<'_> {
         let mut ended = None;
         for happened in self.happened.drain(..) {
             match happened {
-                Happened::Media(packet) => match entry.packets.try_send(packet) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => entry.session.stats.dropped += 1,
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
-                        ended.get_or_insert(EndReason::Shutdown);
+                Happened::Media(packet) => {
+                    let Consumer::Receiving { packets, .. } = &entry.consumer else {
+                        continue;
+                    };
+                    match packets.try_send(packet) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => entry.session.stats.dropped += 1,
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            ended.get_or_insert(EndReason::Shutdown);
+                        }
                     }
-                },
+                }
+                Happened::SendStats(stats) => {
+                    if let Consumer::Sending { stats: to } = &entry.consumer {
+                        to.send_replace(stats);
+                    }
+                }
                 Happened::Ended(reason) => {
                     ended.get_or_insert(reason);
                 }
@@ -443,7 +583,7 @@ impl Shell<'_> {
         metrics::counter!("streamcdn_webrtc_sessions_ended_total", "reason" => reason.label())
             .increment(1);
         tracing::debug!(session = entry.id, %reason, "WebRTC session ended");
-        entry.stats.send_replace(entry.session.stats);
+        entry.consumer.publish(&entry.session);
         if let Some(ended) = entry.ended.take() {
             let _ = ended.send(reason);
         }

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
-use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
+use str0m::format::Codec;
+use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid, Pt};
 use str0m::net::Transmit;
 use str0m::rtp::Ssrc;
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
@@ -62,6 +63,38 @@ pub struct SessionStats {
     pub plis: u64,
     /// Packets the consumer was too slow to take, dropped here (a gap to it).
     pub dropped: u64,
+}
+
+/// One frame for a viewer (a sending session).
+#[derive(Debug, Clone)]
+pub struct OutFrame {
+    pub track: Track,
+    /// In the track's RTP clock: 90 kHz for video (presentation time), 48 kHz for Opus.
+    pub rtp_time: u64,
+    /// This host's time of that instant (RTCP sender reports map `rtp_time` to it; the
+    /// same mapping for both tracks keeps them in sync).
+    pub wallclock: Instant,
+    pub keyframe: bool,
+    /// H.264: the access unit in Annex B (start codes), its SPS and PPS before a
+    /// keyframe; Opus: one packet.
+    pub data: Bytes,
+}
+
+/// A sending session's counts so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SendStats {
+    /// ICE and DTLS are up: frames written from now on reach the viewer.
+    pub connected: bool,
+    /// Frames handed to the packetizer.
+    pub frames: u64,
+    /// RTP payload bytes sent (retransmissions included), as str0m counts them.
+    pub bytes: u64,
+    /// NACKs received (each answered from str0m's send buffer when still there).
+    pub nacks: u64,
+    /// Keyframe requests received (PLI and FIR): the viewer skips to the next keyframe.
+    pub plis: u64,
+    /// Video frames not sent: before the connection, or skipped waiting for a keyframe.
+    pub dropped_frames: u64,
 }
 
 /// Why a session ended.
@@ -146,17 +179,46 @@ impl Answerer {
     }
 
     /// Accepts a publisher's offer: its media received (sendonly or sendrecv offers),
-    /// H.264 and Opus only. Returns the session and the SDP answer.
+    /// H.264 and Opus only, raw RTP out (RTP mode). Returns the session and the SDP
+    /// answer.
     pub(crate) fn answer(
         &self,
         offer: &str,
         now: Instant,
     ) -> Result<(Session, String), WebRtcError> {
+        self.negotiate(offer, now, true)
+    }
+
+    /// Accepts a viewer's offer (WHEP): H.264 video and Opus audio sent to it (recvonly
+    /// or sendrecv offers), in str0m's frame mode: str0m packetizes each frame, keeps
+    /// what it sent to answer NACKs (RTX when negotiated) and sends sender reports.
+    pub(crate) fn answer_viewer(
+        &self,
+        offer: &str,
+        now: Instant,
+    ) -> Result<(Session, String), WebRtcError> {
+        let (mut session, answer) = self.negotiate(offer, now, false)?;
+        session.sending = Some(Sending::default());
+        Ok((session, answer))
+    }
+
+    /// Checks a viewer's offer as a WHEP `POST` would (for the fuzzer and tests).
+    pub fn check_viewer(&self, offer: &str) -> Result<OfferedTracks, WebRtcError> {
+        self.answer_viewer(offer, Instant::now())
+            .map(|(s, _)| s.tracks)
+    }
+
+    fn negotiate(
+        &self,
+        offer: &str,
+        now: Instant,
+        rtp_mode: bool,
+    ) -> Result<(Session, String), WebRtcError> {
         let parsed =
             SdpOffer::from_sdp_string(offer).map_err(|e| WebRtcError::BadOffer(e.to_string()))?;
         let mut rtc = RtcConfig::new()
             .set_ice_lite(true)
-            .set_rtp_mode(true)
+            .set_rtp_mode(rtp_mode)
             .set_dtls_cert(self.cert.clone())
             .clear_codecs()
             .enable_h264(true)
@@ -179,6 +241,42 @@ impl Answerer {
         }
         Ok((Session::new(rtc, tracks, now), answer))
     }
+}
+
+/// The sending half of a session (WHEP).
+#[derive(Debug, Default)]
+pub(crate) struct Sending {
+    /// Each track's media section and payload type (found on the first frame).
+    mids: HashMap<Track, (Mid, Option<Pt>)>,
+    /// Video waits for a keyframe: at the start, after a keyframe request, after a frame
+    /// that could not be sent.
+    waiting_keyframe: bool,
+    nacks_by_mid: HashMap<Mid, u64>,
+    bytes_by_mid: HashMap<Mid, u64>,
+    pub(crate) stats: SendStats,
+}
+
+/// The payload type to send `track` with: H.264 in packetization mode 1 (every browser
+/// offers it) else any H.264; Opus.
+fn pick_pt<'a>(
+    track: Track,
+    params: impl Iterator<Item = &'a str0m::format::PayloadParams>,
+) -> Option<Pt> {
+    let mut fallback = None;
+    for p in params {
+        let spec = p.spec();
+        match (track, spec.codec) {
+            (Track::Video, Codec::H264) if spec.format.packetization_mode == Some(1) => {
+                return Some(p.pt())
+            }
+            (Track::Video, Codec::H264) => {
+                fallback.get_or_insert(p.pt());
+            }
+            (Track::Audio, Codec::Opus) => return Some(p.pt()),
+            _ => {}
+        }
+    }
+    fallback
 }
 
 /// The media sections the answer accepted (a port other than 0, a codec of ours);
@@ -242,11 +340,15 @@ pub(crate) struct Session {
     last_pli: Option<Instant>,
     pub(crate) next_timeout: Instant,
     pub(crate) last_media: Instant,
+    /// `Some` for a viewer's session (WHEP): what it sends.
+    pub(crate) sending: Option<Sending>,
 }
 
 /// What one poll of a session gave besides datagrams to send.
 pub(crate) enum Happened {
     Media(RtpIn),
+    /// A sending session's connection is up (or its counts changed notably).
+    SendStats(SendStats),
     Ended(EndReason),
 }
 
@@ -267,6 +369,66 @@ impl Session {
             last_pli: None,
             next_timeout: now,
             last_media: now,
+            sending: None,
+        }
+    }
+
+    /// Sends a frame to the viewer (a sending session; ignored otherwise). Video waits
+    /// for a keyframe whenever the viewer could not decode what follows: before the
+    /// connection is up, after the viewer asked for one (PLI, FIR: the feed cannot make
+    /// the publisher send one, so this viewer skips to the next), after a failed write.
+    pub(crate) fn write(&mut self, frame: OutFrame) {
+        let Some(sending) = self.sending.as_mut() else {
+            return;
+        };
+        let video = frame.track == Track::Video;
+        if !sending.stats.connected {
+            if video {
+                sending.stats.dropped_frames += 1;
+                sending.waiting_keyframe = true;
+            }
+            return;
+        }
+        if video && sending.waiting_keyframe && !frame.keyframe {
+            sending.stats.dropped_frames += 1;
+            return;
+        }
+        let Some((mid, pt)) = sending.mids.get(&frame.track).copied() else {
+            // The viewer did not take this track.
+            return;
+        };
+        let Some(writer) = self.rtc.writer(mid) else {
+            return;
+        };
+        let pt = match pt {
+            Some(pt) => pt,
+            None => match pick_pt(frame.track, writer.payload_params()) {
+                Some(pt) => {
+                    sending.mids.insert(frame.track, (mid, Some(pt)));
+                    pt
+                }
+                None => return,
+            },
+        };
+        let frequency = match frame.track {
+            Track::Video => Frequency::NINETY_KHZ,
+            Track::Audio => Frequency::FORTY_EIGHT_KHZ,
+        };
+        let time = MediaTime::new(frame.rtp_time, frequency);
+        match writer.write(pt, frame.wallclock, time, &frame.data[..]) {
+            Ok(()) => {
+                sending.stats.frames += 1;
+                if video && frame.keyframe {
+                    sending.waiting_keyframe = false;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "WebRTC write failed");
+                if video {
+                    sending.stats.dropped_frames += 1;
+                    sending.waiting_keyframe = true;
+                }
+            }
         }
     }
 
@@ -276,6 +438,10 @@ impl Session {
 
     /// Feeds a datagram or the time; an error ends the session.
     pub(crate) fn handle(&mut self, input: Input) -> Result<(), EndReason> {
+        if let (Some(_), Input::Receive(at, _)) = (&self.sending, &input) {
+            // A viewer sends no media: its RTCP and consent checks keep it alive.
+            self.last_media = *at;
+        }
         self.rtc
             .handle_input(input)
             .map_err(|e| EndReason::Failed(e.to_string()))
@@ -346,6 +512,9 @@ impl Session {
     }
 
     fn event(&mut self, event: Event) -> Option<Happened> {
+        if let Some(sending) = self.sending.as_mut() {
+            return sending.event(event);
+        }
         match event {
             Event::MediaAdded(added) => {
                 let track = match added.kind {
@@ -414,6 +583,44 @@ impl Session {
         };
         self.sources.insert(ssrc, track);
         Some(track)
+    }
+}
+
+impl Sending {
+    fn event(&mut self, event: Event) -> Option<Happened> {
+        match event {
+            Event::MediaAdded(added) => {
+                let track = match added.kind {
+                    MediaKind::Video => Track::Video,
+                    MediaKind::Audio => Track::Audio,
+                };
+                if matches!(added.direction, Direction::SendOnly | Direction::SendRecv) {
+                    self.mids.insert(track, (added.mid, None));
+                }
+                None
+            }
+            Event::Connected => {
+                self.stats.connected = true;
+                self.waiting_keyframe = true;
+                Some(Happened::SendStats(self.stats))
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) | Event::Closed => {
+                Some(Happened::Ended(EndReason::Disconnected))
+            }
+            Event::KeyframeRequest(_) => {
+                self.stats.plis += 1;
+                self.waiting_keyframe = true;
+                None
+            }
+            Event::MediaEgressStats(s) => {
+                self.nacks_by_mid.insert(s.mid, s.nacks);
+                self.bytes_by_mid.insert(s.mid, s.bytes);
+                self.stats.nacks = self.nacks_by_mid.values().sum();
+                self.stats.bytes = self.bytes_by_mid.values().sum();
+                None
+            }
+            _ => None,
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use futures::future::BoxFuture;
 use streamcdn_access::deployment::{self, DeploymentKey, ReplayGuard};
 use streamcdn_config::EdgeTier;
 use streamcdn_edge::carried::{self, CacheBudget, Carried};
-use streamcdn_edge::control_endpoint;
+use streamcdn_edge::{control_endpoint, whep};
 use streamcdn_edge::{ClipSettings, Edge, EdgeSettings, UpstreamKind};
 use streamcdn_probe_agent::ProbeBudget;
 use streamcdn_registry::Registry;
@@ -396,12 +396,38 @@ async fn start(ctx: &mut Context) -> anyhow::Result<()> {
             dir: config.node.data_dir.join("carried"),
         },
     );
+    let whep = match (config.edge.tier, config.edge.webrtc.listen.addr()) {
+        (EdgeTier::Edge, Some(listen)) => {
+            let configured: Vec<(String, u16)> = config
+                .edge
+                .webrtc
+                .candidate_hosts()
+                .into_iter()
+                .flatten()
+                .collect();
+            let advertised = config.http.advertised_url();
+            let settings = streamcdn_webrtc::WebRtcSettings {
+                candidates: whep::candidates(&configured, advertised.as_deref()).await,
+                inactivity_timeout: config.edge.webrtc.inactivity_timeout,
+                max_sessions: config.edge.webrtc.max_sessions,
+            };
+            let server = streamcdn_webrtc::WebRtcServer::bind(listen, settings)
+                .await
+                .context("cannot start WebRTC playback (edge.webrtc)")?;
+            let handle = server.handle();
+            tracing::info!(webrtc = %server.local_addr(), candidates = ?handle.candidates(), "WHEP playback listening");
+            ctx.spawn(server.serve(ctx.shutdown()));
+            Some(whep::Whep::new(edge.clone(), handle))
+        }
+        _ => None,
+    };
     let media = edge
         .router()
         .layer(axum::middleware::from_fn_with_state(
             carried.clone(),
             carried::dispatch,
         ))
+        .merge(whep.as_ref().map(whep::Whep::router).unwrap_or_default())
         .merge(probes)
         .merge(control_endpoint::routes(key, edge.clone(), carried.clone()));
     ctx.spawn(carried.keep_current(ctx.shutdown()));

@@ -244,6 +244,8 @@ token = "{ADMIN_TOKEN}"
 [router]
 dns_listen = "{host}:{dns}"
 http_listen = "{host}:{router_http}"
+[edge.webrtc]
+listen = "{host}:0"
 {federation}{extra}
 [[providers]]
 name = "demo"
