@@ -390,7 +390,8 @@ fn rolling_restarts_kills_and_a_registry_failover_go_unnoticed() {
     );
     let browser = Page::open_for(
         "watch_page.mjs",
-        &viewers.url(&format!("/demo/{}/player", STREAMS[0])),
+        // LL-HLS (`?hls`): this test follows hls.js through the chaos.
+        &viewers.url(&format!("/demo/{}/player?hls", STREAMS[0])),
         600,
     );
     let first = browser.wait_for("hls.js playing", Duration::from_secs(30), |s| {
