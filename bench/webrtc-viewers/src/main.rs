@@ -151,7 +151,10 @@ async fn watch(
     let status = response.status();
     let body = response.into_body().collect().await?.to_bytes();
     if status != 201 {
-        bail!("WHEP POST answered {status}: {}", String::from_utf8_lossy(&body));
+        bail!(
+            "WHEP POST answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
     }
     let answer = SdpAnswer::from_sdp_string(std::str::from_utf8(&body)?)?;
     rtc.sdp_api().accept_answer(pending, answer)?;
@@ -227,9 +230,7 @@ fn on_event(
                 .first_frame_ms
                 .get_or_insert(asked.elapsed().as_millis() as u64);
             if let Some(last) = last_video.replace(now) {
-                viewer.longest_gap_ms = viewer
-                    .longest_gap_ms
-                    .max((now - last).as_millis() as u64);
+                viewer.longest_gap_ms = viewer.longest_gap_ms.max((now - last).as_millis() as u64);
             }
         }
         Event::MediaData(data) if data.mid == audio => {
