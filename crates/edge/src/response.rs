@@ -54,6 +54,26 @@ pub fn cors(headers: &mut HeaderMap) {
     );
 }
 
+/// A CORS preflight's answer allowing `methods` with `request_headers`, cached a day by
+/// the browser (the allow-origin header is the caller's).
+pub fn preflight(methods: &'static str, request_headers: &'static str) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(methods),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(request_headers),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    response
+}
+
 pub fn plain(status: StatusCode, text: &str) -> Response {
     (status, format!("{text}\n")).into_response()
 }

@@ -157,21 +157,9 @@ fn plain(status: StatusCode, text: &str) -> Response {
 }
 
 async fn preflight() -> Response {
-    let mut response = StatusCode::NO_CONTENT.into_response();
-    let headers = response.headers_mut();
-    cors(headers);
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST, DELETE, OPTIONS"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Content-Type, Authorization"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("86400"),
-    );
+    let mut response =
+        crate::response::preflight("POST, DELETE, OPTIONS", "Content-Type, Authorization");
+    cors(response.headers_mut());
     response
 }
 
